@@ -1,0 +1,200 @@
+"""Settings of each pipeline stage, as frozen dataclasses.
+
+Every field carries its unit in its name or its docstring. The feature settings of the shipped
+encoder live in its JSON sidecar and are read back with :meth:`FeatureConfig.from_dict`, so the
+runtime and training always agree on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+SAMPLE_RATE_HZ = 16000
+"""The one rate every stage after the source works at (hertz)."""
+
+
+def _from_dict(cls, data: Mapping[str, Any]):
+    """Build dataclass ``cls`` from a mapping, refusing unknown keys (they are typos or drift)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """The spectrogram front-end. Defaults reproduce the pretrained GE2E encoder's input
+    (Resemblyzer: librosa ``melspectrogram`` power, Slaney mel scale and area normalisation)."""
+
+    sample_rate_hz: int = SAMPLE_RATE_HZ
+    """Rate of the audio the features are computed from (hertz)."""
+    window_ms: float = 25.0
+    """STFT window (and FFT) length (milliseconds): 400 samples at 16 kHz."""
+    hop_ms: float = 10.0
+    """STFT hop between spectrogram rows (milliseconds): 160 samples at 16 kHz."""
+    n_mels: int = 40
+    """Number of mel bands (rows have this many columns)."""
+    fmin_hz: float = 0.0
+    """Lowest mel filter edge (hertz)."""
+    fmax_hz: float = 8000.0
+    """Highest mel filter edge (hertz); at most half the sample rate."""
+    mel_scale: str = "slaney"
+    """``"slaney"`` (linear below 1 kHz, log above; librosa's default) or ``"htk"``."""
+    mel_norm: str = "slaney"
+    """``"slaney"`` (each triangle has unit area over hertz) or ``"none"``."""
+    power: float = 2.0
+    """Exponent of the STFT magnitude: 2 for a power spectrogram."""
+    log: bool = False
+    """If true, rows are ``log(mel + log_floor)``; the shipped encoder takes linear mel power."""
+    log_floor: float = 1e-6
+    """Added before the logarithm when ``log`` is true (same unit as the mel power)."""
+
+    def __post_init__(self) -> None:
+        if self.sample_rate_hz <= 0:
+            raise ValueError(f"sample_rate_hz must be positive, got {self.sample_rate_hz}")
+        if self.n_fft < 16 or self.hop_length < 1:
+            raise ValueError(f"window_ms={self.window_ms} / hop_ms={self.hop_ms} give a window of "
+                             f"{self.n_fft} and a hop of {self.hop_length} samples: too small")
+        if not 0 <= self.fmin_hz < self.fmax_hz <= self.sample_rate_hz / 2:
+            raise ValueError(f"need 0 <= fmin_hz < fmax_hz <= {self.sample_rate_hz / 2}, "
+                             f"got {self.fmin_hz}, {self.fmax_hz}")
+        if self.mel_scale not in ("slaney", "htk"):
+            raise ValueError(f"mel_scale must be 'slaney' or 'htk', got {self.mel_scale!r}")
+        if self.mel_norm not in ("slaney", "none"):
+            raise ValueError(f"mel_norm must be 'slaney' or 'none', got {self.mel_norm!r}")
+
+    @property
+    def n_fft(self) -> int:
+        """Window and FFT length (samples)."""
+        return int(round(self.sample_rate_hz * self.window_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        """Hop between rows (samples)."""
+        return int(round(self.sample_rate_hz * self.hop_ms / 1000))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Voice activity detection and utterance segmentation."""
+
+    frame_ms: int = 30
+    """webrtcvad frame length (milliseconds): 10, 20 or 30."""
+    aggressiveness: int = 2
+    """webrtcvad mode, 0 (least) to 3 (most aggressive in calling frames non-speech)."""
+    start_window_ms: int = 150
+    """Speech starts when ``start_voiced_ms`` of the last ``start_window_ms`` are voiced (ms)."""
+    start_voiced_ms: int = 90
+    """Voiced time needed inside the start window (milliseconds); a lone click never reaches it."""
+    pre_roll_ms: int = 150
+    """Audio kept before the detected start and given to the segment (milliseconds)."""
+    pause_ms: int = 450
+    """A segment ends after this much unvoiced audio (milliseconds); shorter pauses do not cut it."""
+    post_roll_ms: int = 90
+    """Audio after the last voiced frame that stays in the segment (milliseconds)."""
+    min_speech_ms: int = 240
+    """Segments with less voiced audio than this are dropped as noise bursts (milliseconds)."""
+    max_segment_s: float = 6.0
+    """A segment longer than this is closed and a new one opened at once (seconds), so long
+    speech yields a decision at least this often."""
+    gate_margin_db: float = 6.0
+    """A frame is voiced only if its level is this far above the noise floor (decibels)."""
+    gate_min_dbfs: float = -65.0
+    """Frames quieter than this are never voiced (dB relative to full scale)."""
+    floor_window_s: float = 3.0
+    """History over which the noise floor is estimated (seconds)."""
+    floor_quantile: float = 0.1
+    """The noise floor is this quantile of frame levels over the history (0..1)."""
+    floor_prior_dbfs: float = -60.0
+    """Assumed floor before any history exists (dB relative to full scale)."""
+    floor_prior_frames: int = 2
+    """How many frames of the prior seed the history; they age out like real frames."""
+    clip_level: float = 0.999
+    """Absolute sample value at or above which a sample counts as clipped (full scale = 1)."""
+    clipped_fraction: float = 0.01
+    """A segment with more clipped samples than this fraction is flagged ``clipped`` (0..1)."""
+
+    def __post_init__(self) -> None:
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30 (webrtcvad), got {self.frame_ms}")
+        if self.aggressiveness not in (0, 1, 2, 3):
+            raise ValueError(f"aggressiveness must be 0..3, got {self.aggressiveness}")
+        if not 0 < self.start_voiced_ms <= self.start_window_ms:
+            raise ValueError("need 0 < start_voiced_ms <= start_window_ms, got "
+                             f"{self.start_voiced_ms} and {self.start_window_ms}")
+        if self.max_segment_s * 1000 < 2 * self.start_window_ms:
+            raise ValueError(f"max_segment_s={self.max_segment_s} is too short")
+        if not 0 < self.floor_quantile < 1:
+            raise ValueError(f"floor_quantile must be in (0, 1), got {self.floor_quantile}")
+
+    def frames(self, ms: float) -> int:
+        """How many whole VAD frames cover ``ms`` milliseconds (at least one)."""
+        return max(1, int(round(ms / self.frame_ms)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SegmenterConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How a segment's spectrogram is cut into encoder windows."""
+
+    window_frames: int = 160
+    """Spectrogram rows per encoder window (rows; 160 = 1.6 s at a 10 ms hop)."""
+    hop_frames: int = 80
+    """Rows between the starts of consecutive windows while speech goes on."""
+    min_tail_frames: int = 40
+    """At the end of a segment, a last window aligned to the end is added if at least this many
+    rows were not covered by a full window yet (rows)."""
+    pad_short: bool = True
+    """A segment shorter than one window is zero-padded to ``window_frames`` (as the pretrained
+    encoder was used); if false it is embedded at its own length."""
+
+    def __post_init__(self) -> None:
+        if self.window_frames < 10 or not 0 < self.hop_frames <= self.window_frames:
+            raise ValueError(f"need window_frames >= 10 and 0 < hop_frames <= window_frames, got "
+                             f"{self.window_frames}, {self.hop_frames}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "WindowConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class DecisionConfig:
+    """How scores become decisions."""
+
+    threshold: float = 0.75
+    """Cosine (or normalised score) at or above which a voice is accepted."""
+    min_speech_s: float = 0.5
+    """Less voiced speech than this in a segment gives no accept (``too_short``) (seconds)."""
+    thresholds_by_speech_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+    """Optional (speech seconds, threshold) points; the threshold for a segment is interpolated
+    linearly in them (clamped at the ends). Empty: ``threshold`` at every length."""
+
+    def threshold_for(self, speech_s: float) -> float:
+        """The acceptance threshold for a segment with ``speech_s`` seconds of speech."""
+        pts = self.thresholds_by_speech_s
+        if not pts:
+            return self.threshold
+        xs = [p[0] for p in pts]
+        ys = [p[1] for p in pts]
+        if speech_s <= xs[0]:
+            return ys[0]
+        if speech_s >= xs[-1]:
+            return ys[-1]
+        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+            if x0 <= speech_s <= x1:
+                return y0 + (y1 - y0) * (speech_s - x0) / (x1 - x0)
+        return self.threshold  # unreachable: xs are sorted (checked by the sidecar reader)

@@ -1,0 +1,66 @@
+"""Shared fixtures: the bundled recordings, the shipped encoder, and audio helpers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rtverify.sources import Chunk, FileSource
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "rtverify" / "demo"
+DATA = Path(__file__).resolve().parent / "data"
+SR = 16000
+
+
+def read16k(path) -> np.ndarray:
+    """A recording as 16 kHz mono float32, through the runtime's own source."""
+    return np.concatenate([c.samples for c in FileSource(path)])
+
+
+def chunks_of(samples: np.ndarray, size: int, rate: int = SR):
+    """Split 16 kHz samples into Chunks of ``size`` samples."""
+    for i in range(0, len(samples), size):
+        yield Chunk(samples[i:i + size].astype(np.float32), i / rate)
+
+
+def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:
+    sf.write(path, samples, rate, subtype=subtype)
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo():
+    meta = json.loads((DEMO / "conversation.json").read_text())
+    meta["dir"] = DEMO
+    return meta
+
+
+@pytest.fixture(scope="session")
+def session():
+    from rtverify.encoder import EncoderSession
+
+    return EncoderSession()
+
+
+@pytest.fixture(scope="session")
+def conversation(demo) -> np.ndarray:
+    return read16k(DEMO / demo["conversation"])
+
+
+@pytest.fixture(scope="session")
+def alice_print(session, demo) -> np.ndarray:
+    """Voiceprint of the demo's enrolled speaker from the two enrolment takes."""
+    from rtverify.encoder import l2_normalize
+    from rtverify.pipeline import embed_recording
+
+    total = np.zeros(session.dim)
+    for name in demo["enroll"]:
+        rec = embed_recording(session, FileSource(DEMO / name))
+        assert rec.vector is not None
+        total += rec.vector
+    return l2_normalize(total)
