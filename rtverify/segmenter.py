@@ -1,0 +1,226 @@
+"""Speech segmentation: webrtcvad on fixed frames, gated by the signal's own noise floor, with a
+padded ring buffer and hysteresis.
+
+A frame counts as voiced only if webrtcvad says so *and* its level is ``gate_margin_db`` above an
+adaptive noise floor (a low quantile of the recent frame levels). webrtcvad alone calls a large
+share of steady low-level noise speech; the gate removes that while speech over steady background
+noise, which rises above the floor, still passes.
+
+Speech starts when enough of the last few frames are voiced (a lone click does not start it) and
+the segment is given some pre-roll; it ends after a pause longer than ``pause_ms`` (shorter pauses
+stay inside), keeping a little post-roll, or when it reaches ``max_segment_s``, in which case the
+next segment starts at once. Frames after the last voiced one are held back until it is known
+whether speech resumes, so a segment's audio never carries its trailing pause.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import SAMPLE_RATE_HZ, SegmenterConfig
+
+
+@dataclass(frozen=True)
+class SegmentStart:
+    """Speech began; ``start_s`` includes the pre-roll (seconds of stream time)."""
+
+    start_s: float
+
+
+@dataclass(frozen=True)
+class SegmentAudio:
+    """Audio that belongs to the open segment, in order (float32 ``(n,)`` at 16 kHz)."""
+
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class SegmentEnd:
+    """The open segment is complete."""
+
+    start_s: float
+    """Stream time of the segment's first sample (seconds)."""
+    end_s: float
+    """Stream time just after its last sample (seconds)."""
+    speech_s: float
+    """Voiced audio inside it (seconds)."""
+    reason: str
+    """``pause``, ``max_length`` or ``end_of_stream``."""
+    clipped: bool
+    """More than ``clipped_fraction`` of its samples were at full scale."""
+    level_dbfs: float
+    """Mean level of its voiced frames (dB relative to full scale)."""
+    dropped: bool
+    """Less voiced audio than ``min_speech_ms``: a noise burst, not an utterance."""
+
+
+@dataclass
+class _Frame:
+    samples: np.ndarray
+    start_s: float
+    voiced: bool
+    level_db: float
+    n_clipped: int
+
+
+class Segmenter:
+    """Turns consecutive frames of ``frame_ms`` into segment events.
+
+    Feed it with :meth:`push` (exactly ``frame_samples`` samples each, consecutive in time) and
+    end the stream with :meth:`flush`. Each returns a list of :class:`SegmentStart`,
+    :class:`SegmentAudio` and :class:`SegmentEnd` events.
+    """
+
+    def __init__(self, cfg: SegmenterConfig = SegmenterConfig(),
+                 sample_rate_hz: int = SAMPLE_RATE_HZ) -> None:
+        import webrtcvad  # optional at import time of the package (GUIDE: import where used)
+
+        self.cfg = cfg
+        self.sample_rate_hz = sample_rate_hz
+        self.frame_samples = sample_rate_hz * cfg.frame_ms // 1000
+        self._frame_s = cfg.frame_ms / 1000
+        self._vad = webrtcvad.Vad(cfg.aggressiveness)
+        self._start_window = cfg.frames(cfg.start_window_ms)
+        self._start_voiced = cfg.frames(cfg.start_voiced_ms)
+        self._pre_roll = cfg.frames(cfg.pre_roll_ms) if cfg.pre_roll_ms > 0 else 0
+        self._pause = cfg.frames(cfg.pause_ms)
+        self._post_roll = min(cfg.frames(cfg.post_roll_ms) if cfg.post_roll_ms > 0 else 0,
+                              self._pause)
+        self._max_frames = max(self._start_window + 1, int(cfg.max_segment_s / self._frame_s))
+        self._min_voiced = cfg.frames(cfg.min_speech_ms)
+        self._floor_len = max(10, int(cfg.floor_window_s / self._frame_s))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next frame starts a new stream."""
+        self._ring: collections.deque[_Frame] = collections.deque(
+            maxlen=self._start_window + self._pre_roll)
+        self._levels: collections.deque[float] = collections.deque(
+            [self.cfg.floor_prior_dbfs] * self.cfg.floor_prior_frames, maxlen=self._floor_len)
+        self._floor_db = self.cfg.floor_prior_dbfs
+        self._since_floor = 0
+        self._in_speech = False
+        self._continue = False  # open a new segment with the next frame (after max_length)
+        self._held: list[_Frame] = []  # unvoiced frames after the last voiced one
+        self._seg_start_s = 0.0
+        self._seg_end_s = 0.0
+        self._seg_frames = 0
+        self._seg_voiced = 0
+        self._seg_clipped = 0
+        self._seg_samples = 0
+        self._seg_voiced_power = 0.0
+
+    @property
+    def in_speech(self) -> bool:
+        return self._in_speech
+
+    @property
+    def noise_floor_dbfs(self) -> float:
+        """Current noise-floor estimate (dB relative to full scale)."""
+        return self._floor_db
+
+    # -- frame classification -------------------------------------------------------------
+    def _classify(self, samples: np.ndarray, start_s: float) -> _Frame:
+        power = float(np.dot(samples, samples)) / len(samples)
+        level_db = 10.0 * np.log10(power + 1e-12)
+        self._levels.append(level_db)
+        self._since_floor += 1
+        if self._since_floor >= 5:  # a quantile every 150 ms is plenty for a floor
+            self._floor_db = float(np.quantile(np.fromiter(self._levels, float),
+                                               self.cfg.floor_quantile))
+            self._since_floor = 0
+        voiced = False
+        if level_db >= self.cfg.gate_min_dbfs and level_db >= self._floor_db + self.cfg.gate_margin_db:
+            pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+            voiced = self._vad.is_speech(pcm, self.sample_rate_hz)
+        n_clipped = int(np.count_nonzero(np.abs(samples) >= self.cfg.clip_level))
+        return _Frame(samples, start_s, voiced, level_db, n_clipped)
+
+    # -- segment bookkeeping --------------------------------------------------------------
+    def _take(self, frames: list[_Frame], events: list) -> None:
+        """Append frames to the open segment."""
+        if not frames:
+            return
+        for f in frames:
+            self._seg_frames += 1
+            self._seg_samples += len(f.samples)
+            self._seg_clipped += f.n_clipped
+            if f.voiced:
+                self._seg_voiced += 1
+                self._seg_voiced_power += 10.0 ** (f.level_db / 10.0)
+        self._seg_end_s = frames[-1].start_s + len(frames[-1].samples) / self.sample_rate_hz
+        audio = frames[0].samples if len(frames) == 1 else np.concatenate([f.samples for f in frames])
+        events.append(SegmentAudio(audio))
+
+    def _open(self, frames: list[_Frame], events: list) -> None:
+        self._in_speech = True
+        self._held = []
+        self._seg_start_s = frames[0].start_s
+        self._seg_frames = self._seg_voiced = self._seg_clipped = self._seg_samples = 0
+        self._seg_voiced_power = 0.0
+        events.append(SegmentStart(self._seg_start_s))
+        self._take(frames, events)
+
+    def _close(self, reason: str, events: list) -> list[_Frame]:
+        """End the open segment; returns the held frames it did not keep."""
+        keep, rest = self._held[:self._post_roll], self._held[self._post_roll:]
+        self._take(keep, events)
+        voiced_power = self._seg_voiced_power / max(self._seg_voiced, 1)
+        events.append(SegmentEnd(
+            start_s=self._seg_start_s, end_s=self._seg_end_s,
+            speech_s=self._seg_voiced * self._frame_s, reason=reason,
+            clipped=self._seg_clipped > self.cfg.clipped_fraction * max(self._seg_samples, 1),
+            level_dbfs=10.0 * np.log10(voiced_power + 1e-12),
+            dropped=self._seg_voiced < self._min_voiced))
+        self._in_speech = False
+        self._held = []
+        return rest
+
+    # -- public ---------------------------------------------------------------------------
+    def push(self, samples: np.ndarray, start_s: float) -> list:
+        """Process one frame of ``frame_samples`` samples starting at stream time ``start_s``."""
+        if len(samples) != self.frame_samples:
+            raise ValueError(f"Segmenter.push takes frames of {self.frame_samples} samples, "
+                             f"got {len(samples)}")
+        frame = self._classify(samples, start_s)
+        events: list = []
+        if self._continue:  # the last segment hit max_segment_s mid-speech: go straight on
+            self._continue = False
+            self._open([frame], events)
+            return events
+        if not self._in_speech:
+            self._ring.append(frame)
+            recent = list(self._ring)[-self._start_window:]
+            if sum(f.voiced for f in recent) >= self._start_voiced:
+                ring = list(self._ring)
+                first_voiced = next(i for i in range(len(ring) - len(recent), len(ring))
+                                    if ring[i].voiced)
+                self._open(ring[max(0, first_voiced - self._pre_roll):], events)
+                self._ring.clear()
+            return events
+        if frame.voiced:
+            self._take(self._held + [frame], events)
+            self._held = []
+        else:
+            self._held.append(frame)
+            if len(self._held) >= self._pause:
+                self._ring.extend(self._close("pause", events))
+                return events
+        if self._seg_frames + len(self._held) >= self._max_frames:
+            if self._held:  # a short pause right at the limit: end there, as after a pause
+                self._ring.extend(self._close("max_length", events))
+            else:
+                self._close("max_length", events)
+                self._continue = True
+        return events
+
+    def flush(self) -> list:
+        """End of stream: close an open segment. The segmenter is then reset."""
+        events: list = []
+        if self._in_speech:
+            self._close("end_of_stream", events)
+        self.reset()
+        return events

@@ -1,0 +1,363 @@
+"""Frame sources: recordings, raw PCM streams and the microphone, all as 16 kHz mono float32.
+
+Every source is an iterable of :class:`Chunk` (samples plus the stream time of the first one),
+resampled with :class:`~rtverify.resample.StreamingResampler` and mixed down to mono, so the rest
+of the pipeline never sees anything else. Problems with the input raise
+:class:`~rtverify.errors.InputError` or :class:`~rtverify.errors.DeviceError` with a one-line
+message that names the input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Protocol
+
+import numpy as np
+
+from .config import SAMPLE_RATE_HZ
+from .errors import DeviceError, InputError
+from .resample import StreamingResampler
+
+logger = logging.getLogger(__name__)
+
+MIN_RATE_HZ = 8000
+"""Lowest input sample rate accepted (hertz); below it there is too little of the speech band."""
+MAX_RATE_HZ = 192000
+"""Highest input sample rate accepted (hertz)."""
+
+RAW_FORMATS = {"s16": np.dtype("<i2"), "s32": np.dtype("<i4"), "f32": np.dtype("<f4")}
+"""Raw PCM sample formats (little-endian) accepted on stdin."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a stream."""
+
+    samples: np.ndarray
+    """float32 mono samples at 16 kHz, shape ``(n,)``, full scale 1.0."""
+    start_s: float
+    """Stream time of the first sample (seconds since the stream began)."""
+
+    @property
+    def end_s(self) -> float:
+        return self.start_s + len(self.samples) / SAMPLE_RATE_HZ
+
+
+class FrameSource(Protocol):
+    """What the pipeline consumes."""
+
+    name: str
+    """How messages refer to the source (a path, ``stdin``, a device name)."""
+    overflows: int
+    """Blocks of input lost because the consumer fell behind (count)."""
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+def _check_rate(rate_hz: float, name: str) -> int:
+    if not np.isfinite(rate_hz) or rate_hz != int(rate_hz) or not (
+            MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ):
+        raise InputError(f"{name}: sample rate {rate_hz:g} Hz is not supported "
+                         f"(need an integer rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
+    return int(rate_hz)
+
+
+class _Pacer:
+    """Sleeps so that chunks are released no faster than real time."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+
+    def wait_until(self, stream_s: float) -> None:
+        now = time.monotonic()
+        if self._t0 is None:
+            self._t0 = now - stream_s
+        delay = self._t0 + stream_s - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+class _ResamplingSource:
+    """Shared machinery: mono mixing, resampling to 16 kHz, timestamps, optional pacing."""
+
+    def __init__(self, name: str, rate_in_hz: int, realtime: bool) -> None:
+        self.name = name
+        self.rate_in_hz = rate_in_hz
+        self.overflows = 0
+        self._resampler = StreamingResampler(rate_in_hz, SAMPLE_RATE_HZ)
+        self._n_out = 0
+        self._pacer = _Pacer() if realtime else None
+
+    def _chunk(self, samples: np.ndarray) -> Chunk | None:
+        if len(samples) == 0:
+            return None
+        chunk = Chunk(samples, self._n_out / SAMPLE_RATE_HZ)
+        self._n_out += len(samples)
+        if self._pacer is not None:
+            self._pacer.wait_until(chunk.end_s)
+        return chunk
+
+    def _convert(self, block: np.ndarray) -> Chunk | None:
+        """``block``: float array ``(n, channels)`` at the input rate."""
+        if not np.isfinite(block).all():
+            bad = "NaN" if np.isnan(block).any() else "infinite"
+            raise InputError(f"{self.name}: contains {bad} sample values "
+                             f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
+        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+        return self._chunk(self._resampler.push(mono))
+
+    def _finish(self) -> Chunk | None:
+        return self._chunk(self._resampler.flush())
+
+
+class FileSource(_ResamplingSource):
+    """A recording in any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any rate from 8 to
+    192 kHz, any channel count and sample format.
+
+    :param block_ms: how much input is read at a time (milliseconds of audio).
+    :param realtime: release chunks no faster than real time (as a microphone would).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, block_ms: float = 100.0,
+                 realtime: bool = False) -> None:
+        import soundfile as sf
+
+        name = os.fspath(path)
+        if not os.path.exists(name):
+            raise InputError(f"{name}: no such file")
+        if os.path.isdir(name):
+            raise InputError(f"{name}: is a directory, not an audio file")
+        if os.path.getsize(name) == 0:
+            raise InputError(f"{name}: empty file")
+        try:
+            self._file = sf.SoundFile(name)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
+            detail = str(err).split(":")[-1].strip() or type(err).__name__
+            raise InputError(f"{name}: not a readable audio file ({detail})") from None
+        try:
+            rate = _check_rate(self._file.samplerate, name)
+            if self._file.channels < 1:
+                raise InputError(f"{name}: has no audio channels")
+        except InputError:
+            self._file.close()
+            raise
+        super().__init__(name, rate, realtime)
+        self.channels = self._file.channels
+        self.duration_s = self._file.frames / rate if self._file.frames > 0 else 0.0
+        """Duration the header claims (seconds); a truncated file may hold less."""
+        self._block = max(1, int(rate * block_ms / 1000))
+
+    def __iter__(self) -> Iterator[Chunk]:
+        import soundfile as sf
+
+        n_read = 0
+        try:
+            while True:
+                try:
+                    block = self._file.read(self._block, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as err:
+                    raise InputError(f"{self.name}: unreadable audio data after "
+                                     f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
+                if len(block) == 0:
+                    break
+                n_read += len(block)
+                chunk = self._convert(block)
+                if chunk is not None:
+                    yield chunk
+            if n_read == 0:
+                raise InputError(f"{self.name}: holds no audio samples")
+            if self._file.frames > 0 and n_read < self._file.frames:
+                logger.warning("%s: header promises %.2f s but only %.2f s could be read",
+                               self.name, self._file.frames / self.rate_in_hz,
+                               n_read / self.rate_in_hz)
+            chunk = self._finish()
+            if chunk is not None:
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class StdinSource(_ResamplingSource):
+    """Raw little-endian PCM from a binary stream (standard input by default).
+
+    :param rate_hz: the stream's sample rate (hertz).
+    :param channels: interleaved channels in the stream.
+    :param sample_format: ``s16``, ``s32`` or ``f32``.
+    """
+
+    def __init__(self, stream: BinaryIO | None = None, *, rate_hz: int = SAMPLE_RATE_HZ,
+                 channels: int = 1, sample_format: str = "s16", block_ms: float = 30.0,
+                 realtime: bool = False, name: str = "stdin") -> None:
+        if sample_format not in RAW_FORMATS:
+            raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
+                             f"(use one of {', '.join(RAW_FORMATS)})")
+        if not 1 <= channels <= 64:
+            raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
+        super().__init__(name, _check_rate(rate_hz, name), realtime)
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._dtype = RAW_FORMATS[sample_format]
+        self.channels = channels
+        self._frame_bytes = self._dtype.itemsize * channels
+        self._block_bytes = max(1, int(self.rate_in_hz * block_ms / 1000)) * self._frame_bytes
+
+    def _read(self) -> bytes:
+        read1 = getattr(self._stream, "read1", None)
+        return read1(self._block_bytes) if read1 else self._stream.read(self._block_bytes)
+
+    def __iter__(self) -> Iterator[Chunk]:
+        pending = b""
+        total = 0
+        while True:
+            data = self._read()
+            if not data:
+                break
+            total += len(data)
+            pending += data
+            usable = len(pending) - len(pending) % self._frame_bytes
+            if usable == 0:
+                continue
+            raw = np.frombuffer(pending[:usable], dtype=self._dtype).reshape(-1, self.channels)
+            pending = pending[usable:]
+            if self._dtype.kind == "i":
+                block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
+            else:
+                block = raw.astype(np.float32)
+            chunk = self._convert(block)
+            if chunk is not None:
+                yield chunk
+        if total == 0:
+            raise InputError(f"{self.name}: no audio data (the stream was empty)")
+        if pending:
+            logger.warning("%s: stream ended inside a sample frame; dropped its last %d bytes",
+                           self.name, len(pending))
+        chunk = self._finish()
+        if chunk is not None:
+            yield chunk
+
+    def close(self) -> None:
+        pass
+
+
+def _sounddevice():
+    """Import sounddevice, turning a missing PortAudio into a DeviceError."""
+    try:
+        import sounddevice as sd
+    except OSError as err:  # PortAudio library not found
+        raise DeviceError(f"audio devices unavailable: {err} "
+                          "(install PortAudio, e.g. apt-get install libportaudio2)") from None
+    return sd
+
+
+def list_input_devices() -> list[dict]:
+    """Input devices as dicts with ``index``, ``name``, ``channels``, ``default_rate_hz``,
+    ``default`` (bool)."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        default_in = sd.default.device[0]
+    except Exception as err:  # PortAudio errors have no common base class worth naming
+        raise DeviceError(f"cannot list audio devices: {err}") from None
+    return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
+             "default_rate_hz": int(d["default_samplerate"]), "default": i == default_in}
+            for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+
+
+class MicrophoneSource(_ResamplingSource):
+    """Live audio from an input device through a sounddevice ``InputStream``.
+
+    The PortAudio callback only copies each block into a bounded queue; when the queue is full
+    the block is dropped and counted in ``overflows`` (as are PortAudio's own input overflows),
+    and processing catches up. The device is opened at 16 kHz if it supports it, otherwise at its
+    default rate, and resampled.
+
+    :param device: index or (part of a) name, ``None`` for the default input.
+    :param block_ms: audio per callback (milliseconds).
+    :param queue_s: audio the queue can hold before blocks are dropped (seconds).
+    :param stall_s: no audio for this long means the device is gone (seconds).
+    :param start_s: stream time of the first sample (seconds), to continue after a reopen.
+    """
+
+    def __init__(self, device: int | str | None = None, *, block_ms: float = 30.0,
+                 queue_s: float = 5.0, stall_s: float = 2.0, start_s: float = 0.0) -> None:
+        sd = _sounddevice()
+        if isinstance(device, str) and device.strip().isdigit():
+            device = int(device)
+        label = "default input" if device is None else f"input device {device!r}"
+        try:
+            info = sd.query_devices(device, "input")
+        except Exception as err:
+            raise DeviceError(f"{label}: not found ({err}); `rtverify devices` lists them") from None
+        name = f"{info['name']} (#{info['index']})"
+        rate = SAMPLE_RATE_HZ
+        channels = 1
+        try:
+            sd.check_input_settings(device=info["index"], samplerate=rate, channels=1,
+                                    dtype="float32")
+        except Exception:
+            rate = int(info["default_samplerate"])
+            channels = 1 if info["max_input_channels"] >= 1 else 0
+        if channels == 0:
+            raise DeviceError(f"{name}: has no input channels")
+        super().__init__(name, _check_rate(rate, name), realtime=False)
+        self.device_index = int(info["index"])
+        self._n_out = int(round(start_s * SAMPLE_RATE_HZ))
+        self._queue: queue.Queue = queue.Queue(maxsize=max(2, int(queue_s * 1000 / block_ms)))
+        self._stall_s = stall_s
+        self._closed = threading.Event()
+        self.level_dbfs = -120.0
+        """Level of the most recent block (dB relative to full scale), for meters."""
+        try:
+            self._stream = sd.InputStream(device=self.device_index, channels=channels,
+                                          samplerate=rate, dtype="float32",
+                                          blocksize=max(1, int(rate * block_ms / 1000)),
+                                          callback=self._callback)
+            self._stream.start()
+        except Exception as err:
+            raise DeviceError(f"{name}: cannot open for recording at {rate} Hz ({err})") from None
+        logger.info("recording from %s at %d Hz", name, rate)
+
+    def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
+        if status.input_overflow:
+            self.overflows += 1
+        try:
+            self._queue.put_nowait(indata.copy())
+        except queue.Full:
+            self.overflows += 1
+
+    def __iter__(self) -> Iterator[Chunk]:
+        waited = 0.0
+        while not self._closed.is_set():
+            try:
+                block = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                waited += 0.1
+                if self._closed.is_set():
+                    break
+                if not self._stream.active or waited >= self._stall_s:
+                    raise DeviceError(f"{self.name}: stopped delivering audio")
+                continue
+            waited = 0.0
+            rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64)))) if block.size else 0.0
+            self.level_dbfs = 20 * np.log10(max(rms, 1e-6))
+            chunk = self._convert(block)
+            if chunk is not None:
+                yield chunk
+
+    def close(self) -> None:
+        self._closed.set()
+        try:
+            self._stream.stop()
+            self._stream.close()
+        except Exception:  # closing a vanished device may fail; nothing left to do about it
+            logger.debug("closing %s failed", self.name, exc_info=True)

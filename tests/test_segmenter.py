@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+
+from rtverify.config import SegmenterConfig
+from rtverify.segmenter import Segmenter, SegmentEnd, SegmentStart
+
+from conftest import DEMO, read16k
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return read16k(DEMO / "enroll_1.flac")
+
+
+def run(x, cfg=SegmenterConfig()):
+    seg = Segmenter(cfg)
+    n = seg.frame_samples
+    events = []
+    for i in range(0, len(x) - n + 1, n):
+        events += seg.push(x[i:i + n].astype(np.float32), i / SR)
+    events += seg.flush()
+    return [e for e in events if isinstance(e, SegmentEnd)], events
+
+
+def noise(seconds, dbfs, seed=0):
+    return np.random.default_rng(seed).normal(0, 10 ** (dbfs / 20), int(seconds * SR)).astype(np.float32)
+
+
+def silence(seconds):
+    return np.zeros(int(seconds * SR), dtype=np.float32)
+
+
+def test_digital_silence_gives_nothing():
+    ends, events = run(silence(10))
+    assert events == []
+
+
+def test_quiet_steady_noise_gives_no_segment_though_webrtcvad_alone_would():
+    x = noise(20, -55)
+    ungated = SegmenterConfig(aggressiveness=0, gate_margin_db=-200, gate_min_dbfs=-200)
+    assert run(x, ungated)[0], "premise: webrtcvad alone finds 'speech' in -55 dBFS noise"
+    for mode in range(4):
+        ends, events = run(x, SegmenterConfig(aggressiveness=mode))
+        assert events == [], f"mode {mode}"
+
+
+def test_silence_between_utterances_is_not_speech(speech):
+    """Speech, then quiet noise: the noise after the utterance never opens a segment."""
+    x = np.concatenate([noise(2, -55, 1), speech[:3 * SR] + noise(3, -55, 2), noise(8, -55, 3)])
+    ends, _ = run(x)
+    assert len(ends) >= 1
+    assert all(e.start_s >= 1.5 and e.end_s <= 5.6 for e in ends), [(e.start_s, e.end_s) for e in ends]
+
+
+def test_speech_over_steady_noise_is_still_found(speech):
+    rms = np.sqrt(np.mean(speech ** 2))
+    snr_db = 10
+    bg = noise(len(speech) / SR + 6, 20 * np.log10(rms) - snr_db, 4)
+    x = bg.copy()
+    x[3 * SR:3 * SR + len(speech)] += speech
+    ends = [e for e in run(x)[0] if not e.dropped]
+    clean = [e for e in run(np.concatenate([silence(3), speech]))[0] if not e.dropped]
+
+    def covered(segs):
+        t = np.arange(0, len(x) / SR, 0.01)
+        return np.any([(t >= e.start_s) & (t < e.end_s) for e in segs], axis=0)
+
+    both = covered(ends) & covered(clean)
+    assert both.sum() > 0.75 * covered(clean).sum()  # the noisy run finds the same speech
+    assert all(e.start_s > 2.5 for e in ends)  # and nothing in the noise before it
+
+
+def test_clicks_do_not_start_a_segment():
+    x = silence(10) + noise(10, -70)
+    for t in np.arange(0.5, 10, 0.7):
+        i = int(t * SR)
+        x[i:i + 80] = np.hanning(80) * 0.9  # 5 ms click
+    assert run(x)[0] == []
+
+
+def test_short_pauses_stay_inside_long_pauses_split(speech):
+    a, b = speech[: int(1.5 * SR)], speech[int(1.5 * SR): 3 * SR]
+    short = np.concatenate([silence(0.5), a, silence(0.25), b, silence(1)])
+    long = np.concatenate([silence(0.5), a, silence(1.2), b, silence(1)])
+    assert len([e for e in run(short)[0] if not e.dropped]) == 1
+    assert len([e for e in run(long)[0] if not e.dropped]) == 2
+
+
+def test_long_speech_is_cut_at_max_segment_length(speech):
+    cfg = SegmenterConfig(max_segment_s=3.0, pause_ms=2000)  # no pause in it ends a segment
+    x = np.concatenate([speech] * 3)  # ~15 s of reading
+    ends, _ = run(x, cfg)
+    assert len(ends) >= 4
+    assert all(e.end_s - e.start_s <= 3.0 + 1e-6 for e in ends)
+    assert any(e.reason == "max_length" for e in ends)
+
+
+def test_segments_carry_their_pre_roll_and_end_reason(speech):
+    x = np.concatenate([silence(2), speech[:2 * SR], silence(2)])
+    ends, events = run(x)
+    starts = [e for e in events if isinstance(e, SegmentStart)]
+    assert len(starts) == len(ends) >= 1
+    assert 1.6 <= ends[0].start_s <= 2.2
+    assert ends[-1].reason in ("pause", "end_of_stream")
+
+
+def test_audio_events_are_exactly_the_segment(speech):
+    from rtverify.segmenter import SegmentAudio
+
+    x = np.concatenate([silence(1), speech[:2 * SR], silence(2)])
+    ends, events = run(x)
+    n = sum(len(e.samples) for e in events if isinstance(e, SegmentAudio))
+    assert n == pytest.approx(sum(e.end_s - e.start_s for e in ends) * SR, abs=1)
+
+
+def test_clipped_speech_is_flagged(speech):
+    x = np.clip(np.concatenate([silence(1), speech[:3 * SR] * 30, silence(1)]), -1, 1)
+    ends, _ = run(x)
+    assert ends and all(e.clipped for e in ends if not e.dropped)
+    clean, _ = run(np.concatenate([silence(1), speech[:3 * SR], silence(1)]))
+    assert clean and not any(e.clipped for e in clean)
+
+
+def test_full_scale_square_wave_is_flagged_or_ignored():
+    t = np.arange(5 * SR) / SR
+    x = np.sign(np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    ends, _ = run(x)
+    assert all(e.clipped for e in ends)
+
+
+def test_frame_size_is_checked():
+    with pytest.raises(ValueError, match="480"):
+        Segmenter().push(np.zeros(100, dtype=np.float32), 0.0)

@@ -1,0 +1,118 @@
+import io
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from rtverify.errors import InputError
+from rtverify.sources import FileSource, StdinSource
+
+from conftest import DEMO, read16k
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return read16k(DEMO / "enroll_2.flac")[: 16000 * 2]
+
+
+def read_all(src):
+    chunks = list(src)
+    for a, b in zip(chunks, chunks[1:]):  # timestamps are contiguous
+        assert abs(a.end_s - b.start_s) < 1e-9
+    return np.concatenate([c.samples for c in chunks])
+
+
+@pytest.mark.parametrize("fmt,subtype,tol", [
+    ("WAV", "PCM_16", 1e-4), ("WAV", "PCM_24", 1e-6), ("WAV", "PCM_32", 1e-6),
+    ("WAV", "FLOAT", 1e-7), ("WAV", "PCM_U8", 1e-2), ("FLAC", "PCM_16", 1e-4)])
+def test_lossless_formats_read_back_faithfully(tmp_path, speech, fmt, subtype, tol):
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(path, speech, 16000, format=fmt, subtype=subtype)
+    got = read_all(FileSource(path))
+    assert got.dtype == np.float32 and got.shape == speech.shape
+    assert np.abs(got - speech).max() <= tol + np.abs(speech).max() * tol
+
+
+def test_ogg_vorbis_reads(tmp_path, speech):
+    path = tmp_path / "x.ogg"
+    sf.write(path, speech, 16000, format="OGG", subtype="VORBIS")
+    got = read_all(FileSource(path))
+    n = min(len(got), len(speech))
+    assert abs(len(got) - len(speech)) < 1600
+    assert np.corrcoef(got[:n], speech[:n])[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000])
+def test_any_rate_is_resampled_to_16k(tmp_path, speech, rate):
+    g = np.gcd(rate, 16000)
+    x = resample_poly(speech, rate // g, 16000 // g)
+    path = tmp_path / "x.wav"
+    sf.write(path, x.astype(np.float32), rate, subtype="FLOAT")
+    got = read_all(FileSource(path, block_ms=37))
+    assert abs(len(got) - len(x) * 16000 / rate) <= 1
+    if rate >= 16000:  # nothing of the speech band was lost on the way: close to the original
+        n = min(len(got), len(speech))
+        assert np.corrcoef(got[:n], speech[:n])[0, 1] > 0.99
+
+
+def test_channels_are_mixed_to_mono(tmp_path, speech):
+    six = np.stack([speech * g for g in (1, 0.5, 0, 0, 0.5, 1)], axis=1)
+    path = tmp_path / "six.wav"
+    sf.write(path, six, 16000, subtype="FLOAT")
+    got = read_all(FileSource(path))
+    assert np.allclose(got, speech * 0.5, atol=1e-6)
+
+
+def test_raw_pcm_stream(speech):
+    pcm = (speech * 32767).astype("<i2").tobytes()
+    got = read_all(StdinSource(io.BytesIO(pcm)))
+    assert np.abs(got - speech).max() < 1e-3
+    f32 = np.stack([speech, speech], 1).astype("<f4").tobytes()
+    got = read_all(StdinSource(io.BufferedReader(io.BytesIO(f32)), channels=2, sample_format="f32",
+                               rate_hz=16000))
+    assert np.allclose(got, speech, atol=1e-6)
+
+
+def test_raw_stream_cut_mid_sample_keeps_the_whole_samples(speech):
+    pcm = (speech * 32767).astype("<i2").tobytes()[:-1]
+    got = read_all(StdinSource(io.BytesIO(pcm)))
+    assert len(got) == len(speech) - 1
+
+
+def test_realtime_pacing_takes_real_time(tmp_path, speech):
+    path = tmp_path / "x.wav"
+    sf.write(path, speech[:8000], 16000)
+    t = time.monotonic()
+    read_all(FileSource(path, realtime=True, block_ms=50))
+    assert time.monotonic() - t >= 0.4
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p, "no such file"),
+    (lambda p: (p.mkdir(), p)[1], "is a directory"),
+    (lambda p: (p.write_bytes(b""), p)[1], "empty file"),
+    (lambda p: (p.write_text("hello, I am text\n" * 20), p)[1], "not a readable audio file"),
+])
+def test_bad_files_give_one_line_errors(tmp_path, make, message):
+    path = make(tmp_path / "bad.wav")
+    with pytest.raises(InputError, match=message) as err:
+        list(FileSource(path))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
+def test_nan_samples_are_refused(tmp_path, speech):
+    x = speech.copy()
+    x[1000] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    with pytest.raises(InputError, match="NaN"):
+        list(FileSource(path))
+
+
+def test_absurd_sample_rate_is_refused(tmp_path, speech):
+    path = tmp_path / "slow.wav"
+    sf.write(path, speech[:1000], 1000)
+    with pytest.raises(InputError, match="sample rate 1000 Hz"):
+        FileSource(path)
