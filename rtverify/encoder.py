@@ -1,0 +1,250 @@
+"""The speaker encoder at run time: an ONNX model plus its JSON sidecar, run by onnxruntime.
+
+The model takes ``frames``, float32 ``[batch, time, n_mels]`` spectrogram rows as made by
+:mod:`rtverify.features` with the sidecar's feature settings, and returns ``embedding``, float32
+``[batch, dim]``, L2-normalised. :class:`SegmentEmbedder` cuts a growing segment into windows and
+embeds each one as soon as it is complete, so a decision at the end of an utterance costs only
+its last window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import DecisionConfig, FeatureConfig, WindowConfig
+from .errors import ModelError
+
+logger = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "rtverify-encoder/1"
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "default.onnx"
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    """``model.onnx`` -> ``model.json``."""
+    return Path(model_path).with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the sidecar says about a model."""
+
+    model_id: str
+    """Identifies the weights; voiceprints record it and are refused under another model."""
+    features: FeatureConfig
+    window: WindowConfig
+    decision: DecisionConfig
+    embedding_dim: int
+    raw: dict
+    """The whole sidecar (training data, measured figures, attribution)."""
+
+    @classmethod
+    def from_sidecar(cls, data: dict[str, Any], where: str) -> "ModelInfo":
+        try:
+            if data.get("format") != SIDECAR_FORMAT:
+                raise ValueError(f"format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
+            dec = dict(data["decision"])
+            points = tuple((float(s), float(t)) for s, t in dec.pop("thresholds_by_speech_s", []))
+            if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+                raise ValueError("decision.thresholds_by_speech_s must have increasing seconds")
+            decision = DecisionConfig(threshold=float(dec.pop("threshold")),
+                                      min_speech_s=float(dec.pop("min_speech_s", 0.5)),
+                                      thresholds_by_speech_s=points)
+            return cls(model_id=str(data["model_id"]),
+                       features=FeatureConfig.from_dict(data["features"]),
+                       window=WindowConfig.from_dict(data["window"]),
+                       decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
+
+
+def load_model_info(model_path: str | os.PathLike) -> ModelInfo:
+    """Read and check a model's sidecar (without loading the model)."""
+    side = sidecar_path(model_path)
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"{side}: model sidecar not found (it must sit beside the .onnx file)") from None
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{side}: unreadable model sidecar ({err})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{side}: model sidecar is not a JSON object")
+    return ModelInfo.from_sidecar(data, str(side))
+
+
+class EncoderSession:
+    """onnxruntime over an encoder model.
+
+    :param model_path: the ``.onnx`` file; its sidecar is the ``.json`` beside it. ``None`` means
+        the shipped default model.
+    :param threads: onnxruntime intra-op threads. One is the default: a single window at batch 1
+        gains little from more, and the other core stays free for audio capture and the console.
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *, threads: int = 1) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        if not path.is_file():
+            raise ModelError(f"{path}: model file not found")
+        self.path = path
+        self.info = load_model_info(path)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise ModelError(f"{path}: cannot load ONNX model ({str(err).splitlines()[0]})") from None
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name for o in self._session.get_outputs()}
+        if "frames" not in inputs or "embedding" not in outputs:
+            raise ModelError(f"{path}: model must have input 'frames' and output 'embedding', has "
+                             f"{sorted(inputs)} -> {sorted(outputs)}")
+
+    @property
+    def model_id(self) -> str:
+        return self.info.model_id
+
+    @property
+    def features(self) -> FeatureConfig:
+        return self.info.features
+
+    @property
+    def window(self) -> WindowConfig:
+        return self.info.window
+
+    @property
+    def dim(self) -> int:
+        return self.info.embedding_dim
+
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Embed windows.
+
+        :param frames: float32 ``(batch, time, n_mels)`` spectrogram rows.
+        :return: float32 ``(batch, dim)`` unit vectors.
+        """
+        frames = np.ascontiguousarray(frames, dtype=np.float32)
+        if frames.ndim != 3 or frames.shape[2] != self.features.n_mels:
+            raise ValueError(f"expected frames of shape (batch, time, {self.features.n_mels}), "
+                             f"got {frames.shape}")
+        (emb,) = self._session.run(["embedding"], {"frames": frames})
+        return emb
+
+
+def l2_normalize(v: np.ndarray) -> np.ndarray:
+    """Unit vector(s) along the last axis (zero vectors stay zero)."""
+    v = np.asarray(v, dtype=np.float32)
+    norm = np.linalg.norm(v, axis=-1, keepdims=True)
+    return v / np.maximum(norm, 1e-12)
+
+
+@dataclass(frozen=True)
+class SegmentEmbedding:
+    """What a finished segment gives."""
+
+    vector: np.ndarray
+    """Unit embedding, float32 ``(dim,)``: the normalised mean of the window embeddings."""
+    window_sum: np.ndarray
+    """Sum of the window embeddings, float64 ``(dim,)``, to pool several segments."""
+    n_windows: int
+    """How many windows were embedded."""
+
+
+class SegmentEmbedder:
+    """Embeds one segment window by window while it grows.
+
+    :meth:`push_rows` takes spectrogram rows as they come; every ``window_frames`` rows (stepping
+    ``hop_frames``) make a window, embedded at once (or, with ``max_pending > 1``, in small
+    batches, which is faster when a recording is processed faster than real time). :meth:`finish`
+    adds a last window aligned to the segment's end (or a padded one for a segment shorter than a
+    window) and returns the segment embedding: the normalised mean of its window embeddings.
+    """
+
+    def __init__(self, session: EncoderSession, *, max_pending: int = 1) -> None:
+        self.session = session
+        self.window = session.window
+        self.max_pending = max(1, int(max_pending))
+        self.reset()
+
+    def reset(self) -> None:
+        w = self.window
+        self._rows = np.zeros((0, self.session.features.n_mels), dtype=np.float32)
+        self._rows_start = 0  # absolute row index of self._rows[0]
+        self.n_rows = 0
+        self._next_start = 0
+        self._last_end = 0  # end row of the last full window queued
+        self._pending: list[np.ndarray] = []
+        self._sum = np.zeros(self.session.dim, dtype=np.float64)
+        self.n_windows = 0
+        self._w = w.window_frames
+
+    def _flush_pending(self) -> bool:
+        if not self._pending:
+            return False
+        emb = self.session.embed(np.stack(self._pending))
+        self._sum += emb.sum(axis=0, dtype=np.float64)
+        self.n_windows += len(emb)
+        self._pending = []
+        return True
+
+    def push_rows(self, rows: np.ndarray) -> bool:
+        """Add rows (float32 ``(k, n_mels)``); returns True if new window embeddings arrived."""
+        if len(rows):
+            self._rows = np.concatenate([self._rows, rows]) if len(self._rows) else rows
+            self.n_rows += len(rows)
+        updated = False
+        while self._next_start + self._w <= self.n_rows:
+            a = self._next_start - self._rows_start
+            self._pending.append(self._rows[a:a + self._w])
+            self._last_end = self._next_start + self._w
+            self._next_start += self.window.hop_frames
+            if len(self._pending) >= self.max_pending:
+                updated |= self._flush_pending()
+        # keep only rows a later window (or the end-aligned tail window) can use
+        keep_from = min(self._next_start, self.n_rows - self._w)
+        if keep_from > self._rows_start:
+            self._rows = self._rows[keep_from - self._rows_start:]
+            self._rows_start = keep_from
+        return updated
+
+    def current(self) -> np.ndarray | None:
+        """Unit embedding of the windows embedded so far, or None."""
+        if self.n_windows == 0:
+            return None
+        return l2_normalize(self._sum)
+
+    def finish(self) -> SegmentEmbedding | None:
+        """Close the segment; return its embedding (None if it had no rows). Resets."""
+        w = self.window
+        if self.n_rows == 0:
+            self.reset()
+            return None
+        if self.n_rows < self._w:
+            rows = self._rows[-self.n_rows:]
+            if w.pad_short:
+                rows = np.concatenate([rows, np.zeros((self._w - len(rows), rows.shape[1]),
+                                                      dtype=np.float32)])
+            self._flush_pending()
+            emb = self.session.embed(rows[None])
+            self._sum += emb[0]
+            self.n_windows += 1
+        else:
+            if self.n_rows - self._last_end >= w.min_tail_frames:
+                self._pending.append(self._rows[-self._w:])
+            self._flush_pending()
+        out = SegmentEmbedding(self.current(), self._sum.copy(), self.n_windows)
+        self.reset()
+        return out

@@ -1,0 +1,1 @@
+"""Training of rtverify's speaker encoders (PyTorch; the `train` extra). Never imported by the runtime."""

@@ -1,0 +1,84 @@
+"""The LSTM speaker encoder (PyTorch) that is exported to ONNX for the runtime.
+
+Input: spectrogram rows from :mod:`rtverify.features` (linear mel power by default), shape
+``(batch, time, n_mels)``. Output: L2-normalised embeddings ``(batch, proj)``.
+
+The input transform is part of the model, so the exported graph carries it and the runtime feeds
+plain front-end rows:
+
+* ``"level"``: per window, scale the mel power so that its mean over the non-silent rows reaches
+  ``level_target`` if it is below (never turn a loud window down). With the default front-end the
+  mean mel power is 9.95 times the waveform's mean square (Hann window, Slaney-normalised
+  filters), so the default target matches Resemblyzer's "normalise to -30 dBFS, increase only".
+* ``"log"``: ``log(mel + 1e-6)``, for models trained from scratch.
+* ``"none"``: rows as they are (Resemblyzer's own setting, where the waveform was normalised
+  before the front-end).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+MEL_POWER_PER_MEAN_SQUARE = 9.9487
+"""Mean mel power / waveform mean square for speech with the default front-end (measured on the
+Arabic Speech Commands train speakers; interquartile range 9.86..10.00)."""
+LEVEL_TARGET = MEL_POWER_PER_MEAN_SQUARE * 10 ** (-30 / 10)
+"""Mean mel power of speech at -30 dBFS, Resemblyzer's volume normalisation target."""
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    n_mels: int = 40
+    """Input bands per row."""
+    hidden: int = 256
+    """LSTM hidden units per layer."""
+    layers: int = 3
+    """Stacked LSTM layers."""
+    proj: int = 256
+    """Embedding size (dense projection of the last layer's final hidden state)."""
+    relu: bool = True
+    """ReLU after the projection (as the GE2E encoder of Resemblyzer)."""
+    input_transform: str = "level"
+    """``"level"`` (increase-only level normalisation of mel power), ``"log"`` or ``"none"``."""
+    level_target: float = LEVEL_TARGET
+    """Mean mel power a quieter window is raised to (``"level"`` only)."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SpeakerEncoder(nn.Module):
+    """LSTM layers -> dense projection of the final hidden state -> (ReLU) -> L2 normalisation."""
+
+    def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
+        super().__init__()
+        if cfg.input_transform not in ("level", "log", "none"):
+            raise ValueError("input_transform must be 'level', 'log' or 'none', got "
+                             f"{cfg.input_transform!r}")
+        self.cfg = cfg
+        self.lstm = nn.LSTM(cfg.n_mels, cfg.hidden, cfg.layers, batch_first=True)
+        self.linear = nn.Linear(cfg.hidden, cfg.proj)
+
+    def transform(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.cfg.input_transform == "log":
+            return torch.log(frames + 1e-6)
+        if self.cfg.input_transform == "none":
+            return frames
+        row_power = frames.mean(dim=2)  # (B, T)
+        active = (row_power > 0).to(frames.dtype)  # zero rows are padding
+        mean_power = (row_power * active).sum(dim=1) / active.sum(dim=1).clamp_min(1.0)
+        gain = (self.cfg.level_target / mean_power.clamp_min(1e-10)).clamp_min(1.0)
+        return frames * gain[:, None, None]
+
+    def raw_embedding(self, frames: torch.Tensor) -> torch.Tensor:
+        """Projection before normalisation, ``(batch, proj)``."""
+        _, (hidden, _) = self.lstm(self.transform(frames))
+        out = self.linear(hidden[-1])
+        return torch.relu(out) if self.cfg.relu else out
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        raw = self.raw_embedding(frames)
+        return raw / raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
