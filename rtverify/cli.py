@@ -129,7 +129,7 @@ def _load_voices(args, session, store) -> dict:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from .enroll import EnrollSettings, RichEnrollView, enroll_files, enroll_live
+    from .enroll import EnrollSettings, enroll_files, enroll_live
     from .voiceprints import validate_name
 
     name = validate_name(args.name)
@@ -154,7 +154,9 @@ def cmd_enroll(args) -> int:
                 else args.min_speech)
         try:
             if sys.stderr.isatty():
-                with RichEnrollView(need, source.name) as view:
+                from .console import EnrollConsole
+
+                with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
             else:
                 enrol = enroll_live(session, source, settings, _LineView(), min_speech_s=need[1])

@@ -52,6 +52,12 @@ def meter(level_dbfs: float, floor_dbfs: float | None, width: int) -> Text:
     return bar
 
 
+def bar(frac: float, width: int, style: str = "green") -> Text:
+    """A plain progress bar: ``█`` done, ``·`` to go (readable without colour too)."""
+    n = int(round(min(1.0, max(0.0, frac)) * width))
+    return Text("█" * n, style) + Text("·" * (width - n), "grey35")
+
+
 class ListenView:
     """State of the screen, fed with events; rendered by rich."""
 
@@ -69,7 +75,8 @@ class ListenView:
         self.speech_start_s = 0.0
         self.now_s = 0.0
         self.provisional: Provisional | None = None
-        self.note = ""
+        self.final = False
+        """The stream ended: draw no empty rows."""
 
     def handle(self, event: Event) -> None:
         self.tally.add(event)
@@ -97,10 +104,12 @@ class ListenView:
             t.append(f" {max(0.0, self.now_s - self.speech_start_s):4.1f} s ")
         else:
             t.append(" ○ listening ", "bold black on green")
-            t.append("        ")
+            t.append("    ")
         t.append(" level ")
         t.append_text(meter(self.level_dbfs, self.floor_dbfs, 30))
-        t.append(f" {max(self.level_dbfs, -99):4.0f} dBFS", "bold")
+        t.append(f" {max(self.level_dbfs, -99):3.0f} dBFS", "bold")
+        if self.floor_dbfs is not None:
+            t.append(f"  floor {max(self.floor_dbfs, -99):3.0f}", "blue")
         return t
 
     def _now(self) -> Text:
@@ -135,7 +144,7 @@ class ListenView:
             table.add_row(clock(d.start_s), f"{d.end_s - d.start_s:.1f}s", d.best or "-",
                           "-" if d.score is None else f"{d.score:.2f}", verdict,
                           "-" if d.margin is None else f"{d.margin:+.2f}")
-        for _ in range(max(0, n_rows - len(rows))):
+        for _ in range(0 if self.final else max(0, n_rows - len(rows))):
             table.add_row("", "", "", "", "", "")
         return table
 
@@ -214,7 +223,74 @@ class ConsoleSink:
         self.view.tally.overflows = max(self.view.tally.overflows, summary.get("overflows", 0))
         if self.live is not None:
             self.view.provisional = None
+            self.view.final = True
             self.live.refresh()
             self.live.stop()
-        self.console.print(("interrupted; " if summary.get("interrupted") else "")
-                           + self.view.tally.line(), highlight=False, soft_wrap=True)
+        if summary.get("interrupted"):
+            self.console.print("stopped.", highlight=False)
+        self.console.print(self.view.tally.line(), highlight=False, soft_wrap=True)
+
+
+class EnrollConsole:
+    """Live enrolment on stderr: usable speech collected against what is needed, takes, a level
+    meter, and one line of feedback per take above them (an ``EnrollView``)."""
+
+    def __init__(self, need_takes: int, need_speech_s: float, source_name: str,
+                 console: Console | None = None, refresh_s: float = 0.1) -> None:
+        self.console = console or Console(stderr=True)
+        self.need_takes, self.need_speech_s = need_takes, need_speech_s
+        self.source_name = source_name
+        self.refresh_s = refresh_s
+        self.n_takes, self.speech_s = 0, 0.0
+        self.level_dbfs, self.in_speech = -120.0, False
+        self.live = Live(self, console=self.console, auto_refresh=False, transient=False,
+                         redirect_stdout=False, redirect_stderr=False)
+        self._last = 0.0
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        speech = Text(" speech ", "bold")
+        speech.append_text(bar(self.speech_s / self.need_speech_s, 30))
+        speech.append(f" {self.speech_s:4.1f}/{self.need_speech_s:g} s   "
+                      f"takes {self.n_takes}/{self.need_takes}")
+        level = Text(" level  ", "bold")
+        level.append_text(meter(self.level_dbfs, None, 30))
+        level.append(f" {max(self.level_dbfs, -99):3.0f} dBFS")
+        if self.in_speech:
+            level.append("  ● speech", "bold red")
+        yield speech
+        yield level
+
+    def __enter__(self) -> "EnrollConsole":
+        self.console.print(f"Recording from [bold]{self.source_name}[/]. Speak naturally, a "
+                           f"sentence at a time, with short pauses: {self.need_takes} takes and "
+                           f"{self.need_speech_s:g} s of speech are needed.", highlight=False)
+        self.live.start(refresh=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.refresh()
+        self.live.stop()
+
+    def _refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.refresh_s:
+            self._last = now
+            self.live.refresh()
+
+    def level(self, status: Status) -> None:
+        self.level_dbfs, self.in_speech = status.level_dbfs, status.in_speech
+        self._refresh()
+
+    def speaking(self, start_s: float) -> None:
+        self.in_speech = True
+        self._refresh(force=True)
+
+    def take(self, take, problem: str | None, enrol) -> None:
+        self.n_takes, self.speech_s = len(enrol.takes), enrol.speech_s
+        self.in_speech = False
+        if problem is None:
+            self.console.print(f"  take {self.n_takes}: [green]ok[/] ({take.speech_s:.1f} s of "
+                               "speech)", highlight=False)
+        else:
+            self.console.print(f"  [yellow]take refused[/]: {problem}", highlight=False)
+        self._refresh(force=True)

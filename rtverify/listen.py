@@ -99,7 +99,7 @@ class Tally:
         who = ", ".join(f"{n} {c}" for n, c in self.by_speaker.most_common())
         return (f"{self.decisions} decisions: {self.accepted} accepted"
                 + (f" ({who})" if who else "") + f", {self.rejected} rejected, "
-                f"{self.too_short} too short to decide; {self.overflows} input overflows")
+                f"{self.too_short} too short, {self.overflows} overflows")
 
 
 def _rounded(value: Any) -> Any:
