@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
@@ -29,6 +30,11 @@ from .sources import Chunk, FileSource
 from .voiceprints import Voiceprint, utc_now
 
 logger = logging.getLogger(__name__)
+
+FLOOR_MEMORY_S = 10.0
+"""The background level of a take is the lowest noise floor of this much audio before it (s)."""
+FLOOR_SETTLE_S = 1.0
+"""Stream time after which the segmenter's floor reflects the input, not its prior (s)."""
 
 
 @dataclass(frozen=True)
@@ -204,13 +210,18 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
                       settings.min_speech_s if min_speech_s is None else min_speech_s)
     verifier = Verifier(session, {}, max_pending=1, provisional=False, status_every_s=0.1)
     deadline = clock() + settings.timeout_s
+    # The segmenter's floor is a low quantile of the last few seconds, so it creeps up while
+    # someone talks; the background is the lowest floor of the last FLOOR_MEMORY_S.
+    floors: deque[float] = deque(maxlen=int(FLOOR_MEMORY_S / 0.1))
     floor_dbfs = verifier.segmenter.noise_floor_dbfs
     for event in verifier.process(source):
         if isinstance(event, Status):
+            if event.t_s >= FLOOR_SETTLE_S:  # before that the floor is still the segmenter's prior
+                floors.append(event.noise_floor_dbfs)
             if view is not None:
                 view.level(event)
         elif isinstance(event, SpeechStarted):
-            floor_dbfs = verifier.segmenter.noise_floor_dbfs  # the background before the take
+            floor_dbfs = min(floors) if floors else verifier.segmenter.noise_floor_dbfs
             if view is not None:
                 view.speaking(event.start_s)
         elif isinstance(event, DecisionEvent) and event.embedding is not None:
