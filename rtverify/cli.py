@@ -159,7 +159,8 @@ def cmd_enroll(args) -> int:
                 with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
             else:
-                enrol = enroll_live(session, source, settings, _LineView(), min_speech_s=need[1])
+                enrol = enroll_live(session, source, settings, _LineView(source.name, *need),
+                                    min_speech_s=need[1])
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -176,6 +177,10 @@ def cmd_enroll(args) -> int:
 
 class _LineView:
     """Live enrolment feedback as plain lines on stderr (no terminal)."""
+
+    def __init__(self, source_name: str, need_takes: int, need_speech_s: float) -> None:
+        print(f"recording from {source_name}: {need_takes} takes and {need_speech_s:g} s of "
+              "speech needed", file=sys.stderr, flush=True)
 
     def level(self, status) -> None:
         pass
