@@ -70,7 +70,8 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
     n_right, n_wrong = len(g["right"]), len(g["wrong"])
     console.print(f"\nDemo result: {n_right} right, {n_wrong} wrong out of {n_right + n_wrong} "
                   f"decisions ({len(g['too_short'])} utterances too short to decide)"
-                  + (", interrupted" if summary["interrupted"] else "") + ".", highlight=False, soft_wrap=True)
+                  + (", interrupted" if summary["interrupted"] else "") + ".",
+                  highlight=False, soft_wrap=True)
     for d, truth in g["wrong"]:
         who = "silence" if truth is None else (VOICE if truth == meta["enrolled_speaker"]
                                                else f"speaker {truth}")

@@ -205,7 +205,8 @@ class VoiceprintStore:
         except FileExistsError:
             raise StoreError(f"{self.root}: voice store is not a directory") from None
         except OSError as err:
-            raise StoreError(f"{self.root}: cannot create the voice store ({err.strerror})") from None
+            raise StoreError(f"{self.root}: cannot create the voice store "
+                             f"({err.strerror})") from None
         return self.root
 
     def save(self, vp: Voiceprint, *, force: bool = False) -> Path:
@@ -217,7 +218,8 @@ class VoiceprintStore:
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{vp.name}.", suffix=".tmp", dir=self.root)
         except OSError as err:
-            raise StoreError(f"{self.root}: cannot write to the voice store ({err.strerror})") from None
+            raise StoreError(f"{self.root}: cannot write to the voice store "
+                             f"({err.strerror})") from None
         try:
             try:
                 os.fchmod(fd, 0o600)
