@@ -180,7 +180,8 @@ def decision_line(d: DecisionEvent) -> str:
     elif d.accepted:
         verdict = f"ACCEPTED {d.speaker}"
     else:
-        verdict = "rejected" + (f" (best {d.best})" if d.best else "")
+        verdict = ("unknown" if len(d.scores) > 1 else "rejected") + \
+            (f" (best {d.best})" if d.best else "")
     score = "-" if d.score is None else f"{d.score:.3f}"
     return (f"{clock(d.start_s)}-{clock(d.end_s)}  {d.speech_s:4.1f} s speech  "
             f"score {score}  {verdict}")

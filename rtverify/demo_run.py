@@ -52,13 +52,14 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
         enrol = enroll_files(session, takes)
         store.save(enrol.voiceprint(VOICE, session.model_id))
         console.print(f"Enrolled [bold]{VOICE}[/] (LibriSpeech speaker {meta['enrolled_speaker']}) "
-                      f"from {', '.join(p.name for p in takes)}: {enrol.speech_s:.1f} s of speech, "
-                      f"in a temporary store.", highlight=False, soft_wrap=True)
+                      f"in a temporary store: {enrol.speech_s:.1f} s of speech from "
+                      f"{', '.join(p.name for p in takes)}.", highlight=False)
         script = meta["script"]
-        console.print(f"Playing {meta['conversation']} ({len(script)} lines: "
+        console.print(f"Playing {meta['conversation']}"
+                      + (" in real time" if realtime else "") + f", {len(script)} lines: "
                       + ", ".join(VOICE if ln["speaker"] == meta["enrolled_speaker"]
-                                  else f"speaker {ln['speaker']}" for ln in script)
-                      + ("), in real time." if realtime else ")."), highlight=False, soft_wrap=True)
+                                  else f"speaker {ln['speaker']}" for ln in script) + ".",
+                      highlight=False)
         voices, _ = store.load_usable(session.model_id)
     source = FileSource(DEMO_DIR / meta["conversation"], realtime=realtime)
     verifier = Verifier(session, voices, max_pending=1 if realtime else 8, status_every_s=0.1)
@@ -69,17 +70,16 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
     g = grade(sink.decisions, script, meta["enrolled_speaker"], VOICE)
     n_right, n_wrong = len(g["right"]), len(g["wrong"])
     console.print(f"\nDemo result: {n_right} right, {n_wrong} wrong out of {n_right + n_wrong} "
-                  f"decisions ({len(g['too_short'])} utterances too short to decide)"
-                  + (", interrupted" if summary["interrupted"] else "") + ".",
-                  highlight=False, soft_wrap=True)
+                  "decisions" + (" (interrupted)." if summary["interrupted"] else "."),
+                  highlight=False)
     for d, truth in g["wrong"]:
         who = "silence" if truth is None else (VOICE if truth == meta["enrolled_speaker"]
                                                else f"speaker {truth}")
         verdict = f"accepted as {d.speaker}" if d.accepted else "rejected"
         console.print(f"  wrong: {clock(d.start_s)}-{clock(d.end_s)} was {who}, {verdict} "
-                      f"(score {d.score:.2f})", highlight=False, soft_wrap=True)
-    if not summary["interrupted"]:
-        missed = len(g["missed"])
-        console.print(f"  {len(script) - missed} of the script's {len(script)} lines got a decision"
-                      + (f"; {missed} got none" if missed else ""), highlight=False, soft_wrap=True)
+                      f"(score {d.score:.2f})", highlight=False)
+    missed = len(g["missed"])
+    console.print(f"  {len(g['too_short'])} utterance(s) too short to decide; "
+                  f"{len(script) - missed} of the script's {len(script)} lines got a decision.",
+                  highlight=False)
     return 0

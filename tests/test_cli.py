@@ -374,3 +374,26 @@ def test_demo_runs_to_the_end_and_grades_itself():
     assert "Enrolled alice" in proc.stdout
     assert "Demo result: 6 right, 0 wrong out of 6 decisions" in proc.stdout
     assert "5 of the script's 5 lines got a decision" in proc.stdout
+    assert "Playing conversation.flac, 5 lines: alice, speaker" in proc.stdout
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["listen", "--realtime"], ["--realtime", "--input"]),
+    (["listen", "--input", CONVERSATION, "--device", "1"], ["--device", "microphone"]),
+    (["enroll", "--name", "x", "--input", ENROLL[0], "--device", "1"], ["--device"]),
+    (["enroll", "--name", "x", "--input", "-", ENROLL[0]], ["stdin", "mixed"]),
+    (["listen", "--input", CONVERSATION, "--format", "f32"], ["--format", "stdin"]),
+])
+def test_options_that_do_not_apply_are_refused(tmp_path, capsys, argv, words):
+    assert cli.main(["--store", str(tmp_path), *argv]) == 2
+    text = capsys.readouterr().err.strip()
+    assert text.startswith("rtverify: error: ") and "\n" not in text
+    assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize("argv", [["enroll", "--name", "x", "--takes", "0"],
+                                  ["enroll", "--name", "x", "--timeout", "nan"],
+                                  ["listen", "--input", "-", "--rate", "-5"]])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, argv):
+    assert cli.main(["--store", str(tmp_path), *argv]) == 2
+    assert "must be >" in capsys.readouterr().err
