@@ -227,6 +227,8 @@ class ConsoleSink:
             self.view.final = True
             self.live.refresh()
             self.live.stop()
+        if summary.get("error"):
+            return  # the error itself is reported by the caller
         if summary.get("interrupted"):
             self.console.print("stopped.", highlight=False)
         self.console.print(self.view.tally.line(), highlight=False, soft_wrap=True)

@@ -154,16 +154,19 @@ def _raise_stop(signum, frame) -> None:
 
 def run(verifier: Verifier, source: Iterable[Chunk], sink: Sink, info: dict) -> dict:
     """Feed ``source`` through ``verifier`` into ``sink`` until the source ends, Ctrl-C or
-    SIGTERM. An utterance still open at an interruption gets its decision. Returns the summary."""
+    SIGTERM. An utterance still open at an interruption gets its decision. The sink is closed
+    with the summary in every case (with ``error`` set when an exception ends the run, which
+    then propagates), so a live display never stays on screen. Returns the summary."""
     tally = Tally()
     interrupted = False
+    error: str | None = None
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _raise_stop)
     except ValueError:  # not the main thread (tests driving this in-process)
         pass
+    sink.start(info)
     try:
-        sink.start(info)
         try:
             for event in verifier.process(source):
                 tally.add(event)
@@ -174,15 +177,20 @@ def run(verifier: Verifier, source: Iterable[Chunk], sink: Sink, info: dict) -> 
             for event in verifier.finish():
                 tally.add(event)
                 sink.handle(event)
+    except BaseException as err:
+        error = str(err) or type(err).__name__
+        raise
     finally:
         close = getattr(source, "close", None)
         if close is not None:
             close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    tally.overflows = max(tally.overflows, getattr(source, "overflows", 0))
-    summary = tally.to_dict(interrupted)
-    sink.close(summary)
+        tally.overflows = max(tally.overflows, getattr(source, "overflows", 0))
+        summary = tally.to_dict(interrupted)
+        if error is not None:
+            summary["error"] = error
+        sink.close(summary)
     return summary
 
 

@@ -23,6 +23,7 @@ import math
 import os
 import stat
 import tempfile
+import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -41,6 +42,8 @@ SUFFIX = ".json"
 MAX_NAME_CHARS = 64
 MAX_FILE_BYTES = 1 << 20
 """A voiceprint is a few kilobytes; anything much larger is not one (and is not read whole)."""
+STALE_TEMP_S = 3600.0
+"""A temporary file this old (seconds) was left by a killed writer and may be removed."""
 _FORBIDDEN = set('/\\:*?"<>|')  # separators, plus what other file systems refuse
 
 
@@ -214,6 +217,7 @@ class VoiceprintStore:
         (checked by the final link itself, so two enrolments cannot both win)."""
         final = self.path_for(vp.name)
         self.ensure_dir()
+        self._remove_stale_temp_files()
         data = to_json(vp).encode("utf-8")
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{vp.name}.", suffix=".tmp", dir=self.root)
@@ -238,6 +242,18 @@ class VoiceprintStore:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         return final
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files left by a writer that was killed (older than STALE_TEMP_S, so never
+        one that a running enrolment is still writing)."""
+        now = time.time()
+        for path in self.root.glob(".*.tmp"):
+            try:
+                if now - path.stat().st_mtime > STALE_TEMP_S:
+                    path.unlink()
+                    logger.debug("removed stale temporary file %s", path)
+            except OSError:
+                pass
 
     def _link_new(self, tmp: str, final: Path, name: str) -> None:
         exists = StoreError(f"voice {name!r} is already enrolled ({final}); "

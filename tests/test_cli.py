@@ -397,3 +397,17 @@ def test_options_that_do_not_apply_are_refused(tmp_path, capsys, argv, words):
 def test_bad_numbers_are_usage_errors(tmp_path, capsys, argv):
     assert cli.main(["--store", str(tmp_path), *argv]) == 2
     assert "must be >" in capsys.readouterr().err
+
+
+def test_an_unexpected_exception_is_one_line_and_traceback_only_with_v(tmp_path, monkeypatch,
+                                                                       capsys):
+    def boom(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_voices", boom)
+    assert cli.main(["--store", str(tmp_path), "voices"]) == 4
+    text = capsys.readouterr().err.strip()
+    assert text == ("rtverify: internal error: RuntimeError: boom second line "
+                    "(run with -v for the traceback)")
+    assert cli.main(["-v", "--store", str(tmp_path), "voices"]) == 4
+    assert "Traceback" in capsys.readouterr().err

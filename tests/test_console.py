@@ -131,3 +131,35 @@ def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
     assert "✔ alice" in final and "✘ rejected" in final
     assert "3 decisions: 2 accepted (alice 2), 1 rejected" in final
     assert "Traceback" not in final
+
+
+def test_an_error_mid_stream_still_closes_the_live_view(events):
+    from rtverify.errors import DeviceError
+    from rtverify.listen import run
+
+    class FailingSource:
+        overflows = 3
+        closed = False
+
+        def __iter__(self):
+            yield from chunks_of(read16k(DEMO / "enroll_2.flac"), 1600)
+            raise DeviceError("pulse (#0): stopped delivering audio")
+
+        def close(self):
+            FailingSource.closed = True
+
+    class FakeVerifier:
+        def process(self, source):
+            for chunk in source:
+                yield from events[:1]
+
+        def finish(self):
+            return []
+
+    buf = io.StringIO()
+    console = Console(width=80, height=24, force_terminal=True, color_system=None, file=buf)
+    sink = ConsoleSink(ListenView("rtverify listen", "x", ["alice"], "0.75"), console)
+    with pytest.raises(DeviceError):
+        run(FakeVerifier(), FailingSource(), sink, {})
+    assert FailingSource.closed and sink.live is not None and not sink.live.is_started
+    assert "\x1b[?25h" in buf.getvalue()  # the cursor is shown again

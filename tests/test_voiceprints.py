@@ -222,3 +222,15 @@ def test_store_location(tmp_path, monkeypatch):
     assert default_store_dir({"XDG_DATA_HOME": "relative"}) == \
         tmp_path / ".local" / "share" / "rtverify"
     assert default_store_dir({}) == tmp_path / ".local" / "share" / "rtverify"
+
+
+def test_stale_temp_files_of_killed_writers_are_cleaned_fresh_ones_kept(tmp_path):
+    store = VoiceprintStore(tmp_path)
+    store.save(vp("alice"))
+    stale, fresh = tmp_path / ".bob.old.tmp", tmp_path / ".carol.new.tmp"
+    stale.write_text("partial")
+    fresh.write_text("being written")
+    os.utime(stale, (0, 0))
+    store.save(vp("dave", 3))
+    assert not stale.exists() and fresh.exists()
+    assert store.names() == ["alice", "dave"]
