@@ -30,9 +30,15 @@ def _store(args):
 
 
 def _session(args):
+    import time
+
     from .encoder import EncoderSession
 
-    return EncoderSession(args.model)
+    t0 = time.perf_counter()
+    session = EncoderSession(args.model)
+    logger.debug("model %s loaded from %s in %.0f ms", session.model_id, session.path,
+                 (time.perf_counter() - t0) * 1000)
+    return session
 
 
 def _input_spec(args, path: str | None):
@@ -149,6 +155,8 @@ def cmd_listen(args) -> int:
     session = _session(args)
     voices = _load_voices(args, session, _store(args))
     source = spec.open()
+    logger.debug("listening to %s (%s) for %s", source.name,
+                 "live" if spec.live else "as fast as possible", ", ".join(sorted(voices)))
     verifier = Verifier(session, voices, threshold=threshold, max_pending=1 if spec.live else 8,
                         status_every_s=0.1 if (args.status or not args.json) else 0.0)
     info = {"source": source.name, "model_id": session.model_id, "voices": sorted(voices),
