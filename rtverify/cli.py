@@ -1,0 +1,243 @@
+"""The ``rtverify`` command: argparse subcommands over the pieces of the package.
+
+Importing this module stays cheap (argparse only): numpy, onnxruntime and rich are imported inside
+the commands, so ``rtverify --help`` answers at once. Every :class:`~rtverify.errors.RtverifyError`
+becomes one line ``rtverify: error: ...`` on stderr and its exit code; anything else is a bug and
+is reported on one line too (with the traceback under ``-v``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from . import __version__
+from .commands import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cmd_demo, cmd_devices,
+                       cmd_enroll, cmd_listen, cmd_verify, cmd_voices)
+from .errors import RtverifyError
+
+logger = logging.getLogger("rtverify")
+
+
+EXAMPLES = """\
+examples:
+  rtverify demo                                     enroll a bundled voice, play a conversation
+  rtverify enroll --name alice                      guided enrolment from the microphone
+  rtverify enroll --name alice --input a.wav b.wav  enroll from recordings (averaged)
+  rtverify listen                                   live console: who is speaking?
+  rtverify listen --name alice --json               one JSON object per event on stdout
+  rtverify listen --input meeting.wav               decisions for a recording, as fast as possible
+  arecord -f S16_LE -r 16000 | rtverify listen --input - --json
+  rtverify verify --name alice --input door.wav     exit 0 accepted, 1 rejected, 3 too little speech
+  rtverify voices                                   list enrolled voices;  voices remove NAME
+  rtverify devices                                  input devices and their default rates
+
+exit codes: 0 ok/accepted, 1 rejected (verify), 2 usage or input error, 3 not enough speech,
+4 internal error, 130 interrupted. Voices live in --store DIR, else $RTVERIFY_HOME, else
+$XDG_DATA_HOME/rtverify (~/.local/share/rtverify).
+"""
+
+
+# -- logging --------------------------------------------------------------------------------------
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is now (the live console redirects it while it draws)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if record.exc_info and record.levelno >= logging.ERROR:
+            msg += "\n" + self.formatException(record.exc_info)
+        return f"rtverify: {record.levelname.lower()}: {msg}"
+
+
+def setup_logging(verbose: int) -> None:
+    root = logging.getLogger("rtverify")
+    for h in list(root.handlers):
+        if isinstance(h, _StderrHandler):
+            root.removeHandler(h)
+    handler = _StderrHandler()
+    if verbose:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    else:
+        handler.setFormatter(_Formatter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.propagate = False
+
+
+# -- the parser -----------------------------------------------------------------------------------
+def _number(kind, minimum, inclusive=False):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not (value >= minimum if inclusive else value > minimum) or value != value \
+                or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"{text!r}: must be {'>=' if inclusive else '>'} "
+                                             f"{minimum}")
+        return value
+    return parse
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="PATH", help="encoder .onnx (with its .json sidecar beside "
+                   "it); default: the shipped model")
+
+
+def _add_raw(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("raw PCM on stdin (with --input -)")
+    g.add_argument("--rate", type=_number(int, 0), metavar="HZ",
+                   help="sample rate (default 16000)")
+    g.add_argument("--channels", type=_number(int, 0), metavar="N",
+                   help="interleaved channels (default 1)")
+    g.add_argument("--format", choices=["s16", "s32", "f32"], help="little-endian sample format "
+                   "(default s16)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="rtverify", formatter_class=fmt, epilog=EXAMPLES,
+        description="Real-time speaker verification: enroll voices, then hear who is speaking.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--store", metavar="DIR", help="voiceprint directory (default: "
+                        "$RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logs on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("enroll", help="enroll a voice (microphone, or recordings)",
+                       formatter_class=fmt, description="Enroll a voice. From the microphone "
+                       "(default) every utterance is a take, checked and given feedback; enrolment "
+                       "ends when enough takes and speech are collected. With --input, each "
+                       "recording is one take and they are averaged; `--input -` reads raw PCM "
+                       "from stdin as a live stream.")
+    p.add_argument("--name", required=True, help="name of the voice")
+    p.add_argument("--input", nargs="+", metavar="FILE", help="recording(s), or - for stdin")
+    p.add_argument("--force", action="store_true", help="replace an existing voice of that name")
+    p.add_argument("--device", metavar="D", help="input device index or name (`rtverify devices`)")
+    p.add_argument("--takes", type=_number(int, 0), metavar="N",
+                   help="usable takes needed, live (default 3)")
+    p.add_argument("--min-speech", type=_number(float, 0), metavar="S",
+                   help="seconds of speech needed (default 10 live, 3 from recordings)")
+    p.add_argument("--min-take", type=_number(float, 0, inclusive=True), metavar="S",
+                   help="shortest usable live take, seconds of speech (default 1.0)")
+    p.add_argument("--timeout", type=_number(float, 0), metavar="S",
+                   help="give up a live enrolment after S seconds (default 120)")
+    _add_model(p)
+    _add_raw(p)
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser("listen", help="live console (or JSON lines) of who is speaking",
+                       formatter_class=fmt, description="Listen to the microphone, a recording "
+                       "or stdin and decide on every utterance. Without --name, identifies among "
+                       "all enrolled voices ('unknown' when nobody passes).")
+    p.add_argument("--name", action="extend", nargs="+", metavar="NAME",
+                   help="only these voices (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    p.add_argument("--status", action="store_true", help="with --json, also emit a status event "
+                   "(level, noise floor) every 0.1 s")
+    p.add_argument("--input", metavar="FILE|-", help="a recording, or - for raw PCM on stdin")
+    p.add_argument("--realtime", action="store_true", help="pace --input at real time")
+    p.add_argument("--threshold", type=float, metavar="X", help="accept at this cosine instead "
+                   "of the model's threshold")
+    p.add_argument("--device", metavar="D", help="input device index or name")
+    _add_model(p)
+    _add_raw(p)
+    p.set_defaults(func=cmd_listen)
+
+    p = sub.add_parser("verify", help="one decision for a recording (exit 0/1/3)",
+                       formatter_class=fmt, description="Is this recording NAME? Exit 0 accepted, "
+                       "1 rejected, 3 not enough speech, 2 usage or input error.")
+    p.add_argument("--name", required=True, help="the enrolled voice to check against")
+    p.add_argument("--input", required=True, metavar="FILE|-", help="recording, or - for stdin")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    p.add_argument("--threshold", type=float, metavar="X", help="override the model's threshold")
+    _add_model(p)
+    _add_raw(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("voices", help="list enrolled voices; `voices remove NAME`")
+    p.add_argument("action", nargs="?", choices=["list", "remove"], default="list")
+    p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="one JSON object per voice")
+    _add_model(p)
+    p.set_defaults(func=cmd_voices)
+
+    p = sub.add_parser("devices", help="list audio input devices and their default rates")
+    p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("demo", help="enroll a bundled voice and play a conversation through listen")
+    p.add_argument("--fast", action="store_true", help="no real-time pacing (for tests)")
+    _add_model(p)
+    p.set_defaults(func=cmd_demo)
+
+    _register_eval(sub)
+    return parser
+
+
+def _register_eval(sub) -> None:
+    """``eval`` comes from :mod:`rtverify.evaluation` when that module is present."""
+    import importlib
+
+    try:
+        evaluation = importlib.import_module(f"{__package__}.evaluation")
+    except ModuleNotFoundError as err:
+        if err.name != f"{__package__}.evaluation":
+            raise
+        return
+    evaluation.register_cli(sub)
+    parser = sub.choices.get("eval")
+    if parser is not None and parser.get_default("func") is None:
+        parser.set_defaults(func=evaluation.cmd_eval)
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors (2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    setup_logging(args.verbose)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_usage(sys.stderr)
+        print("rtverify: error: a command is required (rtverify --help lists them)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(func(args) or 0)
+    except RtverifyError as err:
+        logger.debug("error details", exc_info=True)
+        print(f"rtverify: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("rtverify: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`)
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except OSError:
+            pass
+        return EXIT_OK
+    except Exception as err:  # a bug in rtverify: one line, the traceback only when asked
+        if args.verbose:
+            traceback.print_exc()
+        detail = " ".join(str(err).split()) or "no details"
+        print(f"rtverify: internal error: {type(err).__name__}: {detail}"
+              + ("" if args.verbose else " (run with -v for the traceback)"), file=sys.stderr)
+        return EXIT_BUG

@@ -1,0 +1,273 @@
+"""What each ``rtverify`` subcommand does, given its parsed arguments (see :mod:`rtverify.cli`).
+
+Each ``cmd_*`` returns the exit code and raises :class:`~rtverify.errors.RtverifyError` for
+anything the user can fix. Heavy modules (numpy, onnxruntime, rich) are imported inside the
+commands, so that ``rtverify --help`` never pays for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .errors import InputError, NotEnoughSpeech, StoreError
+
+logger = logging.getLogger("rtverify")
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_NOT_ENOUGH_SPEECH, EXIT_BUG = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED = 130
+
+
+# -- shared helpers -------------------------------------------------------------------------------
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _store(args):
+    from .voiceprints import VoiceprintStore
+
+    return VoiceprintStore(args.store)
+
+
+def _session(args):
+    import time
+
+    from .encoder import EncoderSession
+
+    t0 = time.perf_counter()
+    session = EncoderSession(args.model)
+    logger.debug("model %s loaded from %s in %.0f ms", session.model_id, session.path,
+                 (time.perf_counter() - t0) * 1000)
+    return session
+
+
+def _input_spec(args, path: str | None):
+    from .listen import InputSpec
+
+    raw = {"--rate": args.rate, "--channels": args.channels, "--format": args.format}
+    given = [k for k, v in raw.items() if v is not None]
+    if given and path != "-":
+        raise InputError(f"{', '.join(given)}: only for raw PCM on stdin (--input -)")
+    if path is not None and getattr(args, "device", None) is not None:
+        raise InputError("--device: only for the microphone, not with --input")
+    if path is None and getattr(args, "realtime", False):
+        raise InputError("--realtime: only with --input (the microphone is real time already)")
+    return InputSpec(path=path, device=getattr(args, "device", None),
+                     realtime=getattr(args, "realtime", False),
+                     rate_hz=args.rate or 16000, channels=args.channels or 1,
+                     sample_format=args.format or "s16")
+
+
+def _threshold_text(session, override: float | None) -> str:
+    if override is not None:
+        return f"{override:.2f}"
+    dec = session.info.decision
+    if dec.thresholds_by_speech_s:
+        ys = [t for _, t in dec.thresholds_by_speech_s]
+        return f"{min(ys):.2f}-{max(ys):.2f} by length"
+    return f"{dec.threshold:.2f}"
+
+
+def _load_voices(args, session, store) -> dict:
+    voices, problems = store.load_usable(session.model_id, args.name)
+    for problem in problems:
+        logger.warning("%s; skipped", problem)
+    if not voices:
+        raise StoreError(f"no usable voice enrolled in {store.root}; enroll one first "
+                         "(rtverify enroll --name NAME [--input FILE ...])")
+    return voices
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_enroll(args) -> int:
+    from .enroll import EnrollSettings, enroll_files, enroll_live
+    from .voiceprints import validate_name
+
+    name = validate_name(args.name)
+    store = _store(args)
+    if store.exists(name) and not args.force:
+        raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "
+                         "use --force to replace it")
+    defaults = EnrollSettings()
+    settings = EnrollSettings(takes=args.takes or defaults.takes,
+                              min_take_s=defaults.min_take_s if args.min_take is None
+                              else args.min_take,
+                              timeout_s=args.timeout or defaults.timeout_s)
+    session = _session(args)
+    files = args.input or []
+    if files and files != ["-"]:
+        _input_spec(args, files[0])  # refuses microphone/stdin options that do not apply
+        if "-" in files:
+            raise InputError("--input -: raw stdin cannot be mixed with recordings")
+        enrol = enroll_files(session, files, settings, min_speech_s=args.min_speech)
+    else:
+        source = _input_spec(args, "-" if files else None).open()
+        need = (settings.takes, settings.min_speech_s if args.min_speech is None
+                else args.min_speech)
+        try:
+            if sys.stderr.isatty():
+                from .console import EnrollConsole
+
+                with EnrollConsole(*need, source.name) as view:
+                    enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
+            else:
+                enrol = enroll_live(session, source, settings, _LineView(source.name, *need),
+                                    min_speech_s=need[1])
+        except KeyboardInterrupt:
+            print("rtverify: interrupted; nothing was saved", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        finally:
+            source.close()
+        if not enrol.done:
+            raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
+                                  "nothing was saved")
+    path = store.save(enrol.voiceprint(name, session.model_id), force=args.force)
+    _say(f"enrolled {name!r}: {len(enrol.takes)} take(s), {enrol.speech_s:.1f} s of speech, "
+         f"model {session.model_id} -> {path}")
+    return EXIT_OK
+
+
+class _LineView:
+    """Live enrolment feedback as plain lines on stderr (no terminal)."""
+
+    def __init__(self, source_name: str, need_takes: int, need_speech_s: float) -> None:
+        print(f"recording from {source_name}: {need_takes} takes and {need_speech_s:g} s of "
+              "speech needed", file=sys.stderr, flush=True)
+
+    def level(self, status) -> None:
+        pass
+
+    def speaking(self, start_s: float) -> None:
+        pass
+
+    def take(self, take, problem, enrol) -> None:
+        verdict = "ok" if problem is None else f"refused: {problem}"
+        print(f"take at {take.source}: {verdict} [{len(enrol.takes)}/{enrol.need_takes} takes, "
+              f"{enrol.speech_s:.1f}/{enrol.need_speech_s:g} s]", file=sys.stderr, flush=True)
+
+
+def cmd_listen(args) -> int:
+    from .listen import JsonSink, check_threshold, run
+    from .pipeline import Verifier
+
+    spec = _input_spec(args, args.input)
+    threshold = check_threshold(args.threshold)
+    session = _session(args)
+    voices = _load_voices(args, session, _store(args))
+    source = spec.open()
+    logger.debug("listening to %s (%s) for %s", source.name,
+                 "live" if spec.live else "as fast as possible", ", ".join(sorted(voices)))
+    verifier = Verifier(session, voices, threshold=threshold, max_pending=1 if spec.live else 8,
+                        status_every_s=0.1 if (args.status or not args.json) else 0.0)
+    info = {"source": source.name, "model_id": session.model_id, "voices": sorted(voices),
+            "threshold": _threshold_text(session, threshold), "realtime": spec.live}
+    if args.json:
+        sink = JsonSink(status=args.status)
+    else:
+        from .console import ConsoleSink, ListenView
+
+        sink = ConsoleSink(ListenView("rtverify listen", source.name, sorted(voices),
+                                      info["threshold"]))
+    run(verifier, source, sink, info)
+    return EXIT_OK
+
+
+def cmd_verify(args) -> int:
+    import json
+
+    from .listen import check_threshold
+    from .pipeline import embed_recording
+    from .scoring import DecisionPolicy, cosine_scores
+
+    spec = _input_spec(args, args.input)
+    threshold = check_threshold(args.threshold)
+    session = _session(args)
+    vp = _store(args).load(args.name, session.model_id)
+    rec = embed_recording(session, spec.open())
+    policy = DecisionPolicy(session.info.decision, threshold)
+    where = "stdin" if args.input == "-" else args.input
+    if rec.vector is None or rec.speech_s < session.info.decision.min_speech_s:
+        raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
+                              f"{session.info.decision.min_speech_s:.1f} s are needed to decide")
+    d = policy.decide(cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
+    if args.json:
+        _say(json.dumps({"event": "verify", "input": where, "name": vp.name,
+                         "accepted": d.accepted, "score": round(d.score, 4),
+                         "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
+                         "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
+                         "clipped": rec.clipped, "reason": d.reason,
+                         "model_id": session.model_id}))
+    else:
+        verdict = "ACCEPTED" if d.accepted else "REJECTED"
+        sign = ">=" if d.accepted else "<"
+        _say(f"{vp.name}: {verdict} (score {d.score:.3f} {sign} threshold {d.threshold:.3f}, "
+             f"{rec.speech_s:.1f} s of speech in {where})")
+    return EXIT_OK if d.accepted else EXIT_REJECTED
+
+
+def cmd_voices(args) -> int:
+    import json
+
+    from .encoder import DEFAULT_MODEL, load_model_info
+
+    store = _store(args)
+    if args.action == "remove":
+        if not args.names:
+            raise InputError("voices remove: name the voice(s) to remove")
+        for name in args.names:
+            _say(f"removed {name!r} ({store.remove(name)})")
+        return EXIT_OK
+    if args.names:
+        raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "
+                         "use `voices remove NAME`")
+    model_id = load_model_info(args.model or DEFAULT_MODEL).model_id
+    entries = store.entries(model_id)
+    if args.json:
+        for e in entries:
+            vp = e.voiceprint
+            _say(json.dumps({"name": e.name, "path": str(e.path), "usable": vp is not None,
+                             "problem": e.problem,
+                             **({"created": vp.created, "model_id": vp.model_id,
+                                 "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})},
+                            ensure_ascii=False))
+        return EXIT_OK
+    if not entries:
+        _say(f"no voices enrolled (store: {store.root})")
+        return EXIT_OK
+    _say(f"store: {store.root}")
+    width = max(4, max(len(e.name) for e in entries))
+    _say(f"{'NAME':<{width}}  {'CREATED (UTC)':<20}  {'MODEL':<22}  SPEECH  TAKES")
+    for e in entries:
+        vp = e.voiceprint
+        if vp is None:
+            _say(f"{e.name:<{width}}  unusable: {e.problem}")
+        else:
+            _say(f"{e.name:<{width}}  {vp.created:<20}  {vp.model_id:<22}  "
+                 f"{vp.speech_s:5.1f}s  {vp.n_takes:5d}")
+    return EXIT_OK
+
+
+def cmd_devices(args) -> int:
+    import json
+
+    from .sources import list_input_devices
+
+    devices = list_input_devices()
+    if args.json:
+        for d in devices:
+            _say(json.dumps(d, ensure_ascii=False))
+        return EXIT_OK
+    if not devices:
+        _say("no input devices found")
+        return EXIT_OK
+    _say(f"{'INDEX':>5}  {'CHANNELS':>8}  {'DEFAULT RATE':>12}  NAME")
+    for d in devices:
+        mark = "  (default)" if d["default"] else ""
+        _say(f"{d['index']:>5}  {d['channels']:>8}  {d['default_rate_hz']:>9} Hz  {d['name']}{mark}")
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from .demo_run import run_demo
+
+    return run_demo(args.model, realtime=not args.fast)

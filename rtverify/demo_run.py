@@ -1,0 +1,85 @@
+"""``rtverify demo``: enroll the bundled speaker into a temporary store, play the bundled
+conversation through ``listen`` in real time in the live console, and grade every decision
+against the conversation's script (``demo/conversation.json``)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from .listen import grade, run
+
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+VOICE = "alice"
+
+
+class _Collect:
+    """Passes events on to a sink and keeps the decisions."""
+
+    def __init__(self, sink) -> None:
+        self.sink = sink
+        self.decisions = []
+
+    def start(self, info: dict) -> None:
+        self.sink.start(info)
+
+    def handle(self, event) -> None:
+        if event.kind == "decision":
+            self.decisions.append(event)
+        self.sink.handle(event)
+
+    def close(self, summary: dict) -> None:
+        self.sink.close(summary)
+
+
+def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -> int:
+    from rich.console import Console
+
+    from .console import ConsoleSink, ListenView, clock
+    from .encoder import EncoderSession
+    from .enroll import enroll_files
+    from .pipeline import Verifier
+    from .sources import FileSource
+    from .voiceprints import VoiceprintStore
+
+    console = console or Console()
+    meta = json.loads((DEMO_DIR / "conversation.json").read_text(encoding="utf-8"))
+    session = EncoderSession(model)
+    with tempfile.TemporaryDirectory(prefix="rtverify-demo-") as tmp:
+        store = VoiceprintStore(tmp)
+        takes = [DEMO_DIR / name for name in meta["enroll"]]
+        enrol = enroll_files(session, takes)
+        store.save(enrol.voiceprint(VOICE, session.model_id))
+        console.print(f"Enrolled [bold]{VOICE}[/] (LibriSpeech speaker {meta['enrolled_speaker']}) "
+                      f"in a temporary store: {enrol.speech_s:.1f} s of speech from "
+                      f"{', '.join(p.name for p in takes)}.", highlight=False)
+        script = meta["script"]
+        console.print(f"Playing {meta['conversation']}"
+                      + (" in real time" if realtime else "") + f", {len(script)} lines: "
+                      + ", ".join(VOICE if ln["speaker"] == meta["enrolled_speaker"]
+                                  else f"speaker {ln['speaker']}" for ln in script) + ".",
+                      highlight=False)
+        voices, _ = store.load_usable(session.model_id)
+    source = FileSource(DEMO_DIR / meta["conversation"], realtime=realtime)
+    verifier = Verifier(session, voices, max_pending=1 if realtime else 8, status_every_s=0.1)
+    threshold = f"{session.info.decision.threshold:.2f}"
+    sink = _Collect(ConsoleSink(ListenView("rtverify demo", source.name.split("/")[-1],
+                                           sorted(voices), threshold), console))
+    summary = run(verifier, source, sink, {})
+    g = grade(sink.decisions, script, meta["enrolled_speaker"], VOICE)
+    n_right, n_wrong = len(g["right"]), len(g["wrong"])
+    console.print(f"\nDemo result: {n_right} right, {n_wrong} wrong out of {n_right + n_wrong} "
+                  "decisions" + (" (interrupted)." if summary["interrupted"] else "."),
+                  highlight=False)
+    for d, truth in g["wrong"]:
+        who = "silence" if truth is None else (VOICE if truth == meta["enrolled_speaker"]
+                                               else f"speaker {truth}")
+        verdict = f"accepted as {d.speaker}" if d.accepted else "rejected"
+        console.print(f"  wrong: {clock(d.start_s)}-{clock(d.end_s)} was {who}, {verdict} "
+                      f"(score {d.score:.2f})", highlight=False)
+    missed = len(g["missed"])
+    console.print(f"  {len(g['too_short'])} utterance(s) too short to decide; "
+                  f"{len(script) - missed} of the script's {len(script)} lines got a decision.",
+                  highlight=False)
+    return 0

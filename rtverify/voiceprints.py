@@ -1,0 +1,357 @@
+"""Enrolled voices: one human-readable JSON file per voice, written atomically, private to the user.
+
+A voiceprint file (``<store>/<name>.json``, mode 0600, in a 0700 directory) looks like::
+
+    {"format": "rtverify-voiceprint/1", "name": "alice", "model_id": "default-a6254f7e6299",
+     "embedding_dim": 256, "embedding": [0.0123, ...], "created": "2025-01-01T12:00:00Z",
+     "speech_s": 11.2, "n_takes": 3, "rtverify_version": "0.1.0"}
+
+Only ``embedding`` (and ``model_id``, to refuse a vector from another encoder) affects scores; the
+rest is for people. A file that does not parse completely is never used in part: it is reported by
+name and skipped while the other voices keep working.
+
+Writes go to a temporary file in the store directory, are fsynced, then put in place with
+``os.link`` (fails if the name exists: creating a voice is race-free) or ``os.replace`` (``force``),
+and the directory is fsynced, so a crash at any moment leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import stat
+import tempfile
+import time
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from . import __version__
+from .errors import InputError, StoreError
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "rtverify-voiceprint/1"
+SUFFIX = ".json"
+MAX_NAME_CHARS = 64
+MAX_FILE_BYTES = 1 << 20
+"""A voiceprint is a few kilobytes; anything much larger is not one (and is not read whole)."""
+STALE_TEMP_S = 3600.0
+"""A temporary file this old (seconds) was left by a killed writer and may be removed."""
+_FORBIDDEN = set('/\\:*?"<>|')  # separators, plus what other file systems refuse
+
+
+def validate_name(name: str) -> str:
+    """Return the voice name in canonical (NFC) form, or raise :class:`InputError` saying why not.
+
+    Allowed: 1 to 64 printable characters (letters of any script, digits, spaces, ``-_.'``...),
+    not starting with a dot, a dash or a space, not ending with a space, without path separators,
+    ``..``, control characters or characters that file systems refuse.
+    """
+    if not isinstance(name, str):
+        raise InputError(f"voice name {name!r}: must be text")
+    shown = repr(name)
+    name = unicodedata.normalize("NFC", name)
+    if not name:
+        raise InputError("voice name is empty")
+    if len(name) > MAX_NAME_CHARS:
+        raise InputError(f"voice name {shown}: longer than {MAX_NAME_CHARS} characters")
+    if not name.isprintable():
+        raise InputError(f"voice name {shown}: contains control or unprintable characters")
+    bad = sorted(set(name) & _FORBIDDEN)
+    if bad:
+        raise InputError(f"voice name {shown}: must not contain {' '.join(bad)}")
+    if ".." in name:
+        raise InputError(f"voice name {shown}: must not contain '..'")
+    if name[0] in ".- " or name[-1] == " ":
+        raise InputError(f"voice name {shown}: must not start with '.', '-' or a space, "
+                         "nor end with a space")
+    return name
+
+
+def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """``$RTVERIFY_HOME``, else ``$XDG_DATA_HOME/rtverify``, else ``~/.local/share/rtverify``."""
+    env = os.environ if environ is None else environ
+    if env.get("RTVERIFY_HOME"):
+        return Path(env["RTVERIFY_HOME"]).expanduser()
+    xdg = env.get("XDG_DATA_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
+        return Path(xdg) / "rtverify"
+    return Path.home() / ".local" / "share" / "rtverify"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Voiceprint:
+    """One enrolled voice."""
+
+    name: str
+    model_id: str
+    """The encoder the embedding was made with; another encoder's vectors are meaningless."""
+    embedding: np.ndarray
+    """float32 ``(dim,)`` unit vector: ``l2_normalize(mean(take vectors))``."""
+    created: str
+    """UTC time of enrolment, ISO 8601."""
+    speech_s: float
+    """Voiced speech the takes held (seconds)."""
+    n_takes: int
+    """Takes (utterances or files) averaged into the embedding."""
+    rtverify_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "name": self.name, "model_id": self.model_id,
+                "embedding_dim": int(self.embedding.shape[0]),
+                "embedding": [round(float(x), 8) for x in self.embedding],
+                "created": self.created, "speech_s": round(float(self.speech_s), 2),
+                "n_takes": int(self.n_takes), "rtverify_version": self.rtverify_version}
+
+    @classmethod
+    def from_dict(cls, data: object, where: str) -> "Voiceprint":
+        """Check every field; raise :class:`StoreError` (naming ``where``) on any problem."""
+        def bad(problem: str) -> StoreError:
+            return StoreError(f"{where}: damaged voiceprint ({problem})")
+
+        if not isinstance(data, dict):
+            raise bad("not a JSON object")
+        if data.get("format") != FORMAT:
+            raise bad(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        for key, kind in (("name", str), ("model_id", str), ("created", str),
+                          ("embedding", list), ("embedding_dim", int), ("n_takes", int)):
+            if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
+                raise bad(f"field {key!r} missing or not {kind.__name__}")
+        vec = data["embedding"]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec):
+            raise bad("embedding holds something other than numbers")
+        if len(vec) != data["embedding_dim"] or len(vec) == 0:
+            raise bad(f"embedding has {len(vec)} values, embedding_dim says "
+                      f"{data['embedding_dim']}")
+        emb = np.asarray(vec, dtype=np.float64)
+        if not np.isfinite(emb).all():
+            raise bad("embedding has non-finite values")
+        norm = float(np.linalg.norm(emb))
+        if not norm > 1e-6:
+            raise bad("embedding is a zero vector")
+        speech_s = data.get("speech_s", 0.0)
+        if not isinstance(speech_s, (int, float)) or isinstance(speech_s, bool) or \
+                not math.isfinite(speech_s):
+            raise bad("field 'speech_s' is not a number")
+        return cls(name=data["name"], model_id=data["model_id"],
+                   embedding=(emb / norm).astype(np.float32), created=data["created"],
+                   speech_s=float(speech_s), n_takes=data["n_takes"],
+                   rtverify_version=str(data.get("rtverify_version", "")))
+
+
+def to_json(vp: Voiceprint) -> str:
+    """The file's text: one key per line, the embedding on one (long) line."""
+    items = [f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}"
+             for k, v in vp.to_dict().items()]
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
+@dataclass(frozen=True)
+class StoreEntry:
+    """A voice file as found in the store: its voiceprint, or why it cannot be used."""
+
+    name: str
+    path: Path
+    voiceprint: Voiceprint | None
+    problem: str | None
+    """One-line message (naming the file) when the voice is unusable under the current model."""
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class VoiceprintStore:
+    """The directory of voiceprints.
+
+    :param root: the store directory; ``None`` means :func:`default_store_dir`.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root).expanduser() if root is not None else default_store_dir()
+
+    def path_for(self, name: str) -> Path:
+        return self.root / (validate_name(name) + SUFFIX)
+
+    # -- writing ----------------------------------------------------------------------
+    def ensure_dir(self) -> Path:
+        """Create the store directory (0700) if needed; tighten a looser existing one."""
+        try:
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.root.is_dir():
+                raise StoreError(f"{self.root}: voice store is not a directory")
+            mode = stat.S_IMODE(self.root.stat().st_mode)
+            if mode & 0o077:
+                logger.warning("%s: voice store was readable by others (mode %o); setting 0700",
+                               self.root, mode)
+                os.chmod(self.root, 0o700)
+        except FileExistsError:
+            raise StoreError(f"{self.root}: voice store is not a directory") from None
+        except OSError as err:
+            raise StoreError(f"{self.root}: cannot create the voice store "
+                             f"({err.strerror})") from None
+        return self.root
+
+    def save(self, vp: Voiceprint, *, force: bool = False) -> Path:
+        """Write ``vp`` atomically. Without ``force`` an existing voice of that name is refused
+        (checked by the final link itself, so two enrolments cannot both win)."""
+        final = self.path_for(vp.name)
+        self.ensure_dir()
+        self._remove_stale_temp_files()
+        data = to_json(vp).encode("utf-8")
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{vp.name}.", suffix=".tmp", dir=self.root)
+        except OSError as err:
+            raise StoreError(f"{self.root}: cannot write to the voice store "
+                             f"({err.strerror})") from None
+        try:
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as err:
+                raise StoreError(f"{final}: cannot write voiceprint ({err.strerror})") from None
+            if force:
+                os.replace(tmp, final)
+            else:
+                self._link_new(tmp, final, vp.name)
+            _fsync_dir(self.root)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return final
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temporary files left by a writer that was killed (older than STALE_TEMP_S, so never
+        one that a running enrolment is still writing)."""
+        now = time.time()
+        for path in self.root.glob(".*.tmp"):
+            try:
+                if now - path.stat().st_mtime > STALE_TEMP_S:
+                    path.unlink()
+                    logger.debug("removed stale temporary file %s", path)
+            except OSError:
+                pass
+
+    def _link_new(self, tmp: str, final: Path, name: str) -> None:
+        exists = StoreError(f"voice {name!r} is already enrolled ({final}); "
+                            "use --force to replace it")
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise exists from None
+        except OSError:
+            # No hard links on this file system: claim the name exclusively, then replace it.
+            # A reader may briefly see an empty file there (reported as damaged), never a
+            # partial one.
+            try:
+                os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            except FileExistsError:
+                raise exists from None
+            os.replace(tmp, final)
+
+    def remove(self, name: str) -> Path:
+        path = self.path_for(name)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root})") from None
+        except OSError as err:
+            raise StoreError(f"{path}: cannot remove ({err.strerror})") from None
+        _fsync_dir(self.root)
+        return path
+
+    # -- reading ----------------------------------------------------------------------
+    def names(self) -> list[str]:
+        """Names of the voice files present (usable or not), sorted."""
+        try:
+            files = list(self.root.iterdir())
+        except FileNotFoundError:
+            return []
+        except NotADirectoryError:
+            raise StoreError(f"{self.root}: voice store is not a directory") from None
+        except OSError as err:
+            raise StoreError(f"{self.root}: cannot read the voice store ({err.strerror})") from None
+        return sorted(p.name[:-len(SUFFIX)] for p in files
+                      if p.name.endswith(SUFFIX) and not p.name.startswith("."))
+
+    def exists(self, name: str) -> bool:
+        return self.path_for(name).exists()
+
+    def load(self, name: str, model_id: str | None = None) -> Voiceprint:
+        """One voice; :class:`StoreError` if it is missing, damaged or (when ``model_id`` is
+        given) made with another model."""
+        path = self.path_for(name)
+        try:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_FILE_BYTES + 1)
+        except FileNotFoundError:
+            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
+                             "`rtverify voices` lists the enrolled ones") from None
+        except OSError as err:
+            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        if len(raw) > MAX_FILE_BYTES:
+            raise StoreError(f"{path}: damaged voiceprint (larger than {MAX_FILE_BYTES} bytes)")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise StoreError(f"{path}: damaged voiceprint (not valid JSON: {err})") from None
+        vp = Voiceprint.from_dict(data, str(path))
+        if unicodedata.normalize("NFC", vp.name) != path.name[:-len(SUFFIX)]:
+            raise StoreError(f"{path}: damaged voiceprint (it is for {vp.name!r}, "
+                             "not the name of its file)")
+        if model_id is not None and vp.model_id != model_id:
+            raise StoreError(f"{path}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
+                             f"the encoder now is {model_id}; re-enroll it "
+                             f"(rtverify enroll --name {vp.name!r} --force ...)")
+        return vp
+
+    def entries(self, model_id: str | None = None) -> list[StoreEntry]:
+        """Every voice file with its voiceprint or its problem."""
+        out = []
+        for name in self.names():
+            path = self.root / (name + SUFFIX)
+            try:
+                out.append(StoreEntry(name, path, self.load(name, model_id), None))
+            except (StoreError, InputError) as err:
+                out.append(StoreEntry(name, path, None, str(err)))
+        return out
+
+    def load_usable(self, model_id: str, names: list[str] | None = None
+                    ) -> tuple[dict[str, np.ndarray], list[str]]:
+        """Embeddings by name for scoring, and the problems met.
+
+        With ``names``, each named voice must load (a problem is an error). Without, every
+        usable voice is returned and the unusable ones are only reported.
+        """
+        if names:
+            return {validate_name(n): self.load(n, model_id).embedding for n in names}, []
+        usable, problems = {}, []
+        for entry in self.entries(model_id):
+            if entry.voiceprint is not None:
+                usable[entry.name] = entry.voiceprint.embedding
+            else:
+                problems.append(entry.problem)
+        return usable, problems

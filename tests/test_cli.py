@@ -1,0 +1,413 @@
+"""The rtverify command, run as a user runs it: a subprocess, exit codes, stdout/stderr."""
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rtverify import cli
+
+from conftest import DEMO, REPO, SR, read16k
+
+ENROLL = [str(DEMO / "enroll_1.flac"), str(DEMO / "enroll_2.flac")]
+CONVERSATION = str(DEMO / "conversation.flac")
+
+
+def rtv(*args, store, stdin=None, timeout=120):
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    return subprocess.run([sys.executable, "-m", "rtverify", *map(str, args)], cwd=REPO, env=env,
+                          input=stdin, capture_output=True, timeout=timeout,
+                          text=not isinstance(stdin, bytes))
+
+
+def out(proc):
+    return proc.stdout.decode() if isinstance(proc.stdout, bytes) else proc.stdout
+
+
+def err(proc):
+    return proc.stderr.decode() if isinstance(proc.stderr, bytes) else proc.stderr
+
+
+def one_line_error(proc, *words):
+    text = err(proc).strip()
+    assert text.startswith("rtverify: error: ") and "\n" not in text, text
+    assert "Traceback" not in text
+    for w in words:
+        assert w in text, (w, text)
+
+
+def json_lines(proc):
+    return [json.loads(line) for line in out(proc).splitlines() if line.strip()]
+
+
+def speaker_at(script, start_s, end_s):
+    best, overlap = None, 0.0
+    for line in script:
+        o = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
+        if o > overlap:
+            best, overlap = line["speaker"], o
+    return best
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, demo):
+    """A stranger's line and a line of the enrolled speaker cut from the conversation, and
+    silence."""
+    d = tmp_path_factory.mktemp("clips")
+    conv = read16k(DEMO / demo["conversation"])
+    paths = {}
+    for key, want in (("stranger", False), ("alice", True)):
+        line = next(ln for ln in demo["script"]
+                    if (ln["speaker"] == demo["enrolled_speaker"]) == want and ln["start_s"] > 10)
+        cut = conv[int((line["start_s"] - 0.3) * SR):int((line["end_s"] + 0.3) * SR)]
+        paths[key] = d / f"{key}.wav"
+        sf.write(paths[key], cut, SR, subtype="PCM_16")
+    paths["silence"] = d / "silence.wav"
+    sf.write(paths["silence"], np.zeros(SR * 3, dtype=np.float32), SR)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with 'alice' enrolled from the bundled takes (through the CLI)."""
+    root = tmp_path_factory.mktemp("home") / "voices"
+    proc = rtv("enroll", "--name", "alice", "--input", *ENROLL, store=root)
+    assert proc.returncode == 0, err(proc)
+    assert "enrolled 'alice'" in out(proc)
+    return root
+
+
+# -- basics ---------------------------------------------------------------------------------------
+def test_help_version_and_usage_errors(tmp_path):
+    proc = rtv("--help", store=tmp_path)
+    assert proc.returncode == 0 and "examples:" in out(proc) and "exit codes" in out(proc)
+    for command in ("enroll", "listen", "verify", "voices", "devices", "demo"):
+        assert command in out(proc)
+    proc = rtv("--version", store=tmp_path)
+    assert proc.returncode == 0 and out(proc).startswith("rtverify ")
+    assert rtv(store=tmp_path).returncode == 2
+    proc = rtv("verify", "--input", "x.wav", store=tmp_path)  # --name missing
+    assert proc.returncode == 2 and "--name" in err(proc)
+    assert rtv("listen", "--bogus", store=tmp_path).returncode == 2
+
+
+def test_importing_the_cli_loads_nothing_heavy():
+    code = ("import sys, rtverify.cli as c; c.build_parser(); "
+            "print(sorted(m for m in ('numpy', 'onnxruntime', 'rich', 'scipy', 'soundfile', "
+            "'torch') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_eval_subcommand_comes_from_the_evaluation_module(monkeypatch, capsys):
+    calls = []
+
+    def register_cli(sub):
+        p = sub.add_parser("eval", help="accuracy on a trial list")
+        p.add_argument("--trials")
+
+    fake = types.ModuleType("rtverify.evaluation")
+    fake.register_cli = register_cli
+    fake.cmd_eval = lambda args: calls.append(args.trials) or 0
+    monkeypatch.setitem(sys.modules, "rtverify.evaluation", fake)
+    assert cli.main(["eval", "--trials", "t.txt"]) == 0 and calls == ["t.txt"]
+    assert "eval" in cli.build_parser().format_help()
+
+
+# -- enroll / verify ------------------------------------------------------------------------------
+def test_store_is_private(store):
+    assert stat.S_IMODE(os.stat(store).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(store / "alice.json").st_mode) == 0o600
+    data = json.loads((store / "alice.json").read_text())
+    assert data["n_takes"] == 2 and data["model_id"].startswith("default-")
+
+
+def test_verify_accepts_the_enrolled_speaker_and_rejects_a_stranger(store, clips):
+    proc = rtv("verify", "--name", "alice", "--input", clips["alice"], store=store)
+    assert proc.returncode == 0, err(proc)
+    assert "ACCEPTED" in out(proc)
+    proc = rtv("verify", "--name", "alice", "--input", clips["stranger"], "--json", store=store)
+    assert proc.returncode == 1, err(proc)
+    result = json.loads(out(proc))
+    assert result["accepted"] is False and result["score"] < result["threshold"]
+    assert result["name"] == "alice" and result["speech_s"] > 2
+
+
+def test_verify_exit_codes_for_no_speech_and_bad_input(store, clips, tmp_path):
+    proc = rtv("verify", "--name", "alice", "--input", clips["silence"], store=store)
+    assert proc.returncode == 3
+    one_line_error(proc, "silence.wav", "speech")
+    proc = rtv("verify", "--name", "alice", "--input", tmp_path / "missing.wav", store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "missing.wav", "no such file")
+    text = tmp_path / "text.wav"
+    text.write_text("not audio at all")
+    proc = rtv("verify", "--name", "alice", "--input", text, store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "text.wav")
+    proc = rtv("verify", "--name", "nobody", "--input", clips["alice"], store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "'nobody'", "not enrolled")
+    proc = rtv("verify", "--name", "alice", "--input", clips["alice"], "--rate", "8000",
+               store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "--rate", "stdin")
+
+
+def test_verify_reads_raw_pcm_from_stdin(store, clips):
+    x = read16k(clips["alice"])
+    pcm = (x * 32767).astype("<i2").tobytes()
+    proc = rtv("verify", "--name", "alice", "--input", "-", store=store, stdin=pcm)
+    assert proc.returncode == 0, err(proc)
+
+
+def test_force_semantics(tmp_path, clips):
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "bob", "--input", *ENROLL, store=root).returncode == 0
+    before = (root / "bob.json").read_bytes()
+    proc = rtv("enroll", "--name", "bob", "--input", ENROLL[1], clips["alice"], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "already enrolled", "--force")
+    assert (root / "bob.json").read_bytes() == before
+    proc = rtv("enroll", "--name", "bob", "--force", "--input", ENROLL[1], clips["alice"],
+               store=root)
+    assert proc.returncode == 0, err(proc)
+    after = json.loads((root / "bob.json").read_text())
+    assert after["embedding"] != json.loads(before)["embedding"]
+    assert stat.S_IMODE(os.stat(root / "bob.json").st_mode) == 0o600
+    assert sorted(p.name for p in root.iterdir()) == ["bob.json"]
+
+
+def test_failed_enrolment_writes_nothing(tmp_path, clips):
+    root = tmp_path / "s"
+    for args, code in ((["--input", clips["silence"]], 3), (["--input", ENROLL[0]], 3),
+                       (["--input", ENROLL[0], clips["stranger"]], 2),
+                       (["--input", tmp_path / "nope.wav"], 2)):
+        proc = rtv("enroll", "--name", "carol", *args, store=root)
+        assert proc.returncode == code, (args, err(proc))
+        one_line_error(proc)
+    assert not root.exists() or list(root.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", ".hidden", "x\ty", "..", "/abs"])
+def test_name_traversal_is_refused(tmp_path, name):
+    root = tmp_path / "s"
+    proc = rtv("enroll", "--name", name, "--input", *ENROLL, store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "voice name")
+    assert list(tmp_path.iterdir()) == []  # no store, nothing beside it
+
+
+def test_live_enrolment_from_a_raw_stream(tmp_path):
+    sil = np.zeros(SR, dtype=np.float32)
+    x = np.concatenate([sil, read16k(ENROLL[0]), sil, read16k(ENROLL[1]), sil])
+    pcm = (x * 32767).astype("<i2").tobytes()
+    root = tmp_path / "s"
+    proc = rtv("enroll", "--name", "dave", "--input", "-", "--takes", "2", "--min-speech", "3",
+               store=root, stdin=pcm)
+    assert proc.returncode == 0, err(proc)
+    assert "refused: too short" in err(proc) and err(proc).count(": ok") == 2
+    proc = rtv("enroll", "--name", "erin", "--input", "-", store=root, stdin=pcm)  # defaults: 10 s
+    assert proc.returncode == 3
+    assert "nothing was saved" in err(proc) and not (root / "erin.json").exists()
+
+
+# -- voices ---------------------------------------------------------------------------------------
+def test_voices_list_and_remove(tmp_path):
+    root = tmp_path / "s"
+    proc = rtv("voices", store=root)
+    assert proc.returncode == 0 and "no voices" in out(proc)
+    for name in ("alice", "bob"):
+        assert rtv("enroll", "--name", name, "--input", *ENROLL, store=root).returncode == 0
+    proc = rtv("voices", store=root)
+    lines = out(proc).splitlines()
+    assert proc.returncode == 0 and str(root) in lines[0]
+    assert [ln.split()[0] for ln in lines[2:]] == ["alice", "bob"]
+    assert "default-" in lines[2] and "4.0s" in lines[2]
+    listed = json_lines(rtv("voices", "--json", store=root))
+    assert [v["name"] for v in listed] == ["alice", "bob"] and all(v["usable"] for v in listed)
+    proc = rtv("voices", "remove", "alice", store=root)
+    assert proc.returncode == 0 and "removed 'alice'" in out(proc)
+    assert [v["name"] for v in json_lines(rtv("voices", "--json", store=root))] == ["bob"]
+    proc = rtv("voices", "remove", "alice", store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "'alice'", "not enrolled")
+    proc = rtv("voices", "remove", "../bob", store=root)
+    assert proc.returncode == 2 and (root / "bob.json").exists()
+
+
+def test_foreign_and_damaged_voiceprints(tmp_path, store):
+    root = tmp_path / "s"
+    root.mkdir(mode=0o700)
+    good = json.loads((store / "alice.json").read_text())
+    (root / "alice.json").write_text(json.dumps(good))
+    (root / "old.json").write_text(json.dumps({**good, "name": "old", "model_id": "ancient-1"}))
+    (root / "broken.json").write_text('{"format": "rtverify-voiceprint/1", "embedd')
+    proc = rtv("verify", "--name", "old", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "old.json", "ancient-1", "re-enroll")
+    proc = rtv("verify", "--name", "broken", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "broken.json", "damaged")
+    proc = rtv("verify", "--name", "alice", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 0, err(proc)
+    proc = rtv("listen", "--input", CONVERSATION, "--json", store=root)
+    assert proc.returncode == 0, err(proc)
+    assert "broken.json" in err(proc) and "old.json" in err(proc) and "re-enroll" in err(proc)
+    ready = json_lines(proc)[0]
+    assert ready["event"] == "ready" and ready["voices"] == ["alice"]
+    listed = {v["name"]: v for v in json_lines(rtv("voices", "--json", store=root))}
+    assert listed["alice"]["usable"] and not listed["old"]["usable"]
+    assert "damaged" in listed["broken"]["problem"]
+
+
+# -- listen ---------------------------------------------------------------------------------------
+def test_listen_json_decisions_follow_the_script(store, demo):
+    proc = rtv("listen", "--input", CONVERSATION, "--json", store=store)
+    assert proc.returncode == 0, err(proc)
+    events = json_lines(proc)
+    assert events[0]["event"] == "ready" and events[-1]["event"] == "summary"
+    kinds = {e["event"] for e in events}
+    assert {"speech_start", "decision"} <= kinds
+    decisions = [e for e in events if e["event"] == "decision" and e["reason"] != "too_short"]
+    assert len(decisions) >= len(demo["script"])
+    for d in decisions:
+        for key in ("start_s", "end_s", "speech_s", "speaker", "score", "accepted", "scores"):
+            assert key in d
+        truth = speaker_at(demo["script"], d["start_s"], d["end_s"])
+        assert truth is not None
+        assert d["accepted"] == (truth == demo["enrolled_speaker"]), (truth, d)
+        assert d["speaker"] == ("alice" if d["accepted"] else None)
+    assert events[-1]["decisions"] == len([e for e in events if e["event"] == "decision"])
+    assert events[-1]["accepted"] == sum(d["accepted"] for d in decisions)
+
+
+def test_listen_realtime_gives_provisional_scores_while_speech_goes_on(store, clips):
+    t0 = time.monotonic()
+    proc = rtv("listen", "--input", clips["alice"], "--realtime", "--json", store=store)
+    wall_s = time.monotonic() - t0
+    assert proc.returncode == 0, err(proc)
+    events = json_lines(proc)
+    assert events[0]["realtime"] is True
+    duration_s = sf.info(str(clips["alice"])).duration
+    assert wall_s >= duration_s - 0.5  # paced, not as fast as possible
+    prov = [e for e in events if e["event"] == "provisional"]
+    decision = next(e for e in events if e["event"] == "decision")
+    assert prov and all(p["t_s"] <= decision["end_s"] for p in prov)
+    assert events.index(prov[0]) < events.index(decision)
+    assert prov[-1]["speaker"] == "alice" and set(prov[-1]["scores"]) == {"alice"}
+
+
+def test_listen_console_without_a_terminal_prints_a_line_per_decision(store):
+    proc = rtv("listen", "--input", CONVERSATION, store=store)
+    assert proc.returncode == 0, err(proc)
+    lines = out(proc).splitlines()
+    assert sum("ACCEPTED alice" in ln for ln in lines) == 3
+    assert sum("rejected (best alice)" in ln for ln in lines) == 3
+    assert lines[-1].startswith("6 decisions: 3 accepted (alice 3), 3 rejected")
+
+
+def test_listen_threshold_override_and_name_selection(store):
+    proc = rtv("listen", "--input", CONVERSATION, "--json", "--threshold", "0.3", store=store)
+    decisions = [e for e in json_lines(proc) if e["event"] == "decision"]
+    assert decisions and all(d["accepted"] and d["threshold"] == 0.3 for d in decisions)
+    proc = rtv("listen", "--input", CONVERSATION, "--json", "--threshold", "7", store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "--threshold")
+    proc = rtv("listen", "--input", CONVERSATION, "--name", "zed", store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "'zed'", "not enrolled")
+
+
+def test_listen_with_no_voices_says_how_to_enroll(tmp_path):
+    proc = rtv("listen", "--input", CONVERSATION, store=tmp_path / "empty")
+    assert proc.returncode == 2
+    one_line_error(proc, "no usable voice", "rtverify enroll")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
+    """Raw PCM on a pipe that stays open, cut in the middle of the second utterance: the first
+    decision arrives, then the signal ends listen; the open utterance still gets its decision,
+    then comes the summary, and the exit code is 0."""
+    x = read16k(CONVERSATION)[: int(4.9 * SR)]
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "listen", "--input", "-", "--json"],
+                            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write((x * 32767).astype("<i2").tobytes())
+        proc.stdin.flush()
+        events = []
+        while not any(e["event"] == "decision" for e in events):
+            line = proc.stdout.readline()  # bounded by the test timeout
+            assert line, proc.stderr.read().decode()
+            events.append(json.loads(line))
+        time.sleep(1.5)  # let it take in the rest of what was written
+        proc.send_signal(sig)
+        rest, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events += [json.loads(line) for line in rest.decode().splitlines()]
+    assert proc.returncode == 0, stderr.decode()
+    decisions = [e for e in events if e["event"] == "decision"]
+    assert len(decisions) == 2 and decisions[1]["end_reason"] == "end_of_stream"
+    assert all(d["speaker"] == "alice" for d in decisions)
+    assert events[-1]["event"] == "summary" and events[-1]["interrupted"] is True
+    assert b"Traceback" not in stderr
+
+
+def test_demo_runs_to_the_end_and_grades_itself():
+    proc = subprocess.run([sys.executable, "-m", "rtverify", "demo", "--fast"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Enrolled alice" in proc.stdout
+    assert "Demo result: 6 right, 0 wrong out of 6 decisions" in proc.stdout
+    assert "5 of the script's 5 lines got a decision" in proc.stdout
+    assert "Playing conversation.flac, 5 lines: alice, speaker" in proc.stdout
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["listen", "--realtime"], ["--realtime", "--input"]),
+    (["listen", "--input", CONVERSATION, "--device", "1"], ["--device", "microphone"]),
+    (["enroll", "--name", "x", "--input", ENROLL[0], "--device", "1"], ["--device"]),
+    (["enroll", "--name", "x", "--input", "-", ENROLL[0]], ["stdin", "mixed"]),
+    (["listen", "--input", CONVERSATION, "--format", "f32"], ["--format", "stdin"]),
+])
+def test_options_that_do_not_apply_are_refused(tmp_path, capsys, argv, words):
+    assert cli.main(["--store", str(tmp_path), *argv]) == 2
+    text = capsys.readouterr().err.strip()
+    assert text.startswith("rtverify: error: ") and "\n" not in text
+    assert all(w in text for w in words), text
+
+
+@pytest.mark.parametrize("argv", [["enroll", "--name", "x", "--takes", "0"],
+                                  ["enroll", "--name", "x", "--timeout", "nan"],
+                                  ["listen", "--input", "-", "--rate", "-5"]])
+def test_bad_numbers_are_usage_errors(tmp_path, capsys, argv):
+    assert cli.main(["--store", str(tmp_path), *argv]) == 2
+    assert "must be >" in capsys.readouterr().err
+
+
+def test_an_unexpected_exception_is_one_line_and_traceback_only_with_v(tmp_path, monkeypatch,
+                                                                       capsys):
+    def boom(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(cli, "cmd_voices", boom)
+    assert cli.main(["--store", str(tmp_path), "voices"]) == 4
+    text = capsys.readouterr().err.strip()
+    assert text == ("rtverify: internal error: RuntimeError: boom second line "
+                    "(run with -v for the traceback)")
+    assert cli.main(["-v", "--store", str(tmp_path), "voices"]) == 4
+    assert "Traceback" in capsys.readouterr().err
