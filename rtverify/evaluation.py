@@ -73,14 +73,20 @@ def eer(target: np.ndarray, nontarget: np.ndarray) -> tuple[float, float]:
     """Equal error rate (0..1) and the threshold at which it is reached.
 
     Where the miss and false-alarm curves cross between two operating points, the rate and the
-    threshold are interpolated linearly between them.
+    threshold are interpolated linearly between them. Where they are equal over a range of
+    thresholds (classes separated by a gap, or tied rates), the threshold is the middle of it.
     """
     thr, p_miss, p_fa = error_rates(target, nontarget)
-    i = int(np.argmax(p_miss >= p_fa))  # first point where misses catch up (exists: last is 1>=0)
-    if i == 0:
+    i = int(np.argmax(p_miss >= p_fa))  # first point where misses catch up (the last is 1 >= 0)
+    if i == 0:  # cannot happen (p_fa[0] = 1 > p_miss[0] = 0); kept for safety
         return float(p_miss[0]), float(thr[0])
+    if p_miss[i] == p_fa[i]:
+        k = i
+        while k + 1 < len(thr) and p_miss[k + 1] == p_fa[k + 1]:
+            k += 1
+        return float(p_miss[i]), float((thr[i - 1] + thr[k]) / 2)
     d0 = p_fa[i - 1] - p_miss[i - 1]  # > 0
-    d1 = p_fa[i] - p_miss[i]  # <= 0
+    d1 = p_fa[i] - p_miss[i]  # < 0
     alpha = d0 / (d0 - d1)
     rate = p_miss[i - 1] + alpha * (p_miss[i] - p_miss[i - 1])
     t = thr[i - 1] + alpha * (thr[i] - thr[i - 1]) if np.isfinite(thr[i]) else thr[i - 1]
