@@ -36,6 +36,7 @@ VARIANTS = {
     "shipped+hop160": dict(window=dict(hop_frames=160)),
     "shipped+tail20": dict(window=dict(min_tail_frames=20)),
     "shipped+tail80": dict(window=dict(min_tail_frames=80)),
+    "shipped+asnorm100": dict(asnorm=100),
 }
 
 
