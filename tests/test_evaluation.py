@@ -135,3 +135,61 @@ def test_missing_trials_file_and_root(tmp_path, root):
         ev.read_trials(tmp_path / "nope.txt", root)
     with pytest.raises(InputError, match="not a directory"):
         ev.read_trials(write(tmp_path, "1 a b\n"), tmp_path / "nodir")
+
+
+# -- scoring shared by eval and the Verifier -------------------------------------------------
+
+def test_asnorm_by_hand():
+    from rtverify.scoring import Scorer
+
+    cohort = np.eye(4, dtype=np.float32)  # cosines of a unit vector with the axes = its entries
+    a = np.array([0.8, 0.6, 0.0, 0.0], dtype=np.float32)
+    b = np.array([0.6, 0.0, 0.8, 0.0], dtype=np.float32)
+    s = Scorer(cohort, top_k=2)
+    # a's top-2 cohort cosines 0.8, 0.6 -> mean 0.7, sd 0.1; b's 0.8, 0.6 likewise; raw 0.48
+    expected = 0.5 * ((0.48 - 0.7) / 0.1 + (0.48 - 0.7) / 0.1)
+    assert s.pair_scores(a, b)[0] == pytest.approx(expected, rel=1e-5)
+    assert s.scores(b, {"x": a})["x"] == pytest.approx(expected, rel=1e-5)
+    assert Scorer(None).pair_scores(a, b)[0] == pytest.approx(0.48)
+
+
+def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, conversation,
+                                                      alice_print):
+    """A sidecar naming a cohort changes listen's scores exactly as it changes eval's."""
+    from rtverify.encoder import EncoderSession
+    from rtverify.pipeline import DecisionEvent, Verifier
+    from rtverify.scoring import Scorer
+
+    from conftest import chunks_of
+
+    rng = np.random.default_rng(0)
+    cohort = rng.standard_normal((50, session.dim)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    np.save(tmp_path / "m.cohort.npy", cohort)
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "m.cohort.npy",
+                                              "top_k": 10})
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    normed = EncoderSession(tmp_path / "m.onnx")
+    assert Scorer.for_model(normed).describe() == "asnorm (cohort 50, top 10)"
+    events = Verifier(normed, {"alice": alice_print}).process(chunks_of(conversation[:16000 * 8],
+                                                                        4096))
+    decs = [e for e in events if isinstance(e, DecisionEvent)]
+    assert decs
+    ref = Scorer(cohort, top_k=10)
+    for d in decs:
+        assert d.scores["alice"] == pytest.approx(
+            float(ref.pair_scores(alice_print, d.embedding)[0]), abs=1e-4)
+        assert d.scores["alice"] != pytest.approx(float(alice_print @ d.embedding), abs=1e-3)
+
+
+def test_broken_cohort_is_a_model_error(tmp_path, session):
+    from rtverify.encoder import EncoderSession
+    from rtverify.errors import ModelError
+    from rtverify.scoring import Scorer
+
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "missing.npy"})
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match="m.json: unusable score_norm cohort"):
+        Scorer.for_model(EncoderSession(tmp_path / "m.onnx"))
