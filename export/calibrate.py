@@ -17,8 +17,8 @@ enrolment, rounds 3-4 for test speech, so no clip is on both sides.
   accepts: decisions balanced at that length), then a monotone (isotonic) fit over the groups
   so that noise cannot make the threshold zig-zag with length. Between the points the runtime
   interpolates linearly; beyond them it holds the end values.
-* ``min_speech_s``: the shortest speech length at which the group's EER is at most
-  ``--max-eer`` (decisions on less speech say ``too_short``).
+* ``min_speech_s``: the lower decile of speech in the shortest length group whose EER is at
+  most ``--max-eer`` (decisions on less speech say ``too_short``).
 
 Writes ``decision.json`` (for ``python -m export --decision``) and ``calibration.json`` (the
 per-length table, for ``python -m export --extra``). Runtime code only: no torch.
@@ -103,8 +103,10 @@ def thresholds_by_length(sc: Scored, max_eer: float) -> dict:
     fit = monotone_fit(ys, ws)
     for r, f in zip(rows, fit):
         r["threshold_fit"] = float(f)
-    ok = [r["speech_s"] for r in rows if r["eer"] <= max_eer]
-    min_speech = float(min(ok)) if ok else float(xs[-1])
+    ok = [r for r in rows if r["eer"] <= max_eer]
+    shortest = ok[0] if ok else rows[-1]
+    # most recordings of that group must still be decided: its lower decile of speech
+    min_speech = float(np.quantile(sc.speech_s[sc.group == shortest["keywords"]], 0.1))
     points = [[round(float(x), 2), round(float(f), 4)] for x, f in zip(xs, fit)]
     # keep strictly increasing seconds (the sidecar reader requires it)
     dedup: list[list[float]] = []
@@ -208,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips-per-take", type=int, default=5, help="keywords per take")
     ap.add_argument("--tests", type=int, default=30, help="test recordings per speaker and length")
     ap.add_argument("--max-eer", type=float, default=0.15,
-                    help="min_speech_s = shortest length whose EER is at most this")
+                    help="min_speech_s from the shortest length group whose EER is at most this")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         "voiceprint": f"l2_normalize(mean of {args.takes} take vectors), {args.clips_per_take} "
                       f"keywords per take, {args.voiceprints} voiceprints per speaker",
         "criterion": "EER threshold per speech length, isotonic fit over lengths; "
-                     f"min_speech_s = shortest length with EER <= {args.max_eer}",
+                     "min_speech_s = lower decile of speech in the shortest group with EER <= "
+                     f"{args.max_eer}",
         "scores": scorer.describe(), "model_id": session.model_id, "seed": args.seed,
         "by_speech_length": result["table"]}}
     (args.out / "calibration.json").write_text(json.dumps(calib, indent=2) + "\n")
