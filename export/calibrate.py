@@ -36,7 +36,7 @@ import numpy as np
 
 from rtverify.config import SegmenterConfig
 from rtverify.encoder import EncoderSession, l2_normalize
-from rtverify.evaluation import eer
+from rtverify.metrics import eer
 from rtverify.pipeline import embed_recording
 from rtverify.scoring import Scorer
 from rtverify.sources import Chunk, FileSource

@@ -123,7 +123,8 @@ class Scorer:
             cohort = np.load(cohort_path, allow_pickle=False)
             dim = raw.get("embedding_dim")
             if cohort.ndim != 2 or (dim is not None and cohort.shape[1] != dim):
-                raise ValueError(f"{cohort_path.name} has shape {cohort.shape}, expected (n, {dim})")
+                raise ValueError(f"{cohort_path.name} has shape {cohort.shape}, "
+                                 f"expected (n, {dim})")
             if not np.isfinite(cohort).all():
                 raise ValueError(f"{cohort_path.name} holds non-finite values")
             return cls(cohort, top_k=int(spec.get("top_k", 100)),
@@ -154,7 +155,8 @@ class Scorer:
         mu_b, sd_b = self.cohort_stats(b)
         return 0.5 * ((raw - mu_a) / sd_a + (raw - mu_b) / sd_b)
 
-    def scores(self, embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def scores(self, embedding: np.ndarray,
+               voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Score of one utterance embedding against each voiceprint, by name."""
         raw = cosine_scores(embedding, voiceprints)
         if self.cohort is None or not raw:

@@ -193,3 +193,96 @@ def test_broken_cohort_is_a_model_error(tmp_path, session):
     (tmp_path / "m.json").write_text(json.dumps(side))
     with pytest.raises(ModelError, match="m.json: unusable score_norm cohort"):
         Scorer.for_model(EncoderSession(tmp_path / "m.onnx"))
+
+
+# -- end to end on the bundled recordings ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clip_root(tmp_path_factory, demo, conversation):
+    """Enrolment takes, the conversation's lines as files, a silent file and a 0.2 s blip."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("clips")
+    for name in demo["enroll"]:
+        shutil.copy(DEMO / name, root / name)
+    for i, line in enumerate(demo["script"]):
+        x = conversation[int(line["start_s"] * 16000):int(line["end_s"] * 16000)]
+        sf.write(root / f"line{i}_{line['speaker']}.flac", x, 16000)
+    sf.write(root / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    x = conversation[int(1.5 * 16000):int(1.5 * 16000) + 3200]  # 0.2 s of speech
+    pad = np.zeros(4000, dtype=np.float32)
+    sf.write(root / "blip.wav", np.concatenate([pad, x, pad]), 16000)
+    return root
+
+
+def trials_text(demo, blip=True):
+    lines = [f"line{i}_{d['speaker']}.flac" for i, d in enumerate(demo["script"])]
+    same = [("enroll_1.flac", "enroll_2.flac"), ("enroll_1.flac", lines[0]),
+            ("enroll_2.flac", lines[3]), (lines[0], lines[3])]
+    diff = [(e, lines[i]) for e in demo["enroll"] for i in (1, 2, 4)] + [(lines[1], lines[2])]
+    rows = [f"1 {a} {b}" for a, b in same] + [f"0 {a} {b}" for a, b in diff]
+    rows += ["0 silence.wav enroll_1.flac"]
+    if blip:
+        rows += ["1 enroll_1.flac blip.wav"]
+    return "\n".join(rows) + "\n"
+
+
+def run_cli(argv, capsys):
+    ap = argparse.ArgumentParser()
+    ev.register_cli(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(argv)
+    code = args.func(args)
+    return code, capsys.readouterr()
+
+
+def test_eval_json_on_bundled_speech(tmp_path, clip_root, demo, capsys):
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    code, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                        capsys)
+    assert code == 0
+    r = json.loads(out.out)
+    for key in ("trials", "eer", "min_dcf", "accuracy_at_eer", "threshold_eer",
+                "accuracy_at_model_threshold", "n_files", "files_without_speech", "model_id"):
+        assert key in r, key
+    assert r["trials"] == 12 and r["target_trials"] == 4 and r["n_files"] == 8
+    assert r["files_without_speech"] == 1 and r["trials_without_speech"] == 1
+    # four different LibriSpeech speakers: the shipped model separates them completely
+    assert r["eer"] == 0.0 and r["min_dcf"] == 0.0 and r["accuracy_at_eer"] == 1.0
+    assert r["accuracy_at_model_threshold"] == 1.0  # the calibrated thresholds get them all
+    assert out.err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_short_only_speech_is_scored_but_never_accepted(tmp_path, clip_root, demo, capsys):
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=True))
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                     capsys)
+    r = json.loads(out.out)
+    assert r["files_short_speech_only"] == 1 and r["files_without_speech"] == 1
+    assert r["trials_without_speech"] == 1  # the blip got an embedding and a finite score
+    assert r["accuracy_at_model_threshold"] == pytest.approx(12 / 13)  # the blip is rejected
+
+
+def test_eval_text_report_and_plot(tmp_path, clip_root, demo, capsys):
+    pytest.importorskip("matplotlib")
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo))
+    png = tmp_path / "det.png"
+    code, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root),
+                         "--plot", str(png)], capsys)
+    assert code == 0
+    assert "EER" in out.out and "minDCF" in out.out and "no speech" in out.out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_errors_are_one_line(tmp_path, clip_root):
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac nothere.flac\n")
+    proc = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "rtverify.evaluation", "eval", "--trials",
+         str(trials), "--root", str(clip_root)], capture_output=True, text=True,
+        cwd=str(DEMO.parent.parent), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert f"{trials}:2: nothere.flac: no such file under" in proc.stderr
