@@ -237,3 +237,24 @@ def test_export_from_a_checkpoint_passes_the_onnx_parity_check(bank, tmp_path):
     session = EncoderSession(out / "tiny.onnx")
     rec = embed_recording(session, FileSource(DEMO / "enroll_2.flac"))
     assert rec.vector.shape == (16,) and abs(np.linalg.norm(rec.vector) - 1) < 1e-5
+
+
+def test_reading_backwards_keeps_short_padded_windows_apart():
+    """Why models trained from scratch set reverse_time: read forwards, a fresh LSTM ends on
+    the runtime's zero padding and maps every short segment to nearly the same embedding."""
+    from training.model import EncoderConfig, SpeakerEncoder
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    speech = torch.rand(2, 60, 40, generator=gen) * 10 ** torch.linspace(-4, 0, 2)[:, None, None]
+    windows = torch.cat([speech, torch.zeros(2, 100, 40)], dim=1)  # 0.6 s padded to 1.6 s
+    cos = {}
+    for reverse in (False, True):
+        torch.manual_seed(0)
+        model = SpeakerEncoder(EncoderConfig(layers=2, hidden=32, proj=16, relu=False,
+                                             input_transform="logcmn", reverse_time=reverse))
+        with torch.no_grad():
+            a, b = model(windows)
+        cos[reverse] = float(a @ b)
+    assert cos[False] > 0.999
+    assert cos[True] < 0.99
