@@ -258,3 +258,20 @@ def test_reading_backwards_keeps_short_padded_windows_apart():
         cos[reverse] = float(a @ b)
     assert cos[False] > 0.999
     assert cos[True] < 0.99
+
+
+def test_joined_clips_fill_whole_windows(bank, tmp_path):
+    trainer = tiny_trainer(bank, tmp_path, objective="ge2e", steps=1, augment="none", p_concat=1.0)
+    windows = trainer._windows([(0, 0), (1, 2), (3, 5)])
+    assert windows.shape == (3, 160, 40)
+    assert bool((windows.sum(dim=2) > 0).all())  # no zero padding left: each row is audio
+    plain = tiny_trainer(bank, tmp_path / "p", objective="ge2e", steps=1, augment="none")
+    assert bool((plain._windows([(0, 0)]).sum(dim=2)[0, -20:] == 0).all())  # 0.5-1 s clips pad
+
+
+def test_distillation_measures_drift_from_the_initial_encoder(bank, tmp_path):
+    trainer = tiny_trainer(bank, tmp_path, objective="ge2e", steps=5, lr=1e-2, distill=1.0,
+                           speakers_per_batch=4, utterances_per_speaker=3, augment="none")
+    drift = [r["drift"] for r in trainer.run()]
+    assert drift[0] == pytest.approx(0.0, abs=1e-6)  # step 1 starts from the teacher's weights
+    assert drift[-1] > 1e-4

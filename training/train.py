@@ -64,8 +64,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     l2sp: float = 0.0
     """Weight of the squared distance to the initial weights (L2-SP), summed over tensors."""
+    distill: float = 0.0
+    """Weight of ``1 - cos(embedding, initial model's embedding)`` on the same training windows:
+    keeps a fine-tuned encoder near the one it started from where the few training speakers
+    say nothing (a self-distillation anchor in embedding space)."""
     freeze_layers: int = 0
     """Lower LSTM layers kept fixed (fine-tuning)."""
+    p_concat: float = 0.0
+    """Probability that a training window is cut from several clips of its speaker joined
+    together, so 1 s keywords also make full 1.6 s windows (as long speech gives)."""
     grad_clip: float = 3.0
     speakers_per_batch: int = 12
     """GE2E: N speakers per batch."""
@@ -234,6 +241,7 @@ class Trainer:
 
         self.model = self._initial_model()
         self.anchor = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._teacher_model: SpeakerEncoder | None = None
         for name, p in self.model.lstm.named_parameters():
             if int(name.rsplit("_l", 1)[1]) < cfg.freeze_layers:
                 p.requires_grad_(False)
@@ -282,11 +290,29 @@ class Trainer:
         return SpeakerEncoder(self.cfg.encoder_config())
 
     # -- one step ---------------------------------------------------------------------------
+    def _clip(self, s: int, c: int) -> np.ndarray:
+        clips = self.bank.clips[s]
+        clip = clips[c]
+        if self.cfg.p_concat and self.rng.random() < self.cfg.p_concat:
+            need = (self.window.window_frames - 1) * self.features.hop_length
+            parts = [clip]
+            while sum(len(p) for p in parts) < need:
+                parts.append(clips[self.rng.integers(len(clips))])
+            clip = np.concatenate(parts)
+        return clip
+
     def _windows(self, picks: list[tuple[int, int]]) -> torch.Tensor:
-        wins = [clip_window(self.bank.clips[s][c], self.rng, augment_cfg=self.augment,
+        wins = [clip_window(self._clip(s, c), self.rng, augment_cfg=self.augment,
                             features=self.features, window=self.window, babble_pool=self.babble)
                 for s, c in picks]
         return torch.from_numpy(np.stack(wins))
+
+    def _teacher(self) -> SpeakerEncoder:
+        if self._teacher_model is None:
+            teacher = SpeakerEncoder(self.model.cfg)
+            teacher.load_state_dict(self.anchor, strict=True)
+            self._teacher_model = teacher.eval().requires_grad_(False)
+        return self._teacher_model
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -304,6 +330,11 @@ class Trainer:
             emb = self.model(x).reshape(c.speakers_per_batch, c.utterances_per_speaker, -1)
             loss = self.loss_fn(emb)
             extra = {"w": float(self.loss_fn.w.detach()), "b": float(self.loss_fn.b.detach())}
+            if c.distill:
+                with torch.no_grad():
+                    target = self._teacher()(x)
+                drift = (1 - (emb.reshape(len(x), -1) * target).sum(dim=1)).mean()
+                extra["drift"] = float(drift.detach())
         else:
             pairs = self.sampler.sample(c.pairs_per_batch, self.rng)
             x = self._windows([(a, i) for a, i, _, _, _ in pairs] + [(b, j) for _, _, b, j, _ in pairs])
@@ -314,6 +345,8 @@ class Trainer:
             acc = ((PairLoss.logits(a, b) > 0).float() == same).float().mean()
             extra = {"pair_acc": float(acc.detach())}
         total = loss
+        if c.distill and c.objective == "ge2e":
+            total = total + c.distill * drift
         if c.l2sp:
             total = total + c.l2sp * sum(((p - self.anchor[n]) ** 2).sum()
                                          for n, p in self.model.named_parameters() if p.requires_grad)
@@ -354,6 +387,7 @@ class Trainer:
         self.loss_fn.load_state_dict(state["loss"], strict=True)
         self.opt.load_state_dict(state["optimizer"])
         self.anchor = state["anchor"]
+        self._teacher_model = None
         ckpt_io.restore_rng(state["rng"], self.rng)
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
 
