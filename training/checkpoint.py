@@ -78,6 +78,10 @@ def load_for_export(path: str | os.PathLike) -> tuple[SpeakerEncoder, dict]:
         "selected_on": ckpt["data"].get("val"),
         "validation": ckpt.get("best"),
         "checkpoint": Path(path).name,
+        "settings": {k: cfg[k] for k in ("lr", "augment", "p_concat", "distill", "l2sp",
+                                         "freeze_layers", "speakers_per_batch",
+                                         "utterances_per_speaker", "pairs_per_batch")
+                     if k in cfg},
     }
     extra: dict[str, Any] = {"training": training, "encoder": model.cfg.to_dict(),
                              "features": ckpt.get("features", FeatureConfig().to_dict())}
