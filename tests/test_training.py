@@ -15,8 +15,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="training needs torch (the `train` extra)")
 pytestmark = pytest.mark.train
 
-from training.data import (AudioBank, AugmentConfig, Utterance, arabic_splits, augment,  # noqa: E402
-                           crop_window, from_folder, speech_segments)
+from training.data import (AudioBank, AugmentConfig, Utterance, arabic_splits,  # noqa: E402
+                           augment, crop_window, from_folder, speech_segments)
 from training.losses import GE2ELoss, PairLoss  # noqa: E402
 from training.train import PairSampler, TrainConfig, Trainer, check_speakers  # noqa: E402
 
@@ -81,7 +81,8 @@ def test_ge2e_matches_the_definition_and_rewards_separated_speakers():
     gen = torch.Generator().manual_seed(0)
     loss = GE2ELoss(10.0, -5.0)
     random = torch.nn.functional.normalize(torch.randn(4, 3, 8, generator=gen), dim=2)
-    assert float(loss(random).detach()) == pytest.approx(ge2e_reference(random, 10.0, -5.0), rel=1e-5)
+    expected = ge2e_reference(random, 10.0, -5.0)
+    assert float(loss(random).detach()) == pytest.approx(expected, rel=1e-5)
 
     axes = torch.eye(8)[:4]  # one orthogonal direction per speaker
     separated = torch.nn.functional.normalize(

@@ -20,11 +20,12 @@ from pathlib import Path
 OBJECTIVE_DEFAULTS = {
     # the seed: a 2-layer LSTM and a dense layer, trained from scratch on log spectrograms
     "pairs": dict(name="pairs", data=["arabic:train18"], init="scratch", layers=2, hidden=256,
-                  proj=128, relu=False, input_transform="logcmn", reverse_time=True, lr=1e-3, steps=1500,
-                  warmup_steps=50, eval_every=100, ckpt_every=50),
-    # production: the pretrained GE2E encoder, fine-tuned on train12
+                  proj=128, relu=False, input_transform="logcmn", reverse_time=True, lr=1e-3,
+                  steps=1000, warmup_steps=50, eval_every=100, ckpt_every=100),
+    # production: the pretrained GE2E encoder, fine-tuned on train12, held near where it started
     "ge2e": dict(name="ge2e", data=["arabic:train12"], init="resemblyzer", layers=3, hidden=256,
-                 proj=256, relu=True, input_transform="level", lr=1e-4, steps=300),
+                 proj=256, relu=True, input_transform="level", lr=1e-4, steps=300, distill=5.0,
+                 p_concat=0.5, eval_every=25, ckpt_every=25),
 }
 
 

@@ -319,13 +319,15 @@ class Trainer:
         if step < c.warmup_steps:
             return c.lr * (step + 1) / c.warmup_steps
         t = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
-        return c.lr * (c.lr_final_ratio + (1 - c.lr_final_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+        cosine = 0.5 * (1 + math.cos(math.pi * t))
+        return c.lr * (c.lr_final_ratio + (1 - c.lr_final_ratio) * cosine)
 
     def train_step(self) -> dict:
         c = self.cfg
         self.model.train()
         if c.objective == "ge2e":
-            groups = ge2e_sample(self.bank, c.speakers_per_batch, c.utterances_per_speaker, self.rng)
+            groups = ge2e_sample(self.bank, c.speakers_per_batch, c.utterances_per_speaker,
+                                 self.rng)
             x = self._windows([p for g in groups for p in g])
             emb = self.model(x).reshape(c.speakers_per_batch, c.utterances_per_speaker, -1)
             loss = self.loss_fn(emb)
@@ -337,7 +339,8 @@ class Trainer:
                 extra["drift"] = float(drift.detach())
         else:
             pairs = self.sampler.sample(c.pairs_per_batch, self.rng)
-            x = self._windows([(a, i) for a, i, _, _, _ in pairs] + [(b, j) for _, _, b, j, _ in pairs])
+            x = self._windows([(a, i) for a, i, _, _, _ in pairs]
+                              + [(b, j) for _, _, b, j, _ in pairs])
             raw = self.model.raw_embedding(x)
             a, b = raw[: len(pairs)], raw[len(pairs):]
             same = torch.tensor([p[4] for p in pairs], dtype=torch.float32)
@@ -349,7 +352,8 @@ class Trainer:
             total = total + c.distill * drift
         if c.l2sp:
             total = total + c.l2sp * sum(((p - self.anchor[n]) ** 2).sum()
-                                         for n, p in self.model.named_parameters() if p.requires_grad)
+                                         for n, p in self.model.named_parameters()
+                                         if p.requires_grad)
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)
