@@ -285,11 +285,14 @@ class MicrophoneSource(_ResamplingSource):
     :param block_ms: audio per callback (milliseconds).
     :param queue_s: audio the queue can hold before blocks are dropped (seconds).
     :param stall_s: no audio for this long means the device is gone (seconds).
+    :param start_timeout_s: how long the first block may take (seconds); PulseAudio's ALSA
+        plugin takes about 2 s to deliver it.
     :param start_s: stream time of the first sample (seconds), to continue after a reopen.
     """
 
     def __init__(self, device: int | str | None = None, *, block_ms: float = 30.0,
-                 queue_s: float = 5.0, stall_s: float = 2.0, start_s: float = 0.0) -> None:
+                 queue_s: float = 5.0, stall_s: float = 3.0, start_timeout_s: float = 10.0,
+                 start_s: float = 0.0) -> None:
         sd = _sounddevice()
         if isinstance(device, str) and device.strip().isdigit():
             device = int(device)
@@ -314,6 +317,7 @@ class MicrophoneSource(_ResamplingSource):
         self._n_out = int(round(start_s * SAMPLE_RATE_HZ))
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, int(queue_s * 1000 / block_ms)))
         self._stall_s = stall_s
+        self._start_timeout_s = start_timeout_s
         self._closed = threading.Event()
         self.level_dbfs = -120.0
         """Level of the most recent block (dB relative to full scale), for meters."""
@@ -336,18 +340,21 @@ class MicrophoneSource(_ResamplingSource):
             self.overflows += 1
 
     def __iter__(self) -> Iterator[Chunk]:
-        waited = 0.0
+        last = time.monotonic()
+        limit = self._start_timeout_s  # the first block may be slow to come
         while not self._closed.is_set():
             try:
                 block = self._queue.get(timeout=0.1)
             except queue.Empty:
-                waited += 0.1
                 if self._closed.is_set():
                     break
-                if not self._stream.active or waited >= self._stall_s:
-                    raise DeviceError(f"{self.name}: stopped delivering audio")
+                if not self._stream.active:
+                    raise DeviceError(f"{self.name}: stopped delivering audio (stream ended)")
+                if time.monotonic() - last >= limit:
+                    raise DeviceError(f"{self.name}: delivered no audio for {limit:g} s")
                 continue
-            waited = 0.0
+            last = time.monotonic()
+            limit = self._stall_s
             rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64)))) if block.size else 0.0
             self.level_dbfs = 20 * np.log10(max(rms, 1e-6))
             chunk = self._convert(block)
