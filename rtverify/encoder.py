@@ -220,6 +220,11 @@ class SegmentEmbedder:
             self._rows_start = keep_from
         return updated
 
+    @property
+    def rows_needed(self) -> int:
+        """Rows still to come before the next full window is complete (count)."""
+        return max(0, self._next_start + self._w - self.n_rows)
+
     def current(self) -> np.ndarray | None:
         """Unit embedding of the windows embedded so far, or None."""
         if self.n_windows == 0:

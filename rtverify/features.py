@@ -147,6 +147,11 @@ class StreamingFeatures:
         self.n_rows += n
         return _frames_to_rows(frames.reshape(n, n_fft), self.cfg)
 
+    def ready_rows(self, n_more: int) -> int:
+        """How many rows a :meth:`push` of ``n_more`` further samples would return (count)."""
+        n = len(self._pending) + n_more
+        return 0 if n < self.cfg.n_fft else 1 + (n - self.cfg.n_fft) // self.cfg.hop_length
+
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add samples; return the newly complete rows, float32 ``(k, n_mels)`` (k may be 0)."""
         x = _as_signal(samples)
