@@ -23,7 +23,7 @@ def test_bad_thread_setting_is_one_line_naming_the_variable(monkeypatch, bad):
     assert "\n" not in str(err.value)
 
 
-def test_importing_the_runtime_sets_no_thread_variables():
+def test_importing_the_runtime_sets_no_thread_variables_and_never_loads_torch():
     import os
     import subprocess
     import sys
@@ -35,7 +35,9 @@ def test_importing_the_runtime_sets_no_thread_variables():
             "        importlib.import_module(m.name)\n"
             "changed = sorted(k for k in set(os.environ) | set(before) "
             "if os.environ.get(k) != before.get(k))\n"
-            "print(changed)\n")
+            "import sys, json\n"
+            "heavy = sorted(m for m in ('torch', 'librosa', 'resemblyzer', 'onnx') if m in sys.modules)\n"
+            "print(json.dumps([changed, heavy]))\n")
     env = {k: v for k, v in os.environ.items()
            if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", THREADS_ENV)}
     from conftest import REPO
@@ -43,4 +45,7 @@ def test_importing_the_runtime_sets_no_thread_variables():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    import json
+
+    changed, heavy = json.loads(out.stdout)
+    assert changed == [] and heavy == []
