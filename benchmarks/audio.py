@@ -73,3 +73,17 @@ def load(path: Path) -> np.ndarray:
     if rate != SR:
         raise ValueError(f"{path}: expected {SR} Hz, got {rate}")
     return x
+
+
+def ten_second_file(data: Path, cache: Path) -> Path:
+    """The first 10 s of the first LibriSpeech utterance at least that long (16-bit WAV)."""
+    out = cache / "ten_s.wav"
+    if out.is_file():
+        return out
+    for f in sorted((data / RECIPE["corpus"]).glob("*/*.flac")):
+        x, rate = sf.read(f, dtype="float32")
+        if len(x) >= 10 * rate:
+            cache.mkdir(parents=True, exist_ok=True)
+            sf.write(out, x[:10 * rate], rate, subtype="PCM_16")
+            return out
+    raise FileNotFoundError(f"{data / RECIPE['corpus']}: no utterance of 10 s or more")
