@@ -138,9 +138,10 @@ def resemblyzer_list(trials: Path, root: Path) -> dict:
 
 def accuracy(models: dict[str, Path], data: Path, log=print, only: list[str] | None = None) -> dict:
     out = {}
-    for trials in sorted((data / "trials").glob("*.txt")):
-        if only and trials.stem not in only:
-            continue
+    lists = [t for t in sorted((data / "trials").glob("*.txt")) if not only or t.stem in only]
+    if not lists:
+        raise FileNotFoundError(f"{data / 'trials'}: no trial lists (*.txt) to evaluate")
+    for trials in lists:
         row = {}
         for name, model in models.items():
             row[f"rtverify:{name}"] = rtverify_list(model, trials, data)

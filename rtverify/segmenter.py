@@ -176,7 +176,7 @@ class Segmenter:
         levels = 10.0 * np.log10(power + 1e-12)
         loud = levels >= cfg.gate_min_dbfs
         pcm = (np.clip(frames, -1.0, 1.0) * 32767.0).astype(np.int16) if loud.any() else None
-        n_clipped = np.count_nonzero(np.abs(frames) >= cfg.clip_level, axis=1).tolist()
+        n_clipped = (np.abs(frames) >= cfg.clip_level).sum(axis=1).tolist()
         for i, start_s in enumerate(starts):
             level_db = levels[i]
             self._levels.add(float(level_db))
