@@ -50,6 +50,11 @@ def cmd_run(args) -> int:
                  else build_long_recording(args.data, CACHE, 1.0))
         log(f"real-time run on {short.name} ...")
         res["realtime"] = speed.realtime(models, short, log=log)
+        if not args.skip_levers:
+            from .levers import levers
+
+            log("levers ...")
+            res["levers"] = levers(long, speed.audio_seconds(long), reps, args.baseline, log=log)
         log("start-up and imports ...")
         res["startup"] = speed.startup()
         log("encoder ...")
@@ -79,6 +84,10 @@ def main(argv=None) -> int:
     r.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     r.add_argument("--reps", type=int, help="interleaved repetitions (default 3; --quick 1)")
     r.add_argument("--minutes", type=float, help="speech in the long recording (default 10)")
+    r.add_argument("--skip-levers", action="store_true", help="skip the in-process lever runs")
+    r.add_argument("--baseline", default=None, help="commit to compare the pipeline code with "
+                   "(default: the one before the speed work, if this repository has it; "
+                   "'none' to skip)")
 
     e = sub.add_parser("events", help="dump pipeline events / compare with an earlier dump")
     e.add_argument("--input", type=Path, help="recording (default: the demo conversation)")
@@ -97,6 +106,12 @@ def main(argv=None) -> int:
 
     args = p.parse_args(argv)
     args.argv = argv
+    if args.cmd == "run" and args.baseline is None:
+        from .levers import BASELINE_DEFAULT
+
+        args.baseline = BASELINE_DEFAULT
+    if getattr(args, "baseline", None) == "none":
+        args.baseline = None
     if args.cmd == "run":
         return cmd_run(args)
     if args.cmd == "events":

@@ -5,6 +5,9 @@ clean). Each prints one JSON line.
     python -m benchmarks.probe file --input F --model M       a whole recording end to end
     python -m benchmarks.probe imports                        every rtverify module imported:
                                                               torch/librosa/resemblyzer present?
+    python -m benchmarks.probe pipeline --input F [--no-encoder] [--block-ms B]
+                                                              FileSource -> Verifier in-process
+    python -m benchmarks.probe ort-options --input F          onnxruntime session options
 """
 
 from __future__ import annotations
@@ -69,6 +72,95 @@ def cmd_file(args) -> dict:
             "n_windows": rec.n_windows, **_stats(ms)}
 
 
+class _NoEncoder:
+    """Stands in for the encoder (unit vectors at no cost): what is left is the pipeline's own
+    overhead (reading, VAD, features, windows, scoring)."""
+
+    def __init__(self, real) -> None:
+        self.info, self.path, self.model_id = real.info, real.path, real.model_id
+        self.features, self.window, self.dim = real.features, real.window, real.dim
+
+    def embed(self, frames):
+        import numpy as np
+
+        v = np.zeros((len(frames), self.dim), np.float32)
+        v[:, 0] = 1.0
+        return v
+
+
+def cmd_pipeline(args) -> dict:
+    """FileSource -> Verifier in this process, as fast as possible (what listen does without the
+    process start and the JSON output)."""
+    import numpy as np
+
+    from rtverify.encoder import EncoderSession
+    from rtverify.pipeline import Verifier
+    from rtverify.sources import FileSource
+
+    session = EncoderSession(args.model, threads=args.threads)
+    if args.no_encoder:
+        session = _NoEncoder(session)
+    voices = {"x": np.full(session.dim, session.dim ** -0.5, np.float32)}
+    seconds, decisions = [], 0
+    for _ in range(args.reps):
+        v = Verifier(session, voices, max_pending=args.max_pending)
+        t = time.perf_counter()
+        decisions = sum(e.kind == "decision"
+                        for e in v.process(FileSource(args.input, block_ms=args.block_ms)))
+        seconds.append(time.perf_counter() - t)
+    return {"seconds": float(np.median(seconds)), "each": seconds, "decisions": decisions,
+            "block_ms": args.block_ms, "max_pending": args.max_pending,
+            "no_encoder": args.no_encoder}
+
+
+def cmd_ort_options(args) -> dict:
+    """Per-window onnxruntime time under session options the runtime does not set (denormals as
+    zero, spinning threads), interleaved, on windows of real speech."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from rtverify.encoder import DEFAULT_MODEL
+    from rtverify.features import mel_spectrogram
+    from rtverify.sources import FileSource
+
+    x = np.concatenate([c.samples for c in FileSource(args.input)])[:16000 * 60]
+    m = mel_spectrogram(x)
+    windows = np.stack([m[i:i + 160] for i in range(0, len(m) - 160, 160)][:32]).astype(np.float32)
+
+    def session(threads, **entries):
+        o = ort.SessionOptions()
+        o.intra_op_num_threads, o.inter_op_num_threads = threads, 1
+        o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        o.log_severity_level = 3
+        entries.setdefault("session.intra_op.allow_spinning", "0")
+        for k, v in entries.items():
+            o.add_session_config_entry(k, v)
+        return ort.InferenceSession(str(args.model or DEFAULT_MODEL), o,
+                                    providers=["CPUExecutionProvider"])
+
+    daz = {"session.set_denormal_as_zero": "1"}
+    spin = {"session.intra_op.allow_spinning": "1"}
+    sessions = {"runtime (1 thread)": session(1), "denormals as zero": session(1, **daz),
+                "2 threads": session(2), "2 threads, spinning": session(2, **spin)}
+    ref = sessions["runtime (1 thread)"].run(None, {"frames": windows})[0]
+    out = {}
+    times: dict = {}
+    for name, s in sessions.items():
+        out[name] = {"max_abs_diff": float(np.abs(s.run(None, {"frames": windows})[0] - ref).max())}
+    for _ in range(args.reps):
+        for batch in (1, 8):
+            for name, s in sessions.items():
+                t = time.perf_counter()
+                for a in range(0, len(windows), batch):
+                    s.run(None, {"frames": windows[a:a + batch]})
+                times.setdefault((name, batch), []).append(
+                    (time.perf_counter() - t) * 1000 / len(windows))
+    for (name, batch), ms in times.items():
+        out[name][f"batch{batch}_ms_per_window"] = float(np.median(ms))
+    return out
+
+
 def cmd_imports(args) -> dict:
     import importlib
     import pkgutil
@@ -98,8 +190,21 @@ def main(argv=None) -> int:
     f.add_argument("--threads", type=int, default=1)
     f.add_argument("--reps", type=int, default=5)
     sub.add_parser("imports")
+    q = sub.add_parser("pipeline")
+    q.add_argument("--input", required=True)
+    q.add_argument("--model")
+    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--block-ms", type=float, default=100.0)
+    q.add_argument("--max-pending", type=int, default=8)
+    q.add_argument("--no-encoder", action="store_true")
+    q.add_argument("--reps", type=int, default=1)
+    o = sub.add_parser("ort-options")
+    o.add_argument("--input", required=True)
+    o.add_argument("--model")
+    o.add_argument("--reps", type=int, default=5)
     args = p.parse_args(argv)
-    result = {"window": cmd_window, "file": cmd_file, "imports": cmd_imports}[args.cmd](args)
+    result = {"window": cmd_window, "file": cmd_file, "imports": cmd_imports,
+              "pipeline": cmd_pipeline, "ort-options": cmd_ort_options}[args.cmd](args)
     print(json.dumps(result))
     return 0
 

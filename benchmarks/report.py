@@ -123,6 +123,16 @@ def table(res: dict) -> str:
                          f"{_f(e['first_provisional_wall_s']['p95'], 2)} s wall "
                          f"({_f(e['first_provisional_stream_s']['p50'], 2)} s of audio); "
                          f"CPU {e['cpu_s_per_audio_s'] * 100:.1f} %")
+    lv = res.get("levers")
+    if lv:
+        lines.append(f"\nLEVERS, in-process FileSource -> Verifier on {lv['audio_s']:.0f} s, 1 thread, "
+                     f"median of {lv['reps']} interleaved reps (x real time)")
+        for name, e in lv["pipeline"].items():
+            lines.append(f"  {name:48s} {e['x_realtime']:7.0f}x  ({e['seconds']:.3f} s)")
+        lines.append("  onnxruntime options, ms per window at batch 1 / batch 8 (max diff to runtime):")
+        for name, e in lv["ort_options"].items():
+            lines.append(f"    {name:28s} {e['batch1_ms_per_window']:.2f} / "
+                         f"{e['batch8_ms_per_window']:.2f}  ({e['max_abs_diff']:.1e})")
     st = res.get("startup")
     if st:
         lines.append(f"\nSTART-UP: {st['help_cmd']}: median {st['help_s']['p50']:.3f} s "

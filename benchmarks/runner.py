@@ -57,11 +57,12 @@ class Run:
         return self
 
 
-def run(cmd: list[str], *, env: dict | None = None, timeout_s: float = 900) -> Run:
-    """Run ``cmd`` in the repository root, stamping stdout lines; stderr kept for messages."""
+def run(cmd: list[str], *, env: dict | None = None, timeout_s: float = 900,
+        cwd: Path = REPO) -> Run:
+    """Run ``cmd`` (in the repository root), stamping stdout lines; stderr kept for messages."""
     with tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err,
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err,
                                 text=True, bufsize=1)
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
