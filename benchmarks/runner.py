@@ -57,12 +57,23 @@ class Run:
         return self
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run(cmd: list[str], *, env: dict | None = None, timeout_s: float = 900,
         cwd: Path = REPO) -> Run:
-    """Run ``cmd`` (in the repository root), stamping stdout lines; stderr kept for messages."""
-    with tempfile.TemporaryFile("w+") as err:
+    """Run ``cmd`` (in the repository root), stamping stdout lines; stderr kept for messages.
+
+    Peak memory comes from GNU time's ``%M`` (the command is started by ``/usr/bin/time``): a
+    process's own ``ru_maxrss`` also counts the memory of the process that forked it (Linux keeps
+    the pre-exec high-water mark, and Python forks with vfork), which would charge the driver's
+    size to the command. Without GNU time, ``wait4``'s figure is kept as an upper bound.
+    """
+    with tempfile.TemporaryFile("w+") as err, tempfile.NamedTemporaryFile("r") as mem:
+        timed = os.access(GNU_TIME, os.X_OK)
+        full = [GNU_TIME, "-f", "%M", "-o", mem.name, *cmd] if timed else cmd
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err,
+        proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err,
                                 text=True, bufsize=1)
         timer = threading.Timer(timeout_s, proc.kill)
         timer.start()
@@ -76,7 +87,12 @@ def run(cmd: list[str], *, env: dict | None = None, timeout_s: float = 900,
             timer.cancel()
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
-        return Run(cmd, proc.returncode, wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024.0,
+        rss_kb = ru.ru_maxrss
+        if timed:
+            text = mem.read().strip().splitlines()
+            if text and text[-1].strip().isdigit():
+                rss_kb = int(text[-1])
+        return Run(cmd, proc.returncode, wall, ru.ru_utime, ru.ru_stime, rss_kb / 1024.0,
                    lines, err.read())
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -39,8 +40,12 @@ def quantize_int8(src: Path, dst: Path) -> dict:
     lstms = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "LSTM"]
     if FIRST_LSTM not in lstms:
         raise ValueError(f"{src}: no node {FIRST_LSTM!r} (LSTM nodes: {lstms})")
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                     nodes_to_exclude=[FIRST_LSTM], op_types_to_quantize=["LSTM"])
+    logging.disable(logging.WARNING)  # its advice to run shape pre-processing: not needed here
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=[FIRST_LSTM], op_types_to_quantize=["LSTM"])
+    finally:
+        logging.disable(logging.NOTSET)
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
             "per_channel": True, "op_types": ["LSTM"], "excluded": [FIRST_LSTM],
             "quantized": [n for n in lstms if n != FIRST_LSTM], "source_sha256": _sha(src)}
