@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -45,7 +46,8 @@ def cmd_run(args) -> int:
         minutes = args.minutes or (3 if args.quick else None)
         long = build_long_recording(args.data, CACHE, minutes)
         log(f"throughput on {long.name} ...")
-        res["throughput"] = speed.throughput(models, long, threads, reps, log=log)
+        res["throughput"] = speed.throughput(models, long, threads, reps,
+                                             ten_second_file(args.data, CACHE), log=log)
         short = (REPO / "rtverify" / "demo" / "conversation.flac" if args.quick
                  else build_long_recording(args.data, CACHE, 1.0))
         log(f"real-time run on {short.name} ...")
@@ -59,7 +61,7 @@ def cmd_run(args) -> int:
         res["startup"] = speed.startup()
         log("encoder ...")
         res["encoder"] = speed.encoder(models, ten_second_file(args.data, CACHE), threads)
-    res["machine"]["load_avg_1m_end"] = __import__("os").getloadavg()[0]
+    res["machine"]["load_avg_1m_end"] = os.getloadavg()[0]
     res["seconds"] = time.perf_counter() - t0
     res["targets"] = report.check_targets(res, args.primary)
     print(report.table(res))

@@ -44,17 +44,19 @@ def cmd_time(args) -> dict:
         raise SystemExit(f"{args.audio}: expected 16 kHz mono")
     enc = _encoder(args.threads)
     enc.embed_utterance(preprocess_wav(x[:5 * 16000]))  # warm-up: first-call allocations
-    t = time.perf_counter()
-    trimmed = preprocess_wav(x)
-    t_pre = time.perf_counter() - t
-    t = time.perf_counter()
-    enc.embed_utterance(trimmed)
-    t_trim = time.perf_counter() - t
-    t = time.perf_counter()
-    enc.embed_utterance(x)
-    t_raw = time.perf_counter() - t
+    wall, cpu = {}, {}
+
+    def timed(name, fn, *a):
+        t, c = time.perf_counter(), time.process_time()
+        out = fn(*a)
+        wall[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
+        return out
+
+    trimmed = timed("preprocess", preprocess_wav, x)
+    timed("embed_trimmed", enc.embed_utterance, trimmed)
+    timed("embed_raw", enc.embed_utterance, x)
     return {"audio_s": len(x) / 16000, "trimmed_audio_s": len(trimmed) / 16000,
-            "preprocess_s": t_pre, "embed_trimmed_s": t_trim, "embed_raw_s": t_raw,
+            **{f"{k}_s": v for k, v in wall.items()}, **{f"{k}_cpu_s": v for k, v in cpu.items()},
             "threads": args.threads, "torch": torch.__version__,
             "resemblyzer": getattr(resemblyzer, "__version__", "0.1.4")}
 

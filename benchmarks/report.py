@@ -110,6 +110,7 @@ def table(res: dict) -> str:
                 lines.append(f"    rtverify {name:12s} {e['x_realtime']:6.0f}x ({e['compute_s_per_audio_s'] * 1000:.2f} ms/s)"
                              f"  ratio {e['ratio_vs_embed_raw']:.2f}x (vs trimmed {e['ratio_vs_embed_trimmed']:.2f}x, "
                              f"vs preprocess+embed {e['ratio_vs_preprocess_and_embed']:.2f}x)  "
+                             f"CPU-time ratio {e['cpu_ratio_vs_embed_raw']:.2f}x (vs trimmed {e['cpu_ratio_vs_embed_trimmed']:.2f}x)  "
                              f"peak RSS {e['max_rss_mb']:.0f} MiB  ready {e['ready_s']:.2f} s  "
                              f"decision p50/p95 {_f(e['decision_ms']['p50'])}/{_f(e['decision_ms']['p95'])} ms")
     rt = res.get("realtime")

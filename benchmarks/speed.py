@@ -69,10 +69,18 @@ def reference_time(audio: Path, threads: int) -> dict:
 
 
 def throughput(models: dict[str, Path], audio: Path, threads: list[int], reps: int,
-               log=print) -> dict:
+               short: Path, log=print) -> dict:
     """Every model on every thread count, ``reps`` times, resemblyzer on the same audio in
-    between; ratios are taken within a repetition (same moment, same load), then their median."""
+    between; ratios are taken within a repetition (same moment, same load), then their median.
+
+    Besides wall time, CPU time: the listen process's CPU seconds on the long recording minus
+    those on ``short`` (the same start-up, so it cancels), per second of the audio in between,
+    against resemblyzer's CPU seconds for its embedding. On a machine with other load, CPU time
+    moves far less than wall time (a preempted process is not charged), so at one thread it is
+    the steadier comparison; with two threads only wall time shows what the second one buys.
+    """
     audio_s = audio_seconds(audio)
+    short_s = audio_seconds(short)
     ours: dict[str, dict[int, list[dict]]] = {m: {t: [] for t in threads} for m in models}
     ref: dict[int, list[dict]] = {t: [] for t in threads}
     for rep in range(reps):
@@ -83,6 +91,9 @@ def throughput(models: dict[str, Path], audio: Path, threads: list[int], reps: i
             for name, model in order:
                 r = run(listen_cmd(model, audio), env=env_for(th)).check()
                 s = listen_stats(r, audio_s)
+                r0 = run(listen_cmd(model, short), env=env_for(th)).check()
+                s["processing_cpu_s"] = (r.user_s + r.sys_s) - (r0.user_s + r0.sys_s)
+                s["cpu_audio_s"] = audio_s - short_s
                 ours[name][th].append(s)
                 log(f"  rep {rep + 1}/{reps} {th} thread(s) rtverify {name}: "
                     f"{s['x_realtime']:.0f}x real time, {s['max_rss_mb']:.0f} MiB")
@@ -97,7 +108,8 @@ def throughput(models: dict[str, Path], audio: Path, threads: list[int], reps: i
         rs = ref[th]
         out["resemblyzer"][str(th)] = {
             k: float(np.median([x[k] for x in rs]))
-            for k in ("preprocess_s", "embed_trimmed_s", "embed_raw_s", "trimmed_audio_s")}
+            for k in ("preprocess_s", "embed_trimmed_s", "embed_raw_s", "trimmed_audio_s",
+                      "preprocess_cpu_s", "embed_trimmed_cpu_s", "embed_raw_cpu_s")}
         out["resemblyzer"][str(th)]["raw"] = rs
         for name in models:
             runs = ours[name][th]
@@ -119,6 +131,15 @@ def throughput(models: dict[str, Path], audio: Path, threads: list[int], reps: i
                     [x["embed_trimmed_s"] / s["processing_s"] for x, s in zip(rs, runs)])),
                 "ratio_vs_preprocess_and_embed": float(np.median(
                     [(x["preprocess_s"] + x["embed_trimmed_s"]) / s["processing_s"]
+                     for x, s in zip(rs, runs)])),
+                "cpu_s_per_audio_s": float(np.median([s["processing_cpu_s"] / s["cpu_audio_s"]
+                                                      for s in runs])),
+                # CPU seconds per audio second, resemblyzer's embedding over ours
+                "cpu_ratio_vs_embed_raw": float(np.median(
+                    [(x["embed_raw_cpu_s"] / audio_s) / (s["processing_cpu_s"] / s["cpu_audio_s"])
+                     for x, s in zip(rs, runs)])),
+                "cpu_ratio_vs_embed_trimmed": float(np.median(
+                    [(x["embed_trimmed_cpu_s"] / audio_s) / (s["processing_cpu_s"] / s["cpu_audio_s"])
                      for x, s in zip(rs, runs)])),
                 "processing_s_each": proc,
             }
