@@ -7,7 +7,7 @@
 - reading the file in 1 s blocks instead of FileSource's default 0.1 s (a CLI/sources choice);
 - onnxruntime session options (``probe ort-options``).
 
-hop 160 and int8 are measured through the real CLI in the throughput section (model variants).
+The hop and int8 levers are model variants, measured through the real CLI in the throughput section.
 """
 
 from __future__ import annotations
