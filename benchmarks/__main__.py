@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     lr.add_argument("--data", type=Path, default=DATA)
     lr.add_argument("--minutes", type=float)
 
-    v = sub.add_parser("variant", help="build a model variant (hop160, int8, int8-hop160) under "
+    v = sub.add_parser("variant", help="build a model variant (int8, hopN, int8-hopN) under "
                        "--out-dir, print its path")
     v.add_argument("name")
     v.add_argument("--out-dir", type=Path, default=CACHE / "models")
