@@ -53,8 +53,10 @@ def check_targets(res: dict, primary: str) -> list[dict]:
 
     tp = res.get("throughput")
     if tp:
+        rz = tp["resemblyzer"]
         for th, e in tp["rtverify"][primary].items():
             r = e["ratio_vs_embed_raw"]
+            busy = (th != "1" and "1" in rz and rz[th]["embed_raw_s"] > rz["1"]["embed_raw_s"])
             add(f"throughput >= 2x resemblyzer embed_utterance, {th} thread(s) [{primary}]",
                 round(r, 2), TARGETS["throughput_ratio"], r >= TARGETS["throughput_ratio"],
                 f"vs its trimmed audio {e['ratio_vs_embed_trimmed']:.2f}x, vs preprocess+embed "
