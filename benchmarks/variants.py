@@ -43,31 +43,15 @@ def _parse(name: str) -> tuple[bool, int | None]:
     return int8, hop
 
 
-FIRST_LSTM = "/lstm/LSTM"
-"""Node name of the first LSTM layer in the exported graph (kept in float)."""
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def quantize_int8(src: Path, dst: Path) -> dict:
-    """Write ``src`` with LSTM layers 2-3 quantized to ``dst``; returns what was done."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """The export's own int8 step (LSTM layers 2-3), recording the source it was made from."""
+    from export.onnx_export import quantize_int8 as quantize
 
-    lstms = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "LSTM"]
-    if FIRST_LSTM not in lstms:
-        raise ValueError(f"{src}: no node {FIRST_LSTM!r} (LSTM nodes: {lstms})")
-    logging.disable(logging.WARNING)  # its advice to run shape pre-processing: not needed here
-    try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         nodes_to_exclude=[FIRST_LSTM], op_types_to_quantize=["LSTM"])
-    finally:
-        logging.disable(logging.NOTSET)
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-            "per_channel": True, "op_types": ["LSTM"], "excluded": [FIRST_LSTM],
-            "quantized": [n for n in lstms if n != FIRST_LSTM], "source_sha256": _sha(src)}
+    return {**quantize(src, dst), "source_sha256": _sha(src)}
 
 
 def make_variant(name: str, out_dir: Path, base: Path = DEFAULT_MODEL) -> Path:

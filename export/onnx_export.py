@@ -86,39 +86,116 @@ def check_parity(model: torch.nn.Module, onnx_path: Path, batches: list[np.ndarr
     return worst
 
 
+FIRST_LSTM = "/lstm/LSTM"
+"""Node name of the first LSTM layer in the exported graph; it stays float32 when quantizing."""
+MIN_QUANTIZED_COSINE = 0.998
+"""Smallest allowed cosine between the int8 and float32 embeddings of a real-audio window."""
+
+
+def quantize_int8(src: Path, dst: Path) -> dict:
+    """Write ``src`` with LSTM layers 2 and 3 quantized to int8 (onnxruntime dynamic quantization,
+    weights per output channel) to ``dst``; returns what was done.
+
+    The first layer stays float: its input is raw mel power, whose range is far too wide for 8-bit
+    activations (quantizing it ruins the embeddings: cosine ~0.3 to float32)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    lstms = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "LSTM"]
+    if FIRST_LSTM not in lstms:
+        raise ParityError(f"{src}: no node {FIRST_LSTM!r} to keep in float (LSTM nodes: {lstms})")
+    logging.disable(logging.WARNING)  # its advice to run shape pre-processing: not needed here
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=[FIRST_LSTM], op_types_to_quantize=["LSTM"])
+    finally:
+        logging.disable(logging.NOTSET)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+            "per_channel": True, "op_types": ["LSTM"], "excluded": [FIRST_LSTM],
+            "quantized": [n for n in lstms if n != FIRST_LSTM]}
+
+
+def check_quantized(fp32: Path, int8: Path, batches: list[np.ndarray],
+                    min_cosine: float = MIN_QUANTIZED_COSINE) -> float:
+    """Smallest cosine between the two models' embeddings of every real-audio window; raises
+    ParityError below ``min_cosine``."""
+    import onnxruntime as ort
+
+    a = ort.InferenceSession(str(fp32), providers=["CPUExecutionProvider"])
+    b = ort.InferenceSession(str(int8), providers=["CPUExecutionProvider"])
+    worst = 1.0
+    for frames in batches:
+        x = {"frames": frames.astype(np.float32)}
+        worst = min(worst, float((a.run(None, x)[0] * b.run(None, x)[0]).sum(axis=1).min()))
+    if not worst >= min_cosine:
+        raise ParityError(f"int8 and float32 embeddings differ: cosine {worst:.4f} "
+                          f"(required >= {min_cosine})")
+    return worst
+
+
+def _sidecar(path: Path, name: str, model_id_stem: str, *, n_mels: int, dim: int,
+             features: FeatureConfig, window: WindowConfig, decision: dict, extra: dict) -> dict:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return {
+        "format": SIDECAR_FORMAT,
+        "name": name,
+        "model_id": f"{model_id_stem}-{digest[:12]}",
+        "sha256": digest,
+        "input": {"name": "frames", "shape": ["batch", "time", n_mels], "dtype": "float32"},
+        "output": {"name": "embedding", "shape": ["batch", dim], "dtype": "float32",
+                   "l2_normalised": True},
+        "opset": OPSET,
+        "embedding_dim": dim,
+        "features": features.to_dict(),
+        "window": {k: getattr(window, k) for k in window.__dataclass_fields__},
+        "decision": decision,
+        **extra,
+    }
+
+
 def write_model(model: torch.nn.Module, out_dir: Path, name: str, *, features: FeatureConfig,
-                window: WindowConfig, decision: dict, extra: dict,
-                audio_files: list[Path]) -> tuple[Path, dict]:
-    """Export, check parity, and only then move ``<name>.onnx`` and ``<name>.json`` into place
-    (a failed check leaves any existing model untouched)."""
+                window: WindowConfig, decision: dict, extra: dict, audio_files: list[Path],
+                quantize: bool = False) -> tuple[Path, dict]:
+    """Export, check parity, and only then move the files into place (a failed check leaves any
+    existing model untouched).
+
+    Without ``quantize``: ``<name>.onnx`` (float32) and ``<name>.json``. With it, the float32
+    export (checked against torch) becomes ``<name>-fp32.onnx``, and ``<name>.onnx`` is its int8
+    version (LSTM layers 2-3), checked against the float32 graph on the same real-audio windows.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{name}.onnx"
+    n_mels = features.n_mels
+    dim = int(model(torch.rand(1, 20, n_mels)).shape[1])
+    common = dict(n_mels=n_mels, dim=dim, features=features, window=window, decision=decision)
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        tmp_onnx = Path(tmp) / f"{name}.onnx"
-        n_mels = features.n_mels
-        export_onnx(model, tmp_onnx, n_mels)
-        worst = check_parity(model, tmp_onnx, parity_windows(audio_files, features, window))
-        digest = hashlib.sha256(tmp_onnx.read_bytes()).hexdigest()
-        dim = int(model(torch.rand(1, 20, n_mels)).shape[1])
-        sidecar = {
-            "format": SIDECAR_FORMAT,
-            "name": name,
-            "model_id": f"{name}-{digest[:12]}",
-            "sha256": digest,
-            "input": {"name": "frames", "shape": ["batch", "time", n_mels], "dtype": "float32"},
-            "output": {"name": "embedding", "shape": ["batch", dim], "dtype": "float32",
-                       "l2_normalised": True},
-            "opset": OPSET,
-            "embedding_dim": dim,
-            "features": features.to_dict(),
-            "window": {k: getattr(window, k) for k in window.__dataclass_fields__},
-            "decision": decision,
-            "export_parity": {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE,
-                              "audio": [p.name for p in audio_files]},
-            **extra,
-        }
-        tmp_json = Path(tmp) / f"{name}.json"
-        tmp_json.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp_onnx, final)
-        os.replace(tmp_json, sidecar_path(final))
+        fp32 = Path(tmp) / "fp32.onnx"
+        export_onnx(model, fp32, n_mels)
+        batches = parity_windows(audio_files, features, window)
+        worst = check_parity(model, fp32, batches)
+        parity = {"max_abs_diff": worst, "tolerance": PARITY_TOLERANCE,
+                  "audio": [p.name for p in audio_files]}
+        if not quantize:
+            sidecar = _sidecar(fp32, name, name, extra={"export_parity": parity, **extra}, **common)
+            moves = [(fp32, final, sidecar)]
+        else:
+            fp32_name = f"{name}-fp32"
+            fp32_side = _sidecar(fp32, fp32_name, fp32_name,
+                                 extra={"export_parity": parity, **extra}, **common)
+            int8 = Path(tmp) / "int8.onnx"
+            done = quantize_int8(fp32, int8)
+            cosine = check_quantized(fp32, int8, batches)
+            quant = {**done, "min_cosine_vs_fp32": cosine, "required": MIN_QUANTIZED_COSINE,
+                     "fp32_model": f"{fp32_name}.onnx", "fp32_model_id": fp32_side["model_id"],
+                     "audio": parity["audio"]}
+            sidecar = _sidecar(int8, name, name, extra={"export_parity": parity,
+                                                         "quantization": quant, **extra}, **common)
+            moves = [(fp32, out_dir / f"{fp32_name}.onnx", fp32_side), (int8, final, sidecar)]
+        for src, dst, side in moves:
+            tmp_json = src.with_suffix(".json")
+            tmp_json.write_text(json.dumps(side, indent=2) + "\n", encoding="utf-8")
+            os.replace(src, dst)
+            os.replace(tmp_json, sidecar_path(dst))
     return final, sidecar
