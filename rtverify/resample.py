@@ -4,6 +4,9 @@
 Kaiser-windowed FIR (designed by ``scipy.signal.firwin``), the same zero-phase alignment, the same
 output length, but fed chunk by chunk with bounded memory, so an hour-long 44.1 kHz file or a live
 48 kHz microphone is resampled without ever holding the whole signal.
+
+Each step runs ``scipy.signal.upfirdn`` (compiled polyphase filtering) over the input the new
+outputs need, starting at an input index whose phase lines its output grid up with the stream's.
 """
 
 from __future__ import annotations
@@ -15,19 +18,16 @@ import numpy as np
 
 
 @functools.lru_cache(maxsize=16)
-def _polyphase(up: int, down: int) -> tuple[np.ndarray, int]:
-    """Polyphase matrix ``(up, taps_per_phase)`` of resample_poly's default filter, and its half
-    length (in upsampled samples)."""
+def _filter(up: int, down: int) -> tuple[np.ndarray, int]:
+    """resample_poly's default filter (float64, length ``2 * half_len + 1``) and ``half_len``
+    (in upsampled samples)."""
     from scipy.signal import firwin
 
     max_rate = max(up, down)
     half_len = 10 * max_rate
     h = firwin(2 * half_len + 1, 1.0 / max_rate, window=("kaiser", 5.0)) * up
-    taps = -(-len(h) // up)
-    h = np.concatenate([h, np.zeros(taps * up - len(h))])
-    phases = h.reshape(taps, up).T.copy()  # phases[p, i] = h[p + i * up]
-    phases.flags.writeable = False
-    return phases, half_len
+    h.flags.writeable = False
+    return h, half_len
 
 
 class StreamingResampler:
@@ -39,9 +39,6 @@ class StreamingResampler:
     ``ceil(n_in * rate_out / rate_in)`` samples.
     """
 
-    _BLOCK = 4096
-    """Outputs computed per vectorised step (bounds temporary memory to ~BLOCK * taps floats)."""
-
     def __init__(self, rate_in_hz: int, rate_out_hz: int):
         if rate_in_hz <= 0 or rate_out_hz <= 0:
             raise ValueError(f"sample rates must be positive, got {rate_in_hz} -> {rate_out_hz}")
@@ -52,38 +49,50 @@ class StreamingResampler:
         self.down = self.rate_in_hz // g
         self.identity = self.up == self.down
         if not self.identity:
-            self._phases, self._half_len = _polyphase(self.up, self.down)
-            self._taps = self._phases.shape[1]
+            self._h, self._half_len = _filter(self.up, self.down)
+            # Output m is sample m*down + half_len of (h * upsampled input). Filtering from input
+            # index s puts it at m*down + half_len - s*up, a multiple of down (which upfirdn
+            # returns) exactly when s*up = half_len (mod down): s = _phase0 (mod down).
+            self._phase0 = (self._half_len * pow(self.up, -1, self.down)) % self.down \
+                if self.down > 1 else 0
         self.reset()
 
     def reset(self) -> None:
         """Start a new stream."""
         self._n_in = 0  # input samples received
         self._n_out = 0  # output samples produced
-        taps = 0 if self.identity else self._taps
-        self._buf = np.zeros(taps)  # input history; _buf[0] is absolute input index _buf_start
-        self._buf_start = -taps
+        self._buf = np.zeros(0)  # input history; _buf[0] is absolute input index _buf_start
+        self._buf_start = 0
+        if not self.identity:
+            self._trim()
+
+    def _first_input(self, m: int) -> int:
+        """The aligned input index to filter from so that output ``m`` onwards can be made."""
+        lo = -((self._half_len - m * self.down) // self.up)  # ceil((m*down - half_len) / up)
+        return lo - (lo - self._phase0) % self.down
+
+    def _trim(self) -> None:
+        """Keep only the history from the next output's aligned start (zeros before 0)."""
+        s = self._first_input(self._n_out)
+        if s < self._buf_start:  # the start of the stream: history is zeros
+            self._buf = np.concatenate([np.zeros(self._buf_start - s), self._buf])
+        else:
+            self._buf = self._buf[s - self._buf_start:]
+        self._buf_start = s
 
     def _produce(self, last_out: int) -> np.ndarray:
         """Outputs with absolute indices ``_n_out .. last_out - 1``."""
-        if last_out <= self._n_out:
+        from scipy.signal import upfirdn
+
+        n = last_out - self._n_out
+        if n <= 0:
             return np.zeros(0, dtype=np.float32)
-        out = np.empty(last_out - self._n_out)
-        lag = np.arange(self._taps)
-        for start in range(self._n_out, last_out, self._BLOCK):  # bounds the gather's memory
-            m = np.arange(start, min(start + self._BLOCK, last_out), dtype=np.int64)
-            centre = m * self.down + self._half_len
-            q = centre // self.up  # newest input index each output needs
-            idx = (q - self._buf_start)[:, None] - lag[None, :]
-            out[start - self._n_out:start - self._n_out + len(m)] = np.einsum(
-                "ij,ij->i", self._phases[centre % self.up], self._buf[idx])
+        hi = ((last_out - 1) * self.down + self._half_len) // self.up  # newest input needed
+        seg = self._buf[:hi + 1 - self._buf_start]
+        first = (self._n_out * self.down + self._half_len - self._buf_start * self.up) // self.down
+        out = upfirdn(self._h, seg, self.up, self.down)[first:first + n]
         self._n_out = last_out
-        # keep only the history the next output can still reach
-        keep_from = (self._n_out * self.down + self._half_len) // self.up - self._taps + 1
-        drop = max(0, min(keep_from - self._buf_start, len(self._buf)))
-        if drop:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
+        self._trim()
         return out.astype(np.float32)
 
     def push(self, x: np.ndarray) -> np.ndarray:
@@ -105,7 +114,7 @@ class StreamingResampler:
             self.reset()
             return np.zeros(0, dtype=np.float32)
         total = -(-self._n_in * self.up // self.down)
-        self._buf = np.concatenate([self._buf, np.zeros(self._taps + self._half_len // self.up + 1)])
+        self._buf = np.concatenate([self._buf, np.zeros(len(self._h) // self.up + 2)])
         out = self._produce(total)
         self.reset()
         return out
