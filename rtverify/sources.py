@@ -96,6 +96,11 @@ class _ResamplingSource:
         self._n_out = 0
         self._pacer = _Pacer() if realtime else None
 
+    @property
+    def position_s(self) -> float:
+        """Stream time delivered so far (seconds at 16 kHz)."""
+        return self._n_out / SAMPLE_RATE_HZ
+
     def _chunk(self, samples: np.ndarray) -> Chunk | None:
         if len(samples) == 0:
             return None
@@ -122,11 +127,12 @@ class FileSource(_ResamplingSource):
     """A recording in any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any rate from 8 to
     192 kHz, any channel count and sample format.
 
-    :param block_ms: how much input is read at a time (milliseconds of audio).
+    :param block_ms: how much input is read at a time (milliseconds of audio); default 100 ms
+        when paced at real time, else 1 s (fewer, larger steps: results do not depend on it).
     :param realtime: release chunks no faster than real time (as a microphone would).
     """
 
-    def __init__(self, path: str | os.PathLike, *, block_ms: float = 100.0,
+    def __init__(self, path: str | os.PathLike, *, block_ms: float | None = None,
                  realtime: bool = False) -> None:
         import soundfile as sf
 
@@ -153,6 +159,8 @@ class FileSource(_ResamplingSource):
         self.channels = self._file.channels
         self.duration_s = self._file.frames / rate if self._file.frames > 0 else 0.0
         """Duration the header claims (seconds); a truncated file may hold less."""
+        if block_ms is None:
+            block_ms = 100.0 if realtime else 1000.0
         self._block = max(1, int(rate * block_ms / 1000))
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -238,9 +246,12 @@ class StdinSource(_ResamplingSource):
                 yield chunk
         if total == 0:
             raise InputError(f"{self.name}: no audio data (the stream was empty)")
-        if pending:
-            logger.warning("%s: stream ended inside a sample frame; dropped its last %d bytes",
-                           self.name, len(pending))
+        if total < self._frame_bytes:
+            raise InputError(f"{self.name}: no audio data (the stream ended after {total} "
+                             f"byte(s), less than one {self._frame_bytes}-byte sample frame)")
+        if pending:  # a pipe cut mid-sample (e.g. the recorder was killed): harmless
+            logger.info("%s: stream ended inside a sample frame; dropped its last %d bytes",
+                        self.name, len(pending))
         chunk = self._finish()
         if chunk is not None:
             yield chunk
