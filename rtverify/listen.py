@@ -187,6 +187,7 @@ def run(verifier: Verifier, source: Iterable[Chunk], sink: Sink, info: dict) -> 
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         tally.overflows = max(tally.overflows, getattr(source, "overflows", 0))
+        tally.stream_s = max(tally.stream_s, getattr(source, "position_s", 0.0))
         summary = tally.to_dict(interrupted)
         if error is not None:
             summary["error"] = error
