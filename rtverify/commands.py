@@ -128,19 +128,26 @@ def cmd_enroll(args) -> int:
 
 
 class _LineView:
-    """Live enrolment feedback as plain lines on stderr (no terminal)."""
+    """Live enrolment feedback as plain lines on stderr (no terminal). The first line comes
+    with the first audio, so an input that fails at once leaves only its one-line error."""
 
     def __init__(self, source_name: str, need_takes: int, need_speech_s: float) -> None:
-        print(f"recording from {source_name}: {need_takes} takes and {need_speech_s:g} s of "
-              "speech needed", file=sys.stderr, flush=True)
+        self._header: str | None = (f"recording from {source_name}: {need_takes} takes and "
+                                    f"{need_speech_s:g} s of speech needed")
+
+    def _start(self) -> None:
+        if self._header is not None:
+            print(self._header, file=sys.stderr, flush=True)
+            self._header = None
 
     def level(self, status) -> None:
-        pass
+        self._start()
 
     def speaking(self, start_s: float) -> None:
-        pass
+        self._start()
 
     def take(self, take, problem, enrol) -> None:
+        self._start()
         verdict = "ok" if problem is None else f"refused: {problem}"
         print(f"take at {take.source}: {verdict} [{len(enrol.takes)}/{enrol.need_takes} takes, "
               f"{enrol.speech_s:.1f}/{enrol.need_speech_s:g} s]", file=sys.stderr, flush=True)
