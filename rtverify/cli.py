@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, metavar="X", help="accept at this cosine instead "
                    "of the model's threshold")
     p.add_argument("--device", metavar="D", help="input device index or name")
+    p.add_argument("--retries", type=_number(int, 0, inclusive=True), metavar="N",
+                   help="when the microphone stops delivering audio, try to reopen it up to N "
+                   "times (0.5 s, doubling to 10 s apart) before giving up (default: forever)")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_listen)

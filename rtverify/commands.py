@@ -52,10 +52,13 @@ def _input_spec(args, path: str | None):
         raise InputError("--device: only for the microphone, not with --input")
     if path is None and getattr(args, "realtime", False):
         raise InputError("--realtime: only with --input (the microphone is real time already)")
+    retries = getattr(args, "retries", None)
+    if path is not None and retries is not None:
+        raise InputError("--retries: only for the microphone, not with --input")
     return InputSpec(path=path, device=getattr(args, "device", None),
                      realtime=getattr(args, "realtime", False),
                      rate_hz=args.rate or 16000, channels=args.channels or 1,
-                     sample_format=args.format or "s16")
+                     sample_format=args.format or "s16", retries=retries)
 
 
 def _threshold_text(session, override: float | None) -> str:
@@ -158,6 +161,7 @@ def cmd_listen(args) -> int:
     from .pipeline import Verifier
 
     spec = _input_spec(args, args.input)
+    spec.reconnect = True  # a lost microphone is reopened (--retries), not the end of listen
     threshold = check_threshold(args.threshold)
     session = _session(args)
     voices = _load_voices(args, session, _store(args))
