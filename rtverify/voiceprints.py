@@ -304,14 +304,7 @@ class VoiceprintStore:
         """One voice; :class:`StoreError` if it is missing, damaged or (when ``model_id`` is
         given) made with another model."""
         path = self.path_for(name)
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
-                             "`rtverify voices` lists the enrolled ones") from None
-        except OSError as err:
-            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        raw = self._read(path, name)
         if len(raw) > MAX_FILE_BYTES:
             raise StoreError(f"{path}: damaged voiceprint (larger than {MAX_FILE_BYTES} bytes)")
         try:
@@ -327,6 +320,31 @@ class VoiceprintStore:
                              f"the encoder now is {model_id}; re-enroll it "
                              f"(rtverify enroll --name {vp.name!r} --force ...)")
         return vp
+
+    def _read(self, path: Path, name: str) -> bytes:
+        """The file's bytes (at most MAX_FILE_BYTES + 1). Only a regular file is read: a symbolic
+        link (which could point anywhere) is refused, and a FIFO or device planted in the store
+        can neither block the reader nor feed it endlessly."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
+                             "`rtverify voices` lists the enrolled ones") from None
+        except OSError as err:
+            if path.is_symlink():
+                raise StoreError(f"{path}: not a voiceprint (a symbolic link; voiceprints are "
+                                 "regular files in the store)") from None
+            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"{path}: not a voiceprint (not a regular file)")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return fh.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        finally:
+            os.close(fd)
 
     def entries(self, model_id: str | None = None) -> list[StoreEntry]:
         """Every voice file with its voiceprint or its problem."""
