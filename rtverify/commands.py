@@ -72,7 +72,7 @@ def _threshold_text(session, override: float | None) -> str:
 
 
 def _load_voices(args, session, store) -> dict:
-    voices, problems = store.load_usable(session.model_id, args.name)
+    voices, problems = store.load_usable(session.model_id, args.name, session.dim)
     for problem in problems:
         logger.warning("%s; skipped", problem)
     if not voices:
@@ -193,7 +193,7 @@ def cmd_verify(args) -> int:
     spec = _input_spec(args, args.input)
     threshold = check_threshold(args.threshold)
     session = _session(args)
-    vp = _store(args).load(args.name, session.model_id)
+    vp = _store(args).load(args.name, session.model_id, session.dim)
     rec = embed_recording(session, spec.open())
     policy = DecisionPolicy(session.info.decision, threshold)
     where = "stdin" if args.input == "-" else args.input
@@ -231,8 +231,8 @@ def cmd_voices(args) -> int:
     if args.names:
         raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "
                          "use `voices remove NAME`")
-    model_id = load_model_info(args.model or DEFAULT_MODEL).model_id
-    entries = store.entries(model_id)
+    info = load_model_info(args.model or DEFAULT_MODEL)
+    entries = store.entries(info.model_id, info.embedding_dim)
     if args.json:
         for e in entries:
             vp = e.voiceprint
