@@ -187,33 +187,73 @@ def cmd_verify(args) -> int:
     import json
 
     from .listen import check_threshold
-    from .pipeline import embed_recording
     from .scoring import DecisionPolicy, cosine_scores
 
     spec = _input_spec(args, args.input)
     threshold = check_threshold(args.threshold)
+    challenge, recogniser = None, None
+    if args.challenge is not None:
+        from .liveness import DigitRecognizer, make_challenge, parse_challenge
+
+        if args.challenge == "random":
+            if spec.path not in (None, "-"):
+                raise InputError("--challenge: a recording made before the challenge was shown "
+                                 "proves nothing; give the digits the speaker was shown "
+                                 "(--challenge 31415) or answer at the microphone")
+            challenge = make_challenge()
+        else:
+            challenge = parse_challenge(args.challenge)
+        recogniser = DigitRecognizer()  # fails now, not after recording, if it is missing
     session = _session(args)
     vp = _store(args).load(args.name, session.model_id, session.dim)
-    rec = embed_recording(session, spec.open())
+    from .liveness import capture_speech
+
+    source = spec.open()
+    where = {None: source.name, "-": "stdin"}.get(args.input, args.input)
+    if challenge is not None and args.challenge == "random":
+        print(f"Say these digits: {' '.join(challenge)}", file=sys.stderr, flush=True)
+    elif spec.path is None:
+        print(f"Listening on {source.name}: speak now", file=sys.stderr, flush=True)
+    try:
+        rec, audio = capture_speech(session, source, live=spec.live,
+                                    keep_audio=challenge is not None,
+                                    timeout_s=args.timeout or 20.0)
+    finally:
+        source.close()
     policy = DecisionPolicy(session.info.decision, threshold)
-    where = "stdin" if args.input == "-" else args.input
     if rec.vector is None or rec.speech_s < session.info.decision.min_speech_s:
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
                               f"{session.info.decision.min_speech_s:.1f} s are needed to decide")
     d = policy.decide(cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
+    accepted, reason, said = d.accepted, d.reason, {}
+    if challenge is not None:
+        from .liveness import check_answer
+
+        heard = recogniser.recognise(audio, len(challenge))
+        answered, edits = check_answer(heard, challenge)
+        accepted = accepted and answered
+        if d.accepted and not answered:
+            reason = "wrong_challenge"
+        said = {"challenge": challenge, "heard": heard, "challenge_ok": answered,
+                "challenge_edits": edits}
     if args.json:
         _say(json.dumps({"event": "verify", "input": where, "name": vp.name,
-                         "accepted": d.accepted, "score": round(d.score, 4),
+                         "accepted": accepted, "voice_accepted": d.accepted,
+                         "score": round(d.score, 4),
                          "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
                          "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped, "reason": d.reason,
+                         "clipped": rec.clipped, "reason": reason, **said,
                          "model_id": session.model_id}))
     else:
-        verdict = "ACCEPTED" if d.accepted else "REJECTED"
+        verdict = "ACCEPTED" if accepted else "REJECTED"
         sign = ">=" if d.accepted else "<"
+        extra = ""
+        if said:
+            extra = (f"; challenge {challenge}: heard {said['heard'] or 'nothing'}, "
+                     + ("ok" if said["challenge_ok"] else "WRONG"))
         _say(f"{vp.name}: {verdict} (score {d.score:.3f} {sign} threshold {d.threshold:.3f}, "
-             f"{rec.speech_s:.1f} s of speech in {where})")
-    return EXIT_OK if d.accepted else EXIT_REJECTED
+             f"{rec.speech_s:.1f} s of speech in {where}{extra})")
+    return EXIT_OK if accepted else EXIT_REJECTED
 
 
 def cmd_voices(args) -> int:
