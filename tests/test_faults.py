@@ -22,7 +22,7 @@ from rich.console import Console
 
 from rtverify.console import ListenView
 from rtverify.errors import DeviceError
-from rtverify.listen import JsonSink, run
+from rtverify.listen import run
 from rtverify.pipeline import Verifier
 from rtverify.reconnect import InputLost, InputRestored, ReconnectingMicrophone, backoff_delays
 from rtverify.sources import MicrophoneSource
