@@ -151,6 +151,28 @@ def l2_normalize(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(norm, 1e-12)
 
 
+def short_view_inputs(rows: np.ndarray, window_frames: int, views) -> list[np.ndarray]:
+    """The encoder inputs for a segment of fewer than ``window_frames`` rows, one per view
+    (float32 ``(time, n_mels)`` each; see :attr:`rtverify.config.WindowConfig.short_views`)."""
+    rows = np.asarray(rows, dtype=np.float32)
+    pad = np.zeros((window_frames - len(rows), rows.shape[1]), dtype=np.float32)
+    out = []
+    for view in views:
+        if view == "end":
+            out.append(np.concatenate([rows, pad]))
+        elif view == "start":
+            out.append(np.concatenate([pad, rows]))
+        elif view == "none":
+            out.append(rows)
+        elif view == "reflect":
+            cycle = np.concatenate([rows, rows[::-1]])
+            reps = -(-window_frames // len(cycle))
+            out.append(np.tile(cycle, (reps, 1))[:window_frames])
+        else:
+            raise ValueError(f"unknown short view {view!r}")
+    return out
+
+
 @dataclass(frozen=True)
 class SegmentEmbedding:
     """What a finished segment gives."""
@@ -226,6 +248,19 @@ class SegmentEmbedder:
             return None
         return l2_normalize(self._sum)
 
+    def _embed_short(self, rows: np.ndarray) -> np.ndarray:
+        """Mean embedding, float64 ``(dim,)``, of the ``short_views`` of a segment shorter than a
+        window (see :class:`~rtverify.config.WindowConfig`)."""
+        views = short_view_inputs(rows, self._w, self.window.short_views)
+        padded = [v for v in views if len(v) == self._w]
+        total = np.zeros(self.session.dim, dtype=np.float64)
+        if padded:
+            total += self.session.embed(np.stack(padded)).sum(axis=0, dtype=np.float64)
+        for v in views:
+            if len(v) != self._w:
+                total += self.session.embed(v[None])[0]
+        return total / len(views)
+
     def finish(self) -> SegmentEmbedding | None:
         """Close the segment; return its embedding (None if it had no rows). Resets."""
         w = self.window
@@ -233,13 +268,8 @@ class SegmentEmbedder:
             self.reset()
             return None
         if self.n_rows < self._w:
-            rows = self._rows[-self.n_rows:]
-            if w.pad_short:
-                rows = np.concatenate([rows, np.zeros((self._w - len(rows), rows.shape[1]),
-                                                      dtype=np.float32)])
             self._flush_pending()
-            emb = self.session.embed(rows[None])
-            self._sum += emb[0]
+            self._sum += self._embed_short(self._rows[-self.n_rows:])
             self.n_windows += 1
         else:
             if self.n_rows - self._last_end >= w.min_tail_frames:

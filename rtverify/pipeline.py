@@ -17,7 +17,7 @@ import numpy as np
 from .config import SAMPLE_RATE_HZ, SegmenterConfig
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
-from .scoring import Decision, DecisionPolicy, cosine_scores
+from .scoring import Decision, DecisionPolicy, Scorer
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .sources import Chunk
 
@@ -139,6 +139,9 @@ class Verifier:
         self.session = session
         self.voiceprints = dict(voiceprints or {})
         self.policy = DecisionPolicy(session.info.decision, threshold)
+        # the model's own scoring, as in ``eval`` (made when there is something to score, so that
+        # embedding a recording does not load a score-normalisation cohort)
+        self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
         self.segmenter = Segmenter(segmenter)
         self.features = StreamingFeatures(session.features)
         self.embedder = SegmentEmbedder(session, max_pending=max_pending)
@@ -161,7 +164,11 @@ class Verifier:
 
     # -- internals --------------------------------------------------------------------
     def _scores(self, embedding: np.ndarray) -> dict[str, float]:
-        return cosine_scores(embedding, self.voiceprints)
+        if not self.voiceprints:
+            return {}
+        if self.scorer is None:
+            self.scorer = Scorer.for_model(self.session)
+        return self.scorer.scores(embedding, self.voiceprints)
 
     def _feed(self, pieces: list[np.ndarray], events: list[Event], t_s: float) -> None:
         if not pieces:

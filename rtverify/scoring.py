@@ -74,3 +74,105 @@ class DecisionPolicy:
         accepted = score >= threshold
         return Decision(best if accepted else None, best, score, dict(scores), accepted, threshold,
                         margin, gap, "accepted" if accepted else "below_threshold")
+
+
+class Scorer:
+    """Turns embeddings into scores: cosine similarity, optionally normalised against a cohort.
+
+    With a cohort (``method="asnorm"``, adaptive symmetric normalisation), each side of a
+    comparison is set against the ``top_k`` cohort embeddings most similar to it, and the raw
+    cosine ``s`` becomes ``0.5 * ((s - mu_a) / sd_a + (s - mu_b) / sd_b)``, where ``mu``/``sd``
+    are the mean and standard deviation of that side's top-k cohort cosines. The same scorer is
+    used by ``listen``/``verify`` (through :class:`~rtverify.pipeline.Verifier`) and by ``eval``.
+
+    :param cohort: float32 ``(n, dim)`` unit embeddings of speakers outside every reported list,
+        or None for plain cosine.
+    :param top_k: cohort members per side.
+    """
+
+    def __init__(self, cohort: np.ndarray | None, *, top_k: int = 100,
+                 method: str = "asnorm") -> None:
+        if method not in ("asnorm",):
+            raise ValueError(f"unknown score normalisation {method!r}")
+        self.method = method
+        self.cohort = None if cohort is None else np.ascontiguousarray(cohort, dtype=np.float32)
+        if self.cohort is not None:
+            if self.cohort.ndim != 2 or len(self.cohort) < 2:
+                raise ValueError(f"cohort must be (n >= 2, dim), got {self.cohort.shape}")
+            top_k = min(int(top_k), len(self.cohort))
+        self.top_k = max(2, int(top_k))
+        self._vp_stats: dict[str, tuple[bytes, float, float]] = {}
+
+    @classmethod
+    def for_model(cls, session) -> "Scorer":
+        """The scorer a model's sidecar asks for (``score_norm``; plain cosine without one)."""
+        return cls.from_sidecar(session.info.raw, session.path)
+
+    @classmethod
+    def from_sidecar(cls, raw: Mapping, model_path) -> "Scorer":
+        from pathlib import Path
+
+        from .errors import ModelError
+
+        spec = raw.get("score_norm")
+        if not spec:
+            return cls(None)
+        where = Path(model_path).with_suffix(".json")
+        try:
+            cohort_path = Path(model_path).parent / spec["cohort"]
+            cohort = np.load(cohort_path, allow_pickle=False)
+            dim = raw.get("embedding_dim")
+            if cohort.ndim != 2 or (dim is not None and cohort.shape[1] != dim):
+                raise ValueError(f"{cohort_path.name} has shape {cohort.shape}, "
+                                 f"expected (n, {dim})")
+            if not np.isfinite(cohort).all():
+                raise ValueError(f"{cohort_path.name} holds non-finite values")
+            return cls(cohort, top_k=int(spec.get("top_k", 100)),
+                       method=str(spec.get("method", "asnorm")))
+        except (KeyError, TypeError, ValueError, OSError) as err:
+            raise ModelError(f"{where}: unusable score_norm cohort ({type(err).__name__}: "
+                             f"{err})") from None
+
+    def describe(self) -> str:
+        if self.cohort is None:
+            return "cosine"
+        return f"{self.method} (cohort {len(self.cohort)}, top {self.top_k})"
+
+    def cohort_stats(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of the top-k cohort cosines of each row, ``(n,)`` each."""
+        sims = np.atleast_2d(np.asarray(embeddings, dtype=np.float32)) @ self.cohort.T
+        top = np.partition(sims, len(self.cohort) - self.top_k, axis=1)[:, -self.top_k:]
+        return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-4)
+
+    def pair_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Scores of row ``i`` of ``a`` (enrolled side) against row ``i`` of ``b``."""
+        a = np.atleast_2d(np.asarray(a, dtype=np.float32))
+        b = np.atleast_2d(np.asarray(b, dtype=np.float32))
+        raw = np.einsum("ij,ij->i", a, b).astype(np.float64)
+        if self.cohort is None:
+            return raw
+        mu_a, sd_a = self.cohort_stats(a)
+        mu_b, sd_b = self.cohort_stats(b)
+        return 0.5 * ((raw - mu_a) / sd_a + (raw - mu_b) / sd_b)
+
+    def scores(self, embedding: np.ndarray,
+               voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Score of one utterance embedding against each voiceprint, by name."""
+        raw = cosine_scores(embedding, voiceprints)
+        if self.cohort is None or not raw:
+            return raw
+        mu_t, sd_t = (float(x[0]) for x in self.cohort_stats(embedding))
+        out = {}
+        for name, s in raw.items():
+            mu_v, sd_v = self._voiceprint_stats(name, voiceprints[name])
+            out[name] = 0.5 * ((s - mu_v) / sd_v + (s - mu_t) / sd_t)
+        return out
+
+    def _voiceprint_stats(self, name: str, vec: np.ndarray) -> tuple[float, float]:
+        key = np.asarray(vec, dtype=np.float32).tobytes()
+        hit = self._vp_stats.get(name)
+        if hit is None or hit[0] != key:
+            mu, sd = self.cohort_stats(vec)
+            hit = (key, float(mu[0]), float(sd[0]))
+            self._vp_stats[name] = hit
+        return hit[1], hit[2]

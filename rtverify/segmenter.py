@@ -124,7 +124,8 @@ class Segmenter:
 
     # -- frame classification -------------------------------------------------------------
     def _classify(self, samples: np.ndarray, start_s: float) -> _Frame:
-        power = float(np.dot(samples, samples)) / len(samples)
+        centred = samples - samples.mean() if self.cfg.level_without_dc else samples
+        power = float(np.dot(centred, centred)) / len(samples)
         level_db = 10.0 * np.log10(power + 1e-12)
         self._levels.append(level_db)
         self._since_floor += 1

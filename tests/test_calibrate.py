@@ -1,0 +1,70 @@
+"""Threshold calibration by amount of speech, on synthetic scores (no data folder needed)."""
+
+import numpy as np
+import pytest
+
+from export.calibrate import Scored, isotonic, monotone_fit, thresholds_by_length
+from rtverify.config import DecisionConfig
+
+
+def test_isotonic_pools_violators():
+    np.testing.assert_allclose(isotonic([1, 3, 2, 4], [1, 1, 1, 1]), [1, 2.5, 2.5, 4])
+    np.testing.assert_allclose(isotonic([3, 1], [1, 3]), [1.5, 1.5])  # weighted mean
+    np.testing.assert_allclose(isotonic([4, 3, 5, 1], [1, 1, 1, 1], increasing=False),
+                               [4, 4, 4, 1])
+    np.testing.assert_allclose(monotone_fit(np.array([5.0, 4, 4.5, 2]), np.ones(4)),
+                               [5, 4.25, 4.25, 2])
+
+
+def synthetic(seed=0, n_tests=400, n_vps=6):
+    """Scores whose impostor and target means both rise with speech length (as with a
+    3-take voiceprint), with known balanced thresholds."""
+    rng = np.random.default_rng(seed)
+    groups = (1, 2, 4, 8)
+    speech = {1: 0.6, 2: 1.2, 4: 2.5, 8: 5.0}
+    rows, target, sp, grp = [], [], [], []
+    for g in groups:
+        non_mu, tar_mu = 0.40 + 0.05 * np.log2(g), 0.75 + 0.03 * np.log2(g)
+        sd = 0.08 / np.sqrt(g)
+        for i in range(n_tests):
+            t = np.arange(n_vps) == (i % n_vps)
+            rows.append(np.where(t, rng.normal(tar_mu, sd, n_vps), rng.normal(non_mu, sd, n_vps)))
+            target.append(t)
+            sp.append(speech[g] * rng.uniform(0.9, 1.1))
+            grp.append(g)
+    return Scored(np.array(rows), np.array(target), np.array(sp), np.array(grp))
+
+
+def test_thresholds_rise_with_length_and_sit_between_the_classes():
+    result = thresholds_by_length(synthetic(), max_eer=0.15)
+    points = result["decision"]["thresholds_by_speech_s"]
+    secs = [p[0] for p in points]
+    thr = [p[1] for p in points]
+    assert secs == sorted(secs) and len(set(secs)) == len(secs)
+    assert all(b >= a for a, b in zip(thr, thr[1:]))  # monotone
+    assert thr[-1] > thr[0] + 0.05  # and really rising here
+    for row in result["table"]:
+        assert row["nontarget_mean"] < row["threshold_fit"] < row["target_mean"]
+        # the midpoint of two equal-spread normals is the balanced threshold
+        assert row["threshold_eer"] == pytest.approx(
+            (row["nontarget_mean"] + row["target_mean"]) / 2, abs=0.03)
+    # the decision block is what the sidecar reader and DecisionConfig take
+    cfg = DecisionConfig(threshold=result["decision"]["threshold"],
+                         min_speech_s=result["decision"]["min_speech_s"],
+                         thresholds_by_speech_s=tuple(map(tuple, points)))
+    assert cfg.threshold_for(0.1) == thr[0] and cfg.threshold_for(60) == thr[-1]
+    assert thr[0] <= cfg.threshold_for(2.0) <= thr[-1]
+
+
+def test_min_speech_comes_from_the_shortest_group_with_acceptable_eer():
+    sc = synthetic()
+    table = thresholds_by_length(sc, max_eer=1.0)["table"]
+    by_len = sorted((r["speech_s"], r["eer"], r["keywords"]) for r in table)
+    assert by_len[0][1] > by_len[-1][1]  # shorter speech, more errors
+    decile = {g: np.quantile(sc.speech_s[sc.group == g], 0.1) for g in np.unique(sc.group)}
+    limit = (by_len[0][1] + by_len[1][1]) / 2  # between the two shortest groups' EERs
+    got = thresholds_by_length(sc, max_eer=limit)["decision"]["min_speech_s"]
+    assert got == pytest.approx(round(decile[by_len[1][2]], 2))
+    got = thresholds_by_length(sc, max_eer=1.0)["decision"]["min_speech_s"]
+    assert got == pytest.approx(round(decile[by_len[0][2]], 2))
+    assert got < by_len[0][0]  # below the group's median: most of its recordings are decided

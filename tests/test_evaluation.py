@@ -1,0 +1,288 @@
+"""Metrics against hand-computed cases, trials parsing, and a small end-to-end eval."""
+
+import argparse
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from rtverify import evaluation as ev
+from rtverify.errors import InputError
+
+from conftest import DEMO
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+def test_perfect_separation_has_zero_eer_and_zero_cost():
+    tar = np.array([0.9, 0.8, 0.85])
+    non = np.array([0.1, 0.2, 0.3, 0.5])
+    rate, thr = ev.eer(tar, non)
+    assert rate == 0.0
+    assert thr == pytest.approx(0.65)  # the middle of the gap between the classes
+    dcf, _ = ev.min_dcf(tar, non)
+    assert dcf == 0.0
+    labels = np.r_[np.ones(3), np.zeros(4)]
+    assert ev.accuracy(np.r_[tar, non], labels, thr) == 1.0
+
+
+def test_small_case_by_hand():
+    # accept score >= t.  For 0.5 < t <= 0.6: misses {0.4} -> 1/4, false alarms {0.7} -> 1/4:
+    # the curves are equal there, so EER = 25 % at 0.55; 6 of 8 trials are right at it.
+    tar = np.array([0.4, 0.6, 0.8, 0.9])
+    non = np.array([0.1, 0.3, 0.5, 0.7])
+    rate, thr = ev.eer(tar, non)
+    assert rate == pytest.approx(0.25)
+    assert thr == pytest.approx(0.55)
+    m = ev.compute_metrics(np.r_[tar, non], np.r_[np.ones(4), np.zeros(4)])
+    assert m.accuracy_at_eer == pytest.approx(0.75)
+    # DCF/0.01 = P_miss + 99 P_fa; best at t=0.8: 0.5 + 0 (t=0.9: 0.75; t=inf: 1)
+    dcf, t_dcf = ev.min_dcf(tar, non)
+    assert dcf == pytest.approx(0.5)
+    assert t_dcf == pytest.approx(0.8)
+
+
+def test_eer_is_interpolated_between_operating_points():
+    # a tie at 0.5 across the classes. t=0.5: P_miss 0, P_fa 1/2; t=0.7: P_miss 1/2, P_fa 0:
+    # the curves cross half way, at 25 % and a threshold of 0.6
+    rate, thr = ev.eer(np.array([0.5, 0.7]), np.array([0.4, 0.5]))
+    assert rate == pytest.approx(0.25)
+    assert thr == pytest.approx(0.6)
+
+
+def test_all_scores_equal_gives_half():
+    rate, _ = ev.eer(np.full(5, 0.3), np.full(7, 0.3))
+    assert rate == pytest.approx(0.5)
+    dcf, _ = ev.min_dcf(np.full(5, 0.3), np.full(7, 0.3))
+    assert dcf == pytest.approx(1.0)  # no better than rejecting everything
+
+
+def test_random_scores_metrics_are_bounded_and_match_brute_force():
+    rng = np.random.default_rng(1)
+    tar = rng.normal(1.0, 1.0, 300)
+    non = rng.normal(-1.0, 1.0, 900)
+    rate, thr = ev.eer(tar, non)
+    # brute force over a fine grid of thresholds
+    grid = np.linspace(-5, 5, 20001)
+    p_miss = (tar[None, :] < grid[:, None]).mean(1)
+    p_fa = (non[None, :] >= grid[:, None]).mean(1)
+    k = np.argmin(np.abs(p_miss - p_fa))
+    assert rate == pytest.approx((p_miss[k] + p_fa[k]) / 2, abs=2e-3)
+    assert 0.1 < rate < 0.2  # two unit normals 2 apart: 15.9 %
+    dcf, _ = ev.min_dcf(tar, non)
+    brute = np.min(p_miss + 99 * p_fa)
+    assert dcf == pytest.approx(brute, abs=1e-9)
+    assert 0.0 <= dcf <= 1.0
+
+
+def test_infinite_scores_are_rejections():
+    tar = np.array([-np.inf, 0.9, 0.8, 0.7])
+    non = np.array([-np.inf, 0.1, 0.2, 0.3])
+    rate, _ = ev.eer(tar, non)
+    assert rate == pytest.approx(0.25)  # the -inf target is missed at every finite threshold
+
+
+def test_metrics_refuse_one_class_or_nan():
+    with pytest.raises(ValueError):
+        ev.eer(np.array([0.5]), np.array([]))
+    with pytest.raises(ValueError):
+        ev.min_dcf(np.array([np.nan]), np.array([0.1]))
+
+
+# -- trials files ----------------------------------------------------------------------------
+
+@pytest.fixture
+def root(tmp_path):
+    for name in ("enroll_1.flac", "enroll_2.flac"):
+        shutil.copy(DEMO / name, tmp_path / name)
+    return tmp_path
+
+
+def write(tmp_path, text):
+    p = tmp_path / "trials.txt"
+    p.write_text(text)
+    return p
+
+
+def test_trials_are_parsed_with_unique_files(tmp_path, root):
+    t = ev.read_trials(write(tmp_path, "# comment\n1 enroll_1.flac enroll_2.flac\n\n"
+                                       "0 enroll_2.flac enroll_1.flac\n"), root)
+    assert list(t.labels) == [1, 0]
+    assert t.files == ["enroll_1.flac", "enroll_2.flac"]
+    assert list(t.a) == [0, 1] and list(t.b) == [1, 0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1 enroll_1.flac\n", ":1: expected 'label path_a path_b', got 2 field(s)"),
+    ("1 enroll_1.flac enroll_2.flac\nyes enroll_1.flac enroll_2.flac\n", ":2: label must be 1"),
+    ("0 enroll_1.flac enroll_2.flac\n1 enroll_1.flac missing.flac\n",
+     ":2: missing.flac: no such file"),
+    ("1 enroll_1.flac enroll_2.flac\n", "needs both same-speaker (1) and different-speaker (0)"),
+    ("", "needs both"),
+])
+def test_bad_trials_name_file_and_line(tmp_path, root, text, message):
+    p = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        ev.read_trials(p, root)
+    assert message in str(err.value)
+    assert str(err.value).startswith(str(p))
+    assert "\n" not in str(err.value)
+
+
+def test_missing_trials_file_and_root(tmp_path, root):
+    with pytest.raises(InputError, match="no such trials file"):
+        ev.read_trials(tmp_path / "nope.txt", root)
+    with pytest.raises(InputError, match="not a directory"):
+        ev.read_trials(write(tmp_path, "1 a b\n"), tmp_path / "nodir")
+
+
+# -- scoring shared by eval and the Verifier -------------------------------------------------
+
+def test_asnorm_by_hand():
+    from rtverify.scoring import Scorer
+
+    cohort = np.eye(4, dtype=np.float32)  # cosines of a unit vector with the axes = its entries
+    a = np.array([0.8, 0.6, 0.0, 0.0], dtype=np.float32)
+    b = np.array([0.6, 0.0, 0.8, 0.0], dtype=np.float32)
+    s = Scorer(cohort, top_k=2)
+    # a's top-2 cohort cosines 0.8, 0.6 -> mean 0.7, sd 0.1; b's 0.8, 0.6 likewise; raw 0.48
+    expected = 0.5 * ((0.48 - 0.7) / 0.1 + (0.48 - 0.7) / 0.1)
+    assert s.pair_scores(a, b)[0] == pytest.approx(expected, rel=1e-5)
+    assert s.scores(b, {"x": a})["x"] == pytest.approx(expected, rel=1e-5)
+    assert Scorer(None).pair_scores(a, b)[0] == pytest.approx(0.48)
+
+
+def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, conversation,
+                                                      alice_print):
+    """A sidecar naming a cohort changes listen's scores exactly as it changes eval's."""
+    from rtverify.encoder import EncoderSession
+    from rtverify.pipeline import DecisionEvent, Verifier
+    from rtverify.scoring import Scorer
+
+    from conftest import chunks_of
+
+    rng = np.random.default_rng(0)
+    cohort = rng.standard_normal((50, session.dim)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    np.save(tmp_path / "m.cohort.npy", cohort)
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "m.cohort.npy",
+                                              "top_k": 10})
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    normed = EncoderSession(tmp_path / "m.onnx")
+    assert Scorer.for_model(normed).describe() == "asnorm (cohort 50, top 10)"
+    events = Verifier(normed, {"alice": alice_print}).process(chunks_of(conversation[:16000 * 8],
+                                                                        4096))
+    decs = [e for e in events if isinstance(e, DecisionEvent)]
+    assert decs
+    ref = Scorer(cohort, top_k=10)
+    for d in decs:
+        assert d.scores["alice"] == pytest.approx(
+            float(ref.pair_scores(alice_print, d.embedding)[0]), abs=1e-4)
+        assert d.scores["alice"] != pytest.approx(float(alice_print @ d.embedding), abs=1e-3)
+
+
+def test_broken_cohort_is_a_model_error(tmp_path, session):
+    from rtverify.encoder import EncoderSession
+    from rtverify.errors import ModelError
+    from rtverify.scoring import Scorer
+
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "missing.npy"})
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    with pytest.raises(ModelError, match="m.json: unusable score_norm cohort"):
+        Scorer.for_model(EncoderSession(tmp_path / "m.onnx"))
+
+
+# -- end to end on the bundled recordings ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clip_root(tmp_path_factory, demo, conversation):
+    """Enrolment takes, the conversation's lines as files, a silent file and a 0.2 s blip."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("clips")
+    for name in demo["enroll"]:
+        shutil.copy(DEMO / name, root / name)
+    for i, line in enumerate(demo["script"]):
+        x = conversation[int(line["start_s"] * 16000):int(line["end_s"] * 16000)]
+        sf.write(root / f"line{i}_{line['speaker']}.flac", x, 16000)
+    sf.write(root / "silence.wav", np.zeros(16000, dtype=np.float32), 16000)
+    x = conversation[int(1.5 * 16000):int(1.5 * 16000) + 3200]  # 0.2 s of speech
+    pad = np.zeros(4000, dtype=np.float32)
+    sf.write(root / "blip.wav", np.concatenate([pad, x, pad]), 16000)
+    return root
+
+
+def trials_text(demo, blip=True):
+    lines = [f"line{i}_{d['speaker']}.flac" for i, d in enumerate(demo["script"])]
+    same = [("enroll_1.flac", "enroll_2.flac"), ("enroll_1.flac", lines[0]),
+            ("enroll_2.flac", lines[3]), (lines[0], lines[3])]
+    diff = [(e, lines[i]) for e in demo["enroll"] for i in (1, 2, 4)] + [(lines[1], lines[2])]
+    rows = [f"1 {a} {b}" for a, b in same] + [f"0 {a} {b}" for a, b in diff]
+    rows += ["0 silence.wav enroll_1.flac"]
+    if blip:
+        rows += ["1 enroll_1.flac blip.wav"]
+    return "\n".join(rows) + "\n"
+
+
+def run_cli(argv, capsys):
+    ap = argparse.ArgumentParser()
+    ev.register_cli(ap.add_subparsers(dest="command"))
+    args = ap.parse_args(argv)
+    code = args.func(args)
+    return code, capsys.readouterr()
+
+
+def test_eval_json_on_bundled_speech(tmp_path, clip_root, demo, capsys):
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    code, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                        capsys)
+    assert code == 0
+    r = json.loads(out.out)
+    for key in ("trials", "eer", "min_dcf", "accuracy_at_eer", "threshold_eer",
+                "accuracy_at_model_threshold", "n_files", "files_without_speech", "model_id"):
+        assert key in r, key
+    assert r["trials"] == 12 and r["target_trials"] == 4 and r["n_files"] == 8
+    assert r["files_without_speech"] == 1 and r["trials_without_speech"] == 1
+    # four different LibriSpeech speakers: the shipped model separates them completely
+    assert r["eer"] == 0.0 and r["min_dcf"] == 0.0 and r["accuracy_at_eer"] == 1.0
+    assert r["accuracy_at_model_threshold"] == 1.0  # the calibrated thresholds get them all
+    assert out.err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_short_only_speech_is_scored_but_never_accepted(tmp_path, clip_root, demo, capsys):
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=True))
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                     capsys)
+    r = json.loads(out.out)
+    assert r["files_short_speech_only"] == 1 and r["files_without_speech"] == 1
+    assert r["trials_without_speech"] == 1  # the blip got an embedding and a finite score
+    assert r["accuracy_at_model_threshold"] == pytest.approx(12 / 13)  # the blip is rejected
+
+
+def test_eval_text_report_and_plot(tmp_path, clip_root, demo, capsys):
+    pytest.importorskip("matplotlib")
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo))
+    png = tmp_path / "det.png"
+    code, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root),
+                         "--plot", str(png)], capsys)
+    assert code == 0
+    assert "EER" in out.out and "minDCF" in out.out and "no speech" in out.out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_errors_are_one_line(tmp_path, clip_root):
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac nothere.flac\n")
+    proc = __import__("subprocess").run(
+        [__import__("sys").executable, "-m", "rtverify.evaluation", "eval", "--trials",
+         str(trials), "--root", str(clip_root)], capture_output=True, text=True,
+        cwd=str(DEMO.parent.parent), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert f"{trials}:2: nothere.flac: no such file under" in proc.stderr
