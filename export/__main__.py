@@ -14,10 +14,7 @@ from pathlib import Path
 from rtverify.config import FeatureConfig, WindowConfig
 from rtverify.encoder import MODELS_DIR
 
-from .onnx_export import ParityError, write_model
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_AUDIO = sorted((REPO / "rtverify" / "demo").glob("*.flac"))
+from .onnx_export import DEFAULT_PARITY_AUDIO, ParityError, write_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--checkpoint", type=Path, help="a training checkpoint (training/train.py)")
     ap.add_argument("--name", default="default", help="model file stem (default: %(default)s)")
     ap.add_argument("--out", type=Path, default=MODELS_DIR, help="directory (default: the package's)")
-    ap.add_argument("--audio", type=Path, nargs="+", default=DEFAULT_AUDIO,
+    ap.add_argument("--audio", type=Path, nargs="+", default=DEFAULT_PARITY_AUDIO,
                     help="real recordings to check torch against onnxruntime on")
     ap.add_argument("--decision", type=Path,
                     help="JSON with the calibrated decision block (threshold, "

@@ -21,6 +21,9 @@ from rtverify.sources import FileSource
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
 """Largest allowed absolute difference between torch and onnxruntime embeddings."""
+DEFAULT_PARITY_AUDIO = sorted((Path(__file__).resolve().parent.parent / "rtverify" / "demo")
+                              .glob("*.flac"))
+"""Real recordings the export is checked on (the bundled demo audio)."""
 
 
 class ParityError(RuntimeError):

@@ -14,7 +14,7 @@ import os
 import sys
 import traceback
 
-from . import __version__
+from . import __version__, eval_cli
 from .commands import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cmd_demo, cmd_devices,
                        cmd_enroll, cmd_listen, cmd_verify, cmd_voices)
 from .errors import RtverifyError
@@ -199,24 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model(p)
     p.set_defaults(func=cmd_demo)
 
-    _register_eval(sub)
+    eval_cli.register_cli(sub)
     return parser
-
-
-def _register_eval(sub) -> None:
-    """``eval`` comes from :mod:`rtverify.evaluation` when that module is present."""
-    import importlib
-
-    try:
-        evaluation = importlib.import_module(f"{__package__}.evaluation")
-    except ModuleNotFoundError as err:
-        if err.name != f"{__package__}.evaluation":
-            raise
-        return
-    evaluation.register_cli(sub)
-    parser = sub.choices.get("eval")
-    if parser is not None and parser.get_default("func") is None:
-        parser.set_defaults(func=evaluation.cmd_eval)
 
 
 # -- entry point ----------------------------------------------------------------------------------

@@ -320,30 +320,6 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
 # command line
 # ------------------------------------------------------------------------------------------
 
-def register_cli(subparsers) -> argparse.ArgumentParser:
-    """Add the ``eval`` subcommand to an argparse sub-parser collection."""
-    p = subparsers.add_parser(
-        "eval", help="EER, minDCF and accuracy on a trials list",
-        description="Embed every file of a trials list through the live pipeline (VAD, "
-                    "features, windows) and report EER, minDCF (p_target 0.01) and accuracy.",
-        epilog="example: rtverify eval --trials ../shared/data/trials/arabic-test-1s.txt "
-               "--root ../shared/data --json")
-    p.add_argument("--trials", required=True, type=Path,
-                   help="lines 'label path_a path_b' (1 = same speaker)")
-    p.add_argument("--root", required=True, type=Path, help="directory the paths are relative to")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.add_argument("--plot", type=Path, metavar="DET.png", help="draw a DET curve (matplotlib)")
-    p.add_argument("--model", type=Path, help="an .onnx encoder with its sidecar "
-                                              "(default: the shipped model)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default: 1)")
-    p.add_argument("--cache", type=Path, metavar="DIR",
-                   help="keep embeddings here between runs (keyed by model and settings)")
-    p.add_argument("--no-norm", action="store_true",
-                   help="plain cosine scores even if the model ships score normalisation")
-    p.set_defaults(func=cmd_eval)
-    return p
-
-
 def format_report(r: dict) -> str:
     rows = [
         ("trials", f"{r['trials']} ({r['target_trials']} same, {r['nontarget_trials']} "
@@ -364,7 +340,8 @@ def format_report(r: dict) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Run ``eval``; returns the exit code (0). Problems raise :class:`RtverifyError`."""
+    """Run ``rtverify eval`` (arguments from :mod:`rtverify.eval_cli`); returns the exit code
+    (0). Problems raise :class:`RtverifyError`."""
     from .encoder import EncoderSession
     from .scoring import Scorer
 
@@ -384,19 +361,3 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         print(format_report(r))
     return 0
-
-
-def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m rtverify.evaluation`` (the same as ``rtverify eval``)."""
-    ap = argparse.ArgumentParser(prog="rtverify")
-    register_cli(ap.add_subparsers(dest="command", required=True))
-    args = ap.parse_args(list(argv) if argv is not None else None)
-    try:
-        return args.func(args)
-    except RtverifyError as err:
-        print(f"rtverify: error: {err}", file=sys.stderr)
-        return err.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

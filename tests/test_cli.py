@@ -7,7 +7,7 @@ import stat
 import subprocess
 import sys
 import time
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +72,8 @@ def clips(tmp_path_factory, demo):
         sf.write(paths[key], cut, SR, subtype="PCM_16")
     paths["silence"] = d / "silence.wav"
     sf.write(paths["silence"], np.zeros(SR * 3, dtype=np.float32), SR)
+    paths["short"] = d / "short.wav"  # about a second of speech: less than enrolment needs
+    sf.write(paths["short"], read16k(ENROLL[0])[: int(1.6 * SR)], SR)
     return paths
 
 
@@ -108,18 +110,9 @@ def test_importing_the_cli_loads_nothing_heavy():
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
-def test_eval_subcommand_comes_from_the_evaluation_module(monkeypatch, capsys):
-    calls = []
-
-    def register_cli(sub):
-        p = sub.add_parser("eval", help="accuracy on a trial list")
-        p.add_argument("--trials")
-
-    fake = types.ModuleType("rtverify.evaluation")
-    fake.register_cli = register_cli
-    fake.cmd_eval = lambda args: calls.append(args.trials) or 0
-    monkeypatch.setitem(sys.modules, "rtverify.evaluation", fake)
-    assert cli.main(["eval", "--trials", "t.txt"]) == 0 and calls == ["t.txt"]
+def test_eval_subcommand_is_registered():
+    proc = rtv("eval", "--help", store=Path("/nonexistent-store"))
+    assert proc.returncode == 0 and "--trials" in out(proc) and "--root" in out(proc)
     assert "eval" in cli.build_parser().format_help()
 
 
@@ -189,7 +182,7 @@ def test_force_semantics(tmp_path, clips):
 
 def test_failed_enrolment_writes_nothing(tmp_path, clips):
     root = tmp_path / "s"
-    for args, code in ((["--input", clips["silence"]], 3), (["--input", ENROLL[0]], 3),
+    for args, code in ((["--input", clips["silence"]], 3), (["--input", clips["short"]], 3),
                        (["--input", ENROLL[0], clips["stranger"]], 2),
                        (["--input", tmp_path / "nope.wav"], 2)):
         proc = rtv("enroll", "--name", "carol", *args, store=root)
@@ -209,7 +202,9 @@ def test_name_traversal_is_refused(tmp_path, name):
 
 def test_live_enrolment_from_a_raw_stream(tmp_path):
     sil = np.zeros(SR, dtype=np.float32)
-    x = np.concatenate([sil, read16k(ENROLL[0]), sil, read16k(ENROLL[1]), sil])
+    first = read16k(ENROLL[0])
+    blip = first[int(0.9 * SR):int(1.6 * SR)]  # a take with well under a second of speech
+    x = np.concatenate([sil, blip, sil, first, sil, read16k(ENROLL[1]), sil])
     pcm = (x * 32767).astype("<i2").tobytes()
     root = tmp_path / "s"
     proc = rtv("enroll", "--name", "dave", "--input", "-", "--takes", "2", "--min-speech", "3",
@@ -232,8 +227,8 @@ def test_voices_list_and_remove(tmp_path):
     lines = out(proc).splitlines()
     assert proc.returncode == 0 and str(root) in lines[0]
     assert [ln.split()[0] for ln in lines[2:]] == ["alice", "bob"]
-    assert "default-" in lines[2] and "4.0s" in lines[2]
     listed = json_lines(rtv("voices", "--json", store=root))
+    assert "default-" in lines[2] and f"{listed[0]['speech_s']:.1f}s" in lines[2]
     assert [v["name"] for v in listed] == ["alice", "bob"] and all(v["usable"] for v in listed)
     proc = rtv("voices", "remove", "alice", store=root)
     assert proc.returncode == 0 and "removed 'alice'" in out(proc)

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from rtverify import eval_cli
 from rtverify import evaluation as ev
 from rtverify.errors import InputError
 
@@ -229,7 +230,7 @@ def trials_text(demo, blip=True):
 
 def run_cli(argv, capsys):
     ap = argparse.ArgumentParser()
-    ev.register_cli(ap.add_subparsers(dest="command"))
+    eval_cli.register_cli(ap.add_subparsers(dest="command"))
     args = ap.parse_args(argv)
     code = args.func(args)
     return code, capsys.readouterr()
@@ -280,7 +281,7 @@ def test_eval_errors_are_one_line(tmp_path, clip_root):
     trials = tmp_path / "t.txt"
     trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac nothere.flac\n")
     proc = __import__("subprocess").run(
-        [__import__("sys").executable, "-m", "rtverify.evaluation", "eval", "--trials",
+        [__import__("sys").executable, "-m", "rtverify", "eval", "--trials",
          str(trials), "--root", str(clip_root)], capture_output=True, text=True,
         cwd=str(DEMO.parent.parent), timeout=60)
     assert proc.returncode == 2

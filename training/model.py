@@ -11,6 +11,9 @@ plain front-end rows:
   mean mel power is 9.95 times the waveform's mean square (Hann window, Slaney-normalised
   filters), so the default target matches Resemblyzer's "normalise to -30 dBFS, increase only".
 * ``"log"``: ``log(mel + 1e-6)``, for models trained from scratch.
+* ``"logcmn"``: ``log(mel + 1e-6)`` with each band's mean over the window's non-silent rows
+  subtracted (cepstral-style mean normalisation, which removes the channel's fixed colouring);
+  all-zero rows (the padding of a short segment) stay zero.
 * ``"none"``: rows as they are (Resemblyzer's own setting, where the waveform was normalised
   before the front-end).
 """
@@ -42,9 +45,16 @@ class EncoderConfig:
     relu: bool = True
     """ReLU after the projection (as the GE2E encoder of Resemblyzer)."""
     input_transform: str = "level"
-    """``"level"`` (increase-only level normalisation of mel power), ``"log"`` or ``"none"``."""
+    """``"level"`` (increase-only level normalisation of mel power), ``"log"``, ``"logcmn"`` or
+    ``"none"``."""
     level_target: float = LEVEL_TARGET
     """Mean mel power a quieter window is raised to (``"level"`` only)."""
+    reverse_time: bool = False
+    """Read each window last row first. The runtime pads a segment shorter than a window with
+    zero rows at the end; an LSTM read forwards then ends on those zeros and, unless trained to
+    hold its state through them, forgets the speech (a freshly initialised one collapses every
+    short window onto one embedding). Read backwards, the padding comes first and the speech
+    last. Models trained from scratch use this; the pretrained encoder reads forwards."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,8 +65,8 @@ class SpeakerEncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
         super().__init__()
-        if cfg.input_transform not in ("level", "log", "none"):
-            raise ValueError("input_transform must be 'level', 'log' or 'none', got "
+        if cfg.input_transform not in ("level", "log", "logcmn", "none"):
+            raise ValueError("input_transform must be 'level', 'log', 'logcmn' or 'none', got "
                              f"{cfg.input_transform!r}")
         self.cfg = cfg
         self.lstm = nn.LSTM(cfg.n_mels, cfg.hidden, cfg.layers, batch_first=True)
@@ -67,6 +77,11 @@ class SpeakerEncoder(nn.Module):
             return torch.log(frames + 1e-6)
         if self.cfg.input_transform == "none":
             return frames
+        if self.cfg.input_transform == "logcmn":
+            active = (frames.sum(dim=2, keepdim=True) > 0).to(frames.dtype)  # (B, T, 1)
+            logs = torch.log(frames + 1e-6) * active
+            mean = logs.sum(dim=1, keepdim=True) / active.sum(dim=1, keepdim=True).clamp_min(1.0)
+            return (logs - mean) * active
         row_power = frames.mean(dim=2)  # (B, T)
         active = (row_power > 0).to(frames.dtype)  # zero rows are padding
         mean_power = (row_power * active).sum(dim=1) / active.sum(dim=1).clamp_min(1.0)
@@ -75,7 +90,10 @@ class SpeakerEncoder(nn.Module):
 
     def raw_embedding(self, frames: torch.Tensor) -> torch.Tensor:
         """Projection before normalisation, ``(batch, proj)``."""
-        _, (hidden, _) = self.lstm(self.transform(frames))
+        x = self.transform(frames)
+        if self.cfg.reverse_time:
+            x = torch.flip(x, dims=[1])
+        _, (hidden, _) = self.lstm(x)
         out = self.linear(hidden[-1])
         return torch.relu(out) if self.cfg.relu else out
 

@@ -1,0 +1,92 @@
+"""Training checkpoints: plain dicts of tensors and Python values, written atomically and read
+back with ``torch.load(weights_only=True)`` (no arbitrary pickled objects).
+
+A checkpoint holds ``format``, ``step``, ``objective``, ``config`` (the run's settings),
+``encoder`` (the :class:`~training.model.EncoderConfig`), ``model``, ``loss`` (the objective's
+own parameters, e.g. GE2E's scale), ``optimizer``, ``anchor`` (the initial weights, for the
+L2-SP penalty), ``rng`` (numpy, torch and Python generator states), ``history`` (metrics so far),
+``best`` (the best validation result) and ``data`` (what it was trained on).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .model import EncoderConfig, SpeakerEncoder
+
+FORMAT = "rtverify-train/1"
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state(),
+            "python": random.getstate()}
+
+
+def restore_rng(state: dict, rng: np.random.Generator) -> None:
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+
+
+def save(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    """Write ``ckpt`` to ``path`` atomically (a crash never leaves half a checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": FORMAT, **ckpt}, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{path}: not an rtverify training checkpoint "
+                         f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+    return ckpt
+
+
+def encoder_from(ckpt: dict[str, Any]) -> SpeakerEncoder:
+    model = SpeakerEncoder(EncoderConfig(**ckpt["encoder"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    return model.eval()
+
+
+def load_for_export(path: str | os.PathLike) -> tuple[SpeakerEncoder, dict]:
+    """The encoder of a checkpoint and what its sidecar should record about it."""
+    from rtverify.config import FeatureConfig
+
+    ckpt = load(path)
+    model = encoder_from(ckpt)
+    cfg = ckpt["config"]
+    training = {
+        "objective": ckpt["objective"],
+        "init": cfg.get("init"),
+        "data": ckpt["data"]["specs"],
+        "speakers": ckpt["data"]["speakers"],
+        "utterances": ckpt["data"]["utterances"],
+        "steps": ckpt["step"],
+        "seed": cfg.get("seed"),
+        "selected_on": ckpt["data"].get("val"),
+        "validation": ckpt.get("best"),
+        "checkpoint": Path(path).name,
+        "settings": {k: cfg[k] for k in ("lr", "augment", "p_concat", "distill", "l2sp",
+                                         "freeze_layers", "speakers_per_batch",
+                                         "utterances_per_speaker", "pairs_per_batch")
+                     if k in cfg},
+    }
+    extra: dict[str, Any] = {"training": training, "encoder": model.cfg.to_dict(),
+                             "features": ckpt.get("features", FeatureConfig().to_dict())}
+    if cfg.get("init") == "resemblyzer":
+        from .transfer import ATTRIBUTION
+
+        extra["attribution"] = ATTRIBUTION
+    return model, extra
