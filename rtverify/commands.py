@@ -114,8 +114,8 @@ def cmd_enroll(args) -> int:
                 with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
             else:
-                enrol = enroll_live(session, source, settings, _LineView(source.name, *need),
-                                    min_speech_s=need[1])
+                view = _LineView(source.name, *need, wait_for_audio=bool(files))
+                enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -131,12 +131,16 @@ def cmd_enroll(args) -> int:
 
 
 class _LineView:
-    """Live enrolment feedback as plain lines on stderr (no terminal). The first line comes
-    with the first audio, so an input that fails at once leaves only its one-line error."""
+    """Live enrolment feedback as plain lines on stderr (no terminal). From a microphone the
+    first line says at once that it is recording; from a stream it comes with the first audio,
+    so a stream that fails at once leaves only its one-line error."""
 
-    def __init__(self, source_name: str, need_takes: int, need_speech_s: float) -> None:
+    def __init__(self, source_name: str, need_takes: int, need_speech_s: float,
+                 wait_for_audio: bool = False) -> None:
         self._header: str | None = (f"recording from {source_name}: {need_takes} takes and "
                                     f"{need_speech_s:g} s of speech needed")
+        if not wait_for_audio:
+            self._start()
 
     def _start(self) -> None:
         if self._header is not None:

@@ -300,11 +300,14 @@ class MicrophoneSource(_ResamplingSource):
     :param block_ms: audio per callback (milliseconds).
     :param queue_s: audio the queue can hold before blocks are dropped (seconds).
     :param stall_s: no audio for this long means the device is gone (seconds).
+    :param first_audio_s: the same before the first block (seconds): some devices (PulseAudio
+        through ALSA) take a few seconds to start delivering.
     :param start_s: stream time of the first sample (seconds), to continue after a reopen.
     """
 
     def __init__(self, device: int | str | None = None, *, block_ms: float = 30.0,
-                 queue_s: float = 5.0, stall_s: float = 2.0, start_s: float = 0.0) -> None:
+                 queue_s: float = 5.0, stall_s: float = 2.0, first_audio_s: float = 6.0,
+                 start_s: float = 0.0) -> None:
         sd = _sounddevice()
         if isinstance(device, str) and device.strip().isdigit():
             device = int(device)
@@ -329,6 +332,7 @@ class MicrophoneSource(_ResamplingSource):
         self._n_out = int(round(start_s * SAMPLE_RATE_HZ))
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, int(queue_s * 1000 / block_ms)))
         self._stall_s = stall_s
+        self._first_audio_s = first_audio_s
         self._dropped_frames = 0  # input frames the callback could not queue since the last
         self._overflow_logged_at = -OVERFLOW_LOG_S
         self._closed = threading.Event()
@@ -369,6 +373,7 @@ class MicrophoneSource(_ResamplingSource):
 
     def __iter__(self) -> Iterator[Chunk]:
         waited = 0.0
+        limit = self._first_audio_s
         while not self._closed.is_set():
             try:
                 dropped, block = self._queue.get(timeout=0.1)
@@ -376,10 +381,12 @@ class MicrophoneSource(_ResamplingSource):
                 waited += 0.1
                 if self._closed.is_set():
                     break
-                if not self._stream.active or waited >= self._stall_s:
-                    raise DeviceError(f"{self.name}: stopped delivering audio")
+                if not self._stream.active or waited >= limit:
+                    raise DeviceError(f"{self.name}: stopped delivering audio" if
+                                      limit == self._stall_s else f"{self.name}: delivered no "
+                                      f"audio in its first {limit:g} s")
                 continue
-            waited = 0.0
+            waited, limit = 0.0, self._stall_s
             if dropped:
                 yield from self._catch_up(dropped)
             rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64)))) if block.size else 0.0

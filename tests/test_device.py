@@ -223,8 +223,8 @@ def test_listen_survives_the_microphone_going_away_and_coming_back(pulse, tmp_pa
         subprocess.run(["pactl", "load-module", "module-null-sink", "sink_name=vmic"], env=env,
                        check=True, timeout=10, capture_output=True)
         restored = until("input_restored", 30)  # its monitor is the only source: the default
-        # The first stream opened on the new sink often delivers nothing (ALSA pulse plugin);
-        # listen notices after 2 s and opens it again, so keep playing until a decision comes.
+        # A stream opened through the ALSA pulse plugin may take seconds to deliver its first
+        # audio (or, on a sink just created, be reopened once), so keep playing until a decision.
         deadline = time.monotonic() + 60
         while True:
             play(env, "enroll_2.flac")

@@ -263,3 +263,18 @@ def test_listen_gives_up_after_retries_with_a_summary(tmp_path, voices, lines):
     err = proc.stderr.strip().splitlines()
     assert err[-1].startswith("rtverify: error: fake mic") and "cannot open" in err[-1]
     assert sum("reopening it in" in line for line in err) == 2
+
+
+def test_a_silent_device_is_given_longer_to_start_than_to_keep_going(fake_sd):
+    fake_sd.speed = 1.0
+    fake_sd.script[:] = [{"audio": np.zeros(0, np.float32), "then": "hang"},
+                         {"audio": np.zeros(SR // 2, np.float32), "then": "hang"}]
+    t0 = time.monotonic()
+    with pytest.raises(DeviceError, match="delivered no audio in its first 1 s"):
+        list(MicrophoneSource(None, first_audio_s=1.0, stall_s=0.3))
+    assert 0.9 < time.monotonic() - t0 < 3.0
+    source = MicrophoneSource(None, first_audio_s=1.0, stall_s=0.3)
+    with pytest.raises(DeviceError, match="stopped delivering audio"):
+        for _ in source:
+            pass
+    assert source.position_s == pytest.approx(0.5, abs=0.05)
