@@ -28,6 +28,26 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 
 
+THREADS_ENV = "RTVERIFY_THREADS"
+"""Environment variable with the default number of onnxruntime intra-op threads."""
+MAX_THREADS = 64
+
+
+def default_threads() -> int:
+    """onnxruntime intra-op threads when a session is not told: ``$RTVERIFY_THREADS`` or 1.
+
+    Read when a session is created, never at import; nothing in rtverify sets thread variables
+    (``OMP_NUM_THREADS``/``OPENBLAS_NUM_THREADS`` are left to the user: numpy's only matrix
+    product here, the mel filterbank, is too small to use a second thread).
+    """
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return 1
+    if not value.isdigit() or not 1 <= int(value) <= MAX_THREADS:
+        raise ModelError(f"{THREADS_ENV}={value!r}: must be a whole number from 1 to {MAX_THREADS}")
+    return int(value)
+
+
 def sidecar_path(model_path: str | os.PathLike) -> Path:
     """``model.onnx`` -> ``model.json``."""
     return Path(model_path).with_suffix(".json")
@@ -85,20 +105,25 @@ class EncoderSession:
 
     :param model_path: the ``.onnx`` file; its sidecar is the ``.json`` beside it. ``None`` means
         the shipped default model.
-    :param threads: onnxruntime intra-op threads. One is the default: a single window at batch 1
-        gains little from more, and the other core stays free for audio capture and the console.
+    :param threads: onnxruntime intra-op threads; ``None`` means :func:`default_threads` (1
+        unless ``$RTVERIFY_THREADS`` says otherwise). One is the default: a live window at batch 1
+        gains little from a second thread, and the other core stays free for audio capture, the
+        console and whatever else the machine runs (see the README's benchmark section).
     """
 
-    def __init__(self, model_path: str | os.PathLike | None = None, *, threads: int = 1) -> None:
+    def __init__(self, model_path: str | os.PathLike | None = None, *,
+                 threads: int | None = None) -> None:
         import onnxruntime as ort
 
+        threads = default_threads() if threads is None else threads
         path = Path(model_path) if model_path is not None else DEFAULT_MODEL
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         self.path = path
         self.info = load_model_info(path)
         opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
+        self.threads = max(1, int(threads))
+        opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -241,6 +266,11 @@ class SegmentEmbedder:
             self._rows = self._rows[keep_from - self._rows_start:]
             self._rows_start = keep_from
         return updated
+
+    @property
+    def rows_needed(self) -> int:
+        """Rows still to come before the next full window is complete (count)."""
+        return max(0, self._next_start + self._w - self.n_rows)
 
     def current(self) -> np.ndarray | None:
         """Unit embedding of the windows embedded so far, or None."""

@@ -21,6 +21,12 @@ from .config import FeatureConfig
 
 _DEFAULT = FeatureConfig()
 
+_PRODUCT_ROWS = 24
+"""Rows per filterbank product. OpenBLAS runs a matrix product on one thread only while
+rows x n_mels x bins stays under 262144 (24 x 40 x 201 does); a larger one wakes its other threads
+(one per core unless OPENBLAS_NUM_THREADS says otherwise), which for products this small costs
+several times the arithmetic. Each row's value does not depend on how rows are grouped."""
+
 
 def _hz_to_mel(hz: np.ndarray, scale: str) -> np.ndarray:
     hz = np.asarray(hz, dtype=np.float64)
@@ -86,7 +92,13 @@ def _frames_to_rows(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
         spectrum = spectrum * spectrum
     elif cfg.power != 1.0:
         spectrum = spectrum ** cfg.power
-    rows = spectrum @ mel_filterbank(cfg).T
+    mel_t = mel_filterbank(cfg).T
+    if len(spectrum) <= _PRODUCT_ROWS:
+        rows = spectrum @ mel_t
+    else:
+        rows = np.empty((len(spectrum), cfg.n_mels))
+        for a in range(0, len(spectrum), _PRODUCT_ROWS):
+            np.matmul(spectrum[a:a + _PRODUCT_ROWS], mel_t, out=rows[a:a + _PRODUCT_ROWS])
     if cfg.log:
         rows = np.log(rows + cfg.log_floor)
     return rows.astype(np.float32)
@@ -146,6 +158,11 @@ class StreamingFeatures:
         self._pending = buf[n * hop:].copy()
         self.n_rows += n
         return _frames_to_rows(frames.reshape(n, n_fft), self.cfg)
+
+    def ready_rows(self, n_more: int) -> int:
+        """How many rows a :meth:`push` of ``n_more`` further samples would return (count)."""
+        n = len(self._pending) + n_more
+        return 0 if n < self.cfg.n_fft else 1 + (n - self.cfg.n_fft) // self.cfg.hop_length
 
     def push(self, samples: np.ndarray) -> np.ndarray:
         """Add samples; return the newly complete rows, float32 ``(k, n_mels)`` (k may be 0)."""

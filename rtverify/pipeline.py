@@ -157,6 +157,8 @@ class Verifier:
         self.embedder.reset()
         self._frame_len = self.segmenter.frame_samples
         self._pending = np.zeros(0, dtype=np.float32)
+        self._unfed: list[np.ndarray] = []  # segment audio not yet turned into rows
+        self._unfed_n = 0
         self._n0: int | None = None  # stream sample index of _pending[0]
         self._seg_start = 0.0
         self._next_status = 0.0
@@ -170,11 +172,26 @@ class Verifier:
             self.scorer = Scorer.for_model(self.session)
         return self.scorer.scores(embedding, self.voiceprints)
 
+    def _take_unfed(self) -> np.ndarray:
+        """The segment audio not yet turned into rows, as one array (and forget it)."""
+        unfed = self._unfed
+        self._unfed, self._unfed_n = [], 0
+        return unfed[0] if len(unfed) == 1 else np.concatenate(unfed)
+
     def _feed(self, pieces: list[np.ndarray], events: list[Event], t_s: float) -> None:
-        if not pieces:
+        """Queue segment audio; turn it into rows once they complete the next window.
+
+        Rows are only needed when a window can be embedded, so the spectrogram is computed then
+        (a hop's worth of rows at once, not a chunk's) and at the segment's end: the same rows
+        and the same windows at the same moments, for far fewer calls.
+        """
+        if pieces:
+            self._unfed.extend(pieces)
+            self._unfed_n += sum(len(p) for p in pieces)
+            pieces.clear()
+        if not self._unfed or self.features.ready_rows(self._unfed_n) < self.embedder.rows_needed:
             return
-        rows = self.features.push(pieces[0] if len(pieces) == 1 else np.concatenate(pieces))
-        pieces.clear()
+        rows = self.features.push(self._take_unfed())
         if self.embedder.push_rows(rows) and self.provisional:
             emb = self.embedder.current()
             scores = self._scores(emb)
@@ -184,6 +201,8 @@ class Verifier:
 
     def _end(self, end: SegmentEnd, events: list[Event]) -> None:
         t = time.perf_counter()
+        if self._unfed:
+            self.embedder.push_rows(self.features.push(self._take_unfed()))
         self.embedder.push_rows(self.features.flush())
         if end.dropped:
             self.embedder.reset()
@@ -208,6 +227,7 @@ class Verifier:
                 pieces.append(ev.samples)
             elif isinstance(ev, SegmentStart):
                 self._feed(pieces, events, t_s)
+                self._unfed, self._unfed_n = [], 0
                 self.features.reset()
                 self.embedder.reset()
                 self._seg_start = ev.start_s
@@ -230,16 +250,20 @@ class Verifier:
         n = len(buf) // self._frame_len
         pieces: list[np.ndarray] = []
         t = self._n0 / SAMPLE_RATE_HZ
-        for i in range(n):
-            frame = buf[i * self._frame_len:(i + 1) * self._frame_len]
-            t = (self._n0 + i * self._frame_len) / SAMPLE_RATE_HZ
-            self._handle(self.segmenter.push(frame, t), events, pieces, t)
-            if self.status_every_s and t >= self._next_status:
-                self._next_status = t + self.status_every_s
-                power = float(np.dot(frame, frame)) / len(frame)
-                events.append(Status(round(t, 3), 10 * np.log10(power + 1e-12),
-                                     self.segmenter.noise_floor_dbfs, self.segmenter.in_speech,
-                                     self.overflows))
+        if n:
+            starts = [(self._n0 + i * self._frame_len) / SAMPLE_RATE_HZ for i in range(n)]
+            frames = buf[:n * self._frame_len].reshape(n, self._frame_len)
+            for i, seg_events in enumerate(self.segmenter.push_frames(frames, starts)):
+                t = starts[i]
+                if seg_events:
+                    self._handle(seg_events, events, pieces, t)
+                if self.status_every_s and t >= self._next_status:
+                    self._next_status = t + self.status_every_s
+                    frame = frames[i]
+                    power = float(np.dot(frame, frame)) / len(frame)
+                    events.append(Status(round(t, 3), 10 * np.log10(power + 1e-12),
+                                         self.segmenter.noise_floor_dbfs, self.segmenter.in_speech,
+                                         self.overflows))
         self._feed(pieces, events, t)
         self._pending = buf[n * self._frame_len:].copy()
         self._n0 += n * self._frame_len
@@ -254,6 +278,7 @@ class Verifier:
                                 ev.level_dbfs, ev.dropped)
             self._handle([ev], events, pieces, ev.end_s if isinstance(ev, SegmentEnd) else 0.0)
         self._pending = np.zeros(0, dtype=np.float32)
+        self._unfed, self._unfed_n = [], 0
         self.features.reset()
         self.embedder.reset()
         return events

@@ -15,8 +15,11 @@ whether speech resumes, so a segment's audio never carries its trailing pause.
 
 from __future__ import annotations
 
+import bisect
 import collections
+import math
 from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -57,13 +60,48 @@ class SegmentEnd:
     """Less voiced audio than ``min_speech_ms``: a noise burst, not an utterance."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Frame:
     samples: np.ndarray
     start_s: float
     voiced: bool
     level_db: float
     n_clipped: int
+
+
+class _FloorTracker:
+    """The last ``maxlen`` frame levels, kept sorted as well, so that their quantile costs an
+    index instead of a sort. :meth:`quantile` equals ``np.quantile(levels, q)`` (numpy's default
+    ``linear`` method) exactly, to the last bit."""
+
+    def __init__(self, prior: list[float], maxlen: int) -> None:
+        self._fifo: collections.deque[float] = collections.deque(maxlen=maxlen)
+        self._sorted: list[float] = []
+        for level in prior:
+            self.add(level)
+
+    def __len__(self) -> int:
+        return len(self._fifo)
+
+    def add(self, level: float) -> None:
+        if len(self._fifo) == self._fifo.maxlen:
+            del self._sorted[bisect.bisect_left(self._sorted, self._fifo[0])]
+        self._fifo.append(level)
+        bisect.insort(self._sorted, level)
+
+    def quantile(self, q: float) -> float:
+        # numpy's "linear" method: virtual index (n - 1) * q, then numpy's _lerp, whose two
+        # branches (by gamma < 0.5 or not) round differently; same IEEE operations here.
+        values = self._sorted
+        n = len(values)
+        virtual = (n - 1) * q
+        lo = math.floor(virtual)
+        if virtual >= n - 1:
+            return float(values[-1])
+        a, b = values[lo], values[lo + 1]
+        gamma = virtual - lo
+        diff = b - a
+        return float(b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma)
 
 
 class Segmenter:
@@ -98,8 +136,8 @@ class Segmenter:
         """Forget everything: the next frame starts a new stream."""
         self._ring: collections.deque[_Frame] = collections.deque(
             maxlen=self._start_window + self._pre_roll)
-        self._levels: collections.deque[float] = collections.deque(
-            [self.cfg.floor_prior_dbfs] * self.cfg.floor_prior_frames, maxlen=self._floor_len)
+        self._levels = _FloorTracker([self.cfg.floor_prior_dbfs] * self.cfg.floor_prior_frames,
+                                     self._floor_len)
         self._floor_db = self.cfg.floor_prior_dbfs
         self._since_floor = 0
         self._in_speech = False
@@ -123,25 +161,37 @@ class Segmenter:
         return self._floor_db
 
     # -- frame classification -------------------------------------------------------------
-    def _classify(self, samples: np.ndarray, start_s: float) -> _Frame:
-        centred = samples - samples.mean() if self.cfg.level_without_dc else samples
-        power = float(np.dot(centred, centred)) / len(samples)
-        level_db = 10.0 * np.log10(power + 1e-12)
-        self._levels.append(level_db)
-        self._since_floor += 1
-        if self._since_floor >= 5:  # a quantile every 150 ms is plenty for a floor
-            self._floor_db = float(np.quantile(np.fromiter(self._levels, float),
-                                               self.cfg.floor_quantile))
-            self._since_floor = 0
-        voiced = False
-        if level_db >= self.cfg.gate_min_dbfs and level_db >= self._floor_db + self.cfg.gate_margin_db:
-            pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
-            voiced = self._vad.is_speech(pcm, self.sample_rate_hz)
-        n_clipped = int(np.count_nonzero(np.abs(samples) >= self.cfg.clip_level))
-        return _Frame(samples, start_s, voiced, level_db, n_clipped)
+    def _classify(self, frames: np.ndarray, starts: Sequence[float]) -> Iterator[_Frame]:
+        """Classify consecutive frames, float ``(n, frame_samples)``, lazily and in order.
+
+        The per-sample work (levels, int16 conversion for webrtcvad, clipping counts) is done for
+        the whole block at once; the noise floor, whose history each frame extends, and the
+        webrtcvad call stay per frame, done when the frame is taken from the iterator.
+        """
+        cfg = self.cfg
+        n_samples = frames.shape[1]
+        # np.dot per frame (not one vectorised sum): the same float32 accumulation as a frame
+        # pushed alone, so levels do not depend on how frames are grouped.
+        centred = frames - frames.mean(axis=1, keepdims=True) if cfg.level_without_dc else frames
+        power = np.array([float(np.dot(f, f)) for f in centred]) / n_samples
+        levels = 10.0 * np.log10(power + 1e-12)
+        loud = levels >= cfg.gate_min_dbfs
+        pcm = (np.clip(frames, -1.0, 1.0) * 32767.0).astype(np.int16) if loud.any() else None
+        n_clipped = (np.abs(frames) >= cfg.clip_level).sum(axis=1).tolist()
+        for i, start_s in enumerate(starts):
+            level_db = levels[i]
+            self._levels.add(float(level_db))
+            self._since_floor += 1
+            if self._since_floor >= 5:  # a quantile every 150 ms is plenty for a floor
+                self._floor_db = self._levels.quantile(cfg.floor_quantile)
+                self._since_floor = 0
+            voiced = False
+            if loud[i] and level_db >= self._floor_db + cfg.gate_margin_db:
+                voiced = self._vad.is_speech(pcm[i].tobytes(), self.sample_rate_hz)
+            yield _Frame(frames[i], start_s, voiced, level_db, n_clipped[i])
 
     # -- segment bookkeeping --------------------------------------------------------------
-    def _take(self, frames: list[_Frame], events: list) -> None:
+    def _take(self, frames: Sequence[_Frame], events: list) -> None:
         """Append frames to the open segment."""
         if not frames:
             return
@@ -186,7 +236,23 @@ class Segmenter:
         if len(samples) != self.frame_samples:
             raise ValueError(f"Segmenter.push takes frames of {self.frame_samples} samples, "
                              f"got {len(samples)}")
-        frame = self._classify(samples, start_s)
+        return self._step(next(self._classify(np.asarray(samples)[None], (start_s,))))
+
+    def push_frames(self, frames: np.ndarray, starts: Sequence[float]) -> Iterator[list]:
+        """Process consecutive frames at once: the same events as :meth:`push` on each in turn.
+
+        :param frames: float array ``(n, frame_samples)``.
+        :param starts: stream time of each frame's first sample (seconds), ``n`` of them.
+        :return: an iterator of each frame's event list, in order; the segmenter's state
+            (:attr:`in_speech`, :attr:`noise_floor_dbfs`) is that after the frame just yielded.
+        """
+        if frames.ndim != 2 or frames.shape[1] != self.frame_samples or len(starts) != len(frames):
+            raise ValueError(f"Segmenter.push_frames takes (n, {self.frame_samples}) frames and n "
+                             f"start times, got {frames.shape} and {len(starts)}")
+        for frame in self._classify(frames, starts):
+            yield self._step(frame)
+
+    def _step(self, frame: _Frame) -> list:
         events: list = []
         if self._continue:  # the last segment hit max_segment_s mid-speech: go straight on
             self._continue = False
@@ -194,6 +260,11 @@ class Segmenter:
             return events
         if not self._in_speech:
             self._ring.append(frame)
+            # Speech starts when the last frames hold enough voiced ones. Only a voiced frame can
+            # raise that count: the ring holds no voiced frame the check has not already seen
+            # (it is cleared when a segment opens and refilled with unvoiced held frames only).
+            if not frame.voiced:
+                return events
             recent = list(self._ring)[-self._start_window:]
             if sum(f.voiced for f in recent) >= self._start_voiced:
                 ring = list(self._ring)
@@ -203,8 +274,12 @@ class Segmenter:
                 self._ring.clear()
             return events
         if frame.voiced:
-            self._take(self._held + [frame], events)
-            self._held = []
+            if self._held:
+                self._held.append(frame)
+                self._take(self._held, events)
+                self._held = []
+            else:
+                self._take((frame,), events)
         else:
             self._held.append(frame)
             if len(self._held) >= self._pause:

@@ -300,13 +300,13 @@ class MicrophoneSource(_ResamplingSource):
     :param block_ms: audio per callback (milliseconds).
     :param queue_s: audio the queue can hold before blocks are dropped (seconds).
     :param stall_s: no audio for this long means the device is gone (seconds).
-    :param first_audio_s: the same before the first block (seconds): some devices (PulseAudio
-        through ALSA) take a few seconds to start delivering.
+    :param start_timeout_s: how long the first block may take (seconds); PulseAudio's ALSA
+        plugin takes about 2 s to deliver it.
     :param start_s: stream time of the first sample (seconds), to continue after a reopen.
     """
 
     def __init__(self, device: int | str | None = None, *, block_ms: float = 30.0,
-                 queue_s: float = 5.0, stall_s: float = 2.0, first_audio_s: float = 6.0,
+                 queue_s: float = 5.0, stall_s: float = 3.0, start_timeout_s: float = 10.0,
                  start_s: float = 0.0) -> None:
         sd = _sounddevice()
         if isinstance(device, str) and device.strip().isdigit():
@@ -332,7 +332,7 @@ class MicrophoneSource(_ResamplingSource):
         self._n_out = int(round(start_s * SAMPLE_RATE_HZ))
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, int(queue_s * 1000 / block_ms)))
         self._stall_s = stall_s
-        self._first_audio_s = first_audio_s
+        self._start_timeout_s = start_timeout_s
         self._dropped_frames = 0  # input frames the callback could not queue since the last
         self._overflow_logged_at = -OVERFLOW_LOG_S
         self._closed = threading.Event()
@@ -372,21 +372,21 @@ class MicrophoneSource(_ResamplingSource):
                            "is too slow or too busy to keep up)", self.name, self.overflows)
 
     def __iter__(self) -> Iterator[Chunk]:
-        waited = 0.0
-        limit = self._first_audio_s
+        last = time.monotonic()
+        limit = self._start_timeout_s  # the first block may be slow to come
         while not self._closed.is_set():
             try:
                 dropped, block = self._queue.get(timeout=0.1)
             except queue.Empty:
-                waited += 0.1
                 if self._closed.is_set():
                     break
-                if not self._stream.active or waited >= limit:
-                    raise DeviceError(f"{self.name}: stopped delivering audio" if
-                                      limit == self._stall_s else f"{self.name}: delivered no "
-                                      f"audio in its first {limit:g} s")
+                if not self._stream.active:
+                    raise DeviceError(f"{self.name}: stopped delivering audio (stream ended)")
+                if time.monotonic() - last >= limit:
+                    raise DeviceError(f"{self.name}: delivered no audio for {limit:g} s")
                 continue
-            waited, limit = 0.0, self._stall_s
+            last = time.monotonic()
+            limit = self._stall_s
             if dropped:
                 yield from self._catch_up(dropped)
             rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64)))) if block.size else 0.0

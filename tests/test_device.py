@@ -247,7 +247,7 @@ def test_listen_survives_the_microphone_going_away_and_coming_back(pulse, tmp_pa
     stderr = listen.stderr.read()
     assert listen.returncode == 0, stderr
     assert first["speaker"] == "alice" and after["speaker"] == "alice"
-    assert "stopped delivering audio" in lost["error"]
+    assert "stopped delivering audio" in lost["error"] or "delivered no audio" in lost["error"]
     assert restored["t_s"] > lost["t_s"] and after["start_s"] >= restored["t_s"]
     outages = sum(e["event"] == "input_lost" and e["attempt"] == 0 for e in events)
     assert events[-1]["event"] == "summary" and events[-1]["input_lost"] == outages >= 1

@@ -270,11 +270,11 @@ def test_a_silent_device_is_given_longer_to_start_than_to_keep_going(fake_sd):
     fake_sd.script[:] = [{"audio": np.zeros(0, np.float32), "then": "hang"},
                          {"audio": np.zeros(SR // 2, np.float32), "then": "hang"}]
     t0 = time.monotonic()
-    with pytest.raises(DeviceError, match="delivered no audio in its first 1 s"):
-        list(MicrophoneSource(None, first_audio_s=1.0, stall_s=0.3))
+    with pytest.raises(DeviceError, match="delivered no audio for 1 s"):
+        list(MicrophoneSource(None, start_timeout_s=1.0, stall_s=0.3))
     assert 0.9 < time.monotonic() - t0 < 3.0
-    source = MicrophoneSource(None, first_audio_s=1.0, stall_s=0.3)
-    with pytest.raises(DeviceError, match="stopped delivering audio"):
+    source = MicrophoneSource(None, start_timeout_s=1.0, stall_s=0.3)
+    with pytest.raises(DeviceError, match="delivered no audio for 0.3 s"):
         for _ in source:
             pass
     assert source.position_s == pytest.approx(0.5, abs=0.05)

@@ -133,3 +133,45 @@ def test_full_scale_square_wave_is_flagged_or_ignored():
 def test_frame_size_is_checked():
     with pytest.raises(ValueError, match="480"):
         Segmenter().push(np.zeros(100, dtype=np.float32), 0.0)
+
+
+def test_floor_quantile_is_numpys_to_the_bit():
+    from rtverify.segmenter import _FloorTracker
+
+    rng = np.random.default_rng(5)
+    for maxlen in (10, 37, 100):
+        levels = list(rng.normal(-50, 12, 400)) + [-60.0] * 20 + list(rng.integers(-70, -20, 200) * 1.0)
+        tracker, window = _FloorTracker([-60.0, -60.0], maxlen), [-60.0, -60.0]
+        for level in levels:
+            tracker.add(float(level))
+            window = (window + [float(level)])[-maxlen:]
+            for q in (0.1, 0.25, 0.5, 0.9):
+                assert tracker.quantile(q) == float(np.quantile(window, q))
+
+
+def test_frames_in_blocks_give_the_same_events_and_state_as_one_by_one(speech):
+    x = np.concatenate([silence(1), speech[:3 * SR], noise(2, -50, 7), speech[3 * SR:]])
+    one, block = Segmenter(), Segmenter()
+    n = one.frame_samples
+    x = x[:len(x) // n * n].astype(np.float32)
+    frames = x.reshape(-1, n)
+    ev1, st1 = [], []
+    for i, f in enumerate(frames):
+        ev1.append(one.push(f, i * n / SR))
+        st1.append((one.in_speech, one.noise_floor_dbfs))
+    ev2, st2 = [], []
+    for a in range(0, len(frames), 17):  # blocks of 17 frames, the last one shorter
+        blk = frames[a:a + 17]
+        for ev in block.push_frames(blk, [(a + i) * n / SR for i in range(len(blk))]):
+            ev2.append(ev)
+            st2.append((block.in_speech, block.noise_floor_dbfs))
+    assert st1 == st2
+
+    def plain(evs):
+        return [[(type(e).__name__, e.samples.tolist() if isinstance(e, SegmentAudio) else e)
+                 for e in fr] for fr in evs]
+
+    from rtverify.segmenter import SegmentAudio
+
+    assert plain(ev1) == plain(ev2)
+    assert any(isinstance(e, SegmentEnd) for fr in ev1 for e in fr)

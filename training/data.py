@@ -28,6 +28,7 @@ import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from rtverify.config import SAMPLE_RATE_HZ, FeatureConfig, SegmenterConfig, WindowConfig
+from rtverify.encoder import short_view_inputs
 from rtverify.features import mel_spectrogram
 from rtverify.segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from rtverify.sources import FileSource
@@ -268,16 +269,18 @@ def augment(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig,
 
 # -- windows ------------------------------------------------------------------------------------
 def crop_window(rows: np.ndarray, rng: np.random.Generator | None, window_frames: int,
-                pad_short: bool = True) -> np.ndarray:
+                short_views: Sequence[str] = ("end",)) -> np.ndarray:
     """One window of ``window_frames`` rows: a random crop of a longer spectrogram (the start
-    if ``rng`` is None), or the whole of a shorter one zero-padded at the end (as the runtime)."""
+    if ``rng`` is None), or a shorter one presented as the runtime does (one of its
+    ``short_views``: padded at the end or start, reflected, or as is), at random if ``rng`` is
+    given, else the first view."""
     n = len(rows)
     if n >= window_frames:
         start = 0 if rng is None else int(rng.integers(n - window_frames + 1))
         return rows[start:start + window_frames]
-    if not pad_short:
-        return rows
-    return np.concatenate([rows, np.zeros((window_frames - n, rows.shape[1]), rows.dtype)])
+    views = list(short_views)
+    view = views[0] if rng is None else views[int(rng.integers(len(views)))]
+    return short_view_inputs(rows, window_frames, [view])[0].astype(rows.dtype, copy=False)
 
 
 def clip_window(clip: np.ndarray, rng: np.random.Generator, *, augment_cfg: AugmentConfig,
@@ -294,7 +297,7 @@ def clip_window(clip: np.ndarray, rng: np.random.Generator, *, augment_cfg: Augm
         start = int(rng.integers(len(clip) - need + 1))
         clip = clip[start:start + need]
     rows = mel_spectrogram(augment(clip, rng, augment_cfg, babble_pool), features)
-    return crop_window(rows, None, window.window_frames, window.pad_short)
+    return crop_window(rows, rng, window.window_frames, window.short_views)
 
 
 class _CapturingSession:
@@ -328,4 +331,4 @@ def runtime_windows(path: str | os.PathLike, features: FeatureConfig = FeatureCo
     if rec.n_windows:
         return np.stack(cap.windows)
     rows = mel_spectrogram(load_audio(path), features)
-    return crop_window(rows, None, window.window_frames, window.pad_short)[None]
+    return crop_window(rows, None, window.window_frames, window.short_views)[None]

@@ -1,0 +1,101 @@
+"""Model variants the speed levers are measured on, written under the git-ignored cache (never
+over ``rtverify/models``): each is an ``.onnx`` file with its sidecar, usable with ``--model``.
+
+- ``hopN``: the default weights, a window every N rows (80 or 160 against the shipped one).
+- ``int8``: LSTM layers 2 and 3 quantized to int8 with onnxruntime's dynamic quantization
+  (weights per output channel, activations quantized at run time); the first layer stays float
+  because its input, raw mel power, spans too wide a range for 8 bits (quantizing it ruins the
+  embeddings). New weights, so a new ``model_id``.
+- ``int8-hopN``: both.
+
+Only the sidecar changes for the hop; quantization needs the ``onnx`` package (the ``train``
+extra), never the runtime.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from rtverify.encoder import DEFAULT_MODEL, sidecar_path
+
+def default_variants(base: Path = DEFAULT_MODEL) -> list[str]:
+    """The shipped model, the other hop (80 <-> 160), int8, and int8 with the other hop."""
+    hop = json.loads(sidecar_path(base).read_text())["window"]["hop_frames"]
+    other = 80 if hop != 80 else 160
+    return ["default", f"hop{other}", "int8", f"int8-hop{other}"]
+
+
+def _parse(name: str) -> tuple[bool, int | None]:
+    """``int8``, ``hopN``, ``int8-hopN`` -> (quantized, hop or None for the model's own)."""
+    int8, hop = False, None
+    for part in name.split("-"):
+        if part == "int8" and not int8:
+            int8 = True
+        elif part.startswith("hop") and part[3:].isdigit() and hop is None and int(part[3:]) > 0:
+            hop = int(part[3:])
+        else:
+            raise ValueError(f"unknown variant {name!r}: use default, int8, hopN or int8-hopN")
+    return int8, hop
+
+
+FIRST_LSTM = "/lstm/LSTM"
+"""Node name of the first LSTM layer in the exported graph (kept in float)."""
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def quantize_int8(src: Path, dst: Path) -> dict:
+    """Write ``src`` with LSTM layers 2-3 quantized to ``dst``; returns what was done."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    lstms = [n.name for n in onnx.load(str(src)).graph.node if n.op_type == "LSTM"]
+    if FIRST_LSTM not in lstms:
+        raise ValueError(f"{src}: no node {FIRST_LSTM!r} (LSTM nodes: {lstms})")
+    logging.disable(logging.WARNING)  # its advice to run shape pre-processing: not needed here
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=[FIRST_LSTM], op_types_to_quantize=["LSTM"])
+    finally:
+        logging.disable(logging.NOTSET)
+    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+            "per_channel": True, "op_types": ["LSTM"], "excluded": [FIRST_LSTM],
+            "quantized": [n for n in lstms if n != FIRST_LSTM], "source_sha256": _sha(src)}
+
+
+def make_variant(name: str, out_dir: Path, base: Path = DEFAULT_MODEL) -> Path:
+    """The ``.onnx`` path of variant ``name`` of ``base`` (built in ``out_dir`` if missing or if
+    the base model changed)."""
+    if name == "default":
+        return base
+    int8, hop = _parse(name)
+    side = json.loads(sidecar_path(base).read_text())
+    # rebuilt when the weights or the sidecar change (a new hop, views or calibration)
+    key = hashlib.sha256(_sha(base).encode() + sidecar_path(base).read_bytes()).hexdigest()
+    out = out_dir / f"{base.stem}-{name}-{key[:12]}.onnx"
+    if out.is_file() and sidecar_path(out).is_file():
+        return out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    new = copy.deepcopy(side)
+    new["name"] = f"{side.get('name', base.stem)}-{name}"
+    if int8:
+        new["quantization"] = quantize_int8(base, out)
+        sha = _sha(out)
+        new["sha256"] = sha
+        new["model_id"] = f"{side.get('name', base.stem)}-int8-{sha[:12]}"
+    else:
+        shutil.copyfile(base, out)
+    if hop is not None:
+        if hop > new["window"]["window_frames"]:
+            raise ValueError(f"variant {name!r}: hop {hop} is longer than a window")
+        new["window"]["hop_frames"] = hop
+    new.pop("export_parity", None)  # measured on the base model only
+    sidecar_path(out).write_text(json.dumps(new, indent=2) + "\n")
+    return out
