@@ -4,7 +4,7 @@ goes away during ``listen`` and comes back (or not), and input overflows.
 A fake ``sounddevice`` module (``tests/fakes/sounddevice.py``) plays scripted audio through the
 real MicrophoneSource callback machinery: in-process here, or in a subprocess through
 ``PYTHONPATH`` for the command itself. The same loss and return with a real PulseAudio device is
-in ``test_device.py``.
+in ``test_device_loss.py``.
 """
 
 import importlib.util
