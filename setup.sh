@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up rtverify in ./.venv.
 #   ./setup.sh        the runtime: enough for `rtverify demo`, enroll, listen, verify
-#   ./setup.sh dev    + training/export (torch 2.13.0 CPU, resemblyzer, librosa) and the tests
+#   ./setup.sh dev    + training/export (torch 2.13.0 CPU, resemblyzer, librosa), the spoken
+#                     challenge (pocketsphinx) and the tests
 set -euo pipefail
 cd "$(dirname "$0")"
 mode="${1:-runtime}"
@@ -12,7 +13,7 @@ case "$mode" in
   runtime) "${pip[@]}" install -e . ;;
   dev)
     # torch is pinned exactly: a range would pull the registry's CUDA build (gigabytes).
-    "${pip[@]}" install -e ".[train,plot,dev]"
+    "${pip[@]}" install -e ".[train,plot,dev,liveness]"
     # resemblyzer's metadata asks for the old `webrtcvad` sdist, which cannot import without
     # pkg_resources; webrtcvad-wheels (a runtime dependency) provides the same module, so install
     # resemblyzer itself without its declared dependencies (librosa comes from the train extra).

@@ -154,15 +154,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, metavar="X", help="accept at this cosine instead "
                    "of the model's threshold")
     p.add_argument("--device", metavar="D", help="input device index or name")
+    p.add_argument("--retries", type=_number(int, 0, inclusive=True), metavar="N",
+                   help="when the microphone stops delivering audio, try to reopen it up to N "
+                   "times (0.5 s, doubling to 10 s apart) before giving up (default: forever)")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_listen)
 
-    p = sub.add_parser("verify", help="one decision for a recording (exit 0/1/3)",
-                       formatter_class=fmt, description="Is this recording NAME? Exit 0 accepted, "
-                       "1 rejected, 3 not enough speech, 2 usage or input error.")
+    p = sub.add_parser("verify", help="one decision for a recording or the microphone "
+                       "(exit 0/1/3)", formatter_class=fmt,
+                       description="Is this recording (or whoever speaks now) NAME? Exit 0 "
+                       "accepted, 1 rejected, 3 not enough speech, 2 usage or input error. "
+                       "With --challenge the speaker must also say the digits shown (a "
+                       "defence against replayed recordings; see README, Security).")
     p.add_argument("--name", required=True, help="the enrolled voice to check against")
-    p.add_argument("--input", required=True, metavar="FILE|-", help="recording, or - for stdin")
+    p.add_argument("--input", metavar="FILE|-", help="recording, or - for stdin (default: the "
+                   "microphone, until a pause after the first utterance)")
+    p.add_argument("--challenge", nargs="?", const="random", metavar="DIGITS",
+                   help="liveness: without a value, print 5 random digits the speaker must say "
+                   "(microphone or stdin); with DIGITS, the ones the speaker was shown. Needs "
+                   "the 'liveness' extra (pocketsphinx)")
+    p.add_argument("--device", metavar="D", help="input device index or name (microphone)")
+    p.add_argument("--timeout", type=_number(float, 0), metavar="S",
+                   help="microphone: give up when nobody speaks for S seconds (default 20)")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--threshold", type=float, metavar="X", help="override the model's threshold")
     _add_model(p)

@@ -52,10 +52,13 @@ def _input_spec(args, path: str | None):
         raise InputError("--device: only for the microphone, not with --input")
     if path is None and getattr(args, "realtime", False):
         raise InputError("--realtime: only with --input (the microphone is real time already)")
+    retries = getattr(args, "retries", None)
+    if path is not None and retries is not None:
+        raise InputError("--retries: only for the microphone, not with --input")
     return InputSpec(path=path, device=getattr(args, "device", None),
                      realtime=getattr(args, "realtime", False),
                      rate_hz=args.rate or 16000, channels=args.channels or 1,
-                     sample_format=args.format or "s16")
+                     sample_format=args.format or "s16", retries=retries)
 
 
 def _threshold_text(session, override: float | None) -> str:
@@ -69,7 +72,7 @@ def _threshold_text(session, override: float | None) -> str:
 
 
 def _load_voices(args, session, store) -> dict:
-    voices, problems = store.load_usable(session.model_id, args.name)
+    voices, problems = store.load_usable(session.model_id, args.name, session.dim)
     for problem in problems:
         logger.warning("%s; skipped", problem)
     if not voices:
@@ -111,8 +114,8 @@ def cmd_enroll(args) -> int:
                 with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
             else:
-                enrol = enroll_live(session, source, settings, _LineView(source.name, *need),
-                                    min_speech_s=need[1])
+                view = _LineView(source.name, *need, wait_for_audio=bool(files))
+                enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
             return EXIT_INTERRUPTED
@@ -128,19 +131,30 @@ def cmd_enroll(args) -> int:
 
 
 class _LineView:
-    """Live enrolment feedback as plain lines on stderr (no terminal)."""
+    """Live enrolment feedback as plain lines on stderr (no terminal). From a microphone the
+    first line says at once that it is recording; from a stream it comes with the first audio,
+    so a stream that fails at once leaves only its one-line error."""
 
-    def __init__(self, source_name: str, need_takes: int, need_speech_s: float) -> None:
-        print(f"recording from {source_name}: {need_takes} takes and {need_speech_s:g} s of "
-              "speech needed", file=sys.stderr, flush=True)
+    def __init__(self, source_name: str, need_takes: int, need_speech_s: float,
+                 wait_for_audio: bool = False) -> None:
+        self._header: str | None = (f"recording from {source_name}: {need_takes} takes and "
+                                    f"{need_speech_s:g} s of speech needed")
+        if not wait_for_audio:
+            self._start()
+
+    def _start(self) -> None:
+        if self._header is not None:
+            print(self._header, file=sys.stderr, flush=True)
+            self._header = None
 
     def level(self, status) -> None:
-        pass
+        self._start()
 
     def speaking(self, start_s: float) -> None:
-        pass
+        self._start()
 
     def take(self, take, problem, enrol) -> None:
+        self._start()
         verdict = "ok" if problem is None else f"refused: {problem}"
         print(f"take at {take.source}: {verdict} [{len(enrol.takes)}/{enrol.need_takes} takes, "
               f"{enrol.speech_s:.1f}/{enrol.need_speech_s:g} s]", file=sys.stderr, flush=True)
@@ -151,6 +165,7 @@ def cmd_listen(args) -> int:
     from .pipeline import Verifier
 
     spec = _input_spec(args, args.input)
+    spec.reconnect = True  # a lost microphone is reopened (--retries), not the end of listen
     threshold = check_threshold(args.threshold)
     session = _session(args)
     voices = _load_voices(args, session, _store(args))
@@ -176,33 +191,73 @@ def cmd_verify(args) -> int:
     import json
 
     from .listen import check_threshold
-    from .pipeline import embed_recording
     from .scoring import DecisionPolicy, cosine_scores
 
     spec = _input_spec(args, args.input)
     threshold = check_threshold(args.threshold)
+    challenge, recogniser = None, None
+    if args.challenge is not None:
+        from .liveness import DigitRecognizer, make_challenge, parse_challenge
+
+        if args.challenge == "random":
+            if spec.path not in (None, "-"):
+                raise InputError("--challenge: a recording made before the challenge was shown "
+                                 "proves nothing; give the digits the speaker was shown "
+                                 "(--challenge 31415) or answer at the microphone")
+            challenge = make_challenge()
+        else:
+            challenge = parse_challenge(args.challenge)
+        recogniser = DigitRecognizer()  # fails now, not after recording, if it is missing
     session = _session(args)
-    vp = _store(args).load(args.name, session.model_id)
-    rec = embed_recording(session, spec.open())
+    vp = _store(args).load(args.name, session.model_id, session.dim)
+    from .liveness import capture_speech
+
+    source = spec.open()
+    where = {None: source.name, "-": "stdin"}.get(args.input, args.input)
+    if challenge is not None and args.challenge == "random":
+        print(f"Say these digits: {' '.join(challenge)}", file=sys.stderr, flush=True)
+    elif spec.path is None:
+        print(f"Listening on {source.name}: speak now", file=sys.stderr, flush=True)
+    try:
+        rec, audio = capture_speech(session, source, live=spec.live,
+                                    keep_audio=challenge is not None,
+                                    timeout_s=args.timeout or 20.0)
+    finally:
+        source.close()
     policy = DecisionPolicy(session.info.decision, threshold)
-    where = "stdin" if args.input == "-" else args.input
     if rec.vector is None or rec.speech_s < session.info.decision.min_speech_s:
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
                               f"{session.info.decision.min_speech_s:.1f} s are needed to decide")
     d = policy.decide(cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
+    accepted, reason, said = d.accepted, d.reason, {}
+    if challenge is not None:
+        from .liveness import check_answer
+
+        heard = recogniser.recognise(audio, len(challenge))
+        answered, edits = check_answer(heard, challenge)
+        accepted = accepted and answered
+        if d.accepted and not answered:
+            reason = "wrong_challenge"
+        said = {"challenge": challenge, "heard": heard, "challenge_ok": answered,
+                "challenge_edits": edits}
     if args.json:
         _say(json.dumps({"event": "verify", "input": where, "name": vp.name,
-                         "accepted": d.accepted, "score": round(d.score, 4),
+                         "accepted": accepted, "voice_accepted": d.accepted,
+                         "score": round(d.score, 4),
                          "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
                          "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped, "reason": d.reason,
+                         "clipped": rec.clipped, "reason": reason, **said,
                          "model_id": session.model_id}))
     else:
-        verdict = "ACCEPTED" if d.accepted else "REJECTED"
+        verdict = "ACCEPTED" if accepted else "REJECTED"
         sign = ">=" if d.accepted else "<"
+        extra = ""
+        if said:
+            extra = (f"; challenge {challenge}: heard {said['heard'] or 'nothing'}, "
+                     + ("ok" if said["challenge_ok"] else "WRONG"))
         _say(f"{vp.name}: {verdict} (score {d.score:.3f} {sign} threshold {d.threshold:.3f}, "
-             f"{rec.speech_s:.1f} s of speech in {where})")
-    return EXIT_OK if d.accepted else EXIT_REJECTED
+             f"{rec.speech_s:.1f} s of speech in {where}{extra})")
+    return EXIT_OK if accepted else EXIT_REJECTED
 
 
 def cmd_voices(args) -> int:
@@ -220,8 +275,8 @@ def cmd_voices(args) -> int:
     if args.names:
         raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "
                          "use `voices remove NAME`")
-    model_id = load_model_info(args.model or DEFAULT_MODEL).model_id
-    entries = store.entries(model_id)
+    info = load_model_info(args.model or DEFAULT_MODEL)
+    entries = store.entries(info.model_id, info.embedding_dim)
     if args.json:
         for e in entries:
             vp = e.voiceprint

@@ -75,6 +75,8 @@ class ListenView:
         self.speech_start_s = 0.0
         self.now_s = 0.0
         self.provisional: Provisional | None = None
+        self.lost: Event | None = None
+        """The input device is gone (an ``input_lost`` event) until ``input_restored``."""
         self.final = False
         """The stream ended: draw no empty rows."""
 
@@ -95,10 +97,19 @@ class ListenView:
             self.now_s = max(self.now_s, event.end_s)
         elif isinstance(event, SegmentDropped):
             self.in_speech, self.provisional = False, None
+        elif event.kind == "input_lost":
+            self.lost, self.in_speech, self.provisional = event, False, None
+        elif event.kind == "input_restored":
+            self.lost = None
 
     # -- rendering ------------------------------------------------------------------------
     def _state(self) -> Text:
         t = Text()
+        if self.lost is not None:
+            t.append(" ✖ NO INPUT ", "bold white on red")
+            t.append(f" device lost; reopening (attempt {self.lost.attempt + 1}, every "
+                     f"{self.lost.retry_in_s:g} s)", "bold")
+            return t
         if self.in_speech:
             t.append(" ● SPEECH ", "bold white on red")
             t.append(f" {max(0.0, self.now_s - self.speech_start_s):4.1f} s ")

@@ -158,6 +158,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     """
     need = settings.file_min_speech_s if min_speech_s is None else min_speech_s
     enrol = Enrolment(settings, need_takes=len(paths), need_speech_s=need)
+    advice: list[str] = []  # said only if the enrolment succeeds (an error stays one line)
     for path in paths:
         rec = embed_recording(session, FileSource(path))
         name = os.fspath(path)
@@ -167,9 +168,9 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
                     rec.clipped, name)
         if take.clipped:
-            logger.warning("%s: the recording is clipped; the voiceprint may suffer", name)
+            advice.append(f"{name}: the recording is clipped; the voiceprint may suffer")
         if take.level_dbfs < settings.quiet_dbfs:
-            logger.warning("%s: the speech is very quiet (%.0f dBFS)", name, take.level_dbfs)
+            advice.append(f"{name}: the speech is very quiet ({take.level_dbfs:.0f} dBFS)")
         enrol.takes.append(take)
     if len(enrol.takes) >= 2:
         cos = []
@@ -184,8 +185,12 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
             raise InputError(f"{what} (similarity {cos[worst]:.2f}, need "
                              f"{settings.consistency:.2f}); enroll one speaker at a time")
     if enrol.speech_s < need:
-        raise NotEnoughSpeech(f"the recordings hold {enrol.speech_s:.1f} s of speech, "
-                              f"{need:.1f} s are needed (--min-speech)")
+        names = ", ".join(os.fspath(p) for p in paths)
+        raise NotEnoughSpeech(f"{names}: {'holds' if len(paths) == 1 else 'hold'} "
+                              f"{enrol.speech_s:.1f} s of speech, {need:.1f} s are needed "
+                              "(--min-speech)")
+    for line in advice:
+        logger.warning("%s", line)
     return enrol
 
 

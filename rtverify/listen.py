@@ -41,6 +41,10 @@ class InputSpec:
     rate_hz: int = 16000
     channels: int = 1
     sample_format: str = "s16"
+    reconnect: bool = False
+    """Microphone: reopen the device when it stops delivering audio (``listen``)."""
+    retries: int | None = None
+    """With ``reconnect``: attempts per outage before giving up (None: forever)."""
 
     @property
     def live(self) -> bool:
@@ -50,6 +54,10 @@ class InputSpec:
     def open(self):
         """The chunk source (it may raise InputError/DeviceError with a one-line message)."""
         if self.path is None:
+            if self.reconnect:
+                from .reconnect import ReconnectingMicrophone
+
+                return ReconnectingMicrophone(self.device, max_retries=self.retries)
             from .sources import MicrophoneSource
 
             return MicrophoneSource(self.device)
@@ -71,6 +79,8 @@ class Tally:
     by_speaker: Counter = field(default_factory=Counter)
     stream_s: float = 0.0
     overflows: int = 0
+    input_lost: int = 0
+    """Times the input device was lost (and reopened, or given up)."""
 
     def add(self, event: Event) -> None:
         if isinstance(event, DecisionEvent):
@@ -85,6 +95,8 @@ class Tally:
                 self.rejected += 1
         elif isinstance(event, SegmentDropped):
             self.dropped += 1
+        elif event.kind == "input_lost" and getattr(event, "attempt", 0) == 0:
+            self.input_lost += 1
         overflows = getattr(event, "overflows", None)
         if overflows is not None:
             self.overflows = overflows
@@ -93,13 +105,15 @@ class Tally:
         return {"event": "summary", "decisions": self.decisions, "accepted": self.accepted,
                 "rejected": self.rejected, "too_short": self.too_short, "dropped": self.dropped,
                 "by_speaker": dict(self.by_speaker), "stream_s": round(self.stream_s, 3),
-                "overflows": self.overflows, "interrupted": interrupted}
+                "overflows": self.overflows, "input_lost": self.input_lost,
+                "interrupted": interrupted}
 
     def line(self) -> str:
         who = ", ".join(f"{n} {c}" for n, c in self.by_speaker.most_common())
         return (f"{self.decisions} decisions: {self.accepted} accepted"
                 + (f" ({who})" if who else "") + f", {self.rejected} rejected, "
-                f"{self.too_short} too short, {self.overflows} overflows")
+                f"{self.too_short} too short, {self.overflows} overflows"
+                + (f", input lost {self.input_lost} time(s)" if self.input_lost else ""))
 
 
 def _rounded(value: Any) -> Any:
@@ -166,17 +180,22 @@ def run(verifier: Verifier, source: Iterable[Chunk], sink: Sink, info: dict) -> 
     except ValueError:  # not the main thread (tests driving this in-process)
         pass
     sink.start(info)
+
+    def emit(event: Event) -> None:
+        tally.add(event)
+        sink.handle(event)
+
+    if hasattr(source, "notify"):  # a source with news of its own (device lost/restored)
+        source.notify = emit
     try:
         try:
             for event in verifier.process(source):
-                tally.add(event)
-                sink.handle(event)
+                emit(event)
         except (KeyboardInterrupt, Stop):
             interrupted = True
             logger.debug("interrupted; closing the open utterance")
             for event in verifier.finish():
-                tally.add(event)
-                sink.handle(event)
+                emit(event)
     except BaseException as err:
         error = str(err) or type(err).__name__
         raise
@@ -187,6 +206,7 @@ def run(verifier: Verifier, source: Iterable[Chunk], sink: Sink, info: dict) -> 
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         tally.overflows = max(tally.overflows, getattr(source, "overflows", 0))
+        tally.stream_s = max(tally.stream_s, getattr(source, "position_s", 0.0))
         summary = tally.to_dict(interrupted)
         if error is not None:
             summary["error"] = error

@@ -31,6 +31,9 @@ MIN_RATE_HZ = 8000
 MAX_RATE_HZ = 192000
 """Highest input sample rate accepted (hertz)."""
 
+OVERFLOW_LOG_S = 10.0
+"""Input overflows are logged at most this often (seconds); they are all counted."""
+
 RAW_FORMATS = {"s16": np.dtype("<i2"), "s32": np.dtype("<i4"), "f32": np.dtype("<f4")}
 """Raw PCM sample formats (little-endian) accepted on stdin."""
 
@@ -96,6 +99,11 @@ class _ResamplingSource:
         self._n_out = 0
         self._pacer = _Pacer() if realtime else None
 
+    @property
+    def position_s(self) -> float:
+        """Stream time delivered so far (seconds at 16 kHz)."""
+        return self._n_out / SAMPLE_RATE_HZ
+
     def _chunk(self, samples: np.ndarray) -> Chunk | None:
         if len(samples) == 0:
             return None
@@ -122,11 +130,12 @@ class FileSource(_ResamplingSource):
     """A recording in any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any rate from 8 to
     192 kHz, any channel count and sample format.
 
-    :param block_ms: how much input is read at a time (milliseconds of audio).
+    :param block_ms: how much input is read at a time (milliseconds of audio); default 100 ms
+        when paced at real time, else 1 s (fewer, larger steps: results do not depend on it).
     :param realtime: release chunks no faster than real time (as a microphone would).
     """
 
-    def __init__(self, path: str | os.PathLike, *, block_ms: float = 100.0,
+    def __init__(self, path: str | os.PathLike, *, block_ms: float | None = None,
                  realtime: bool = False) -> None:
         import soundfile as sf
 
@@ -153,6 +162,8 @@ class FileSource(_ResamplingSource):
         self.channels = self._file.channels
         self.duration_s = self._file.frames / rate if self._file.frames > 0 else 0.0
         """Duration the header claims (seconds); a truncated file may hold less."""
+        if block_ms is None:
+            block_ms = 100.0 if realtime else 1000.0
         self._block = max(1, int(rate * block_ms / 1000))
 
     def __iter__(self) -> Iterator[Chunk]:
@@ -238,9 +249,12 @@ class StdinSource(_ResamplingSource):
                 yield chunk
         if total == 0:
             raise InputError(f"{self.name}: no audio data (the stream was empty)")
-        if pending:
-            logger.warning("%s: stream ended inside a sample frame; dropped its last %d bytes",
-                           self.name, len(pending))
+        if total < self._frame_bytes:
+            raise InputError(f"{self.name}: no audio data (the stream ended after {total} "
+                             f"byte(s), less than one {self._frame_bytes}-byte sample frame)")
+        if pending:  # a pipe cut mid-sample (e.g. the recorder was killed): harmless
+            logger.info("%s: stream ended inside a sample frame; dropped its last %d bytes",
+                        self.name, len(pending))
         chunk = self._finish()
         if chunk is not None:
             yield chunk
@@ -278,7 +292,8 @@ class MicrophoneSource(_ResamplingSource):
 
     The PortAudio callback only copies each block into a bounded queue; when the queue is full
     the block is dropped and counted in ``overflows`` (as are PortAudio's own input overflows),
-    and processing catches up. The device is opened at 16 kHz if it supports it, otherwise at its
+    the stream time skips over it (the pipeline sees a gap, not spliced audio), a warning is
+    logged (at most every 10 s), and processing catches up. The device is opened at 16 kHz if it supports it, otherwise at its
     default rate, and resampled.
 
     :param device: index or (part of a) name, ``None`` for the default input.
@@ -318,6 +333,8 @@ class MicrophoneSource(_ResamplingSource):
         self._queue: queue.Queue = queue.Queue(maxsize=max(2, int(queue_s * 1000 / block_ms)))
         self._stall_s = stall_s
         self._start_timeout_s = start_timeout_s
+        self._dropped_frames = 0  # input frames the callback could not queue since the last
+        self._overflow_logged_at = -OVERFLOW_LOG_S
         self._closed = threading.Event()
         self.level_dbfs = -120.0
         """Level of the most recent block (dB relative to full scale), for meters."""
@@ -334,17 +351,32 @@ class MicrophoneSource(_ResamplingSource):
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread
         if status.input_overflow:
             self.overflows += 1
-        try:
-            self._queue.put_nowait(indata.copy())
+        try:  # each block carries the number of input frames dropped just before it
+            self._queue.put_nowait((self._dropped_frames, indata.copy()))
+            self._dropped_frames = 0
         except queue.Full:
             self.overflows += 1
+            self._dropped_frames += frames  # only this thread touches it
+
+    def _catch_up(self, dropped: int) -> Iterator[Chunk]:
+        """Blocks were dropped before the next one: end the audio before the hole and move the
+        stream time past it, so the pipeline sees a gap instead of audio spliced across it."""
+        chunk = self._finish()  # the resampler's tail of the audio before the hole
+        if chunk is not None:
+            yield chunk
+        self._n_out += int(round(dropped * SAMPLE_RATE_HZ / self.rate_in_hz))
+        now = time.monotonic()
+        if now - self._overflow_logged_at >= OVERFLOW_LOG_S:
+            self._overflow_logged_at = now
+            logger.warning("%s: input overflow, %d block(s) of audio lost so far (the machine "
+                           "is too slow or too busy to keep up)", self.name, self.overflows)
 
     def __iter__(self) -> Iterator[Chunk]:
         last = time.monotonic()
         limit = self._start_timeout_s  # the first block may be slow to come
         while not self._closed.is_set():
             try:
-                block = self._queue.get(timeout=0.1)
+                dropped, block = self._queue.get(timeout=0.1)
             except queue.Empty:
                 if self._closed.is_set():
                     break
@@ -355,6 +387,8 @@ class MicrophoneSource(_ResamplingSource):
                 continue
             last = time.monotonic()
             limit = self._stall_s
+            if dropped:
+                yield from self._catch_up(dropped)
             rms = float(np.sqrt(np.mean(np.square(block, dtype=np.float64)))) if block.size else 0.0
             self.level_dbfs = 20 * np.log10(max(rms, 1e-6))
             chunk = self._convert(block)

@@ -300,18 +300,11 @@ class VoiceprintStore:
     def exists(self, name: str) -> bool:
         return self.path_for(name).exists()
 
-    def load(self, name: str, model_id: str | None = None) -> Voiceprint:
-        """One voice; :class:`StoreError` if it is missing, damaged or (when ``model_id`` is
-        given) made with another model."""
+    def load(self, name: str, model_id: str | None = None, dim: int | None = None) -> Voiceprint:
+        """One voice; :class:`StoreError` if it is missing, damaged, or (when ``model_id`` and
+        ``dim`` are given) made with another model or of another dimension than it makes."""
         path = self.path_for(name)
-        try:
-            with open(path, "rb") as fh:
-                raw = fh.read(MAX_FILE_BYTES + 1)
-        except FileNotFoundError:
-            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
-                             "`rtverify voices` lists the enrolled ones") from None
-        except OSError as err:
-            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        raw = self._read(path, name)
         if len(raw) > MAX_FILE_BYTES:
             raise StoreError(f"{path}: damaged voiceprint (larger than {MAX_FILE_BYTES} bytes)")
         try:
@@ -326,20 +319,48 @@ class VoiceprintStore:
             raise StoreError(f"{path}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
                              f"the encoder now is {model_id}; re-enroll it "
                              f"(rtverify enroll --name {vp.name!r} --force ...)")
+        if dim is not None and vp.embedding.shape[0] != dim:
+            raise StoreError(f"{path}: damaged voiceprint (its embedding has "
+                             f"{vp.embedding.shape[0]} values, model {vp.model_id} makes {dim})")
         return vp
 
-    def entries(self, model_id: str | None = None) -> list[StoreEntry]:
+    def _read(self, path: Path, name: str) -> bytes:
+        """The file's bytes (at most MAX_FILE_BYTES + 1). Only a regular file is read: a symbolic
+        link (which could point anywhere) is refused, and a FIFO or device planted in the store
+        can neither block the reader nor feed it endlessly."""
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        try:
+            fd = os.open(path, flags)
+        except FileNotFoundError:
+            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
+                             "`rtverify voices` lists the enrolled ones") from None
+        except OSError as err:
+            if path.is_symlink():
+                raise StoreError(f"{path}: not a voiceprint (a symbolic link; voiceprints are "
+                                 "regular files in the store)") from None
+            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise StoreError(f"{path}: not a voiceprint (not a regular file)")
+            with os.fdopen(fd, "rb", closefd=False) as fh:
+                return fh.read(MAX_FILE_BYTES + 1)
+        except OSError as err:
+            raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
+        finally:
+            os.close(fd)
+
+    def entries(self, model_id: str | None = None, dim: int | None = None) -> list[StoreEntry]:
         """Every voice file with its voiceprint or its problem."""
         out = []
         for name in self.names():
             path = self.root / (name + SUFFIX)
             try:
-                out.append(StoreEntry(name, path, self.load(name, model_id), None))
+                out.append(StoreEntry(name, path, self.load(name, model_id, dim), None))
             except (StoreError, InputError) as err:
                 out.append(StoreEntry(name, path, None, str(err)))
         return out
 
-    def load_usable(self, model_id: str, names: list[str] | None = None
+    def load_usable(self, model_id: str, names: list[str] | None = None, dim: int | None = None
                     ) -> tuple[dict[str, np.ndarray], list[str]]:
         """Embeddings by name for scoring, and the problems met.
 
@@ -347,9 +368,10 @@ class VoiceprintStore:
         usable voice is returned and the unusable ones are only reported.
         """
         if names:
-            return {validate_name(n): self.load(n, model_id).embedding for n in names}, []
+            return {validate_name(n): self.load(n, model_id, dim).embedding
+                    for n in names}, []
         usable, problems = {}, []
-        for entry in self.entries(model_id):
+        for entry in self.entries(model_id, dim):
             if entry.voiceprint is not None:
                 usable[entry.name] = entry.voiceprint.embedding
             else:

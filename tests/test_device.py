@@ -174,3 +174,4 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
         assert any(d["start_s"] - offset < line["end_s"] and d["end_s"] - offset > line["start_s"]
                    for d in decisions), (line, offset, decisions)
     assert any(e["event"] == "provisional" for e in events)  # live path: windows one by one
+

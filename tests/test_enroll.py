@@ -140,7 +140,8 @@ def test_a_file_of_another_speaker_is_refused(tmp_path, session, demo, clips):
 def test_too_little_speech_in_files(tmp_path, session, demo, clips):
     short = tmp_path / "short.wav"
     sf.write(short, clips["e1"][: int(1.6 * SR)], SR)
-    with pytest.raises(NotEnoughSpeech, match=r"hold \d\.\d s of speech, 3.0 s are needed"):
+    with pytest.raises(NotEnoughSpeech, match=r"short.wav: holds \d\.\d s of speech, 3.0 s are "
+                       "needed"):  # the error names the file: it is all the user sees
         enroll_files(session, [short])
     silent = tmp_path / "silent.wav"
     sf.write(silent, np.zeros(SR * 2, dtype=np.float32), SR)

@@ -35,3 +35,23 @@ def test_memory_is_bounded_while_streaming():
     for _ in range(200):
         r.push(np.zeros(4800))
     assert len(r._buf) < 4800 + 200
+
+
+def test_resampling_a_recording_does_not_import_scipy(tmp_path):
+    """scipy.signal alone costs a command about a second of start-up and 70 MB of memory."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from conftest import REPO
+
+    path = tmp_path / "x.wav"
+    sf.write(path, np.zeros(4800), 48000)
+    code = ("import sys; from rtverify.sources import FileSource; "
+            f"n = sum(len(c.samples) for c in FileSource({str(path)!r})); "
+            "print(n, sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(None, 1) == ["1600", "[]\n"]

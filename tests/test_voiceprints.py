@@ -234,3 +234,23 @@ def test_stale_temp_files_of_killed_writers_are_cleaned_fresh_ones_kept(tmp_path
     store.save(vp("dave", 3))
     assert not stale.exists() and fresh.exists()
     assert store.names() == ["alice", "dave"]
+
+
+def test_links_fifos_and_directories_in_the_store_are_refused_not_followed(tmp_path):
+    """A planted symbolic link is not followed (it could point anywhere), and a FIFO neither
+    blocks the reader nor is read; each is reported by name and the other voices still work."""
+    store = VoiceprintStore(tmp_path / "store")
+    store.save(vp("alice"))
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(vp("linked").to_dict()))
+    os.symlink(outside, tmp_path / "store" / "linked.json")
+    os.mkfifo(tmp_path / "store" / "pipe.json")
+    (tmp_path / "store" / "dir.json").mkdir()
+    with pytest.raises(StoreError, match="linked.json: not a voiceprint .a symbolic link"):
+        store.load("linked", MODEL)
+    with pytest.raises(StoreError, match="pipe.json: not a voiceprint .not a regular file"):
+        store.load("pipe", MODEL)
+    with pytest.raises(StoreError, match="dir.json: "):
+        store.load("dir", MODEL)
+    voices, problems = store.load_usable(MODEL)
+    assert list(voices) == ["alice"] and len(problems) == 3
