@@ -49,6 +49,8 @@ class EncoderConfig:
     ``"none"``."""
     level_target: float = LEVEL_TARGET
     """Mean mel power a quieter window is raised to (``"level"`` only)."""
+    level_ceiling: float | None = None
+    """Mean mel power a louder window is lowered to (``"level"`` only; None: never lowered)."""
     reverse_time: bool = False
     """Read each window last row first. The runtime pads a segment shorter than a window with
     zero rows at the end; an LSTM read forwards then ends on those zeros and, unless trained to
@@ -65,6 +67,9 @@ class SpeakerEncoder(nn.Module):
 
     def __init__(self, cfg: EncoderConfig = EncoderConfig()) -> None:
         super().__init__()
+        if cfg.level_ceiling is not None and not cfg.level_ceiling >= cfg.level_target:
+            raise ValueError(f"level_ceiling ({cfg.level_ceiling}) must be at least level_target "
+                             f"({cfg.level_target})")
         if cfg.input_transform not in ("level", "log", "logcmn", "none"):
             raise ValueError("input_transform must be 'level', 'log', 'logcmn' or 'none', got "
                              f"{cfg.input_transform!r}")
@@ -85,7 +90,10 @@ class SpeakerEncoder(nn.Module):
         row_power = frames.mean(dim=2)  # (B, T)
         active = (row_power > 0).to(frames.dtype)  # zero rows are padding
         mean_power = (row_power * active).sum(dim=1) / active.sum(dim=1).clamp_min(1.0)
-        gain = (self.cfg.level_target / mean_power.clamp_min(1e-10)).clamp_min(1.0)
+        mean_power = mean_power.clamp_min(1e-10)
+        gain = (self.cfg.level_target / mean_power).clamp_min(1.0)
+        if self.cfg.level_ceiling is not None:
+            gain = torch.minimum(gain, self.cfg.level_ceiling / mean_power)
         return frames * gain[:, None, None]
 
     def raw_embedding(self, frames: torch.Tensor) -> torch.Tensor:
