@@ -26,7 +26,7 @@ from .data import (DATA_ROOT, AudioBank, AugmentConfig, Utterance, arabic_splits
                    dataset, runtime_windows)
 from .evaluate import accuracy, eer, read_trials
 from .losses import GE2ELoss, PairLoss
-from .model import EncoderConfig, SpeakerEncoder
+from .model import MEL_POWER_PER_MEAN_SQUARE, EncoderConfig, SpeakerEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,11 @@ class TrainConfig:
     proj: int = 256
     relu: bool = True
     input_transform: str = "level"
+    level_dbfs: float = -30.0
+    """``level`` transform: windows quieter than this are raised to it (dBFS of the waveform)."""
+    level_two_sided: bool = False
+    """``level`` transform: louder windows are also lowered to ``level_dbfs`` (loudness-invariant
+    embeddings)."""
     reverse_time: bool = False
     """Read windows backwards (see :class:`~training.model.EncoderConfig`)."""
     steps: int = 300
@@ -97,8 +102,11 @@ class TrainConfig:
         return cls(**d)
 
     def encoder_config(self) -> EncoderConfig:
+        target = MEL_POWER_PER_MEAN_SQUARE * 10 ** (self.level_dbfs / 10)
         return EncoderConfig(hidden=self.hidden, layers=self.layers, proj=self.proj,
                              relu=self.relu, input_transform=self.input_transform,
+                             level_target=target,
+                             level_ceiling=target if self.level_two_sided else None,
                              reverse_time=self.reverse_time)
 
     def augment_config(self) -> AugmentConfig:
@@ -280,10 +288,13 @@ class Trainer:
         if self.cfg.init == "resemblyzer":
             from .transfer import load_resemblyzer
 
-            model = load_resemblyzer(input_transform=self.cfg.input_transform)
-            if model.cfg != dataclasses.replace(self.cfg.encoder_config(),
-                                                level_target=model.cfg.level_target):
+            pretrained = load_resemblyzer(input_transform=self.cfg.input_transform)
+            want = self.cfg.encoder_config()
+            if dataclasses.replace(pretrained.cfg, level_target=want.level_target,
+                                   level_ceiling=want.level_ceiling) != want:
                 raise ValueError("--init resemblyzer needs layers 3, hidden 256, proj 256, relu")
+            model = SpeakerEncoder(want)  # the pretrained weights under this run's level setting
+            model.load_state_dict(pretrained.state_dict(), strict=True)
             return model
         if self.cfg.init != "scratch":
             raise ValueError(f"init must be 'resemblyzer' or 'scratch', got {self.cfg.init!r}")
@@ -383,7 +394,7 @@ class Trainer:
         state = ckpt_io.load(path)
         saved = TrainConfig.from_dict(state["config"])
         for key in ("objective", "init", "layers", "hidden", "proj", "relu", "input_transform",
-                    "reverse_time", "seed", "data"):
+                    "level_dbfs", "level_two_sided", "reverse_time", "seed", "data"):
             if getattr(saved, key) != getattr(self.cfg, key):
                 raise ValueError(f"{path}: checkpoint has {key}={getattr(saved, key)!r}, this run "
                                  f"{getattr(self.cfg, key)!r}")
