@@ -17,6 +17,20 @@ from rtverify.encoder import MODELS_DIR
 from .onnx_export import DEFAULT_PARITY_AUDIO, ParityError, write_model
 
 
+def _with_level(model, level_dbfs: float | None, two_sided: bool):
+    """The same weights under another in-graph level normalisation."""
+    import dataclasses
+
+    from training.model import MEL_POWER_PER_MEAN_SQUARE, SpeakerEncoder
+
+    target = (model.cfg.level_target if level_dbfs is None
+              else MEL_POWER_PER_MEAN_SQUARE * 10 ** (level_dbfs / 10))
+    ceiling = target if two_sided else model.cfg.level_ceiling
+    out = SpeakerEncoder(dataclasses.replace(model.cfg, level_target=target, level_ceiling=ceiling))
+    out.load_state_dict(model.state_dict(), strict=True)
+    return out.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -32,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="JSON with the calibrated decision block (threshold, "
                          "thresholds_by_speech_s, min_speech_s); see training/calibrate.py")
     ap.add_argument("--extra", type=Path, help="JSON merged into the sidecar (eval figures, data)")
+    ap.add_argument("--level-dbfs", type=float,
+                    help="override the level windows are normalised to inside the graph (dBFS; "
+                         "default: the model's own, -30 for resemblyzer)")
+    ap.add_argument("--level-two-sided", action="store_true",
+                    help="also lower louder windows to the level, so the embedding does not "
+                         "depend on loudness (default: the model's own setting)")
     ap.add_argument("--quantize", action="store_true",
                     help="ship <name>.onnx with LSTM layers 2-3 in int8 (about 2x faster on the "
                          "CPU), checked against the float32 export, which is kept as <name>-fp32.onnx")
@@ -54,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
         model, meta = load_for_export(args.checkpoint)
         extra.update(meta)
         features = FeatureConfig.from_dict(meta.get("features", features.to_dict()))
+    if args.level_dbfs is not None or args.level_two_sided:
+        model = _with_level(model, args.level_dbfs, args.level_two_sided)
+        extra["encoder"] = model.cfg.to_dict()
     decision = {"threshold": 0.75, "min_speech_s": 0.5}
     if args.decision:
         decision = json.loads(args.decision.read_text())
