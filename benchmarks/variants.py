@@ -7,6 +7,8 @@ over ``rtverify/models``): each is an ``.onnx`` file with its sidecar, usable wi
   because its input, raw mel power, spans too wide a range for 8 bits (quantizing it ruins the
   embeddings). New weights, so a new ``model_id``.
 - ``int8-hopN``: both.
+- ``fp32``: the float32 twin the export ships next to a quantized default (``<name>-fp32.onnx``),
+  so the int8 speed-up is measured against it in the same run.
 
 Only the sidecar changes for the hop; quantization needs the ``onnx`` package (the ``train``
 extra), never the runtime.
@@ -23,10 +25,22 @@ from pathlib import Path
 
 from rtverify.encoder import DEFAULT_MODEL, sidecar_path
 
+def _quantized(base: Path) -> bool:
+    return "quantization" in json.loads(sidecar_path(base).read_text())
+
+
+def fp32_twin(base: Path = DEFAULT_MODEL) -> Path:
+    """The float32 export kept next to a quantized model."""
+    return base.with_name(f"{base.stem}-fp32.onnx")
+
+
 def default_variants(base: Path = DEFAULT_MODEL) -> list[str]:
-    """The shipped model, the other hop (80 <-> 160), int8, and int8 with the other hop."""
+    """The shipped model, the other hop (80 <-> 160), and the other precision: its float32 twin
+    when the shipped model is int8, else int8 and int8 with the other hop."""
     hop = json.loads(sidecar_path(base).read_text())["window"]["hop_frames"]
     other = 80 if hop != 80 else 160
+    if _quantized(base):
+        return ["default", f"hop{other}"] + (["fp32"] if fp32_twin(base).is_file() else [])
     return ["default", f"hop{other}", "int8", f"int8-hop{other}"]
 
 
@@ -59,7 +73,14 @@ def make_variant(name: str, out_dir: Path, base: Path = DEFAULT_MODEL) -> Path:
     the base model changed)."""
     if name == "default":
         return base
+    if name == "fp32":
+        twin = fp32_twin(base)
+        if not _quantized(base) or not twin.is_file():
+            raise ValueError(f"variant 'fp32': {base.name} is not quantized or has no {twin.name}")
+        return twin
     int8, hop = _parse(name)
+    if int8 and _quantized(base):
+        raise ValueError(f"variant {name!r}: {base.name} is already int8")
     side = json.loads(sidecar_path(base).read_text())
     # rebuilt when the weights or the sidecar change (a new hop, views or calibration)
     key = hashlib.sha256(_sha(base).encode() + sidecar_path(base).read_bytes()).hexdigest()
