@@ -182,8 +182,12 @@ def write_model(model: torch.nn.Module, out_dir: Path, name: str, *, features: F
             moves = [(fp32, final, sidecar)]
         else:
             fp32_name = f"{name}-fp32"
+            # measured figures belong to the model they were measured on: the shipped int8 one
+            fp32_extra = {k: v for k, v in extra.items() if k != "dev_eval"}
+            if "dev_eval" in extra:
+                fp32_extra["dev_eval"] = {"measured_on": f"{name}.onnx (int8); see its sidecar"}
             fp32_side = _sidecar(fp32, fp32_name, fp32_name,
-                                 extra={"export_parity": parity, **extra}, **common)
+                                 extra={"export_parity": parity, **fp32_extra}, **common)
             int8 = Path(tmp) / "int8.onnx"
             done = quantize_int8(fp32, int8)
             cosine = check_quantized(fp32, int8, batches)

@@ -120,9 +120,12 @@ def speaker_at(script, start_s, end_s):
 
 def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
     # -- enroll from the microphone while the bundled takes play into it --------------------------
+    # The bundled takes hold 7.3 s of speech in three utterances: ask for all of it (the default
+    # asks for 10 s, more than they hold). Stopping at 2.5 s left a voiceprint of half the
+    # speech the thresholds were calibrated for, and a short line of alice was then rejected.
     enroll = subprocess.Popen(
         [sys.executable, "-m", "rtverify", "enroll", "--device", "pulse", "--name", "alice",
-         "--takes", "2", "--min-speech", "2.5", "--timeout", "60"],
+         "--takes", "3", "--min-speech", "5", "--timeout", "60"],
         cwd=REPO, env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         seen = []
@@ -138,7 +141,7 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
         if enroll.poll() is None:
             enroll.kill()
     assert enroll.returncode == 0, err
-    assert "enrolled 'alice'" in out and err.count(": ok") >= 2
+    assert "enrolled 'alice'" in out and err.count(": ok") >= 3
     store = pulse["RTVERIFY_HOME"]
     assert os.path.exists(os.path.join(store, "alice.json"))
 
@@ -169,7 +172,8 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
         truth = speaker_at(script, d["start_s"] - offset, d["end_s"] - offset)
         assert truth is not None, f"decision in silence (offset {offset:.2f} s): {d}"
         want = truth == demo["enrolled_speaker"]
-        assert d["accepted"] == want and d["speaker"] == ("alice" if want else None), (truth, d)
+        assert d["accepted"] == want and d["speaker"] == ("alice" if want else None), \
+            f"{truth}: {json.dumps(d)}"
     for line in script:  # every line of the script got a decision
         assert any(d["start_s"] - offset < line["end_s"] and d["end_s"] - offset > line["start_s"]
                    for d in decisions), (line, offset, decisions)
