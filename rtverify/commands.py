@@ -29,13 +29,13 @@ def _store(args):
     return VoiceprintStore(args.store)
 
 
-def _session(args):
+def _session(args, threads: int | None = None):
     import time
 
     from .encoder import EncoderSession
 
     t0 = time.perf_counter()
-    session = EncoderSession(args.model)
+    session = EncoderSession(args.model, threads=threads)
     logger.debug("model %s loaded from %s in %.0f ms", session.model_id, session.path,
                  (time.perf_counter() - t0) * 1000)
     return session
@@ -167,13 +167,20 @@ def cmd_listen(args) -> int:
     spec = _input_spec(args, args.input)
     spec.reconnect = True  # a lost microphone is reopened (--retries), not the end of listen
     threshold = check_threshold(args.threshold)
-    session = _session(args)
+    # A recording read as fast as possible with N >= 2 threads (RTVERIFY_THREADS): N workers embed
+    # and decide finished utterances while the main thread segments what follows, each worker
+    # with one onnxruntime thread (an utterance's few windows are too small a batch to split).
+    from .encoder import default_threads
+
+    workers = default_threads() if not spec.live and default_threads() >= 2 else 0
+    session = _session(args, threads=1 if workers else None)
     voices = _load_voices(args, session, _store(args))
     source = spec.open()
     logger.debug("listening to %s (%s) for %s", source.name,
                  "live" if spec.live else "as fast as possible", ", ".join(sorted(voices)))
     verifier = Verifier(session, voices, threshold=threshold, max_pending=1 if spec.live else 8,
-                        status_every_s=0.1 if (args.status or not args.json) else 0.0)
+                        status_every_s=0.1 if (args.status or not args.json) else 0.0,
+                        workers=workers)
     info = {"source": source.name, "model_id": session.model_id, "voices": sorted(voices),
             "threshold": _threshold_text(session, threshold), "realtime": spec.live}
     if args.json:
@@ -183,7 +190,10 @@ def cmd_listen(args) -> int:
 
         sink = ConsoleSink(ListenView("rtverify listen", source.name, sorted(voices),
                                       info["threshold"]))
-    run(verifier, source, sink, info)
+    try:
+        run(verifier, source, sink, info)
+    finally:
+        verifier.close()
     return EXIT_OK
 
 

@@ -9,6 +9,8 @@ the tests are all consumers of the same events, so what they see is what ``liste
 from __future__ import annotations
 
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Iterator, Mapping
 
@@ -130,12 +132,20 @@ class Verifier:
     :param threshold: overrides the model's calibrated threshold.
     :param max_pending: windows embedded together (1 = each as soon as it is complete).
     :param status_every_s: stream time between :class:`Status` events (0 disables them).
+    :param workers: threads that embed and decide finished utterances while the main thread
+        segments the audio that follows (0: everything on the calling thread). For input
+        processed faster than real time on two or more cores: :meth:`process` still yields every
+        event in stream order, and the events are the same (``decision_ms`` is then the worker's
+        compute time for the decision, not counting its wait in the queue).
     """
+
+    MAX_IN_FLIGHT = 16
+    """Utterances waiting for the worker before :meth:`process` waits for the oldest."""
 
     def __init__(self, session: EncoderSession, voiceprints: Mapping[str, np.ndarray] | None = None,
                  *, segmenter: SegmenterConfig = SegmenterConfig(), threshold: float | None = None,
                  max_pending: int = 1, provisional: bool = True,
-                 status_every_s: float = 0.0) -> None:
+                 status_every_s: float = 0.0, workers: int = 0) -> None:
         self.session = session
         self.voiceprints = dict(voiceprints or {})
         self.policy = DecisionPolicy(session.info.decision, threshold)
@@ -144,7 +154,11 @@ class Verifier:
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
         self.segmenter = Segmenter(segmenter)
         self.features = StreamingFeatures(session.features)
+        self.max_pending = max_pending
         self.embedder = SegmentEmbedder(session, max_pending=max_pending)
+        self._worker = ThreadPoolExecutor(workers, thread_name_prefix="rtverify-decide") \
+            if workers > 0 else None
+        self._out: deque = deque()  # process(): events (or futures of decisions) not yet yielded
         self.provisional = provisional
         self.status_every_s = status_every_s
         self.overflows = 0
@@ -199,7 +213,7 @@ class Verifier:
             events.append(Provisional(self._seg_start, t_s, self.embedder.n_rows / 100.0,
                                       d.speaker, d.score, scores))
 
-    def _end(self, end: SegmentEnd, events: list[Event]) -> None:
+    def _end(self, end: SegmentEnd, events: list) -> None:
         t = time.perf_counter()
         if self._unfed:
             self.embedder.push_rows(self.features.push(self._take_unfed()))
@@ -208,17 +222,30 @@ class Verifier:
             self.embedder.reset()
             events.append(SegmentDropped(end.start_s, end.end_s, end.speech_s))
             return
-        seg: SegmentEmbedding | None = self.embedder.finish()
-        if seg is None:
+        if self._worker is None:
+            decision = self._decide(self.embedder, end, t)
+            if decision is not None:
+                events.append(decision)
             return
+        # a worker finishes this utterance's embedder; the next utterance gets a fresh one
+        embedder = self.embedder
+        self.embedder = SegmentEmbedder(self.session, max_pending=self.max_pending)
+        events.append(self._worker.submit(self._decide, embedder, end, None))
+
+    def _decide(self, embedder: SegmentEmbedder, end: SegmentEnd,
+                t: float | None) -> DecisionEvent | None:
+        t = time.perf_counter() if t is None else t
+        seg: SegmentEmbedding | None = embedder.finish()
+        if seg is None:
+            return None
         d: Decision = self.policy.decide(self._scores(seg.vector), end.speech_s)
-        events.append(DecisionEvent(
+        return DecisionEvent(
             start_s=end.start_s, end_s=end.end_s, speech_s=end.speech_s, speaker=d.speaker,
             best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
             threshold=d.threshold, margin=d.margin, reason=d.reason, end_reason=end.reason,
             clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=seg.n_windows,
             decision_ms=(time.perf_counter() - t) * 1000.0, embedding=seg.vector,
-            window_sum=seg.window_sum))
+            window_sum=seg.window_sum)
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],
                 t_s: float) -> None:
@@ -237,9 +264,24 @@ class Verifier:
                 self._end(ev, events)
 
     # -- public -----------------------------------------------------------------------
+    @staticmethod
+    def _resolved(items) -> list[Event]:
+        """Events, with the decisions of the worker waited for (in order)."""
+        out = []
+        for item in items:
+            if isinstance(item, Future):
+                item = item.result()
+                if item is None:
+                    continue
+            out.append(item)
+        return out
+
     def push(self, chunk: Chunk) -> list[Event]:
         """Process a chunk of any length; return the events it completed."""
-        events: list[Event] = []
+        return self._resolved(self._push(chunk))
+
+    def _push(self, chunk: Chunk) -> list:
+        events: list = []
         start = int(round(chunk.start_s * SAMPLE_RATE_HZ))
         if self._n0 is None:
             self._n0 = start
@@ -284,17 +326,45 @@ class Verifier:
         return events
 
     def finish(self) -> list[Event]:
-        """End of stream: decide on an open segment. The verifier is then reset."""
-        events = self._close_stream("end_of_stream")
+        """End of stream: decide on an open segment (after any events :meth:`process` had not
+        yielded yet, e.g. when it was interrupted). The verifier is then reset."""
+        pending = list(self._out)
+        self._out.clear()
+        events = self._resolved(pending + self._close_stream("end_of_stream"))
         self.reset()
         return events
 
+    def _ready(self, wait: bool = False) -> Iterator[Event]:
+        """Pop the events at the head of the queue whose decisions are done (all, if ``wait``)."""
+        out = self._out
+        in_flight = sum(isinstance(i, Future) for i in out)
+        while out:
+            head = out[0]
+            if isinstance(head, Future):
+                if not (wait or head.done() or in_flight > self.MAX_IN_FLIGHT):
+                    return
+                in_flight -= 1
+                out.popleft()
+                head = head.result()
+                if head is None:
+                    continue
+            else:
+                out.popleft()
+            yield head
+
     def process(self, source: Iterable[Chunk]) -> Iterator[Event]:
-        """All events of a whole source, ending with :meth:`finish`."""
+        """All events of a whole source, in stream order, ending with :meth:`finish`."""
         for chunk in source:
             self.overflows = getattr(source, "overflows", 0)
-            yield from self.push(chunk)
+            self._out.extend(self._push(chunk))
+            yield from self._ready()
+        yield from self._ready(wait=True)
         yield from self.finish()
+
+    def close(self) -> None:
+        """Stop the worker threads (if any)."""
+        if self._worker is not None:
+            self._worker.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
