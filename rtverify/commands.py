@@ -64,11 +64,7 @@ def _input_spec(args, path: str | None):
 def _threshold_text(session, override: float | None) -> str:
     if override is not None:
         return f"{override:.2f}"
-    dec = session.info.decision
-    if dec.thresholds_by_speech_s:
-        ys = [t for _, t in dec.thresholds_by_speech_s]
-        return f"{min(ys):.2f}-{max(ys):.2f} by length"
-    return f"{dec.threshold:.2f}"
+    return session.info.decision.describe()
 
 
 def _load_voices(args, session, store) -> dict:

@@ -205,6 +205,13 @@ class DecisionConfig:
     """Optional (speech seconds, threshold) points; the threshold for a segment is interpolated
     linearly in them (clamped at the ends). Empty: ``threshold`` at every length."""
 
+    def describe(self) -> str:
+        """The threshold for people: ``0.84``, or ``0.77-0.89 by length``."""
+        if self.thresholds_by_speech_s:
+            ys = [t for _, t in self.thresholds_by_speech_s]
+            return f"{min(ys):.2f}-{max(ys):.2f} by length"
+        return f"{self.threshold:.2f}"
+
     def threshold_for(self, speech_s: float) -> float:
         """The acceptance threshold for a segment with ``speech_s`` seconds of speech."""
         pts = self.thresholds_by_speech_s

@@ -63,7 +63,7 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
         voices, _ = store.load_usable(session.model_id, dim=session.dim)
     source = FileSource(DEMO_DIR / meta["conversation"], realtime=realtime)
     verifier = Verifier(session, voices, max_pending=1 if realtime else 8, status_every_s=0.1)
-    threshold = f"{session.info.decision.threshold:.2f}"
+    threshold = session.info.decision.describe()
     sink = _Collect(ConsoleSink(ListenView("rtverify demo", source.name.split("/")[-1],
                                            sorted(voices), threshold), console))
     summary = run(verifier, source, sink, {})

@@ -2,7 +2,7 @@
 
 A voiceprint file (``<store>/<name>.json``, mode 0600, in a 0700 directory) looks like::
 
-    {"format": "rtverify-voiceprint/1", "name": "alice", "model_id": "default-a6254f7e6299",
+    {"format": "rtverify-voiceprint/1", "name": "alice", "model_id": "default-28d2de1d310e",
      "embedding_dim": 256, "embedding": [0.0123, ...], "created": "2025-01-01T12:00:00Z",
      "speech_s": 11.2, "n_takes": 3, "rtverify_version": "0.1.0"}
 
