@@ -16,6 +16,7 @@ import soundfile as sf
 from rtverify import cli
 
 from conftest import DEMO, REPO, SR, read16k
+from rtverify.listen import speaker_at
 
 ENROLL = [str(DEMO / "enroll_1.flac"), str(DEMO / "enroll_2.flac")]
 CONVERSATION = str(DEMO / "conversation.flac")
@@ -46,15 +47,6 @@ def one_line_error(proc, *words):
 
 def json_lines(proc):
     return [json.loads(line) for line in out(proc).splitlines() if line.strip()]
-
-
-def speaker_at(script, start_s, end_s):
-    best, overlap = None, 0.0
-    for line in script:
-        o = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
-        if o > overlap:
-            best, overlap = line["speaker"], o
-    return best
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ import time
 import pytest
 
 from conftest import DEMO, REPO
+from rtverify.listen import speaker_at
 
 pytestmark = [pytest.mark.device, pytest.mark.slow]
 
@@ -107,15 +108,6 @@ def best_offset(decisions, script):
                                                                         ln["start_s"]))
                    for d in decisions for ln in script)
     return max((k * 0.02 for k in range(0, 501)), key=overlap)
-
-
-def speaker_at(script, start_s, end_s):
-    best, most = None, 0.0
-    for line in script:
-        o = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
-        if o > most:
-            best, most = line["speaker"], o
-    return best
 
 
 def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):

@@ -10,6 +10,7 @@ from rtverify.pipeline import (DecisionEvent, Provisional, SegmentDropped, Speec
 from rtverify.sources import FileSource
 
 from conftest import DEMO, chunks_of
+from rtverify.listen import speaker_at
 
 SR = 16000
 
@@ -17,16 +18,6 @@ SR = 16000
 def decisions(session, voiceprints, chunks, **kw):
     events = list(Verifier(session, voiceprints, **kw).process(chunks))
     return [e for e in events if isinstance(e, DecisionEvent)], events
-
-
-def speaker_at(script, start_s, end_s):
-    """Who was talking during most of [start_s, end_s] per the bundled script."""
-    best, overlap = None, 0.0
-    for line in script:
-        o = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
-        if o > overlap:
-            best, overlap = line["speaker"], o
-    return best
 
 
 def test_enrolled_speaker_accepted_others_rejected(session, demo, conversation, alice_print):
