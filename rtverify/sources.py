@@ -395,10 +395,25 @@ class MicrophoneSource(_ResamplingSource):
             if chunk is not None:
                 yield chunk
 
+    CLOSE_TIMEOUT_S = 3.0
+    """How long closing the device may take before it is left behind (seconds)."""
+
     def close(self) -> None:
+        """Stop recording. Input is aborted rather than drained (nothing waits for the last
+        block), on a helper thread: a device or sound server that stops answering must not keep
+        listen from ending (its summary is written after this)."""
         self._closed.set()
-        try:
-            self._stream.stop()
-            self._stream.close()
-        except Exception:  # closing a vanished device may fail; nothing left to do about it
-            logger.debug("closing %s failed", self.name, exc_info=True)
+
+        def shut() -> None:
+            try:
+                self._stream.abort()
+                self._stream.close()
+            except Exception:  # closing a vanished device may fail; nothing left to do about it
+                logger.debug("closing %s failed", self.name, exc_info=True)
+
+        closer = threading.Thread(target=shut, name="rtverify-close", daemon=True)
+        closer.start()
+        closer.join(self.CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            logger.warning("%s: the device did not close within %g s; leaving it", self.name,
+                           self.CLOSE_TIMEOUT_S)

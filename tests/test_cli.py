@@ -341,6 +341,9 @@ def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
             events.append(json.loads(line))
         time.sleep(1.5)  # let it take in the rest of what was written
         proc.send_signal(sig)
+        # stdin stays open until it has exited: closing it first could end the stream before
+        # the signal is handled (a race on a busy machine), which is not what is tested here
+        proc.wait(timeout=30)
         rest, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:

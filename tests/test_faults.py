@@ -200,6 +200,20 @@ def test_dropped_blocks_leave_a_gap_in_stream_time(fake_sd):
     assert chunks[-1].end_s == pytest.approx(fake_sd.streams[0].delivered / SR, abs=0.2)
 
 
+def test_a_device_that_never_closes_does_not_hold_up_the_end(fake_sd, monkeypatch):
+    """Stopping a stream can block in a sound server that stopped answering; closing the
+    source gives up after a bound, so listen still writes its summary and exits."""
+    fake_sd.speed = 1.0
+    fake_sd.script[:] = [{"audio": np.zeros(SR // 10, np.float32), "then": "silence",
+                          "close_hangs": True}]
+    monkeypatch.setattr(MicrophoneSource, "CLOSE_TIMEOUT_S", 0.5)
+    source = MicrophoneSource(None)
+    next(iter(source))
+    t0 = time.monotonic()
+    source.close()
+    assert time.monotonic() - t0 < 2.0
+
+
 # -- the command, with the fake device in a subprocess -----------------------------------------
 def rtv(tmp_path, script, *args, speed=4.0, timeout=60):
     path = tmp_path / "script.json"

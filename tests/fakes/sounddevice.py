@@ -11,7 +11,8 @@ The script is a list of steps, one consumed per attempt to open the device:
                           30 ms blocks, ``speed`` times faster than real time, then: ``die``
                           (the stream stops and reports inactive), ``hang`` (no more callbacks,
                           still "active"), or ``silence`` (zeros at real time until closed);
-                          an optional ``"tail"`` (same kinds as X) comes at real time between.
+                          an optional ``"tail"`` (same kinds as X) comes at real time between;
+                          ``"close_hangs": true``: stopping the stream never returns.
 
 With the script exhausted, the device is missing.
 """
@@ -85,6 +86,7 @@ class InputStream:
         self.audio = self._samples(step["audio"])
         self.tail = self._samples(step.get("tail", []))
         self.then = step.get("then", "die")
+        self.close_hangs = bool(step.get("close_hangs"))
         self.blocksize = blocksize
         self.callback = callback
         self.active = False
@@ -130,8 +132,12 @@ class InputStream:
         self._thread.start()
 
     def stop(self):
+        if self.close_hangs:
+            threading.Event().wait()  # a sound server that never answers
         self._stop.set()
         self.active = False
+
+    abort = stop
 
     def close(self):
         self._stop.set()
