@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,13 @@ def chunks_of(samples: np.ndarray, size: int, rate: int = SR):
     """Split 16 kHz samples into Chunks of ``size`` samples."""
     for i in range(0, len(samples), size):
         yield Chunk(samples[i:i + size].astype(np.float32), i / rate)
+
+
+def interruptible() -> None:
+    """``preexec_fn`` for a child a test will send SIGINT (Ctrl-C). A shell that runs the tests
+    in the background without job control (``./.ci/run &``) ignores SIGINT, children inherit
+    that, and Python then installs no KeyboardInterrupt handler; restore the default."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:

@@ -15,7 +15,7 @@ import soundfile as sf
 
 from rtverify import cli
 
-from conftest import DEMO, REPO, SR, read16k
+from conftest import DEMO, REPO, SR, interruptible, read16k
 from rtverify.listen import speaker_at
 
 ENROLL = [str(DEMO / "enroll_1.flac"), str(DEMO / "enroll_2.flac")]
@@ -330,7 +330,7 @@ def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
     env = {**os.environ, "RTVERIFY_HOME": str(store)}
     proc = subprocess.Popen([sys.executable, "-m", "rtverify", "listen", "--input", "-", "--json"],
                             cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=interruptible)
     try:
         proc.stdin.write((x * 32767).astype("<i2").tobytes())
         proc.stdin.flush()

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from conftest import DEMO, REPO
+from conftest import DEMO, REPO, interruptible
 from rtverify.listen import speaker_at
 
 pytestmark = [pytest.mark.device, pytest.mark.slow]
@@ -140,7 +140,8 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
     # -- listen while the conversation plays, then Ctrl-C -------------------------------------
     listen = subprocess.Popen(
         [sys.executable, "-m", "rtverify", "listen", "--device", "pulse", "--json"],
-        cwd=REPO, env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=pulse, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible)
     try:
         ready = json.loads(listen.stdout.readline() or "{}")
         assert ready.get("event") == "ready" and ready["source"].startswith("pulse"), \
