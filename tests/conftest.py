@@ -29,6 +29,20 @@ def chunks_of(samples: np.ndarray, size: int, rate: int = SR):
         yield Chunk(samples[i:i + size].astype(np.float32), i / rate)
 
 
+def run_segmenter(x: np.ndarray, cfg=None):
+    """A signal through a fresh Segmenter one VAD frame at a time: (segment ends, all events)."""
+    from rtverify.config import SegmenterConfig
+    from rtverify.segmenter import Segmenter, SegmentEnd
+
+    seg = Segmenter(cfg or SegmenterConfig())
+    n = seg.frame_samples
+    events = []
+    for i in range(0, len(x) - n + 1, n):
+        events += seg.push(x[i:i + n].astype(np.float32), i / SR)
+    events += seg.flush()
+    return [e for e in events if isinstance(e, SegmentEnd)], events
+
+
 def interruptible() -> None:
     """``preexec_fn`` for a child a test will send SIGINT (Ctrl-C). A shell that runs the tests
     in the background without job control (``./.ci/run &``) ignores SIGINT, children inherit

@@ -4,7 +4,7 @@ import pytest
 from rtverify.config import SegmenterConfig
 from rtverify.segmenter import Segmenter, SegmentEnd, SegmentStart
 
-from conftest import DEMO, read16k
+from conftest import DEMO, read16k, run_segmenter
 
 SR = 16000
 
@@ -15,13 +15,7 @@ def speech():
 
 
 def run(x, cfg=SegmenterConfig()):
-    seg = Segmenter(cfg)
-    n = seg.frame_samples
-    events = []
-    for i in range(0, len(x) - n + 1, n):
-        events += seg.push(x[i:i + n].astype(np.float32), i / SR)
-    events += seg.flush()
-    return [e for e in events if isinstance(e, SegmentEnd)], events
+    return run_segmenter(x, cfg)
 
 
 def noise(seconds, dbfs, seed=0):

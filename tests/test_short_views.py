@@ -8,9 +8,8 @@ import pytest
 from rtverify.config import SegmenterConfig, WindowConfig
 from rtverify.encoder import SegmentEmbedder, l2_normalize, short_view_inputs
 from rtverify.features import mel_spectrogram
-from rtverify.segmenter import Segmenter, SegmentEnd
 
-from conftest import DEMO, read16k
+from conftest import DEMO, read16k, run_segmenter
 
 SR = 16000
 
@@ -91,13 +90,7 @@ def test_views_change_the_embedding_of_short_speech_only(session, short_rows):
 
 
 def segments(x, cfg):
-    seg = Segmenter(cfg)
-    n = seg.frame_samples
-    events = []
-    for i in range(0, len(x) - n + 1, n):
-        events += seg.push(x[i:i + n].astype(np.float32), i / SR)
-    events += seg.flush()
-    return [e for e in events if isinstance(e, SegmentEnd) and not e.dropped]
+    return [e for e in run_segmenter(x, cfg)[0] if not e.dropped]
 
 
 def test_dc_offset_does_not_hide_speech():
