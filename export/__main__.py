@@ -18,17 +18,12 @@ from .onnx_export import DEFAULT_PARITY_AUDIO, ParityError, write_model
 
 
 def _with_level(model, level_dbfs: float | None, two_sided: bool):
-    """The same weights under another in-graph level normalisation."""
-    import dataclasses
+    """The same weights under another in-graph level normalisation (None/False: keep the
+    model's own target/ceiling)."""
+    from training.model import level_power
 
-    from training.model import MEL_POWER_PER_MEAN_SQUARE, SpeakerEncoder
-
-    target = (model.cfg.level_target if level_dbfs is None
-              else MEL_POWER_PER_MEAN_SQUARE * 10 ** (level_dbfs / 10))
-    ceiling = target if two_sided else model.cfg.level_ceiling
-    out = SpeakerEncoder(dataclasses.replace(model.cfg, level_target=target, level_ceiling=ceiling))
-    out.load_state_dict(model.state_dict(), strict=True)
-    return out.eval()
+    target = model.cfg.level_target if level_dbfs is None else level_power(level_dbfs)
+    return model.with_level(target, target if two_sided else model.cfg.level_ceiling).eval()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,15 @@ from torch import nn
 MEL_POWER_PER_MEAN_SQUARE = 9.9487
 """Mean mel power / waveform mean square for speech with the default front-end (measured on the
 Arabic Speech Commands train speakers; interquartile range 9.86..10.00)."""
-LEVEL_TARGET = MEL_POWER_PER_MEAN_SQUARE * 10 ** (-30 / 10)
+
+
+def level_power(dbfs: float) -> float:
+    """Mean mel power of speech at ``dbfs`` (dB relative to full scale): the unit of
+    ``level_target`` and ``level_ceiling``."""
+    return MEL_POWER_PER_MEAN_SQUARE * 10 ** (dbfs / 10)
+
+
+LEVEL_TARGET = level_power(-30)
 """Mean mel power of speech at -30 dBFS, Resemblyzer's volume normalisation target."""
 
 
@@ -76,6 +84,16 @@ class SpeakerEncoder(nn.Module):
         self.cfg = cfg
         self.lstm = nn.LSTM(cfg.n_mels, cfg.hidden, cfg.layers, batch_first=True)
         self.linear = nn.Linear(cfg.hidden, cfg.proj)
+
+    def with_level(self, target: float, ceiling: float | None) -> "SpeakerEncoder":
+        """A copy with the same weights under another level normalisation (``"level"`` input):
+        windows raised to mean mel power ``target``, and lowered to ``ceiling`` (None: never)."""
+        import dataclasses
+
+        out = SpeakerEncoder(dataclasses.replace(self.cfg, level_target=target,
+                                                 level_ceiling=ceiling))
+        out.load_state_dict(self.state_dict(), strict=True)
+        return out.train(self.training)
 
     def transform(self, frames: torch.Tensor) -> torch.Tensor:
         if self.cfg.input_transform == "log":

@@ -26,7 +26,7 @@ from .data import (DATA_ROOT, AudioBank, AugmentConfig, Utterance, arabic_splits
                    dataset, runtime_windows)
 from .evaluate import accuracy, eer, read_trials
 from .losses import GE2ELoss, PairLoss
-from .model import MEL_POWER_PER_MEAN_SQUARE, EncoderConfig, SpeakerEncoder
+from .model import EncoderConfig, SpeakerEncoder, level_power
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TrainConfig:
         return cls(**d)
 
     def encoder_config(self) -> EncoderConfig:
-        target = MEL_POWER_PER_MEAN_SQUARE * 10 ** (self.level_dbfs / 10)
+        target = level_power(self.level_dbfs)
         return EncoderConfig(hidden=self.hidden, layers=self.layers, proj=self.proj,
                              relu=self.relu, input_transform=self.input_transform,
                              level_target=target,
@@ -293,9 +293,8 @@ class Trainer:
             if dataclasses.replace(pretrained.cfg, level_target=want.level_target,
                                    level_ceiling=want.level_ceiling) != want:
                 raise ValueError("--init resemblyzer needs layers 3, hidden 256, proj 256, relu")
-            model = SpeakerEncoder(want)  # the pretrained weights under this run's level setting
-            model.load_state_dict(pretrained.state_dict(), strict=True)
-            return model
+            # the pretrained weights under this run's level setting
+            return pretrained.with_level(want.level_target, want.level_ceiling)
         if self.cfg.init != "scratch":
             raise ValueError(f"init must be 'resemblyzer' or 'scratch', got {self.cfg.init!r}")
         return SpeakerEncoder(self.cfg.encoder_config())
