@@ -168,7 +168,8 @@ def cmd_listen(args) -> int:
     # with one onnxruntime thread (an utterance's few windows are too small a batch to split).
     from .encoder import default_threads
 
-    workers = default_threads() if not spec.live and default_threads() >= 2 else 0
+    threads = default_threads()
+    workers = threads if not spec.live and threads >= 2 else 0
     session = _session(args, threads=1 if workers else None)
     voices = _load_voices(args, session, _store(args))
     source = spec.open()

@@ -334,14 +334,15 @@ class Verifier:
         self.reset()
         return events
 
-    def _ready(self, wait: bool = False) -> Iterator[Event]:
-        """Pop the events at the head of the queue whose decisions are done (all, if ``wait``)."""
+    def _ready(self) -> Iterator[Event]:
+        """Pop the events at the head of the queue whose decisions are done (waiting for the
+        oldest when too many are in flight)."""
         out = self._out
         in_flight = sum(isinstance(i, Future) for i in out)
         while out:
             head = out[0]
             if isinstance(head, Future):
-                if not (wait or head.done() or in_flight > self.MAX_IN_FLIGHT):
+                if not (head.done() or in_flight > self.MAX_IN_FLIGHT):
                     return
                 in_flight -= 1
                 out.popleft()
@@ -358,8 +359,7 @@ class Verifier:
             self.overflows = getattr(source, "overflows", 0)
             self._out.extend(self._push(chunk))
             yield from self._ready()
-        yield from self._ready(wait=True)
-        yield from self.finish()
+        yield from self.finish()  # waits for what is still queued, in order
 
     def close(self) -> None:
         """Stop the worker threads (if any)."""
