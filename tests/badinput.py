@@ -91,10 +91,12 @@ def store_state(store: Path) -> dict:
     return state
 
 
-def enroll_reference(store: Path, workdir: Path) -> None:
+def enroll_reference(store: Path, workdir: Path) -> np.ndarray:
+    """Enroll the demo speaker into ``store``; return her voiceprint's embedding."""
     run = rtverify(["enroll", "--name", VOICE, "--input", DEMO / "enroll_1.flac",
                     DEMO / "enroll_2.flac"], store=store, workdir=workdir)
     assert run.returncode == 0, run.stderr
+    return np.asarray(json.loads((store / f"{VOICE}.json").read_text())["embedding"])
 
 
 # -- the audio --------------------------------------------------------------------------------

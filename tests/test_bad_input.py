@@ -2,7 +2,6 @@
 each case through ``verify``, ``enroll --input`` and ``listen --input`` as a subprocess; see
 ``badinput.py`` for what counts as correct."""
 
-import json
 import shutil
 
 import numpy as np
@@ -16,8 +15,7 @@ from badinput import CASES, COMMANDS, alice_speech, build, check, command_args, 
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("bad_input")
     store = base / "voices"
-    enroll_reference(store, base / "enroll")
-    alice = np.asarray(json.loads((store / "alice.json").read_text())["embedding"])
+    alice = enroll_reference(store, base / "enroll")
     speech = alice_speech()
     return base, store, alice, speech, verify_reference(speech, store, base / "reference")
 

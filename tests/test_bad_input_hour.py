@@ -36,8 +36,7 @@ def write_hour(path, subtype, block):
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("hour")
     store = base / "voices"
-    enroll_reference(store, base / "enroll")
-    alice = np.asarray(json.loads((store / "alice.json").read_text())["embedding"])
+    alice = enroll_reference(store, base / "enroll")
     files = {
         "hour_of_silence": write_hour(base / "silence.flac", "PCM_16",
                                       lambda rng, n: np.zeros(n, np.float32)),
