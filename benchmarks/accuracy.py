@@ -2,7 +2,7 @@
 resemblyzer (its own ``preprocess_wav`` + ``embed_utterance``), scored the same way.
 
 rtverify goes through :func:`rtverify.evaluation.evaluate` (what ``rtverify eval`` reports) when
-that module is in the checkout; until then through :func:`rtverify.pipeline.embed_recording`
+that module is in the checkout; until then through :func:`rtverify.core.pipeline.embed_recording`
 with the same rules (a file whose only speech is shorter than the segmenter's minimum is embedded
 from it anyway; a file with no speech at all scores -inf in every trial). Embeddings are cached
 per model and file under ``benchmarks/cache/embeddings``.
@@ -73,8 +73,8 @@ def _cosine(vectors: dict[str, np.ndarray], a: list[str], b: list[str]) -> np.nd
 
 def _embed_rtverify_fallback(session, root: Path, files: list[str]) -> dict[str, np.ndarray]:
     from rtverify.config import SegmenterConfig
-    from rtverify.pipeline import embed_recording
-    from rtverify.sources import FileSource
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import FileSource
 
     from .store import EmbeddingStore
 
@@ -104,7 +104,7 @@ def _embed_rtverify_fallback(session, root: Path, files: list[str]) -> dict[str,
 
 
 def rtverify_list(model: Path, trials: Path, root: Path) -> dict:
-    from rtverify.encoder import EncoderSession
+    from rtverify.core.encoder import EncoderSession
 
     session = EncoderSession(model, threads=1)
     if have_evaluation():
@@ -115,7 +115,7 @@ def rtverify_list(model: Path, trials: Path, root: Path) -> dict:
     labels, a, b = read_trials(trials)
     vectors = _embed_rtverify_fallback(session, root, sorted(set(a) | set(b)))
     scores = _cosine(vectors, a, b)
-    return metrics(scores, labels) | {"via": "rtverify.pipeline.embed_recording",
+    return metrics(scores, labels) | {"via": "rtverify.core.pipeline.embed_recording",
                                       "trials_without_speech": int(np.isinf(scores).sum())}
 
 

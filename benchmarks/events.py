@@ -45,9 +45,9 @@ def event_record(event) -> dict:
 
 def voiceprint(session) -> np.ndarray:
     """The demo's enrolled speaker, from its two bundled takes (as the tests build it)."""
-    from rtverify.encoder import l2_normalize
-    from rtverify.pipeline import embed_recording
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import l2_normalize
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import FileSource
 
     demo = REPO / "rtverify" / "demo"
     total = np.zeros(session.dim)
@@ -58,9 +58,9 @@ def voiceprint(session) -> np.ndarray:
 
 def dump(path: Path | None = None) -> dict:
     """Events of every run in :data:`RUNS` on ``path`` (default: the demo conversation)."""
-    from rtverify.encoder import EncoderSession
-    from rtverify.pipeline import Verifier
-    from rtverify.sources import Chunk, FileSource
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import Verifier
+    from rtverify.io.sources import Chunk, FileSource
 
     path = Path(path) if path else REPO / "rtverify" / "demo" / "conversation.flac"
     session = EncoderSession(threads=1)

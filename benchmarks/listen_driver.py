@@ -1,7 +1,7 @@
 """Stand-in for ``rtverify listen --input FILE --json`` while the CLI is not in this checkout.
 
 Same work in the same order as the CLI's listen loop: load the model, build the voiceprint, open
-the file, print ``{"event": "ready"}``, run :class:`~rtverify.pipeline.Verifier` (windows in
+the file, print ``{"event": "ready"}``, run :class:`~rtverify.core.pipeline.Verifier` (windows in
 batches of 8, or one by one with ``--realtime``) and print every event as a JSON line, then a
 ``summary``. The benchmarks switch to the real CLI as soon as ``rtverify.cli`` exists.
 """
@@ -21,9 +21,9 @@ def main(argv=None) -> int:
     p.add_argument("--enroll", nargs="+", required=True, help="recordings of the enrolled voice")
     args = p.parse_args(argv)
 
-    from rtverify.encoder import EncoderSession, l2_normalize
-    from rtverify.pipeline import Verifier, embed_recording
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import EncoderSession, l2_normalize
+    from rtverify.core.pipeline import Verifier, embed_recording
+    from rtverify.io.sources import FileSource
 
     session = EncoderSession(args.model)
     total = sum(embed_recording(session, FileSource(f)).vector for f in args.enroll)

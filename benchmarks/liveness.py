@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from rtverify.liveness import DIGIT_WORDS, MAX_EDITS, DigitRecognizer, edit_distance
-from rtverify.resample import StreamingResampler
+from rtverify.apps.liveness import DIGIT_WORDS, MAX_EDITS, DigitRecognizer, edit_distance
+from rtverify.io.resample import StreamingResampler
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 VOICES = ["en-us", "en", "en-us+f3", "en+m3", "en-us+f2", "en+m7"]

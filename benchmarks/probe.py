@@ -32,7 +32,7 @@ def _stats(ms: list[float]) -> dict:
 def cmd_window(args) -> dict:
     import numpy as np
 
-    from rtverify.encoder import EncoderSession
+    from rtverify.core.encoder import EncoderSession
 
     session = EncoderSession(args.model, threads=args.threads)
     rng = np.random.default_rng(0)
@@ -55,9 +55,9 @@ def cmd_window(args) -> dict:
 
 
 def cmd_file(args) -> dict:
-    from rtverify.encoder import EncoderSession
-    from rtverify.pipeline import embed_recording
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import FileSource
 
     t = time.perf_counter()
     session = EncoderSession(args.model, threads=args.threads)
@@ -93,9 +93,9 @@ def cmd_pipeline(args) -> dict:
     process start and the JSON output)."""
     import numpy as np
 
-    from rtverify.encoder import EncoderSession
-    from rtverify.pipeline import Verifier
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import Verifier
+    from rtverify.io.sources import FileSource
 
     session = EncoderSession(args.model, threads=args.threads)
     if args.no_encoder:
@@ -119,9 +119,9 @@ def cmd_ort_options(args) -> dict:
     import numpy as np
     import onnxruntime as ort
 
-    from rtverify.encoder import DEFAULT_MODEL
-    from rtverify.features import mel_spectrogram
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import DEFAULT_MODEL
+    from rtverify.core.features import mel_spectrogram
+    from rtverify.io.sources import FileSource
 
     x = np.concatenate([c.samples for c in FileSource(args.input)])[:16000 * 60]
     m = mel_spectrogram(x)

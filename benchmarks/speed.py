@@ -172,8 +172,8 @@ def startup(reps: int = 7) -> dict:
     if have_cli():
         cmd, what = [sys.executable, "-m", "rtverify", "--help"], "python -m rtverify --help"
     else:
-        cmd = [sys.executable, "-c", "import rtverify.pipeline, rtverify.sources"]
-        what = "python -c 'import rtverify.pipeline, rtverify.sources' (no CLI in this checkout)"
+        cmd = [sys.executable, "-c", "import rtverify.core.pipeline, rtverify.io.sources"]
+        what = "python -c 'import rtverify.core.pipeline, rtverify.io.sources' (no CLI in this checkout)"
     walls = [run(cmd, env=env_for(1)).check().wall_s for _ in range(reps)]
     imports = json.loads(run([sys.executable, "-m", "benchmarks.probe", "imports"],
                              env=env_for(1)).check().lines[-1][1])

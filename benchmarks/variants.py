@@ -23,7 +23,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from rtverify.encoder import DEFAULT_MODEL, sidecar_path
+from rtverify.core.encoder import DEFAULT_MODEL, sidecar_path
 
 def _quantized(base: Path) -> bool:
     return "quantization" in json.loads(sidecar_path(base).read_text())

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from rtverify.config import FeatureConfig, WindowConfig
-from rtverify.encoder import MODELS_DIR
+from rtverify.core.encoder import MODELS_DIR
 
 from .onnx_export import DEFAULT_PARITY_AUDIO, ParityError, write_model
 

@@ -8,11 +8,11 @@ enrolment, rounds 3-4 for test speech, so no clip is on both sides.
 
 * Voiceprints: as ``rtverify enroll`` makes them, ``l2_normalize(mean(take vectors))`` over 3
   takes, each take a recording of several keywords run through
-  :func:`rtverify.pipeline.embed_recording`; several independent voiceprints per speaker.
+  :func:`rtverify.core.pipeline.embed_recording`; several independent voiceprints per speaker.
 * Test speech: recordings of 1 to ~16 keywords back to back (the clips' own leading and trailing
   silence makes the pauses), run through the same path, so each has the ``speech_s`` that
   ``verify``/``listen`` would see. Every test recording is scored against every voiceprint with
-  the model's own :class:`~rtverify.scoring.Scorer`.
+  the model's own :class:`~rtverify.core.scoring.Scorer`.
 * Criterion: for each length group, the threshold at the equal error rate (misses = false
   accepts: decisions balanced at that length), then a monotone (isotonic) fit over the groups
   so that noise cannot make the threshold zig-zag with length. Between the points the runtime
@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 
 from rtverify.config import SegmenterConfig
-from rtverify.encoder import EncoderSession, l2_normalize
+from rtverify.core.encoder import EncoderSession, l2_normalize
 from rtverify.metrics import eer
-from rtverify.pipeline import embed_recording
-from rtverify.scoring import Scorer
-from rtverify.sources import Chunk, FileSource
+from rtverify.core.pipeline import embed_recording
+from rtverify.core.scoring import Scorer
+from rtverify.io.sources import Chunk, FileSource
 
 CALIB6 = ("00000022", "00000023", "00000024", "00000027", "00000029", "00000030")
 CORPUS = "arabic-speech-commands"

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from rtverify.config import FeatureConfig, WindowConfig
-from rtverify.encoder import SIDECAR_FORMAT, sidecar_path
-from rtverify.features import mel_spectrogram
-from rtverify.sources import FileSource
+from rtverify.core.encoder import SIDECAR_FORMAT, sidecar_path
+from rtverify.core.features import mel_spectrogram
+from rtverify.io.sources import FileSource
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4

@@ -2,10 +2,10 @@
 
 A trials file has one trial per line, ``label path_a path_b`` (label 1: same speaker, 0:
 different speakers), paths relative to ``--root``. Every unique file is embedded once through the
-runtime path, :func:`rtverify.pipeline.embed_recording` (segmenter, streaming features, encoder
+runtime path, :func:`rtverify.core.pipeline.embed_recording` (segmenter, streaming features, encoder
 windows, pooling of all utterances), so the figures measure what ``listen`` does. ``path_a`` plays
 the enrolled voice (its embedding is the voiceprint, as a one-take enrolment) and ``path_b`` the
-utterance heard; scores go through the same :class:`~rtverify.scoring.Scorer` as in ``listen``.
+utterance heard; scores go through the same :class:`~rtverify.core.scoring.Scorer` as in ``listen``.
 
 Files without a usable utterance: a file whose only speech is shorter than the segmenter's
 ``min_speech_ms`` (``listen`` drops it as a noise burst; FSDD's 0.3 s digits) is embedded from that
@@ -186,8 +186,8 @@ def embed_file(session, path: Path, segmenter: SegmenterConfig) -> tuple[np.ndar
     segments anyway (the same segmentation, nothing dropped) and flagged ``short_only``: the EER
     then measures the encoder on it, while the model's own decisions still reject it.
     """
-    from .pipeline import embed_recording
-    from .sources import FileSource
+    from .core.pipeline import embed_recording
+    from .io.sources import FileSource
 
     rec = embed_recording(session, FileSource(path), segmenter=segmenter)
     short_only = False
@@ -202,10 +202,10 @@ def embed_file(session, path: Path, segmenter: SegmenterConfig) -> tuple[np.ndar
 def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = SegmenterConfig(),
                 cache_dir: str | os.PathLike | None = None, progress: bool = False,
                 label: str = "embedding") -> FileEmbeddings:
-    """One embedding per file through :func:`rtverify.pipeline.embed_recording` (see
+    """One embedding per file through :func:`rtverify.core.pipeline.embed_recording` (see
     :func:`embed_file`).
 
-    :param paths: audio files (any format :class:`~rtverify.sources.FileSource` reads).
+    :param paths: audio files (any format :class:`~rtverify.io.sources.FileSource` reads).
     :param cache_dir: keep embeddings in ``<cache_dir>/<settings key>.npz`` between runs.
     :param progress: show a rich progress bar on stderr.
     """
@@ -259,7 +259,7 @@ class _progress:
 
 def score_trials(trials: Trials, emb: FileEmbeddings, scorer) -> np.ndarray:
     """Score of every trial (``-inf`` where a side has no speech): ``scorer`` is a
-    :class:`~rtverify.scoring.Scorer`, ``path_a`` the enrolled side."""
+    :class:`~rtverify.core.scoring.Scorer`, ``path_a`` the enrolled side."""
     ok = emb.has_speech
     scores = np.full(len(trials.labels), -np.inf)
     use = ok[trials.a] & ok[trials.b]
@@ -284,7 +284,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
              scorer=None, cache_dir=None, progress: bool = False) -> dict:
     """The whole evaluation; returns the ``--json`` object (plus ``scores``/``labels`` arrays
     under ``_scores``/``_labels`` for plotting)."""
-    from .scoring import Scorer
+    from .core.scoring import Scorer
 
     t0 = time.perf_counter()
     trials = read_trials(trials_path, root)
@@ -340,10 +340,10 @@ def format_report(r: dict) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Run ``rtverify eval`` (arguments from :mod:`rtverify.eval_cli`); returns the exit code
+    """Run ``rtverify eval`` (arguments from :mod:`rtverify.cli.eval`); returns the exit code
     (0). Problems raise :class:`RtverifyError`."""
-    from .encoder import EncoderSession
-    from .scoring import Scorer
+    from .core.encoder import EncoderSession
+    from .core.scoring import Scorer
 
     if args.threads < 1:
         raise InputError(f"--threads must be at least 1, got {args.threads}")

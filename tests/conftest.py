@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtverify.sources import Chunk, FileSource
+from rtverify.io.sources import Chunk, FileSource
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "rtverify" / "demo"
@@ -32,7 +32,7 @@ def chunks_of(samples: np.ndarray, size: int, rate: int = SR):
 def run_segmenter(x: np.ndarray, cfg=None):
     """A signal through a fresh Segmenter one VAD frame at a time: (segment ends, all events)."""
     from rtverify.config import SegmenterConfig
-    from rtverify.segmenter import Segmenter, SegmentEnd
+    from rtverify.core.segmenter import Segmenter, SegmentEnd
 
     seg = Segmenter(cfg or SegmenterConfig())
     n = seg.frame_samples
@@ -64,7 +64,7 @@ def demo():
 
 @pytest.fixture(scope="session")
 def session():
-    from rtverify.encoder import EncoderSession
+    from rtverify.core.encoder import EncoderSession
 
     return EncoderSession()
 
@@ -77,8 +77,8 @@ def conversation(demo) -> np.ndarray:
 @pytest.fixture(scope="session")
 def alice_print(session, demo) -> np.ndarray:
     """Voiceprint of the demo's enrolled speaker from the two enrolment takes."""
-    from rtverify.encoder import l2_normalize
-    from rtverify.pipeline import embed_recording
+    from rtverify.core.encoder import l2_normalize
+    from rtverify.core.pipeline import embed_recording
 
     total = np.zeros(session.dim)
     for name in demo["enroll"]:

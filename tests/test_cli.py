@@ -16,7 +16,7 @@ import soundfile as sf
 from rtverify import cli
 
 from conftest import DEMO, REPO, SR, interruptible, read16k
-from rtverify.listen import speaker_at
+from rtverify.apps.listen import speaker_at
 
 ENROLL = [str(DEMO / "enroll_1.flac"), str(DEMO / "enroll_2.flac")]
 CONVERSATION = str(DEMO / "conversation.flac")
@@ -394,7 +394,7 @@ def test_an_unexpected_exception_is_one_line_and_traceback_only_with_v(tmp_path,
     def boom(args):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "cmd_voices", boom)
+    monkeypatch.setattr(cli.entry, "cmd_voices", boom)
     assert cli.main(["--store", str(tmp_path), "voices"]) == 4
     text = capsys.readouterr().err.strip()
     assert text == ("rtverify: internal error: RuntimeError: boom second line "

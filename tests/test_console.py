@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 from rich.console import Console
 
-from rtverify.console import ConsoleSink, ListenView, clock, meter
-from rtverify.pipeline import DecisionEvent, Verifier
+from rtverify.ui.console import ConsoleSink, ListenView, clock, meter
+from rtverify.core.pipeline import DecisionEvent, Verifier
 
 from conftest import DEMO, REPO, SR, chunks_of, read16k
 
@@ -135,7 +135,7 @@ def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
 
 def test_an_error_mid_stream_still_closes_the_live_view(events):
     from rtverify.errors import DeviceError
-    from rtverify.listen import run
+    from rtverify.apps.listen import run
 
     class FailingSource:
         overflows = 3

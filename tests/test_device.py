@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import DEMO, REPO, interruptible
-from rtverify.listen import speaker_at
+from rtverify.apps.listen import speaker_at
 
 pytestmark = [pytest.mark.device, pytest.mark.slow]
 

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtverify.encoder import l2_normalize
-from rtverify.enroll import Enrolment, EnrollSettings, Take, enroll_files, enroll_live
+from rtverify.core.encoder import l2_normalize
+from rtverify.apps.enroll import Enrolment, EnrollSettings, Take, enroll_files, enroll_live
 from rtverify.errors import InputError, NotEnoughSpeech
-from rtverify.pipeline import embed_recording
-from rtverify.sources import FileSource
+from rtverify.core.pipeline import embed_recording
+from rtverify.io.sources import FileSource
 
 from conftest import DEMO, SR, chunks_of, read16k
 

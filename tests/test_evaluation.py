@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from rtverify import eval_cli
+from rtverify.cli import eval as eval_cli
 from rtverify import evaluation as ev
 from rtverify.errors import InputError
 
@@ -141,7 +141,7 @@ def test_missing_trials_file_and_root(tmp_path, root):
 # -- scoring shared by eval and the Verifier -------------------------------------------------
 
 def test_asnorm_by_hand():
-    from rtverify.scoring import Scorer
+    from rtverify.core.scoring import Scorer
 
     cohort = np.eye(4, dtype=np.float32)  # cosines of a unit vector with the axes = its entries
     a = np.array([0.8, 0.6, 0.0, 0.0], dtype=np.float32)
@@ -157,9 +157,9 @@ def test_asnorm_by_hand():
 def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, conversation,
                                                       alice_print):
     """A sidecar naming a cohort changes listen's scores exactly as it changes eval's."""
-    from rtverify.encoder import EncoderSession
-    from rtverify.pipeline import DecisionEvent, Verifier
-    from rtverify.scoring import Scorer
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import DecisionEvent, Verifier
+    from rtverify.core.scoring import Scorer
 
     from conftest import chunks_of
 
@@ -185,9 +185,9 @@ def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, c
 
 
 def test_broken_cohort_is_a_model_error(tmp_path, session):
-    from rtverify.encoder import EncoderSession
+    from rtverify.core.encoder import EncoderSession
     from rtverify.errors import ModelError
-    from rtverify.scoring import Scorer
+    from rtverify.core.scoring import Scorer
 
     shutil.copy(session.path, tmp_path / "m.onnx")
     side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "missing.npy"})

@@ -20,12 +20,12 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from rtverify.console import ListenView
+from rtverify.ui.console import ListenView
 from rtverify.errors import DeviceError
-from rtverify.listen import run
-from rtverify.pipeline import Verifier
-from rtverify.reconnect import InputLost, InputRestored, ReconnectingMicrophone, backoff_delays
-from rtverify.sources import MicrophoneSource
+from rtverify.apps.listen import run
+from rtverify.core.pipeline import Verifier
+from rtverify.io.reconnect import InputLost, InputRestored, ReconnectingMicrophone, backoff_delays
+from rtverify.io.sources import MicrophoneSource
 
 from conftest import DEMO, REPO, SR, read16k
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rtverify.config import FeatureConfig
-from rtverify.features import StreamingFeatures, mel_filterbank, mel_spectrogram
+from rtverify.core.features import StreamingFeatures, mel_filterbank, mel_spectrogram
 
 from conftest import DEMO, read16k
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtverify import cli, liveness
+from rtverify import cli
+from rtverify.apps import liveness
 from rtverify.errors import InputError
-from rtverify.liveness import check_answer, edit_distance, make_challenge, parse_challenge
+from rtverify.apps.liveness import check_answer, edit_distance, make_challenge, parse_challenge
 
 from conftest import DATA, REPO
 

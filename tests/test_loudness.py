@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import chunks_of
-from rtverify.pipeline import embed_recording
+from rtverify.core.pipeline import embed_recording
 
 LEVELS_DBFS = (-45, -35, -25, "peak")
 """RMS levels; ``peak``: as loud as the recording goes without clipping (peak at -0.5 dBFS)."""

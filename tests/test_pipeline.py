@@ -5,12 +5,12 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from rtverify.pipeline import (DecisionEvent, Provisional, SegmentDropped, SpeechStarted, Verifier,
+from rtverify.core.pipeline import (DecisionEvent, Provisional, SegmentDropped, SpeechStarted, Verifier,
                                embed_recording)
-from rtverify.sources import FileSource
+from rtverify.io.sources import FileSource
 
 from conftest import DEMO, chunks_of
-from rtverify.listen import speaker_at
+from rtverify.apps.listen import speaker_at
 
 SR = 16000
 

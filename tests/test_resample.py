@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy.signal import resample_poly
 
-from rtverify.resample import StreamingResampler
+from rtverify.io.resample import StreamingResampler
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000, 96000, 16000])
@@ -48,7 +48,7 @@ def test_resampling_a_recording_does_not_import_scipy(tmp_path):
 
     path = tmp_path / "x.wav"
     sf.write(path, np.zeros(4800), 48000)
-    code = ("import sys; from rtverify.sources import FileSource; "
+    code = ("import sys; from rtverify.io.sources import FileSource; "
             f"n = sum(len(c.samples) for c in FileSource({str(path)!r})); "
             "print(n, sorted(m for m in sys.modules if m.split('.')[0] == 'scipy'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from rtverify.config import SegmenterConfig
-from rtverify.segmenter import Segmenter, SegmentEnd, SegmentStart
+from rtverify.core.segmenter import Segmenter, SegmentEnd, SegmentStart
 
 from conftest import DEMO, read16k, run_segmenter
 
@@ -101,7 +101,7 @@ def test_segments_carry_their_pre_roll_and_end_reason(speech):
 
 
 def test_audio_events_are_exactly_the_segment(speech):
-    from rtverify.segmenter import SegmentAudio
+    from rtverify.core.segmenter import SegmentAudio
 
     x = np.concatenate([silence(1), speech[:2 * SR], silence(2)])
     ends, events = run(x)
@@ -130,7 +130,7 @@ def test_frame_size_is_checked():
 
 
 def test_floor_quantile_is_numpys_to_the_bit():
-    from rtverify.segmenter import _FloorTracker
+    from rtverify.core.segmenter import _FloorTracker
 
     rng = np.random.default_rng(5)
     for maxlen in (10, 37, 100):
@@ -165,7 +165,7 @@ def test_frames_in_blocks_give_the_same_events_and_state_as_one_by_one(speech):
         return [[(type(e).__name__, e.samples.tolist() if isinstance(e, SegmentAudio) else e)
                  for e in fr] for fr in evs]
 
-    from rtverify.segmenter import SegmentAudio
+    from rtverify.core.segmenter import SegmentAudio
 
     assert plain(ev1) == plain(ev2)
     assert any(isinstance(e, SegmentEnd) for fr in ev1 for e in fr)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rtverify.config import SegmenterConfig, WindowConfig
-from rtverify.encoder import SegmentEmbedder, l2_normalize, short_view_inputs
-from rtverify.features import mel_spectrogram
+from rtverify.core.encoder import SegmentEmbedder, l2_normalize, short_view_inputs
+from rtverify.core.features import mel_spectrogram
 
 from conftest import DEMO, read16k, run_segmenter
 

@@ -7,7 +7,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from rtverify.errors import InputError
-from rtverify.sources import FileSource, StdinSource
+from rtverify.io.sources import FileSource, StdinSource
 
 from conftest import DEMO, read16k
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rtverify.voiceprints import VoiceprintStore
+from rtverify.store.voiceprints import VoiceprintStore
 
 from conftest import DEMO, REPO, SR, read16k
 
@@ -99,7 +99,7 @@ def test_two_enrolments_of_different_names_at_once_both_persist(tmp_path, takes)
 @pytest.fixture(scope="module")
 def vectors(session, takes):
     """The voiceprint each set of takes makes."""
-    from rtverify.enroll import enroll_files
+    from rtverify.apps.enroll import enroll_files
 
     return {key: enroll_files(session, paths).vector() for key, paths in takes.items()}
 

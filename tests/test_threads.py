@@ -2,7 +2,7 @@
 
 import pytest
 
-from rtverify.encoder import THREADS_ENV, EncoderSession, default_threads
+from rtverify.core.encoder import THREADS_ENV, EncoderSession, default_threads
 from rtverify.errors import ModelError
 
 

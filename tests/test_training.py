@@ -217,9 +217,9 @@ def test_resume_refuses_a_checkpoint_of_another_run(bank, tmp_path):
 
 def test_export_from_a_checkpoint_passes_the_onnx_parity_check(bank, tmp_path):
     from export.__main__ import main as export_main
-    from rtverify.encoder import EncoderSession
-    from rtverify.pipeline import embed_recording
-    from rtverify.sources import FileSource
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import FileSource
 
     trainer = tiny_trainer(bank, tmp_path / "run", objective="ge2e", steps=2,
                            speakers_per_batch=3, utterances_per_speaker=2)

@@ -2,7 +2,7 @@
 front-end, reproduce ``resemblyzer.VoiceEncoder.embed_utterance`` on real recordings.
 
 Both sides get the same ``resemblyzer.preprocess_wav`` output and the same partial slices; only
-the spectrogram (ours: :func:`rtverify.features.mel_spectrogram`; theirs: librosa) and the network
+the spectrogram (ours: :func:`rtverify.core.features.mel_spectrogram`; theirs: librosa) and the network
 code (ours: :class:`training.model.SpeakerEncoder` loaded strictly by
 :func:`training.transfer.load_resemblyzer`) differ.
 """
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.train
 import soundfile as sf  # noqa: E402
 
 from conftest import DATA, DEMO  # noqa: E402
-from rtverify.features import mel_spectrogram  # noqa: E402
+from rtverify.core.features import mel_spectrogram  # noqa: E402
 from training.transfer import load_resemblyzer, resemblyzer_ge2e_scale  # noqa: E402
 
 RECORDINGS = [DEMO / "enroll_1.flac", DEMO / "enroll_2.flac",

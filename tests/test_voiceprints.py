@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rtverify.errors import InputError, StoreError
-from rtverify.voiceprints import (FORMAT, Voiceprint, VoiceprintStore, default_store_dir,
+from rtverify.store.voiceprints import (FORMAT, Voiceprint, VoiceprintStore, default_store_dir,
                                   validate_name)
 
 MODEL = "model-a"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO, REPO, chunks_of
-from rtverify.pipeline import DecisionEvent, Verifier
+from rtverify.core.pipeline import DecisionEvent, Verifier
 
 
 def _plain(events):

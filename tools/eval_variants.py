@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rtverify import evaluation as ev
 from rtverify.config import SegmenterConfig
-from rtverify.encoder import EncoderSession
-from rtverify.scoring import Scorer
+from rtverify.core.encoder import EncoderSession
+from rtverify.core.scoring import Scorer
 
 TRAIN12 = ("00000001", "00000005", "00000006", "00000009", "00000011", "00000013", "00000015",
            "00000016", "00000017", "00000018", "00000019", "00000020")

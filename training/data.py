@@ -1,10 +1,10 @@
 """Training data: utterance lists, fixed speaker splits, audio cache, augmentation, windows.
 
-Audio is read with the runtime's :class:`rtverify.sources.FileSource` (any format, resampled to
-16 kHz mono) and spectrograms come from :func:`rtverify.features.mel_spectrogram`, so training
+Audio is read with the runtime's :class:`rtverify.io.sources.FileSource` (any format, resampled to
+16 kHz mono) and spectrograms come from :func:`rtverify.core.features.mel_spectrogram`, so training
 sees exactly what the runtime computes. Silence is cut with the runtime's own
-:class:`rtverify.segmenter.Segmenter`, and a segment shorter than a window is zero-padded as
-:class:`rtverify.encoder.SegmentEmbedder` pads it.
+:class:`rtverify.core.segmenter.Segmenter`, and a segment shorter than a window is zero-padded as
+:class:`rtverify.core.encoder.SegmentEmbedder` pads it.
 
 Speaker splits of Arabic Speech Commands (fixed for the whole project):
 
@@ -28,10 +28,10 @@ import numpy as np
 from scipy.signal import fftconvolve, lfilter, resample_poly
 
 from rtverify.config import SAMPLE_RATE_HZ, FeatureConfig, SegmenterConfig, WindowConfig
-from rtverify.encoder import short_view_inputs
-from rtverify.features import mel_spectrogram
-from rtverify.segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
-from rtverify.sources import FileSource
+from rtverify.core.encoder import short_view_inputs
+from rtverify.core.features import mel_spectrogram
+from rtverify.core.segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
+from rtverify.io.sources import FileSource
 
 logger = logging.getLogger(__name__)
 
@@ -301,12 +301,12 @@ def clip_window(clip: np.ndarray, rng: np.random.Generator, *, augment_cfg: Augm
 
 
 class _CapturingSession:
-    """Stands in for :class:`rtverify.encoder.EncoderSession` and records the windows the
+    """Stands in for :class:`rtverify.core.encoder.EncoderSession` and records the windows the
     runtime would embed (returning dummy unit vectors)."""
 
     def __init__(self, features: FeatureConfig, window: WindowConfig, dim: int = 8) -> None:
         from rtverify.config import DecisionConfig
-        from rtverify.encoder import ModelInfo
+        from rtverify.core.encoder import ModelInfo
 
         self.features, self.window, self.dim = features, window, dim
         self.info = ModelInfo("capture", features, window, DecisionConfig(threshold=0.5), dim, {})
@@ -324,7 +324,7 @@ def runtime_windows(path: str | os.PathLike, features: FeatureConfig = FeatureCo
     """Every window the runtime embeds for a recording (``embed_recording``: VAD, streaming
     features, windowing), float32 ``(n, window_frames, n_mels)``. The recording's embedding is the
     normalised sum of their embeddings. With no utterance found, one window of the whole file."""
-    from rtverify.pipeline import embed_recording
+    from rtverify.core.pipeline import embed_recording
 
     cap = _CapturingSession(features, window)
     rec = embed_recording(cap, FileSource(path))

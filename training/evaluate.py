@@ -1,6 +1,6 @@
 """Accuracy of an encoder through the runtime path, for model selection and the training report.
 
-Every file of a trial list is embedded once with :func:`rtverify.pipeline.embed_recording` (the
+Every file of a trial list is embedded once with :func:`rtverify.core.pipeline.embed_recording` (the
 same VAD, streaming features and window averaging as ``rtverify listen``), trials are scored by
 cosine, and the EER and the pair accuracy at a fixed threshold are computed. This is a small
 stand-in used while training; ``rtverify eval`` is the command that reports the model card.
@@ -23,10 +23,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from rtverify.encoder import EncoderSession, l2_normalize
-from rtverify.features import mel_spectrogram
-from rtverify.pipeline import embed_recording
-from rtverify.sources import FileSource
+from rtverify.core.encoder import EncoderSession, l2_normalize
+from rtverify.core.features import mel_spectrogram
+from rtverify.core.pipeline import embed_recording
+from rtverify.io.sources import FileSource
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The LSTM speaker encoder (PyTorch) that is exported to ONNX for the runtime.
 
-Input: spectrogram rows from :mod:`rtverify.features` (linear mel power by default), shape
+Input: spectrogram rows from :mod:`rtverify.core.features` (linear mel power by default), shape
 ``(batch, time, n_mels)``. Output: L2-normalised embeddings ``(batch, proj)``.
 
 The input transform is part of the model, so the exported graph carries it and the runtime feeds

@@ -2,7 +2,7 @@
 sink (the live console, JSON lines, or plain lines), count decisions, end cleanly.
 
 Sinks have ``start(info)``, ``handle(event)`` and ``close(summary)``; the console lives in
-:mod:`rtverify.console`, the JSON-lines writer here. Keeping the loop apart from both is what lets
+:mod:`rtverify.ui.console`, the JSON-lines writer here. Keeping the loop apart from both is what lets
 the demo, the tests and a future device-retry wrapper reuse it unchanged.
 """
 
@@ -17,9 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Protocol
 
-from .errors import InputError
-from .pipeline import DecisionEvent, Event, SegmentDropped, Verifier
-from .sources import Chunk, FileSource, StdinSource
+from ..errors import InputError
+from ..core.pipeline import DecisionEvent, Event, SegmentDropped, Verifier
+from ..io.sources import Chunk, FileSource, StdinSource
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +55,10 @@ class InputSpec:
         """The chunk source (it may raise InputError/DeviceError with a one-line message)."""
         if self.path is None:
             if self.reconnect:
-                from .reconnect import ReconnectingMicrophone
+                from ..io.reconnect import ReconnectingMicrophone
 
                 return ReconnectingMicrophone(self.device, max_retries=self.retries)
-            from .sources import MicrophoneSource
+            from ..io.sources import MicrophoneSource
 
             return MicrophoneSource(self.device)
         if self.path == "-":

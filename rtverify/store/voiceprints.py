@@ -32,8 +32,8 @@ from typing import Mapping
 
 import numpy as np
 
-from . import __version__
-from .errors import InputError, StoreError
+from .. import __version__
+from ..errors import InputError, StoreError
 
 logger = logging.getLogger(__name__)
 

@@ -32,6 +32,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import cmd_eval as run
+    from ..evaluation import cmd_eval as run
 
     return run(args)

@@ -1,7 +1,7 @@
 """The speaker encoder at run time: an ONNX model plus its JSON sidecar, run by onnxruntime.
 
 The model takes ``frames``, float32 ``[batch, time, n_mels]`` spectrogram rows as made by
-:mod:`rtverify.features` with the sidecar's feature settings, and returns ``embedding``, float32
+:mod:`rtverify.core.features` with the sidecar's feature settings, and returns ``embedding``, float32
 ``[batch, dim]``, L2-normalised. :class:`SegmentEmbedder` cuts a growing segment into windows and
 embeds each one as soon as it is complete, so a decision at the end of an utterance costs only
 its last window.
@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .config import DecisionConfig, FeatureConfig, WindowConfig
-from .errors import ModelError
+from ..config import DecisionConfig, FeatureConfig, WindowConfig
+from ..errors import ModelError
 
 logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "rtverify-encoder/1"
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "default.onnx"
 
 

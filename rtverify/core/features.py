@@ -17,7 +17,7 @@ import functools
 
 import numpy as np
 
-from .config import FeatureConfig
+from ..config import FeatureConfig
 
 _DEFAULT = FeatureConfig()
 

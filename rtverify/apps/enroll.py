@@ -23,11 +23,11 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
-from .encoder import EncoderSession, l2_normalize
-from .errors import InputError, NotEnoughSpeech
-from .pipeline import DecisionEvent, SpeechStarted, Status, Verifier, embed_recording
-from .sources import Chunk, FileSource
-from .voiceprints import Voiceprint, utc_now
+from ..core.encoder import EncoderSession, l2_normalize
+from ..errors import InputError, NotEnoughSpeech
+from ..core.pipeline import DecisionEvent, SpeechStarted, Status, Verifier, embed_recording
+from ..io.sources import Chunk, FileSource
+from ..store.voiceprints import Voiceprint, utc_now
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .config import DecisionConfig
+from ..config import DecisionConfig
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -83,7 +83,7 @@ class Scorer:
     comparison is set against the ``top_k`` cohort embeddings most similar to it, and the raw
     cosine ``s`` becomes ``0.5 * ((s - mu_a) / sd_a + (s - mu_b) / sd_b)``, where ``mu``/``sd``
     are the mean and standard deviation of that side's top-k cohort cosines. The same scorer is
-    used by ``listen``/``verify`` (through :class:`~rtverify.pipeline.Verifier`) and by ``eval``.
+    used by ``listen``/``verify`` (through :class:`~rtverify.core.pipeline.Verifier`) and by ``eval``.
 
     :param cohort: float32 ``(n, dim)`` unit embeddings of speakers outside every reported list,
         or None for plain cosine.
@@ -112,7 +112,7 @@ class Scorer:
     def from_sidecar(cls, raw: Mapping, model_path) -> "Scorer":
         from pathlib import Path
 
-        from .errors import ModelError
+        from ..errors import ModelError
 
         spec = raw.get("score_norm")
         if not spec:

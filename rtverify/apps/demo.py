@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .listen import grade, run
 
-DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 VOICE = "alice"
 
 
@@ -36,12 +36,12 @@ class _Collect:
 def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -> int:
     from rich.console import Console
 
-    from .console import ConsoleSink, ListenView, clock
-    from .encoder import EncoderSession
+    from ..ui.console import ConsoleSink, ListenView, clock
+    from ..core.encoder import EncoderSession
     from .enroll import enroll_files
-    from .pipeline import Verifier
-    from .sources import FileSource
-    from .voiceprints import VoiceprintStore
+    from ..core.pipeline import Verifier
+    from ..io.sources import FileSource
+    from ..store.voiceprints import VoiceprintStore
 
     console = console or Console()
     meta = json.loads((DEMO_DIR / "conversation.json").read_text(encoding="utf-8"))

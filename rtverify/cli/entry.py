@@ -14,10 +14,11 @@ import os
 import sys
 import traceback
 
-from . import __version__, eval_cli
+from .. import __version__
+from ..errors import RtverifyError
+from . import eval as eval_cli
 from .commands import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cmd_demo, cmd_devices,
                        cmd_enroll, cmd_listen, cmd_verify, cmd_voices)
-from .errors import RtverifyError
 
 logger = logging.getLogger("rtverify")
 

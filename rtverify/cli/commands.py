@@ -1,4 +1,4 @@
-"""What each ``rtverify`` subcommand does, given its parsed arguments (see :mod:`rtverify.cli`).
+"""What each ``rtverify`` subcommand does, given its parsed arguments (see :mod:`rtverify.cli.entry`).
 
 Each ``cmd_*`` returns the exit code and raises :class:`~rtverify.errors.RtverifyError` for
 anything the user can fix. Heavy modules (numpy, onnxruntime, rich) are imported inside the
@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .errors import InputError, NotEnoughSpeech, StoreError
+from ..errors import InputError, NotEnoughSpeech, StoreError
 
 logger = logging.getLogger("rtverify")
 
@@ -24,7 +24,7 @@ def _say(msg: str) -> None:
 
 
 def _store(args):
-    from .voiceprints import VoiceprintStore
+    from ..store.voiceprints import VoiceprintStore
 
     return VoiceprintStore(args.store)
 
@@ -32,7 +32,7 @@ def _store(args):
 def _session(args, threads: int | None = None):
     import time
 
-    from .encoder import EncoderSession
+    from ..core.encoder import EncoderSession
 
     t0 = time.perf_counter()
     session = EncoderSession(args.model, threads=threads)
@@ -42,7 +42,7 @@ def _session(args, threads: int | None = None):
 
 
 def _input_spec(args, path: str | None):
-    from .listen import InputSpec
+    from ..apps.listen import InputSpec
 
     raw = {"--rate": args.rate, "--channels": args.channels, "--format": args.format}
     given = [k for k, v in raw.items() if v is not None]
@@ -79,8 +79,8 @@ def _load_voices(args, session, store) -> dict:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from .enroll import EnrollSettings, enroll_files, enroll_live
-    from .voiceprints import validate_name
+    from ..apps.enroll import EnrollSettings, enroll_files, enroll_live
+    from ..store.voiceprints import validate_name
 
     name = validate_name(args.name)
     store = _store(args)
@@ -105,7 +105,7 @@ def cmd_enroll(args) -> int:
                 else args.min_speech)
         try:
             if sys.stderr.isatty():
-                from .console import EnrollConsole
+                from ..ui.console import EnrollConsole
 
                 with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
@@ -157,8 +157,8 @@ class _LineView:
 
 
 def cmd_listen(args) -> int:
-    from .listen import JsonSink, check_threshold, run
-    from .pipeline import Verifier
+    from ..apps.listen import JsonSink, check_threshold, run
+    from ..core.pipeline import Verifier
 
     spec = _input_spec(args, args.input)
     spec.reconnect = True  # a lost microphone is reopened (--retries), not the end of listen
@@ -166,7 +166,7 @@ def cmd_listen(args) -> int:
     # A recording read as fast as possible with N >= 2 threads (RTVERIFY_THREADS): N workers embed
     # and decide finished utterances while the main thread segments what follows, each worker
     # with one onnxruntime thread (an utterance's few windows are too small a batch to split).
-    from .encoder import default_threads
+    from ..core.encoder import default_threads
 
     threads = default_threads()
     workers = threads if not spec.live and threads >= 2 else 0
@@ -183,7 +183,7 @@ def cmd_listen(args) -> int:
     if args.json:
         sink = JsonSink(status=args.status)
     else:
-        from .console import ConsoleSink, ListenView
+        from ..ui.console import ConsoleSink, ListenView
 
         sink = ConsoleSink(ListenView("rtverify listen", source.name, sorted(voices),
                                       info["threshold"]))
@@ -197,14 +197,14 @@ def cmd_listen(args) -> int:
 def cmd_verify(args) -> int:
     import json
 
-    from .listen import check_threshold
-    from .scoring import DecisionPolicy, cosine_scores
+    from ..apps.listen import check_threshold
+    from ..core.scoring import DecisionPolicy, cosine_scores
 
     spec = _input_spec(args, args.input)
     threshold = check_threshold(args.threshold)
     challenge, recogniser = None, None
     if args.challenge is not None:
-        from .liveness import DigitRecognizer, make_challenge, parse_challenge
+        from ..apps.liveness import DigitRecognizer, make_challenge, parse_challenge
 
         if args.challenge == "random":
             if spec.path not in (None, "-"):
@@ -217,7 +217,7 @@ def cmd_verify(args) -> int:
         recogniser = DigitRecognizer()  # fails now, not after recording, if it is missing
     session = _session(args)
     vp = _store(args).load(args.name, session.model_id, session.dim)
-    from .liveness import capture_speech
+    from ..apps.liveness import capture_speech
 
     source = spec.open()
     where = {None: source.name, "-": "stdin"}.get(args.input, args.input)
@@ -238,7 +238,7 @@ def cmd_verify(args) -> int:
     d = policy.decide(cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
     accepted, reason, said = d.accepted, d.reason, {}
     if challenge is not None:
-        from .liveness import check_answer
+        from ..apps.liveness import check_answer
 
         heard = recogniser.recognise(audio, len(challenge))
         answered, edits = check_answer(heard, challenge)
@@ -270,7 +270,7 @@ def cmd_verify(args) -> int:
 def cmd_voices(args) -> int:
     import json
 
-    from .encoder import DEFAULT_MODEL, load_model_info
+    from ..core.encoder import DEFAULT_MODEL, load_model_info
 
     store = _store(args)
     if args.action == "remove":
@@ -312,7 +312,7 @@ def cmd_voices(args) -> int:
 def cmd_devices(args) -> int:
     import json
 
-    from .sources import list_input_devices
+    from ..io.sources import list_input_devices
 
     devices = list_input_devices()
     if args.json:
@@ -330,6 +330,6 @@ def cmd_devices(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .demo_run import run_demo
+    from ..apps.demo import run_demo
 
     return run_demo(args.model, realtime=not args.fast)

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .config import SAMPLE_RATE_HZ, SegmenterConfig
+from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 
 
 @dataclass(frozen=True)

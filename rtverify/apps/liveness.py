@@ -23,8 +23,8 @@ import secrets
 
 import numpy as np
 
-from .config import SAMPLE_RATE_HZ
-from .errors import InputError
+from ..config import SAMPLE_RATE_HZ
+from ..errors import InputError
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_DIGITS = 5
@@ -119,7 +119,7 @@ def capture_speech(session, source, *, live: bool, keep_audio: bool, pause_s: fl
     """
     import time
 
-    from .pipeline import DecisionEvent, RecordingEmbedding, Verifier
+    from ..core.pipeline import DecisionEvent, RecordingEmbedding, Verifier
 
     audio: list[np.ndarray] = []
     n = [0]

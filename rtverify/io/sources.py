@@ -1,7 +1,7 @@
 """Frame sources: recordings, raw PCM streams and the microphone, all as 16 kHz mono float32.
 
 Every source is an iterable of :class:`Chunk` (samples plus the stream time of the first one),
-resampled with :class:`~rtverify.resample.StreamingResampler` and mixed down to mono, so the rest
+resampled with :class:`~rtverify.io.resample.StreamingResampler` and mixed down to mono, so the rest
 of the pipeline never sees anything else. Problems with the input raise
 :class:`~rtverify.errors.InputError` or :class:`~rtverify.errors.DeviceError` with a one-line
 message that names the input.
@@ -20,8 +20,8 @@ from typing import BinaryIO, Iterator, Protocol
 
 import numpy as np
 
-from .config import SAMPLE_RATE_HZ
-from .errors import DeviceError, InputError
+from ..config import SAMPLE_RATE_HZ
+from ..errors import DeviceError, InputError
 from .resample import StreamingResampler
 
 logger = logging.getLogger(__name__)

@@ -16,12 +16,12 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .config import SAMPLE_RATE_HZ, SegmenterConfig
+from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
 from .scoring import Decision, DecisionPolicy, Scorer
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
-from .sources import Chunk
+from ..io.sources import Chunk
 
 
 def _r(x: float | None, nd: int = 3) -> float | None:

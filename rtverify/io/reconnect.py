@@ -19,8 +19,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .errors import DeviceError
-from .pipeline import Event
+from ..errors import DeviceError
+from ..core.pipeline import Event
 from .sources import Chunk, MicrophoneSource
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def backoff_delays(first_s: float = 0.5, max_s: float = 10.0) -> Iterator[float]
 
 
 class ReconnectingMicrophone:
-    """A :class:`~rtverify.sources.MicrophoneSource` that is reopened when it fails.
+    """A :class:`~rtverify.io.sources.MicrophoneSource` that is reopened when it fails.
 
     :param device: as for MicrophoneSource (index, part of a name, or None for the default).
     :param max_retries: reopen attempts per outage before giving up (the DeviceError then ends

@@ -1,6 +1,6 @@
 """The live console of ``listen`` (rich): state, input level, the last utterances, running counts.
 
-It is a sink of pipeline events (see :mod:`rtverify.listen`); it never touches audio. On a
+It is a sink of pipeline events (see :mod:`rtverify.apps.listen`); it never touches audio. On a
 terminal it redraws in place about ten times a second and fits 80x24; when stdout is not a
 terminal it prints one plain line per decision instead.
 """
@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .listen import Tally
-from .pipeline import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
+from ..apps.listen import Tally
+from ..core.pipeline import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
 
 METER_DB = 60.0
 """The level meter spans this many decibels below full scale."""
@@ -199,7 +199,7 @@ def decision_line(d: DecisionEvent) -> str:
 
 
 class ConsoleSink:
-    """Sink for :func:`rtverify.listen.run`: the live view on a terminal, else plain lines."""
+    """Sink for :func:`rtverify.apps.listen.run`: the live view on a terminal, else plain lines."""
 
     def __init__(self, view: ListenView, console: Console | None = None,
                  refresh_s: float = 0.1) -> None:
