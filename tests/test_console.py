@@ -13,7 +13,8 @@ import soundfile as sf
 from rich.console import Console
 
 from rtverify.ui.console import ConsoleSink, ListenView, clock, meter
-from rtverify.core.pipeline import DecisionEvent, Verifier
+from rtverify.core.pipeline import Verifier
+from rtverify.events import DecisionEvent
 
 from conftest import DEMO, REPO, SR, chunks_of, read16k
 

@@ -24,7 +24,8 @@ from rtverify.ui.console import ListenView
 from rtverify.errors import DeviceError
 from rtverify.apps.listen import run
 from rtverify.core.pipeline import Verifier
-from rtverify.io.reconnect import InputLost, InputRestored, ReconnectingMicrophone, backoff_delays
+from rtverify.events import InputLost, InputRestored
+from rtverify.io.reconnect import ReconnectingMicrophone, backoff_delays
 from rtverify.io.sources import MicrophoneSource
 
 from conftest import DEMO, REPO, SR, read16k

@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
-from rtverify.core.pipeline import (DecisionEvent, Provisional, SegmentDropped, SpeechStarted, Verifier,
-                               embed_recording)
+from rtverify.core.pipeline import Verifier, embed_recording
+from rtverify.events import DecisionEvent, Provisional, SegmentDropped, SpeechStarted
 from rtverify.io.sources import FileSource
 
 from conftest import DEMO, chunks_of

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import DEMO, REPO, chunks_of
-from rtverify.core.pipeline import DecisionEvent, Verifier
+from rtverify.core.pipeline import Verifier
+from rtverify.events import DecisionEvent
 
 
 def _plain(events):

@@ -25,7 +25,8 @@ import numpy as np
 
 from ..core.encoder import EncoderSession, l2_normalize
 from ..errors import InputError, NotEnoughSpeech
-from ..core.pipeline import DecisionEvent, SpeechStarted, Status, Verifier, embed_recording
+from ..core.pipeline import Verifier, embed_recording
+from ..events import DecisionEvent, SpeechStarted, Status
 from ..io.sources import Chunk, FileSource
 from ..store.voiceprints import Voiceprint, utc_now
 

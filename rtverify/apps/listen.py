@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Iterable, Protocol
 
 from ..errors import InputError
-from ..core.pipeline import DecisionEvent, Event, SegmentDropped, Verifier
+from ..core.pipeline import Verifier
+from ..events import DecisionEvent, Event, SegmentDropped
 from ..io.sources import Chunk, FileSource, StdinSource
 
 logger = logging.getLogger(__name__)

@@ -119,7 +119,8 @@ def capture_speech(session, source, *, live: bool, keep_audio: bool, pause_s: fl
     """
     import time
 
-    from ..core.pipeline import DecisionEvent, RecordingEmbedding, Verifier
+    from ..core.pipeline import RecordingEmbedding, Verifier
+    from ..events import DecisionEvent
 
     audio: list[np.ndarray] = []
     n = [0]

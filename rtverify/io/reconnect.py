@@ -14,41 +14,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import DeviceError
-from ..core.pipeline import Event
+from ..events import Event, InputLost, InputRestored
 from .sources import Chunk, MicrophoneSource
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InputLost(Event):
-    """The input device stopped delivering audio; a reopen is attempted after ``retry_in_s``."""
-
-    kind = "input_lost"
-    t_s: float
-    """Stream time of the last audio received (seconds)."""
-    error: str
-    attempt: int
-    """Attempts to reopen made so far in this outage (0 when it has just begun)."""
-    retry_in_s: float
-
-
-@dataclass(frozen=True)
-class InputRestored(Event):
-    """The device delivers audio again."""
-
-    kind = "input_restored"
-    t_s: float
-    """Stream time at which audio resumes (seconds)."""
-    gap_s: float
-    """Length of the outage (seconds)."""
-    attempts: int
 
 
 def backoff_delays(first_s: float = 0.5, max_s: float = 10.0) -> Iterator[float]:

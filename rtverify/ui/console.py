@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..apps.listen import Tally
-from ..core.pipeline import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
+from ..events import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
 
 METER_DB = 60.0
 """The level meter spans this many decibels below full scale."""
