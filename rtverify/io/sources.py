@@ -200,16 +200,20 @@ class FileSource(_ResamplingSource):
 
 
 class StdinSource(_ResamplingSource):
-    """Raw little-endian PCM from a binary stream (standard input by default).
+    """Raw little-endian PCM from a binary stream (standard input by default), or an audio
+    container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
+    own header sets the rate, channels and sample format (its data is then streamed as PCM),
+    FLAC, OGG and MP3 are decoded whole; anything else is raw PCM as given here.
 
-    :param rate_hz: the stream's sample rate (hertz).
-    :param channels: interleaved channels in the stream.
+    :param rate_hz: the raw stream's sample rate (hertz).
+    :param channels: interleaved channels in the raw stream.
     :param sample_format: ``s16``, ``s32`` or ``f32``.
+    :param sniff: look for a container first (False: always raw PCM).
     """
 
     def __init__(self, stream: BinaryIO | None = None, *, rate_hz: int = SAMPLE_RATE_HZ,
                  channels: int = 1, sample_format: str = "s16", block_ms: float = 30.0,
-                 realtime: bool = False, name: str = "stdin") -> None:
+                 realtime: bool = False, name: str = "stdin", sniff: bool = True) -> None:
         if sample_format not in RAW_FORMATS:
             raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
                              f"(use one of {', '.join(RAW_FORMATS)})")
@@ -217,33 +221,128 @@ class StdinSource(_ResamplingSource):
             raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
         super().__init__(name, _check_rate(rate_hz, name), realtime)
         self._stream = stream if stream is not None else sys.stdin.buffer
-        self._dtype = RAW_FORMATS[sample_format]
-        self.channels = channels
-        self._frame_bytes = self._dtype.itemsize * channels
-        self._block_bytes = max(1, int(self.rate_in_hz * block_ms / 1000)) * self._frame_bytes
+        self._block_ms = block_ms
+        self._sniff = sniff
+        self.container = "raw"
+        """What the stream turned out to be: ``raw``, ``wav``, ``flac``, ``ogg`` or ``mp3``."""
+        self._set_format(self.rate_in_hz, channels, sample_format)
 
-    def _read(self) -> bytes:
+    def _set_format(self, rate_hz: int, channels: int, sample_format: str) -> None:
+        from .sniff import SAMPLE_BYTES
+
+        if rate_hz != self.rate_in_hz:
+            self.rate_in_hz = _check_rate(rate_hz, self.name)
+            self._resampler = StreamingResampler(self.rate_in_hz, SAMPLE_RATE_HZ)
+        self.channels = channels
+        self.sample_format = sample_format
+        self._frame_bytes = SAMPLE_BYTES[sample_format] * channels
+        self._block_bytes = max(1, int(self.rate_in_hz * self._block_ms / 1000)) * \
+            self._frame_bytes
+
+    def _read(self, n: int | None = None) -> bytes:
+        n = self._block_bytes if n is None else n
         read1 = getattr(self._stream, "read1", None)
-        return read1(self._block_bytes) if read1 else self._stream.read(self._block_bytes)
+        return read1(n) if read1 else self._stream.read(n)
+
+    def _head(self) -> bytes:
+        """The first bytes of the stream (up to SNIFF_BYTES; fewer only at its end)."""
+        from .sniff import SNIFF_BYTES
+
+        head = b""
+        while len(head) < SNIFF_BYTES:
+            data = self._read(SNIFF_BYTES - len(head))
+            if not data:
+                break
+            head += data
+        return head
 
     def __iter__(self) -> Iterator[Chunk]:
-        pending = b""
-        total = 0
+        from . import sniff
+
+        head = self._head() if self._sniff else b""
+        kind = sniff.sniff(head) if head else "raw"
+        self.container = kind
+        if kind == "wav":
+            pos = 0
+
+            def read(n: int) -> bytes:
+                nonlocal pos
+                if pos < len(head):
+                    out = head[pos:pos + n]
+                    pos += len(out)
+                    return out
+                return self._read(n)
+
+            fmt, rest = sniff.read_wav_header(read, self.name)
+            self._set_format(fmt.rate_hz, fmt.channels, fmt.sample_format)
+            logger.info("%s: WAV stream, %d Hz, %d channel(s), %s", self.name, fmt.rate_hz,
+                        fmt.channels, fmt.sample_format)
+            yield from self._pcm(rest + head[pos:], fmt.data_bytes)
+        elif kind in ("flac", "ogg", "mp3"):
+            yield from self._decoded(head, kind)
+        else:
+            yield from self._pcm(head, None)
+
+    def _decoded(self, head: bytes, kind: str) -> Iterator[Chunk]:
+        from .sniff import MAX_CONTAINER_BYTES, open_container
+
+        parts, total = [head], len(head)
         while True:
-            data = self._read()
+            data = self._read(1 << 16)
             if not data:
                 break
             total += len(data)
+            if total > MAX_CONTAINER_BYTES:
+                raise InputError(f"{self.name}: {kind.upper()} stream larger than "
+                                 f"{MAX_CONTAINER_BYTES >> 20} MiB; give it as a file instead")
+            parts.append(data)
+        import soundfile as sf
+
+        with open_container(b"".join(parts), kind, self.name) as f:
+            self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
+            logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
+                        f.samplerate, f.channels)
+            n_read = 0
+            while True:
+                try:
+                    block = f.read(max(1, self.rate_in_hz), dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as err:
+                    raise InputError(f"{self.name}: unreadable {kind.upper()} data after "
+                                     f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
+                if len(block) == 0:
+                    break
+                n_read += len(block)
+                chunk = self._convert(block)
+                if chunk is not None:
+                    yield chunk
+        if n_read == 0:
+            raise InputError(f"{self.name}: {kind.upper()} stream holds no audio samples")
+        chunk = self._finish()
+        if chunk is not None:
+            yield chunk
+
+    def _pcm(self, pending: bytes, limit: int | None) -> Iterator[Chunk]:
+        """Stream PCM in the current format, starting with the bytes already read; ``limit``:
+        bytes of audio data (a WAV data chunk's length), None for up to the end."""
+        from .sniff import pcm_to_float
+
+        total = 0
+        data, pending = pending, b""
+        while limit is None or total < limit:
+            if not data:
+                data = self._read()
+                if not data:
+                    break
+            if limit is not None:
+                data = data[:limit - total]
+            total += len(data)
             pending += data
+            data = b""
             usable = len(pending) - len(pending) % self._frame_bytes
             if usable == 0:
                 continue
-            raw = np.frombuffer(pending[:usable], dtype=self._dtype).reshape(-1, self.channels)
+            block = pcm_to_float(pending[:usable], self.sample_format, self.channels)
             pending = pending[usable:]
-            if self._dtype.kind == "i":
-                block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
-            else:
-                block = raw.astype(np.float32)
             chunk = self._convert(block)
             if chunk is not None:
                 yield chunk
