@@ -1,0 +1,334 @@
+"""Test streams for issue 12 ("real rooms"), and how ``listen`` did on them.
+
+Three kinds of stream, all seeded and rebuilt on the fly (nothing large is stored):
+
+- ``sounds``: target and impostor utterances with one non-speech sound in every gap (a noise
+  burst, mains hum with harmonics, keyboard-like clicks, knocks, instrumental chords; -38 to
+  -26 dBFS) over a quiet noise bed, and quiet white noise (-55 dBFS) in some gaps;
+- ``turns``: target and impostor turns back to back, 0-150 ms between speakers;
+- ``narrowband``: the target's probes resampled to 8 kHz (and 8 kHz carried at 16 kHz).
+
+The sound synthesis (:func:`make_sound`) is used by the tests too. Run from the repository root::
+
+    .venv/bin/python -m tools.room_streams --data ../shared/data [--streams 10] [--json out.json]
+
+Utterances come from ``librispeech-clean100-251spk``: a target speaker is enrolled on the first
+5 s of their utterance and probed with the rest cut into two pieces at quiet frames; impostors
+are other speakers' 3 s crops (``librispeech-clean100-251spk-3s``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+SOUND_KINDS = ("noise_burst", "hum", "clicks", "knocks", "chords")
+
+
+def _db(x: np.ndarray) -> float:
+    return 10 * np.log10(float(np.mean(x.astype(np.float64) ** 2)) + 1e-20)
+
+
+def _at_level(x: np.ndarray, dbfs: float) -> np.ndarray:
+    return (x * 10 ** ((dbfs - _db(x)) / 20)).astype(np.float32)
+
+
+def make_sound(kind: str, rng: np.random.Generator, level_dbfs: float = -30.0,
+               duration_s: float | None = None) -> np.ndarray:
+    """A non-speech sound, float32 at 16 kHz, scaled so its mean power is ``level_dbfs``."""
+    d = duration_s if duration_s is not None else float(rng.uniform(0.6, 1.4))
+    n = int(d * SR)
+    t = np.arange(n) / SR
+    if kind == "noise_burst":
+        x = rng.standard_normal(n)
+        if rng.random() < 0.5:  # pink-ish: integrate a little
+            x = np.cumsum(x) * 0.02 + x * 0.3
+            x -= np.convolve(x, np.ones(200) / 200, mode="same")
+        env = np.minimum(1, np.minimum(t, d - t) / 0.05)
+        x = x * env
+    elif kind == "hum":
+        f0 = 50.0 if rng.random() < 0.5 else 60.0
+        x = sum(a * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 6.28))
+                for k, a in zip(range(1, 8), (1, .6, .5, .3, .25, .15, .1)))
+        x = x + 0.02 * rng.standard_normal(n)
+    elif kind == "clicks":
+        x = np.zeros(n)
+        pos = 0
+        while pos < n - 400:
+            burst = rng.standard_normal(240) * np.exp(-np.arange(240) / 30.0)
+            x[pos:pos + 240] += burst
+            pos += int(rng.uniform(0.08, 0.22) * SR)
+    elif kind == "knocks":
+        x = np.zeros(n)
+        k = int(rng.integers(2, 5))
+        f = rng.uniform(90, 250)
+        for i in range(k):
+            p = int((0.05 + i * rng.uniform(0.18, 0.28)) * SR)
+            if p >= n - 10:
+                break
+            m = min(n - p, int(0.15 * SR))
+            tt = np.arange(m) / SR
+            x[p:p + m] += (np.sin(2 * np.pi * f * tt) + 0.5 * np.sin(2 * np.pi * 2.7 * f * tt)
+                           + 0.3 * rng.standard_normal(m) * np.exp(-tt / 0.005)) * np.exp(-tt / 0.03)
+    elif kind == "chords":
+        x = np.zeros(n)
+        root = 110 * 2 ** (rng.integers(0, 12) / 12)
+        n_chords = int(rng.integers(1, 3))
+        seg = n // n_chords
+        for c in range(n_chords):
+            tt = np.arange(seg) / SR
+            r = root * 2 ** ((5 * c) / 12)
+            for semis in (0, 4, 7, 12):
+                f = r * 2 ** (semis / 12)
+                for h, a in zip(range(1, 6), (1, .5, .3, .2, .1)):
+                    x[c * seg:(c + 1) * seg] += a * np.sin(2 * np.pi * f * h * tt) * np.exp(-tt / 0.6)
+    elif kind == "quiet_noise":
+        x = rng.standard_normal(n)
+    else:
+        raise ValueError(f"unknown sound {kind!r}")
+    return _at_level(np.asarray(x), level_dbfs)
+
+
+# -- streams from the shared corpora ----------------------------------------------------------
+def _read(path: Path) -> np.ndarray:
+    import soundfile as sf
+
+    x, rate = sf.read(path, dtype="float32", always_2d=True)
+    x = x.mean(axis=1)
+    x = x - x.mean()
+    if rate != SR:
+        from rtverify.io.resample import StreamingResampler
+
+        r = StreamingResampler(rate, SR)
+        x = np.concatenate([r.push(x), r.flush()])
+    return x.astype(np.float32)
+
+
+def _quiet_cut(x: np.ndarray, near: int, span: int = SR // 2) -> int:
+    """Index of the quietest 30 ms frame within ``span`` of ``near``."""
+    f = 480
+    lo, hi = max(0, near - span), min(len(x) - f, near + span)
+    best = min(range(lo, hi, 160), key=lambda i: float(np.dot(x[i:i + f], x[i:i + f])))
+    return best + f // 2
+
+
+def _trim(x: np.ndarray) -> np.ndarray:
+    """Trim leading/trailing near-silence (frames 35 dB under the loudest)."""
+    f = 480
+    lv = np.array([_db(x[i:i + f]) for i in range(0, len(x) - f, f)])
+    keep = np.where(lv > lv.max() - 35)[0]
+    return x[max(0, keep[0] * f - 1600): min(len(x), (keep[-1] + 1) * f + 1600)]
+
+
+@dataclass
+class Speaker:
+    name: str
+    enrol: np.ndarray
+    probes: list[np.ndarray]
+
+
+def speakers(data: Path, n: int, seed: int = 12) -> tuple[list[Speaker], list[np.ndarray]]:
+    """``n`` target speakers (enrolment audio + two probes) and impostor utterances from other
+    speakers."""
+    corpus = data / "librispeech-clean100-251spk"
+    rows = [line.split("\t") for line in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    rows = [r for r in rows if float(r[2]) >= 11.0]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    targets = []
+    for i in order[:n]:
+        x = _trim(_read(corpus / rows[i][1]))
+        c1 = _quiet_cut(x, 5 * SR)
+        c2 = _quiet_cut(x, c1 + (len(x) - c1) // 2)
+        targets.append(Speaker(rows[i][0], x[:c1], [_trim(x[c1:c2]), _trim(x[c2:])]))
+    crops = data / "librispeech-clean100-251spk-3s"
+    crow = [line.split("\t") for line in (crops / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    used = {rows[i][0] for i in order[:n]}
+    impostors = [_trim(_read(crops / r[1])) for r in crow if r[0] not in used]
+    rng.shuffle(impostors)
+    return targets, impostors
+
+
+@dataclass
+class Stream:
+    audio: np.ndarray
+    utterances: list[dict] = field(default_factory=list)
+    """``{"start_s", "end_s", "target": bool}`` each."""
+    sounds: list[dict] = field(default_factory=list)
+    """``{"start_s", "end_s", "kind"}`` each."""
+
+
+def _bed(n: int, rng: np.random.Generator, dbfs: float = -65.0) -> np.ndarray:
+    return _at_level(rng.standard_normal(n), dbfs)
+
+
+def sounds_stream(target: Speaker, impostors: list[np.ndarray], rng: np.random.Generator
+                  ) -> Stream:
+    """Target probes and impostor utterances alternating, a sound in every gap."""
+    utts = [(p, True) for p in target.probes] + [(imp, False) for imp in impostors]
+    order = rng.permutation(len(utts))
+    parts, st = [_bed(SR, rng)], Stream(np.zeros(0))
+    pos = SR
+    for k, j in enumerate(order):
+        x, is_target = utts[j]
+        st.utterances.append({"start_s": pos / SR, "end_s": (pos + len(x)) / SR,
+                              "target": is_target})
+        parts.append(x + _bed(len(x), rng))
+        pos += len(x)
+        kind = SOUND_KINDS[int(rng.integers(len(SOUND_KINDS)))]
+        gap1, gap2 = _bed(int(rng.uniform(0.7, 1.2) * SR), rng), \
+            _bed(int(rng.uniform(0.7, 1.2) * SR), rng)
+        if k % 3 == 2:  # quiet white noise lying in the gap as well
+            gap1 = gap1 + make_sound("quiet_noise", rng, -55.0, len(gap1) / SR)
+        snd = make_sound(kind, rng, float(rng.uniform(-38, -26)))
+        parts += [gap1, snd + _bed(len(snd), rng), gap2]
+        s0 = pos + len(gap1)
+        st.sounds.append({"start_s": s0 / SR, "end_s": (s0 + len(snd)) / SR, "kind": kind})
+        pos += len(gap1) + len(snd) + len(gap2)
+    st.audio = np.concatenate(parts).astype(np.float32)
+    return st
+
+
+def turns_stream(target: Speaker, impostors: list[np.ndarray], rng: np.random.Generator
+                 ) -> Stream:
+    """Target probes and impostor turns back to back (0-150 ms between speakers), in pairs."""
+    parts, st = [_bed(SR, rng)], Stream(np.zeros(0))
+    pos = SR
+    pairs = [(target.probes[0], impostors[0]), (impostors[1], target.probes[1]),
+             (target.probes[1], impostors[2])]
+    for a, b in pairs:
+        for x in (a, b):
+            is_target = any(x is p for p in target.probes)
+            st.utterances.append({"start_s": pos / SR, "end_s": (pos + len(x)) / SR,
+                                  "target": is_target})
+            parts.append(x + _bed(len(x), rng))
+            pos += len(x)
+            if x is a:
+                g = _bed(int(rng.uniform(0.0, 0.15) * SR), rng)
+                parts.append(g)
+                pos += len(g)
+        g = _bed(int(1.5 * SR), rng)
+        parts.append(g)
+        pos += len(g)
+    st.audio = np.concatenate(parts).astype(np.float32)
+    return st
+
+
+# -- running listen's pipeline on them --------------------------------------------------------
+def enrol_vector(session, audio: np.ndarray):
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import Chunk
+
+    return embed_recording(session, [Chunk(audio, 0.0)]).vector
+
+
+def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600) -> list:
+    """Every decision and dropped event of ``listen``'s pipeline on ``audio``."""
+    from rtverify.core.pipeline import Verifier
+    from rtverify.events import DecisionEvent, SegmentDropped
+    from rtverify.io.sources import Chunk
+
+    v = Verifier(session, voiceprints, max_pending=8, provisional=False)
+    src = (Chunk(audio[i:i + chunk], i / SR) for i in range(0, len(audio), chunk))
+    return [e for e in v.process(src) if isinstance(e, (DecisionEvent, SegmentDropped))]
+
+
+def _overlap(a0, a1, b0, b1) -> float:
+    return max(0.0, min(a1, b1) - max(a0, b0))
+
+
+def score_stream(st: Stream, events: list, name: str = "target") -> dict:
+    """The issue's criteria on one stream."""
+    from rtverify.events import DecisionEvent
+
+    decisions = [e for e in events if isinstance(e, DecisionEvent)]
+    acc = [d for d in decisions if d.accepted and d.speaker == name]
+    out = {"sounds": len(st.sounds), "sounds_decided": 0, "utterances": len(st.utterances),
+           "utterances_right": 0, "wrong": []}
+    for s in st.sounds:
+        # a decision "on" a sound: one that overlaps it by more than a quarter of the sound and
+        # overlaps no utterance (a sound merged into an utterance is not a decision on it)
+        for d in decisions:
+            ov = _overlap(d.start_s, d.end_s, s["start_s"], s["end_s"])
+            on_speech = any(_overlap(d.start_s, d.end_s, u["start_s"], u["end_s"]) > 0.1
+                            for u in st.utterances)
+            if ov > 0.25 * (s["end_s"] - s["start_s"]) and not on_speech:
+                out["sounds_decided"] += 1
+                break
+    for u in st.utterances:
+        length = u["end_s"] - u["start_s"]
+        cover = sum(_overlap(d.start_s, d.end_s, u["start_s"], u["end_s"]) for d in acc)
+        if u["target"]:
+            ok = cover >= 0.5 * length
+        else:
+            ok = cover <= min(1.0, 0.25 * length)
+        out["utterances_right"] += ok
+        if not ok:
+            out["wrong"].append({**u, "accepted_cover_s": round(cover, 2)})
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--streams", type=int, default=10)
+    p.add_argument("--kinds", default="sounds,turns,narrowband")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.io.resample import StreamingResampler
+
+    session = EncoderSession()
+    targets, impostors = speakers(args.data, args.streams)
+    rng = np.random.default_rng(1212)
+    kinds = args.kinds.split(",")
+    report: dict = {}
+    for kind in kinds:
+        total: dict = {}
+        for i, t in enumerate(targets):
+            vp = {"target": enrol_vector(session, t.enrol)}
+            if kind == "sounds":
+                st = sounds_stream(t, impostors[4 * i:4 * i + 4], rng)
+            elif kind == "turns":
+                st = turns_stream(t, impostors[4 * i:4 * i + 3], rng)
+            elif kind == "narrowband":
+                res = []
+                for p_ in t.probes:
+                    wide = run_stream(session, vp, np.concatenate([_bed(SR, rng), p_, _bed(SR, rng)]))
+                    nb8 = StreamingResampler(SR, 8000)
+                    x8 = np.concatenate([nb8.push(p_), nb8.flush()])
+                    up = StreamingResampler(8000, SR)
+                    x8_16 = np.concatenate([up.push(x8), up.flush()])
+                    narrow = run_stream(session, vp, np.concatenate([_bed(SR, rng), x8_16, _bed(SR, rng)]))
+                    res.append((wide, narrow))
+                for wide, narrow in res:
+                    for label, evs in (("wide", wide), ("narrow", narrow)):
+                        ds = [e for e in evs if hasattr(e, "accepted")]
+                        total.setdefault(f"{label}_scores", []).append(
+                            max((d.scores.get("target", -9) for d in ds), default=None))
+                        total.setdefault(f"{label}_accepted", 0)
+                        total[f"{label}_accepted"] += any(d.accepted for d in ds)
+                        total.setdefault(f"{label}_n", 0)
+                        total[f"{label}_n"] += 1
+                continue
+            else:
+                raise SystemExit(f"unknown kind {kind}")
+            r = score_stream(st, run_stream(session, vp, st.audio))
+            for k, v in r.items():
+                total[k] = total.get(k, 0 if not isinstance(v, list) else []) + v
+        report[kind] = total
+        brief = {k: v for k, v in total.items() if k != "wrong"}
+        print(kind, json.dumps(brief, default=float), file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
