@@ -61,12 +61,15 @@ class Provisional(Event):
 
 @dataclass(frozen=True)
 class SegmentDropped(Event):
-    """Speech-like sound too short to be an utterance (a cough, a door)."""
+    """A segment that is not an utterance: never a decision."""
 
     kind = "dropped"
     start_s: float
     end_s: float
     speech_s: float
+    reason: str = "too_short"
+    """``too_short`` (too little voiced audio: a click, a cough) or ``not_speech`` (the neural
+    VAD heard no speech: a hum, knocks, music, steady noise)."""
 
 
 @dataclass(frozen=True)

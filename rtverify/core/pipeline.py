@@ -8,6 +8,7 @@ the tests are all consumers of the same events, so what they see is what ``liste
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -123,7 +124,8 @@ class Verifier:
         self.embedder.push_rows(self.features.flush())
         if end.dropped:
             self.embedder.reset()
-            events.append(SegmentDropped(end.start_s, end.end_s, end.speech_s))
+            events.append(SegmentDropped(end.start_s, end.end_s, end.speech_s,
+                                         end.drop_reason or "too_short"))
             return
         if self._worker is None:
             decision = self._decide(self.embedder, end, t)
@@ -219,8 +221,7 @@ class Verifier:
         pieces: list[np.ndarray] = []
         for ev in self.segmenter.flush():
             if isinstance(ev, SegmentEnd):
-                ev = SegmentEnd(ev.start_s, ev.end_s, ev.speech_s, reason, ev.clipped,
-                                ev.level_dbfs, ev.dropped)
+                ev = dataclasses.replace(ev, reason=reason)
             self._handle([ev], events, pieces, ev.end_s if isinstance(ev, SegmentEnd) else 0.0)
         self._pending = np.zeros(0, dtype=np.float32)
         self._unfed, self._unfed_n = [], 0
