@@ -23,6 +23,7 @@ from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
 from .scoring import Decision, DecisionPolicy, Scorer
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
+from .turns import TurnEmbedder
 from ..io.sources import Chunk
 
 
@@ -59,7 +60,7 @@ class Verifier:
         self.segmenter = Segmenter(segmenter)
         self.features = StreamingFeatures(session.features)
         self.max_pending = max_pending
-        self.embedder = SegmentEmbedder(session, max_pending=max_pending)
+        self.embedder = TurnEmbedder(session, max_pending=max_pending)  # issue 12: turns
         self._worker = ThreadPoolExecutor(workers, thread_name_prefix="rtverify-decide") \
             if workers > 0 else None
         self._out: deque = deque()  # process(): events (or futures of decisions) not yet yielded
@@ -111,10 +112,12 @@ class Verifier:
             return
         rows = self.features.push(self._take_unfed())
         if self.embedder.push_rows(rows) and self.provisional:
-            emb = self.embedder.current()
+            emb = self.embedder.current()  # the windows since a suspected change of speaker
             scores = self._scores(emb)
-            d = self.policy.decide(scores, self.embedder.n_rows / 100.0)
-            events.append(Provisional(self._seg_start, t_s, self.embedder.n_rows / 100.0,
+            turn_row = self.embedder.turn_start_row
+            d = self.policy.decide(scores, (self.embedder.n_rows - turn_row) / 100.0)
+            events.append(Provisional(self._seg_start + turn_row / 100.0, t_s,
+                                      (self.embedder.n_rows - turn_row) / 100.0,
                                       d.speaker, d.score, scores))
 
     def _end(self, end: SegmentEnd, events: list) -> None:
@@ -129,28 +132,39 @@ class Verifier:
             return
         if self._worker is None:
             decision = self._decide(self.embedder, end, t)
-            if decision is not None:
+            if isinstance(decision, list):
+                events.extend(decision)
+            elif decision is not None:
                 events.append(decision)
             return
         # a worker finishes this utterance's embedder; the next utterance gets a fresh one
         embedder = self.embedder
-        self.embedder = SegmentEmbedder(self.session, max_pending=self.max_pending)
+        self.embedder = TurnEmbedder(self.session, max_pending=self.max_pending)
         events.append(self._worker.submit(self._decide, embedder, end, None))
 
-    def _decide(self, embedder: SegmentEmbedder, end: SegmentEnd,
-                t: float | None) -> DecisionEvent | None:
+    def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
+                t: float | None) -> DecisionEvent | list[DecisionEvent] | None:
         t = time.perf_counter() if t is None else t
-        seg: SegmentEmbedding | None = embedder.finish()
-        if seg is None:
+        found = embedder.finish_turns()
+        if found is None:
             return None
-        d: Decision = self.policy.decide(self._scores(seg.vector), end.speech_s)
-        return DecisionEvent(
-            start_s=end.start_s, end_s=end.end_s, speech_s=end.speech_s, speaker=d.speaker,
-            best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
-            threshold=d.threshold, margin=d.margin, reason=d.reason, end_reason=end.reason,
-            clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=seg.n_windows,
-            decision_ms=(time.perf_counter() - t) * 1000.0, embedding=seg.vector,
-            window_sum=seg.window_sum)
+        turns, n_rows = found
+        out = []
+        for i, turn in enumerate(turns):  # one, unless the speaker changed (issue 12)
+            last = i == len(turns) - 1
+            start_s = end.start_s if i == 0 else end.start_s + turn.start_row / 100.0
+            end_s = end.end_s if last else end.start_s + turn.end_row / 100.0
+            speech_s = end.speech_s * (turn.end_row - turn.start_row) / max(n_rows, 1)
+            d: Decision = self.policy.decide(self._scores(turn.vector), speech_s)
+            out.append(DecisionEvent(
+                start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
+                best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
+                threshold=d.threshold, margin=d.margin, reason=d.reason,
+                end_reason=end.reason if last else "speaker_change",
+                clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=turn.n_windows,
+                decision_ms=(time.perf_counter() - t) * 1000.0, embedding=turn.vector,
+                window_sum=turn.window_sum))
+        return out[0] if len(out) == 1 else out
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],
                 t_s: float) -> None:
@@ -177,6 +191,9 @@ class Verifier:
             if isinstance(item, Future):
                 item = item.result()
                 if item is None:
+                    continue
+                if isinstance(item, list):  # a segment split at speaker changes
+                    out.extend(item)
                     continue
             out.append(item)
         return out
@@ -252,6 +269,9 @@ class Verifier:
                 out.popleft()
                 head = head.result()
                 if head is None:
+                    continue
+                if isinstance(head, list):  # a segment split at speaker changes
+                    yield from head
                     continue
             else:
                 out.popleft()

@@ -1,0 +1,95 @@
+"""Speaker changes inside a segment (issue 12): turns without a pause become separate
+decisions, ``end_reason: "speaker_change"``, and provisional scores restart at the change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import chunks_of
+from rtverify.core.pipeline import Verifier
+from rtverify.events import DecisionEvent, Provisional, SpeechStarted
+
+SR = 16000
+
+
+def turn(demo, conversation, i):
+    t = demo["script"][i]
+    return conversation[int(t["start_s"] * SR):int(t["end_s"] * SR)]
+
+
+def back_to_back(*parts, gap_s=0.05, seed=0):
+    rng = np.random.default_rng(seed)
+    bed = lambda n: (10 ** (-65 / 20) * rng.standard_normal(n)).astype(np.float32)  # noqa: E731
+    out, joins, pos = [bed(SR)], [], SR
+    for k, x in enumerate(parts):
+        out.append(x + bed(len(x)))
+        pos += len(x)
+        joins.append(pos / SR)
+        g = bed(int(gap_s * SR) if k < len(parts) - 1 else SR)
+        out.append(g)
+        pos += len(g)
+    return np.concatenate(out), joins[:-1]
+
+
+def decisions(session, vp, x, **kw):
+    v = Verifier(session, vp, **kw)
+    return [e for e in v.process(chunks_of(x, 1600))]
+
+
+@pytest.mark.parametrize("max_pending", [1, 8])
+def test_target_then_stranger_without_a_pause_are_two_decisions(session, alice_print, demo,
+                                                                conversation, max_pending):
+    # alice (198) then 8770, 50 ms apart: one segment for the VAD
+    x, (join,) = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 1)[:3 * SR])
+    ds = [e for e in decisions(session, {"alice": alice_print}, x, max_pending=max_pending)
+          if isinstance(e, DecisionEvent)]
+    shown = [(d.start_s, d.end_s, d.end_reason, d.accepted) for d in ds]
+    changes = [i for i, d in enumerate(ds) if d.end_reason == "speaker_change"]
+    assert len(changes) == 1, shown
+    first, second = ds[changes[0]], ds[changes[0] + 1]
+    assert abs(first.end_s - join) < 0.5, (first.end_s, join)
+    assert first.end_s == second.start_s and second.end_reason != "speaker_change"
+    assert first.accepted and first.speaker == "alice", shown
+    assert not second.accepted, shown
+    # alice's part before her own pause is hers as well; nothing after the change is accepted
+    assert all(d.accepted for d in ds[:changes[0]]) and not any(
+        d.accepted for d in ds[changes[0] + 1:]), shown
+    # the JSON form says so too
+    assert first.to_dict()["end_reason"] == "speaker_change"
+
+
+def test_without_the_split_the_merged_turns_are_one_decision(session, alice_print, demo,
+                                                             conversation):
+    """Control: the same stream is one segment for the VAD (so the test above can fail)."""
+    from rtverify.core.turns import TurnConfig, TurnEmbedder
+
+    x, _ = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 1)[:3 * SR])
+    v = Verifier(session, {"alice": alice_print})
+    v.embedder = TurnEmbedder(session, cfg=TurnConfig(enabled=False))
+    ds = [e for e in v.process(chunks_of(x, 1600)) if isinstance(e, DecisionEvent)]
+    assert not any(d.end_reason == "speaker_change" for d in ds)
+    assert any(d.end_s > x.size / SR - 2 and d.start_s < 4.0 for d in ds)  # merged across
+
+
+def test_one_speaker_back_to_back_is_not_split(session, alice_print, demo, conversation):
+    x, _ = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 3)[:2 * SR])
+    ds = [e for e in decisions(session, {"alice": alice_print}, x)
+          if isinstance(e, DecisionEvent)]
+    assert [d.end_reason for d in ds] == ["end_of_stream"] or \
+        all(d.end_reason != "speaker_change" for d in ds)
+    assert all(d.accepted for d in ds)
+
+
+def test_provisional_scores_restart_at_the_change(session, alice_print, demo, conversation):
+    x, (join,) = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 2)[:4 * SR])
+    events = decisions(session, {"alice": alice_print}, x, max_pending=1)
+    seg_start = max(e.start_s for e in events if isinstance(e, SpeechStarted) and
+                    e.start_s < join)
+    prov = [e for e in events if isinstance(e, Provisional) and e.start_s >= seg_start]
+    later = [p for p in prov if p.start_s > seg_start]
+    shown = [(p.start_s, p.t_s, p.score) for p in prov]
+    assert later, shown
+    assert later[0].start_s > join - 1.7, shown  # the turn starts at a window near the change
+    # after the change the restarted score is not alice's
+    assert all(p.speaker is None for p in later), shown
