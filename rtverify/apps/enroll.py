@@ -7,9 +7,17 @@ evaluator calibrates thresholds with exactly this definition).
 
 Live takes are checked one by one and refused with a reason a person can act on: too short,
 clipped, too quiet, noisy (little above the background noise the segmenter measured before the
-take), or not consistent with the takes kept so far ("say it again"). Enrolment ends as soon as
-enough takes and enough speech are collected, or at the timeout. Nothing is written here: the
-caller saves the voiceprint only when :attr:`Enrolment.done` is true.
+take). Takes that pass are then weighed against each other: the voiceprint is made from the
+*consistent majority* (the largest group of takes that sound alike), so a first take that caught
+another voice does not decide who counts; a take outside the majority is set aside with a
+message that says so without blaming the speaker, and enrolment goes on. When two takes disagree
+and nothing yet tells which is right, the later one waits for another take. Enrolment ends as
+soon as enough takes and enough speech are collected, or at the timeout. Nothing is written
+here: the caller saves the voiceprint only when :attr:`Enrolment.done` is true.
+
+From recordings, each file is one take; a recording in which the segmenter finds a change of
+speaker, or whose utterances sound like different people, is refused naming the file and the
+times, and a recording unlike the others is named.
 """
 
 from __future__ import annotations
@@ -87,7 +95,12 @@ class Enrolment:
     need_takes: int
     need_speech_s: float
     takes: list[Take] = field(default_factory=list)
+    """The takes the voiceprint is made from (the consistent majority)."""
     refused: int = 0
+    pool: list[Take] = field(default_factory=list)
+    """Every live take that passed the quality checks, in order."""
+    set_aside: list[tuple[Take, str]] = field(default_factory=list)
+    """Takes left out of the majority, with the sentence that told the person so."""
 
     @property
     def speech_s(self) -> float:
@@ -104,7 +117,20 @@ class Enrolment:
         return float(np.dot(take.vector, l2_normalize(np.mean([t.vector for t in self.takes], 0))))
 
     def judge(self, take: Take) -> str | None:
-        """Why a live take is refused (a sentence telling what to do), or None if it is usable."""
+        """Why a live take is refused (a sentence telling what to do), or None if it is usable
+        (its quality, then its consistency with the kept takes)."""
+        problem = self.judge_quality(take)
+        if problem is not None:
+            return problem
+        cos = self.consistency_of(take)
+        s = self.settings
+        if cos is not None and cos < s.consistency:
+            return (f"not consistent with the other takes (similarity {cos:.2f}, need "
+                    f"{s.consistency:.2f}): say it again")
+        return None
+
+    def judge_quality(self, take: Take) -> str | None:
+        """Why a live take is unusable on its own (too short, clipped, quiet, noisy), or None."""
         s = self.settings
         if take.speech_s < s.min_take_s:
             return (f"too short ({take.speech_s:.1f} s of speech, need {s.min_take_s:.1f} s): "
@@ -117,20 +143,60 @@ class Enrolment:
         if take.snr_db is not None and take.snr_db < s.min_snr_db:
             return (f"noisy (speech only {take.snr_db:.0f} dB above the background, need "
                     f"{s.min_snr_db:.0f} dB): find a quieter place")
-        cos = self.consistency_of(take)
-        if cos is not None and cos < s.consistency:
-            return (f"not consistent with the other takes (similarity {cos:.2f}, need "
-                    f"{s.consistency:.2f}): say it again, in your usual voice")
         return None
 
+    def _majority(self) -> list[int] | None:
+        """Indices into :attr:`pool` of the consistent majority, or None if there is none yet
+        (two takes that disagree, with nothing to tell which is right)."""
+        pool = self.pool
+        group = list(range(len(pool)))
+        while len(group) >= 2:
+            cos = [float(np.dot(pool[i].vector, l2_normalize(np.mean(
+                [pool[j].vector for j in group if j != i], axis=0)))) for i in group]
+            worst = int(np.argmin(cos))
+            if cos[worst] >= self.settings.consistency:
+                break
+            group.pop(worst)
+        return group if 2 * len(group) > len(pool) else None
+
     def offer(self, take: Take) -> str | None:
-        """Keep ``take`` if usable; return the reason it was refused otherwise."""
-        problem = self.judge(take)
-        if problem is None:
-            self.takes.append(take)
-        else:
+        """Weigh ``take``; return None if it is kept, else why not (a sentence to show).
+
+        Takes set aside on the way (an earlier take outside the new majority) are appended to
+        :attr:`set_aside` with their message.
+        """
+        problem = self.judge_quality(take)
+        if problem is not None:
             self.refused += 1
-        return problem
+            return problem
+        self.pool.append(take)
+        group = self._majority()
+        s = self.settings
+        if group is None:  # no majority: keep what was kept, and let this take wait
+            self.refused += 1
+            other = self.takes[0].source if self.takes else "the first take"
+            cos = self.consistency_of(take)
+            return (f"not consistent with the take at {other} (similarity {cos:.2f}, need "
+                    f"{s.consistency:.2f}); one of the two may have picked up another voice or "
+                    "a noise: say it again, and the takes that agree will be kept")
+        kept = [self.pool[i] for i in group]
+        for old in self.takes:
+            if not any(old is t for t in kept):
+                note = (f"the take at {old.source} was set aside: it sounds unlike the other "
+                        "takes (perhaps another voice or a noise was picked up); nothing to "
+                        "repeat")
+                self.set_aside.append((old, note))
+                logger.info("%s", note)
+        self.takes = kept
+        if any(take is t for t in kept):
+            return None
+        self.refused += 1
+        cos = self.consistency_of(take)
+        note = (f"set aside: it sounds unlike the other takes (similarity {cos:.2f}, need "
+                f"{s.consistency:.2f}; perhaps another voice or a noise was picked up); "
+                "please go on")
+        self.set_aside.append((take, note))
+        return note
 
     def vector(self) -> np.ndarray:
         """The voiceprint: ``l2_normalize(mean(take vectors))``."""
@@ -165,6 +231,10 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
+        voices = several_voices(rec.decisions, settings.consistency)
+        if voices is not None:
+            raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
+                             "recording of one speaker")
         levels = [d.level_dbfs for d in rec.decisions]
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
                     rec.clipped, name)
@@ -195,6 +265,41 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     return enrol
 
 
+MIN_PART_SPEECH_S = 1.5
+"""Parts of a recording with less speech than this are not compared (too little to tell)."""
+
+
+def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> str | None:
+    """Whether a recording's utterances (and turns) are different voices: None if they sound
+    like one, else the times that disagree, in words (``"0.0-3.1 s and 3.1-6.0 s sound like
+    different speakers (similarity 0.41)"``)."""
+    parts = [d for d in decisions if d.embedding is not None and d.speech_s >= MIN_PART_SPEECH_S]
+    if len(parts) < 2:
+        return None
+
+    def span(d) -> str:
+        return f"{d.start_s:.1f}-{d.end_s:.1f} s"
+
+    weights = np.array([d.speech_s for d in parts])
+    vecs = np.stack([d.embedding for d in parts]).astype(np.float64)
+    cos = []
+    for i in range(len(parts)):
+        others = np.delete(np.arange(len(parts)), i)
+        mean = l2_normalize((vecs[others] * weights[others, None]).sum(axis=0))
+        cos.append(float(vecs[i] @ mean))
+    odd = [i for i in np.argsort(cos) if cos[i] < consistency]
+    if not odd:
+        return None
+    worst = cos[odd[0]]
+    if len(parts) == 2:
+        return (f"{span(parts[0])} and {span(parts[1])} sound like different speakers "
+                f"(similarity {worst:.2f})")
+    shown = ", ".join(span(parts[i]) for i in sorted(odd[:4]))
+    more = f" and {len(odd) - 4} more" if len(odd) > 4 else ""
+    return (f"{shown}{more} {'sounds' if len(odd) == 1 else 'sound'} unlike the rest of it "
+            f"(similarity {worst:.2f}, need {consistency:.2f})")
+
+
 # -- from a live input ------------------------------------------------------------------------
 class EnrollView(Protocol):
     """What a live enrolment reports to (the rich progress view, or a test)."""
@@ -204,6 +309,9 @@ class EnrollView(Protocol):
     def speaking(self, start_s: float) -> None: ...
 
     def take(self, take: Take, problem: str | None, enrol: Enrolment) -> None: ...
+
+    # optional: ``set_aside(take, note, enrol)``, an earlier take left out of the majority
+    # (without it the note is logged as a warning)
 
 
 def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: EnrollSettings,
@@ -234,11 +342,20 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
             take = Take(event.embedding, event.speech_s, event.level_dbfs, event.clipped,
                         f"{event.start_s:.1f}-{event.end_s:.1f} s",
                         snr_db=event.level_dbfs - floor_dbfs)
+            n_aside = len(enrol.set_aside)
             problem = enrol.offer(take)
             logger.debug("take %s: %.2f s, %.1f dBFS, SNR %.1f dB -> %s", take.source,
                          take.speech_s, take.level_dbfs, take.snr_db, problem or "kept")
             if view is not None:
                 view.take(take, problem, enrol)
+            for old, note in enrol.set_aside[n_aside:]:
+                if old is take:
+                    continue  # already said, as this take's problem
+                tell = getattr(view, "set_aside", None)  # optional in EnrollView
+                if tell is not None:
+                    tell(old, note, enrol)
+                else:
+                    logger.warning("%s", note)
         if enrol.done or clock() > deadline:
             break
     return enrol

@@ -1,0 +1,124 @@
+"""Enrolment that forgives and warns (issue 12): live takes keep the consistent majority; a
+recording of several voices is refused naming the file and the times; the odd file is named;
+a WAV/FLAC piped into ``enroll --input -`` is decoded."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import DEMO, REPO, SR, chunks_of, read16k
+from rtverify.apps.enroll import EnrollSettings, enroll_files, enroll_live
+from rtverify.errors import InputError
+
+SIL = np.zeros(SR, dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def clips(demo):
+    e1, e2 = (read16k(DEMO / f) for f in demo["enroll"])
+    conv = read16k(DEMO / demo["conversation"])
+    strangers = [conv[int((ln["start_s"] - 0.2) * SR):int((ln["end_s"] + 0.2) * SR)]
+                 for ln in demo["script"] if ln["speaker"] != demo["enrolled_speaker"]]
+    return {"e1": e1, "e2": e2, "strangers": strangers, "conv": conv}
+
+
+class Recorder:
+    def __init__(self):
+        self.takes, self.aside = [], []
+
+    def level(self, status):
+        pass
+
+    def speaking(self, start_s):
+        pass
+
+    def take(self, take, problem, enrol):
+        self.takes.append((take, problem))
+
+    def set_aside(self, take, note, enrol):
+        self.aside.append((take, note))
+
+
+BLAME = ("your usual voice", "you ", "wrong")
+
+
+def test_first_take_of_someone_else_is_set_aside_and_enrolment_goes_on(session, clips,
+                                                                       alice_print):
+    x = np.concatenate([SIL, clips["strangers"][0], SIL, clips["e2"], SIL, clips["e1"], SIL])
+    view = Recorder()
+    enrol = enroll_live(session, chunks_of(x, 480), EnrollSettings(takes=2, min_speech_s=3.0),
+                        view)
+    assert enrol.done, [p for _, p in view.takes]
+    # the stranger's take is out, and the voiceprint is alice's
+    assert float(enrol.vector() @ alice_print) > 0.9
+    assert len(enrol.set_aside) == 1 and len(view.aside) == 1
+    stranger_take, note = view.aside[0]
+    assert stranger_take.source == view.takes[0][0].source  # the first take
+    assert stranger_take.source in note and "set aside" in note
+    assert not any(b in note for b in BLAME), note
+    # while two takes disagreed, the second waited with a sentence that asks for one more
+    problems = [p for _, p in view.takes]
+    assert problems[0] is None and "say it again" in problems[1]
+    assert not any(b in problems[1] for b in BLAME), problems[1]
+
+
+def test_one_odd_take_among_good_ones_is_set_aside(session, clips, alice_print):
+    # e1 holds two utterances: alice's takes are e2, e1 (two), then a stranger, then e2 again
+    x = np.concatenate([SIL, clips["e2"], SIL, clips["e1"], SIL, clips["strangers"][1], SIL,
+                        clips["e2"], SIL])
+    odd_from = (3 * SR + len(clips["e2"]) + len(clips["e1"])) / SR
+    odd_to = odd_from + len(clips["strangers"][1]) / SR
+    view = Recorder()
+    enrol = enroll_live(session, chunks_of(x, 480), EnrollSettings(takes=4, min_speech_s=3.0),
+                        view)
+    aside = [(t, p) for t, p in view.takes if p is not None]
+    assert len(aside) == 1 and "set aside" in aside[0][1], [p for _, p in view.takes]
+    start = float(aside[0][0].source.split("-")[0])
+    assert odd_from - 0.5 <= start <= odd_to
+    assert not any(b in aside[0][1] for b in BLAME)
+    assert enrol.done and len(enrol.takes) == 4
+    assert float(enrol.vector() @ alice_print) > 0.9
+
+
+def test_a_recording_of_several_voices_is_refused_with_the_times(tmp_path, session, clips):
+    path = tmp_path / "meeting.wav"
+    x = np.concatenate([clips["strangers"][0], SIL[:4000], clips["e2"], SIL[:4000],
+                        clips["strangers"][1], SIL[:4000], clips["strangers"][2]])
+    sf.write(path, x, SR)
+    with pytest.raises(InputError) as err:
+        enroll_files(session, [path])
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: holds more than one voice") and "\n" not in msg
+    assert " s" in msg and "-" in msg  # the times that disagree
+
+
+def test_one_speaker_recording_is_accepted(session, demo):
+    enrol = enroll_files(session, [DEMO / demo["enroll"][0]])
+    assert len(enrol.takes) == 1
+
+
+def test_the_odd_recording_is_named(tmp_path, session, demo, clips):
+    odd = tmp_path / "cousin.wav"
+    sf.write(odd, clips["strangers"][1], SR)
+    paths = [DEMO / demo["enroll"][0], odd, DEMO / demo["enroll"][1]]
+    with pytest.raises(InputError, match="cousin.wav: does not sound like the other"):
+        enroll_files(session, paths)
+
+
+def test_enroll_from_a_flac_on_stdin(tmp_path, clips):
+    buf = io.BytesIO()
+    x = np.concatenate([SIL, clips["e1"], SIL, clips["e2"], SIL])
+    sf.write(buf, x, SR, format="FLAC")
+    env = {**os.environ, "RTVERIFY_HOME": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, "-m", "rtverify", "enroll", "--name", "pipe",
+                           "--input", "-", "--takes", "2", "--min-speech", "3"], cwd=REPO,
+                          env=env, input=buf.getvalue(), capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "store" / "pipe.json").exists()
