@@ -101,6 +101,9 @@ class DecisionEvent(Event):
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The utterance embedding (not serialised)."""
     window_sum: np.ndarray | None = field(default=None, repr=False, compare=False)
+    band: str = "wide"
+    """The input's effective band: ``wide``, or ``narrow`` (nothing above 4 kHz: a telephone or
+    8 kHz recording at any sample rate), scored against the voiceprints' narrowband embeddings."""
 
     def to_dict(self) -> dict:
         return {"event": "decision", "start_s": _r(self.start_s), "end_s": _r(self.end_s),
@@ -110,7 +113,7 @@ class DecisionEvent(Event):
                 "threshold": _r(self.threshold, 4), "margin": _r(self.margin, 4),
                 "reason": self.reason, "end_reason": self.end_reason, "clipped": self.clipped,
                 "level_dbfs": _r(self.level_dbfs, 1), "n_windows": self.n_windows,
-                "decision_ms": _r(self.decision_ms, 2)}
+                "decision_ms": _r(self.decision_ms, 2), "band": self.band}
 
 
 # -- the input device ---------------------------------------------------------------------------

@@ -293,6 +293,11 @@ def main(argv=None) -> int:
         total: dict = {}
         for i, t in enumerate(targets):
             vp = {"target": enrol_vector(session, t.enrol)}
+            if kind == "narrowband":  # a voiceprint as enrolment now makes it
+                from rtverify.core.scoring import VoiceVector, narrowband_audio
+
+                vp_band = {"target": VoiceVector(vp["target"], enrol_vector(
+                    session, narrowband_audio(t.enrol)))}
             if kind == "sounds":
                 st = sounds_stream(t, impostors[4 * i:4 * i + 4], rng)
             elif kind == "turns":
@@ -300,15 +305,20 @@ def main(argv=None) -> int:
             elif kind == "narrowband":
                 res = []
                 for p_ in t.probes:
-                    wide = run_stream(session, vp, np.concatenate([_bed(SR, rng), p_, _bed(SR, rng)]))
+                    x = np.concatenate([_bed(SR, rng), p_, _bed(SR, rng)])
+                    wide = run_stream(session, vp, x)
                     nb8 = StreamingResampler(SR, 8000)
-                    x8 = np.concatenate([nb8.push(p_), nb8.flush()])
-                    up = StreamingResampler(8000, SR)
+                    x8 = np.concatenate([nb8.push(x), nb8.flush()])  # an 8 kHz recording
+                    up = StreamingResampler(8000, SR)  # as FileSource reads it, or carried at 16k
                     x8_16 = np.concatenate([up.push(x8), up.flush()])
-                    narrow = run_stream(session, vp, np.concatenate([_bed(SR, rng), x8_16, _bed(SR, rng)]))
-                    res.append((wide, narrow))
-                for wide, narrow in res:
-                    for label, evs in (("wide", wide), ("narrow", narrow)):
+                    narrow = run_stream(session, vp, x8_16)  # old voiceprint: wideband only
+                    matched = run_stream(session, vp_band, x8_16)
+                    wide_new = run_stream(session, vp_band, x)
+                    res.append((wide, narrow, matched, wide_new))
+                for wide, narrow, matched, wide_new in res:
+                    for label, evs in (("wide", wide), ("narrow_old_print", narrow),
+                                       ("narrow_band_matched", matched),
+                                       ("wide_band_print", wide_new)):
                         ds = [e for e in evs if hasattr(e, "accepted")]
                         total.setdefault(f"{label}_scores", []).append(
                             max((d.scores.get("target", -9) for d in ds), default=None))
@@ -316,6 +326,8 @@ def main(argv=None) -> int:
                         total[f"{label}_accepted"] += any(d.accepted for d in ds)
                         total.setdefault(f"{label}_n", 0)
                         total[f"{label}_n"] += 1
+                        total.setdefault(f"{label}_bands", []).append(
+                            sorted({d.band for d in ds}))
                 continue
             else:
                 raise SystemExit(f"unknown kind {kind}")
@@ -323,7 +335,12 @@ def main(argv=None) -> int:
             for k, v in r.items():
                 total[k] = total.get(k, 0 if not isinstance(v, list) else []) + v
         report[kind] = total
-        brief = {k: v for k, v in total.items() if k != "wrong"}
+        brief = {k: (round(float(np.mean([x for x in v if x is not None])), 4)
+                     if k.endswith("_scores") else v)
+                 for k, v in total.items() if k != "wrong" and not k.endswith("_bands")}
+        bands = {k: sum(v == ["narrow"] for v in total[k]) for k in total if k.endswith("_bands")}
+        if bands:
+            brief["decided_narrow"] = bands
         print(kind, json.dumps(brief, default=float), file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=float))

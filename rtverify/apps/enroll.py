@@ -22,6 +22,7 @@ times, and a recording unlike the others is named.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -85,6 +86,9 @@ class Take:
     """Where it came from: a file name, or the stream time of a live take."""
     snr_db: float | None = None
     """Level above the noise floor measured before it (decibels); None for recordings."""
+    narrowband: np.ndarray | None = None
+    """Unit embedding of the same audio low-passed to the 8 kHz telephone band (float32
+    ``(dim,)``), for band-matched scoring; None if it could not be made."""
 
 
 @dataclass
@@ -204,9 +208,17 @@ class Enrolment:
             raise NotEnoughSpeech("no usable speech was collected")
         return l2_normalize(np.mean([t.vector for t in self.takes], axis=0))
 
+    def narrowband_vector(self) -> np.ndarray | None:
+        """The narrowband voiceprint: ``l2_normalize(mean(take narrowband vectors))``; None unless
+        every kept take has one."""
+        if not self.takes or any(t.narrowband is None for t in self.takes):
+            return None
+        return l2_normalize(np.mean([t.narrowband for t in self.takes], axis=0))
+
     def voiceprint(self, name: str, model_id: str) -> Voiceprint:
         return Voiceprint(name=name, model_id=model_id, embedding=self.vector(), created=utc_now(),
-                          speech_s=self.speech_s, n_takes=len(self.takes))
+                          speech_s=self.speech_s, n_takes=len(self.takes),
+                          narrowband=self.narrowband_vector())
 
     def shortfall(self) -> str:
         return (f"{len(self.takes)} of {self.need_takes} takes and {self.speech_s:.1f} of "
@@ -227,7 +239,8 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     enrol = Enrolment(settings, need_takes=len(paths), need_speech_s=need)
     advice: list[str] = []  # said only if the enrolment succeeds (an error stays one line)
     for path in paths:
-        rec = embed_recording(session, FileSource(path))
+        chunks = list(FileSource(path))
+        rec = embed_recording(session, chunks)
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
@@ -237,7 +250,9 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                              "recording of one speaker")
         levels = [d.level_dbfs for d in rec.decisions]
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
-                    rec.clipped, name)
+                    rec.clipped, name,
+                    narrowband=_narrowband_vector(session, np.concatenate(
+                        [c.samples for c in chunks])))
         if take.clipped:
             advice.append(f"{name}: the recording is clipped; the voiceprint may suffer")
         if take.level_dbfs < settings.quiet_dbfs:
@@ -263,6 +278,48 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     for line in advice:
         logger.warning("%s", line)
     return enrol
+
+
+def _narrowband_vector(session: EncoderSession, samples: np.ndarray) -> np.ndarray | None:
+    """Embedding of a take's audio (float32 ``(n,)`` at 16 kHz) low-passed to the telephone
+    band, through the same path as live audio."""
+    from ..core.scoring import narrowband_audio
+
+    if len(samples) == 0:
+        return None
+    return embed_recording(session, [Chunk(narrowband_audio(samples), 0.0)]).vector
+
+
+class _Recorder:
+    """Passes a source's chunks on and keeps the last ``keep_s`` of audio, so that a live take's
+    audio can be embedded once more, band-limited."""
+
+    def __init__(self, source: Iterable[Chunk], keep_s: float = 60.0) -> None:
+        self.source = source
+        self.overflows = 0
+        self._chunks: deque[Chunk] = deque()
+        self._keep_s = keep_s
+
+    def __iter__(self):
+        for chunk in self.source:
+            self.overflows = getattr(self.source, "overflows", 0)
+            self._chunks.append(chunk)
+            while self._chunks and self._chunks[0].end_s < chunk.end_s - self._keep_s:
+                self._chunks.popleft()
+            yield chunk
+
+    def audio(self, start_s: float, end_s: float) -> np.ndarray:
+        """The audio between two stream times (float32 at 16 kHz; what is still kept)."""
+        from ..config import SAMPLE_RATE_HZ
+
+        parts = []
+        for c in self._chunks:
+            if c.end_s <= start_s or c.start_s >= end_s:
+                continue
+            a = max(0, int(round((start_s - c.start_s) * SAMPLE_RATE_HZ)))
+            b = min(len(c.samples), int(round((end_s - c.start_s) * SAMPLE_RATE_HZ)))
+            parts.append(c.samples[a:b])
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 MIN_PART_SPEECH_S = 1.5
@@ -328,7 +385,8 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
     # someone talks; the background is the lowest floor of the last FLOOR_MEMORY_S.
     floors: deque[float] = deque(maxlen=int(FLOOR_MEMORY_S / 0.1))
     floor_dbfs = verifier.segmenter.noise_floor_dbfs
-    for event in verifier.process(source):
+    recorder = _Recorder(source)
+    for event in verifier.process(recorder):
         if isinstance(event, Status):
             if event.t_s >= FLOOR_SETTLE_S:  # before that the floor is still the segmenter's prior
                 floors.append(event.noise_floor_dbfs)
@@ -342,6 +400,9 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
             take = Take(event.embedding, event.speech_s, event.level_dbfs, event.clipped,
                         f"{event.start_s:.1f}-{event.end_s:.1f} s",
                         snr_db=event.level_dbfs - floor_dbfs)
+            if enrol.judge_quality(take) is None:  # worth a band-limited embedding as well
+                take = dataclasses.replace(take, narrowband=_narrowband_vector(
+                    session, recorder.audio(event.start_s, event.end_s)))
             n_aside = len(enrol.set_aside)
             problem = enrol.offer(take)
             logger.debug("take %s: %.2f s, %.1f dBFS, SNR %.1f dB -> %s", take.source,

@@ -9,6 +9,7 @@ the tests are all consumers of the same events, so what they see is what ``liste
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,10 +22,12 @@ from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from ..events import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
-from .scoring import Decision, DecisionPolicy, Scorer
+from .scoring import Decision, DecisionPolicy, Scorer, effective_band, voiceprints_for_band
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .turns import TurnEmbedder
 from ..io.sources import Chunk
+
+logger = logging.getLogger(__name__)
 
 
 class Verifier:
@@ -67,6 +70,7 @@ class Verifier:
         self.provisional = provisional
         self.status_every_s = status_every_s
         self.overflows = 0
+        self._band_warned: set[str] = set()
         self.reset()
 
     def reset(self) -> None:
@@ -84,12 +88,22 @@ class Verifier:
         self._level = -120.0
 
     # -- internals --------------------------------------------------------------------
-    def _scores(self, embedding: np.ndarray) -> dict[str, float]:
+    def _scores(self, embedding: np.ndarray, band: str = "wide") -> dict[str, float]:
         if not self.voiceprints:
             return {}
         if self.scorer is None:
             self.scorer = Scorer.for_model(self.session)
-        return self.scorer.scores(embedding, self.voiceprints)
+        voiceprints = self.voiceprints
+        if band != "wide":  # issue 12: the voiceprints' embeddings for the input's band
+            voiceprints, missing = voiceprints_for_band(voiceprints, band)
+            for name in missing:
+                if name not in self._band_warned:
+                    self._band_warned.add(name)
+                    logger.warning("voice %r has no %sband voiceprint (enrolled before band-"
+                                   "matched scoring): %sband speech is scored against its "
+                                   "wideband one; re-enroll it to score such input better",
+                                   name, band, band)
+        return self.scorer.scores(embedding, voiceprints)
 
     def _take_unfed(self) -> np.ndarray:
         """The segment audio not yet turned into rows, as one array (and forget it)."""
@@ -155,7 +169,9 @@ class Verifier:
             start_s = end.start_s if i == 0 else end.start_s + turn.start_row / 100.0
             end_s = end.end_s if last else end.start_s + turn.end_row / 100.0
             speech_s = end.speech_s * (turn.end_row - turn.start_row) / max(n_rows, 1)
-            d: Decision = self.policy.decide(self._scores(turn.vector), speech_s)
+            band = effective_band(embedder.last_rows[turn.start_row:turn.end_row],
+                                  self.session.features) if self.voiceprints else "wide"
+            d: Decision = self.policy.decide(self._scores(turn.vector, band), speech_s)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
@@ -163,7 +179,7 @@ class Verifier:
                 end_reason=end.reason if last else "speaker_change",
                 clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=turn.n_windows,
                 decision_ms=(time.perf_counter() - t) * 1000.0, embedding=turn.vector,
-                window_sum=turn.window_sum))
+                window_sum=turn.window_sum, band=band))
         return out[0] if len(out) == 1 else out
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],

@@ -176,3 +176,95 @@ class Scorer:
             hit = (key, float(mu[0]), float(sd[0]))
             self._vp_stats[name] = hit
         return hit[1], hit[2]
+
+
+# -- band-matched scoring (issue 12) -------------------------------------------------------------
+NARROW_CLIFF_DB = 15.0
+"""Input is narrowband when the energy at 3.0-3.8 kHz exceeds that at 4.3-5.5 kHz by more than
+this (decibels): band-limited audio falls off a cliff at its edge, wideband speech slopes off
+gently; a noise bed added after the band limit does not fill the cliff. Measured in
+tools/room_streams.py-style material: see the README section "Real rooms"."""
+
+
+def _band_masks(feature_cfg) -> tuple[np.ndarray, np.ndarray]:
+    from .features import mel_filterbank
+
+    fb = mel_filterbank(feature_cfg)  # (n_mels, n_bins)
+    freqs = np.linspace(0, feature_cfg.sample_rate_hz / 2, fb.shape[1])
+    centres = (fb * freqs).sum(axis=1) / np.maximum(fb.sum(axis=1), 1e-12)
+    below = (centres >= 3000.0) & (centres <= 3800.0)
+    above = (centres >= 4300.0) & (centres <= 5500.0)
+    return below, above
+
+
+_MASKS: dict = {}
+
+
+def band_cliff_db(rows: np.ndarray, feature_cfg) -> float:
+    """Energy at 3.0-3.8 kHz over energy at 4.3-5.5 kHz in mel-power rows, float32
+    ``(n, n_mels)`` made with ``feature_cfg`` (decibels; per band, averaged over the rows)."""
+    key = (feature_cfg.n_mels, feature_cfg.fmin_hz, feature_cfg.fmax_hz, feature_cfg.mel_scale,
+           feature_cfg.sample_rate_hz, feature_cfg.n_fft)
+    masks = _MASKS.get(key)
+    if masks is None:
+        masks = _MASKS[key] = _band_masks(feature_cfg)
+    below, above = masks
+    power = np.exp(rows) if feature_cfg.log else rows
+    total = power.sum(axis=0, dtype=np.float64)
+    return float(10 * np.log10((total[below].mean() + 1e-20) / (total[above].mean() + 1e-20)))
+
+
+def effective_band(rows: np.ndarray, feature_cfg) -> str:
+    """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``."""
+    if len(rows) == 0 or feature_cfg.fmax_hz < 5500.0:
+        return "wide"
+    return "narrow" if band_cliff_db(rows, feature_cfg) > NARROW_CLIFF_DB else "wide"
+
+
+class VoiceVector(np.ndarray):
+    """A voiceprint embedding (float32 ``(dim,)``) that also carries the embedding made at
+    enrolment for narrowband input (``narrowband``: the same takes low-passed at 4 kHz, or None
+    for a voiceprint enrolled before band matching). It is what the store hands out, so every
+    mapping of voiceprints a :class:`~rtverify.core.pipeline.Verifier` is given carries its
+    bands without a change of signature."""
+
+    narrowband: np.ndarray | None
+
+    def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None) -> "VoiceVector":
+        obj = np.asarray(wide, dtype=np.float32).view(cls)
+        obj.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
+        return obj
+
+    def __array_finalize__(self, obj) -> None:
+        self.narrowband = getattr(obj, "narrowband", None)
+
+
+def voiceprints_for_band(voiceprints: Mapping[str, np.ndarray], band: str
+                         ) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The voiceprints to score input of ``band`` against, and the names that have no
+    embedding for that band (they are scored with their wideband one)."""
+    if band != "narrow":
+        return dict(voiceprints), []
+    out, missing = {}, []
+    for name, vec in voiceprints.items():
+        nb = getattr(vec, "narrowband", None)
+        if nb is None:
+            missing.append(name)
+            out[name] = vec
+        else:
+            out[name] = nb
+    return out, missing
+
+
+def narrowband_audio(samples: np.ndarray, rate_hz: int = 16000) -> np.ndarray:
+    """``samples`` (float32 ``(n,)`` at ``rate_hz``) as an 8 kHz telephone-band recording would
+    carry them: resampled to 8 kHz and back, the same path an 8 kHz input takes (float32
+    ``(n,)``)."""
+    from ..io.resample import StreamingResampler
+
+    down = StreamingResampler(rate_hz, 8000)
+    low = np.concatenate([down.push(np.asarray(samples, np.float32)), down.flush()])
+    up = StreamingResampler(8000, rate_hz)
+    out = np.concatenate([up.push(low), up.flush()])
+    n = len(samples)
+    return np.pad(out[:n], (0, max(0, n - len(out)))).astype(np.float32)

@@ -75,6 +75,8 @@ class TurnEmbedder(SegmentEmbedder):
 
     def reset(self) -> None:
         super().reset()
+        self.last_rows: np.ndarray | None = None
+        """The rows of the segment :meth:`finish_turns` last closed (for its band)."""
         self.windows: list[np.ndarray] = []
         self._all_rows: list[np.ndarray] = []
         self.suspected = False
@@ -132,7 +134,7 @@ class TurnEmbedder(SegmentEmbedder):
         """Close the segment like :meth:`finish`; return its turns (one unless a change was
         found) and its row count, or None if it had no rows. Resets."""
         cfg = self.cfg
-        rows = self.rows() if cfg.enabled else None
+        rows = self.rows()
         n_rows = self.n_rows
         # windows embedded in finish() (the tail, or all of them in batched mode) are noted too
         seg = self.finish_keep()
@@ -150,6 +152,7 @@ class TurnEmbedder(SegmentEmbedder):
         if turns is None:
             turns = [Turn(0, n_rows, seg.vector, seg.window_sum, seg.n_windows)]
         self.reset()
+        self.last_rows = rows
         return turns, n_rows
 
     def finish_keep(self):

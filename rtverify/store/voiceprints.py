@@ -7,7 +7,11 @@ A voiceprint file (``<store>/<name>.json``, mode 0600, in a 0700 directory) look
      "speech_s": 11.2, "n_takes": 3, "rtverify_version": "0.1.0"}
 
 Only ``embedding`` (and ``model_id``, to refuse a vector from another encoder) affects scores; the
-rest is for people. A file that does not parse completely is never used in part: it is reported by
+rest is for people. Since issue 12 a voiceprint may also hold ``embedding_narrowband``: the same
+takes low-passed at 4 kHz (an 8 kHz telephone band), which narrowband input is scored against.
+The field is optional and the format name unchanged: a voiceprint enrolled before has none, and
+narrowband input is then scored against its wideband ``embedding`` as before (re-enrolling adds
+it); older versions of rtverify read the new files and ignore the field. A file that does not parse completely is never used in part: it is reported by
 name and skipped while the other voices keep working.
 
 Writes go to a temporary file in the store directory, are fsynced, then put in place with
@@ -106,13 +110,26 @@ class Voiceprint:
     n_takes: int
     """Takes (utterances or files) averaged into the embedding."""
     rtverify_version: str = __version__
+    narrowband: np.ndarray | None = None
+    """float32 ``(dim,)`` unit vector from the same takes low-passed at 4 kHz, scored against
+    narrowband input; None for a voiceprint enrolled before band-matched scoring."""
 
     def to_dict(self) -> dict:
-        return {"format": FORMAT, "name": self.name, "model_id": self.model_id,
-                "embedding_dim": int(self.embedding.shape[0]),
-                "embedding": [round(float(x), 8) for x in self.embedding],
-                "created": self.created, "speech_s": round(float(self.speech_s), 2),
-                "n_takes": int(self.n_takes), "rtverify_version": self.rtverify_version}
+        d = {"format": FORMAT, "name": self.name, "model_id": self.model_id,
+             "embedding_dim": int(self.embedding.shape[0]),
+             "embedding": [round(float(x), 8) for x in self.embedding],
+             "created": self.created, "speech_s": round(float(self.speech_s), 2),
+             "n_takes": int(self.n_takes), "rtverify_version": self.rtverify_version}
+        if self.narrowband is not None:
+            d["embedding_narrowband"] = [round(float(x), 8) for x in self.narrowband]
+        return d
+
+    def vector(self):
+        """The embedding for scoring: a :class:`~rtverify.core.scoring.VoiceVector`, which also
+        carries the narrowband embedding (if any)."""
+        from ..core.scoring import VoiceVector
+
+        return VoiceVector(self.embedding, self.narrowband)
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> "Voiceprint":
@@ -128,26 +145,35 @@ class Voiceprint:
                           ("embedding", list), ("embedding_dim", int), ("n_takes", int)):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise bad(f"field {key!r} missing or not {kind.__name__}")
-        vec = data["embedding"]
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec):
-            raise bad("embedding holds something other than numbers")
-        if len(vec) != data["embedding_dim"] or len(vec) == 0:
-            raise bad(f"embedding has {len(vec)} values, embedding_dim says "
-                      f"{data['embedding_dim']}")
-        emb = np.asarray(vec, dtype=np.float64)
-        if not np.isfinite(emb).all():
-            raise bad("embedding has non-finite values")
-        norm = float(np.linalg.norm(emb))
-        if not norm > 1e-6:
-            raise bad("embedding is a zero vector")
+        def unit(key: str) -> np.ndarray:
+            vec = data[key]
+            if not isinstance(vec, list):
+                raise bad(f"field {key!r} is not a list")
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec):
+                raise bad(f"{key} holds something other than numbers")
+            if len(vec) != data["embedding_dim"] or len(vec) == 0:
+                raise bad(f"{key} has {len(vec)} values, embedding_dim says "
+                          f"{data['embedding_dim']}")
+            emb = np.asarray(vec, dtype=np.float64)
+            if not np.isfinite(emb).all():
+                raise bad(f"{key} has non-finite values")
+            norm = float(np.linalg.norm(emb))
+            if not norm > 1e-6:
+                raise bad(f"{key} is a zero vector")
+            return (emb / norm).astype(np.float32)
+
+        embedding = unit("embedding")
+        narrowband = unit("embedding_narrowband") if data.get("embedding_narrowband") is not None \
+            else None
         speech_s = data.get("speech_s", 0.0)
         if not isinstance(speech_s, (int, float)) or isinstance(speech_s, bool) or \
                 not math.isfinite(speech_s):
             raise bad("field 'speech_s' is not a number")
         return cls(name=data["name"], model_id=data["model_id"],
-                   embedding=(emb / norm).astype(np.float32), created=data["created"],
+                   embedding=embedding, created=data["created"],
                    speech_s=float(speech_s), n_takes=data["n_takes"],
-                   rtverify_version=str(data.get("rtverify_version", "")))
+                   rtverify_version=str(data.get("rtverify_version", "")),
+                   narrowband=narrowband)
 
 
 def to_json(vp: Voiceprint) -> str:
@@ -362,18 +388,19 @@ class VoiceprintStore:
 
     def load_usable(self, model_id: str, names: list[str] | None = None, dim: int | None = None
                     ) -> tuple[dict[str, np.ndarray], list[str]]:
-        """Embeddings by name for scoring, and the problems met.
+        """Embeddings by name for scoring (each a :class:`~rtverify.core.scoring.VoiceVector`:
+        the wideband embedding, carrying the narrowband one), and the problems met.
 
         With ``names``, each named voice must load (a problem is an error). Without, every
         usable voice is returned and the unusable ones are only reported.
         """
         if names:
-            return {validate_name(n): self.load(n, model_id, dim).embedding
+            return {validate_name(n): self.load(n, model_id, dim).vector()
                     for n in names}, []
         usable, problems = {}, []
         for entry in self.entries(model_id, dim):
             if entry.voiceprint is not None:
-                usable[entry.name] = entry.voiceprint.embedding
+                usable[entry.name] = entry.voiceprint.vector()
             else:
                 problems.append(entry.problem)
         return usable, problems

@@ -1,0 +1,112 @@
+"""Band-matched scoring (issue 12): narrowband input (an 8 kHz recording, or 8 kHz carried in a
+16 kHz stream) is detected and scored against a narrowband embedding made at enrolment from the
+same takes; voiceprints enrolled before keep working."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import DEMO, SR, chunks_of, read16k
+from rtverify.apps.enroll import enroll_files
+from rtverify.core.pipeline import Verifier
+from rtverify.core.scoring import (VoiceVector, band_cliff_db, effective_band, narrowband_audio,
+                                   voiceprints_for_band)
+from rtverify.events import DecisionEvent
+from rtverify.store.voiceprints import VoiceprintStore
+
+
+def rows_of(session, x):
+    from rtverify.core.features import StreamingFeatures
+
+    f = StreamingFeatures(session.features)
+    return np.concatenate([f.push(x), f.flush()])
+
+
+@pytest.fixture(scope="module")
+def probe(demo, conversation):
+    t = demo["script"][3]  # alice, not in her enrolment takes
+    return conversation[int(t["start_s"] * SR) - 3000:int(t["end_s"] * SR) + 3000]
+
+
+def test_bandwidth_is_detected_not_the_sample_rate(session, probe, tmp_path):
+    assert effective_band(rows_of(session, probe), session.features) == "wide"
+    carried = narrowband_audio(probe)  # 8 kHz speech in a 16 kHz stream
+    assert effective_band(rows_of(session, carried), session.features) == "narrow"
+    # a real 8 kHz file, read (and resampled) by the runtime
+    from rtverify.io.resample import StreamingResampler
+
+    r = StreamingResampler(SR, 8000)
+    path = tmp_path / "call.wav"
+    sf.write(path, np.concatenate([r.push(probe), r.flush()]), 8000, subtype="PCM_16")
+    assert effective_band(rows_of(session, read16k(path)), session.features) == "narrow"
+    # a stream sampled at 16 kHz whose sample rate says nothing: only the spectrum tells
+    assert effective_band(rows_of(session, carried * 0.5), session.features) == "narrow"
+
+
+@pytest.fixture(scope="module")
+def enrolled(session, demo, tmp_path_factory):
+    enrol = enroll_files(session, [DEMO / f for f in demo["enroll"]])
+    store = VoiceprintStore(tmp_path_factory.mktemp("store"))
+    store.save(enrol.voiceprint("alice", session.model_id))
+    return store
+
+
+def decide(session, voices, x):
+    v = Verifier(session, voices)
+    return [e for e in v.process(chunks_of(x, 1600)) if isinstance(e, DecisionEvent)]
+
+
+def test_narrowband_probe_scores_like_its_wideband_original(session, enrolled, probe):
+    voices, problems = enrolled.load_usable(session.model_id, dim=session.dim)
+    assert not problems and voices["alice"].narrowband is not None
+    old = {"alice": np.asarray(voices["alice"]).copy()}  # a voiceprint without the band
+    wide = decide(session, voices, probe)
+    narrow = decide(session, voices, narrowband_audio(probe))
+    narrow_old = decide(session, old, narrowband_audio(probe))
+    assert [d.band for d in wide] == ["wide"] * len(wide)
+    assert [d.band for d in narrow] == ["narrow"] * len(narrow)
+    best = lambda ds: max(d.scores["alice"] for d in ds)  # noqa: E731
+    # band-matched scores are higher than against the wideband voiceprint, and the call is
+    # accepted as its wideband original is
+    assert best(narrow) > best(narrow_old) + 0.01
+    assert [d.accepted for d in narrow] == [d.accepted for d in wide] == [True] * len(wide)
+    assert all(d.to_dict()["band"] == "narrow" for d in narrow)
+
+
+def test_voiceprint_file_carries_the_narrowband_embedding(enrolled, session):
+    path = enrolled.path_for("alice")
+    data = json.loads(path.read_text())
+    assert len(data["embedding_narrowband"]) == data["embedding_dim"]
+    assert data["format"] == "rtverify-voiceprint/1"  # unchanged: old readers still read it
+
+
+def test_old_voiceprints_still_load_and_score(session, enrolled, tmp_path, probe, caplog):
+    data = json.loads(enrolled.path_for("alice").read_text())
+    del data["embedding_narrowband"]
+    old = VoiceprintStore(tmp_path / "old")
+    old.ensure_dir()
+    (tmp_path / "old" / "alice.json").write_text(json.dumps(data))
+    voices, problems = old.load_usable(session.model_id, dim=session.dim)
+    assert not problems and voices["alice"].narrowband is None
+    with caplog.at_level("WARNING"):
+        ds = decide(session, voices, narrowband_audio(probe))
+    assert ds and all(d.band == "narrow" for d in ds)
+    assert any("no narrowband voiceprint" in r.message for r in caplog.records)
+    # a damaged narrowband embedding is a damaged voiceprint, not a silent fallback
+    data["embedding_narrowband"] = [0.0] * data["embedding_dim"]
+    (tmp_path / "old" / "alice.json").write_text(json.dumps(data))
+    _, problems = old.load_usable(session.model_id, dim=session.dim)
+    assert problems and "embedding_narrowband is a zero vector" in problems[0]
+
+
+def test_voiceprints_for_band():
+    a = VoiceVector(np.ones(4) / 2, np.array([1.0, 0, 0, 0]))
+    b = np.ones(4) / 2
+    got, missing = voiceprints_for_band({"a": a, "b": b}, "narrow")
+    assert np.array_equal(got["a"], [1, 0, 0, 0]) and got["b"] is b and missing == ["b"]
+    got, missing = voiceprints_for_band({"a": a}, "wide")
+    assert got["a"] is a and not missing
