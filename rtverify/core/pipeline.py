@@ -105,6 +105,22 @@ class Verifier:
                                    name, band, band)
         return self.scorer.scores(embedding, voiceprints)
 
+    SPLIT_NEAR = 0.08
+    SPLIT_FAR = 0.05
+    """A suspected change of speaker is placed only where it can change a decision: some window
+    of the segment scores at least the threshold minus SPLIT_NEAR for a voice and another one
+    below the threshold minus SPLIT_FAR for the same voice (cosine); or always when nothing is
+    enrolled (enrolment checks its takes) or scores are normalised."""
+
+    def _split_worth(self, windows: np.ndarray) -> bool:
+        """Whether a voice could be accepted in part of a segment but not in another."""
+        if not self.voiceprints or (self.scorer is not None and self.scorer.cohort is not None):
+            return True
+        sims = windows @ np.stack([np.asarray(v, np.float32) for v in self.voiceprints.values()]).T
+        t = self.policy.threshold_for(1.6)
+        return bool(((sims.max(axis=0) >= t - self.SPLIT_NEAR) &
+                     (sims.min(axis=0) < t - self.SPLIT_FAR)).any())
+
     def _take_unfed(self) -> np.ndarray:
         """The segment audio not yet turned into rows, as one array (and forget it)."""
         unfed = self._unfed
@@ -159,7 +175,7 @@ class Verifier:
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
                 t: float | None) -> DecisionEvent | list[DecisionEvent] | None:
         t = time.perf_counter() if t is None else t
-        found = embedder.finish_turns()
+        found = embedder.finish_turns(self._split_worth)
         if found is None:
             return None
         turns, n_rows = found

@@ -217,8 +217,9 @@ class Segmenter:
             yield _Frame(frames[i], start_s, voiced, level_db, n_clipped[i])
 
     # -- segment bookkeeping --------------------------------------------------------------
-    def _take(self, frames: Sequence[_Frame], events: list) -> None:
-        """Append frames to the open segment."""
+    def _take(self, frames: Sequence[_Frame], events: list, confirm: bool = True) -> None:
+        """Append frames to the open segment (and, with ``confirm``, give them to the neural
+        VAD while the segment is unconfirmed)."""
         if not frames:
             return
         for f in frames:
@@ -231,7 +232,7 @@ class Segmenter:
                 self._seg_levels.append(f.level_db)
         self._seg_end_s = frames[-1].start_s + len(frames[-1].samples) / self.sample_rate_hz
         audio = frames[0].samples if len(frames) == 1 else np.concatenate([f.samples for f in frames])
-        if self._confirmer is not None:
+        if self._confirmer is not None and confirm:
             self._confirmer.push(audio)
         events.append(SegmentAudio(audio))
 
@@ -249,7 +250,11 @@ class Segmenter:
             self._carry_confirmed = False
             self._seg_continued = carry
         events.append(SegmentStart(self._seg_start_s))
-        self._take(frames, events)
+        # the neural VAD starts at the first voiced frame: the pre-roll before it is the
+        # quiet that made webrtcvad's start, and would only cost model calls
+        first = next((i for i, f in enumerate(frames) if f.voiced), 0)
+        self._take(frames[:first], events, confirm=False)
+        self._take(frames[first:], events)
 
     def _steady(self) -> bool:
         """The voiced frames' levels hardly move: a hum or a drone, not a voice (syllables

@@ -13,12 +13,16 @@ target's score. Two stages, so that the work is spent only where a change is lik
    overlapping windows (``fine_rows`` long, every ``fine_hop_rows``) and looks for the split
    whose two sides differ most (within-side minus cross-side cosine); above ``split_contrast``
    it is a change (found
-   again on each side, for a third voice). Each part is then decided on its own.
+   again on each side, for a third voice). Each part is then decided on its own. With
+   voiceprints to score against, the pipeline places a change only where it can matter: when
+   some window of the segment scores near a voice's threshold (a change between two strangers
+   leaves both parts rejected, as one decision would).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -40,10 +44,13 @@ class TurnConfig:
     the 95th percentile; two speakers 0.198 at the 5th percentile, 0.215 at the 10th."""
     fine_rows: int = 100
     """Length of the short windows that place a change (spectrogram rows, 10 ms each)."""
-    fine_hop_rows: int = 20
+    fine_hop_rows: int = 60
     """Step between the short windows (rows)."""
     min_turn_rows: int = 100
     """Neither side of a change may be shorter than this (rows)."""
+    min_side_rows: int = 400
+    """A side of a change is searched for another change only if at least this long (rows):
+    one 3 s turn is not worth the risk of a false split."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,15 @@ class TurnEmbedder(SegmentEmbedder):
             return np.zeros((0, self.session.features.n_mels), dtype=np.float32)
         return np.concatenate(self._all_rows)
 
-    def finish_turns(self) -> tuple[list[Turn], int] | None:
+    def finish_turns(self, worth: Callable[[np.ndarray], bool] | None = None
+                     ) -> tuple[list[Turn], int] | None:
         """Close the segment like :meth:`finish`; return its turns (one unless a change was
-        found) and its row count, or None if it had no rows. Resets."""
+        found) and its row count, or None if it had no rows. Resets.
+
+        :param worth: given the window embeddings, float32 ``(n, dim)``, whether placing a
+            suspected change is worth its cost (the pipeline: whether any voice could be
+            accepted in part of the segment); None: always.
+        """
         cfg = self.cfg
         rows = self.rows()
         n_rows = self.n_rows
@@ -144,7 +157,8 @@ class TurnEmbedder(SegmentEmbedder):
         suspected = self.suspected or (len(self.windows) >= 2 and _min_pair_cos(self.windows)
                                        < cfg.suspect_cos)
         turns = None
-        if cfg.enabled and suspected and n_rows >= 2 * cfg.min_turn_rows:
+        if cfg.enabled and suspected and n_rows >= 2 * cfg.min_turn_rows and (
+                worth is None or worth(np.stack(self.windows))):
             cuts = find_turns(self.session, rows, cfg)
             if cuts:
                 turns = [_embed_turn(self.session, rows[a:b], a, b, self.window)
@@ -206,7 +220,10 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
     if best is None or best_contrast < cfg.split_contrast:
         return []
     out = [offset + best]
-    if depth < 2:
-        out = (find_turns(session, rows[:best], cfg, offset, depth + 1) + out +
-               find_turns(session, rows[best:], cfg, offset + best, depth + 1))
+    if depth < 1:  # a third voice: each side once more, if long enough to hold two turns
+        left = find_turns(session, rows[:best], cfg, offset, depth + 1) \
+            if best >= cfg.min_side_rows else []
+        right = find_turns(session, rows[best:], cfg, offset + best, depth + 1) \
+            if n - best >= cfg.min_side_rows else []
+        out = left + out + right
     return out

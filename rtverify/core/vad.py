@@ -43,7 +43,7 @@ class ConfirmConfig:
     (-38 to -26 dBFS): hum, noise, clicks and chords reach no frame at 0.4, knocks at most 2."""
     threshold: float = 0.4
     """Silero speech probability at which a frame counts as speech (0..1)."""
-    batch_frames: int = 6
+    batch_frames: int = 4
     """32 ms frames gathered per model call while a segment is unconfirmed (count)."""
     steady_db: float = 3.0
     """A segment whose voiced frames' levels have a standard deviation below this is a steady
