@@ -280,6 +280,8 @@ def main(argv=None) -> int:
     p.add_argument("--streams", type=int, default=10)
     p.add_argument("--kinds", default="sounds,turns,narrowband")
     p.add_argument("--json", type=Path)
+    p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
+                   "enrolment audio and the truth (JSON) here")
     args = p.parse_args(argv)
     from rtverify.core.encoder import EncoderSession
     from rtverify.io.resample import StreamingResampler
@@ -331,6 +333,14 @@ def main(argv=None) -> int:
                 continue
             else:
                 raise SystemExit(f"unknown kind {kind}")
+            if args.write:
+                import soundfile as sf
+
+                args.write.mkdir(parents=True, exist_ok=True)
+                sf.write(args.write / f"{kind}_{i:02d}.wav", st.audio, SR, subtype="PCM_16")
+                sf.write(args.write / f"enrol_{i:02d}.wav", t.enrol, SR, subtype="PCM_16")
+                (args.write / f"{kind}_{i:02d}.json").write_text(json.dumps(
+                    {"utterances": st.utterances, "sounds": st.sounds}, indent=1))
             r = score_stream(st, run_stream(session, vp, st.audio))
             for k, v in r.items():
                 total[k] = total.get(k, 0 if not isinstance(v, list) else []) + v

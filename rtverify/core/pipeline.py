@@ -105,7 +105,7 @@ class Verifier:
                                    name, band, band)
         return self.scorer.scores(embedding, voiceprints)
 
-    SPLIT_NEAR = 0.08
+    SPLIT_NEAR = 0.02
     SPLIT_FAR = 0.05
     """A suspected change of speaker is placed only where it can change a decision: some window
     of the segment scores at least the threshold minus SPLIT_NEAR for a voice and another one
