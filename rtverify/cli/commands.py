@@ -24,9 +24,9 @@ def _say(msg: str) -> None:
 
 
 def _store(args):
-    from ..store.voiceprints import VoiceprintStore
+    from ..store import open_store
 
-    return VoiceprintStore(args.store)
+    return open_store(args.store)
 
 
 def _session(args, threads: int | None = None):
