@@ -253,3 +253,41 @@ def test_decisions_are_logged_with_their_time_after_audio_stop(gate):
     lines = [l for l in gate_log(gate).splitlines() if "after audio-stop" in l]
     assert len(lines) >= 6
     print("\n".join(lines))
+
+
+def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, alice_print,
+                                                               session, conversation):
+    """Two gates on one PostgreSQL store: a voice enrolled through one store instance after
+    both started is accepted by the other within a second."""
+    from pg_server import PgServer
+
+    from rtverify.store import open_store
+    from rtverify.store.voiceprints import Voiceprint
+
+    pg = PgServer()
+    proc = None
+    try:
+        url = pg.new_database()
+        other = open_store(url)
+        rng = np.random.default_rng(0)
+        v = rng.standard_normal(session.dim).astype(np.float32)
+        other.save(Voiceprint("bob", session.model_id, v / np.linalg.norm(v), "2025", 5.0, 1))
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", url, "wyoming",
+                                 "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert "serving" in proc.stdout.readline(), proc.stderr.read()
+        uri = f"tcp://127.0.0.1:{port}"
+        audio = pcm16(clip(conversation, 0.9, 5.7))
+        assert request(uri, audio)[0] == ""  # alice is not enrolled yet: empty transcript
+        other.save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0, 2))
+        time.sleep(1.0)  # the issue's bound: usable on the other instances within a second
+        text, _, _ = request(uri, audio)
+        assert text.startswith("heard "), text  # accepted, untagged
+        other.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        pg.stop()

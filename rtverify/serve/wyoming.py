@@ -296,7 +296,7 @@ def handler_factory(gate: Gate):
             if self.refused:
                 raise InputError(self.refused)
             await self._run(self._feed, self.stream.finish(), True)
-            decision, speech_s = gate.decide(self.decisions)
+            decision, speech_s = await self._run(gate.decide, self.decisions)
             decision_ms = (time.perf_counter() - t0) * 1000
             audio_s = self.stream.seconds_in
             text, forwarded = gate.settings.refusal_text, False
