@@ -207,6 +207,56 @@ def bench_pg(args) -> dict:
         server.stop()
 
 
+def bench_gate(args) -> dict:
+    """The Wyoming gate's work at ``audio-stop`` (finish the streaming Verifier, pool, identify
+    among ``--voices`` random voices plus the demo speaker): what a request waits for after its
+    audio ends, before any STT. The audio is pushed as Home Assistant sends it (16 kHz s16, 64 ms
+    chunks) through the gate's own PcmStream."""
+    from rtverify.core.encoder import EncoderSession, l2_normalize
+    from rtverify.core.pipeline import Verifier, embed_recording
+    from rtverify.io.sources import FileSource
+    from rtverify.serve.wyoming import Gate, GateSettings, PcmStream
+
+    demo = REPO / "rtverify" / "demo"
+    session = EncoderSession(threads=1)
+    alice = l2_normalize(sum(embed_recording(session, FileSource(demo / n)).vector
+                             for n in ("enroll_1.flac", "enroll_2.flac")))
+    rng = np.random.default_rng(args.seed)
+    g = Gallery(None, session.model_id, session.dim, scorer=Scorer.for_model(session))
+    g.apply([(f"voice{i:06d}", v) for i, v in enumerate(units(rng, args.voices, session.dim))])
+    g.apply([("alice", alice)])
+    gate = Gate(session, g, DecisionPolicy(session.info.decision), GateSettings("tcp://x:1"))
+    conv = np.concatenate([c.samples for c in FileSource(demo / "conversation.flac")])
+    clips = {"alice": [(0.9, 5.7), (17.6, 22.2)], "others": [(6.3, 11.5), (12.0, 17.0),
+                                                             (22.8, 27.6)]}
+    stop_ms, outcome = [], {}
+    for rep in range(args.gate_reps):
+        for who, spans in clips.items():
+            for a, b in spans:
+                x = conv[int(a * 16000):int(b * 16000)]
+                pcm = (np.clip(x * (0.3 / np.abs(x).max()), -1, 1) * 32767).astype("<i2")
+                raw = pcm.tobytes()
+                stream, ver, decisions = PcmStream(16000, 2, 1), Verifier(session, {},
+                                                                          provisional=False), []
+                for i in range(0, len(raw), 2048):
+                    c = stream.push(raw[i:i + 2048])
+                    if c is not None:
+                        decisions += [e for e in ver.push(c) if hasattr(e, "window_sum")]
+                t0 = time.perf_counter()
+                c = stream.finish()
+                if c is not None:
+                    decisions += [e for e in ver.push(c) if hasattr(e, "window_sum")]
+                decisions += [e for e in ver.finish() if hasattr(e, "window_sum")]
+                d, _ = gate.decide(decisions)
+                stop_ms.append((time.perf_counter() - t0) * 1000)
+                outcome.setdefault(who, []).append(d.speaker)
+    gate.executor.shutdown()
+    return {"gallery_voices": len(g), "after_audio_stop": pct(stop_ms),
+            "alice_accepted": sum(s == "alice" for s in outcome["alice"]) / len(outcome["alice"]),
+            "others_accepted": sum(s is not None for s in outcome["others"]) /
+            len(outcome["others"])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--voices", type=int, default=100_000)
@@ -218,6 +268,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pg", action="store_true", help="also measure the PostgreSQL store")
     ap.add_argument("--pg-voices", type=int, default=20_000)
     ap.add_argument("--pg-enrolments", type=int, default=20)
+    ap.add_argument("--gate", action="store_true", help="also time the Wyoming gate's "
+                    "decision after audio-stop, with the shipped encoder, over the gallery")
+    ap.add_argument("--gate-reps", type=int, default=5)
     ap.add_argument("--cpu", type=int, default=None, help="the CPU to pin to (default: the "
                     "last one allowed)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gallery.json"))
@@ -231,6 +284,8 @@ def main(argv=None) -> int:
     res.update(bench_memory(args))
     if args.pg:
         res["postgresql"] = bench_pg(args)
+    if args.gate:
+        res["wyoming_gate"] = bench_gate(args)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
     for key in ("gallery", "gallery_while_enrolling", "floor", "reference", "enrol_apply"):
@@ -248,6 +303,13 @@ def main(argv=None) -> int:
         print(f"postgresql: {p['pg_voices']} voices loaded in {p['initial_load_s']} s; "
               f"save -> visible on another instance p50 {v['p50_ms']:.1f} ms, max "
               f"{v['max_ms']:.1f} ms (n={v['n']})")
+    if "wyoming_gate" in res:
+        w = res["wyoming_gate"]
+        a = w["after_audio_stop"]
+        print(f"wyoming gate over {w['gallery_voices']} voices: audio-stop -> decision p50 "
+              f"{a['p50_ms']:.1f} ms, p95 {a['p95_ms']:.1f} ms, max {a['max_ms']:.1f} ms "
+              f"(n={a['n']}); enrolled speaker accepted {w['alice_accepted']:.0%}, others "
+              f"accepted {w['others_accepted']:.0%}")
     print(f"-> {args.out}")
     return 0
 
