@@ -57,10 +57,18 @@ class PgServer:
         subprocess.run(self._as + [os.path.join(bindir, "initdb"), "-D", self.data, "-U",
                                    self.user, "-A", "trust", "--no-sync", "-E", "UTF8"],
                        check=True, capture_output=True, env=env)
+        self.start()
+
+    def start(self) -> None:
         opts = f"-k {self.sock} -p {self.port} -c listen_addresses='' -c fsync=off"
-        subprocess.run(self._as + [os.path.join(bindir, "pg_ctl"), "-D", self.data, "-o", opts,
-                                   "-l", os.path.join(self.base, "log"), "-w", "start"],
-                       check=True, capture_output=True, env=env)
+        subprocess.run(self._as + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-o",
+                                   opts, "-l", os.path.join(self.base, "log"), "-w", "start"],
+                       check=True, capture_output=True, env=dict(os.environ, LC_ALL="C"))
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (``start`` brings it back)."""
+        subprocess.run(self._as + [os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m",
+                                   "fast", "-w", "stop"], check=True, capture_output=True)
 
     def url(self, db: str = "postgres") -> str:
         return f"postgresql://{self.user}@/{db}?host={self.sock}&port={self.port}"

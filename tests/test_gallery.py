@@ -207,3 +207,25 @@ def test_an_enrolment_on_one_instance_is_usable_on_another_within_a_second(pg):
         g.close()
         writer.close()
         reader.close()
+
+
+def test_a_gallery_keeps_its_voices_while_the_database_is_down_and_catches_up(pg):
+    url = pg.new_database()
+    rng = np.random.default_rng(1)
+    writer = open_store(url)
+    a = unit(rng)
+    writer.save(vp("alice", a))
+    g = Gallery(open_store(url), MODEL, DIM).start(poll_s=0.2)
+    try:
+        assert "alice" in g
+        pg.halt()
+        time.sleep(1.0)  # the watcher meets the lost connection (and keeps retrying)
+        assert list(g.scores(a, k=1)) == ["alice"]  # still deciding with what it has
+        pg.start()
+        b = unit(rng)
+        writer.save(vp("bob", b))  # the writer reconnects by itself
+        assert g.wait_for(lambda g: "bob" in g, 5.0), "the gallery did not catch up"
+        assert list(g.scores(b, k=1)) == ["bob"]
+    finally:
+        g.close()
+        writer.close()
