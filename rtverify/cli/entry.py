@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="rtverify", formatter_class=fmt, epilog=EXAMPLES,
         description="Real-time speaker verification: enroll voices, then hear who is speaking.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--store", metavar="DIR", help="voiceprint directory (default: "
+    parser.add_argument("--store", metavar="DIR", help="voiceprint directory, or "
+                        "postgresql://... for a store shared by a fleet (default: "
                         "$RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logs on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
