@@ -291,3 +291,42 @@ def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, a
             proc.terminate()
             proc.wait(10)
         pg.stop()
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--uri", "tcp://0.0.0.0:10350"], "is not loopback"),
+    (["--uri", "http://127.0.0.1:1"], "use tcp://HOST:PORT"),
+    (["--name", "nobody"], "voice 'nobody' is not enrolled"),
+    (["--tag-format", "{who}"], "--tag-format"),
+])
+def test_bad_arguments_are_one_line(tmp_path, args, why):
+    r = subprocess.run([sys.executable, "-m", "rtverify", "--store", str(tmp_path / "none"),
+                        "wyoming", "--stt-uri", "tcp://127.0.0.1:1", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_stt_is_a_protocol_error(tmp_path, alice_print, session, conversation):
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    port, dead = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
+                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri",
+                             f"tcp://127.0.0.1:{dead}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        info = asyncio.run(_describe(f"tcp://127.0.0.1:{port}"))  # falls back to --language
+        assert info.asr[0].models[0].languages == ["en"]
+        _, _, events = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)),
+                               until_error=True)
+        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+        assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
