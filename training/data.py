@@ -320,15 +320,20 @@ class _CapturingSession:
 
 
 def runtime_windows(path: str | os.PathLike, features: FeatureConfig = FeatureConfig(),
-                    window: WindowConfig = WindowConfig()) -> np.ndarray:
-    """Every window the runtime embeds for a recording (``embed_recording``: VAD, streaming
-    features, windowing), float32 ``(n, window_frames, n_mels)``. The recording's embedding is the
-    normalised sum of their embeddings. With no utterance found, one window of the whole file."""
-    from rtverify.core.pipeline import embed_recording
+                    window: WindowConfig = WindowConfig()) -> list[np.ndarray]:
+    """Every window the runtime embeds for a recording in an evaluation, each float32
+    ``(frames, n_mels)``: :func:`rtverify.evaluation.embed_file`'s passes (VAD, streaming
+    features, windowing; speech ``listen`` drops as too short is used when it is all there is).
+    The recording's embedding is the normalised sum of their embeddings. Empty when the segmenter
+    finds no speech at all: such a file has no embedding, and its trials score ``-inf``, as in
+    ``rtverify eval``."""
+    from rtverify.evaluation import embed_chunks
 
     cap = _CapturingSession(features, window)
-    rec = embed_recording(cap, FileSource(path))
-    if rec.n_windows:
-        return np.stack(cap.windows)
-    rows = mel_spectrogram(load_audio(path), features)
-    return crop_window(rows, None, window.window_frames, window.short_views)[None]
+
+    def source():
+        cap.windows.clear()  # keep only the windows of the pass that gives the embedding
+        return FileSource(path)
+
+    vec, _, _ = embed_chunks(cap, source, SegmenterConfig())
+    return list(cap.windows) if not np.isnan(vec).any() else []
