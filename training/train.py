@@ -189,30 +189,33 @@ class Validator:
                  window: WindowConfig) -> None:
         self.trials = ev.read_trials(trials_path, root)
         self.files = self.trials.files
-        windows = [runtime_windows(Path(root) / f, features, window) for f in self.files]
-        owner = np.repeat(np.arange(len(self.files)), [len(w) for w in windows])
-        flat = [w for ws in windows for w in ws]
-        self.has_speech = np.array([len(w) > 0 for w in windows])
+        per_file = [runtime_windows(Path(root) / f, features, window) for f in self.files]
+        owner = np.repeat(np.arange(len(self.files)), [len(w) for w, _ in per_file])
+        flat = [w for ws, _ in per_file for w in ws]
+        weight = np.concatenate([np.zeros(0)] + [wt for _, wt in per_file])
+        self.has_speech = np.array([len(w) > 0 for w, _ in per_file])
         # windows are equally long unless the model leaves short segments unpadded: batch by length
-        self.groups: list[tuple[np.ndarray, torch.Tensor]] = []
+        self.groups: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []
         lengths = np.array([len(w) for w in flat])
         for n in np.unique(lengths):
             idx = np.flatnonzero(lengths == n)
-            self.groups.append((owner[idx], torch.from_numpy(np.stack([flat[i] for i in idx]))))
+            self.groups.append((owner[idx], weight[idx],
+                                torch.from_numpy(np.stack([flat[i] for i in idx]))))
         self.name = Path(trials_path).stem
 
     @torch.no_grad()
     def embeddings(self, model: SpeakerEncoder, batch: int = 256) -> np.ndarray:
-        """Unit embedding of each file: the normalised sum of its window embeddings, float64
-        ``(n_files, dim)``; NaN rows for files without speech (no windows)."""
+        """Unit embedding of each file: the normalised weighted sum of its window embeddings,
+        pooled as the runtime pools them, float64 ``(n_files, dim)``; NaN rows for files without
+        speech (no windows)."""
         model.eval()
         sums = None
-        for owner, wins in self.groups:
+        for owner, weight, wins in self.groups:
             emb = np.concatenate([model(wins[i:i + batch]).numpy()
                                   for i in range(0, len(wins), batch)])
             if sums is None:
                 sums = np.zeros((len(self.files), emb.shape[1]))
-            np.add.at(sums, owner, emb)
+            np.add.at(sums, owner, emb * weight[:, None])
         if sums is None:
             raise ValueError(f"{self.name}: no file of the validation list has speech")
         sums[~self.has_speech] = np.nan
