@@ -380,3 +380,13 @@ def test_model_selection_eer_on_hand_made_scores(eval_root, tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     for key in ("eer", "threshold_eer", "min_dcf", "accuracy_at_eer"):
         assert got[key] == pytest.approx(report[key], abs=1e-6), key
+
+
+def test_a_bad_validation_list_is_a_value_error_naming_its_line(tmp_path, eval_root):
+    from rtverify.config import FeatureConfig, WindowConfig
+    from training.train import Validator
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac gone.flac\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: gone.flac: no such file"):
+        Validator(str(bad), str(eval_root), FeatureConfig(), WindowConfig())

@@ -21,6 +21,7 @@ import torch
 
 from rtverify import evaluation as ev
 from rtverify.config import FeatureConfig, WindowConfig
+from rtverify.errors import InputError
 from rtverify.metrics import accuracy, compute_metrics
 
 from . import checkpoint as ckpt_io
@@ -131,7 +132,10 @@ def check_speakers(train: Sequence[Utterance], held_out: Sequence[Utterance], wh
 
 def trial_utterances(trials_path: str, root: str) -> list[Utterance]:
     """Speakers of a trial list's files, taken from their ``<speaker>/<file>`` paths."""
-    files = sorted(ev.read_trials(trials_path, root).files)
+    try:
+        files = sorted(ev.read_trials(trials_path, root).files)
+    except InputError as err:  # the training CLI reports ValueErrors in one line
+        raise ValueError(str(err)) from None
     return [Utterance(Path(f).parent.name, Path(root) / f) for f in files]
 
 
@@ -187,7 +191,10 @@ class Validator:
 
     def __init__(self, trials_path: str, root: str, features: FeatureConfig,
                  window: WindowConfig) -> None:
-        self.trials = ev.read_trials(trials_path, root)
+        try:
+            self.trials = ev.read_trials(trials_path, root)
+        except InputError as err:  # the training CLI reports ValueErrors in one line
+            raise ValueError(str(err)) from None
         self.files = self.trials.files
         per_file = [runtime_windows(Path(root) / f, features, window) for f in self.files]
         owner = np.repeat(np.arange(len(self.files)), [len(w) for w, _ in per_file])
