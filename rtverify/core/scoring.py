@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DecisionConfig
+from ..config import DecisionConfig, check_threshold
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -63,8 +63,7 @@ class DecisionPolicy:
     """
 
     def __init__(self, cfg: DecisionConfig, threshold: float | None = None) -> None:
-        if threshold is not None and not np.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold}")
+        check_threshold(threshold)
         self.cfg = cfg
         self.override = threshold
 
