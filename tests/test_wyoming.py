@@ -298,6 +298,7 @@ def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, a
     (["--uri", "http://127.0.0.1:1"], "use tcp://HOST:PORT"),
     (["--name", "nobody"], "voice 'nobody' is not enrolled"),
     (["--tag-format", "{who}"], "--tag-format"),
+    (["--threshold", "nan"], "--threshold"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, why):
     r = subprocess.run([sys.executable, "-m", "rtverify", "--store", str(tmp_path / "none"),

@@ -117,8 +117,8 @@ def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     or after it (``rtverify voices --store DIR``). On a subcommand they default to SUPPRESS,
     so a value given before the subcommand is not reset by its absence after it."""
     dflt = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--store", metavar="DIR", help="voiceprint directory (default: "
-                   "$RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)", **({"default": None} if top
+    p.add_argument("--store", metavar="DIR", help="voiceprint directory, or postgresql://... "
+                   "(default: $RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)", **({"default": None} if top
                                                                       else dflt))
     p.add_argument("-v", "--verbose", action="count", help="debug logs on stderr",
                    **({"default": 0} if top else dflt))

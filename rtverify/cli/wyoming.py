@@ -81,7 +81,9 @@ def _check_uri(uri: str, allow_network: bool, what: str) -> None:
 def cmd_wyoming(args) -> int:
     import asyncio
 
+    from ..config import check_threshold
     from ..core.encoder import EncoderSession
+    from ..errors import ExitCode
     from ..core.scoring import DecisionPolicy, Scorer
     from ..errors import StoreError
     from ..serve.wyoming import Gate, GateSettings, serve, wyoming_modules
@@ -91,8 +93,10 @@ def cmd_wyoming(args) -> int:
     wyoming_modules()
     _check_uri(args.uri, args.allow_network, "--uri")
     _check_uri(args.stt_uri, True, "--stt-uri")
-    if args.threshold is not None and not -1.0 <= args.threshold <= 1e6:
-        raise InputError(f"--threshold {args.threshold}: not a usable threshold")
+    try:
+        check_threshold(args.threshold)
+    except ValueError as err:
+        raise InputError(f"--threshold: {err}") from None
     if args.stt_timeout <= 0 or args.workers < 1:
         raise InputError("--stt-timeout and --workers must be positive")
     try:
@@ -129,4 +133,4 @@ def cmd_wyoming(args) -> int:
     finally:
         gallery.close()
         gate.executor.shutdown(wait=False)
-    return 0
+    return ExitCode.OK
