@@ -86,10 +86,13 @@ def test_provisional_scores_restart_at_the_change(session, alice_print, demo, co
     events = decisions(session, {"alice": alice_print}, x, max_pending=1)
     seg_start = max(e.start_s for e in events if isinstance(e, SpeechStarted) and
                     e.start_s < join)
-    prov = [e for e in events if isinstance(e, Provisional) and e.start_s >= seg_start]
-    later = [p for p in prov if p.start_s > seg_start]
-    shown = [(p.start_s, p.t_s, p.score) for p in prov]
+    prov = [e for e in events if isinstance(e, Provisional) and e.start_s == seg_start]
+    later = [p for p in prov if p.turn_start_s is not None]
+    shown = [(p.start_s, p.turn_start_s, p.t_s, p.score) for p in prov]
     assert later, shown
-    assert later[0].start_s > join - 1.7, shown  # the turn starts at a window near the change
-    # after the change the restarted score is not alice's
+    assert later[0].turn_start_s > join - 1.7, shown  # the turn starts at a window near the change
+    # after the change the restarted score is not alice's, and pools less speech
     assert all(p.speaker is None for p in later), shown
+    before = [p for p in prov if p.turn_start_s is None]
+    assert later[0].speech_s < before[-1].speech_s + 1.6
+    assert later[0].to_dict()["turn_start_s"] == later[0].turn_start_s

@@ -36,7 +36,7 @@ from ..core.encoder import EncoderSession, l2_normalize
 from ..errors import InputError, NotEnoughSpeech
 from ..core.pipeline import Verifier, embed_recording
 from ..events import DecisionEvent, SpeechStarted, Status
-from ..io.sources import Chunk, FileSource
+from ..io.sources import Chunk, FileSource, FrameSource
 from ..store.voiceprints import Voiceprint, utc_now
 
 logger = logging.getLogger(__name__)
@@ -296,6 +296,7 @@ class _Recorder:
 
     def __init__(self, source: Iterable[Chunk], keep_s: float = 60.0) -> None:
         self.source = source
+        self.name = getattr(source, "name", "chunks")
         self.overflows = 0
         self._chunks: deque[Chunk] = deque()
         self._keep_s = keep_s
@@ -307,6 +308,11 @@ class _Recorder:
             while self._chunks and self._chunks[0].end_s < chunk.end_s - self._keep_s:
                 self._chunks.popleft()
             yield chunk
+
+    def close(self) -> None:
+        close = getattr(self.source, "close", None)
+        if close is not None:
+            close()
 
     def audio(self, start_s: float, end_s: float) -> np.ndarray:
         """The audio between two stream times (float32 at 16 kHz; what is still kept)."""
@@ -371,7 +377,8 @@ class EnrollView(Protocol):
     # (without it the note is logged as a warning)
 
 
-def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: EnrollSettings,
+def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
+                settings: EnrollSettings,
                 view: EnrollView | None = None, *, min_speech_s: float | None = None,
                 takes: int | None = None, clock: Callable[[], float] = time.monotonic
                 ) -> Enrolment:
@@ -384,7 +391,7 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
     # The segmenter's floor is a low quantile of the last few seconds, so it creeps up while
     # someone talks; the background is the lowest floor of the last FLOOR_MEMORY_S.
     floors: deque[float] = deque(maxlen=int(FLOOR_MEMORY_S / 0.1))
-    floor_dbfs = verifier.segmenter.noise_floor_dbfs
+    floor_dbfs = verifier.noise_floor_dbfs
     recorder = _Recorder(source)
     for event in verifier.process(recorder):
         if isinstance(event, Status):
@@ -393,7 +400,7 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
             if view is not None:
                 view.level(event)
         elif isinstance(event, SpeechStarted):
-            floor_dbfs = min(floors) if floors else verifier.segmenter.noise_floor_dbfs
+            floor_dbfs = min(floors) if floors else verifier.noise_floor_dbfs
             if view is not None:
                 view.speaking(event.start_s)
         elif isinstance(event, DecisionEvent) and event.embedding is not None:

@@ -7,8 +7,8 @@ target's score. Two stages, so that the work is spent only where a change is lik
 1. :class:`TurnEmbedder` is the pipeline's :class:`~rtverify.core.encoder.SegmentEmbedder` that
    also keeps each window's embedding and the segment's spectrogram rows. A window that sounds
    unlike the windows before it (cosine to their mean below ``suspect_cos``) marks a *suspected*
-   change; while someone is still talking (windows embedded one by one), the provisional score
-   restarts there.
+   change; while someone is still talking (windows embedded one by one), a window below
+   ``restart_cos`` restarts the provisional score there.
 2. At the segment's end, only when a change was suspected, :func:`find_turns` embeds short
    overlapping windows (``fine_rows`` long, every ``fine_hop_rows``) and looks for the split
    whose two sides differ most (within-side minus cross-side cosine); above ``split_contrast``
@@ -37,6 +37,10 @@ class TurnConfig:
     suspect_cos: float = 0.80
     """A window whose cosine to the mean of the earlier windows (or any two windows of a
     segment) falls below this suspects a change (cosine)."""
+    restart_cos: float = 0.65
+    """A window this unlike the earlier ones (cosine) restarts the provisional score there: a
+    wrong restart costs a provisional score its history, so the bar is lower than
+    ``suspect_cos``, which only asks for a closer look at the segment's end."""
     split_contrast: float = 0.18
     """A split is a change of speaker when the short windows on each side are, on average, this
     much more alike (cosine) among themselves than across it. Measured on 5.5 s pieces of 40
@@ -108,8 +112,10 @@ class TurnEmbedder(SegmentEmbedder):
     def _note(self, emb: np.ndarray) -> None:
         if self.cfg.enabled and self._turn_from < len(self.windows):
             before = l2_normalize(np.mean(self.windows[self._turn_from:], axis=0))
-            if float(np.dot(before, emb)) < self.cfg.suspect_cos:
+            cos = float(np.dot(before, emb))
+            if cos < self.cfg.suspect_cos:
                 self.suspected = True
+            if cos < self.cfg.restart_cos:
                 self._turn_from = len(self.windows)
         self.windows.append(emb)
 

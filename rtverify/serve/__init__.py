@@ -1,0 +1,1 @@
+"""Network services in front of the verifier."""
