@@ -134,3 +134,16 @@ def test_quiet_white_noise_is_no_utterance(session, alice_print):
     x = np.concatenate([(1e-4 * rng.standard_normal(2 * SR)).astype(np.float32), x])
     events, _ = run(session, {"alice": alice_print}, x)
     assert not [e for e in events if isinstance(e, DecisionEvent)]
+
+
+def test_keep_everything_settings_have_no_neural_veto(sound_stream):
+    """eval's second look at a recording listen finds nothing in uses min_speech_ms=1: "nothing
+    dropped" holds for the neural stage too."""
+    from conftest import run_segmenter
+    from rtverify.config import SegmenterConfig
+
+    x, _ = sound_stream
+    ends, _ = run_segmenter(x[:30 * SR])
+    assert any(e.drop_reason == "not_speech" for e in ends)
+    ends, _ = run_segmenter(x[:30 * SR], SegmenterConfig(min_speech_ms=1))
+    assert ends and not any(e.dropped for e in ends)

@@ -122,7 +122,8 @@ class Segmenter:
     end the stream with :meth:`flush`. Each returns a list of :class:`SegmentStart`,
     :class:`SegmentAudio` and :class:`SegmentEnd` events.
 
-    :param confirm: the neural confirmation of segments (None: webrtcvad and the gate alone).
+    :param confirm: the neural confirmation of segments (None: webrtcvad and the gate alone;
+        also when ``cfg.min_speech_ms`` is under one frame, i.e. nothing is to be dropped).
     """
 
     def __init__(self, cfg: SegmenterConfig = SegmenterConfig(),
@@ -145,6 +146,10 @@ class Segmenter:
         self._min_voiced = cfg.frames(cfg.min_speech_ms)
         self._floor_len = max(10, int(cfg.floor_window_s / self._frame_s))
         self._confirmer = None
+        if cfg.min_speech_ms < cfg.frame_ms:
+            # "keep any segment at all" (eval's second look at recordings in which listen finds
+            # nothing): no neural veto either
+            confirm = None
         self._steady_db = confirm.steady_db if confirm is not None else 0.0
         if confirm is not None:
             from .vad import SpeechConfirmer
@@ -263,7 +268,8 @@ class Segmenter:
 
     def _steady(self) -> bool:
         """The voiced frames' levels hardly move: a hum or a drone, not a voice (syllables
-        modulate the level by well over ``steady_db``: 6 dB or more in every LibriSpeech segment of tools/room_streams.py, hum under 1 dB; a max_length continuation of confirmed
+        modulate the level by more than ``steady_db``, see
+        :class:`~rtverify.core.vad.ConfirmConfig`; a max_length continuation of confirmed
         speech is not judged again)."""
         if self._seg_continued or len(self._seg_levels) < 4:
             return False
