@@ -96,3 +96,20 @@ def test_provisional_scores_restart_at_the_change(session, alice_print, demo, co
     before = [p for p in prov if p.turn_start_s is None]
     assert later[0].speech_s < before[-1].speech_s + 1.6
     assert later[0].to_dict()["turn_start_s"] == later[0].turn_start_s
+
+
+def test_a_split_recording_pools_like_an_unsplit_one(session, demo, conversation):
+    """embed_recording (enrolment, eval) pools every window of the recording whether or not a
+    segment was split: the split parts' shares add up to the segment's windows."""
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.core.turns import TurnConfig, TurnEmbedder
+    from rtverify.io.sources import Chunk
+
+    x, _ = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 1)[:3 * SR])
+    rec = embed_recording(session, [Chunk(x, 0.0)])
+    assert any(d.end_reason == "speaker_change" for d in rec.decisions)
+    v = Verifier(session, {}, max_pending=8, provisional=False)
+    v.embedder = TurnEmbedder(session, max_pending=8, cfg=TurnConfig(enabled=False))
+    plain = [e for e in v.process([Chunk(x, 0.0)]) if isinstance(e, DecisionEvent)]
+    total = sum(d.window_sum for d in plain)
+    np.testing.assert_allclose(rec.vector, total / np.linalg.norm(total), atol=1e-6)

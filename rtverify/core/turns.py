@@ -67,7 +67,8 @@ class Turn:
     vector: np.ndarray
     """Unit embedding, float32 ``(dim,)``."""
     window_sum: np.ndarray
-    """Sum of the window embeddings it was pooled from, float64 ``(dim,)``."""
+    """Its share of the segment's window embeddings, summed, float64 ``(dim,)`` (the turns'
+    shares add up to the unsplit segment's sum; a share may be zero)."""
     n_windows: int
 
 
@@ -167,13 +168,31 @@ class TurnEmbedder(SegmentEmbedder):
                 worth is None or worth(np.stack(self.windows))):
             cuts = find_turns(self.session, rows, cfg)
             if cuts:
-                turns = [_embed_turn(self.session, rows[a:b], a, b, self.window)
-                         for a, b in zip([0] + cuts, cuts + [n_rows])]
+                bounds = list(zip([0] + cuts, cuts + [n_rows]))
+                pooled = self._window_shares(bounds, n_rows)
+                turns = [_embed_turn(self.session, rows[a:b], a, b, pool)
+                         for (a, b), pool in zip(bounds, pooled)]
         if turns is None:
             turns = [Turn(0, n_rows, seg.vector, seg.window_sum, seg.n_windows)]
         self.reset()
         self.last_rows = rows
         return turns, n_rows
+
+    def _window_shares(self, bounds: list[tuple[int, int]], n_rows: int) -> list[np.ndarray]:
+        """The segment's own window embeddings summed per turn (each window to the turn that
+        holds its centre), float64 ``(dim,)`` each: together exactly the unsplit segment's
+        ``window_sum``, so that pooling a recording's decisions (``embed_recording``: enrolment,
+        ``eval``) gives the same vector whether or not a segment was split."""
+        w, hop = self.window.window_frames, self.window.hop_frames
+        regular = (n_rows - w) // hop + 1 if n_rows >= w else 0
+        starts = [i * hop for i in range(min(regular, len(self.windows)))]
+        starts += [max(0, n_rows - w)] * (len(self.windows) - len(starts))  # the end-aligned tail
+        out = [np.zeros(self.session.dim, dtype=np.float64) for _ in bounds]
+        for start, emb in zip(starts, self.windows):
+            centre = start + w // 2
+            k = next((i for i, (a, b) in enumerate(bounds) if a <= centre < b), len(bounds) - 1)
+            out[k] += emb
+        return out
 
     def finish_keep(self):
         """:meth:`SegmentEmbedder.finish` without the reset (windows and rows stay)."""
@@ -192,12 +211,14 @@ def _min_pair_cos(windows: list[np.ndarray]) -> float:
     return float(sims.min())
 
 
-def _embed_turn(session: EncoderSession, rows: np.ndarray, a: int, b: int, window) -> Turn:
-    """One turn's embedding, the same way a segment of its own would be embedded."""
+def _embed_turn(session: EncoderSession, rows: np.ndarray, a: int, b: int,
+                pooled: np.ndarray) -> Turn:
+    """One turn: its embedding made the way a segment of its own would be (for its decision),
+    and ``pooled``, its share of the segment's window embeddings (for pooling)."""
     emb = SegmentEmbedder(session, max_pending=8)
     emb.push_rows(rows)
     seg = emb.finish()
-    return Turn(a, b, seg.vector, seg.window_sum, seg.n_windows)
+    return Turn(a, b, seg.vector, pooled, seg.n_windows)
 
 
 def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig(),
