@@ -17,6 +17,7 @@ import traceback
 from .. import __version__
 from ..errors import RtverifyError
 from . import eval as eval_cli
+from . import serve as serve_cli
 from .commands import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cmd_demo, cmd_devices,
                        cmd_enroll, cmd_listen, cmd_verify, cmd_voices)
 
@@ -201,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     eval_cli.register_cli(sub)
+    serve_cli.register_cli(sub)
     return parser
 
 
