@@ -171,7 +171,7 @@ class Client:
         url = f"{self.ws_url}/v1/listen?{urllib.parse.urlencode(query)}"
         try:
             ws = connect(url, additional_headers=self._headers(), open_timeout=self.timeout_s,
-                         max_size=None, compression=None)
+                         max_size=None, compression=None).__enter__()
         except (OSError, TimeoutError) as err:
             raise ServerError(f"{self.ws_url}: cannot reach the server ({err})") from None
         except Exception as err:  # websockets' handshake errors (InvalidStatus, ...)
@@ -264,3 +264,40 @@ def stream_to_server(url: str, source, *, names=None, threshold=None, model=None
         if close is not None:
             close()
     return summary
+
+
+def listen_command(args) -> int:
+    """``rtverify listen --server URL``: the microphone (or ``--input``) streamed to a server,
+    its events written as ``listen`` writes them (JSON lines with ``--json``, else one line per
+    decision and the summary)."""
+    from .apps.listen import check_threshold
+    from .cli.commands import _input_spec
+    from .errors import InputError
+
+    if args.model is not None:
+        raise InputError("--model: with --server the server's model decides")
+    spec = _input_spec(args, args.input)
+    spec.reconnect = True
+    threshold = check_threshold(args.threshold)
+    token = None
+    if args.token_file:
+        from .cli.serve import read_token
+
+        token = read_token(args.token_file)
+
+    def write(line: str) -> None:
+        if args.json:
+            print(line, flush=True)
+            return
+        event = json.loads(line)
+        if event["event"] == "decision":
+            who = event["speaker"] or f"unknown (best {event['best']})"
+            print(f"{event['start_s']:7.2f}-{event['end_s']:7.2f} s  {who}  score "
+                  f"{event['score']}  {event['reason']}", flush=True)
+        elif event["event"] == "summary":
+            print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
+                  f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
+
+    stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
+                     token=token, status=args.status, write=write)
+    return 0

@@ -157,6 +157,10 @@ class _LineView:
 
 
 def cmd_listen(args) -> int:
+    if getattr(args, "server", None):  # the server decides; see rtverify.client
+        from ..client import listen_command
+
+        return listen_command(args)
     from ..apps.listen import JsonSink, check_threshold, run
     from ..core.pipeline import Verifier
 

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=_number(int, 0, inclusive=True), metavar="N",
                    help="when the microphone stops delivering audio, try to reopen it up to N "
                    "times (0.5 s, doubling to 10 s apart) before giving up (default: forever)")
+    p.add_argument("--server", metavar="URL", help="send the audio to `rtverify serve` at URL "
+                   "(ws://HOST:PORT) and print its decisions instead of deciding here")
+    p.add_argument("--token-file", metavar="F", help="with --server: the server's bearer token")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_listen)

@@ -254,9 +254,15 @@ class _Stream:
                 out.append(json.dumps(event_dict(event), ensure_ascii=False))
         return out
 
-    def _work(self, data: bytes) -> list[str]:
-        chunk = self.decoder.push(data)
-        return self._events(self.verifier.push(chunk)) if chunk is not None else []
+    def _work(self, messages: list[bytes]) -> list[str]:
+        """The messages received since the last job, each pushed as the chunk it was (so the
+        provisional scores come at the moments they would from ``listen``'s own chunks)."""
+        out: list[str] = []
+        for data in messages:
+            chunk = self.decoder.push(data)
+            if chunk is not None:
+                out += self._events(self.verifier.push(chunk))
+        return out
 
     def _finish(self) -> list[str]:
         chunk = self.decoder.end()
@@ -415,8 +421,7 @@ class _Stream:
                 return
             try:
                 if self.inbox:
-                    data = b"".join(self.inbox) if len(self.inbox) > 1 else self.inbox[0]
-                    self.inbox.clear()
+                    data, self.inbox = self.inbox, []
                     self.inbox_bytes = 0
                     self.room.set()
                     for text in await svc.run(self._work, data):
@@ -649,7 +654,13 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/verify/{name}", guarded(verify), methods=["POST"]),
         WebSocketRoute("/v1/listen", listen),
     ]
-    return Starlette(routes=routes)
+    async def not_found(request: Request, exc):
+        status = getattr(exc, "status_code", 404)
+        words = {404: f"no such endpoint {request.url.path!r} (see rtverify serve --help)",
+                 405: f"method {request.method} not allowed on {request.url.path}"}
+        return JSONResponse({"error": words.get(status, "bad request")}, status_code=status)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
 
 
 # -- running --------------------------------------------------------------------------------------
