@@ -599,7 +599,9 @@ def build_app(service: Service) -> Starlette:
     async def health(request: Request):
         return JSONResponse({"status": "ok", "model_id": service.default_model,
                              "models": list(service.sessions), "version": __version__,
-                             "streams": len(service.streams)})
+                             "streams": len(service.streams),
+                             "tasks": len(asyncio.all_tasks()),
+                             "threads": threading.active_count()})
 
     def _name(request: Request) -> str:
         return validate_name(request.path_params["name"])
