@@ -87,7 +87,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--max-upload-bytes", type=_positive(int), default=d.max_upload_bytes,
                    metavar="B", help=f"largest HTTP upload (default {d.max_upload_bytes})")
     g.add_argument("--workers", type=_positive(int), metavar="N",
-                   help="threads for the CPU work (default: one per core)")
+                   help="worker processes for the streams' CPU work (default: one per core)")
+    g.add_argument("--worker-kind", choices=["process", "thread"], default=d.worker_kind,
+                   help="process (default: uses every core) or thread (one process, about "
+                   "one core's worth)")
     p.set_defaults(func=cmd_serve)
     return p
 
@@ -133,7 +136,8 @@ def cmd_serve(args) -> int:
                              max_message_bytes=args.max_message_bytes,
                              max_stream_s=args.max_stream_s, idle_timeout_s=args.idle_timeout_s,
                              max_messages_per_s=args.max_messages_per_s,
-                             max_upload_bytes=args.max_upload_bytes, workers=args.workers or 0)
+                             max_upload_bytes=args.max_upload_bytes, workers=args.workers or 0,
+                             worker_kind=args.worker_kind)
     sessions = {}
     for path in args.model or [None]:
         args.model = path
@@ -145,7 +149,8 @@ def cmd_serve(args) -> int:
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         where = f"[{host}]" if ":" in host else host
         print(f"rtverify: serving on http://{where}:{port} (ws://{where}:{port}/v1/listen), "
-              f"model {service.default_model}, {settings.worker_count} worker(s)"
+              f"model {service.default_model}, {settings.worker_count} worker "
+              + ("processes" if settings.worker_kind == "process" else "threads")
               + (", token required" if token else ""), file=sys.stderr, flush=True)
 
     run_server(service, ready=ready, sock=bind(settings.host, settings.port))

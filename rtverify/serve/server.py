@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -42,6 +43,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import __version__
 from ..errors import InputError, ModelError, NotEnoughSpeech, RtverifyError, StoreError
+from .engine import JobFailed, JobInputError, StreamSpec
 from .pcm import PcmDecoder
 from .settings import ServeSettings
 
@@ -99,14 +101,30 @@ class Service:
     :param store: a voiceprint store (anything with VoiceprintStore's interface).
     """
 
-    def __init__(self, settings: ServeSettings, sessions: Mapping[str, Any], store) -> None:
+    def __init__(self, settings: ServeSettings, sessions: Mapping[str, Any], store,
+                 engine=None) -> None:
+        from .engine import ProcessEngine, ThreadEngine
+
         if not sessions:
             raise ModelError("serve: no model loaded")
         self.settings = settings
         self.sessions = dict(sessions)
         self.default_model = next(iter(self.sessions))
         self.store = store
-        self.pool = ThreadPoolExecutor(settings.worker_count, thread_name_prefix="rtverify-serve")
+        if engine is None:
+            if settings.worker_kind == "thread":
+                engine = ThreadEngine(self.sessions, settings.worker_count)
+            else:
+                engine = ProcessEngine([str(s.path) for s in self.sessions.values()],
+                                       settings.worker_count)
+        self.engine = engine
+        """Where the streams' CPU work runs (see :mod:`rtverify.serve.engine`)."""
+        self._sids = itertools.count(1)
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="rtverify-serve")  # store reads
+        # uploads (enrol, verify) have threads of their own: a long recording must not queue
+        # the streams' work behind it
+        self.upload_pool = ThreadPoolExecutor(max(1, settings.worker_count // 2),
+                                              thread_name_prefix="rtverify-upload")
         self.streams: set[_Stream] = set()
         self.draining = False
         self.counters = Counters()
@@ -133,7 +151,12 @@ class Service:
         return self.sessions[model]
 
     async def run(self, func, *args):
+        """``func(*args)`` on a helper thread (store reads)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    async def run_upload(self, func, *args):
+        """``func(*args)`` on an upload worker."""
+        return await asyncio.get_running_loop().run_in_executor(self.upload_pool, func, *args)
 
     async def drain(self) -> None:
         """SIGTERM: every open stream decides its open utterance, gets its summary and is closed
@@ -150,7 +173,9 @@ class Service:
                            self.settings.shutdown_grace_s)
 
     def close(self) -> None:
+        self.engine.close()
         self.pool.shutdown(wait=True)
+        self.upload_pool.shutdown(wait=True)
 
 
 # -- query parameters ---------------------------------------------------------------------------
@@ -212,8 +237,9 @@ class _Stream:
         self.gone = False
         self.error: tuple[int, str] | None = None
         self.decoder: PcmDecoder | None = None
-        self.verifier = None
-        self.tally = None
+        """Checks messages here; the worker has its own to convert them."""
+        self.sid = 0
+        self._reader: asyncio.Task | None = None
 
     # -- sending ----------------------------------------------------------------------
     async def _send(self, obj_or_text) -> None:
@@ -239,42 +265,6 @@ class _Stream:
         logger.info("%s: closed %d: %s", self.name, code, message)
         await self._send({"event": "error", "error": message, "code": code})
         await self._close(code, message)
-
-    # -- the CPU work (worker threads; one job per stream at a time) --------------------
-    def _events(self, events) -> list[str]:
-        from ..apps.listen import event_dict
-        from ..events import DecisionEvent
-
-        out = []
-        for event in events:
-            self.tally.add(event)
-            if isinstance(event, DecisionEvent):
-                self.service.counters.decisions += 1
-            if event.kind != "status" or self.status:
-                out.append(json.dumps(event_dict(event), ensure_ascii=False))
-        return out
-
-    def _work(self, messages: list[bytes]) -> list[str]:
-        """The messages received since the last job, each pushed as the chunk it was (so the
-        provisional scores come at the moments they would from ``listen``'s own chunks)."""
-        out: list[str] = []
-        for data in messages:
-            chunk = self.decoder.push(data)
-            if chunk is not None:
-                out += self._events(self.verifier.push(chunk))
-        return out
-
-    def _finish(self) -> list[str]:
-        chunk = self.decoder.end()
-        events = list(self.verifier.push(chunk)) if chunk is not None else []
-        return self._events(events + self.verifier.finish())
-
-    def _summary(self, interrupted: bool, error: str | None = None) -> dict:
-        self.tally.stream_s = max(self.tally.stream_s, self.decoder.position_s)
-        summary = self.tally.to_dict(interrupted)
-        if error is not None:
-            summary["error"] = error
-        return summary
 
     # -- receiving --------------------------------------------------------------------
     def _fail(self, code: int, message: str) -> None:
@@ -347,9 +337,6 @@ class _Stream:
     # -- the stream ---------------------------------------------------------------------
     async def _open(self) -> bool:
         """Check the request and set the stream up; False if it was refused."""
-        from ..apps.listen import Tally
-        from ..core.pipeline import Verifier
-
         svc, q = self.service, self.ws.query_params
         if not svc.authorized(self.ws.headers, q):
             await self._refuse(CLOSE_POLICY, "missing or wrong token (Authorization: Bearer ...)")
@@ -377,9 +364,15 @@ class _Stream:
         except RtverifyError as err:
             await self._refuse(CLOSE_POLICY, str(err))
             return False
-        self.verifier = Verifier(session, voices, threshold=threshold, max_pending=1,
-                                 status_every_s=0.1 if self.status else 0.0)
-        self.tally = Tally()
+        self.sid = next(svc._sids)
+        spec = StreamSpec(session.model_id, voices, threshold, self.status,
+                          self.decoder.rate_in_hz, self.decoder.channels, fmt, self.name)
+        try:
+            await svc.engine.call("open", self.sid, spec)
+        except (JobFailed, JobInputError) as err:
+            logger.error("%s: cannot start the stream: %s", self.name, err)
+            await self._refuse(CLOSE_INTERNAL, "internal error: cannot start the stream")
+            return False
         threshold_text = (f"{threshold:.2f}" if threshold is not None
                           else session.info.decision.describe())
         await self._send({"event": "ready", "source": self.name, "model_id": session.model_id,
@@ -394,12 +387,15 @@ class _Stream:
             return
         svc.streams.add(self)
         svc.counters.streams += 1
-        reader = asyncio.create_task(self._read())
+        reader = self._reader = asyncio.create_task(self._read())
+        self._finished = False
         try:
             await self._loop()
         finally:
             reader.cancel()
             svc.streams.discard(self)
+            if not self._finished:
+                svc.engine.drop(self.sid)
             try:
                 await reader
             except (asyncio.CancelledError, Exception):
@@ -419,25 +415,34 @@ class _Stream:
                 code, message = self.error
                 await self._refuse(code, message)
                 return
+            if svc.draining and not self._reader.done():
+                self._reader.cancel()  # shutting down: what came so far is decided, no more
             try:
                 if self.inbox:
                     data, self.inbox = self.inbox, []
                     self.inbox_bytes = 0
                     self.room.set()
-                    for text in await svc.run(self._work, data):
+                    texts, decisions = await svc.engine.call("push", self.sid, data)
+                    svc.counters.decisions += decisions
+                    for text in texts:
                         await self._send(text)
                     continue
                 interrupted = not self.ended
-                for text in await svc.run(self._finish):
+                self._finished = True
+                texts, summary, decisions = await svc.engine.call("finish", self.sid,
+                                                                  interrupted)
+                svc.counters.decisions += decisions
+                for text in texts:
                     await self._send(text)
-            except InputError as err:
+            except JobInputError as err:
+                self._finished = True  # the worker forgot the stream
                 self._fail(CLOSE_UNSUPPORTED, str(err))
                 continue
             except Exception as err:  # a bug: log it, close this stream, keep the others
-                logger.exception("%s: internal error", self.name)
-                await self._refuse(CLOSE_INTERNAL, f"internal error: {type(err).__name__}")
+                logger.error("%s: internal error: %s", self.name, err)
+                await self._refuse(CLOSE_INTERNAL, "internal error (logged by the server)")
                 return
-            await self._send(self._summary(interrupted))
+            await self._send(summary)
             await self._close(CLOSE_GOING_AWAY if interrupted else CLOSE_NORMAL,
                               "server shutting down" if interrupted else "")
             return
@@ -624,7 +629,7 @@ def build_app(service: Service) -> Starlette:
         if not force and await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace it")
         uploads = await _uploads(request, service.settings, service.settings.max_uploads)
-        return JSONResponse(await service.run(_enroll_job, service, session, name, uploads,
+        return JSONResponse(await service.run_upload(_enroll_job, service, session, name, uploads,
                                               force))
 
     async def delete(request: Request):
@@ -639,7 +644,7 @@ def build_app(service: Service) -> Starlette:
         if not await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is not enrolled")
         uploads = await _uploads(request, service.settings, 1)
-        return JSONResponse(await service.run(_verify_job, service, session, name, uploads,
+        return JSONResponse(await service.run_upload(_verify_job, service, session, name, uploads,
                                               threshold))
 
     async def listen(ws: WebSocket):

@@ -37,7 +37,10 @@ class ServeSettings:
     max_uploads: int = 10
     """Recordings in one enrolment request."""
     workers: int = 0
-    """Threads for the CPU work (features, encoder); 0: one per core available."""
+    """Worker processes (or threads) for the streams' CPU work; 0: one per core available."""
+    worker_kind: str = "process"
+    """``process`` (uses every core) or ``thread`` (one process; the GIL limits it to about
+    one core)."""
     shutdown_grace_s: float = 10.0
     """On SIGTERM, how long open streams get to receive their decisions and summary (seconds)."""
 
