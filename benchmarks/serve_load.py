@@ -10,7 +10,9 @@ and threads are read from /proc; the load comes from this process (one asyncio l
 
 1. **Streams paced in real time.** For each N, N clients send the demo conversation (28.5 s, 6
    utterances) as s16 at 16 kHz in 100 ms messages, each message sent when its audio would have
-   been recorded (starts spread over 1 s). The decision lag of an utterance is the wall time its
+   been recorded; their starts are spread uniformly over the conversation's length (``--spread-s``;
+   0 starts them all at once, so that all their utterances end together: the worst burst). The
+   decision lag of an utterance is the wall time its
    decision arrives minus the moment the stream passed the utterance's end (start + ``end_s``).
    Reported: p50/p95 lag, the p95 lag minus the one-stream p95 measured in the same run, the
    worst send slip (how late the client managed to send a message: the server reads with
@@ -18,9 +20,10 @@ and threads are read from /proc; the load comes from this process (one asyncio l
    every stream got all its decisions and a summary covering all its audio. The target holds at N
    when nothing is lost and p95 <= one-stream p95 + 100 ms; the knee is the largest N tried where
    it holds, per core.
+   CPU and RSS are the server's and its worker processes' together.
 2. **Dropped connections.** 1000 connections each send 1.5 s of speech (so an utterance is open)
    and vanish, half with a close handshake and half by resetting the TCP connection. Server RSS
-   and threads are read after the first 100 (warm) and after all 1000; ``/v1/health`` must then
+   and threads (server and workers) are read after the first 100 (warm) and after all 1000; ``/v1/health`` must then
    show no stream and as many asyncio tasks as before.
 3. **HTTP verify** of a 5 s recording (``enroll_1.flac``, 4.96 s) on a warm server: 100 requests
    one after another, p50/p95 of the round trip, next to the same verification computed in this
@@ -62,6 +65,34 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def _cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process (this one when ``pid`` is None)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            out += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of the server and its worker processes."""
+    return _cpu_s(pid) + sum(_cpu_s(c) for c in _children(pid))
+
+
+def _tree_rss_mb(pid: int) -> float:
+    return _rss_mb(pid) + sum(_rss_mb(c) for c in _children(pid))
+
+
 def _threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -101,11 +132,14 @@ async def _one_stream(ws_url: str, pcm: bytes, start_at: float, result: dict) ->
     from websockets.asyncio.client import connect
 
     step = int(SR * CHUNK_S) * 2
+    loop = asyncio.get_running_loop()
+    delay = start_at - 2.0 - loop.time()  # connect shortly before the stream's first audio
+    if delay > 0:
+        await asyncio.sleep(delay)
     async with connect(ws_url + "/v1/listen?rate=16000&format=s16", max_size=None,
                        compression=None, open_timeout=60, ping_interval=None) as ws:
         ready = json.loads(await asyncio.wait_for(ws.recv(), 60))
         assert ready["event"] == "ready", ready
-        loop = asyncio.get_running_loop()
         delay = start_at - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -136,22 +170,26 @@ async def _one_stream(ws_url: str, pcm: bytes, start_at: float, result: dict) ->
         result["lags"], result["slips"] = lags, slips
 
 
-async def _streams(ws_url: str, pcm: bytes, n: int) -> list[dict]:
+async def _streams(ws_url: str, pcm: bytes, n: int, spread_s: float) -> list[dict]:
     loop = asyncio.get_running_loop()
-    start = loop.time() + 1.0 + n * 0.01  # every stream connected before the first audio
+    start = loop.time() + 2.0 + n * 0.01
     results = [{} for _ in range(n)]
     rng = np.random.default_rng(n)
-    await asyncio.gather(*[_one_stream(ws_url, pcm, start + float(rng.uniform(0, 1.0)), r)
-                           for r in results], return_exceptions=False)
+    await asyncio.gather(*[_one_stream(ws_url, pcm, start + float(rng.uniform(0, spread_s)),
+                                       r) for r in results], return_exceptions=False)
     return results
 
 
 def run_streams(server: ServerProcess, levels: list[int], pcm: bytes, audio_s: float,
-                expect_decisions: int) -> list[dict]:
+                expect_decisions: int, spread_s: float) -> list[dict]:
     rows = []
     base_p95 = None
     for n in levels:
-        results = asyncio.run(_streams(server.ws, pcm, n))
+        cpu0, mine0, wall0 = _tree_cpu_s(server.proc.pid), _cpu_s(), time.monotonic()
+        results = asyncio.run(_streams(server.ws, pcm, n, spread_s))
+        wall = time.monotonic() - wall0
+        server_cores = (_tree_cpu_s(server.proc.pid) - cpu0) / wall
+        client_cores = (_cpu_s() - mine0) / wall
         lags = [lag for r in results for lag in r.get("lags", [])]
         slips = [s for r in results for s in r.get("slips", [])]
         complete = sum(1 for r in results if "summary" in r and "error" not in r
@@ -165,7 +203,10 @@ def run_streams(server: ServerProcess, levels: list[int], pcm: bytes, audio_s: f
                "lag_max_ms": round(max(lags) * 1000, 1) if lags else None,
                "p95_over_one_stream_ms": round((p95 - base_p95) * 1000, 1),
                "send_slip_max_ms": round(max(slips) * 1000, 1) if slips else None,
-               "server_rss_mb": round(_rss_mb(server.proc.pid), 1)}
+               "server_rss_mb": round(_tree_rss_mb(server.proc.pid), 1),
+               "server_cores_used": round(server_cores, 3),
+               "client_cores_used": round(client_cores, 3),
+               "load_avg_1min": round(os.getloadavg()[0], 2)}
         row["ok"] = bool(complete == n and p95 - base_p95 <= TARGET_EXTRA_LAG_S)
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -198,13 +239,16 @@ def run_drops(server: ServerProcess, pcm_speech: bytes, n: int) -> dict:
     pid = server.proc.pid
     asyncio.run(_drops(server.ws, pcm_speech, 100))
     time.sleep(1.0)
-    warm = {"rss_mb": _rss_mb(pid), "threads": _threads(pid), "health": _health(server.http)}
+    def threads() -> int:
+        return _threads(pid) + sum(_threads(c) for c in _children(pid))
+
+    warm = {"rss_mb": _tree_rss_mb(pid), "threads": threads(), "health": _health(server.http)}
     asyncio.run(_drops(server.ws, pcm_speech, n - 100))
     deadline = time.monotonic() + 30
     while _health(server.http)["streams"] and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)
-    end = {"rss_mb": _rss_mb(pid), "threads": _threads(pid), "health": _health(server.http)}
+    end = {"rss_mb": _tree_rss_mb(pid), "threads": threads(), "health": _health(server.http)}
     row = {"connections": n, "rss_after_100_mb": round(warm["rss_mb"], 1),
            "rss_after_all_mb": round(end["rss_mb"], 1),
            "rss_growth_mb": round(end["rss_mb"] - warm["rss_mb"], 1),
@@ -256,6 +300,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--streams", default="1,25,50,100,150,200",
                     help="concurrent stream counts to try (the first is the reference; 1)")
+    ap.add_argument("--spread-s", type=float, default=None,
+                    help="stream starts spread uniformly over this many seconds (default: the "
+                    "conversation's length, so utterance ends are not synchronised; 0: all at "
+                    "once, the worst burst)")
     ap.add_argument("--drops", type=int, default=1000)
     ap.add_argument("--verify-reps", type=int, default=100)
     ap.add_argument("--skip-streams", action="store_true")
@@ -282,9 +330,11 @@ def main(argv=None) -> int:
             if not args.skip_streams:
                 levels = [int(v) for v in args.streams.split(",")]
                 # one stream first (also warms the server): the decisions every stream must get
-                probe = asyncio.run(_streams(server.ws, pcm, 1))[0]
+                probe = asyncio.run(_streams(server.ws, pcm, 1, 0.0))[0]
                 expect = len(probe["lags"])
-                rows = run_streams(server, levels, pcm, len(x) / SR, expect)
+                spread = len(x) / SR if args.spread_s is None else args.spread_s
+                results["spread_s"] = spread
+                rows = run_streams(server, levels, pcm, len(x) / SR, expect, spread)
                 ok = [row["streams"] for row in rows if row["ok"]]
                 results["streams"] = rows
                 results["knee_streams"] = max(ok) if ok else 0

@@ -405,3 +405,47 @@ def test_sigterm_gives_open_streams_their_summary(store, conversation16k):
     assert decisions and decisions[-1]["end_reason"] == "end_of_stream"
     assert events[-1]["decisions"] == len(decisions)
     assert "stopped: 1 stream(s)" in s.stderr
+
+
+def _workers_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]
+
+
+def test_a_dying_worker_fails_only_its_streams(store, conversation16k):
+    """SIGKILL every worker process: the open stream is closed 1011 with an error, the server
+    stays up, starts new workers, and the next stream decides as before."""
+    s = Server(store, "--workers", "2")
+    try:
+        with connect(s, format="f32") as ws:
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+            ws.send(f32_bytes(conversation16k[:16000]))
+            workers = _workers_of(s.proc.pid)
+            assert len(workers) == 2
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+            error, code = refusal(ws, *[f32_bytes(conversation16k[i:i + CHUNK])
+                                        for i in range(16000, 16000 * 3, CHUNK)])
+        assert code == 1011 and "internal error" in error["error"]
+        deadline = time.monotonic() + WAIT_S
+        while Client(s.url).health()["workers"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Client(s.url).health()["workers"] == 2
+        assert not set(_workers_of(s.proc.pid)) & set(workers)
+        events = stream(s, conversation16k[:16000 * 6])
+        assert [e["speaker"] for e in events if e["event"] == "decision"] == ["alice", "alice"]
+    finally:
+        assert s.stop() == 0
+    assert "starting a new one" in s.stderr
+
+
+def test_thread_workers_decide_alike(server, store, conversation16k):
+    s = Server(store, "--worker-kind", "thread")
+    try:
+        got = comparable(stream(s, conversation16k))
+    finally:
+        assert s.stop() == 0
+    assert got == comparable(stream(server, conversation16k))

@@ -142,6 +142,7 @@ class ThreadEngine:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="rtverify-stream")
         self.size = threads
+        self.alive = threads
 
     def _run(self, op, sid, payload):
         if op in ("open", "drop", "finish"):
@@ -177,21 +178,28 @@ def _write(fh, obj) -> None:
     fh.flush()
 
 
+def _read_exactly(fh, n: int) -> bytes:
+    """``n`` bytes (a pipe may hand them over in pieces); EOFError if it ends first."""
+    parts, got = [], 0
+    while got < n:
+        piece = fh.read(n - got)
+        if not piece:
+            raise EOFError
+        parts.append(piece)
+        got += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 def _read(fh):
-    head = fh.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        raise EOFError
-    n = _HEADER.unpack(head)[0]
-    data = fh.read(n)
-    if len(data) < n:
-        raise EOFError
-    return pickle.loads(data)
+    n = _HEADER.unpack(_read_exactly(fh, _HEADER.size))[0]
+    return pickle.loads(_read_exactly(fh, n))
 
 
 class _Worker:
     """One worker process and the two threads that talk to it."""
 
-    def __init__(self, index: int, model_paths: list[str | None]) -> None:
+    def __init__(self, index: int, model_paths: list[str | None], on_death=None) -> None:
+        self.on_death = on_death
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
                "MKL_NUM_THREADS": "1"}
         args = [sys.executable, "-m", "rtverify.serve.worker"] + [p or "-" for p in model_paths]
@@ -273,6 +281,8 @@ class _Worker:
                          self.proc.pid, len(pending))
         for loop, fut in pending.values():
             loop.call_soon_threadsafe(_settle, fut, "bug", f"worker {self.index} died")
+        if was_alive and self.on_death is not None:
+            self.on_death(self)
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._cv:
@@ -299,15 +309,39 @@ def _settle(fut: asyncio.Future, ok, result) -> None:
 class ProcessEngine:
     """The work in ``processes`` worker processes; each stream lives in the least busy one."""
 
+    RESTART_WAIT_S = 10.0
+    """How long a new stream waits for a worker when every one is being restarted (seconds)."""
+
     def __init__(self, model_paths: list[str | None], processes: int) -> None:
-        self.workers = [_Worker(i, model_paths) for i in range(processes)]
+        self._paths = model_paths
+        self._closing = False
+        self.workers = [_Worker(i, model_paths, self._replace) for i in range(processes)]
         self.size = processes
         self._where: dict[int, _Worker] = {}
+        self.restarts = 0
+
+    def _replace(self, dead: _Worker) -> None:
+        """A worker died (its streams were told): start another in its place."""
+        if self._closing:
+            return
+        dead.proc.wait()
+        logger.error("worker %d (pid %d) exited with %s; starting a new one", dead.index,
+                     dead.proc.pid, dead.proc.returncode)
+        try:
+            self.workers[dead.index] = _Worker(dead.index, self._paths, self._replace)
+            self.restarts += 1
+        except Exception as err:
+            logger.error("cannot restart worker %d: %s", dead.index, err)
 
     async def call(self, op: str, sid: int, payload=None):
         if op == "open":
-            worker = min((w for w in self.workers if w.alive), key=lambda w: w.streams,
-                         default=None)
+            deadline = asyncio.get_running_loop().time() + self.RESTART_WAIT_S
+            while True:  # all workers may be restarting (each takes about a second)
+                worker = min((w for w in self.workers if w.alive), key=lambda w: w.streams,
+                             default=None)
+                if worker is not None or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.1)
             if worker is None:
                 raise JobFailed("no worker process is running")
             self._where[sid] = worker
@@ -324,6 +358,11 @@ class ProcessEngine:
             if op == "finish":
                 self._forget(sid)
 
+    @property
+    def alive(self) -> int:
+        """Worker processes running now."""
+        return sum(w.alive for w in self.workers)
+
     def _forget(self, sid: int) -> None:
         worker = self._where.pop(sid, None)
         if worker is not None:
@@ -336,6 +375,7 @@ class ProcessEngine:
             self._forget(sid)
 
     def close(self) -> None:
+        self._closing = True
         for w in self.workers:
             w.close()
 

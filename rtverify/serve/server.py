@@ -220,6 +220,15 @@ def load_voices(store, session, names: list[str] | None) -> dict:
     return voices
 
 
+async def _within(awaitable, timeout_s: float):
+    """``await awaitable`` for at most ``timeout_s``: a timer (Python 3.11+), not the task per
+    call that ``wait_for`` makes."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout_s)
+
+
 # -- /v1/listen ---------------------------------------------------------------------------------
 class _Stream:
     """One WebSocket stream: a reader task receives, this object's :meth:`run` processes."""
@@ -281,8 +290,8 @@ class _Stream:
         received_frames = 0
         while True:
             try:
-                msg = await asyncio.wait_for(self.ws.receive(), s.idle_timeout_s)
-            except asyncio.TimeoutError:
+                msg = await _within(self.ws.receive(), s.idle_timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
                 return self._fail(CLOSE_POLICY, f"{self.name}: nothing received for "
                                   f"{s.idle_timeout_s:g} s (idle_timeout_s)")
             except (WebSocketDisconnect, RuntimeError, OSError):
@@ -605,6 +614,7 @@ def build_app(service: Service) -> Starlette:
         return JSONResponse({"status": "ok", "model_id": service.default_model,
                              "models": list(service.sessions), "version": __version__,
                              "streams": len(service.streams),
+                             "workers": service.engine.alive,
                              "tasks": len(asyncio.all_tasks()),
                              "threads": threading.active_count()})
 
