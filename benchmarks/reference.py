@@ -67,11 +67,12 @@ def cmd_embed(args) -> dict:
     from resemblyzer.audio import normalize_volume
     from resemblyzer.hparams import audio_norm_target_dBFS, sampling_rate
 
-    from .store import EmbeddingStore
+    from rtverify.evaluation import EmbeddingCache
 
     root = Path(args.root)
     files = [line.strip() for line in Path(args.files).read_text().splitlines() if line.strip()]
-    store = EmbeddingStore(Path(args.cache), "resemblyzer-0.1.4-preprocess-embed_utterance")
+    # speech_s: seconds left after resemblyzer's trimming; short_only: trimming left nothing
+    store = EmbeddingCache(Path(args.cache), "resemblyzer-0.1.4-preprocess-embed_utterance-2")
     enc = None
     vectors = np.zeros((len(files), 256), np.float32)
     untrimmed = []
@@ -82,18 +83,17 @@ def cmd_embed(args) -> dict:
         if hit is None:
             enc = enc or _encoder(args.threads)
             wav = preprocess_wav(path)
-            note = ""
-            if len(wav) == 0:
+            speech_s, untrimmed_file = len(wav) / sampling_rate, len(wav) == 0
+            if untrimmed_file:
                 raw, sr = librosa.load(str(path), sr=None)
                 wav = normalize_volume(librosa.resample(raw, orig_sr=sr, target_sr=sampling_rate),
                                        audio_norm_target_dBFS, increase_only=True)
-                note = "untrimmed"
-            hit = (enc.embed_utterance(wav), note)
+            hit = (enc.embed_utterance(wav).astype(np.float32), speech_s, untrimmed_file)
             store.put(path, *hit)
             if i % 500 == 499:
                 store.save()
         vectors[i] = hit[0]
-        if hit[1] == "untrimmed":
+        if hit[2]:
             untrimmed.append(rel)
     store.save()
     np.savez(args.out, files=np.array(files), vectors=vectors)

@@ -13,6 +13,10 @@ enrolment, rounds 3-4 for test speech, so no clip is on both sides.
   silence makes the pauses), run through the same path, so each has the ``speech_s`` that
   ``verify``/``listen`` would see. Every test recording is scored against every voiceprint with
   the model's own :class:`~rtverify.core.scoring.Scorer`.
+* Recordings go through :func:`rtverify.evaluation.embed_chunks` (the one embedding rule of
+  every evaluation). A take or test recording on which ``listen`` would make no decision (no
+  speech at all, or only speech shorter than ``min_speech_ms``: ``short_only``) is left out of
+  the calibration: the thresholds are for the decisions ``listen`` makes.
 * Criterion: for each length group, the threshold at the equal error rate (misses = false
   accepts: decisions balanced at that length), then a monotone (isotonic) fit over the groups
   so that noise cannot make the threshold zig-zag with length. Between the points the runtime
@@ -36,8 +40,8 @@ import numpy as np
 
 from rtverify.config import SegmenterConfig
 from rtverify.core.encoder import EncoderSession, l2_normalize
+from rtverify.evaluation import embed_chunks, progress_bar
 from rtverify.metrics import eer
-from rtverify.core.pipeline import embed_recording
 from rtverify.core.scoring import Scorer
 from rtverify.io.sources import Chunk, FileSource
 
@@ -154,9 +158,15 @@ class Material:
         return np.concatenate(out)
 
 
-def embed(session, samples: np.ndarray, segmenter: SegmenterConfig):
-    rec = embed_recording(session, as_chunks(samples), segmenter=segmenter)
-    return rec.vector, rec.speech_s
+def embed(session, samples: np.ndarray, segmenter: SegmenterConfig
+          ) -> tuple[np.ndarray | None, float]:
+    """``(unit vector, speech seconds)`` of a recording through
+    :func:`rtverify.evaluation.embed_chunks`; the vector is None where ``listen`` would decide
+    nothing (no speech, or only speech it drops as too short)."""
+    vec, speech_s, short_only = embed_chunks(session, lambda: as_chunks(samples), segmenter)
+    if short_only or np.isnan(vec).any():
+        return None, speech_s
+    return vec, speech_s
 
 
 def collect(session, scorer: Scorer, root: Path, speakers, *, voiceprints_per_speaker: int,
@@ -217,9 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     session = EncoderSession(args.model, threads=1)
     scorer = Scorer.for_model(session)
     total = len(args.speakers) * (args.voiceprints + len(GROUP_CLIPS) * args.tests)
-    from rtverify.evaluation import _progress
-
-    with _progress(sys.stderr.isatty(), "calibrating", total) as advance:
+    with progress_bar(sys.stderr.isatty(), "calibrating", total) as advance:
         sc = collect(session, scorer, args.root, args.speakers,
                      voiceprints_per_speaker=args.voiceprints, takes=args.takes,
                      clips_per_take=args.clips_per_take, tests_per_group=args.tests,

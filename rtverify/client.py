@@ -270,15 +270,14 @@ def listen_command(args) -> int:
     """``rtverify listen --server URL``: the microphone (or ``--input``) streamed to a server,
     its events written as ``listen`` writes them (JSON lines with ``--json``, else one line per
     decision and the summary)."""
-    from .apps.listen import check_threshold
     from .cli.commands import _input_spec
-    from .errors import InputError
+    from .errors import ExitCode, InputError
 
     if args.model is not None:
         raise InputError("--model: with --server the server's model decides")
-    spec = _input_spec(args, args.input)
-    spec.reconnect = True
-    threshold = check_threshold(args.threshold)
+    spec = _input_spec(args, args.input, realtime=args.realtime, retries=args.retries,
+                       reconnect=True)
+    threshold = args.threshold  # checked by the parser
     token = None
     if args.token_file:
         from .cli.serve import read_token
@@ -300,4 +299,4 @@ def listen_command(args) -> int:
 
     stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
                      token=token, status=args.status, write=write)
-    return 0
+    return ExitCode.OK

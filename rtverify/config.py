@@ -8,11 +8,23 @@ runtime and training always agree on them.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 SAMPLE_RATE_HZ = 16000
 """The one rate every stage after the source works at (hertz)."""
+VERIFY_TIMEOUT_S = 20.0
+"""``verify`` from the microphone gives up when nobody speaks for this long (seconds)."""
+
+
+def check_threshold(value: float | None) -> float | None:
+    """``value`` if it is a usable decision threshold (a cosine in [-1, 1]) or None; else
+    ValueError naming it. The one rule for ``--threshold``, the server's ``threshold`` and
+    :class:`~rtverify.core.scoring.DecisionPolicy`."""
+    if value is not None and not (math.isfinite(value) and -1.0 <= value <= 1.0):
+        raise ValueError(f"threshold {value}: must be a cosine between -1 and 1")
+    return value
 
 
 def _from_dict(cls, data: Mapping[str, Any]):

@@ -5,11 +5,31 @@ Anything else that escapes is a bug in rtverify and is reported as such.
 
 from __future__ import annotations
 
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The one table of ``rtverify``'s exit codes."""
+
+    OK = 0
+    """Done; ``verify``: accepted."""
+    REJECTED = 1
+    """``verify``: the voice (or the challenge) was not accepted."""
+    USAGE = 2
+    """A usage or input error: a bad argument, an unreadable input, a device, the store."""
+    NOT_ENOUGH_SPEECH = 3
+    """Too little speech to decide or to enrol."""
+    BUG = 4
+    """An internal error (a bug in rtverify)."""
+    INTERRUPTED = 130
+    """Ctrl-C or SIGTERM before the command could finish."""
+
+
 
 class RtverifyError(Exception):
     """Base class: ``str(err)`` is a complete one-line message naming the thing and the problem."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split()))  # one line, always
@@ -34,4 +54,4 @@ class StoreError(RtverifyError):
 class NotEnoughSpeech(RtverifyError):
     """A recording held too little speech to decide (exit code 3)."""
 
-    exit_code = 3
+    exit_code = ExitCode.NOT_ENOUGH_SPEECH

@@ -1,4 +1,8 @@
-"""``rtverify eval``: equal error rate, minDCF and accuracy on a list of verification trials.
+"""Evaluation on verification trials: the one trials reader, the one way a file becomes an
+embedding (and the cache that keeps it), the one scoring of trials and the one set of metrics
+(:mod:`rtverify.metrics`). ``rtverify eval`` reports them; training's model selection
+(``training.train.Validator``, ``training.evaluate``), the benchmarks, ``export.calibrate`` and
+``tools/`` call the same functions, so every figure means the same thing.
 
 A trials file has one trial per line, ``label path_a path_b`` (label 1: same speaker, 0:
 different speakers), paths relative to ``--root``. Every unique file is embedded once through the
@@ -7,35 +11,34 @@ windows, pooling of all utterances), so the figures measure what ``listen`` does
 the enrolled voice (its embedding is the voiceprint, as a one-take enrolment) and ``path_b`` the
 utterance heard; scores go through the same :class:`~rtverify.core.scoring.Scorer` as in ``listen``.
 
-Files without a usable utterance: a file whose only speech is shorter than the segmenter's
-``min_speech_ms`` (``listen`` drops it as a noise burst; FSDD's 0.3 s digits) is embedded from that
-short speech anyway and counted as ``files_short_speech_only``, so the EER still measures the
-encoder on it, while the accuracy at the model's own threshold rejects it as ``listen`` would. A
-file in which the segmenter finds nothing at all gives no embedding: every trial that uses it
-scores ``-inf`` and is rejected at every threshold (a miss for a same-speaker trial, a correct
-rejection otherwise); such files are counted (``files_without_speech``), never dropped.
+Files without a usable utterance (the one rule, :func:`embed_chunks`): a file whose only speech is
+shorter than the segmenter's ``min_speech_ms`` (``listen`` drops it as a noise burst; FSDD's 0.3 s
+digits) is embedded from that short speech anyway and counted as ``files_short_speech_only``, so
+the EER still measures the encoder on it, while the accuracy at the model's own threshold rejects
+it as ``listen`` would. A file in which the segmenter finds nothing at all gives no embedding (a
+row of NaN): every trial that uses it scores ``-inf`` and is rejected at every threshold (a miss
+for a same-speaker trial, a correct rejection otherwise); such files are counted
+(``files_without_speech``), never dropped, and never replaced by an embedding of the silence.
 
-numpy only; matplotlib is imported for ``--plot`` alone.
+numpy only (no torch); rich for the progress bar, matplotlib for ``--plot`` alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from .config import SegmenterConfig
-from .errors import InputError, RtverifyError
+from .errors import InputError
 from .metrics import (P_TARGET, Metrics, accuracy, compute_metrics, eer,  # noqa: F401
                       error_rates, min_dcf, plot_det)
 
@@ -132,8 +135,10 @@ def settings_key(session, segmenter: SegmenterConfig) -> str:
 
 
 class EmbeddingCache:
-    """Embeddings of files under one settings key, in ``<dir>/<key>.npz`` (a file is re-embedded
-    when its size or modification time changed)."""
+    """The embedding cache: one vector, its speech seconds and its ``short_only`` flag per file,
+    under one key, in ``<dir>/<key>.npz`` (no pickle; an entry is stale, and the file re-embedded,
+    when the file's size or modification time changed). :func:`embed_files` keys it by
+    :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
         self.path = Path(directory) / f"{key}.npz"
@@ -178,25 +183,40 @@ class EmbeddingCache:
         self.dirty = False
 
 
-def embed_file(session, path: Path, segmenter: SegmenterConfig) -> tuple[np.ndarray, float, bool]:
-    """``(unit vector or NaNs, speech seconds, short_only)`` of one file.
+def embed_chunks(session, source: Callable[[], Iterable], segmenter: SegmenterConfig
+                 ) -> tuple[np.ndarray, float, bool]:
+    """``(unit vector or NaNs, speech seconds, short_only)`` of one recording: the one rule for
+    what a recording contributes to an evaluation.
+
+    :param session: an :class:`~rtverify.core.encoder.EncoderSession` (or anything with its
+        ``embed``/``features``/``window``/``dim``/``info``, such as training's window recorder).
+    :param source: called once per pass, returns the recording's
+        :class:`~rtverify.io.sources.Chunk` s afresh (e.g. ``lambda: FileSource(path)``).
 
     If the segmenter finds only speech shorter than ``min_speech_ms`` (which ``listen`` drops as a
-    noise burst: FSDD's 0.3 s digits, a clipped keyword), the file is embedded from those short
-    segments anyway (the same segmentation, nothing dropped) and flagged ``short_only``: the EER
-    then measures the encoder on it, while the model's own decisions still reject it.
+    noise burst: FSDD's 0.3 s digits, a clipped keyword), the recording is embedded from those
+    short segments anyway (a second pass with the same segmentation, nothing dropped) and flagged
+    ``short_only``: the EER then measures the encoder on it, while the model's own decisions still
+    reject it. With no speech at all the vector is NaN (trials using it score ``-inf``).
     """
     from .core.pipeline import embed_recording
-    from .io.sources import FileSource
 
-    rec = embed_recording(session, FileSource(path), segmenter=segmenter)
+    rec = embed_recording(session, source(), segmenter=segmenter)
     short_only = False
     if rec.vector is None:
-        rec = embed_recording(session, FileSource(path),
+        rec = embed_recording(session, source(),
                               segmenter=dataclasses.replace(segmenter, min_speech_ms=1))
         short_only = rec.vector is not None
     vec = rec.vector if rec.vector is not None else np.full(session.dim, np.nan, np.float32)
     return vec, rec.speech_s, short_only
+
+
+def embed_file(session, path: Path, segmenter: SegmenterConfig) -> tuple[np.ndarray, float, bool]:
+    """:func:`embed_chunks` of an audio file (any format :class:`~rtverify.io.sources.FileSource`
+    reads)."""
+    from .io.sources import FileSource
+
+    return embed_chunks(session, lambda: FileSource(path), segmenter)
 
 
 def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = SegmenterConfig(),
@@ -213,7 +233,7 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
     vectors = np.full((len(paths), session.dim), np.nan, dtype=np.float32)
     speech = np.zeros(len(paths))
     short = np.zeros(len(paths), dtype=bool)
-    with _progress(progress, label, len(paths)) as advance:
+    with progress_bar(progress, label, len(paths)) as advance:
         for i, p in enumerate(paths):
             hit = cache.get(p) if cache else None
             if hit is None:
@@ -229,8 +249,9 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
     return FileEmbeddings(vectors, speech, short)
 
 
-class _progress:
-    """A rich progress bar on stderr (or nothing); the context value advances it by one."""
+class progress_bar:
+    """A rich progress bar on stderr (or nothing, when ``enabled`` is false); the context value
+    advances it by one."""
 
     def __init__(self, enabled: bool, label: str, total: int) -> None:
         self.enabled, self.label, self.total = enabled, label, total
@@ -257,14 +278,23 @@ class _progress:
 # scoring the trials
 # ------------------------------------------------------------------------------------------
 
-def score_trials(trials: Trials, emb: FileEmbeddings, scorer) -> np.ndarray:
-    """Score of every trial (``-inf`` where a side has no speech): ``scorer`` is a
-    :class:`~rtverify.core.scoring.Scorer`, ``path_a`` the enrolled side."""
-    ok = emb.has_speech
+def score_trials(trials: Trials, vectors: np.ndarray, scorer=None) -> np.ndarray:
+    """Score of every trial, float64 ``(n_trials,)``: ``-inf`` where a side has no embedding (a
+    NaN row of ``vectors``, float ``(n_files, dim)`` in the order of ``trials.files``).
+
+    :param scorer: a :class:`~rtverify.core.scoring.Scorer` (``path_a`` is the enrolled side);
+        None: plain cosine, ``Scorer(None)``.
+    """
+    if scorer is None:
+        from .core.scoring import Scorer
+
+        scorer = Scorer(None)
+    vectors = np.asarray(vectors)
+    ok = ~np.isnan(vectors).any(axis=1)
     scores = np.full(len(trials.labels), -np.inf)
     use = ok[trials.a] & ok[trials.b]
     if use.any():
-        scores[use] = scorer.pair_scores(emb.vectors[trials.a[use]], emb.vectors[trials.b[use]])
+        scores[use] = scorer.pair_scores(vectors[trials.a[use]], vectors[trials.b[use]])
     return scores
 
 
@@ -293,7 +323,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
     emb = embed_files(session, paths, segmenter=segmenter, cache_dir=cache_dir,
                       progress=progress, label=f"embedding {Path(trials_path).name}")
     t_embed = time.perf_counter() - t0
-    scores = score_trials(trials, emb, scorer)
+    scores = score_trials(trials, emb.vectors, scorer)
     m = compute_metrics(scores, trials.labels)
     no_speech = [trials.files[i] for i in np.flatnonzero(~emb.has_speech)]
     result = {
@@ -339,25 +369,29 @@ def format_report(r: dict) -> str:
     return "\n".join(f"{k:<10} {v}" for k, v in rows)
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    """Run ``rtverify eval`` (arguments from :mod:`rtverify.cli.eval`); returns the exit code
-    (0). Problems raise :class:`RtverifyError`."""
+def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: int = 1,
+             cache_dir: Path | None = None, score_norm: bool = True, plot: Path | None = None,
+             as_json: bool = False, progress: bool = False) -> str:
+    """Everything ``rtverify eval`` does once its arguments are parsed (by
+    :mod:`rtverify.cli.eval`): returns the text to print, one JSON object with ``as_json``, else
+    the report. Problems raise :class:`~rtverify.errors.RtverifyError` (one line).
+
+    :param model: an ``.onnx`` encoder with its sidecar (None: the shipped model).
+    :param threads: onnxruntime threads (at least 1).
+    :param cache_dir: keep embeddings there between runs (see :class:`EmbeddingCache`).
+    :param score_norm: use the score normalisation the model's sidecar names (False: plain
+        cosine).
+    :param plot: also draw a DET curve to this image file (matplotlib).
+    :param progress: show a progress bar on stderr.
+    """
     from .core.encoder import EncoderSession
     from .core.scoring import Scorer
 
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
-    trials = read_trials(args.trials, args.root)  # fail fast, before loading the model
-    del trials
-    session = EncoderSession(args.model, threads=args.threads)
-    scorer = Scorer(None) if getattr(args, "no_norm", False) else Scorer.for_model(session)
-    r = evaluate(args.trials, args.root, session, scorer=scorer,
-                 cache_dir=getattr(args, "cache", None), progress=sys.stderr.isatty())
+    read_trials(trials, root)  # fail fast, before loading the model
+    session = EncoderSession(model, threads=threads)
+    scorer = Scorer.for_model(session) if score_norm else Scorer(None)
+    r = evaluate(trials, root, session, scorer=scorer, cache_dir=cache_dir, progress=progress)
     scores, labels = r.pop("_scores"), r.pop("_labels")
-    if args.plot:
-        plot_det(scores, labels, args.plot, f"{args.trials.name} — {r['model_id']}")
-    if args.json:
-        print(json.dumps(r))
-    else:
-        print(format_report(r))
-    return 0
+    if plot:
+        plot_det(scores, labels, plot, f"{Path(trials).name} — {r['model_id']}")
+    return json.dumps(r) if as_json else format_report(r)

@@ -7,7 +7,10 @@ event has in its JSON-lines form (``to_dict``).
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +70,8 @@ class SegmentDropped(Event):
     start_s: float
     end_s: float
     speech_s: float
+    reason: str = "too_short"
+    """Why it got no decision: ``too_short`` (less voiced audio than an utterance needs)."""
 
 
 @dataclass(frozen=True)
@@ -134,3 +139,110 @@ class InputRestored(Event):
     gap_s: float
     """Length of the outage (seconds)."""
     attempts: int
+
+
+# -- the stream as a whole ------------------------------------------------------------------------
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def event_dict(event: Event) -> dict:
+    """The JSON-lines form of any event (floats rounded, non-finite ones as null)."""
+    return event.to_dict() if isinstance(event, DecisionEvent) else _rounded(event.to_dict())
+
+
+@dataclass(frozen=True)
+class Ready(Event):
+    """The stream is open and the model loaded: what is listened to, for whom, at what threshold."""
+
+    kind = "ready"
+    source: str
+    model_id: str
+    voices: list[str]
+    threshold: str
+    """The threshold as a person reads it (one value, or the range over utterance lengths)."""
+    realtime: bool
+    """Audio arrives in real time (microphone, or paced input)."""
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 decision``, ``2 decisions``, ``1 time``, ``0 times``."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
+@dataclass(frozen=True)
+class Summary(Event):
+    """The last event of a stream: what was decided."""
+
+    kind = "summary"
+    decisions: int
+    accepted: int
+    rejected: int
+    too_short: int
+    dropped: int
+    by_speaker: dict[str, int]
+    stream_s: float
+    """Stream time covered (seconds)."""
+    overflows: int
+    """Blocks of input lost because the consumer fell behind (count)."""
+    input_lost: int
+    """Times the input device was lost (and reopened, or given up)."""
+    interrupted: bool
+    """Ended by Ctrl-C or SIGTERM rather than by the end of the input."""
+    error: str | None = None
+    """Set when an error ended the stream."""
+
+    def to_dict(self) -> dict:
+        d = _rounded(super().to_dict())
+        if self.error is None:
+            del d["error"]
+        return d
+
+    def line(self) -> str:
+        """One line for a person."""
+        who = ", ".join(f"{n} {c}" for n, c in Counter(self.by_speaker).most_common())
+        return (f"{plural(self.decisions, 'decision')}: {self.accepted} accepted"
+                + (f" ({who})" if who else "") + f", {self.rejected} rejected, "
+                f"{self.too_short} too short, {plural(self.overflows, 'overflow')}"
+                + (f", input lost {plural(self.input_lost, 'time')}" if self.input_lost else ""))
+
+
+class Tally:
+    """Running counts of a stream's events (one per stream; the console shows the same one)."""
+
+    def __init__(self) -> None:
+        self.decisions = self.accepted = self.rejected = self.too_short = self.dropped = 0
+        self.by_speaker: Counter = Counter()
+        self.stream_s = 0.0
+        self.overflows = 0
+        self.input_lost = 0
+
+    def add(self, event: Event) -> None:
+        if isinstance(event, DecisionEvent):
+            self.decisions += 1
+            self.stream_s = max(self.stream_s, event.end_s)
+            if event.reason == "too_short":
+                self.too_short += 1
+            elif event.accepted:
+                self.accepted += 1
+                self.by_speaker[event.speaker] += 1
+            else:
+                self.rejected += 1
+        elif isinstance(event, SegmentDropped):
+            self.dropped += 1
+        elif isinstance(event, InputLost):
+            if event.attempt == 0:
+                self.input_lost += 1
+        elif isinstance(event, Status):
+            self.overflows = max(self.overflows, event.overflows)
+
+    def summary(self, *, interrupted: bool = False, error: str | None = None) -> Summary:
+        return Summary(self.decisions, self.accepted, self.rejected, self.too_short, self.dropped,
+                       dict(self.by_speaker), round(self.stream_s, 3), self.overflows,
+                       self.input_lost, interrupted, error)

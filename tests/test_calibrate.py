@@ -68,3 +68,25 @@ def test_min_speech_comes_from_the_shortest_group_with_acceptable_eer():
     got = thresholds_by_length(sc, max_eer=1.0)["decision"]["min_speech_s"]
     assert got == pytest.approx(round(decile[by_len[0][2]], 2))
     assert got < by_len[0][0]  # below the group's median: most of its recordings are decided
+
+
+def test_recordings_listen_decides_nothing_on_are_left_out(session, conversation):
+    """calibrate embeds through rtverify.evaluation.embed_chunks; a recording with no speech, or
+    only speech listen drops as too short (a 0.2 s blip), gets no vector (no decision to
+    calibrate), speech gets the runtime's unit vector and its speech seconds."""
+    from export.calibrate import embed
+    from rtverify.config import SegmenterConfig
+    from rtverify.core.pipeline import embed_recording
+
+    from conftest import chunks_of
+
+    seg = SegmenterConfig()
+    pad = np.zeros(4000, np.float32)
+    blip = np.concatenate([pad, conversation[24000:27200], pad])
+    assert embed(session, blip, seg)[0] is None
+    assert embed(session, np.zeros(16000, np.float32), seg)[0] is None
+    speech = conversation[:16000 * 6]
+    vec, speech_s = embed(session, speech, seg)
+    ref = embed_recording(session, chunks_of(speech, 1600), segmenter=seg)
+    np.testing.assert_allclose(vec, ref.vector, atol=1e-6)
+    assert speech_s == pytest.approx(ref.speech_s) and speech_s > 1.0

@@ -16,7 +16,7 @@ import soundfile as sf
 from rtverify import cli
 
 from conftest import DEMO, REPO, SR, interruptible, read16k
-from rtverify.apps.listen import speaker_at
+from rtverify.apps.demo import speaker_at
 
 ENROLL = [str(DEMO / "enroll_1.flac"), str(DEMO / "enroll_2.flac")]
 CONVERSATION = str(DEMO / "conversation.flac")

@@ -1,5 +1,6 @@
 """The live console: what it shows, that it fits 80x24, and how it looks in a real terminal."""
 
+import dataclasses
 import io
 import os
 import shutil
@@ -12,9 +13,9 @@ import pytest
 import soundfile as sf
 from rich.console import Console
 
-from rtverify.ui.console import ConsoleSink, ListenView, clock, meter
 from rtverify.core.pipeline import Verifier
-from rtverify.events import DecisionEvent
+from rtverify.events import DecisionEvent, Tally
+from rtverify.ui.console import ConsoleSink, ListenView, clock, meter
 
 from conftest import DEMO, REPO, SR, chunks_of, read16k
 
@@ -80,7 +81,7 @@ def test_sink_on_a_terminal_redraws_and_ends_with_the_summary(events):
     sink.start({})
     for e in events:
         sink.handle(e)
-    sink.close({"overflows": 2, "interrupted": True})
+    sink.close(dataclasses.replace(Tally().summary(interrupted=True), overflows=2))
     out = buf.getvalue()
     assert out.count("\x1b[") > 100  # redrawn in place many times
     assert "stopped." in out
@@ -156,6 +157,9 @@ def test_an_error_mid_stream_still_closes_the_live_view(events):
 
         def finish(self):
             return []
+
+        def summary(self, *, interrupted=False, error=None, source=None):
+            return Tally().summary(interrupted=interrupted, error=error)
 
     buf = io.StringIO()
     console = Console(width=80, height=24, force_terminal=True, color_system=None, file=buf)

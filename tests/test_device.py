@@ -20,7 +20,7 @@ import time
 import pytest
 
 from conftest import DEMO, REPO, interruptible
-from rtverify.apps.listen import speaker_at
+from rtverify.apps.demo import speaker_at
 
 pytestmark = [pytest.mark.device, pytest.mark.slow]
 
@@ -83,7 +83,7 @@ def pulse(tmp_path_factory):
                        timeout=10)
         listed = subprocess.run([sys.executable, "-m", "rtverify", "devices", "--json"], cwd=REPO,
                                 env=env, capture_output=True, text=True, timeout=60)
-        names = [json.loads(line)["name"] for line in listed.stdout.splitlines() if line.strip()]
+        names = [d["name"] for d in json.loads(listed.stdout or "[]")]
         if "pulse" not in names:
             unavailable(f"PortAudio lists no 'pulse' input (has {names}; the ALSA pulse plugin, "
                         f"libasound2-plugins, is missing?) {listed.stderr.strip()}")

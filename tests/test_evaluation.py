@@ -287,3 +287,57 @@ def test_eval_errors_are_one_line(tmp_path, clip_root):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert f"{trials}:2: nothere.flac: no such file under" in proc.stderr
+
+
+# -- one evaluation path: what the other callers report ------------------------------------
+
+def test_eer_where_the_miss_rate_jumps_over_the_false_alarms():
+    # accept score >= t. 0.3 < t <= 0.6: no miss, 1/4 false alarms; 0.6 < t <= 0.7: 1/3 misses,
+    # still 1/4 false alarms: the curves cross at 1/4, 3/4 of the way from 0.6 to 0.7
+    # (a nearest-point rule says (1/3 + 1/4) / 2 = 7/24)
+    rate, thr = ev.eer(np.array([0.6, 0.8, 0.9]), np.array([0.1, 0.2, 0.3, 0.7]))
+    assert rate == pytest.approx(0.25)
+    assert thr == pytest.approx(0.675)
+
+
+def test_training_report_is_what_rtverify_eval_reports(tmp_path, clip_root, demo, capsys):
+    """training.evaluate (the training report) goes through rtverify.evaluation: per list, the
+    `rtverify eval --json` object, silent file (-inf) and short-only blip included."""
+    from training.evaluate import evaluate_model
+
+    (clip_root / "trials").mkdir(exist_ok=True)
+    trials = clip_root / "trials" / "bundled.txt"
+    trials.write_text(trials_text(demo, blip=True))
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                     capsys)
+    cli = json.loads(out.out)
+    r = evaluate_model(None, ["bundled"], root=clip_root, show_progress=False)
+    got = json.loads(json.dumps(r["lists"]["bundled"]))  # as written to the report file
+    timing = ("seconds", "seconds_embedding")
+    assert {k: v for k, v in got.items() if k not in timing + ("accuracy_at_0",)} == \
+        {k: v for k, v in cli.items() if k not in timing}
+    assert r["files_without_speech"] == 1 and r["files_short_speech_only"] == 1
+    assert 0.0 <= got["accuracy_at_0"] <= 1.0
+
+
+def test_eval_takes_plain_values(tmp_path, clip_root, demo, capsys):
+    """The CLI parses, evaluation.run_eval takes plain values: the same JSON either way."""
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json",
+                      "--no-norm"], capsys)
+    direct = json.loads(ev.run_eval(trials, clip_root, score_norm=False, as_json=True))
+    cli = json.loads(out.out)
+    for r in (direct, cli):
+        r.pop("seconds"), r.pop("seconds_embedding")
+    assert direct == cli
+    assert not hasattr(ev, "cmd_eval")
+
+
+def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
+    from rtverify.cli.entry import main
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
+                 "0"]) == 2

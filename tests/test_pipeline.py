@@ -10,7 +10,7 @@ from rtverify.events import DecisionEvent, Provisional, SegmentDropped, SpeechSt
 from rtverify.io.sources import FileSource
 
 from conftest import DEMO, chunks_of
-from rtverify.apps.listen import speaker_at
+from rtverify.apps.demo import speaker_at
 
 SR = 16000
 

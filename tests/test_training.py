@@ -276,3 +276,117 @@ def test_distillation_measures_drift_from_the_initial_encoder(bank, tmp_path):
     drift = [r["drift"] for r in trainer.run()]
     assert drift[0] == pytest.approx(0.0, abs=1e-6)  # step 1 starts from the teacher's weights
     assert drift[-1] > 1e-4
+
+
+# -- evaluation: the model-selection measure is what `rtverify eval` reports --------------------
+@pytest.fixture(scope="module")
+def eval_root(tmp_path_factory):
+    """Takes and lines of the bundled conversation as files (two speakers in several segments,
+    three others), a silent file, and a 0.2 s blip that ``listen`` drops as too short."""
+    import soundfile as sf
+
+    meta = json.loads((DEMO / "conversation.json").read_text())
+    conv = read16k(DEMO / meta["conversation"])
+    root = tmp_path_factory.mktemp("evalroot")
+    for name in meta["enroll"]:
+        (root / name).write_bytes((DEMO / name).read_bytes())
+    lines = []
+    for i, line in enumerate(meta["script"]):
+        lines.append(f"line{i}.flac")
+        sf.write(root / lines[-1], conv[int(line["start_s"] * SR):int(line["end_s"] * SR)], SR)
+    sf.write(root / "silence.wav", np.zeros(SR, np.float32), SR)
+    pad = np.zeros(4000, np.float32)
+    sf.write(root / "blip.wav", np.concatenate([pad, conv[24000:27200], pad]), SR)
+    e1, e2 = meta["enroll"]
+    rows = [f"1 {e1} {e2}", f"1 {e1} line0.flac", f"1 {e2} line3.flac", "1 line0.flac line3.flac",
+            f"1 {e1} blip.wav"]
+    rows += [f"0 {e} line{i}.flac" for e in (e1, e2) for i in (1, 2, 4)]
+    rows += ["0 line1.flac line2.flac", f"0 silence.wav {e1}", "0 line4.flac blip.wav"]
+    (root / "trials.txt").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_model_selection_measures_what_rtverify_eval_reports(bank, tmp_path, eval_root, capsys):
+    """The Validator (torch, training's model selection) and `rtverify eval` (ONNX, runtime) on
+    the same model and list: the same file embeddings (silent file: none; blip: its short
+    speech; multi-segment files pooled alike) and the same EER and minDCF."""
+    from export.onnx_export import write_model
+    from rtverify import evaluation as ev
+    from rtverify.cli.entry import main as rtverify_main
+    from rtverify.config import FeatureConfig, WindowConfig
+    from rtverify.core.encoder import EncoderSession
+    from training.train import Validator
+
+    trainer = tiny_trainer(bank, tmp_path / "run", objective="ge2e", steps=2,
+                           speakers_per_batch=3, utterances_per_speaker=2)
+    trainer.run()
+    onnx, _ = write_model(trainer.model, tmp_path / "m", "tiny", features=FeatureConfig(),
+                          window=WindowConfig(), decision={"threshold": 0.75}, extra={},
+                          audio_files=[DEMO / "enroll_2.flac"])
+    trials = eval_root / "trials.txt"
+    val = Validator(str(trials), str(eval_root), FeatureConfig(), WindowConfig())
+    ours = val.embeddings(trainer.model)
+    runtime = ev.embed_files(EncoderSession(onnx), [eval_root / f for f in val.files])
+    np.testing.assert_allclose(ours, runtime.vectors, atol=2e-4)  # NaN rows must match too
+    assert val.files.index("silence.wav") == int(np.flatnonzero(~runtime.has_speech)[0])
+
+    got = val(trainer.model)
+    assert rtverify_main(["eval", "--trials", str(trials), "--root", str(eval_root),
+                          "--model", str(onnx), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files_without_speech"] == got["files_without_speech"] == 1
+    for key in ("eer", "min_dcf", "accuracy_at_eer"):
+        assert got[key] == pytest.approx(report[key], abs=1e-9), key
+    assert got["threshold_eer"] == pytest.approx(report["threshold_eer"], abs=1e-3)
+
+
+def test_model_selection_eer_on_hand_made_scores(eval_root, tmp_path, capsys):
+    """Embeddings chosen so that the targets score 0.6, 0.8, 0.9 and the impostors 0.1, 0.2, 0.3,
+    0.7. Accepting score >= t: for 0.3 < t <= 0.6 no miss and 1/4 false alarms, for
+    0.6 < t <= 0.7 1/3 misses and still 1/4 false alarms: the miss rate jumps over the false
+    alarms, the curves cross at 1/4, threshold 0.6 + 3/4 * 0.1. (The nearest-point rule training
+    used gave (1/3 + 1/4) / 2.) `rtverify eval` on the same embeddings (from its cache) agrees."""
+    from rtverify import evaluation as ev
+    from rtverify.cli.entry import main as rtverify_main
+    from rtverify.config import FeatureConfig, SegmenterConfig, WindowConfig
+    from rtverify.core.encoder import EncoderSession
+    from training.train import Validator
+
+    names = sorted(p.name for p in eval_root.iterdir() if p.suffix in (".flac", ".wav"))
+    enrol, tests = names[0], names[1:8]
+    scores = {tests[0]: 0.6, tests[1]: 0.8, tests[2]: 0.9,
+              tests[3]: 0.1, tests[4]: 0.2, tests[5]: 0.3, tests[6]: 0.7}
+    trials = tmp_path / "hand.txt"
+    trials.write_text("".join(f"{int(f in tests[:3])} {enrol} {f}\n" for f in tests))
+    val = Validator(str(trials), str(eval_root), FeatureConfig(), WindowConfig())
+    vectors = np.zeros((len(val.files), 2))
+    for i, f in enumerate(val.files):
+        angle = np.arccos(scores.get(f, 1.0))
+        vectors[i] = np.cos(angle), np.sin(angle)
+    got = val.measure(vectors)
+    assert got["eer"] == pytest.approx(0.25)
+    assert got["threshold_eer"] == pytest.approx(0.675)
+    assert got["accuracy_at_eer"] == pytest.approx(5 / 7)  # 0.6 missed, 0.7 accepted
+
+    session = EncoderSession(None)
+    cache = ev.EmbeddingCache(tmp_path / "cache", ev.settings_key(session, SegmenterConfig()))
+    for f, v in zip(val.files, vectors):
+        full = np.zeros(session.dim, np.float32)
+        full[:2] = v
+        cache.put(eval_root / f, full, 3.0, False)
+    cache.save()
+    assert rtverify_main(["eval", "--trials", str(trials), "--root", str(eval_root), "--cache",
+                          str(tmp_path / "cache"), "--json", "--no-norm"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("eer", "threshold_eer", "min_dcf", "accuracy_at_eer"):
+        assert got[key] == pytest.approx(report[key], abs=1e-6), key
+
+
+def test_a_bad_validation_list_is_a_value_error_naming_its_line(tmp_path, eval_root):
+    from rtverify.config import FeatureConfig, WindowConfig
+    from training.train import Validator
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac gone.flac\n")
+    with pytest.raises(ValueError, match=r"bad.txt:2: gone.flac: no such file"):
+        Validator(str(bad), str(eval_root), FeatureConfig(), WindowConfig())

@@ -71,7 +71,7 @@ def run_variant(model, name: str, spec: dict, lists: list[Path], root: Path,
         emb = ev.embed_files(session, [root / f for f in trials.files], segmenter=segmenter,
                              cache_dir=cache, progress=sys.stderr.isatty(),
                              label=f"{name} {path.stem}")
-        m = ev.compute_metrics(ev.score_trials(trials, emb, scorer), trials.labels)
+        m = ev.compute_metrics(ev.score_trials(trials, emb.vectors, scorer), trials.labels)
         row[path.stem] = {"eer": m.eer, "min_dcf": m.min_dcf,
                           "no_speech": int((~emb.has_speech).sum()),
                           "short_only": int(emb.short_only.sum())}

@@ -302,7 +302,9 @@ def clip_window(clip: np.ndarray, rng: np.random.Generator, *, augment_cfg: Augm
 
 class _CapturingSession:
     """Stands in for :class:`rtverify.core.encoder.EncoderSession` and records the windows the
-    runtime would embed (returning dummy unit vectors)."""
+    runtime embeds. Window ``k`` is "embedded" as the ``k``-th unit vector, so the pooled
+    embedding the runtime computes from them is the weight of each window in its pooling (a
+    segment shorter than a window counts once, the mean of its ``short_views``)."""
 
     def __init__(self, features: FeatureConfig, window: WindowConfig, dim: int = 8) -> None:
         from rtverify.config import DecisionConfig
@@ -313,22 +315,37 @@ class _CapturingSession:
         self.windows: list[np.ndarray] = []
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
+        k = len(self.windows)
+        if k + len(frames) > self.dim:
+            raise ValueError(f"more than {self.dim} windows in one recording")
         self.windows.extend(np.asarray(frames, dtype=np.float32))
         out = np.zeros((len(frames), self.dim), np.float32)
-        out[:, 0] = 1.0
+        out[np.arange(len(frames)), k + np.arange(len(frames))] = 1.0
         return out
 
 
 def runtime_windows(path: str | os.PathLike, features: FeatureConfig = FeatureConfig(),
-                    window: WindowConfig = WindowConfig()) -> np.ndarray:
-    """Every window the runtime embeds for a recording (``embed_recording``: VAD, streaming
-    features, windowing), float32 ``(n, window_frames, n_mels)``. The recording's embedding is the
-    normalised sum of their embeddings. With no utterance found, one window of the whole file."""
-    from rtverify.core.pipeline import embed_recording
+                    window: WindowConfig = WindowConfig()) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every window the runtime embeds for a recording in an evaluation, each float32
+    ``(frames, n_mels)``, and its weight in the recording's embedding (float64 ``(n,)``): the
+    embedding is ``l2_normalize(sum(weight * window embedding))``, as
+    :func:`rtverify.evaluation.embed_file` pools it (VAD, streaming features, windowing; speech
+    ``listen`` drops as too short is used when it is all there is). Both empty when the segmenter
+    finds no speech at all: such a file has no embedding, and its trials score ``-inf``, as in
+    ``rtverify eval``."""
+    from rtverify.evaluation import embed_chunks
 
-    cap = _CapturingSession(features, window)
-    rec = embed_recording(cap, FileSource(path))
-    if rec.n_windows:
-        return np.stack(cap.windows)
-    rows = mel_spectrogram(load_audio(path), features)
-    return crop_window(rows, None, window.window_frames, window.short_views)[None]
+    audio = load_audio(path)
+    rows = len(audio) // features.hop_length + 1
+    # at most one window per hop of rows, plus the short views and tail of every segment
+    cap = _CapturingSession(features, window, dim=3 * rows + 8)
+
+    def source():
+        cap.windows.clear()  # keep only the windows of the pass that gives the embedding
+        return FileSource(path)
+
+    vec, _, _ = embed_chunks(cap, source, SegmenterConfig())
+    if np.isnan(vec).any():
+        return [], np.zeros(0)
+    weights = vec[:len(cap.windows)].astype(np.float64)
+    return list(cap.windows), weights / weights.max()

@@ -1,32 +1,25 @@
 """Accuracy of an encoder through the runtime path, for model selection and the training report.
 
-Every file of a trial list is embedded once with :func:`rtverify.core.pipeline.embed_recording` (the
-same VAD, streaming features and window averaging as ``rtverify listen``), trials are scored by
-cosine, and the EER and the pair accuracy at a fixed threshold are computed. This is a small
-stand-in used while training; ``rtverify eval`` is the command that reports the model card.
-
-A file in which the segmenter finds no utterance (very short digits) falls back to one window of
-its whole spectrogram (zero-padded as the runtime pads short segments); how often that happened
-is reported as ``fallback_files``.
+Nothing is computed here: every list goes through :func:`rtverify.evaluation.evaluate`, so each
+figure is exactly what ``rtverify eval --trials LIST --root ROOT --json`` reports for the same
+model (the same trials reader, embedding rule, scoring and EER/minDCF definitions; see
+:mod:`rtverify.evaluation` for what a file without usable speech scores). The only addition is
+``accuracy_at_0``, the accuracy with the threshold at a score of 0 (for the ``pairs`` objective,
+``sigmoid(dot) > 0.5``), from :func:`rtverify.metrics.accuracy`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
-
-from rtverify.core.encoder import EncoderSession, l2_normalize
-from rtverify.core.features import mel_spectrogram
-from rtverify.core.pipeline import embed_recording
-from rtverify.io.sources import FileSource
+from rtverify import evaluation as ev
+from rtverify.metrics import accuracy
 
 logger = logging.getLogger(__name__)
 
@@ -35,117 +28,35 @@ DATA_ROOT = REPO.parent / "shared" / "data"
 TRIAL_LISTS = ("librispeech-251-3s", "arabic-test-1s", "arabic-val-1s", "fsdd-8k")
 
 
-@dataclass(frozen=True)
-class Trial:
-    label: int
-    """1 = same speaker, 0 = different speakers."""
-    a: str
-    b: str
-
-
-def read_trials(path: str | os.PathLike) -> list[Trial]:
-    """Lines ``label path_a path_b``; blank lines and ``#`` comments are skipped."""
-    trials = []
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        if len(parts) != 3 or parts[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{n}: expected 'label path_a path_b', got {line!r}")
-        trials.append(Trial(int(parts[0]), parts[1], parts[2]))
-    return trials
-
-
-def eer(labels: Sequence[int], scores: Sequence[float]) -> tuple[float, float]:
-    """Equal error rate (fraction) and the score threshold where it is reached.
-
-    Miss and false-alarm rates are swept over every distinct score; the EER is the mean of the two
-    where they are closest.
-    """
-    labels = np.asarray(labels, dtype=np.int64)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_pos = int(labels.sum())
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("need both same-speaker and different-speaker trials")
-    order = np.argsort(-scores, kind="mergesort")
-    s, lab = scores[order], labels[order]
-    # accept everything scoring >= s[i]; only cut between distinct scores
-    last = np.r_[s[1:] != s[:-1], True]
-    tp = np.cumsum(lab)[last]
-    fp = np.cumsum(1 - lab)[last]
-    fnr = np.r_[1.0, 1.0 - tp / n_pos]
-    fpr = np.r_[0.0, fp / n_neg]
-    thr = np.r_[np.inf, s[last]]
-    i = int(np.argmin(np.abs(fnr - fpr)))
-    return float((fnr[i] + fpr[i]) / 2), float(thr[i])
-
-
-def accuracy(labels: Sequence[int], scores: Sequence[float], threshold: float) -> float:
-    """Fraction of trials decided right when ``score >= threshold`` means same speaker."""
-    labels = np.asarray(labels)
-    return float(np.mean((np.asarray(scores) >= threshold) == (labels == 1)))
-
-
-def embed_file(session: EncoderSession, path: Path) -> tuple[np.ndarray, bool]:
-    """Unit embedding of a recording through the runtime path; True if the fallback was used."""
-    rec = embed_recording(session, FileSource(path))
-    if rec.vector is not None:
-        return rec.vector, False
-    audio = np.concatenate([c.samples for c in FileSource(path)])
-    mel = mel_spectrogram(audio, session.features)
-    w = session.window.window_frames
-    if len(mel) < w:
-        mel = np.concatenate([mel, np.zeros((w - len(mel), mel.shape[1]), np.float32)])
-    return l2_normalize(session.embed(mel[None, :w])[0]), True
-
-
-def embed_files(session: EncoderSession, files: Iterable[str], root: Path,
-                cache: dict[str, np.ndarray] | None = None,
-                progress=None) -> tuple[dict[str, np.ndarray], int]:
-    """Embeddings by relative path (reusing ``cache``) and the number of fallbacks."""
-    out = dict(cache or {})
-    fallbacks = 0
-    for f in files:
-        if f not in out:
-            out[f], fell = embed_file(session, root / f)
-            fallbacks += fell
-        if progress is not None:
-            progress()
-    return out, fallbacks
-
-
-def score_list(emb: dict[str, np.ndarray], trials: list[Trial]) -> dict:
-    labels = [t.label for t in trials]
-    scores = [float(np.dot(emb[t.a], emb[t.b])) for t in trials]
-    e, thr = eer(labels, scores)
-    return {"trials": len(trials), "eer": e, "threshold_eer": thr,
-            "accuracy_at_eer": accuracy(labels, scores, thr),
-            # cosine > 0 <=> dot product of the raw embeddings > 0 <=> sigmoid(dot) > 0.5
-            "accuracy_at_0": accuracy(labels, scores, 0.0)}
+def list_result(r: dict) -> dict:
+    """One list's entry in a training report: the ``rtverify eval --json`` object ``r`` (from
+    :func:`rtverify.evaluation.evaluate`) without its private arrays, plus ``accuracy_at_0``."""
+    out = {k: v for k, v in r.items() if not k.startswith("_")}
+    out["accuracy_at_0"] = accuracy(r["_scores"], r["_labels"], 0.0)
+    return out
 
 
 def evaluate_model(model_path: Path, lists: Sequence[str] = TRIAL_LISTS, *,
-                   root: Path = DATA_ROOT, threads: int = 1, show_progress: bool = True) -> dict:
-    """EER etc. of an ONNX model (with sidecar) on named trial lists under ``root/trials``."""
-    session = EncoderSession(model_path, threads=threads)
-    trials = {name: read_trials(root / "trials" / f"{name}.txt") for name in lists}
-    files = sorted({f for ts in trials.values() for t in ts for f in (t.a, t.b)})
-    t0 = time.perf_counter()
-    if show_progress:
-        from rich.progress import Progress
+                   root: Path = DATA_ROOT, threads: int = 1, show_progress: bool = True,
+                   cache_dir: Path | None = None) -> dict:
+    """``rtverify eval`` of an ONNX model (with sidecar) on named trial lists under
+    ``root/trials``: ``{"model_id", "files", "files_without_speech",
+    "files_short_speech_only", "embed_s", "lists": {name: eval JSON + accuracy_at_0}}``."""
+    from rtverify.core.encoder import EncoderSession
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task(f"embedding {len(files)} files", total=len(files))
-            emb, fallbacks = embed_files(session, files, root,
-                                         progress=lambda: bar.advance(task))
-    else:
-        emb, fallbacks = embed_files(session, files, root)
-    result = {"model_id": session.model_id, "files": len(files), "fallback_files": fallbacks,
-              "embed_s": round(time.perf_counter() - t0, 1), "lists": {}}
-    for name, ts in trials.items():
-        result["lists"][name] = score_list(emb, ts)
-    return result
+    session = EncoderSession(model_path, threads=threads)
+    for name in lists:  # fail fast on a bad list, before embedding anything
+        ev.read_trials(root / "trials" / f"{name}.txt", root)
+    t0 = time.perf_counter()
+    per_list = {name: list_result(ev.evaluate(root / "trials" / f"{name}.txt", root, session,
+                                              cache_dir=cache_dir,
+                                              progress=show_progress and sys.stderr.isatty()))
+                for name in lists}
+    total = lambda key: sum(r[key] for r in per_list.values())  # noqa: E731
+    return {"model_id": session.model_id, "files": total("n_files"),
+            "files_without_speech": total("files_without_speech"),
+            "files_short_speech_only": total("files_short_speech_only"),
+            "embed_s": round(time.perf_counter() - t0, 1), "lists": per_list}
 
 
 def evaluate_torch_model(model, lists: Sequence[str] = TRIAL_LISTS, *, work_dir: Path | None = None,
@@ -176,6 +87,8 @@ def format_table(results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
+    from rtverify.errors import RtverifyError
+
     ap = argparse.ArgumentParser(prog="python -m training.evaluate",
                                  description="EER of ONNX models through the runtime path")
     ap.add_argument("models", type=Path, nargs="+", help=".onnx files (sidecar beside each)")
@@ -184,9 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write all results to this file")
     args = ap.parse_args(argv)
     results = {}
-    for m in args.models:
-        results[m.stem] = evaluate_model(m, args.lists, root=args.root)
-        print(json.dumps(results[m.stem]), flush=True)
+    try:
+        for m in args.models:
+            results[m.stem] = evaluate_model(m, args.lists, root=args.root)
+            print(json.dumps(results[m.stem]), flush=True)
+    except RtverifyError as err:
+        print(f"training.evaluate: {err}", file=sys.stderr)
+        return 2
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -19,12 +19,14 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from rtverify import evaluation as ev
 from rtverify.config import FeatureConfig, WindowConfig
+from rtverify.errors import InputError
+from rtverify.metrics import accuracy, compute_metrics
 
 from . import checkpoint as ckpt_io
 from .data import (DATA_ROOT, AudioBank, AugmentConfig, Utterance, arabic_splits, clip_window,
                    dataset, runtime_windows)
-from .evaluate import accuracy, eer, read_trials
 from .losses import GE2ELoss, PairLoss
 from .model import EncoderConfig, SpeakerEncoder, level_power
 
@@ -130,7 +132,10 @@ def check_speakers(train: Sequence[Utterance], held_out: Sequence[Utterance], wh
 
 def trial_utterances(trials_path: str, root: str) -> list[Utterance]:
     """Speakers of a trial list's files, taken from their ``<speaker>/<file>`` paths."""
-    files = sorted({f for t in read_trials(trials_path) for f in (t.a, t.b)})
+    try:
+        files = sorted(ev.read_trials(trials_path, root).files)
+    except InputError as err:  # the training CLI reports ValueErrors in one line
+        raise ValueError(str(err)) from None
     return [Utterance(Path(f).parent.name, Path(root) / f) for f in files]
 
 
@@ -179,44 +184,63 @@ def ge2e_sample(bank: AudioBank, n_speakers: int, n_utts: int, rng: np.random.Ge
 # -- validation ---------------------------------------------------------------------------------
 class Validator:
     """EER on a trial list, embedding each file exactly as the runtime would (its windows come
-    from :func:`training.data.runtime_windows`, computed once), but with the torch model."""
+    from :func:`training.data.runtime_windows`, computed once), but with the torch model; the
+    trials are read, scored and measured by :mod:`rtverify.evaluation`, so the figure that
+    selects a model is the one ``rtverify eval`` reports for the same embeddings (plain cosine: a
+    candidate ships no score normalisation)."""
 
     def __init__(self, trials_path: str, root: str, features: FeatureConfig,
                  window: WindowConfig) -> None:
-        self.trials = read_trials(trials_path)
-        self.files = sorted({f for t in self.trials for f in (t.a, t.b)})
-        windows = [runtime_windows(Path(root) / f, features, window) for f in self.files]
-        owner = np.repeat(np.arange(len(self.files)), [len(w) for w in windows])
-        flat = [w for ws in windows for w in ws]
+        try:
+            self.trials = ev.read_trials(trials_path, root)
+        except InputError as err:  # the training CLI reports ValueErrors in one line
+            raise ValueError(str(err)) from None
+        self.files = self.trials.files
+        per_file = [runtime_windows(Path(root) / f, features, window) for f in self.files]
+        owner = np.repeat(np.arange(len(self.files)), [len(w) for w, _ in per_file])
+        flat = [w for ws, _ in per_file for w in ws]
+        weight = np.concatenate([np.zeros(0)] + [wt for _, wt in per_file])
+        self.has_speech = np.array([len(w) > 0 for w, _ in per_file])
         # windows are equally long unless the model leaves short segments unpadded: batch by length
-        self.groups: list[tuple[np.ndarray, torch.Tensor]] = []
+        self.groups: list[tuple[np.ndarray, np.ndarray, torch.Tensor]] = []
         lengths = np.array([len(w) for w in flat])
         for n in np.unique(lengths):
             idx = np.flatnonzero(lengths == n)
-            self.groups.append((owner[idx], torch.from_numpy(np.stack([flat[i] for i in idx]))))
-        self.index = {f: i for i, f in enumerate(self.files)}
+            self.groups.append((owner[idx], weight[idx],
+                                torch.from_numpy(np.stack([flat[i] for i in idx]))))
         self.name = Path(trials_path).stem
 
     @torch.no_grad()
     def embeddings(self, model: SpeakerEncoder, batch: int = 256) -> np.ndarray:
-        """Unit embedding of each file: the normalised sum of its window embeddings."""
+        """Unit embedding of each file: the normalised weighted sum of its window embeddings,
+        pooled as the runtime pools them, float64 ``(n_files, dim)``; NaN rows for files without
+        speech (no windows)."""
         model.eval()
         sums = None
-        for owner, wins in self.groups:
+        for owner, weight, wins in self.groups:
             emb = np.concatenate([model(wins[i:i + batch]).numpy()
                                   for i in range(0, len(wins), batch)])
             if sums is None:
                 sums = np.zeros((len(self.files), emb.shape[1]))
-            np.add.at(sums, owner, emb)
+            np.add.at(sums, owner, emb * weight[:, None])
+        if sums is None:
+            raise ValueError(f"{self.name}: no file of the validation list has speech")
+        sums[~self.has_speech] = np.nan
         return sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-12)
 
+    def measure(self, vectors: np.ndarray) -> dict:
+        """The model-selection figures for file embeddings ``vectors`` (rows in the order of
+        ``self.files``): :func:`rtverify.evaluation.score_trials` and
+        :func:`rtverify.metrics.compute_metrics`, as in ``rtverify eval``."""
+        scores = ev.score_trials(self.trials, vectors)
+        m = compute_metrics(scores, self.trials.labels)
+        return {"list": self.name, "eer": m.eer, "threshold_eer": m.threshold_eer,
+                "min_dcf": m.min_dcf, "accuracy_at_eer": m.accuracy_at_eer,
+                "accuracy_at_0": accuracy(scores, self.trials.labels, 0.0),
+                "files_without_speech": int((~self.has_speech).sum())}
+
     def __call__(self, model: SpeakerEncoder) -> dict:
-        emb = self.embeddings(model)
-        labels = [t.label for t in self.trials]
-        scores = [float(emb[self.index[t.a]] @ emb[self.index[t.b]]) for t in self.trials]
-        e, thr = eer(labels, scores)
-        return {"list": self.name, "eer": e, "threshold_eer": thr,
-                "accuracy_at_0": accuracy(labels, scores, 0.0)}
+        return self.measure(self.embeddings(model))
 
 
 # -- the trainer --------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from .listen import grade, run
+from ..events import DecisionEvent, Event, Ready, Summary, plural
+from .listen import run
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "demo"
 VOICE = "alice"
@@ -21,16 +22,44 @@ class _Collect:
         self.sink = sink
         self.decisions = []
 
-    def start(self, info: dict) -> None:
-        self.sink.start(info)
+    def start(self, ready: Ready) -> None:
+        self.sink.start(ready)
 
-    def handle(self, event) -> None:
-        if event.kind == "decision":
+    def handle(self, event: Event) -> None:
+        if isinstance(event, DecisionEvent):
             self.decisions.append(event)
         self.sink.handle(event)
 
-    def close(self, summary: dict) -> None:
+    def close(self, summary: Summary) -> None:
         self.sink.close(summary)
+
+
+def speaker_at(script: list[dict], start_s: float, end_s: float) -> str | None:
+    """Who talks during most of [start_s, end_s] according to a script (None: nobody)."""
+    best, overlap = None, 0.0
+    for line in script:
+        o = min(end_s, line["end_s"]) - max(start_s, line["start_s"])
+        if o > overlap:
+            best, overlap = line["speaker"], o
+    return best
+
+
+def grade(decisions: list[DecisionEvent], script: list[dict], enrolled: str, voice: str) -> dict:
+    """Right and wrong decisions against the script: an utterance by ``enrolled`` must be
+    accepted as ``voice``, anyone else's rejected; a decision on silence is wrong; too-short
+    utterances are counted apart; script lines that got no decision are ``missed``."""
+    right, wrong, short, lines = [], [], [], []
+    for d in decisions:
+        truth = speaker_at(script, d.start_s, d.end_s)
+        if d.reason == "too_short":
+            short.append((d, truth))
+            continue
+        ok = (d.speaker == voice) if truth == enrolled else (truth is not None and d.speaker is None)
+        (right if ok else wrong).append((d, truth))
+    for line in script:
+        if not any(d.start_s < line["end_s"] and d.end_s > line["start_s"] for d in decisions):
+            lines.append(line)
+    return {"right": right, "wrong": wrong, "too_short": short, "missed": lines}
 
 
 def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -> int:
@@ -65,12 +94,15 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
     verifier = Verifier(session, voices, max_pending=1 if realtime else 8, status_every_s=0.1)
     threshold = session.info.decision.describe()
     sink = _Collect(ConsoleSink(ListenView("rtverify demo", source.name.split("/")[-1],
-                                           sorted(voices), threshold), console))
-    summary = run(verifier, source, sink, {})
+                                           sorted(voices), threshold, tally=verifier.tally),
+                                console))
+    summary = run(verifier, source, sink, Ready(source.name, session.model_id, sorted(voices),
+                                                threshold, realtime))
     g = grade(sink.decisions, script, meta["enrolled_speaker"], VOICE)
     n_right, n_wrong = len(g["right"]), len(g["wrong"])
-    console.print(f"\nDemo result: {n_right} right, {n_wrong} wrong out of {n_right + n_wrong} "
-                  "decisions" + (" (interrupted)." if summary["interrupted"] else "."),
+    console.print(f"\nDemo result: {n_right} right, {n_wrong} wrong out of "
+                  f"{plural(n_right + n_wrong, 'decision')}"
+                  + (" (interrupted)." if summary["interrupted"] else "."),
                   highlight=False)
     for d, truth in g["wrong"]:
         who = "silence" if truth is None else (VOICE if truth == meta["enrolled_speaker"]
@@ -79,7 +111,7 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
         console.print(f"  wrong: {clock(d.start_s)}-{clock(d.end_s)} was {who}, {verdict} "
                       f"(score {d.score:.2f})", highlight=False)
     missed = len(g["missed"])
-    console.print(f"  {len(g['too_short'])} utterance(s) too short to decide; "
+    console.print(f"  {plural(len(g['too_short']), 'utterance')} too short to decide; "
                   f"{len(script) - missed} of the script's {len(script)} lines got a decision.",
                   highlight=False)
     return 0

@@ -27,7 +27,7 @@ from ..core.encoder import EncoderSession, l2_normalize
 from ..errors import InputError, NotEnoughSpeech
 from ..core.pipeline import Verifier, embed_recording
 from ..events import DecisionEvent, SpeechStarted, Status
-from ..io.sources import Chunk, FileSource
+from ..io.sources import Chunk, FileSource, FrameSource
 from ..store.voiceprints import Voiceprint, utc_now
 
 logger = logging.getLogger(__name__)
@@ -206,7 +206,8 @@ class EnrollView(Protocol):
     def take(self, take: Take, problem: str | None, enrol: Enrolment) -> None: ...
 
 
-def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: EnrollSettings,
+def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
+                settings: EnrollSettings,
                 view: EnrollView | None = None, *, min_speech_s: float | None = None,
                 takes: int | None = None, clock: Callable[[], float] = time.monotonic
                 ) -> Enrolment:
@@ -219,7 +220,7 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
     # The segmenter's floor is a low quantile of the last few seconds, so it creeps up while
     # someone talks; the background is the lowest floor of the last FLOOR_MEMORY_S.
     floors: deque[float] = deque(maxlen=int(FLOOR_MEMORY_S / 0.1))
-    floor_dbfs = verifier.segmenter.noise_floor_dbfs
+    floor_dbfs = verifier.noise_floor_dbfs
     for event in verifier.process(source):
         if isinstance(event, Status):
             if event.t_s >= FLOOR_SETTLE_S:  # before that the floor is still the segmenter's prior
@@ -227,7 +228,7 @@ def enroll_live(session: EncoderSession, source: Iterable[Chunk], settings: Enro
             if view is not None:
                 view.level(event)
         elif isinstance(event, SpeechStarted):
-            floor_dbfs = min(floors) if floors else verifier.segmenter.noise_floor_dbfs
+            floor_dbfs = min(floors) if floors else verifier.noise_floor_dbfs
             if view is not None:
                 view.speaking(event.start_s)
         elif isinstance(event, DecisionEvent) and event.embedding is not None:

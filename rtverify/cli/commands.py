@@ -10,12 +10,10 @@ from __future__ import annotations
 import logging
 import sys
 
-from ..errors import InputError, NotEnoughSpeech, StoreError
+from ..config import SAMPLE_RATE_HZ, VERIFY_TIMEOUT_S
+from ..errors import ExitCode, InputError, NotEnoughSpeech, StoreError
 
 logger = logging.getLogger("rtverify")
-
-EXIT_OK, EXIT_REJECTED, EXIT_USAGE, EXIT_NOT_ENOUGH_SPEECH, EXIT_BUG = 0, 1, 2, 3, 4
-EXIT_INTERRUPTED = 130
 
 
 # -- shared helpers -------------------------------------------------------------------------------
@@ -24,9 +22,9 @@ def _say(msg: str) -> None:
 
 
 def _store(args):
-    from ..store.voiceprints import VoiceprintStore
+    from ..store import open_store
 
-    return VoiceprintStore(args.store)
+    return open_store(args.store)
 
 
 def _session(args, threads: int | None = None):
@@ -41,24 +39,25 @@ def _session(args, threads: int | None = None):
     return session
 
 
-def _input_spec(args, path: str | None):
-    from ..apps.listen import InputSpec
+def _input_spec(args, path: str | None, *, realtime: bool = False, retries: int | None = None,
+                reconnect: bool = False):
+    """The frozen input setting of a command, from its arguments (``--input``, ``--device``
+    and the raw-PCM options, which every command that reads audio has)."""
+    from ..io.inputs import InputSpec
 
     raw = {"--rate": args.rate, "--channels": args.channels, "--format": args.format}
     given = [k for k, v in raw.items() if v is not None]
     if given and path != "-":
         raise InputError(f"{', '.join(given)}: only for raw PCM on stdin (--input -)")
-    if path is not None and getattr(args, "device", None) is not None:
+    if path is not None and args.device is not None:
         raise InputError("--device: only for the microphone, not with --input")
-    if path is None and getattr(args, "realtime", False):
+    if path is None and realtime:
         raise InputError("--realtime: only with --input (the microphone is real time already)")
-    retries = getattr(args, "retries", None)
     if path is not None and retries is not None:
         raise InputError("--retries: only for the microphone, not with --input")
-    return InputSpec(path=path, device=getattr(args, "device", None),
-                     realtime=getattr(args, "realtime", False),
-                     rate_hz=args.rate or 16000, channels=args.channels or 1,
-                     sample_format=args.format or "s16", retries=retries)
+    return InputSpec(path=path, device=args.device, realtime=realtime,
+                     rate_hz=args.rate or SAMPLE_RATE_HZ, channels=args.channels or 1,
+                     sample_format=args.format or "s16", retries=retries, reconnect=reconnect)
 
 
 def _threshold_text(session, override: float | None) -> str:
@@ -80,6 +79,7 @@ def _load_voices(args, session, store) -> dict:
 # -- commands -------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
     from ..apps.enroll import EnrollSettings, enroll_files, enroll_live
+    from ..events import plural
     from ..store.voiceprints import validate_name
 
     name = validate_name(args.name)
@@ -114,16 +114,16 @@ def cmd_enroll(args) -> int:
                 enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
         finally:
             source.close()
         if not enrol.done:
             raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
                                   "nothing was saved")
     path = store.save(enrol.voiceprint(name, session.model_id), force=args.force)
-    _say(f"enrolled {name!r}: {len(enrol.takes)} take(s), {enrol.speech_s:.1f} s of speech, "
+    _say(f"enrolled {name!r}: {plural(len(enrol.takes), 'take')}, {enrol.speech_s:.1f} s of speech, "
          f"model {session.model_id} -> {path}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 class _LineView:
@@ -157,21 +157,21 @@ class _LineView:
 
 
 def cmd_listen(args) -> int:
-    if getattr(args, "server", None):  # the server decides; see rtverify.client
+    if args.server:  # the server decides; see rtverify.client
         from ..client import listen_command
 
         return listen_command(args)
-    from ..apps.listen import JsonSink, check_threshold, run
+    from ..apps.listen import run
+    from ..core.encoder import default_threads
     from ..core.pipeline import Verifier
+    from ..events import Ready
 
-    spec = _input_spec(args, args.input)
-    spec.reconnect = True  # a lost microphone is reopened (--retries), not the end of listen
-    threshold = check_threshold(args.threshold)
+    # a lost microphone is reopened (--retries), not the end of listen
+    spec = _input_spec(args, args.input, realtime=args.realtime, retries=args.retries,
+                       reconnect=True)
     # A recording read as fast as possible with N >= 2 threads (RTVERIFY_THREADS): N workers embed
     # and decide finished utterances while the main thread segments what follows, each worker
     # with one onnxruntime thread (an utterance's few windows are too small a batch to split).
-    from ..core.encoder import default_threads
-
     threads = default_threads()
     workers = threads if not spec.live and threads >= 2 else 0
     session = _session(args, threads=1 if workers else None)
@@ -179,33 +179,34 @@ def cmd_listen(args) -> int:
     source = spec.open()
     logger.debug("listening to %s (%s) for %s", source.name,
                  "live" if spec.live else "as fast as possible", ", ".join(sorted(voices)))
-    verifier = Verifier(session, voices, threshold=threshold, max_pending=1 if spec.live else 8,
+    verifier = Verifier(session, voices, threshold=args.threshold,
+                        max_pending=1 if spec.live else 8,
                         status_every_s=0.1 if (args.status or not args.json) else 0.0,
                         workers=workers)
-    info = {"source": source.name, "model_id": session.model_id, "voices": sorted(voices),
-            "threshold": _threshold_text(session, threshold), "realtime": spec.live}
+    ready = Ready(source.name, session.model_id, sorted(voices),
+                  _threshold_text(session, args.threshold), spec.live)
     if args.json:
+        from ..ui.jsonl import JsonSink
+
         sink = JsonSink(status=args.status)
     else:
         from ..ui.console import ConsoleSink, ListenView
 
-        sink = ConsoleSink(ListenView("rtverify listen", source.name, sorted(voices),
-                                      info["threshold"]))
+        sink = ConsoleSink(ListenView("rtverify listen", source.name, ready.voices,
+                                      ready.threshold, tally=verifier.tally))
     try:
-        run(verifier, source, sink, info)
+        run(verifier, source, sink, ready)
     finally:
         verifier.close()
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_verify(args) -> int:
     import json
 
-    from ..apps.listen import check_threshold
-    from ..core.scoring import DecisionPolicy, cosine_scores
+    from ..apps.verify import verify
 
     spec = _input_spec(args, args.input)
-    threshold = check_threshold(args.threshold)
     challenge, recogniser = None, None
     if args.challenge is not None:
         from ..apps.liveness import DigitRecognizer, make_challenge, parse_challenge
@@ -221,8 +222,6 @@ def cmd_verify(args) -> int:
         recogniser = DigitRecognizer()  # fails now, not after recording, if it is missing
     session = _session(args)
     vp = _store(args).load(args.name, session.model_id, session.dim)
-    from ..apps.liveness import capture_speech
-
     source = spec.open()
     where = {None: source.name, "-": "stdin"}.get(args.input, args.input)
     if challenge is not None and args.challenge == "random":
@@ -230,37 +229,22 @@ def cmd_verify(args) -> int:
     elif spec.path is None:
         print(f"Listening on {source.name}: speak now", file=sys.stderr, flush=True)
     try:
-        rec, audio = capture_speech(session, source, live=spec.live,
-                                    keep_audio=challenge is not None,
-                                    timeout_s=args.timeout or 20.0)
+        result = verify(session, vp, source, where, live=spec.live, threshold=args.threshold,
+                        timeout_s=args.timeout or VERIFY_TIMEOUT_S, challenge=challenge,
+                        recogniser=recogniser)
     finally:
         source.close()
-    policy = DecisionPolicy(session.info.decision, threshold)
-    if rec.vector is None or rec.speech_s < session.info.decision.min_speech_s:
-        raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
-                              f"{session.info.decision.min_speech_s:.1f} s are needed to decide")
-    d = policy.decide(cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
-    accepted, reason, said = d.accepted, d.reason, {}
-    if challenge is not None:
-        from ..apps.liveness import check_answer
-
-        heard = recogniser.recognise(audio, len(challenge))
-        answered, edits = check_answer(heard, challenge)
-        accepted = accepted and answered
-        if d.accepted and not answered:
-            reason = "wrong_challenge"
-        said = {"challenge": challenge, "heard": heard, "challenge_ok": answered,
-                "challenge_edits": edits}
+    d, rec, said = result.decision, result.recording, result.challenge
     if args.json:
         _say(json.dumps({"event": "verify", "input": where, "name": vp.name,
-                         "accepted": accepted, "voice_accepted": d.accepted,
+                         "accepted": result.accepted, "voice_accepted": d.accepted,
                          "score": round(d.score, 4),
                          "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
                          "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped, "reason": reason, **said,
+                         "clipped": rec.clipped, "reason": result.reason, **said,
                          "model_id": session.model_id}))
     else:
-        verdict = "ACCEPTED" if accepted else "REJECTED"
+        verdict = "ACCEPTED" if result.accepted else "REJECTED"
         sign = ">=" if d.accepted else "<"
         extra = ""
         if said:
@@ -268,7 +252,7 @@ def cmd_verify(args) -> int:
                      + ("ok" if said["challenge_ok"] else "WRONG"))
         _say(f"{vp.name}: {verdict} (score {d.score:.3f} {sign} threshold {d.threshold:.3f}, "
              f"{rec.speech_s:.1f} s of speech in {where}{extra})")
-    return EXIT_OK if accepted else EXIT_REJECTED
+    return ExitCode.OK if result.accepted else ExitCode.REJECTED
 
 
 def cmd_voices(args) -> int:
@@ -282,7 +266,7 @@ def cmd_voices(args) -> int:
             raise InputError("voices remove: name the voice(s) to remove")
         for name in args.names:
             _say(f"removed {name!r} ({store.remove(name)})")
-        return EXIT_OK
+        return ExitCode.OK
     if args.names:
         raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "
                          "use `voices remove NAME`")
@@ -296,10 +280,10 @@ def cmd_voices(args) -> int:
                              **({"created": vp.created, "model_id": vp.model_id,
                                  "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})},
                             ensure_ascii=False))
-        return EXIT_OK
+        return ExitCode.OK
     if not entries:
         _say(f"no voices enrolled (store: {store.root})")
-        return EXIT_OK
+        return ExitCode.OK
     _say(f"store: {store.root}")
     width = max(4, max(len(e.name) for e in entries))
     _say(f"{'NAME':<{width}}  {'CREATED (UTC)':<20}  {'MODEL':<22}  SPEECH  TAKES")
@@ -310,7 +294,7 @@ def cmd_voices(args) -> int:
         else:
             _say(f"{e.name:<{width}}  {vp.created:<20}  {vp.model_id:<22}  "
                  f"{vp.speech_s:5.1f}s  {vp.n_takes:5d}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_devices(args) -> int:
@@ -319,18 +303,17 @@ def cmd_devices(args) -> int:
     from ..io.sources import list_input_devices
 
     devices = list_input_devices()
-    if args.json:
-        for d in devices:
-            _say(json.dumps(d, ensure_ascii=False))
-        return EXIT_OK
+    if args.json:  # one JSON array, `[]` when there are none
+        _say(json.dumps(devices, ensure_ascii=False))
+        return ExitCode.OK
     if not devices:
         _say("no input devices found")
-        return EXIT_OK
+        return ExitCode.OK
     _say(f"{'INDEX':>5}  {'CHANNELS':>8}  {'DEFAULT RATE':>12}  NAME")
     for d in devices:
         mark = "  (default)" if d["default"] else ""
         _say(f"{d['index']:>5}  {d['channels']:>8}  {d['default_rate_hz']:>9} Hz  {d['name']}{mark}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_demo(args) -> int:

@@ -15,11 +15,12 @@ import sys
 import traceback
 
 from .. import __version__
-from ..errors import RtverifyError
+from ..config import SAMPLE_RATE_HZ, VERIFY_TIMEOUT_S, check_threshold
+from ..errors import ExitCode, RtverifyError
 from . import eval as eval_cli
 from . import serve as serve_cli
-from .commands import (EXIT_BUG, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, cmd_demo, cmd_devices,
-                       cmd_enroll, cmd_listen, cmd_verify, cmd_voices)
+from . import wyoming as wyoming_cli
+from .commands import cmd_demo, cmd_devices, cmd_enroll, cmd_listen, cmd_verify, cmd_voices
 
 logger = logging.getLogger("rtverify")
 
@@ -33,6 +34,7 @@ examples:
   rtverify listen --name alice --json               one JSON object per event on stdout
   rtverify listen --input meeting.wav               decisions for a recording, as fast as possible
   arecord -f S16_LE -r 16000 | rtverify listen --input - --json
+  rtverify enroll --name bob --input b.wav --store /srv/voices   global options go anywhere
   rtverify verify --name alice --input door.wav     exit 0 accepted, 1 rejected, 3 too little speech
   rtverify voices                                   list enrolled voices;  voices remove NAME
   rtverify devices                                  input devices and their default rates
@@ -80,6 +82,15 @@ def setup_logging(verbose: int) -> None:
 
 
 # -- the parser -----------------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line, like every other error: ``rtverify: error: ...``, exit 2."""
+
+    def error(self, message: str):
+        sub = self.prog.split(" ", 1)[1] + " " if " " in self.prog else ""
+        self.exit(ExitCode.USAGE, f"rtverify: error: {sub.strip() + ': ' if sub else ''}{message} "
+                                  f"(see `{self.prog} --help`)\n")
+
+
 def _number(kind, minimum, inclusive=False):
     def parse(text: str):
         try:
@@ -94,6 +105,26 @@ def _number(kind, minimum, inclusive=False):
     return parse
 
 
+def _threshold(text: str) -> float:
+    """``--threshold``: the one rule (:func:`rtverify.config.check_threshold`), at parse time."""
+    try:
+        return check_threshold(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a cosine between -1 and 1") from None
+
+
+def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """--store and -v, on the top parser and again on every subcommand, so that they work before
+    or after it (``rtverify voices --store DIR``). On a subcommand they default to SUPPRESS,
+    so a value given before the subcommand is not reset by its absence after it."""
+    dflt = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("--store", metavar="DIR", help="voiceprint directory, or postgresql://... "
+                   "(default: $RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)", **({"default": None} if top
+                                                                      else dflt))
+    p.add_argument("-v", "--verbose", action="count", help="debug logs on stderr",
+                   **({"default": 0} if top else dflt))
+
+
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="PATH", help="encoder .onnx (with its .json sidecar beside "
                    "it); default: the shipped model")
@@ -102,7 +133,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
 def _add_raw(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("raw PCM on stdin (with --input -)")
     g.add_argument("--rate", type=_number(int, 0), metavar="HZ",
-                   help="sample rate (default 16000)")
+                   help=f"sample rate (default {SAMPLE_RATE_HZ})")
     g.add_argument("--channels", type=_number(int, 0), metavar="N",
                    help="interleaved channels (default 1)")
     g.add_argument("--format", choices=["s16", "s32", "f32"], help="little-endian sample format "
@@ -111,14 +142,13 @@ def _add_raw(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rtverify", formatter_class=fmt, epilog=EXAMPLES,
         description="Real-time speaker verification: enroll voices, then hear who is speaking.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--store", metavar="DIR", help="voiceprint directory (default: "
-                        "$RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logs on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _global_options(parser, top=True)
+    sub = _GlobalSubparsers(parser.add_subparsers(dest="command", metavar="COMMAND",
+                                                  parser_class=_Parser))
 
     p = sub.add_parser("enroll", help="enroll a voice (microphone, or recordings)",
                        formatter_class=fmt, description="Enroll a voice. From the microphone "
@@ -153,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(level, noise floor) every 0.1 s")
     p.add_argument("--input", metavar="FILE|-", help="a recording, or - for raw PCM on stdin")
     p.add_argument("--realtime", action="store_true", help="pace --input at real time")
-    p.add_argument("--threshold", type=float, metavar="X", help="accept at this cosine instead "
-                   "of the model's threshold")
+    p.add_argument("--threshold", type=_threshold, metavar="X", help="accept at this cosine "
+                   "instead of the model's threshold")
     p.add_argument("--device", metavar="D", help="input device index or name")
     p.add_argument("--retries", type=_number(int, 0, inclusive=True), metavar="N",
                    help="when the microphone stops delivering audio, try to reopen it up to N "
@@ -181,9 +211,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the 'liveness' extra (pocketsphinx)")
     p.add_argument("--device", metavar="D", help="input device index or name (microphone)")
     p.add_argument("--timeout", type=_number(float, 0), metavar="S",
-                   help="microphone: give up when nobody speaks for S seconds (default 20)")
+                   help="microphone: give up when nobody speaks for S seconds (default "
+                   f"{VERIFY_TIMEOUT_S:g})")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
-    p.add_argument("--threshold", type=float, metavar="X", help="override the model's threshold")
+    p.add_argument("--threshold", type=_threshold, metavar="X",
+                   help="override the model's threshold")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_verify)
@@ -205,8 +237,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     eval_cli.register_cli(sub)
+    wyoming_cli.register_cli(sub)
     serve_cli.register_cli(sub)
     return parser
+
+
+class _GlobalSubparsers:
+    """``add_subparsers()``'s action, giving every subcommand the global options too."""
+
+    def __init__(self, action) -> None:
+        self._action = action
+
+    def add_parser(self, name: str, **kwargs) -> argparse.ArgumentParser:
+        p = self._action.add_parser(name, **kwargs)
+        _global_options(p, top=False)
+        return p
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -215,14 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors (2)
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        return exit_.code if isinstance(exit_.code, int) else ExitCode.USAGE
     setup_logging(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_usage(sys.stderr)
         print("rtverify: error: a command is required (rtverify --help lists them)",
               file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         return int(func(args) or 0)
     except RtverifyError as err:
@@ -231,17 +276,17 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("rtverify: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # the reader of stdout went away (e.g. `| head`)
         try:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except OSError:
             pass
-        return EXIT_OK
+        return ExitCode.OK
     except Exception as err:  # a bug in rtverify: one line, the traceback only when asked
         if args.verbose:
             traceback.print_exc()
         detail = " ".join(str(err).split()) or "no details"
         print(f"rtverify: internal error: {type(err).__name__}: {detail}"
               + ("" if args.verbose else " (run with -v for the traceback)"), file=sys.stderr)
-        return EXIT_BUG
+        return ExitCode.BUG

@@ -1,10 +1,14 @@
-"""The ``rtverify eval`` arguments, kept apart from :mod:`rtverify.evaluation` so that building the
-CLI parser imports nothing heavy (``rtverify --help`` stays fast)."""
+"""``rtverify eval``: its arguments, parsed here and only here, then handed as plain values to
+:func:`rtverify.evaluation.run_eval`. Building the parser imports nothing heavy (``rtverify
+--help`` stays fast): :mod:`rtverify.evaluation` is imported when the command runs."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from ..errors import InputError
 
 
 def register_cli(subparsers) -> argparse.ArgumentParser:
@@ -32,6 +36,13 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from ..evaluation import cmd_eval as run
+    """Run ``rtverify eval``; returns the exit code (0). Problems raise
+    :class:`~rtverify.errors.RtverifyError`."""
+    if args.threads < 1:
+        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    from ..evaluation import run_eval
 
-    return run(args)
+    print(run_eval(args.trials, args.root, model=args.model, threads=args.threads,
+                   cache_dir=args.cache, score_norm=not args.no_norm, plot=args.plot,
+                   as_json=args.json, progress=sys.stderr.isatty()))
+    return 0

@@ -63,8 +63,6 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                    "non-loopback address requires --token-file")
     p.add_argument("--port", type=_port, default=d.port, help=f"TCP port (default {d.port}; 0: "
                    "any free port, printed on stderr)")
-    p.add_argument("--store", metavar="DIR", default=argparse.SUPPRESS,
-                   help="voiceprint directory (as rtverify --store)")
     p.add_argument("--token-file", metavar="F", help="file holding the bearer token clients "
                    "must send (Authorization: Bearer TOKEN)")
     p.add_argument("--model", metavar="PATH", action="append", help="encoder .onnx (repeatable; "
@@ -117,7 +115,7 @@ def read_token(path: str) -> str:
 
 
 def cmd_serve(args) -> int:
-    from ..errors import InputError
+    from ..errors import ExitCode, InputError
     from ..serve.settings import ServeSettings, is_loopback
 
     token = read_token(args.token_file) if args.token_file else None
@@ -154,7 +152,7 @@ def cmd_serve(args) -> int:
               + (", token required" if token else ""), file=sys.stderr, flush=True)
 
     run_server(service, ready=ready, sock=bind(settings.host, settings.port))
-    return 0
+    return ExitCode.OK
 
 
 def bind(host: str, port: int):

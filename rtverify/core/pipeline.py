@@ -17,12 +17,13 @@ from typing import Iterable, Iterator, Mapping
 import numpy as np
 
 from ..config import SAMPLE_RATE_HZ, SegmenterConfig
-from ..events import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
+from ..events import (DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status,
+                      Summary, Tally)
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
 from .scoring import Decision, DecisionPolicy, Scorer
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
-from ..io.sources import Chunk
+from ..io.sources import Chunk, FrameSource, as_source
 
 
 class Verifier:
@@ -65,6 +66,9 @@ class Verifier:
         self.provisional = provisional
         self.status_every_s = status_every_s
         self.overflows = 0
+        """Blocks of input the source lost (count), as the source last reported it."""
+        self.tally = Tally()
+        """Counts of the events this verifier has handed out (what :meth:`summary` reports)."""
         self.reset()
 
     def reset(self) -> None:
@@ -95,12 +99,17 @@ class Verifier:
         self._unfed, self._unfed_n = [], 0
         return unfed[0] if len(unfed) == 1 else np.concatenate(unfed)
 
-    def _feed(self, pieces: list[np.ndarray], events: list[Event], t_s: float) -> None:
+    def _feed(self, pieces: list[np.ndarray], events: list[Event], t_s: float,
+              speech_s: float | None = None) -> None:
         """Queue segment audio; turn it into rows once they complete the next window.
 
         Rows are only needed when a window can be embedded, so the spectrogram is computed then
         (a hop's worth of rows at once, not a chunk's) and at the segment's end: the same rows
         and the same windows at the same moments, for far fewer calls.
+
+        A provisional score is judged, like the decision, by the voiced seconds of the segment
+        so far (``speech_s``, else the segmenter's count), not by the rows embedded: those hold
+        pre-roll and pauses too.
         """
         if pieces:
             self._unfed.extend(pieces)
@@ -112,9 +121,10 @@ class Verifier:
         if self.embedder.push_rows(rows) and self.provisional:
             emb = self.embedder.current()
             scores = self._scores(emb)
-            d = self.policy.decide(scores, self.embedder.n_rows / 100.0)
-            events.append(Provisional(self._seg_start, t_s, self.embedder.n_rows / 100.0,
-                                      d.speaker, d.score, scores))
+            voiced_s = self.segmenter.speech_s if speech_s is None else speech_s
+            d = self.policy.decide(scores, voiced_s)
+            events.append(Provisional(self._seg_start, t_s, voiced_s, d.speaker, d.score,
+                                      scores))
 
     def _end(self, end: SegmentEnd, events: list) -> None:
         t = time.perf_counter()
@@ -163,19 +173,34 @@ class Verifier:
                 self._seg_start = ev.start_s
                 events.append(SpeechStarted(ev.start_s))
             elif isinstance(ev, SegmentEnd):
-                self._feed(pieces, events, t_s)
+                self._feed(pieces, events, t_s, ev.speech_s)
                 self._end(ev, events)
 
     # -- public -----------------------------------------------------------------------
-    @staticmethod
-    def _resolved(items) -> list[Event]:
-        """Events, with the decisions of the worker waited for (in order)."""
+    @property
+    def in_speech(self) -> bool:
+        """An utterance is open (the speaker is talking)."""
+        return self.segmenter.in_speech
+
+    @property
+    def noise_floor_dbfs(self) -> float:
+        """The segmenter's current estimate of the background level (dB relative to full scale)."""
+        return self.segmenter.noise_floor_dbfs
+
+    @property
+    def position_s(self) -> float:
+        """Stream time consumed so far (seconds)."""
+        return 0.0 if self._n0 is None else (self._n0 + len(self._pending)) / SAMPLE_RATE_HZ
+
+    def _resolved(self, items) -> list[Event]:
+        """Events, with the decisions of the worker waited for (in order), counted."""
         out = []
         for item in items:
             if isinstance(item, Future):
                 item = item.result()
                 if item is None:
                     continue
+            self.tally.add(item)
             out.append(item)
         return out
 
@@ -212,6 +237,7 @@ class Verifier:
         self._feed(pieces, events, t)
         self._pending = buf[n * self._frame_len:].copy()
         self._n0 += n * self._frame_len
+        self.tally.stream_s = max(self.tally.stream_s, chunk.end_s)
         return events
 
     def _close_stream(self, reason: str) -> list[Event]:
@@ -230,16 +256,27 @@ class Verifier:
 
     def finish(self) -> list[Event]:
         """End of stream: decide on an open segment (after any events :meth:`process` had not
-        yielded yet, e.g. when it was interrupted). The verifier is then reset."""
+        yielded yet, e.g. when it was interrupted). The verifier is then reset; its
+        :attr:`tally` is kept for :meth:`summary`."""
         pending = list(self._out)
         self._out.clear()
         events = self._resolved(pending + self._close_stream("end_of_stream"))
         self.reset()
         return events
 
+    def summary(self, *, interrupted: bool = False, error: str | None = None,
+                source: FrameSource | None = None) -> Summary:
+        """What this verifier decided, as the stream's last event (with ``source``, its final
+        overflow count and position, for a stream that an interruption or error cut short)."""
+        if source is not None:
+            self.overflows = max(self.overflows, source.overflows)
+            self.tally.stream_s = max(self.tally.stream_s, source.position_s)
+        self.tally.overflows = max(self.tally.overflows, self.overflows)
+        return self.tally.summary(interrupted=interrupted, error=error)
+
     def _ready(self) -> Iterator[Event]:
         """Pop the events at the head of the queue whose decisions are done (waiting for the
-        oldest when too many are in flight)."""
+        oldest when too many are in flight), counted."""
         out = self._out
         in_flight = sum(isinstance(i, Future) for i in out)
         while out:
@@ -254,14 +291,22 @@ class Verifier:
                     continue
             else:
                 out.popleft()
+            self.tally.add(head)
             yield head
 
-    def process(self, source: Iterable[Chunk]) -> Iterator[Event]:
-        """All events of a whole source, in stream order, ending with :meth:`finish`."""
-        for chunk in source:
-            self.overflows = getattr(source, "overflows", 0)
-            self._out.extend(self._push(chunk))
+    def process(self, source: FrameSource | Iterable[Chunk]) -> Iterator[Event]:
+        """All events of a whole source, in stream order, ending with :meth:`finish`: the
+        pipeline's own, and those the source yields between its chunks (a lost device)."""
+        source = as_source(source)
+        for item in source:
+            self.overflows = source.overflows
+            if isinstance(item, Event):
+                self._out.append(item)
+            else:
+                self._out.extend(self._push(item))
             yield from self._ready()
+        self.overflows = source.overflows
+        self.tally.stream_s = max(self.tally.stream_s, source.position_s)
         yield from self.finish()  # waits for what is still queued, in order
 
     def close(self) -> None:
@@ -284,8 +329,19 @@ class RecordingEmbedding:
     clipped: bool
     """Some pooled utterance was clipped."""
 
+    @classmethod
+    def pool(cls, decisions: list[DecisionEvent], dim: int) -> "RecordingEmbedding":
+        """The normalised mean of all the window embeddings of ``decisions``."""
+        total = np.zeros(dim, dtype=np.float64)
+        for d in decisions:
+            total += d.window_sum
+        n_windows = sum(d.n_windows for d in decisions)
+        vector = (total / np.linalg.norm(total)).astype(np.float32) if n_windows else None
+        return cls(vector, sum(d.speech_s for d in decisions), n_windows, list(decisions),
+                   any(d.clipped for d in decisions))
 
-def embed_recording(session: EncoderSession, chunks: Iterable[Chunk], *,
+
+def embed_recording(session: EncoderSession, chunks: FrameSource | Iterable[Chunk], *,
                     segmenter: SegmenterConfig = SegmenterConfig(),
                     max_pending: int = 8) -> RecordingEmbedding:
     """Run a recording through the same path as live audio (VAD, features, windows) and pool
@@ -293,10 +349,4 @@ def embed_recording(session: EncoderSession, chunks: Iterable[Chunk], *,
     verifier = Verifier(session, {}, segmenter=segmenter, max_pending=max_pending,
                         provisional=False)
     decisions = [e for e in verifier.process(chunks) if isinstance(e, DecisionEvent)]
-    total = np.zeros(session.dim, dtype=np.float64)
-    for d in decisions:
-        total += d.window_sum
-    n_windows = sum(d.n_windows for d in decisions)
-    vector = (total / np.linalg.norm(total)).astype(np.float32) if n_windows else None
-    return RecordingEmbedding(vector, sum(d.speech_s for d in decisions), n_windows, decisions,
-                              any(d.clipped for d in decisions))
+    return RecordingEmbedding.pool(decisions, session.dim)

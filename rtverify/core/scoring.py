@@ -4,11 +4,11 @@ best voice only if it clears the (length-dependent) threshold, and otherwise rej
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DecisionConfig
+from ..config import DecisionConfig, check_threshold
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -19,6 +19,17 @@ def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) 
     matrix = np.stack([np.asarray(voiceprints[n], dtype=np.float32) for n in names])
     sims = matrix @ np.asarray(embedding, dtype=np.float32)
     return {n: float(s) for n, s in zip(names, sims)}
+
+
+def top_scores(scores: np.ndarray, names: Sequence[str], k: int) -> dict[str, float]:
+    """The ``k`` best of an array of scores (row ``i`` is ``names[i]``), by name, best first.
+    O(n) (``argpartition``), for galleries too large to score into a dict."""
+    n = len(scores)
+    if n == 0 or k <= 0:
+        return {}
+    idx = np.arange(n) if n <= k else np.argpartition(scores, n - k)[n - k:]
+    idx = idx[np.argsort(scores[idx])[::-1]]
+    return {names[i]: float(scores[i]) for i in idx if np.isfinite(scores[i])}
 
 
 @dataclass(frozen=True)
@@ -52,8 +63,7 @@ class DecisionPolicy:
     """
 
     def __init__(self, cfg: DecisionConfig, threshold: float | None = None) -> None:
-        if threshold is not None and not np.isfinite(threshold):
-            raise ValueError(f"threshold must be a finite number, got {threshold}")
+        check_threshold(threshold)
         self.cfg = cfg
         self.override = threshold
 
@@ -167,6 +177,18 @@ class Scorer:
             mu_v, sd_v = self._voiceprint_stats(name, voiceprints[name])
             out[name] = 0.5 * ((s - mu_v) / sd_v + (s - mu_t) / sd_t)
         return out
+
+    def matrix_scores(self, embedding: np.ndarray, matrix: np.ndarray,
+                      stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Scores of one embedding against every row of a unit ``(n, dim)`` float32 matrix (a
+        gallery): one matrix product. With a cohort, ``stats`` are the rows' cached
+        :meth:`cohort_stats` (computed here when not given)."""
+        raw = matrix @ np.asarray(embedding, dtype=np.float32)
+        if self.cohort is None or len(raw) == 0:
+            return raw
+        mu_v, sd_v = stats if stats is not None else self.cohort_stats(matrix)
+        mu_t, sd_t = (float(x[0]) for x in self.cohort_stats(embedding))
+        return 0.5 * ((raw - mu_v) / sd_v + (raw - mu_t) / sd_t)
 
     def _voiceprint_stats(self, name: str, vec: np.ndarray) -> tuple[float, float]:
         key = np.asarray(vec, dtype=np.float32).tobytes()

@@ -156,6 +156,11 @@ class Segmenter:
         return self._in_speech
 
     @property
+    def speech_s(self) -> float:
+        """Voiced audio in the open segment so far (seconds; 0 when no segment is open)."""
+        return self._seg_voiced * self._frame_s if self._in_speech else 0.0
+
+    @property
     def noise_floor_dbfs(self) -> float:
         """Current noise-floor estimate (dB relative to full scale)."""
         return self._floor_db

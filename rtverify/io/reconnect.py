@@ -4,8 +4,10 @@ default), forever or up to a limit, instead of ending the daemon.
 
 The stream time keeps following the wall clock across the outage, so the pipeline sees a hole in
 the stream: an utterance that was open when the device went away is closed at once with
-``end_reason`` ``gap`` and still gets its decision. The outage itself is reported to the sink as
-:class:`InputLost` / :class:`InputRestored` events (JSON lines ``input_lost``/``input_restored``).
+``end_reason`` ``gap`` and still gets its decision. The outage itself is part of the stream: the
+source yields :class:`~rtverify.events.InputLost` / :class:`~rtverify.events.InputRestored`
+events between its chunks, and the pipeline passes them on in order (JSON lines
+``input_lost``/``input_restored``).
 A device that cannot be opened at the start is an error straight away (exit code 2): there is
 nothing to come back to.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import numpy as np
 
@@ -60,8 +62,6 @@ class ReconnectingMicrophone:
         self._lost_at_s = 0.0
         self.outages = 0
         """Times the device was lost (count)."""
-        self.notify: Callable[[Event], None] | None = None
-        """Called with InputLost/InputRestored (``listen.run`` passes the sink's handler)."""
         self._source = self._open(device)  # a failure here is an error at start: not retried
         self.name = self._source.name
 
@@ -77,10 +77,6 @@ class ReconnectingMicrophone:
     def position_s(self) -> float:
         return self._source.position_s if self._source else self._lost_at_s
 
-    def _tell(self, event: Event) -> None:
-        if self.notify is not None:
-            self.notify(event)
-
     def _lose(self, error: DeviceError) -> None:
         lost = self._source
         self._lost_at_s = lost.position_s
@@ -89,9 +85,9 @@ class ReconnectingMicrophone:
         self._source = None
         self.outages += 1
 
-    def _reopen(self, error: DeviceError) -> bool:
-        """Wait and reopen until it works; False when closed meanwhile. Raises the last error
-        once ``max_retries`` attempts have failed."""
+    def _reopen(self, error: DeviceError) -> Generator[Event, None, bool]:
+        """Wait and reopen until it works, yielding the outage's events; returns False when
+        closed meanwhile. Raises the last error once ``max_retries`` attempts have failed."""
         t_lost = time.monotonic()
         attempt = 0
         for delay in backoff_delays(self.first_delay_s, self.max_delay_s):
@@ -100,7 +96,7 @@ class ReconnectingMicrophone:
             logger.warning("%s; reopening it in %.1f s%s", error, delay,
                            f" (attempt {attempt + 1})" if attempt else "")
             if attempt:  # the first InputLost went out before the gap was closed
-                self._tell(InputLost(round(self._lost_at_s, 3), str(error), attempt, delay))
+                yield InputLost(round(self._lost_at_s, 3), str(error), attempt, delay)
             self._sleep(delay)
             if self._closed:
                 return False
@@ -114,12 +110,11 @@ class ReconnectingMicrophone:
             logger.warning("%s: audio is back after %.1f s (%d attempt(s))", self._source.name,
                            gap_s, attempt)
             self.name = self._source.name
-            self._tell(InputRestored(round(self._lost_at_s + gap_s, 3), round(gap_s, 3),
-                                     attempt))
+            yield InputRestored(round(self._lost_at_s + gap_s, 3), round(gap_s, 3), attempt)
             return True
         return False  # unreachable: backoff_delays never ends
 
-    def __iter__(self) -> Iterator[Chunk]:
+    def __iter__(self) -> Iterator[Chunk | Event]:
         while not self._closed:
             try:
                 for chunk in self._source:
@@ -131,11 +126,11 @@ class ReconnectingMicrophone:
                 self._lose(err)
                 if self.max_retries == 0:
                     raise
-                self._tell(InputLost(round(self._lost_at_s, 3), str(err), 0, self.first_delay_s))
+                yield InputLost(round(self._lost_at_s, 3), str(err), 0, self.first_delay_s)
                 # An empty chunk a little later in stream time: the pipeline closes the open
                 # utterance now (a jump in stream time is a gap), not when the device is back.
                 yield Chunk(np.zeros(0, dtype=np.float32), self._lost_at_s + 0.1)
-                if not self._reopen(err):
+                if not (yield from self._reopen(err)):
                     return
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -52,17 +52,54 @@ class Chunk:
         return self.start_s + len(self.samples) / SAMPLE_RATE_HZ
 
 
+@runtime_checkable
 class FrameSource(Protocol):
-    """What the pipeline consumes."""
+    """What the pipeline consumes: every source here (recordings, stdin, the microphone, the
+    reconnecting microphone) is one, and :func:`as_source` makes one of any iterable of chunks.
+
+    Iterating yields :class:`Chunk` objects in stream order; a source with news of its own (the
+    reconnecting microphone) yields :class:`~rtverify.events.Event` objects between them, which
+    the pipeline passes on in order."""
 
     name: str
     """How messages refer to the source (a path, ``stdin``, a device name)."""
     overflows: int
     """Blocks of input lost because the consumer fell behind (count)."""
 
+    @property
+    def position_s(self) -> float:
+        """Stream time delivered so far (seconds)."""
+        ...
+
     def __iter__(self) -> Iterator[Chunk]: ...
 
     def close(self) -> None: ...
+
+
+class IterableSource:
+    """A :class:`FrameSource` over chunks that are already at hand (tests, a server's stream)."""
+
+    def __init__(self, chunks: Iterable[Chunk], name: str = "chunks") -> None:
+        self._chunks = chunks
+        self.name = name
+        self.overflows = 0
+        self.position_s = 0.0
+
+    def __iter__(self) -> Iterator[Chunk]:
+        for chunk in self._chunks:
+            if isinstance(chunk, Chunk):
+                self.position_s = max(self.position_s, chunk.end_s)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)  # a generator: let it clean up now
+        if close is not None:
+            close()
+
+
+def as_source(chunks: "FrameSource | Iterable[Chunk]") -> FrameSource:
+    """``chunks`` itself if it is a :class:`FrameSource`, else an :class:`IterableSource` of it."""
+    return chunks if isinstance(chunks, FrameSource) else IterableSource(chunks)
 
 
 def _check_rate(rate_hz: float, name: str) -> int:
@@ -273,6 +310,12 @@ def _sounddevice():
     return sd
 
 
+def _portaudio_said(err: Exception) -> None:
+    """PortAudio's own words (``Error querying device -1``, ``[PaErrorCode -9993]``) are for
+    ``-v``; the user's message says what it means."""
+    logger.debug("PortAudio: %s", " ".join(str(err).split()) or type(err).__name__)
+
+
 def list_input_devices() -> list[dict]:
     """Input devices as dicts with ``index``, ``name``, ``channels``, ``default_rate_hz``,
     ``default`` (bool)."""
@@ -281,7 +324,9 @@ def list_input_devices() -> list[dict]:
         devices = sd.query_devices()
         default_in = sd.default.device[0]
     except Exception as err:  # PortAudio errors have no common base class worth naming
-        raise DeviceError(f"cannot list audio devices: {err}") from None
+        _portaudio_said(err)
+        raise DeviceError("cannot list audio devices: the sound system did not answer "
+                          "(run with -v for details)") from None
     return [{"index": i, "name": d["name"], "channels": d["max_input_channels"],
              "default_rate_hz": int(d["default_samplerate"]), "default": i == default_in}
             for i, d in enumerate(devices) if d["max_input_channels"] > 0]
@@ -315,7 +360,12 @@ class MicrophoneSource(_ResamplingSource):
         try:
             info = sd.query_devices(device, "input")
         except Exception as err:
-            raise DeviceError(f"{label}: not found ({err}); `rtverify devices` lists them") from None
+            _portaudio_said(err)
+            if device is None:
+                raise DeviceError("no default input device: not found; connect a microphone or "
+                                  "pick one with --device (`rtverify devices` lists them)") from None
+            raise DeviceError(f"{label}: not found, or it is not an input; `rtverify devices` "
+                              "lists them") from None
         name = f"{info['name']} (#{info['index']})"
         rate = SAMPLE_RATE_HZ
         channels = 1
@@ -345,7 +395,9 @@ class MicrophoneSource(_ResamplingSource):
                                           callback=self._callback)
             self._stream.start()
         except Exception as err:
-            raise DeviceError(f"{name}: cannot open for recording at {rate} Hz ({err})") from None
+            _portaudio_said(err)
+            raise DeviceError(f"{name}: cannot open for recording at {rate} Hz (is it in use, "
+                              "or gone? run with -v for details)") from None
         logger.info("recording from %s at %d Hz", name, rate)
 
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio's thread

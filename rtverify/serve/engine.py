@@ -63,7 +63,6 @@ class StreamState:
     """One stream inside a worker: raw PCM in, ``listen --json`` texts out."""
 
     def __init__(self, spec: StreamSpec, session) -> None:
-        from ..apps.listen import Tally
         from ..core.pipeline import Verifier
         from .pcm import PcmDecoder
 
@@ -72,23 +71,20 @@ class StreamState:
         self.verifier = Verifier(session, spec.voices, threshold=spec.threshold, max_pending=1,
                                  status_every_s=0.1 if spec.status else 0.0)
         self.status = spec.status
-        self.tally = Tally()
 
     def _texts(self, events) -> tuple[list[str], int]:
-        from ..apps.listen import event_dict
-        from ..events import DecisionEvent
+        from ..events import DecisionEvent, Status, event_dict
 
         out, decisions = [], 0
         for event in events:
-            self.tally.add(event)
             decisions += isinstance(event, DecisionEvent)
-            if event.kind != "status" or self.status:
+            if self.status or not isinstance(event, Status):
                 out.append(json.dumps(event_dict(event), ensure_ascii=False))
         return out, decisions
 
     def push(self, messages: list[bytes]) -> tuple[list[str], int]:
-        """Each message pushed as the chunk it was (so provisional scores come when they would
-        from ``listen``'s own chunks)."""
+        """Each message pushed as the chunk it was (so the provisional scores come when they
+        would from ``listen``'s own chunks)."""
         events = []
         for data in messages:
             chunk = self.decoder.push(data)
@@ -100,8 +96,8 @@ class StreamState:
         chunk = self.decoder.end()
         events = list(self.verifier.push(chunk)) if chunk is not None else []
         texts, decisions = self._texts(events + self.verifier.finish())
-        self.tally.stream_s = max(self.tally.stream_s, self.decoder.position_s)
-        return texts, self.tally.to_dict(interrupted), decisions
+        summary = self.verifier.summary(interrupted=interrupted, source=self.decoder)
+        return texts, summary.to_dict(), decisions
 
 
 class _States:

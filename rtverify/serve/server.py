@@ -190,16 +190,16 @@ def _int_param(query, key: str, default: int) -> int:
 
 
 def _threshold_param(query) -> float | None:
-    from ..apps.listen import check_threshold
+    from ..config import check_threshold
 
     text = query.get("threshold")
     if text is None:
         return None
     try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"threshold {text!r}: not a number") from None
-    return check_threshold(value)
+        return check_threshold(float(text))
+    except ValueError as err:
+        raise InputError(f"threshold {text!r}: not a number" if "could not convert" in str(err)
+                         else str(err)) from None
 
 
 def _bool_param(query, key: str) -> bool:
@@ -382,11 +382,12 @@ class _Stream:
             logger.error("%s: cannot start the stream: %s", self.name, err)
             await self._refuse(CLOSE_INTERNAL, "internal error: cannot start the stream")
             return False
+        from ..events import Ready, event_dict
+
         threshold_text = (f"{threshold:.2f}" if threshold is not None
                           else session.info.decision.describe())
-        await self._send({"event": "ready", "source": self.name, "model_id": session.model_id,
-                          "voices": sorted(voices), "threshold": threshold_text,
-                          "realtime": True})
+        await self._send(event_dict(Ready(self.name, session.model_id, sorted(voices),
+                                          threshold_text, True)))
         return True
 
     async def run(self) -> None:
@@ -557,23 +558,17 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> d
 def verify_file(session, store, name: str, path: str, where: str,
                 threshold: float | None = None) -> dict:
     """``verify --input FILE --json`` for one recording: the same fields, the same errors."""
-    from ..apps.liveness import capture_speech
-    from ..core.scoring import DecisionPolicy, cosine_scores
+    from ..apps.verify import verify
     from ..io.sources import FileSource
 
     vp = store.load(name, session.model_id, session.dim)
-    rec, _ = capture_speech(session, FileSource(path), live=False, keep_audio=False)
-    min_s = session.info.decision.min_speech_s
-    if rec.vector is None or rec.speech_s < min_s:
-        raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least {min_s:.1f} s "
-                              "are needed to decide")
-    d = DecisionPolicy(session.info.decision, threshold).decide(
-        cosine_scores(rec.vector, {vp.name: vp.embedding}), rec.speech_s)
-    return {"event": "verify", "input": where, "name": vp.name, "accepted": d.accepted,
+    result = verify(session, vp, FileSource(path), where, live=False, threshold=threshold)
+    d, rec = result.decision, result.recording
+    return {"event": "verify", "input": where, "name": vp.name, "accepted": result.accepted,
             "voice_accepted": d.accepted, "score": round(d.score, 4),
             "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
             "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-            "clipped": rec.clipped, "reason": d.reason, "model_id": session.model_id}
+            "clipped": rec.clipped, "reason": result.reason, "model_id": session.model_id}
 
 
 def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:

@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ..apps.listen import Tally
-from ..events import DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status
+from ..events import (DecisionEvent, Event, InputLost, InputRestored, Provisional, Ready,
+                      SegmentDropped, SpeechStarted, Status, Summary, Tally, plural)
 
 METER_DB = 60.0
 """The level meter spans this many decibels below full scale."""
@@ -62,26 +62,30 @@ class ListenView:
     """State of the screen, fed with events; rendered by rich."""
 
     def __init__(self, title: str, source: str, voices: list[str], threshold: str,
-                 max_rows: int = 12) -> None:
+                 max_rows: int = 100, tally: Tally | None = None) -> None:
         self.title = title
         self.source = source
         self.voices = voices
         self.threshold = threshold
         self.rows: deque[DecisionEvent] = deque(maxlen=max_rows)
-        self.tally = Tally()
+        self._own_tally = tally is None
+        self.tally = Tally() if tally is None else tally
+        """The counts shown: the verifier's own (``Verifier.tally``) when given, else the
+        view counts the events it is handed."""
         self.level_dbfs = -120.0
         self.floor_dbfs: float | None = None
         self.in_speech = False
         self.speech_start_s = 0.0
         self.now_s = 0.0
         self.provisional: Provisional | None = None
-        self.lost: Event | None = None
+        self.lost: InputLost | None = None
         """The input device is gone (an ``input_lost`` event) until ``input_restored``."""
         self.final = False
         """The stream ended: draw no empty rows."""
 
     def handle(self, event: Event) -> None:
-        self.tally.add(event)
+        if self._own_tally:
+            self.tally.add(event)
         if isinstance(event, Status):
             self.level_dbfs, self.floor_dbfs = event.level_dbfs, event.noise_floor_dbfs
             self.now_s = event.t_s
@@ -97,9 +101,9 @@ class ListenView:
             self.now_s = max(self.now_s, event.end_s)
         elif isinstance(event, SegmentDropped):
             self.in_speech, self.provisional = False, None
-        elif event.kind == "input_lost":
+        elif isinstance(event, InputLost):
             self.lost, self.in_speech, self.provisional = event, False, None
-        elif event.kind == "input_restored":
+        elif isinstance(event, InputRestored):
             self.lost = None
 
     # -- rendering ------------------------------------------------------------------------
@@ -107,8 +111,8 @@ class ListenView:
         t = Text()
         if self.lost is not None:
             t.append(" ✖ NO INPUT ", "bold white on red")
-            t.append(f" device lost; reopening (attempt {self.lost.attempt + 1}, every "
-                     f"{self.lost.retry_in_s:g} s)", "bold")
+            t.append(f" device lost; reopening: attempt {self.lost.attempt + 1} in "
+                     f"{self.lost.retry_in_s:g} s", "bold")
             return t
         if self.in_speech:
             t.append(" ● SPEECH ", "bold white on red")
@@ -139,7 +143,7 @@ class ListenView:
     def _table(self, n_rows: int) -> Table:
         table = Table(box=box.SIMPLE_HEAD, expand=True, padding=(0, 1), show_edge=False)
         table.add_column("time", width=7, no_wrap=True)
-        table.add_column("length", justify="right", width=6, no_wrap=True)
+        table.add_column("speech", justify="right", width=6, no_wrap=True)
         table.add_column("best match", ratio=1, no_wrap=True, overflow="ellipsis")
         table.add_column("score", justify="right", width=5, no_wrap=True)
         table.add_column("decision", width=14, no_wrap=True, overflow="ellipsis")
@@ -152,7 +156,7 @@ class ListenView:
                 verdict = Text(f"✔ {d.speaker}", "bold green")
             else:
                 verdict = Text("✘ unknown" if len(d.scores) > 1 else "✘ rejected", "bold red")
-            table.add_row(clock(d.start_s), f"{d.end_s - d.start_s:.1f}s", d.best or "-",
+            table.add_row(clock(d.start_s), f"{d.speech_s:.1f} s", d.best or "-",
                           "-" if d.score is None else f"{d.score:.2f}", verdict,
                           "-" if d.margin is None else f"{d.margin:+.2f}")
         for _ in range(0 if self.final else max(0, n_rows - len(rows))):
@@ -162,7 +166,7 @@ class ListenView:
     def _counts(self) -> Text:
         c = self.tally
         t = Text(" ")
-        t.append(f"{c.decisions} decisions", "bold")
+        t.append(plural(c.decisions, "decision"), "bold")
         t.append(f"  ✔ {c.accepted}", "green")
         t.append(f"  ✘ {c.rejected}", "red")
         t.append(f"  · {c.too_short} short")
@@ -172,8 +176,9 @@ class ListenView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         height = options.height or console.size.height
-        # panel (4 lines) + table head (2) + counts (1) + a spare line for the cursor
-        n_rows = max(1, min(self.rows.maxlen or 12, height - 8))
+        # panel (4 lines) + table head (2) + counts (1) + a spare line for the cursor: the
+        # counts sit on the screen's last line but one, whatever its height
+        n_rows = max(1, min(self.rows.maxlen or 100, height - 8))
         voices = ", ".join(self.voices) if len(self.voices) <= 4 else f"{len(self.voices)} voices"
         header = Panel(Group(self._state(), self._now()),
                        title=f"[bold]{self.title}[/] · {self.source}",
@@ -209,7 +214,7 @@ class ConsoleSink:
         self.live: Live | None = None
         self._last = 0.0
 
-    def start(self, info: dict) -> None:
+    def start(self, ready: Ready) -> None:
         if self.console.is_terminal:
             # Redrawn from the pipeline's loop (not rich's timer thread), so the view is never
             # read while it changes; audio arrives at least every 100 ms, so it stays smooth.
@@ -231,18 +236,18 @@ class ConsoleSink:
         elif isinstance(event, DecisionEvent):
             self.console.print(decision_line(event), highlight=False, soft_wrap=True)
 
-    def close(self, summary: dict) -> None:
-        self.view.tally.overflows = max(self.view.tally.overflows, summary.get("overflows", 0))
+    def close(self, summary: Summary) -> None:
+        self.view.tally.overflows = max(self.view.tally.overflows, summary.overflows)
         if self.live is not None:
             self.view.provisional = None
             self.view.final = True
             self.live.refresh()
             self.live.stop()
-        if summary.get("error"):
+        if summary.error:
             return  # the error itself is reported by the caller
-        if summary.get("interrupted"):
+        if summary.interrupted:
             self.console.print("stopped.", highlight=False)
-        self.console.print(self.view.tally.line(), highlight=False, soft_wrap=True)
+        self.console.print(self.view.tally.summary().line(), highlight=False, soft_wrap=True)
 
 
 class EnrollConsole:

@@ -1,0 +1,128 @@
+"""``verify``: capture what is said (a recording to its end, or the microphone until a pause) and
+decide whether it is one enrolled voice; with a challenge, also whether the digits were said."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from ..config import SAMPLE_RATE_HZ
+from ..core.encoder import EncoderSession
+from ..core.pipeline import RecordingEmbedding, Verifier
+from ..core.scoring import Decision, DecisionPolicy, cosine_scores
+from ..errors import InputError, NotEnoughSpeech
+from ..events import DecisionEvent, Event
+from ..io.sources import Chunk, FrameSource
+from ..store.voiceprints import Voiceprint
+
+DEFAULT_TIMEOUT_S = 20.0
+"""Microphone: give up when nobody speaks for this long (seconds)."""
+PAUSE_S = 1.5
+"""Microphone: the answer is over after this much quiet following the first utterance (seconds)."""
+
+
+class RecordingSource:
+    """A :class:`FrameSource` that passes ``source`` on and keeps its audio (up to ``max_s``
+    seconds: more is refused, an answer to a challenge is a few seconds)."""
+
+    def __init__(self, source: FrameSource, max_s: float) -> None:
+        self.source = source
+        self.name = source.name
+        self.max_s = max_s
+        self._audio: list[np.ndarray] = []
+        self._n = 0
+
+    @property
+    def overflows(self) -> int:
+        return self.source.overflows
+
+    @property
+    def position_s(self) -> float:
+        return self.source.position_s
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Everything captured, float32 ``(n,)`` at 16 kHz."""
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+
+    def __iter__(self) -> Iterator[Chunk | Event]:
+        for item in self.source:
+            if isinstance(item, Chunk):
+                self._n += len(item.samples)
+                if self._n > self.max_s * SAMPLE_RATE_HZ:
+                    raise InputError(f"{self.name}: longer than {self.max_s:g} s; a challenge "
+                                     "answer is a few seconds")
+                self._audio.append(item.samples)
+            yield item
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
+                   pause_s: float = PAUSE_S,
+                   timeout_s: float = DEFAULT_TIMEOUT_S) -> RecordingEmbedding:
+    """Everything said in ``source``, pooled into one embedding.
+
+    A recording or stream is read to its end. A live source (the microphone) is read until
+    ``pause_s`` of quiet after the first utterance, or for at most ``timeout_s`` seconds when
+    nobody speaks."""
+    verifier = Verifier(session, {}, max_pending=1 if live else 8, provisional=False,
+                        status_every_s=0.1 if live else 0.0)
+    decisions: list[DecisionEvent] = []
+    deadline = time.monotonic() + timeout_s
+    for event in verifier.process(source):
+        if isinstance(event, DecisionEvent):
+            decisions.append(event)
+        if live:
+            quiet = (decisions and not verifier.in_speech
+                     and verifier.position_s - decisions[-1].end_s >= pause_s)
+            if quiet or (not decisions and time.monotonic() > deadline):
+                break
+    return RecordingEmbedding.pool(decisions, session.dim)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """One decision on whether a recording (or whoever spoke) is ``voiceprint``."""
+
+    recording: RecordingEmbedding
+    decision: Decision
+    accepted: bool
+    """The voice was accepted, and the challenge (if any) answered."""
+    reason: str
+    """The decision's reason, or ``wrong_challenge``."""
+    challenge: dict = field(default_factory=dict)
+    """With a challenge: ``challenge``, ``heard``, ``challenge_ok``, ``challenge_edits``."""
+
+
+def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource, where: str, *,
+           live: bool, threshold: float | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+           challenge: str | None = None, recogniser=None) -> VerifyResult:
+    """Capture ``source`` and decide. Raises :class:`NotEnoughSpeech` when it held too little
+    speech to decide. With ``challenge`` (digits) and ``recogniser`` (a
+    :class:`~rtverify.apps.liveness.DigitRecognizer`), the digits must be said too."""
+    from .liveness import MAX_ANSWER_S
+
+    recorder = RecordingSource(source, MAX_ANSWER_S) if challenge is not None else None
+    rec = capture_speech(session, recorder or source, live=live, timeout_s=timeout_s)
+    need_s = session.info.decision.min_speech_s
+    if rec.vector is None or rec.speech_s < need_s:
+        raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
+                              f"{need_s:.1f} s are needed to decide")
+    policy = DecisionPolicy(session.info.decision, threshold)
+    d = policy.decide(cosine_scores(rec.vector, {voiceprint.name: voiceprint.embedding}),
+                      rec.speech_s)
+    if recorder is None:
+        return VerifyResult(rec, d, d.accepted, d.reason)
+    from .liveness import check_answer
+
+    heard = recogniser.recognise(recorder.samples, len(challenge))
+    answered, edits = check_answer(heard, challenge)
+    reason = "wrong_challenge" if d.accepted and not answered else d.reason
+    return VerifyResult(rec, d, d.accepted and answered, reason,
+                        {"challenge": challenge, "heard": heard, "challenge_ok": answered,
+                         "challenge_edits": edits})

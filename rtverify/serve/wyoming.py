@@ -1,0 +1,337 @@
+"""A Home Assistant speaker gate: a Wyoming ASR service in front of the real speech-to-text.
+
+Home Assistant (or any Wyoming client) sends ``transcribe``, ``audio-start``, ``audio-chunk``...
+``audio-stop``. The gate feeds the audio, as it arrives, to a streaming
+:class:`~rtverify.core.pipeline.Verifier` (raw PCM -> 16 kHz float through the same resampling
+source code as ``listen --input -``), so that when ``audio-stop`` comes only the last utterance's
+last window is left to embed. Every utterance of the request is pooled into one embedding
+(as ``enroll``/``verify`` do with a recording) and identified against the enrolled voices
+(:class:`~rtverify.store.gallery.Gallery`, which follows the store: a voice enrolled on any
+instance is used at once). Accepted: the buffered audio is forwarded unchanged to the real STT
+(``--stt-uri``) and its transcript returned, optionally prefixed with the speaker's name. Not
+accepted: an empty transcript (or the configured refusal text), and the audio never leaves.
+
+Needs the ``wyoming`` extra (``pip install 'rtverify[wyoming]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core.pipeline import Verifier
+from ..core.scoring import Decision, DecisionPolicy
+from ..errors import InputError, RtverifyError
+from ..events import DecisionEvent
+from ..io.sources import RAW_FORMATS, Chunk, _check_rate, _ResamplingSource
+
+logger = logging.getLogger(__name__)
+
+PROGRAM = "rtverify-gate"
+MAX_AUDIO_S = 60.0
+"""A request holding more audio than this (seconds) is refused: a voice command is short, and
+the audio is buffered for the STT."""
+
+
+def wyoming_modules():
+    try:
+        import wyoming  # noqa: F401
+    except ImportError:
+        raise InputError("rtverify wyoming needs the wyoming package: pip install "
+                         "'rtverify[wyoming]'") from None
+
+
+class PcmStream(_ResamplingSource):
+    """Wyoming audio chunks (little-endian PCM of ``width`` bytes, interleaved ``channels``) as
+    16 kHz mono :class:`Chunk` s: the resampling, mixing and checks of the other sources."""
+
+    def __init__(self, rate: int, width: int, channels: int, name: str = "wyoming audio"):
+        fmt = {2: "s16", 4: "s32"}.get(width)
+        if fmt is None:
+            raise InputError(f"{name}: {width}-byte samples are not supported (2 or 4)")
+        if not 1 <= channels <= 64:
+            raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
+        super().__init__(name, _check_rate(rate, name), realtime=False)
+        self._dtype = RAW_FORMATS[fmt]
+        self.channels = channels
+        self._frame_bytes = width * channels
+        self._pending = b""
+        self.n_in = 0
+
+    def push(self, data: bytes) -> Chunk | None:
+        data = self._pending + data
+        usable = len(data) - len(data) % self._frame_bytes
+        self._pending = data[usable:]
+        if usable == 0:
+            return None
+        raw = np.frombuffer(data[:usable], dtype=self._dtype).reshape(-1, self.channels)
+        self.n_in += len(raw)
+        block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
+        return self._convert(block)
+
+    def finish(self) -> Chunk | None:
+        return self._finish()
+
+    @property
+    def seconds_in(self) -> float:
+        return self.n_in / self.rate_in_hz
+
+
+@dataclass
+class GateSettings:
+    stt_uri: str
+    refusal_text: str = ""
+    tag_speaker: bool = False
+    tag_format: str = "{speaker}: {text}"
+    languages: list[str] = field(default_factory=lambda: ["en"])
+    stt_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What the gate decided on one request (logged, and kept for tests/metrics)."""
+
+    decision: Decision
+    speech_s: float
+    audio_s: float
+    decision_ms: float
+    """From ``audio-stop`` to the decision (milliseconds)."""
+    forwarded: bool
+    text: str
+
+
+def pooled(decisions: list[DecisionEvent]) -> tuple[np.ndarray | None, float]:
+    """One unit embedding for all the request's utterances (window by window, as
+    :func:`~rtverify.core.pipeline.embed_recording` pools a recording) and their speech."""
+    n = sum(d.n_windows for d in decisions)
+    if not n:
+        return None, sum(d.speech_s for d in decisions)
+    total = np.sum([d.window_sum for d in decisions], axis=0, dtype=np.float64)
+    return (total / np.linalg.norm(total)).astype(np.float32), sum(d.speech_s for d in decisions)
+
+
+class Gate:
+    """What every connection shares: the encoder, the gallery, the policy, the settings."""
+
+    def __init__(self, session, gallery, policy: DecisionPolicy, settings: GateSettings,
+                 workers: int = 2) -> None:
+        self.session = session
+        self.gallery = gallery
+        self.policy = policy
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="rtverify-gate")
+        self.results: list[GateResult] = []
+
+    def decide(self, decisions: list[DecisionEvent]) -> tuple[Decision, float]:
+        vector, speech_s = pooled(decisions)
+        if vector is None:
+            threshold = self.policy.threshold_for(speech_s)
+            return Decision(None, None, None, {}, False, threshold, None, None, "too_short"), \
+                speech_s
+        return self.gallery.decide(vector, speech_s, self.policy), speech_s
+
+    async def describe_upstream(self):
+        """The real STT's models (so Home Assistant offers its languages), or None."""
+        from wyoming.client import AsyncClient
+        from wyoming.info import Describe, Info
+
+        try:
+            async with AsyncClient.from_uri(self.settings.stt_uri, connect_timeout=3,
+                                            read_timeout=3) as client:
+                await client.write_event(Describe().event())
+                while True:
+                    event = await client.read_event()
+                    if event is None:
+                        return None
+                    if Info.is_type(event.type):
+                        return Info.from_event(event)
+        except (OSError, asyncio.TimeoutError, ValueError) as err:
+            logger.warning("%s: cannot describe the STT service (%s)", self.settings.stt_uri,
+                           err or type(err).__name__)
+            return None
+
+    async def info_event(self):
+        from wyoming.info import AsrModel, AsrProgram, Attribution, Info
+
+        from .. import __version__
+
+        upstream = await self.describe_upstream()
+        models = []
+        if upstream is not None:
+            for prog in upstream.asr:
+                models.extend(prog.models)
+        if not models:
+            models = [AsrModel(name="rtverify-gate", attribution=Attribution("rtverify", ""),
+                               installed=True, description="speaker gate", version=__version__,
+                               languages=list(self.settings.languages))]
+        prog = AsrProgram(name=PROGRAM, attribution=Attribution("rtverify", ""),
+                          installed=True, version=__version__,
+                          description=f"speaker-verified speech-to-text (forwards to "
+                                      f"{self.settings.stt_uri})", models=models)
+        return Info(asr=[prog]).event()
+
+    async def transcribe_upstream(self, transcribe_event, audio_events) -> str:
+        from wyoming.asr import Transcript
+        from wyoming.client import AsyncClient
+        from wyoming.error import Error
+
+        timeout = self.settings.stt_timeout_s
+        try:
+            async with AsyncClient.from_uri(self.settings.stt_uri, connect_timeout=timeout,
+                                            read_timeout=timeout) as client:
+                await client.write_event(transcribe_event)
+                for event in audio_events:
+                    await client.write_event(event)
+                while True:
+                    event = await client.read_event()
+                    if event is None:
+                        raise RtverifyError(f"{self.settings.stt_uri}: the STT service closed "
+                                            "the connection without a transcript")
+                    if Transcript.is_type(event.type):
+                        return Transcript.from_event(event).text
+                    if Error.is_type(event.type):
+                        raise RtverifyError(f"{self.settings.stt_uri}: the STT service failed: "
+                                            f"{Error.from_event(event).text}")
+        except asyncio.TimeoutError:
+            raise RtverifyError(f"{self.settings.stt_uri}: no transcript within "
+                                f"{timeout:g} s") from None
+        except OSError as err:
+            raise RtverifyError(f"{self.settings.stt_uri}: cannot reach the STT service "
+                                f"({err.strerror or err})") from None
+
+
+def handler_factory(gate: Gate):
+    """The wyoming ``AsyncEventHandler`` class bound to ``gate`` (wyoming imported only here)."""
+    from wyoming.asr import Transcribe, Transcript
+    from wyoming.audio import AudioChunk, AudioStart, AudioStop
+    from wyoming.error import Error
+    from wyoming.event import Event
+    from wyoming.info import Describe
+    from wyoming.server import AsyncEventHandler
+
+    class GateHandler(AsyncEventHandler):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.transcribe: Event | None = None
+            self.failed = False
+            """A request went wrong (one Error sent): its remaining audio is ignored."""
+            self._reset()
+
+        def _reset(self) -> None:
+            self.audio: list[Event] = []
+            self.stream: PcmStream | None = None
+            self.verifier: Verifier | None = None
+            self.decisions: list[DecisionEvent] = []
+            self.refused: str | None = None
+
+        async def _run(self, fn, *args):
+            return await asyncio.get_running_loop().run_in_executor(gate.executor, fn, *args)
+
+        def _feed(self, chunk: Chunk | None, final: bool = False) -> None:
+            if chunk is not None:
+                self.decisions += [e for e in self.verifier.push(chunk)
+                                   if isinstance(e, DecisionEvent)]
+            if final:
+                self.decisions += [e for e in self.verifier.finish()
+                                   if isinstance(e, DecisionEvent)]
+
+        async def _error(self, text: str) -> None:
+            logger.warning("%s", text)
+            await self.write_event(Error(text=text, code="rtverify").event())
+
+        async def handle_event(self, event: Event) -> bool:
+            try:
+                return await self._handle(event)
+            except RtverifyError as err:
+                self._reset()
+                self.failed = True
+                await self._error(str(err))
+                return True
+
+        async def _handle(self, event: Event) -> bool:
+            if Describe.is_type(event.type):
+                await self.write_event(await gate.info_event())
+            elif Transcribe.is_type(event.type):
+                self.transcribe = event
+            elif AudioStart.is_type(event.type):
+                start = AudioStart.from_event(event)
+                self._reset()
+                self.failed = False
+                self.stream = PcmStream(start.rate, start.width, start.channels)
+                self.verifier = Verifier(gate.session, {}, provisional=False)
+                self.audio.append(event)
+            elif AudioChunk.is_type(event.type):
+                if self.failed:
+                    return True
+                if self.stream is None:
+                    raise InputError("audio-chunk before audio-start")
+                if self.refused:
+                    return True
+                chunk = AudioChunk.from_event(event)
+                if (chunk.rate, chunk.width, chunk.channels) != (
+                        self.stream.rate_in_hz, self.stream._frame_bytes // self.stream.channels,
+                        self.stream.channels):
+                    raise InputError("audio-chunk format differs from its audio-start")
+                self.audio.append(event)
+                if self.stream.seconds_in > MAX_AUDIO_S:
+                    self.refused = f"more than {MAX_AUDIO_S:g} s of audio in one request"
+                    return True
+                await self._run(self._feed, self.stream.push(chunk.audio))
+            elif AudioStop.is_type(event.type):
+                if self.failed:
+                    self.failed = False
+                    return True
+                if self.stream is None:
+                    raise InputError("audio-stop before audio-start")
+                await self._stop(event)
+            return True
+
+        async def _stop(self, stop_event: Event) -> None:
+            t0 = time.perf_counter()
+            if self.refused:
+                raise InputError(self.refused)
+            await self._run(self._feed, self.stream.finish(), True)
+            decision, speech_s = await self._run(gate.decide, self.decisions)
+            decision_ms = (time.perf_counter() - t0) * 1000
+            audio_s = self.stream.seconds_in
+            text, forwarded = gate.settings.refusal_text, False
+            if decision.accepted:
+                transcribe = self.transcribe or Transcribe().event()
+                text = await gate.transcribe_upstream(transcribe, self.audio + [stop_event])
+                forwarded = True
+                if gate.settings.tag_speaker:
+                    text = gate.settings.tag_format.format(speaker=decision.speaker, text=text)
+            result = GateResult(decision, speech_s, audio_s, decision_ms, forwarded, text)
+            gate.results.append(result)
+            logger.info("request: %.2f s of audio, %.2f s of speech -> %s (best %s, score %s, "
+                        "%s), decided %.1f ms after audio-stop%s", audio_s, speech_s,
+                        decision.speaker or "nobody", decision.best,
+                        "-" if decision.score is None else f"{decision.score:.3f}",
+                        decision.reason, decision_ms, ", forwarded" if forwarded else "")
+            await self.write_event(Transcript(text=text).event())
+            self.transcribe = None
+            self._reset()
+
+    return GateHandler
+
+
+async def serve(gate: Gate, uri: str, ready=None) -> None:
+    """Serve until cancelled. ``ready(server)`` is called once it listens."""
+    from functools import partial
+
+    from wyoming.server import AsyncServer
+
+    server = AsyncServer.from_uri(uri)
+    handler = handler_factory(gate)
+    await server.start(partial(handler))
+    if ready is not None:
+        ready(server)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,256 @@
+"""Open-set identification over large galleries: every enrolled voice as one row of a normalised
+``(n, dim)`` float32 matrix, scored with one matrix product, kept in step with the store.
+
+* Decisions read an immutable :class:`Snapshot` (one attribute read), so a change to the gallery
+  never blocks or disturbs a decision in flight.
+* Rows are append-only: a new voice is written into spare capacity past the rows any snapshot can
+  see, then a new snapshot is published. A replaced (``--force``) or removed voice only adds its
+  old row to the snapshot's ``dead`` rows (scored ``-inf``) and, when replaced, appends the new
+  one. When dead rows pass a quarter of the matrix it is compacted into a fresh one (a copy, in the
+  writer's thread; old snapshots keep the old matrix).
+* :meth:`Gallery.start` watches the store: a PostgreSQL store wakes it through LISTEN/NOTIFY and
+  hands over only what changed since its version; a file store is polled (the directory's
+  modification stamp) and re-read whole when it changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..core.scoring import Decision, DecisionPolicy, Scorer, top_scores
+from ..errors import RtverifyError
+
+logger = logging.getLogger(__name__)
+
+TOP_K = 5
+"""Voices a decision reports scores for (the best first); all are scored."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The gallery as it stood at one moment (never modified afterwards)."""
+
+    matrix: np.ndarray
+    """``(rows, dim)`` float32 unit vectors (dead rows included)."""
+    names: Sequence[str]
+    """``names[i]`` is row ``i``'s voice (for ``i < rows``)."""
+    dead: np.ndarray
+    """Rows that no longer count (replaced or removed voices)."""
+    stats: tuple[np.ndarray, np.ndarray] | None
+    """Cached cohort statistics of the rows (score normalisation), else None."""
+    version: object
+    """The store version it reflects."""
+
+    @property
+    def size(self) -> int:
+        """Live voices."""
+        return len(self.matrix) - len(self.dead)
+
+
+class Gallery:
+    """Enrolled voices as a matrix, scored against an utterance embedding.
+
+    :param store: a voiceprint store (:func:`~rtverify.store.open_store`), or None for a gallery
+        filled only through :meth:`apply`.
+    :param model_id: the encoder; voices of another model are skipped (and reported).
+    :param dim: the embedding dimension.
+    :param names: only these voices (default: every usable one).
+    :param scorer: the model's scorer (:meth:`Scorer.for_model`); plain cosine by default.
+    """
+
+    def __init__(self, store, model_id: str, dim: int, *, names: Iterable[str] | None = None,
+                 scorer: Scorer | None = None) -> None:
+        self.store = store
+        self.model_id = model_id
+        self.dim = int(dim)
+        self.only = set(names) if names else None
+        self.scorer = scorer or Scorer(None)
+        self._write = threading.Lock()
+        self._buf = np.zeros((0, self.dim), dtype=np.float32)
+        self._mu = np.zeros(0)
+        self._sd = np.ones(0)
+        self._names: list[str] = []
+        self._rows: dict[str, int] = {}
+        self._dead: list[int] = []
+        self._n = 0
+        self._version = None
+        self._snap = self._publish()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.problems: list[str] = []
+        """Voices met that could not be used (one line each), from the last refresh."""
+        self.changed = threading.Condition()
+        """Notified after every refresh that changed something (tests, metrics)."""
+
+    # -- reading (any thread, never blocks) --------------------------------------------
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snap
+
+    def __len__(self) -> int:
+        return self._snap.size
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._rows
+
+    def scores(self, embedding: np.ndarray, k: int = TOP_K,
+               snapshot: Snapshot | None = None) -> dict[str, float]:
+        """The ``k`` best scores, by name, best first."""
+        snap = snapshot or self._snap
+        if snap.size == 0:
+            return {}
+        scores = self.scorer.matrix_scores(embedding, snap.matrix, snap.stats)
+        if len(snap.dead):
+            scores[snap.dead] = -np.inf
+        return top_scores(scores, snap.names, k)
+
+    def decide(self, embedding: np.ndarray, speech_s: float, policy: DecisionPolicy,
+               k: int = TOP_K) -> Decision:
+        """Open-set identification: the best voice if it clears the threshold, else nobody."""
+        return policy.decide(self.scores(embedding, k), speech_s)
+
+    # -- writing (one writer at a time; readers are never held up) -----------------------
+    def _publish(self) -> Snapshot:
+        n = self._n
+        stats = (self._mu[:n], self._sd[:n]) if self.scorer.cohort is not None else None
+        self._snap = Snapshot(self._buf[:n], self._names, np.array(self._dead, dtype=np.int64),
+                              stats, self._version)
+        return self._snap
+
+    def _grow(self, extra: int) -> None:
+        need = self._n + extra
+        if need <= len(self._buf):
+            return
+        cap = max(need, 2 * len(self._buf), 64)
+        buf = np.zeros((cap, self.dim), dtype=np.float32)
+        buf[:self._n] = self._buf[:self._n]
+        self._buf = buf
+        if self.scorer.cohort is not None:
+            self._mu = np.concatenate([self._mu[:self._n], np.zeros(cap - self._n)])
+            self._sd = np.concatenate([self._sd[:self._n], np.ones(cap - self._n)])
+
+    def _compact(self) -> None:
+        keep = np.setdiff1d(np.arange(self._n), np.array(self._dead, dtype=np.int64))
+        self._buf = np.ascontiguousarray(self._buf[keep])
+        if self.scorer.cohort is not None:
+            self._mu, self._sd = self._mu[keep], self._sd[keep]
+        self._names = [self._names[i] for i in keep]
+        self._rows = {name: i for i, name in enumerate(self._names)}
+        self._dead, self._n = [], len(keep)
+
+    def apply(self, changed: Sequence[tuple[str, np.ndarray]], removed: Iterable[str] = (),
+              *, full: bool = False, version=None) -> None:
+        """Add or replace ``(name, unit embedding)`` voices and remove others; ``full``: the
+        gallery becomes exactly ``changed``. Publishes one new snapshot."""
+        with self._write:
+            if full:
+                self._buf = np.zeros((0, self.dim), dtype=np.float32)
+                self._mu, self._sd = np.zeros(0), np.ones(0)
+                self._names, self._rows, self._dead, self._n = [], {}, [], 0
+            if self.only is not None:
+                changed = [(n, v) for n, v in changed if n in self.only]
+            for name in removed:
+                row = self._rows.pop(name, None)
+                if row is not None:
+                    self._dead.append(row)
+            if changed:
+                vecs = np.asarray(np.stack([np.asarray(v, dtype=np.float32) for _, v in changed]),
+                                  dtype=np.float32)
+                if vecs.shape[1] != self.dim:
+                    raise ValueError(f"embeddings of {vecs.shape[1]} values, gallery is {self.dim}")
+                vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+                self._grow(len(changed))
+                start = self._n
+                self._buf[start:start + len(changed)] = vecs  # rows no snapshot can see yet
+                if self.scorer.cohort is not None:
+                    mu, sd = self.scorer.cohort_stats(vecs)
+                    self._mu[start:start + len(changed)] = mu
+                    self._sd[start:start + len(changed)] = sd
+                for i, (name, _) in enumerate(changed):
+                    old = self._rows.get(name)
+                    if old is not None:
+                        self._dead.append(old)
+                    self._rows[name] = start + i
+                    self._names.append(name)  # past every snapshot's rows
+                self._n = start + len(changed)
+            if len(self._dead) > max(64, self._n // 4):
+                self._compact()
+            self._version = version if version is not None else self._version
+            self._publish()
+        with self.changed:
+            self.changed.notify_all()
+
+    # -- keeping up with the store ---------------------------------------------------------
+    def _store_version(self):
+        if hasattr(self.store, "version"):
+            return self.store.version()
+        try:  # a file store: the directory's stamp changes with every link, rename or unlink
+            st = self.store.root.stat()
+            return (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:
+            return None
+
+    def refresh(self) -> bool:
+        """Bring the gallery up to the store's version; True if anything changed."""
+        if self.store is None:
+            return False
+        if hasattr(self.store, "changes"):
+            ch = self.store.changes(self._version, self.model_id, self.dim)
+            if ch.version == self._version and not ch.full:
+                return False
+            good = [(e.name, e.voiceprint.embedding) for e in ch.changed if e.voiceprint]
+            bad = [e for e in ch.changed if e.voiceprint is None]
+            self.problems = [e.problem for e in bad]
+            for problem in self.problems:
+                logger.warning("%s; skipped", problem)
+            self.apply(good, list(ch.removed) + [e.name for e in bad], full=ch.full,
+                       version=ch.version)
+            return True
+        version = self._store_version()
+        if version == self._version and self._snap.version is not None:
+            return False
+        usable, self.problems = self.store.load_usable(self.model_id, None, self.dim)
+        for problem in self.problems:
+            logger.warning("%s; skipped", problem)
+        self.apply(list(usable.items()), full=True, version=version)
+        return True
+
+    def _wait(self, poll_s: float) -> None:
+        if hasattr(self.store, "wait_for_change"):
+            self.store.wait_for_change(-1 if self._version is None else self._version, poll_s)
+        else:
+            self._stop.wait(poll_s)
+
+    def start(self, poll_s: float = 0.5) -> "Gallery":
+        """Load the store now, then follow it from a background thread."""
+        self.refresh()
+
+        def watch():
+            while not self._stop.is_set():
+                try:
+                    self._wait(poll_s)
+                    if not self._stop.is_set():
+                        self.refresh()
+                except RtverifyError as err:  # the store went away for a while: keep serving
+                    logger.warning("%s; retrying", err)
+                    self._stop.wait(min(5.0, 4 * poll_s))
+
+        self._thread = threading.Thread(target=watch, name="rtverify-gallery", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_for(self, predicate, timeout_s: float) -> bool:
+        """Wait until ``predicate(gallery)`` holds (tests and benchmarks)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: predicate(self), timeout_s)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None

@@ -1,0 +1,231 @@
+"""The gallery: matrix scoring equal to the dict path, snapshots a change cannot disturb,
+replacement/removal/compaction, score normalisation, and following a file or PostgreSQL store
+(another instance's enrolment visible within a second)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rtverify.config import DecisionConfig
+from rtverify.core.scoring import DecisionPolicy, Scorer, cosine_scores
+from rtverify.store import open_store
+from rtverify.store.gallery import Gallery
+from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+DIM = 16
+MODEL = "model-a"
+
+
+def unit(rng, n=None):
+    x = rng.standard_normal((n or 1, DIM)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x if n else x[0]
+
+
+def voices(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return {f"v{i}": v for i, v in enumerate(unit(rng, n))}
+
+
+def vp(name, vec, model_id=MODEL):
+    return Voiceprint(name, model_id, vec, "2025-01-01T00:00:00Z", 4.0, 2)
+
+
+def test_top_scores_equal_the_dict_path():
+    ref = voices(500)
+    g = Gallery(None, MODEL, DIM)
+    g.apply(list(ref.items()))
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        q = unit(rng)
+        want = sorted(cosine_scores(q, ref).items(), key=lambda kv: -kv[1])[:5]
+        got = list(g.scores(q, k=5).items())
+        assert [n for n, _ in got] == [n for n, _ in want]
+        assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-5)
+    assert len(g) == 500 and "v3" in g
+
+
+def test_decide_is_open_set():
+    ref = voices(200)
+    g = Gallery(None, MODEL, DIM)
+    g.apply(list(ref.items()))
+    policy = DecisionPolicy(DecisionConfig(), threshold=0.9)
+    d = g.decide(ref["v17"], 3.0, policy)
+    assert d.accepted and d.speaker == "v17" and d.score == pytest.approx(1.0, abs=1e-5)
+    assert d.runner_up_gap is not None and len(d.scores) == 5
+    stranger = unit(np.random.default_rng(99))
+    d = g.decide(stranger, 3.0, policy)
+    assert not d.accepted and d.speaker is None and d.reason == "below_threshold"
+    assert Gallery(None, MODEL, DIM).decide(stranger, 3.0, policy).reason == "no_voices"
+
+
+def test_replace_remove_and_compaction():
+    ref = voices(100)
+    g = Gallery(None, MODEL, DIM)
+    g.apply(list(ref.items()))
+    rng = np.random.default_rng(5)
+    new = {f"v{i}": unit(rng) for i in range(0, 90)}  # > a quarter replaced: compacts
+    g.apply(list(new.items()), removed=["v95", "v96"])
+    assert len(g) == 98 and "v95" not in g and len(g.snapshot.dead) == 0  # compacted
+    current = {**ref, **new}
+    for n in ("v95", "v96"):
+        current.pop(n)
+    for name in ("v0", "v50", "v93"):
+        top = g.scores(current[name], k=1)
+        assert list(top) == [name] and top[name] == pytest.approx(1.0, abs=1e-5)
+    assert "v95" not in g.scores(ref["v95"], k=98)
+    g.apply([("v1", unit(rng))])  # one replacement: a dead row, no copy
+    assert len(g.snapshot.dead) == 1 and len(g) == 98
+    assert "v1" not in g.scores(new["v1"], k=1) or g.scores(new["v1"], k=1)["v1"] < 0.99
+
+
+def test_a_snapshot_is_not_disturbed_by_later_changes():
+    ref = voices(50)
+    g = Gallery(None, MODEL, DIM)
+    g.apply(list(ref.items()))
+    old = g.snapshot
+    before = g.scores(ref["v7"], k=3, snapshot=old)
+    rng = np.random.default_rng(3)
+    g.apply([(f"new{i}", unit(rng)) for i in range(500)] + [("v7", unit(rng))],
+            removed=["v8"])
+    assert g.scores(ref["v7"], k=3, snapshot=old) == before
+    assert old.size == 50 and g.snapshot.size == 549
+
+
+def test_decisions_stay_exact_while_voices_are_enrolled():
+    """A decision in flight while another thread enrols and replaces voices always sees a whole
+    gallery: the untouched voice scores exactly 1.0 against itself, every time."""
+    ref = voices(2000)
+    g = Gallery(None, MODEL, DIM)
+    g.apply(list(ref.items()))
+    stop = threading.Event()
+    rng = np.random.default_rng(11)
+    extra = unit(rng, 3000)
+
+    def writer():
+        i = 0
+        while not stop.is_set() and i < len(extra):
+            g.apply([(f"w{i}", extra[i]), (f"v{1 + i % 500}", extra[-1 - i])])
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    bad, n = 0, 0
+    t_end = time.perf_counter() + 1.5
+    while time.perf_counter() < t_end:
+        top = g.scores(ref["v0"], k=1)
+        n += 1
+        if list(top) != ["v0"] or abs(top["v0"] - 1.0) > 1e-5:
+            bad += 1
+    stop.set()
+    t.join()
+    assert n > 50 and bad == 0
+    assert len(g) >= 2000
+
+
+def test_score_normalisation_matches_the_scorer():
+    rng = np.random.default_rng(2)
+    cohort = unit(rng, 300)
+    ref = voices(40, seed=4)
+    scorer = Scorer(cohort, top_k=50)
+    g = Gallery(None, MODEL, DIM, scorer=scorer)
+    g.apply(list(ref.items())[:20])
+    g.apply(list(ref.items())[20:])  # stats computed per batch, kept in step with the rows
+    q = unit(rng)
+    want = sorted(scorer.scores(q, ref).items(), key=lambda kv: -kv[1])[:5]
+    got = list(g.scores(q, k=5).items())
+    assert [n for n, _ in got] == [n for n, _ in want]
+    assert np.allclose([s for _, s in got], [s for _, s in want], atol=1e-4)
+
+
+def test_only_the_named_voices():
+    ref = voices(30)
+    g = Gallery(None, MODEL, DIM, names=["v1", "v2"])
+    g.apply(list(ref.items()))
+    assert len(g) == 2 and set(g.scores(ref["v5"], k=10)) == {"v1", "v2"}
+
+
+def test_follows_a_file_store(tmp_path):
+    store = VoiceprintStore(tmp_path / "voices")
+    rng = np.random.default_rng(0)
+    a, b = unit(rng), unit(rng)
+    store.save(vp("alice", a))
+    store.save(vp("old", a, model_id="model-b"))
+    g = Gallery(store, MODEL, DIM).start(poll_s=0.05)
+    try:
+        assert len(g) == 1 and "alice" in g and len(g.problems) == 1
+        store.save(vp("bob", b))
+        assert g.wait_for(lambda g: "bob" in g, 2.0)
+        store.remove("alice")
+        assert g.wait_for(lambda g: "alice" not in g, 2.0)
+        assert list(g.scores(b, k=1)) == ["bob"]
+    finally:
+        g.close()
+
+
+@pytest.fixture(scope="module")
+def pg():
+    from pg_server import PgServer
+
+    server = PgServer()
+    yield server
+    server.stop()
+
+
+def test_an_enrolment_on_one_instance_is_usable_on_another_within_a_second(pg):
+    url = pg.new_database()
+    rng = np.random.default_rng(0)
+    writer, reader = open_store(url), open_store(url)
+    writer.save(vp("alice", unit(rng)))
+    g = Gallery(reader, MODEL, DIM).start(poll_s=5.0)  # long poll: NOTIFY must wake it
+    try:
+        assert "alice" in g
+        delays = []
+        for i in range(5):
+            vec = unit(rng)
+            t0 = time.perf_counter()
+            writer.save(vp(f"new{i}", vec))
+            assert g.wait_for(lambda g: f"new{i}" in g, 1.0), f"new{i} not seen within 1 s"
+            delays.append(time.perf_counter() - t0)
+            assert list(g.scores(vec, k=1)) == [f"new{i}"]
+        assert max(delays) < 1.0
+        # --force on one instance: the other scores the new vector
+        vec = unit(rng)
+        writer.save(vp("alice", vec), force=True)
+        assert g.wait_for(lambda g: g.scores(vec, k=1).get("alice", 0) > 0.999, 1.0)
+        writer.remove("new0")
+        assert g.wait_for(lambda g: "new0" not in g, 1.0)
+        # a voice of another model is reported, not used
+        writer.save(vp("other", unit(rng), model_id="model-b"))
+        assert g.wait_for(lambda g: any("model-b" in p for p in g.problems), 1.0)
+        assert "other" not in g and len(g) == 5
+    finally:
+        g.close()
+        writer.close()
+        reader.close()
+
+
+def test_a_gallery_keeps_its_voices_while_the_database_is_down_and_catches_up(pg):
+    url = pg.new_database()
+    rng = np.random.default_rng(1)
+    writer = open_store(url)
+    a = unit(rng)
+    writer.save(vp("alice", a))
+    g = Gallery(open_store(url), MODEL, DIM).start(poll_s=0.2)
+    try:
+        assert "alice" in g
+        pg.halt()
+        time.sleep(1.0)  # the watcher meets the lost connection (and keeps retrying)
+        assert list(g.scores(a, k=1)) == ["alice"]  # still deciding with what it has
+        pg.start()
+        b = unit(rng)
+        writer.save(vp("bob", b))  # the writer reconnects by itself
+        assert g.wait_for(lambda g: "bob" in g, 5.0), "the gallery did not catch up"
+        assert list(g.scores(b, k=1)) == ["bob"]
+    finally:
+        g.close()
+        writer.close()

@@ -1,0 +1,333 @@
+"""`rtverify wyoming` end to end: the real CLI as a Wyoming ASR service in front of a real Wyoming
+STT stand-in (served by the wyoming library in this test), driven by a wyoming client as Home
+Assistant would: the enrolled speaker's audio reaches the STT byte for byte and her transcript
+comes back (tagged), a stranger's audio never leaves the gate and gets the refusal text."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DEMO, SR, read16k
+
+wyoming = pytest.importorskip("wyoming", reason="the wyoming extra is not installed")
+
+from wyoming.asr import Transcribe, Transcript  # noqa: E402
+from wyoming.audio import AudioChunk, AudioStart, AudioStop  # noqa: E402
+from wyoming.client import AsyncClient  # noqa: E402
+from wyoming.error import Error  # noqa: E402
+from wyoming.event import Event  # noqa: E402
+from wyoming.info import (AsrModel, AsrProgram, Attribution, Describe, Info)  # noqa: E402
+from wyoming.server import AsyncEventHandler, AsyncServer  # noqa: E402
+
+from rtverify.io.sources import StdinSource  # noqa: E402
+from rtverify.serve.wyoming import PcmStream  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pcm16(x: np.ndarray) -> bytes:
+    return (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+
+
+def clip(conv, a, b):
+    x = conv[int(a * SR):int(b * SR)]
+    return (x * (0.3 / np.abs(x).max())).astype(np.float32)
+
+
+# -- a real Wyoming STT service (the stand-in for faster-whisper) -------------------------------
+class StandIn:
+    """Answers 'heard <bytes> <sha1>' for the audio it receives; records every request."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.requests: list[dict] = []
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        outer = self
+
+        class Handler(AsyncEventHandler):
+            def __init__(self, *a, **k):
+                super().__init__(*a, **k)
+                self.audio, self.language, self.fmt = b"", None, None
+
+            async def handle_event(self, event: Event) -> bool:
+                if Describe.is_type(event.type):
+                    model = AsrModel(name="stand-in", attribution=Attribution("test", ""),
+                                     installed=True, description=None, version="1",
+                                     languages=["xx", "en"])
+                    await self.write_event(Info(asr=[AsrProgram(
+                        name="stand-in", attribution=Attribution("test", ""), installed=True,
+                        description=None, version="1", models=[model])]).event())
+                elif Transcribe.is_type(event.type):
+                    self.language = Transcribe.from_event(event).language
+                elif AudioStart.is_type(event.type):
+                    s = AudioStart.from_event(event)
+                    self.fmt = (s.rate, s.width, s.channels)
+                elif AudioChunk.is_type(event.type):
+                    self.audio += AudioChunk.from_event(event).audio
+                elif AudioStop.is_type(event.type):
+                    outer.requests.append({"language": self.language, "fmt": self.fmt,
+                                           "audio": self.audio})
+                    text = f"heard {len(self.audio)} {hashlib.sha1(self.audio).hexdigest()}"
+                    await self.write_event(Transcript(text=text).event())
+                    return False
+                return True
+
+        async def main():
+            self.server = AsyncServer.from_uri(f"tcp://127.0.0.1:{self.port}")
+            await self.server.start(Handler)
+            ready.set()
+            await asyncio.Event().wait()
+
+        self.thread = threading.Thread(target=lambda: self.loop.run_until_complete(main()),
+                                       daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    @property
+    def uri(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+
+# -- the client side (what Home Assistant does) ------------------------------------------------
+async def _request(uri, audio: bytes, rate=16000, width=2, channels=1, chunk_bytes=2048,
+                   language="xx", before=(), until_error=False):
+    async with AsyncClient.from_uri(uri, connect_timeout=10, read_timeout=60) as client:
+        for ev in before:
+            await client.write_event(ev)
+        await client.write_event(Transcribe(language=language).event())
+        await client.write_event(AudioStart(rate=rate, width=width, channels=channels).event())
+        for i in range(0, len(audio), chunk_bytes):
+            await client.write_event(AudioChunk(rate=rate, width=width, channels=channels,
+                                                audio=audio[i:i + chunk_bytes]).event())
+        t0 = time.perf_counter()
+        await client.write_event(AudioStop().event())
+        got = []
+        while True:
+            ev = await client.read_event()
+            assert ev is not None, "the gate closed the connection"
+            got.append(ev)
+            if until_error and Error.is_type(ev.type):
+                return None, (time.perf_counter() - t0) * 1000, got
+            if Transcript.is_type(ev.type):
+                return Transcript.from_event(ev).text, (time.perf_counter() - t0) * 1000, got
+
+
+def request(uri, audio, **kw):
+    return asyncio.run(_request(uri, audio, **kw))
+
+
+async def _describe(uri):
+    async with AsyncClient.from_uri(uri, connect_timeout=10, read_timeout=30) as client:
+        await client.write_event(Describe().event())
+        while True:
+            ev = await client.read_event()
+            if Info.is_type(ev.type):
+                return Info.from_event(ev)
+
+
+@pytest.fixture(scope="module")
+def stt():
+    return StandIn()
+
+
+@pytest.fixture(scope="module")
+def gate(tmp_path_factory, stt, alice_print, session):
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path_factory.mktemp("wy") / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print,
+                                           "2025-01-01T00:00:00Z", 10.0, 2))
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    log = open(tmp_path_factory.mktemp("wylog") / "gate.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "-v", "--store", str(store),
+                             "wyoming", "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri,
+                             "--tag-speaker", "--refusal-text", "sorry, I only answer people "
+                             "I know"], stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+    line = proc.stdout.readline()
+    assert "serving" in line, (line, log.seek(0) or log.read())
+    yield {"uri": f"tcp://127.0.0.1:{port}", "log": log, "proc": proc}
+    proc.terminate()
+    proc.wait(10)
+
+
+def gate_log(gate) -> str:
+    gate["log"].flush()
+    gate["log"].seek(0)
+    return gate["log"].read()
+
+
+def test_pcm_stream_is_the_stdin_source_on_the_same_bytes():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((48000, 2)) * 0.1).astype(np.float32)
+    raw = (x * 32767).astype("<i2").tobytes()
+    ref = np.concatenate([c.samples for c in StdinSource(io.BytesIO(raw), rate_hz=48000,
+                                                         channels=2)])
+    s = PcmStream(48000, 2, 2)
+    pieces = [s.push(raw[i:i + 1001]) for i in range(0, len(raw), 1001)] + [s.finish()]
+    got = np.concatenate([c.samples for c in pieces if c is not None])
+    assert np.allclose(got, ref, atol=1e-6) and len(got) == len(ref) == 16000
+
+
+def test_pcm_stream_refuses_bad_formats():
+    from rtverify.errors import InputError
+
+    with pytest.raises(InputError, match="3-byte"):
+        PcmStream(16000, 3, 1)
+    with pytest.raises(InputError, match="sample rate"):
+        PcmStream(4000, 2, 1)
+
+
+def test_describes_itself_as_the_stt_it_fronts(gate):
+    info = asyncio.run(_describe(gate["uri"]))
+    assert [p.name for p in info.asr] == ["rtverify-gate"]
+    assert info.asr[0].models[0].languages == ["xx", "en"]
+
+
+def test_the_enrolled_speaker_is_forwarded_byte_for_byte(gate, stt, conversation):
+    audio = pcm16(clip(conversation, 0.9, 5.7))  # the enrolled speaker's first line
+    n = len(stt.requests)
+    text, ms, _ = request(gate["uri"], audio)
+    assert len(stt.requests) == n + 1
+    sent = stt.requests[-1]
+    assert sent["audio"] == audio and sent["language"] == "xx" and sent["fmt"] == (16000, 2, 1)
+    assert text == f"alice: heard {len(audio)} {hashlib.sha1(audio).hexdigest()}"
+    logged = re.findall(r"decided ([0-9.]+) ms after audio-stop", gate_log(gate))
+    assert logged, gate_log(gate)
+
+
+def test_resampled_stereo_is_verified_too(gate, stt, conversation):
+    from scipy.signal import resample_poly
+
+    x = resample_poly(clip(conversation, 17.6, 22.2), 3, 1).astype(np.float32)  # 48 kHz
+    stereo = np.stack([x, x], axis=1).ravel()
+    audio = pcm16(stereo)
+    text, _, _ = request(gate["uri"], audio, rate=48000, channels=2, chunk_bytes=3840)
+    assert text.startswith("alice: heard ") and stt.requests[-1]["audio"] == audio
+
+
+def test_a_stranger_gets_the_refusal_and_the_audio_never_leaves(gate, stt, conversation):
+    n = len(stt.requests)
+    for a, b in ((6.3, 11.5), (12.0, 17.0), (22.8, 27.6)):  # three other speakers
+        text, ms, _ = request(gate["uri"], pcm16(clip(conversation, a, b)))
+        assert text == "sorry, I only answer people I know"
+    silence = pcm16(np.zeros(SR, dtype=np.float32))
+    text, _, _ = request(gate["uri"], silence)
+    assert text == "sorry, I only answer people I know"
+    assert len(stt.requests) == n
+
+
+def test_protocol_errors_are_one_line_and_the_connection_survives(gate, stt, conversation):
+    bad = AudioChunk(rate=16000, width=2, channels=1, audio=b"\0\0" * 100).event()
+    audio = pcm16(clip(conversation, 0.9, 5.7))
+    text, _, events = request(gate["uri"], audio, before=[bad])
+    errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+    assert errors == ["audio-chunk before audio-start"]
+    assert text.startswith("alice: heard")
+    text, _, events = request(gate["uri"], b"\0\0\0" * 100, width=3, until_error=True)
+    errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+    assert len(errors) == 1 and "3-byte samples are not supported" in errors[0]
+    text, _, _ = request(gate["uri"], audio)  # and the next request is served
+    assert text.startswith("alice: heard")
+    assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+def test_decisions_are_logged_with_their_time_after_audio_stop(gate):
+    lines = [l for l in gate_log(gate).splitlines() if "after audio-stop" in l]
+    assert len(lines) >= 6
+    print("\n".join(lines))
+
+
+def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, alice_print,
+                                                               session, conversation):
+    """Two gates on one PostgreSQL store: a voice enrolled through one store instance after
+    both started is accepted by the other within a second."""
+    from pg_server import PgServer
+
+    from rtverify.store import open_store
+    from rtverify.store.voiceprints import Voiceprint
+
+    pg = PgServer()
+    proc = None
+    try:
+        url = pg.new_database()
+        other = open_store(url)
+        rng = np.random.default_rng(0)
+        v = rng.standard_normal(session.dim).astype(np.float32)
+        other.save(Voiceprint("bob", session.model_id, v / np.linalg.norm(v), "2025", 5.0, 1))
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", url, "wyoming",
+                                 "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, OMP_NUM_THREADS="1"))
+        assert "serving" in proc.stdout.readline(), proc.stderr.read()
+        uri = f"tcp://127.0.0.1:{port}"
+        audio = pcm16(clip(conversation, 0.9, 5.7))
+        assert request(uri, audio)[0] == ""  # alice is not enrolled yet: empty transcript
+        other.save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0, 2))
+        time.sleep(1.0)  # the issue's bound: usable on the other instances within a second
+        text, _, _ = request(uri, audio)
+        assert text.startswith("heard "), text  # accepted, untagged
+        other.close()
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        pg.stop()
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--uri", "tcp://0.0.0.0:10350"], "is not loopback"),
+    (["--uri", "http://127.0.0.1:1"], "use tcp://HOST:PORT"),
+    (["--name", "nobody"], "voice 'nobody' is not enrolled"),
+    (["--tag-format", "{who}"], "--tag-format"),
+    (["--threshold", "nan"], "--threshold"),
+])
+def test_bad_arguments_are_one_line(tmp_path, args, why):
+    r = subprocess.run([sys.executable, "-m", "rtverify", "--store", str(tmp_path / "none"),
+                        "wyoming", "--stt-uri", "tcp://127.0.0.1:1", *args],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and why in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_stt_is_a_protocol_error(tmp_path, alice_print, session, conversation):
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    port, dead = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
+                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri",
+                             f"tcp://127.0.0.1:{dead}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving" in proc.stdout.readline()
+        info = asyncio.run(_describe(f"tcp://127.0.0.1:{port}"))  # falls back to --language
+        assert info.asr[0].models[0].languages == ["en"]
+        _, _, events = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)),
+                               until_error=True)
+        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+        assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
