@@ -334,12 +334,15 @@ def main(argv=None) -> int:
                 spread = len(x) / SR if args.spread_s is None else args.spread_s
                 results["spread_s"] = spread
                 rows = run_streams(server, levels, pcm, len(x) / SR, expect, spread)
-                ok = [row["streams"] for row in rows if row["ok"]]
                 results["streams"] = rows
-                results["knee_streams"] = max(ok) if ok else 0
-                results["knee_streams_per_core"] = (max(ok) if ok else 0) / cores
-                first_bad = [row["streams"] for row in rows if not row["ok"]]
-                results["first_failing_streams"] = first_bad[0] if first_bad else None
+                first_bad = next((row["streams"] for row in rows if not row["ok"]), None)
+                # the knee: the largest count before the first that fails (a later level that
+                # passes again, on a machine whose other load varies, does not move it)
+                knee = max((row["streams"] for row in rows if row["ok"]
+                            and (first_bad is None or row["streams"] < first_bad)), default=0)
+                results["knee_streams"] = knee
+                results["knee_streams_per_core"] = knee / cores
+                results["first_failing_streams"] = first_bad
             if not args.skip_drops:
                 speech = pcm[int(1.1 * SR) * 2:int(2.6 * SR) * 2]  # alice mid-utterance
                 results["drops"] = run_drops(server, speech, args.drops)
