@@ -13,7 +13,7 @@ case "$mode" in
   runtime) "${pip[@]}" install -e . ;;
   dev)
     # torch is pinned exactly: a range would pull the registry's CUDA build (gigabytes).
-    "${pip[@]}" install -e ".[train,plot,dev,liveness,postgres,wyoming]"
+    "${pip[@]}" install -e ".[train,plot,dev,liveness,postgres,wyoming,serve]"
     # resemblyzer's metadata asks for the old `webrtcvad` sdist, which cannot import without
     # pkg_resources; webrtcvad-wheels (a runtime dependency) provides the same module, so install
     # resemblyzer itself without its declared dependencies (librosa comes from the train extra).

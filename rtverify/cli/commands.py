@@ -157,6 +157,10 @@ class _LineView:
 
 
 def cmd_listen(args) -> int:
+    if args.server:  # the server decides; see rtverify.client
+        from ..client import listen_command
+
+        return listen_command(args)
     from ..apps.listen import run
     from ..core.encoder import default_threads
     from ..core.pipeline import Verifier

@@ -18,6 +18,7 @@ from .. import __version__
 from ..config import SAMPLE_RATE_HZ, VERIFY_TIMEOUT_S, check_threshold
 from ..errors import ExitCode, RtverifyError
 from . import eval as eval_cli
+from . import serve as serve_cli
 from . import wyoming as wyoming_cli
 from .commands import cmd_demo, cmd_devices, cmd_enroll, cmd_listen, cmd_verify, cmd_voices
 
@@ -188,6 +189,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retries", type=_number(int, 0, inclusive=True), metavar="N",
                    help="when the microphone stops delivering audio, try to reopen it up to N "
                    "times (0.5 s, doubling to 10 s apart) before giving up (default: forever)")
+    p.add_argument("--server", metavar="URL", help="send the audio to `rtverify serve` at URL "
+                   "(ws://HOST:PORT) and print its decisions instead of deciding here")
+    p.add_argument("--token-file", metavar="F", help="with --server: the server's bearer token")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_listen)
@@ -234,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     eval_cli.register_cli(sub)
     wyoming_cli.register_cli(sub)
+    serve_cli.register_cli(sub)
     return parser
 
 

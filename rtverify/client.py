@@ -1,0 +1,302 @@
+"""A small client for ``rtverify serve`` (needs the ``serve`` extra for :meth:`Client.listen`; the
+HTTP calls use only the standard library).
+
+    from rtverify.client import Client
+
+    c = Client("http://127.0.0.1:8765")            # token=... when the server has one
+    for event in c.listen(pcm_chunks, rate=16000, format="s16"):
+        if event["event"] == "decision":
+            print(event["speaker"], event["score"])
+    print(c.verify("alice", "door.wav")["accepted"])
+
+``listen`` yields the same dicts as ``rtverify listen --json`` writes: ``ready``, ``speech_start``,
+``provisional``, ``decision``, ``dropped`` and a final ``summary``. A refusal by the server (bad
+token, bad input, a limit) raises :class:`ServerError` with the server's one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from .errors import RtverifyError
+
+TOKEN_ENV = "RTVERIFY_TOKEN"
+"""Environment variable with the bearer token, when none is given."""
+
+
+class ServerError(RtverifyError):
+    """The server refused or failed a request; ``code`` is the HTTP status or close code."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _base_urls(url: str) -> tuple[str, str]:
+    """(http base, ws base) from either form of the server's address."""
+    parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("http", "https") or not parts.netloc:
+        raise RtverifyError(f"server address {url!r}: expected ws://HOST:PORT or http://HOST:PORT")
+    path = parts.path.rstrip("/")
+    for suffix in ("/v1/listen", "/v1"):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+    http = f"{scheme}://{parts.netloc}{path}"
+    return http, ("wss" if scheme == "https" else "ws") + http[len(scheme):]
+
+
+def _pcm_bytes(chunk: Any, sample_format: str) -> bytes:
+    """A chunk as the bytes to send: bytes as they are; a numpy array converted to the format."""
+    if isinstance(chunk, (bytes, bytearray, memoryview)):
+        return bytes(chunk)
+    import numpy as np
+
+    samples = getattr(chunk, "samples", chunk)  # an rtverify Chunk, or an array
+    a = np.asarray(samples)
+    if sample_format == "f32":
+        return a.astype("<f4").tobytes()
+    if a.dtype.kind == "f":
+        bits = 16 if sample_format == "s16" else 32
+        scale = float(2 ** (bits - 1))
+        a = np.clip(np.round(a.astype(np.float64) * scale), -scale, scale - 1)
+    return a.astype("<i2" if sample_format == "s16" else "<i4").tobytes()
+
+
+class Client:
+    """One server.
+
+    :param url: ``http://HOST:PORT`` or ``ws://HOST:PORT`` (a path prefix is kept, for proxies).
+    :param token: the bearer token (default ``$RTVERIFY_TOKEN``, else none).
+    :param timeout_s: how long any one request or receive may take (seconds).
+    """
+
+    def __init__(self, url: str = "http://127.0.0.1:8765", *, token: str | None = None,
+                 timeout_s: float = 30.0) -> None:
+        self.http_url, self.ws_url = _base_urls(url)
+        self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
+        self.timeout_s = timeout_s
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    # -- HTTP ---------------------------------------------------------------------------
+    def _request(self, method: str, path: str, *, query: dict | None = None,
+                 files: list[tuple[str, bytes]] | None = None) -> dict:
+        url = self.http_url + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        headers = self._headers()
+        body = None
+        if files is not None:
+            boundary = uuid.uuid4().hex
+            parts = []
+            for filename, data in files:
+                safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+                parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; '
+                             f'filename="{safe}"\r\nContent-Type: application/octet-stream'
+                             f'\r\n\r\n'.encode("utf-8") + data + b"\r\n")
+            body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+            headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read().decode("utf-8"))
+        except urllib.error.HTTPError as err:
+            try:
+                message = json.loads(err.read().decode("utf-8"))["error"]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                message = f"HTTP {err.code} {err.reason}"
+            raise ServerError(message, err.code) from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise ServerError(f"{self.http_url}: cannot reach the server ({reason})") from None
+
+    @staticmethod
+    def _file(path) -> tuple[str, bytes]:
+        p = Path(path)
+        try:
+            return p.name, p.read_bytes()
+        except OSError as err:
+            raise RtverifyError(f"{p}: cannot read ({err.strerror})") from None
+
+    def health(self) -> dict:
+        return self._request("GET", "/v1/health")
+
+    def voices(self) -> list[dict]:
+        return self._request("GET", "/v1/voices")["voices"]
+
+    def enroll(self, name: str, paths: Iterable, *, force: bool = False) -> dict:
+        """Enrol ``name`` from recordings (what ``enroll --input ...`` does)."""
+        return self._request("POST", f"/v1/voices/{urllib.parse.quote(name, safe='')}",
+                             query={"force": "true" if force else None},
+                             files=[self._file(p) for p in paths])
+
+    def delete(self, name: str) -> dict:
+        return self._request("DELETE", f"/v1/voices/{urllib.parse.quote(name, safe='')}")
+
+    def verify(self, name: str, path, *, threshold: float | None = None) -> dict:
+        """Is the recording at ``path`` NAME? The dict ``verify --json`` prints."""
+        return self._request("POST", f"/v1/verify/{urllib.parse.quote(name, safe='')}",
+                             query={"threshold": threshold}, files=[self._file(path)])
+
+    # -- WebSocket ----------------------------------------------------------------------
+    def listen(self, chunks: Iterable, *, rate: int = 16000, channels: int = 1,
+               format: str = "s16", names: Iterable[str] | None = None,
+               threshold: float | None = None, model: str | None = None,
+               status: bool = False) -> Iterator[dict]:
+        """Stream ``chunks`` (bytes of raw PCM, or numpy arrays / rtverify Chunks converted to
+        ``format``) and yield the server's events until its ``summary``. ``chunks`` are sent as
+        they come (a microphone paces itself). Ctrl-C while listening ends the stream and still
+        yields the summary."""
+        from websockets.exceptions import ConnectionClosed
+        from websockets.sync.client import connect
+
+        query = [("rate", rate), ("channels", channels), ("format", format)]
+        query += [("name", n) for n in (names or [])]
+        if threshold is not None:
+            query.append(("threshold", threshold))
+        if model is not None:
+            query.append(("model", model))
+        if status:
+            query.append(("status", "true"))
+        url = f"{self.ws_url}/v1/listen?{urllib.parse.urlencode(query)}"
+        try:
+            ws = connect(url, additional_headers=self._headers(), open_timeout=self.timeout_s,
+                         max_size=None, compression=None).__enter__()
+        except (OSError, TimeoutError) as err:
+            raise ServerError(f"{self.ws_url}: cannot reach the server ({err})") from None
+        except Exception as err:  # websockets' handshake errors (InvalidStatus, ...)
+            raise ServerError(f"{self.ws_url}: WebSocket refused ({err})") from None
+        stop = threading.Event()
+        failure: list[BaseException] = []
+
+        def send() -> None:
+            try:
+                for chunk in chunks:
+                    if stop.is_set():
+                        break
+                    data = _pcm_bytes(chunk, format)
+                    if data:
+                        ws.send(data)
+                ws.send(json.dumps({"type": "end"}))
+            except ConnectionClosed:
+                pass
+            except BaseException as err:  # the audio source failed: say so, end the stream
+                failure.append(err)
+                ws.close()
+
+        sender = threading.Thread(target=send, name="rtverify-client-send", daemon=True)
+        error: dict | None = None
+        try:
+            started = False
+            while True:
+                try:
+                    message = ws.recv(timeout=None if started else self.timeout_s)
+                except KeyboardInterrupt:
+                    stop.set()  # ends after the chunk being sent; the summary still comes
+                    continue
+                except ConnectionClosed:
+                    break
+                except TimeoutError:
+                    raise ServerError(f"{self.ws_url}: no answer within "
+                                      f"{self.timeout_s:g} s") from None
+                if isinstance(message, bytes):
+                    continue
+                event = json.loads(message)
+                if event.get("event") == "error":
+                    error = event
+                    continue
+                if event.get("event") == "ready" and not started:
+                    started = True
+                    sender.start()
+                yield event
+        finally:
+            stop.set()
+            ws.close()
+            if sender.is_alive():
+                sender.join(timeout=5.0)
+        if failure:
+            raise failure[0]
+        if error is not None:
+            raise ServerError(error.get("error", "refused"), error.get("code"))
+        code = ws.close_code
+        if code not in (1000, 1001, None):
+            raise ServerError(f"{self.ws_url}: stream closed with code {code} "
+                              f"({ws.close_reason or 'no reason given'})", code)
+
+
+def listen(url: str, chunks: Iterable, *, token: str | None = None, **params) -> Iterator[dict]:
+    """:meth:`Client.listen` on the server at ``url``."""
+    return Client(url, token=token).listen(chunks, **params)
+
+
+def verify(url: str, name: str, path, *, token: str | None = None,
+           threshold: float | None = None) -> dict:
+    """:meth:`Client.verify` on the server at ``url``."""
+    return Client(url, token=token).verify(name, path, threshold=threshold)
+
+
+def stream_to_server(url: str, source, *, names=None, threshold=None, model=None,
+                     token: str | None = None, status: bool = False,
+                     write=print) -> dict:
+    """``listen --server``: send ``source`` (16 kHz float32 chunks: the microphone, a recording
+    or stdin) to the server and write every event it decides as one JSON line. Returns the
+    summary."""
+    summary: dict = {}
+    try:
+        for event in Client(url, token=token).listen(source, rate=16000, format="f32",
+                                                     names=names, threshold=threshold,
+                                                     model=model, status=status):
+            write(json.dumps(event, ensure_ascii=False))
+            if event.get("event") == "summary":
+                summary = event
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
+    return summary
+
+
+def listen_command(args) -> int:
+    """``rtverify listen --server URL``: the microphone (or ``--input``) streamed to a server,
+    its events written as ``listen`` writes them (JSON lines with ``--json``, else one line per
+    decision and the summary)."""
+    from .cli.commands import _input_spec
+    from .errors import ExitCode, InputError
+
+    if args.model is not None:
+        raise InputError("--model: with --server the server's model decides")
+    spec = _input_spec(args, args.input, realtime=args.realtime, retries=args.retries,
+                       reconnect=True)
+    threshold = args.threshold  # checked by the parser
+    token = None
+    if args.token_file:
+        from .cli.serve import read_token
+
+        token = read_token(args.token_file)
+
+    def write(line: str) -> None:
+        if args.json:
+            print(line, flush=True)
+            return
+        event = json.loads(line)
+        if event["event"] == "decision":
+            who = event["speaker"] or f"unknown (best {event['best']})"
+            print(f"{event['start_s']:7.2f}-{event['end_s']:7.2f} s  {who}  score "
+                  f"{event['score']}  {event['reason']}", flush=True)
+        elif event["event"] == "summary":
+            print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
+                  f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
+
+    stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
+                     token=token, status=args.status, write=write)
+    return ExitCode.OK

@@ -1,0 +1,744 @@
+"""The service: WebSocket ``/v1/listen`` and the HTTP routes on one port (Starlette on uvicorn).
+
+I/O runs on one asyncio loop; the CPU work of every stream (resampling, VAD, features, encoder) and
+of every upload runs on a pool of worker threads sized to the cores, one job per stream at a time,
+so a stream that sends faster than real time only delays itself. The encoder sessions are loaded
+once and shared (onnxruntime's ``run`` is thread-safe); voices are read from the store for each
+stream and request, so an ``enroll`` from the CLI is seen by the running server.
+
+Close codes of ``/v1/listen`` (an ``{"event": "error", "error": ...}`` message comes first):
+
+====  =======================================================================================
+1000  ``{"type": "end"}`` received: the open utterance was decided, ``summary`` sent
+1001  the server is shutting down (SIGTERM): ``summary`` with ``interrupted: true`` sent first
+1003  data that is not raw PCM of the stream's format, or a text message other than ``end``
+1008  missing/wrong token, bad query parameters, unknown voice or model, or a limit reached
+      (stream length, idle time, message rate)
+1009  a message larger than ``max_message_bytes``
+1011  a bug in rtverify (logged with its traceback)
+1013  ``max_streams`` streams already open
+====  =======================================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from .. import __version__
+from ..errors import InputError, ModelError, NotEnoughSpeech, RtverifyError, StoreError
+from .engine import JobFailed, JobInputError, StreamSpec
+from .pcm import PcmDecoder
+from .settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED = 1000, 1001, 1003
+CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1009, 1011, 1013
+
+LISTEN_PARAMS = ("rate", "channels", "format", "name", "threshold", "model", "status",
+                 "access_token")
+"""Query parameters ``/v1/listen`` knows (``access_token``: for clients that cannot set headers)."""
+
+
+class HttpError(Exception):
+    """A client error with its HTTP status; ``str`` is the one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(" ".join(message.split()))
+        self.status = status
+
+
+class _Bucket:
+    """Token bucket: ``rate_per_s`` sustained, ``burst`` at once."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate, self.burst = rate_per_s, float(burst)
+        self.tokens, self.t = float(burst), time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
+        self.t = now
+        if self.tokens < 1.0:
+            return False
+        self.tokens -= 1.0
+        return True
+
+
+@dataclass
+class Counters:
+    """What the server did since it started (logged at shutdown, shown by /v1/health)."""
+
+    streams: int = 0
+    decisions: int = 0
+    refused: int = 0
+    """Streams closed for bad input, auth or limits."""
+    requests: int = 0
+
+
+class Service:
+    """The state one server shares between its connections.
+
+    :param sessions: model_id -> loaded :class:`~rtverify.core.encoder.EncoderSession`; the first
+        is the default.
+    :param store: a voiceprint store (anything with VoiceprintStore's interface).
+    """
+
+    def __init__(self, settings: ServeSettings, sessions: Mapping[str, Any], store,
+                 engine=None) -> None:
+        from .engine import ProcessEngine, ThreadEngine
+
+        if not sessions:
+            raise ModelError("serve: no model loaded")
+        self.settings = settings
+        self.sessions = dict(sessions)
+        self.default_model = next(iter(self.sessions))
+        self.store = store
+        if engine is None:
+            if settings.worker_kind == "thread":
+                engine = ThreadEngine(self.sessions, settings.worker_count)
+            else:
+                engine = ProcessEngine([str(s.path) for s in self.sessions.values()],
+                                       settings.worker_count)
+        self.engine = engine
+        """Where the streams' CPU work runs (see :mod:`rtverify.serve.engine`)."""
+        self._sids = itertools.count(1)
+        self.pool = ThreadPoolExecutor(2, thread_name_prefix="rtverify-serve")  # store reads
+        # uploads (enrol, verify) have threads of their own: a long recording must not queue
+        # the streams' work behind it
+        self.upload_pool = ThreadPoolExecutor(max(1, settings.worker_count // 2),
+                                              thread_name_prefix="rtverify-upload")
+        self.streams: set[_Stream] = set()
+        self.draining = False
+        self.counters = Counters()
+
+    # -- shared helpers -----------------------------------------------------------------
+    def authorized(self, headers, query) -> bool:
+        token = self.settings.token
+        if token is None:
+            return True
+        given = ""
+        auth = headers.get("authorization", "")
+        if auth[:7].lower() == "bearer ":
+            given = auth[7:].strip()
+        elif "access_token" in query:
+            given = query.get("access_token", "")
+        return hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8"))
+
+    def session_for(self, model: str | None):
+        if model is None or model == "":
+            return self.sessions[self.default_model]
+        if model not in self.sessions:
+            raise ModelError(f"model {model!r} is not loaded by this server (it has: "
+                             f"{', '.join(self.sessions)})")
+        return self.sessions[model]
+
+    async def run(self, func, *args):
+        """``func(*args)`` on a helper thread (store reads)."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
+
+    async def run_upload(self, func, *args):
+        """``func(*args)`` on an upload worker."""
+        return await asyncio.get_running_loop().run_in_executor(self.upload_pool, func, *args)
+
+    async def drain(self) -> None:
+        """SIGTERM: every open stream decides its open utterance, gets its summary and is closed
+        (1001); waits up to ``shutdown_grace_s``."""
+        self.draining = True
+        streams = list(self.streams)
+        for s in streams:
+            s.wake.set()
+        deadline = time.monotonic() + self.settings.shutdown_grace_s
+        while self.streams and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.streams:
+            logger.warning("%d stream(s) did not finish within %g s", len(self.streams),
+                           self.settings.shutdown_grace_s)
+
+    def close(self) -> None:
+        self.engine.close()
+        self.pool.shutdown(wait=True)
+        self.upload_pool.shutdown(wait=True)
+
+
+# -- query parameters ---------------------------------------------------------------------------
+def _int_param(query, key: str, default: int) -> int:
+    text = query.get(key)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError(f"{key} {text!r}: not a whole number") from None
+
+
+def _threshold_param(query) -> float | None:
+    from ..config import check_threshold
+
+    text = query.get("threshold")
+    if text is None:
+        return None
+    try:
+        return check_threshold(float(text))
+    except ValueError as err:
+        raise InputError(f"threshold {text!r}: not a number" if "could not convert" in str(err)
+                         else str(err)) from None
+
+
+def _bool_param(query, key: str) -> bool:
+    text = (query.get(key) or "false").lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise InputError(f"{key} {query.get(key)!r}: must be true or false")
+    return text in ("true", "1", "yes")
+
+
+def load_voices(store, session, names: list[str] | None) -> dict:
+    """The voices to score against (every usable one without ``names``), as ``listen`` does."""
+    voices, problems = store.load_usable(session.model_id, names or None, session.dim)
+    for problem in problems:
+        logger.warning("%s; skipped", problem)
+    if not voices:
+        raise StoreError("no usable voice enrolled; enroll one first (POST /v1/voices/NAME, "
+                         "or rtverify enroll --name NAME --input FILE ...)")
+    return voices
+
+
+async def _within(awaitable, timeout_s: float):
+    """``await awaitable`` for at most ``timeout_s``: a timer (Python 3.11+), not the task per
+    call that ``wait_for`` makes."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(timeout_s):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, timeout_s)
+
+
+# -- /v1/listen ---------------------------------------------------------------------------------
+class _Stream:
+    """One WebSocket stream: a reader task receives, this object's :meth:`run` processes."""
+
+    def __init__(self, service: Service, ws: WebSocket) -> None:
+        self.service = service
+        self.ws = ws
+        client = ws.client
+        self.name = f"ws {client.host}:{client.port}" if client else "ws"
+        self.wake = asyncio.Event()
+        self.room = asyncio.Event()
+        self.inbox: list[bytes] = []
+        self.inbox_bytes = 0
+        self.ended = False
+        self.gone = False
+        self.error: tuple[int, str] | None = None
+        self.decoder: PcmDecoder | None = None
+        """Checks messages here; the worker has its own to convert them."""
+        self.sid = 0
+        self._reader: asyncio.Task | None = None
+
+    # -- sending ----------------------------------------------------------------------
+    async def _send(self, obj_or_text) -> None:
+        if self.gone:
+            return
+        text = obj_or_text if isinstance(obj_or_text, str) else json.dumps(obj_or_text,
+                                                                           ensure_ascii=False)
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.gone = True
+
+    async def _close(self, code: int, reason: str = "") -> None:
+        if self.gone:
+            return
+        try:
+            await self.ws.close(code, reason.encode("utf-8")[:120].decode("utf-8", "ignore"))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+
+    async def _refuse(self, code: int, message: str) -> None:
+        self.service.counters.refused += 1
+        logger.info("%s: closed %d: %s", self.name, code, message)
+        await self._send({"event": "error", "error": message, "code": code})
+        await self._close(code, message)
+
+    # -- receiving --------------------------------------------------------------------
+    def _fail(self, code: int, message: str) -> None:
+        if self.error is None:
+            self.error = (code, message)
+        self.wake.set()
+
+    async def _read(self) -> None:
+        s = self.service.settings
+        bucket = _Bucket(s.max_messages_per_s, s.message_burst)
+        rate = self.decoder.rate_in_hz
+        frame_bytes = self.decoder.frame_bytes
+        max_buffer = int(s.max_buffered_s * rate) * frame_bytes
+        received_frames = 0
+        while True:
+            try:
+                msg = await _within(self.ws.receive(), s.idle_timeout_s)
+            except (TimeoutError, asyncio.TimeoutError):
+                return self._fail(CLOSE_POLICY, f"{self.name}: nothing received for "
+                                  f"{s.idle_timeout_s:g} s (idle_timeout_s)")
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                msg = {"type": "websocket.disconnect"}
+            if msg["type"] == "websocket.disconnect":
+                self.gone = True
+                self.wake.set()
+                return
+            if not bucket.take():
+                return self._fail(CLOSE_POLICY, f"{self.name}: more than "
+                                  f"{s.max_messages_per_s:g} messages per second "
+                                  "(max_messages_per_s); send larger chunks")
+            data, text = msg.get("bytes"), msg.get("text")
+            if data is not None:
+                if len(data) > s.max_message_bytes:
+                    return self._fail(CLOSE_TOO_BIG, f"{self.name}: binary message of "
+                                      f"{len(data)} bytes is larger than {s.max_message_bytes} "
+                                      "(max_message_bytes)")
+                if not data:
+                    continue
+                try:
+                    self.decoder.check(data)
+                except InputError as err:
+                    return self._fail(CLOSE_UNSUPPORTED, str(err))
+                received_frames += len(data) // frame_bytes
+                if received_frames / rate > s.max_stream_s:
+                    return self._fail(CLOSE_POLICY, f"{self.name}: stream longer than "
+                                      f"{s.max_stream_s:g} s (max_stream_s)")
+                self.inbox.append(data)
+                self.inbox_bytes += len(data)
+                self.wake.set()
+                while self.inbox_bytes > max_buffer and self.error is None:
+                    self.room.clear()  # back-pressure: stop reading until the work catches up
+                    await self.room.wait()
+            elif text is not None:
+                if len(text) > s.max_message_bytes:
+                    return self._fail(CLOSE_TOO_BIG, f"{self.name}: text message larger than "
+                                      f"{s.max_message_bytes} bytes (max_message_bytes)")
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    obj = None
+                if isinstance(obj, dict) and obj.get("type") == "end" and len(obj) == 1:
+                    self.ended = True
+                    self.wake.set()
+                    return
+                shown = text[:40] + ("..." if len(text) > 40 else "")
+                return self._fail(CLOSE_UNSUPPORTED, f"{self.name}: unknown text message "
+                                  f"{shown!r}; send raw PCM as binary messages and "
+                                  '{"type": "end"} at the end')
+
+    # -- the stream ---------------------------------------------------------------------
+    async def _open(self) -> bool:
+        """Check the request and set the stream up; False if it was refused."""
+        svc, q = self.service, self.ws.query_params
+        if not svc.authorized(self.ws.headers, q):
+            await self._refuse(CLOSE_POLICY, "missing or wrong token (Authorization: Bearer ...)")
+            return False
+        if len(svc.streams) >= svc.settings.max_streams:
+            await self._refuse(CLOSE_TRY_LATER, f"server busy: {svc.settings.max_streams} "
+                               "streams open (max_streams); try again later")
+            return False
+        try:
+            unknown = sorted(set(q.keys()) - set(LISTEN_PARAMS))
+            if unknown:
+                raise InputError(f"unknown query parameter {unknown[0]!r} (known: "
+                                 f"{', '.join(LISTEN_PARAMS[:-1])})")
+            for key in ("rate", "channels", "format", "threshold", "model", "status"):
+                if len(q.getlist(key)) > 1:
+                    raise InputError(f"{key}: given {len(q.getlist(key))} times")
+            fmt = q.get("format", "s16")
+            self.decoder = PcmDecoder(rate_hz=_int_param(q, "rate", 16000),
+                                      channels=_int_param(q, "channels", 1),
+                                      sample_format=fmt, name=self.name)
+            threshold = _threshold_param(q)
+            self.status = _bool_param(q, "status")
+            session = svc.session_for(q.get("model"))
+            voices = await svc.run(load_voices, svc.store, session, q.getlist("name"))
+        except RtverifyError as err:
+            await self._refuse(CLOSE_POLICY, str(err))
+            return False
+        self.sid = next(svc._sids)
+        spec = StreamSpec(session.model_id, voices, threshold, self.status,
+                          self.decoder.rate_in_hz, self.decoder.channels, fmt, self.name)
+        try:
+            await svc.engine.call("open", self.sid, spec)
+        except (JobFailed, JobInputError) as err:
+            logger.error("%s: cannot start the stream: %s", self.name, err)
+            await self._refuse(CLOSE_INTERNAL, "internal error: cannot start the stream")
+            return False
+        from ..events import Ready, event_dict
+
+        threshold_text = (f"{threshold:.2f}" if threshold is not None
+                          else session.info.decision.describe())
+        await self._send(event_dict(Ready(self.name, session.model_id, sorted(voices),
+                                          threshold_text, True)))
+        return True
+
+    async def run(self) -> None:
+        svc = self.service
+        await self.ws.accept()
+        if not await self._open():
+            return
+        svc.streams.add(self)
+        svc.counters.streams += 1
+        reader = self._reader = asyncio.create_task(self._read())
+        self._finished = False
+        try:
+            await self._loop()
+        finally:
+            reader.cancel()
+            svc.streams.discard(self)
+            if not self._finished:
+                svc.engine.drop(self.sid)
+            try:
+                await reader
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _loop(self) -> None:
+        svc = self.service
+        while True:
+            if not (self.inbox or self.error or self.gone or self.ended or svc.draining):
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            if self.gone:  # the client went away: its stream costs nothing more
+                logger.debug("%s: disconnected", self.name)
+                return
+            if self.error is not None:
+                code, message = self.error
+                await self._refuse(code, message)
+                return
+            if svc.draining and not self._reader.done():
+                self._reader.cancel()  # shutting down: what came so far is decided, no more
+            try:
+                if self.inbox:
+                    data, self.inbox = self.inbox, []
+                    self.inbox_bytes = 0
+                    self.room.set()
+                    texts, decisions = await svc.engine.call("push", self.sid, data)
+                    svc.counters.decisions += decisions
+                    for text in texts:
+                        await self._send(text)
+                    continue
+                interrupted = not self.ended
+                self._finished = True
+                texts, summary, decisions = await svc.engine.call("finish", self.sid,
+                                                                  interrupted)
+                svc.counters.decisions += decisions
+                for text in texts:
+                    await self._send(text)
+            except JobInputError as err:
+                self._finished = True  # the worker forgot the stream
+                self._fail(CLOSE_UNSUPPORTED, str(err))
+                continue
+            except Exception as err:  # a bug: log it, close this stream, keep the others
+                logger.error("%s: internal error: %s", self.name, err)
+                await self._refuse(CLOSE_INTERNAL, "internal error (logged by the server)")
+                return
+            await self._send(summary)
+            await self._close(CLOSE_GOING_AWAY if interrupted else CLOSE_NORMAL,
+                              "server shutting down" if interrupted else "")
+            return
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+def _status_for(err: RtverifyError) -> int:
+    if isinstance(err, NotEnoughSpeech):
+        return 422
+    if isinstance(err, StoreError):
+        return 404 if "is not enrolled" in str(err) else 409
+    return 400
+
+
+def _label(filename: str | None, i: int) -> str:
+    name = " ".join((filename or "").split())[:100]
+    return name or f"audio[{i}]"
+
+
+async def _uploads(request: Request, settings: ServeSettings, most: int) -> list[tuple[str, bytes]]:
+    """The ``audio`` parts of a multipart body: (label, bytes) each, within the size limits."""
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    ctype = request.headers.get("content-type", "")
+    if not ctype.startswith("multipart/form-data"):
+        raise HttpError(415, "expected multipart/form-data with the recording in field 'audio'")
+    limit = settings.max_upload_bytes
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise HttpError(413, f"upload of {length} bytes is larger than {limit} "
+                        "(max_upload_bytes)")
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise HttpError(413, f"upload larger than {limit} bytes (max_upload_bytes)")
+
+    async def stream():
+        yield bytes(body)
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=most, max_fields=16,
+                                     max_part_size=limit).parse()
+    except MultiPartException as err:
+        raise HttpError(400, f"bad multipart body: {err.message}") from None
+    out = []
+    try:
+        for i, item in enumerate(form.getlist("audio"), 1):
+            if isinstance(item, str):
+                raise HttpError(400, "field 'audio' must be an uploaded file, not text")
+            out.append((_label(item.filename, i), await item.read()))
+    finally:
+        await form.close()
+    if not out:
+        raise HttpError(400, "no recording: upload it in multipart field 'audio'")
+    if len(out) > most:
+        raise HttpError(400, f"{len(out)} recordings: at most {most} (max_uploads)")
+    return out
+
+
+class _TempFiles:
+    """Uploaded recordings as files (the sources read paths), with messages that name the
+    upload, never the temporary path."""
+
+    def __init__(self, uploads: list[tuple[str, bytes]]) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="rtverify-serve-")
+        self.paths, self.labels = [], []
+        for i, (label, data) in enumerate(uploads, 1):
+            path = os.path.join(self._dir.name, f"upload-{i}")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            self.paths.append(path)
+            self.labels.append(label)
+
+    def renamed(self, err: RtverifyError) -> RtverifyError:
+        msg = str(err)
+        for path, label in zip(self.paths, self.labels):
+            msg = msg.replace(path, label)
+        return type(err)(msg)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> dict:
+    from ..apps.enroll import enroll_files
+
+    files = _TempFiles(uploads)
+    try:
+        try:
+            enrol = enroll_files(session, files.paths)
+        except RtverifyError as err:
+            raise files.renamed(err) from None
+        vp = enrol.voiceprint(name, session.model_id)
+        service.store.save(vp, force=force)
+    finally:
+        files.close()
+    return {"event": "enroll", "name": name, "takes": len(enrol.takes),
+            "speech_s": round(enrol.speech_s, 2), "model_id": session.model_id,
+            "created": vp.created, "replaced": force}
+
+
+def verify_file(session, store, name: str, path: str, where: str,
+                threshold: float | None = None) -> dict:
+    """``verify --input FILE --json`` for one recording: the same fields, the same errors."""
+    from ..apps.verify import verify
+    from ..io.sources import FileSource
+
+    vp = store.load(name, session.model_id, session.dim)
+    result = verify(session, vp, FileSource(path), where, live=False, threshold=threshold)
+    d, rec = result.decision, result.recording
+    return {"event": "verify", "input": where, "name": vp.name, "accepted": result.accepted,
+            "voice_accepted": d.accepted, "score": round(d.score, 4),
+            "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
+            "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
+            "clipped": rec.clipped, "reason": result.reason, "model_id": session.model_id}
+
+
+def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:
+    files = _TempFiles(uploads)
+    try:
+        return verify_file(session, service.store, name, files.paths[0], files.labels[0],
+                           threshold)
+    except RtverifyError as err:
+        raise files.renamed(err) from None
+    finally:
+        files.close()
+
+
+def build_app(service: Service) -> Starlette:
+    """The ASGI app over ``service``."""
+    from ..store.voiceprints import validate_name
+
+    def guarded(handler):
+        async def endpoint(request: Request):
+            service.counters.requests += 1
+            try:
+                if not service.authorized(request.headers, {}):
+                    raise HttpError(401, "missing or wrong token (Authorization: Bearer ...)")
+                return await handler(request)
+            except HttpError as err:
+                return JSONResponse({"error": str(err)}, status_code=err.status,
+                                    headers={"WWW-Authenticate": "Bearer"}
+                                    if err.status == 401 else None)
+            except RtverifyError as err:
+                return JSONResponse({"error": str(err)}, status_code=_status_for(err))
+            except Exception as err:
+                logger.exception("%s %s: internal error", request.method, request.url.path)
+                return JSONResponse({"error": f"internal error: {type(err).__name__}"},
+                                    status_code=500)
+        return endpoint
+
+    async def health(request: Request):
+        return JSONResponse({"status": "ok", "model_id": service.default_model,
+                             "models": list(service.sessions), "version": __version__,
+                             "streams": len(service.streams),
+                             "workers": service.engine.alive,
+                             "tasks": len(asyncio.all_tasks()),
+                             "threads": threading.active_count()})
+
+    def _name(request: Request) -> str:
+        return validate_name(request.path_params["name"])
+
+    async def voices(request: Request):
+        session = service.session_for(request.query_params.get("model"))
+        entries = await service.run(service.store.entries, session.model_id, session.dim)
+        out = []
+        for e in entries:
+            vp = e.voiceprint
+            out.append({"name": e.name, "usable": vp is not None, "problem": e.problem,
+                        **({"created": vp.created, "model_id": vp.model_id,
+                            "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})})
+        return JSONResponse({"voices": out})
+
+    async def enroll(request: Request):
+        name = _name(request)
+        force = _bool_param(request.query_params, "force")
+        session = service.session_for(request.query_params.get("model"))
+        if not force and await service.run(service.store.exists, name):
+            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace it")
+        uploads = await _uploads(request, service.settings, service.settings.max_uploads)
+        return JSONResponse(await service.run_upload(_enroll_job, service, session, name, uploads,
+                                              force))
+
+    async def delete(request: Request):
+        name = _name(request)
+        await service.run(service.store.remove, name)
+        return JSONResponse({"event": "removed", "name": name})
+
+    async def verify(request: Request):
+        name = _name(request)
+        threshold = _threshold_param(request.query_params)
+        session = service.session_for(request.query_params.get("model"))
+        if not await service.run(service.store.exists, name):
+            raise StoreError(f"voice {name!r} is not enrolled")
+        uploads = await _uploads(request, service.settings, 1)
+        return JSONResponse(await service.run_upload(_verify_job, service, session, name, uploads,
+                                              threshold))
+
+    async def listen(ws: WebSocket):
+        try:
+            await _Stream(service, ws).run()
+        except Exception:  # never let one stream take anything else down
+            logger.exception("/v1/listen: internal error")
+
+    routes = [
+        Route("/v1/health", guarded(health), methods=["GET"]),
+        Route("/v1/voices", guarded(voices), methods=["GET"]),
+        Route("/v1/voices/{name}", guarded(enroll), methods=["POST"]),
+        Route("/v1/voices/{name}", guarded(delete), methods=["DELETE"]),
+        Route("/v1/verify/{name}", guarded(verify), methods=["POST"]),
+        WebSocketRoute("/v1/listen", listen),
+    ]
+    async def not_found(request: Request, exc):
+        status = getattr(exc, "status_code", 404)
+        words = {404: f"no such endpoint {request.url.path!r} (see rtverify serve --help)",
+                 405: f"method {request.method} not allowed on {request.url.path}"}
+        return JSONResponse({"error": words.get(status, "bad request")}, status_code=status)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+# -- running --------------------------------------------------------------------------------------
+def run_server(service: Service, *, ready=None, sock=None) -> Counters:
+    """Serve until SIGTERM/SIGINT (or ``stop()`` on the returned server from another thread via
+    ``ready``). ``ready(server)`` is called once listening. Returns the counters."""
+    import uvicorn
+
+    s = service.settings
+    config = uvicorn.Config(
+        build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
+        ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
+        ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
+        timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
+    server = _Server(config, service, ready)
+    server.run(sockets=[sock] if sock is not None else None)
+    c = service.counters
+    logger.warning("stopped: %d stream(s), %d decision(s), %d refused, %d HTTP request(s)",
+                   c.streams, c.decisions, c.refused, c.requests)
+    service.close()
+    return c
+
+
+class _Server:
+    """uvicorn.Server whose SIGTERM first lets open streams finish (summary, close 1001), and
+    which does not re-raise the signal afterwards (the process exits 0)."""
+
+    def __new__(cls, config, service: Service, ready):
+        import contextlib
+        import signal
+
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                loop = asyncio.get_event_loop()
+                main = threading.current_thread() is threading.main_thread()
+                if main:
+                    for sig in (signal.SIGTERM, signal.SIGINT):
+                        loop.add_signal_handler(sig, self.stop)
+                try:
+                    yield
+                finally:
+                    if main:
+                        for sig in (signal.SIGTERM, signal.SIGINT):
+                            loop.remove_signal_handler(sig)
+
+            def stop(self) -> None:
+                """Drain the streams, then exit (a second call forces the exit)."""
+                if service.draining:
+                    self.force_exit = True
+                    self.should_exit = True
+                    return
+                logger.warning("shutting down: %d open stream(s) get their summary",
+                               len(service.streams))
+
+                async def drain_then_exit():
+                    await service.drain()
+                    self.should_exit = True
+
+                self._drain_task = asyncio.ensure_future(drain_then_exit())
+
+            async def startup(self, sockets=None):
+                await super().startup(sockets=sockets)
+                if ready is not None and self.started:
+                    ready(self)
+
+        return Server(config)

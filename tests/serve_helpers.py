@@ -1,0 +1,124 @@
+"""Real ``rtverify serve`` processes on loopback for the serve/client tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO = REPO / "rtverify" / "demo"
+WAIT_S = 30.0
+"""Longest any single wait in these tests (seconds)."""
+
+
+def cli(*args, store: Path, timeout: float = 120.0, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "rtverify", "--store", str(store), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env, **kw)
+
+
+class Server:
+    """``rtverify serve --port 0`` in a child process; ``url``/``ws`` once it listens."""
+
+    def __init__(self, store: Path, *args: str) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtverify", "--store", str(store), "serve", "--port", "0",
+             *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._collect, daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if any("serving on http://" in line for line in self.lines):
+                break
+            if self.proc.poll() is not None:
+                self._reader.join(WAIT_S)
+                raise RuntimeError(f"serve exited {self.proc.returncode}: {self.stderr}")
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError(f"serve did not start within {WAIT_S} s: {self.stderr}")
+        line = next(line for line in self.lines if "serving on http://" in line)
+        hostport = line.split("serving on http://", 1)[1].split(" ", 1)[0]
+        self.url = f"http://{hostport}"
+        self.ws = f"ws://{hostport}"
+
+    def _collect(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, sig=signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(WAIT_S)
+        self._reader.join(WAIT_S)
+        return code
+
+
+def connect(server: Server, headers=None, **params):
+    """A raw WebSocket to /v1/listen with query ``params`` (lists repeat a key)."""
+    import urllib.parse
+
+    from websockets.sync.client import connect as ws_connect
+
+    query = urllib.parse.urlencode([(k, v) for k, vs in params.items()
+                                    for v in (vs if isinstance(vs, list) else [vs])])
+    return ws_connect(f"{server.ws}/v1/listen?{query}", additional_headers=headers or {},
+                      open_timeout=WAIT_S, max_size=None, compression=None)
+
+
+def receive_all(ws, timeout: float = WAIT_S) -> list[dict]:
+    """Every event until the server closes (each receive bounded by ``timeout``)."""
+    from websockets.exceptions import ConnectionClosed
+
+    out = []
+    while True:
+        try:
+            msg = ws.recv(timeout=timeout)
+        except ConnectionClosed:
+            return out
+        out.append(json.loads(msg))
+
+
+def refusal(ws, *messages, timeout: float = WAIT_S) -> tuple[dict | None, int | None]:
+    """Send ``messages`` (ignoring a close mid-way), then (the error event, the close code)."""
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        for m in messages:
+            ws.send(m)
+    except ConnectionClosed:
+        pass
+    events = receive_all(ws, timeout)
+    errors = [e for e in events if e.get("event") == "error"]
+    return (errors[-1] if errors else None), ws.close_code
+
+
+def f32_bytes(samples: np.ndarray) -> bytes:
+    return np.asarray(samples, dtype="<f4").tobytes()
+
+
+def store_digest(store: Path) -> dict[str, str]:
+    """name -> sha256 of every file in the store (to show a request left it untouched)."""
+    if not store.exists():
+        return {}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(store.iterdir()) if p.is_file()}

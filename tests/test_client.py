@@ -1,0 +1,119 @@
+"""``rtverify.client`` and ``rtverify listen --server`` against a real server on loopback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rtverify.client import Client, ServerError, _base_urls, _pcm_bytes
+from rtverify.io.sources import FileSource
+
+from serve_helpers import DEMO, Server, cli  # noqa: E402
+
+
+def test_addresses():
+    assert _base_urls("ws://h:1") == ("http://h:1", "ws://h:1")
+    assert _base_urls("wss://h/rt/v1/listen") == ("https://h/rt", "wss://h/rt")
+    assert _base_urls("h:8765") == ("http://h:8765", "ws://h:8765")
+    with pytest.raises(Exception, match="expected ws://"):
+        _base_urls("ftp://h")
+
+
+def test_pcm_conversion():
+    x = np.array([0.0, 0.5, -1.0, 1.0, 2.0], np.float32)
+    s16 = np.frombuffer(_pcm_bytes(x, "s16"), "<i2")
+    assert s16.tolist() == [0, 16384, -32768, 32767, 32767]
+    s32 = np.frombuffer(_pcm_bytes(x[:3], "s32"), "<i4")
+    assert s32.tolist() == [0, 2 ** 30, -2 ** 31]
+    assert np.frombuffer(_pcm_bytes(x, "f32"), "<f4").tolist() == x.tolist()
+    ints = np.array([1, -2, 3], np.int16)
+    assert np.frombuffer(_pcm_bytes(ints, "s16"), "<i2").tolist() == [1, -2, 3]
+    assert _pcm_bytes(b"\x01\x02", "s16") == b"\x01\x02"
+
+
+def test_cli_parser_does_not_import_the_server():
+    code = ("import sys; from rtverify.cli.entry import build_parser; build_parser(); "
+            "print(sorted(m for m in ('starlette', 'uvicorn', 'websockets', 'numpy', "
+            "'rtverify.client', 'rtverify.serve.server') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    pytest.importorskip("starlette")
+    store = tmp_path_factory.mktemp("client") / "voices"
+    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
+            str(DEMO / "enroll_2.flac"), store=store)
+    assert r.returncode == 0, r.stderr
+    s = Server(store)
+    yield s, store
+    assert s.stop() == 0
+
+
+def test_listen_server_decides_like_listen(served, tmp_path):
+    server, store = served
+    remote = cli("listen", "--server", server.ws, "--input", str(DEMO / "conversation.flac"),
+                 "--json", store=tmp_path / "empty-store")  # the server's store decides
+    local = cli("listen", "--input", str(DEMO / "conversation.flac"), "--json", store=store)
+    assert remote.returncode == 0 and local.returncode == 0, remote.stderr + local.stderr
+    got = [json.loads(line) for line in remote.stdout.splitlines()]
+    want = [json.loads(line) for line in local.stdout.splitlines()]
+    assert got[0]["event"] == "ready" and got[-1]["event"] == "summary"
+    d_got = [e for e in got if e["event"] == "decision"]
+    d_want = [e for e in want if e["event"] == "decision"]
+    key = ("start_s", "end_s", "speaker", "accepted", "reason")
+    assert [[d[k] for k in key] for d in d_got] == [[d[k] for k in key] for d in d_want]
+    assert all(abs(a["score"] - b["score"]) < 0.01 for a, b in zip(d_got, d_want))
+    assert got[-1]["accepted"] == want[-1]["accepted"] >= 1
+    # plain lines without --json
+    text = cli("listen", "--server", server.ws, "--input", str(DEMO / "conversation.flac"),
+               store=store)
+    assert text.returncode == 0 and "alice" in text.stdout and "decisions:" in text.stdout
+
+
+def test_listen_server_raw_stdin(served):
+    server, store = served
+    import soundfile as sf
+
+    x, rate = sf.read(DEMO / "conversation.flac", dtype="int16")
+    r = subprocess.run(
+        [sys.executable, "-m", "rtverify", "listen", "--server", server.ws, "--input", "-",
+         "--rate", str(rate), "--json"], input=x[: rate * 6].tobytes(), capture_output=True,
+        timeout=120)
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stdout.decode().splitlines()]
+    assert [e["speaker"] for e in events if e["event"] == "decision"] == ["alice", "alice"]
+
+
+def test_listen_server_errors_are_one_line(served, tmp_path):
+    server, store = served
+    r = cli("listen", "--server", server.ws, "--input", str(DEMO / "conversation.flac"),
+            "--name", "nobody", store=store)
+    assert r.returncode == 2 and "not enrolled" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = cli("listen", "--server", "ws://127.0.0.1:9", "--input",
+            str(DEMO / "conversation.flac"), store=store)
+    assert r.returncode == 2 and "cannot reach the server" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_client_calls(served):
+    server, _ = served
+    from rtverify import client
+
+    c = Client(server.ws)
+    assert c.health()["status"] == "ok"
+    assert client.verify(server.url, "alice", DEMO / "enroll_1.flac")["accepted"] is True
+    x = np.concatenate([ch.samples for ch in FileSource(DEMO / "conversation.flac")])[:16000 * 6]
+    events = list(client.listen(server.ws, (x[i:i + 480] for i in range(0, len(x), 480)),
+                                format="s16"))
+    assert [e["speaker"] for e in events if e["event"] == "decision"] == ["alice", "alice"]
+    with pytest.raises(ServerError) as exc:
+        list(c.listen([x], format="f32", names=["nobody"]))
+    assert exc.value.code == 1008 and "not enrolled" in str(exc.value)

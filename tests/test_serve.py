@@ -1,0 +1,472 @@
+"""``rtverify serve`` as a client sees it: real servers on loopback (a free port each), the shipped
+model, the demo conversation. Every wait has a timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("starlette")
+pytest.importorskip("websockets")
+
+from serve_helpers import (DEMO, WAIT_S, Server, cli, connect, f32_bytes,  # noqa: E402
+                           receive_all, refusal, store_digest)
+
+from rtverify.client import Client, ServerError  # noqa: E402
+from rtverify.io.sources import FileSource  # noqa: E402
+
+CHUNK = 1600  # 0.1 s at 16 kHz
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    store = tmp_path_factory.mktemp("serve") / "voices"
+    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
+            str(DEMO / "enroll_2.flac"), store=store)
+    assert r.returncode == 0, r.stderr
+    return store
+
+
+@pytest.fixture(scope="module")
+def server(store):
+    s = Server(store)
+    yield s
+    assert s.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def conversation16k() -> np.ndarray:
+    return np.concatenate([c.samples for c in FileSource(DEMO / "conversation.flac")])
+
+
+def stream(server, samples: np.ndarray, chunk: int = CHUNK, **params) -> list[dict]:
+    with connect(server, format="f32", **params) as ws:
+        for i in range(0, len(samples), chunk):
+            ws.send(f32_bytes(samples[i:i + chunk]))
+        ws.send(json.dumps({"type": "end"}))
+        events = receive_all(ws)
+        assert ws.close_code == 1000
+    return events
+
+
+def comparable(events: list[dict]) -> list[dict]:
+    out = []
+    for e in events:
+        if e["event"] in ("ready",):
+            continue
+        e = dict(e)
+        e.pop("decision_ms", None)
+        out.append(e)
+    return out
+
+
+# -- the core promise -----------------------------------------------------------------------------
+def test_socket_events_equal_listen_json(server, store, conversation16k):
+    """The same audio over the socket and through `listen --input --realtime --json` (which,
+    like the server, embeds each window as soon as it is complete) gives the same events, score
+    for score; against `listen --input --json` (windows batched) the same decisions."""
+    live = subprocess.Popen(
+        [sys.executable, "-m", "rtverify", "--store", str(store), "listen", "--input",
+         str(DEMO / "conversation.flac"), "--realtime", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    events = stream(server, conversation16k)
+    fast = cli("listen", "--input", str(DEMO / "conversation.flac"), "--json", store=store)
+    out, err = live.communicate(timeout=120)
+    assert live.returncode == 0 and fast.returncode == 0, err + fast.stderr
+    want = [json.loads(line) for line in out.splitlines()]
+    assert events[0]["event"] == "ready" and events[0]["voices"] == ["alice"]
+    assert events[-1]["event"] == "summary"
+    assert comparable(events) == comparable(want)
+    decisions = [e for e in events if e["event"] == "decision"]
+    batched = [json.loads(line) for line in fast.stdout.splitlines()]
+    batched = [e for e in batched if e["event"] == "decision"]
+    assert len(decisions) >= 4 and any(d["accepted"] for d in decisions) \
+        and not all(d["accepted"] for d in decisions)
+    key = ("start_s", "end_s", "speaker", "accepted", "reason", "n_windows")
+    assert [[d[k] for k in key] for d in decisions] == [[d[k] for k in key] for d in batched]
+    for a, b in zip(decisions, batched):
+        assert abs(a["score"] - b["score"]) < 0.01
+
+
+def test_chunk_size_rate_and_format_do_not_change_decisions(server, conversation16k):
+    """s16 in odd-sized messages at 48 kHz stereo decides like f32 16 kHz mono in 0.1 s ones."""
+    ref = [e for e in stream(server, conversation16k) if e["event"] == "decision"]
+    from scipy.signal import resample_poly
+
+    x48 = resample_poly(conversation16k, 3, 1).astype(np.float32)
+    pcm = (np.clip(x48, -1, 1 - 1 / 32768) * 32768).astype("<i2")
+    stereo = np.stack([pcm, pcm], axis=1).tobytes()
+    frame = 4
+    with connect(server, rate=48000, channels=2, format="s16") as ws:
+        i = 0
+        for size in [frame * 7, frame * 1111, frame * 4800, frame * 333] * 10000:
+            if i >= len(stereo):
+                break
+            ws.send(stereo[i:i + size])
+            i += size
+        ws.send(json.dumps({"type": "end"}))
+        got = [e for e in receive_all(ws) if e["event"] == "decision"]
+    assert [(d["speaker"], d["accepted"]) for d in got] == [(d["speaker"], d["accepted"])
+                                                          for d in ref]
+    for a, b in zip(got, ref):
+        assert abs(a["start_s"] - b["start_s"]) <= 0.06 and abs(a["score"] - b["score"]) < 0.05
+
+
+def test_name_and_threshold_parameters(server, conversation16k):
+    events = stream(server, conversation16k[:16000 * 6], name="alice", threshold="0.99")
+    ready, decisions = events[0], [e for e in events if e["event"] == "decision"]
+    assert ready["voices"] == ["alice"] and ready["threshold"] == "0.99"
+    assert decisions and all(d["threshold"] == 0.99 and not d["accepted"] for d in decisions)
+
+
+# -- HTTP -----------------------------------------------------------------------------------------
+def test_http_health_voices_enrol_verify_delete(server, store):
+    c = Client(server.url)
+    health = c.health()
+    assert health["status"] == "ok" and health["model_id"].startswith("default-")
+    assert [v["name"] for v in c.voices()] == ["alice"]
+    made = c.enroll("carol", [DEMO / "enroll_1.flac"])
+    assert made["event"] == "enroll" and made["name"] == "carol" and made["takes"] == 1
+    assert made["speech_s"] > 3
+    with pytest.raises(ServerError) as exc:
+        c.enroll("carol", [DEMO / "enroll_1.flac"])
+    assert exc.value.code == 409 and "already enrolled" in str(exc.value)
+    before = store_digest(store)
+    assert c.enroll("carol", [DEMO / "enroll_2.flac"], force=True)["replaced"] is True
+    assert store_digest(store)["carol.json"] != before["carol.json"]
+    # verify answers what `verify --json` answers
+    got = c.verify("alice", DEMO / "enroll_2.flac")
+    want = json.loads(cli("verify", "--name", "alice", "--input", str(DEMO / "enroll_2.flac"),
+                          "--json", store=store).stdout)
+    assert got.pop("input") == "enroll_2.flac"
+    want.pop("input")
+    assert got == want and got["accepted"] is True
+    clip = DEMO / "conversation.flac"  # the first 5 s are alice; the rest others too
+    assert "accepted" in c.verify("carol", clip)
+    assert c.delete("carol") == {"event": "removed", "name": "carol"}
+    with pytest.raises(ServerError) as exc:
+        c.delete("carol")
+    assert exc.value.code == 404 and "not enrolled" in str(exc.value)
+    assert [v["name"] for v in c.voices()] == ["alice"]
+
+
+def test_cli_enrolment_is_seen_by_the_running_server(server, store, conversation16k):
+    r = cli("enroll", "--name", "dave", "--input", str(DEMO / "enroll_2.flac"), store=store)
+    assert r.returncode == 0, r.stderr
+    try:
+        assert "dave" in [v["name"] for v in Client(server.url).voices()]
+        events = stream(server, conversation16k[:16000 * 6], name="dave")
+        assert events[0]["voices"] == ["dave"]
+    finally:
+        cli("voices", "remove", "dave", store=store)
+
+
+# -- bad input over the socket --------------------------------------------------------------------
+WAV = io.BytesIO()
+sf.write(WAV, np.zeros(1600, np.float32), 16000, format="WAV")
+
+SOCKET_CASES = {
+    # name: (query parameters, messages to send, close code, words in the error)
+    "wav file": ({}, [WAV.getvalue()], 1003, "like a WAV file"),
+    "flac file": ({}, [(DEMO / "enroll_1.flac").read_bytes()[:8000]], 1003, "FLAC"),
+    "odd byte count": ({}, [b"\x00\x01\x02"], 1003, "not a whole number"),
+    "f32 nan": ({"format": "f32"}, [np.full(160, np.nan, "<f4").tobytes()], 1003, "NaN"),
+    "f32 not audio": ({"format": "f32"}, [np.full(160, 1e6, "<f4").tobytes()], 1003,
+                      "not audio"),
+    "unknown format": ({"format": "u8"}, [], 1008, "unknown raw sample format"),
+    "absurd rate": ({"rate": "1000000000"}, [], 1008, "not supported"),
+    "rate not a number": ({"rate": "fast"}, [], 1008, "not a whole number"),
+    "zero channels": ({"channels": "0"}, [], 1008, "channel count"),
+    "threshold": ({"threshold": "7"}, [], 1008, "between -1 and 1"),
+    "unknown voice": ({"name": "nobody"}, [], 1008, "not enrolled"),
+    "bad voice name": ({"name": "../etc"}, [], 1008, "name"),
+    "unknown model": ({"model": "other"}, [], 1008, "not loaded"),
+    "unknown parameter": ({"rat": "16000"}, [], 1008, "unknown query parameter"),
+    "text garbage": ({}, ["hello"], 1003, "unknown text message"),
+    "wrong text json": ({}, ['{"type": "stop"}'], 1003, "unknown text message"),
+    "too big": ({}, [b"\x00" * (70000)], 1009, "max_message_bytes"),
+    "flood": ({}, [b"\x00\x00"] * 3000, 1008, "messages per second"),
+}
+
+
+@pytest.fixture(scope="module")
+def strict(store):
+    s = Server(store, "--max-message-bytes", "65536", "--idle-timeout-s", "2",
+               "--max-stream-s", "3", "--max-streams", "6", "--max-messages-per-s", "50",
+               "--max-upload-bytes", "1000000")
+    yield s
+    assert s.stop() == 0
+
+
+def _good_stream(server, samples, result: list) -> None:
+    """A well-behaved stream paced at 10x real time, beside the bad ones."""
+    with connect(server, format="f32") as ws:
+        for i in range(0, len(samples), CHUNK):
+            ws.send(f32_bytes(samples[i:i + CHUNK]))
+            time.sleep(0.01)
+        ws.send(json.dumps({"type": "end"}))
+        result.extend(receive_all(ws))
+        result.append(ws.close_code)
+
+
+def test_bad_socket_input_is_refused_without_disturbing_others(server, strict, store,
+                                                               conversation16k):
+    before = store_digest(store)
+    ref = [e for e in stream(server, conversation16k) if e["event"] == "decision"]
+    good: list = []
+    # the good stream runs on the default server (its message rate is a live client's)
+    t = threading.Thread(target=_good_stream, args=(server, conversation16k, good))
+    t.start()
+    try:
+        for name, (params, messages, code, words) in SOCKET_CASES.items():
+            target = strict if name in ("too big", "flood") else server
+            with connect(target, **params) as ws:
+                error, got = refusal(ws, *messages)
+            assert got == code, name
+            assert error is not None and words in error["error"], (name, error)
+            assert "\n" not in error["error"] and "Traceback" not in error["error"]
+    finally:
+        t.join(WAIT_S * 4)
+    assert good[-1] == 1000
+    decisions = [e for e in good[:-1] if isinstance(e, dict) and e["event"] == "decision"]
+    assert [(d["start_s"], d["speaker"], d["score"]) for d in decisions] == \
+        [(d["start_s"], d["speaker"], d["score"]) for d in ref]
+    assert store_digest(store) == before
+    assert Client(server.url).health()["status"] == "ok"
+
+
+def test_limits_idle_length_and_streams(strict, conversation16k):
+    with connect(strict) as ws:  # idle: nothing sent for 2 s
+        t0 = time.monotonic()
+        error, code = refusal(ws)
+        assert code == 1008 and "idle_timeout_s" in error["error"]
+        assert time.monotonic() - t0 < 10
+    with connect(strict, format="f32") as ws:  # longer than 3 s of audio
+        error, code = refusal(ws, *[f32_bytes(conversation16k[i:i + 16000])
+                                    for i in range(0, 16000 * 5, 16000)])
+        assert code == 1008 and "max_stream_s" in error["error"]
+    with contextlib.ExitStack() as stack:
+        for _ in range(6):
+            ws = stack.enter_context(connect(strict))
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+        with connect(strict) as ws:
+            error, code = refusal(ws)
+            assert code == 1013 and "max_streams" in error["error"]
+
+
+def test_dropped_connections_cost_nothing(server, conversation16k):
+    """Clients that vanish mid-stream (mid-utterance) leave no stream behind."""
+    import socket
+
+    for i in range(30):
+        with connect(server, format="f32") as ws:
+            ws.recv(timeout=WAIT_S)
+            ws.send(f32_bytes(conversation16k[16000:16000 * 3]))
+            if i % 2:
+                ws.socket.shutdown(socket.SHUT_RDWR)  # no close handshake at all
+    deadline = time.monotonic() + WAIT_S
+    while Client(server.url).health()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Client(server.url).health()["streams"] == 0
+    assert [e["speaker"] for e in stream(server, conversation16k[:16000 * 6])
+            if e["event"] == "decision"] == ["alice", "alice"]
+
+
+# -- bad input over HTTP --------------------------------------------------------------------------
+def _post(url: str, body: bytes, ctype: str, method: str = "POST") -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": ctype})
+    try:
+        with urllib.request.urlopen(req, timeout=WAIT_S) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_bad_http_input(server, strict, store, tmp_path):
+    before = store_digest(store)
+    c = Client(server.url)
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"RIFF not really a wav file" * 10)
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(16000 * 5, np.float32), 16000)
+    other = tmp_path / "other.wav"  # another speaker (8770 in the demo's script)
+    sf.write(other, sf.read(DEMO / "conversation.flac", dtype="float32")[0][
+        int(6.5 * 16000):int(11.3 * 16000)], 16000)
+    cases = [
+        (lambda: c.enroll("eve", [junk]), 400, "junk.wav: not a readable audio file"),
+        (lambda: c.enroll("eve", [silence]), 422, "no speech"),
+        (lambda: c.verify("alice", junk), 400, "junk.wav"),
+        (lambda: c.verify("alice", silence), 422, "speech"),
+        (lambda: c.verify("nobody", DEMO / "enroll_1.flac"), 404, "not enrolled"),
+        (lambda: c.enroll(".hidden", [DEMO / "enroll_1.flac"]), 400, "voice name"),
+        (lambda: c.enroll("a..b", [DEMO / "enroll_1.flac"]), 400, "voice name"),
+        (lambda: c.enroll("alice", [DEMO / "enroll_1.flac"]), 409, "already enrolled"),
+        (lambda: c.enroll("eve", [DEMO / "enroll_1.flac", other]), 400,
+         "do not sound like the same speaker"),
+        (lambda: c._request("POST", "/v1/verify/alice", query={"threshold": "x"},
+                            files=[c._file(DEMO / "enroll_1.flac")]), 400, "threshold"),
+    ]
+    for call, status, words in cases:
+        with pytest.raises(ServerError) as exc:
+            call()
+        assert exc.value.code == status and words in str(exc.value), (words, exc.value)
+        assert str(tmp_path) not in str(exc.value) and "/tmp/rtverify-serve" not in str(exc.value)
+    # a body over max_upload_bytes is refused from its headers, before it is read
+    import http.client
+
+    conn = http.client.HTTPConnection(strict.url[len("http://"):], timeout=WAIT_S)
+    conn.putrequest("POST", "/v1/voices/eve")
+    conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+    conn.putheader("Content-Length", "2000000")
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 413 and "max_upload_bytes" in json.loads(resp.read())["error"]
+    conn.close()
+    status, body = _post(server.url + "/v1/verify/alice", b"hello", "text/plain")
+    assert status == 415 and "multipart" in body["error"]
+    status, body = _post(server.url + "/v1/verify/alice", b"--x--\r\n",
+                         "multipart/form-data; boundary=x")
+    assert status == 400 and "audio" in body["error"]
+    assert store_digest(store) == before
+
+
+# -- exposure -------------------------------------------------------------------------------------
+def test_token_required_and_checked(store, tmp_path, conversation16k):
+    token = tmp_path / "token"
+    token.write_text("s3cret-token-0123456789\n")
+    s = Server(store, "--token-file", str(token))
+    try:
+        with pytest.raises(ServerError) as exc:
+            Client(s.url).health()
+        assert exc.value.code == 401
+        with pytest.raises(ServerError) as exc:
+            Client(s.url, token="wrong-token-0123456789").voices()
+        assert exc.value.code == 401
+        assert Client(s.url, token="s3cret-token-0123456789").health()["status"] == "ok"
+        with connect(s) as ws:
+            error, code = refusal(ws)
+        assert code == 1008 and "token" in error["error"]
+        with connect(s, headers={"Authorization": "Bearer nope"}) as ws:
+            assert refusal(ws)[1] == 1008
+        events = list(Client(s.ws, token="s3cret-token-0123456789").listen(
+            conversation16k[:16000 * 6].reshape(-1, 1600), format="f32"))
+        assert events[-1]["event"] == "summary" and events[-1]["decisions"] == 2
+    finally:
+        assert s.stop() == 0
+
+
+def test_non_loopback_needs_a_token(store, tmp_path):
+    r = cli("serve", "--host", "0.0.0.0", "--port", "0", store=store, timeout=30)
+    assert r.returncode == 2 and "requires --token-file" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    short = tmp_path / "short"
+    short.write_text("abc")
+    r = cli("serve", "--token-file", str(short), "--port", "0", store=store, timeout=30)
+    assert r.returncode == 2 and "at least 16" in r.stderr
+
+
+def test_port_in_use_is_one_line(server, store):
+    port = server.url.rsplit(":", 1)[1]
+    r = cli("serve", "--port", port, store=store, timeout=30)
+    assert r.returncode == 2 and "cannot listen there" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_gives_open_streams_their_summary(store, conversation16k):
+    s = Server(store)
+    try:
+        with connect(s, format="f32") as ws:
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+            ws.send(f32_bytes(conversation16k[:int(16000 * 2.5)]))  # alice talks at 2.5 s
+            time.sleep(0.5)
+            s.proc.send_signal(signal.SIGTERM)
+            events = receive_all(ws)
+            assert ws.close_code == 1001
+    finally:
+        code = s.stop()
+    assert code == 0
+    assert events[-1]["event"] == "summary" and events[-1]["interrupted"] is True
+    decisions = [e for e in events if e["event"] == "decision"]
+    assert decisions and decisions[-1]["end_reason"] == "end_of_stream"
+    assert events[-1]["decisions"] == len(decisions)
+    assert "stopped: 1 stream(s)" in s.stderr
+
+
+def _workers_of(pid: int) -> list[int]:
+    from pathlib import Path
+
+    return [int(c) for t in Path(f"/proc/{pid}/task").iterdir()
+            for c in (t / "children").read_text().split()]
+
+
+def test_a_dying_worker_fails_only_its_streams(store, conversation16k):
+    """SIGKILL every worker process: the open stream is closed 1011 with an error, the server
+    stays up, starts new workers, and the next stream decides as before."""
+    s = Server(store, "--workers", "2")
+    try:
+        with connect(s, format="f32") as ws:
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+            ws.send(f32_bytes(conversation16k[:16000]))
+            workers = _workers_of(s.proc.pid)
+            assert len(workers) == 2
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.3)
+            error, code = refusal(ws, *[f32_bytes(conversation16k[i:i + CHUNK])
+                                        for i in range(16000, 16000 * 3, CHUNK)])
+        assert code == 1011 and "internal error" in error["error"]
+        deadline = time.monotonic() + WAIT_S
+        while Client(s.url).health()["workers"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert Client(s.url).health()["workers"] == 2
+        assert not set(_workers_of(s.proc.pid)) & set(workers)
+        events = stream(s, conversation16k[:16000 * 6])
+        assert [e["speaker"] for e in events if e["event"] == "decision"] == ["alice", "alice"]
+    finally:
+        assert s.stop() == 0
+    assert "starting a new one" in s.stderr
+
+
+def test_thread_workers_decide_alike(server, store, conversation16k):
+    s = Server(store, "--worker-kind", "thread")
+    try:
+        got = comparable(stream(s, conversation16k))
+    finally:
+        assert s.stop() == 0
+    assert got == comparable(stream(server, conversation16k))
+
+
+def test_second_model_by_id(store, conversation16k):
+    """--model twice: streams choose with ?model=ID; a voice enrolled under the other model is
+    refused with the CLI's words, not scored."""
+    from rtverify.core.encoder import MODELS_DIR, load_model_info
+
+    fp32 = MODELS_DIR / "default-fp32.onnx"
+    other = load_model_info(fp32).model_id
+    s = Server(store, "--model", str(MODELS_DIR / "default.onnx"), "--model", str(fp32))
+    try:
+        assert Client(s.url).health()["models"][1] == other
+        with connect(s, model=other) as ws:
+            error, code = refusal(ws)
+        assert code == 1008 and "no usable voice" in error["error"]
+        with connect(s, model=other, name="alice") as ws:
+            error, code = refusal(ws)
+        assert code == 1008 and "enrolled with model" in error["error"]
+        assert stream(s, conversation16k[:16000 * 6])[0]["model_id"] != other
+    finally:
+        assert s.stop() == 0
