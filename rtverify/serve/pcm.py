@@ -12,7 +12,7 @@ import io
 import numpy as np
 
 from ..errors import InputError
-from ..io.sources import Chunk, StdinSource
+from ..io.sources import RAW_FORMATS, Chunk, StdinSource
 
 CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"RIFX": "a WAV file", b"fLaC": "a FLAC file",
                    b"OggS": "an Ogg file", b"ID3": "an MP3 file", b"FORM": "an AIFF file",
@@ -41,6 +41,11 @@ class PcmDecoder(StdinSource):
         super().__init__(io.BytesIO(), rate_hz=rate_hz, channels=channels,
                          sample_format=sample_format, name=name)
         self.bytes_in = 0
+
+    @property
+    def _dtype(self) -> np.dtype:
+        """numpy dtype of the raw samples (the server takes s16, s32 and f32 only)."""
+        return RAW_FORMATS[self.sample_format]
 
     @property
     def frame_bytes(self) -> int:
