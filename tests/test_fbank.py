@@ -68,3 +68,25 @@ def test_cmn_removes_band_means_and_rejects_stereo():
     np.testing.assert_allclose(cmn(rows).mean(axis=0), 0, atol=1e-4)
     with pytest.raises(ValueError, match="mono"):
         fbank(np.zeros((100, 2)))
+
+
+@pytest.mark.parametrize("chunk", [160, 480, 4096, 1])
+def test_streaming_equals_whole_signal_for_any_chunking(chunk):
+    from rtverify.core.fbank import StreamingFbank
+
+    x = _flac("espeak_digits_31415.flac")[:24000] if chunk > 1 else _flac("espeak_digits_31415.flac")[:1300]
+    s = StreamingFbank()
+    rows = [s.push(x[a:a + chunk]) for a in range(0, len(x), chunk)]
+    assert s.ready_rows(0) == 0 and s.n_rows == n_frames(len(x))
+    rows.append(s.flush())
+    np.testing.assert_array_equal(np.concatenate(rows), fbank(x))
+    assert s.n_rows == 0 and s.n_samples == 0
+
+
+def test_config_round_trip_and_bad_settings():
+    cfg = FbankConfig()
+    assert FbankConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="kind"):
+        FbankConfig.from_dict({"kind": "mel"})
+    with pytest.raises(ValueError, match="unknown"):
+        FbankConfig.from_dict({"kind": "kaldi_fbank", "dither": 1.0})

@@ -111,8 +111,9 @@ class CAMLayer(nn.Module):
     def seg_pooling(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over consecutive 100-frame segments (the last one partial), repeated per frame."""
         seg = F.avg_pool1d(x, kernel_size=self.SEG_LEN, stride=self.SEG_LEN, ceil_mode=True)
-        seg = torch.repeat_interleave(seg, self.SEG_LEN, dim=-1)
-        return seg[..., :x.shape[-1]]
+        b, c, n = seg.shape
+        seg = seg.unsqueeze(-1).expand(b, c, n, self.SEG_LEN).reshape(b, c, n * self.SEG_LEN)
+        return seg[:, :, :x.shape[-1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear_local(x)
@@ -159,7 +160,10 @@ class TransitLayer(nn.Module):
 
 class StatsPool(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.mean(dim=-1), x.std(dim=-1, unbiased=True)], dim=-1)
+        # std written out (unbiased, as torch.std): the ONNX exporter mis-shapes aten::std
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).sum(dim=-1) / (x.shape[-1] - 1)
+        return torch.cat([mean.squeeze(-1), var.sqrt()], dim=1)
 
 
 class DenseLayer(nn.Module):

@@ -12,14 +12,19 @@ epsilon. ``fbank(x)`` is checked against ``kaldi-native-fbank`` in ``tests/test_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
 INT16_SCALE = 32768.0
 """Samples at full scale 1.0 are multiplied by this (Kaldi works on 16-bit integer values)."""
 _EPS = float(np.finfo(np.float32).eps)
+_PRODUCT_ROWS = 12
+"""Rows per filterbank product: 12 x 80 x 257 stays under OpenBLAS's single-thread limit (262144),
+as in :mod:`rtverify.core.features`; a row's value does not depend on the grouping."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,32 @@ class FbankConfig:
     """Highest filter edge (hertz); 0 or less means the Nyquist frequency plus this offset."""
     preemph: float = 0.97
     """Pre-emphasis coefficient."""
+
+    KIND = "kaldi_fbank"
+    """``features.kind`` in a model sidecar that selects this front-end."""
+
+    def __post_init__(self) -> None:
+        if self.sample_rate_hz <= 0 or self.frame_length < 16 or self.hop_length < 1:
+            raise ValueError(f"sample_rate_hz={self.sample_rate_hz}, frame_ms={self.frame_ms}, "
+                             f"hop_ms={self.hop_ms}: frames of {self.frame_length} samples every "
+                             f"{self.hop_length} are too small")
+        if self.n_mels < 1:
+            raise ValueError(f"n_mels must be positive, got {self.n_mels}")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.KIND, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FbankConfig":
+        data = dict(data)
+        kind = data.pop("kind", cls.KIND)
+        if kind != cls.KIND:
+            raise ValueError(f"features.kind is {kind!r}, expected {cls.KIND!r}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown fbank setting(s) {unknown}")
+        return cls(**data)
 
     @property
     def frame_length(self) -> int:
@@ -105,19 +136,78 @@ def fbank(samples: np.ndarray, cfg: FbankConfig = FbankConfig()) -> np.ndarray:
     x = np.asarray(samples)
     if x.ndim != 1:
         raise ValueError(f"expected mono samples of shape (n,), got shape {x.shape}")
-    x = x.astype(np.float64) * INT16_SCALE
+    x = x.astype(np.float64)
     n = n_frames(len(x), cfg)
     if n == 0:
         return np.zeros((0, cfg.n_mels), dtype=np.float32)
     frames = np.lib.stride_tricks.sliding_window_view(x, cfg.frame_length)[::cfg.hop_length][:n]
+    return _frames_to_rows(frames, cfg)
+
+
+def _frames_to_rows(frames: np.ndarray, cfg: FbankConfig) -> np.ndarray:
+    """float64 frames ``(n, frame_length)`` at full scale 1.0 -> float32 rows ``(n, n_mels)``."""
+    if len(frames) == 0:
+        return np.zeros((0, cfg.n_mels), dtype=np.float32)
+    frames = frames * INT16_SCALE
     frames = frames - frames.mean(axis=1, keepdims=True)
     emph = np.empty_like(frames)
     emph[:, 1:] = frames[:, 1:] - cfg.preemph * frames[:, :-1]
     emph[:, 0] = frames[:, 0] * (1.0 - cfg.preemph)
     spec = np.fft.rfft(emph * _povey(cfg.frame_length), n=cfg.n_fft, axis=1)
     power = spec.real ** 2 + spec.imag ** 2
-    energies = power @ kaldi_mel_banks(cfg).T
+    banks_t = kaldi_mel_banks(cfg).T
+    energies = np.empty((len(power), cfg.n_mels))
+    for a in range(0, len(power), _PRODUCT_ROWS):  # see _PRODUCT_ROWS
+        np.matmul(power[a:a + _PRODUCT_ROWS], banks_t, out=energies[a:a + _PRODUCT_ROWS])
     return np.log(np.maximum(energies, _EPS)).astype(np.float32)
+
+
+class StreamingFbank:
+    """Incremental twin of :func:`fbank`, with the interface of
+    :class:`rtverify.core.features.StreamingFeatures`: ``push`` takes any number of samples and
+    returns the rows whose frames are complete, ``flush`` ends the signal (Kaldi keeps no partial
+    frame, so it returns no further row) and resets. Concatenating what ``push`` returned equals
+    ``fbank`` of the concatenated samples, whatever the chunking (every row depends on its own
+    frame only)."""
+
+    def __init__(self, cfg: FbankConfig = FbankConfig()) -> None:
+        self.cfg = cfg
+        self._pending = np.zeros(0)
+        self.n_samples = 0
+        """Samples pushed since the last reset (count)."""
+        self.n_rows = 0
+        """Rows emitted since the last reset (count)."""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current signal; the next ``push`` starts a new one."""
+        self._pending = np.zeros(0)
+        self.n_samples = 0
+        self.n_rows = 0
+
+    def ready_rows(self, n_more: int) -> int:
+        """How many rows a :meth:`push` of ``n_more`` further samples would return (count)."""
+        return n_frames(len(self._pending) + n_more, self.cfg)
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Add samples; return the newly complete rows, float32 ``(k, n_mels)`` (k may be 0)."""
+        x = np.asarray(samples)
+        if x.ndim != 1:
+            raise ValueError(f"expected mono samples of shape (n,), got shape {x.shape}")
+        self.n_samples += len(x)
+        buf = np.concatenate([self._pending, x.astype(np.float64)])
+        n = n_frames(len(buf), self.cfg)
+        hop = self.cfg.hop_length
+        frames = (np.lib.stride_tricks.sliding_window_view(buf, self.cfg.frame_length)[::hop][:n]
+                  if n else buf[:0].reshape(0, self.cfg.frame_length))
+        self._pending = buf[n * hop:].copy()
+        self.n_rows += n
+        return _frames_to_rows(frames, self.cfg)
+
+    def flush(self) -> np.ndarray:
+        """End the signal (no partial frame is kept) and reset; returns no rows."""
+        self.reset()
+        return np.zeros((0, self.cfg.n_mels), dtype=np.float32)
 
 
 def cmn(rows: np.ndarray) -> np.ndarray:
