@@ -99,14 +99,18 @@ def teacher_embeddings(wins: np.ndarray, log=print) -> tuple[np.ndarray, np.ndar
     return np.concatenate(e_old), np.concatenate(e_cam)
 
 
-def _batch(wins, ids, rng, batch):
+def _batch(wins, ids, rng, batch, p_clean):
     idx = rng.choice(len(wins), batch, replace=False)
     feats = []
     for i in idx:
         x = wins[i].astype(np.float32) / 32767
         others = rng.choice(len(wins), 8, replace=False)
         pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != ids[i]]
-        feats.append(mel_rows(degrade.random_degrade(x, rng, pool)))
+        if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
+            y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+        else:
+            y = degrade.random_degrade(x, rng, pool)
+        feats.append(mel_rows(y))
     return idx, torch.from_numpy(np.stack(feats))
 
 
@@ -146,11 +150,13 @@ def train(args) -> None:
         opt.load_state_dict(state["opt"])
         restore_rng(state["rng"], rng)
         step = state["step"]
-        log(f"resumed at step {step}")
+        for g in opt.param_groups:  # the learning rate of this run, not the checkpoint's
+            g["lr"] = args.lr
+        log(f"resumed at step {step} (lr {args.lr}, p_clean {args.p_clean})")
     t_old_t, t_cam_t = torch.from_numpy(t_old), torch.from_numpy(t_cam)
     t0, run = time.time(), []
     while step < args.steps:
-        idx, x = _batch(wins, ids, rng, args.batch)
+        idx, x = _batch(wins, ids, rng, args.batch, args.p_clean)
         raw = student.raw_embedding(x)
         emb = F.normalize(raw, dim=1)
         loss_old = (1 - (emb * t_old_t[idx]).sum(1)).mean()
@@ -216,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--p-clean", type=float, default=0.3,
+                    help="fraction of windows the student sees undegraded (level change only)")
     ap.add_argument("--campp-weight", type=float, default=1.0)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
