@@ -99,19 +99,39 @@ def teacher_embeddings(wins: np.ndarray, log=print) -> tuple[np.ndarray, np.ndar
     return np.concatenate(e_old), np.concatenate(e_cam)
 
 
-def _batch(wins, ids, rng, batch, p_clean):
+def _rows_view(rows: np.ndarray, view: str) -> np.ndarray:
+    """A short window's rows as the runtime gives them to the encoder (one of its short views)."""
+    from rtverify.core.encoder import short_view_inputs
+
+    return rows if len(rows) >= ROWS else short_view_inputs(rows, ROWS, (view,))[0]
+
+
+def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
+    """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
+    fly), and which samples are full clean windows (those have a cached CAM++ target). With
+    ``p_short``, a window is cut to 0.4-1.5 s and both versions go through one of the runtime's
+    short views (zero padding after or before, or reflection), as a short utterance would."""
     idx = rng.choice(len(wins), batch, replace=False)
-    feats = []
+    feats, clean, full = [], [], []
     for i in idx:
         x = wins[i].astype(np.float32) / 32767
+        short = rng.random() < p_short
+        if short:
+            n = int(rng.uniform(0.4, 1.5) * 16000)
+            a = int(rng.integers(0, len(x) - n + 1))
+            x = x[a:a + n]
         others = rng.choice(len(wins), 8, replace=False)
         pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != ids[i]]
         if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
             y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
         else:
             y = degrade.random_degrade(x, rng, pool)
-        feats.append(mel_rows(y))
-    return idx, torch.from_numpy(np.stack(feats))
+        view = str(rng.choice(["end", "start", "reflect"]))
+        feats.append(_rows_view(mel_rows(y), view))
+        clean.append(_rows_view(mel_rows(x), view))
+        full.append(not short)
+    return (idx, torch.from_numpy(np.stack(feats)), torch.from_numpy(np.stack(clean)),
+            torch.tensor(full))
 
 
 def train(args) -> None:
@@ -135,6 +155,7 @@ def train(args) -> None:
         t_old, t_cam = teacher_embeddings(wins, log)
         np.savez(cache, wins=wins, ids=ids, old=t_old, campp=t_cam)
     student = load_shipped_student(check=False).train()
+    old_teacher = load_shipped_student(check=False).eval()
     head = torch.nn.Linear(256, 192)
     params = list(student.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
@@ -153,14 +174,17 @@ def train(args) -> None:
         for g in opt.param_groups:  # the learning rate of this run, not the checkpoint's
             g["lr"] = args.lr
         log(f"resumed at step {step} (lr {args.lr}, p_clean {args.p_clean})")
-    t_old_t, t_cam_t = torch.from_numpy(t_old), torch.from_numpy(t_cam)
+    t_cam_t = torch.from_numpy(t_cam)  # the old teacher runs on the fly (short views too)
     t0, run = time.time(), []
     while step < args.steps:
-        idx, x = _batch(wins, ids, rng, args.batch, args.p_clean)
+        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short)
+        with torch.no_grad():
+            target_old = old_teacher(xc)
         raw = student.raw_embedding(x)
         emb = F.normalize(raw, dim=1)
-        loss_old = (1 - (emb * t_old_t[idx]).sum(1)).mean()
-        loss_cam = (1 - (F.normalize(head(emb), dim=1) * t_cam_t[idx]).sum(1)).mean()
+        loss_old = (1 - (emb * target_old).sum(1)).mean()
+        cam = 1 - (F.normalize(head(emb), dim=1) * t_cam_t[idx]).sum(1)
+        loss_cam = (cam * full).sum() / full.sum().clamp_min(1)
         loss = loss_old + args.campp_weight * loss_cam
         opt.zero_grad()
         loss.backward()
@@ -224,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--p-clean", type=float, default=0.3,
                     help="fraction of windows the student sees undegraded (level change only)")
+    ap.add_argument("--p-short", type=float, default=0.0,
+                    help="fraction of windows cut to 0.4-1.5 s and shown as the runtime's short views")
     ap.add_argument("--campp-weight", type=float, default=1.0)
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
