@@ -20,6 +20,7 @@ import numpy as np
 
 from ..config import DecisionConfig, FeatureConfig, WindowConfig
 from ..errors import ModelError
+from .fbank import FbankConfig, StreamingFbank
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,37 @@ def default_threads() -> int:
     return int(value)
 
 
+def shipped_models() -> list[str]:
+    """Names of the models shipped in the package (``rtverify/models/<name>.onnx``)."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx") if sidecar_path(p).is_file())
+
+
+def resolve_model(model: str | os.PathLike | None) -> Path:
+    """The ``.onnx`` file for ``--model``: ``None`` is the shipped default, a bare name such as
+    ``campp`` (no directory, no ``.onnx``) a shipped model, anything else a path."""
+    if model is None:
+        return DEFAULT_MODEL
+    text = os.fspath(model)
+    if text and os.sep not in text and "/" not in text and not text.endswith(".onnx"):
+        shipped = MODELS_DIR / f"{text}.onnx"
+        if shipped.is_file():
+            return shipped
+        if not Path(text).exists():
+            raise ModelError(f"--model {text!r}: no shipped model of that name (shipped: "
+                             f"{', '.join(shipped_models())}) and no such file")
+    return Path(text)
+
+
+def streaming_features(cfg: "FeatureConfig | FbankConfig"):
+    """The streaming front-end for a model's feature settings: :class:`StreamingFeatures` for mel
+    power rows, :class:`~rtverify.core.fbank.StreamingFbank` for Kaldi fbank (CAM++)."""
+    if isinstance(cfg, FbankConfig):
+        return StreamingFbank(cfg)
+    from .features import StreamingFeatures
+
+    return StreamingFeatures(cfg)
+
+
 def sidecar_path(model_path: str | os.PathLike) -> Path:
     """``model.onnx`` -> ``model.json``."""
     return Path(model_path).with_suffix(".json")
@@ -59,7 +91,9 @@ class ModelInfo:
 
     model_id: str
     """Identifies the weights; voiceprints record it and are refused under another model."""
-    features: FeatureConfig
+    features: FeatureConfig | FbankConfig
+    """The front-end: mel power rows (the LSTM) or, when the sidecar's ``features.kind`` is
+    ``"kaldi_fbank"``, Kaldi log-mel fbank rows (CAM++)."""
     window: WindowConfig
     decision: DecisionConfig
     embedding_dim: int
@@ -78,8 +112,10 @@ class ModelInfo:
             decision = DecisionConfig(threshold=float(dec.pop("threshold")),
                                       min_speech_s=float(dec.pop("min_speech_s", 0.5)),
                                       thresholds_by_speech_s=points)
-            return cls(model_id=str(data["model_id"]),
-                       features=FeatureConfig.from_dict(data["features"]),
+            feats = data["features"]
+            features = (FbankConfig.from_dict(feats) if feats.get("kind") == FbankConfig.KIND
+                        else FeatureConfig.from_dict(feats))
+            return cls(model_id=str(data["model_id"]), features=features,
                        window=WindowConfig.from_dict(data["window"]),
                        decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data)
         except (KeyError, TypeError, ValueError) as err:
@@ -87,8 +123,9 @@ class ModelInfo:
 
 
 def load_model_info(model_path: str | os.PathLike) -> ModelInfo:
-    """Read and check a model's sidecar (without loading the model)."""
-    side = sidecar_path(model_path)
+    """Read and check a model's sidecar (without loading the model); ``model_path`` may be a
+    shipped model's name (see :func:`resolve_model`)."""
+    side = sidecar_path(resolve_model(model_path))
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -104,7 +141,7 @@ class EncoderSession:
     """onnxruntime over an encoder model.
 
     :param model_path: the ``.onnx`` file; its sidecar is the ``.json`` beside it. ``None`` means
-        the shipped default model.
+        the shipped default model, a bare name (``"campp"``) a shipped model.
     :param threads: onnxruntime intra-op threads; ``None`` means :func:`default_threads` (1
         unless ``$RTVERIFY_THREADS`` says otherwise). One is the default: a live window at batch 1
         gains little from a second thread, and the other core stays free for audio capture, the
@@ -116,7 +153,7 @@ class EncoderSession:
         import onnxruntime as ort
 
         threads = default_threads() if threads is None else threads
-        path = Path(model_path) if model_path is not None else DEFAULT_MODEL
+        path = resolve_model(model_path)
         if not path.is_file():
             raise ModelError(f"{path}: model file not found")
         self.path = path
@@ -144,8 +181,12 @@ class EncoderSession:
         return self.info.model_id
 
     @property
-    def features(self) -> FeatureConfig:
+    def features(self) -> FeatureConfig | FbankConfig:
         return self.info.features
+
+    def streaming_features(self):
+        """A new streaming front-end for this model (see :func:`streaming_features`)."""
+        return streaming_features(self.features)
 
     @property
     def window(self) -> WindowConfig:

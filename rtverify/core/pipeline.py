@@ -62,7 +62,7 @@ class Verifier:
         # embedding a recording does not load a score-normalisation cohort)
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
         self.segmenter = Segmenter(segmenter)
-        self.features = StreamingFeatures(session.features)
+        self.features = session.streaming_features()  # mel rows, or Kaldi fbank for CAM++
         self.max_pending = max_pending
         self.embedder = TurnEmbedder(session, max_pending=max_pending)  # issue 12: turns
         self._worker = ThreadPoolExecutor(workers, thread_name_prefix="rtverify-decide") \

@@ -1,0 +1,61 @@
+"""Run ``rtverify eval`` on the shared and dev lists and write a sidecar ``dev_eval`` block.
+
+    python -m export.dev_eval --model campp --out runs/eval/campp-dev_eval.json [--dev runs/dev]
+
+Shared lists: ``../shared/data/trials/*.txt``; dev lists (``training.dev_lists``):
+``<dev>/{clean,babble5,reverb,tel8k}-2s.txt`` and ``<dev>/librispeech-heldout-3s.txt``.
+The result is ``{"dev_eval": {...}}``, for ``--extra`` of the exporters.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SHARED = ("librispeech-251-3s", "arabic-test-1s", "arabic-val-1s", "fsdd-8k")
+DEV = ("clean-2s", "babble5-2s", "reverb-2s", "tel8k-2s")
+
+
+def lists(data: Path, dev: Path):
+    for name in SHARED:
+        yield name, data / "trials" / f"{name}.txt", data
+    for name in DEV:
+        yield f"dev-{name}", dev / f"{name}.txt", dev
+    yield "dev-librispeech-heldout-3s", dev / "librispeech-heldout-3s.txt", data
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--dev", type=Path, default=Path("runs/dev"))
+    ap.add_argument("--cache", type=Path, default=Path("runs/evalcache"))
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    block = {"command": f"rtverify eval --model {args.model} --trials LIST --root ROOT --json",
+             "scoring": "cosine of pooled file embeddings through the runtime path",
+             "lists": {}}
+    for name, trials, root in lists(args.data, args.dev):
+        out = subprocess.run([sys.executable, "-m", "rtverify", "eval", "--model", args.model,
+                              "--trials", str(trials), "--root", str(root), "--json",
+                              "--cache", str(args.cache)], capture_output=True, text=True)
+        if out.returncode:
+            print(f"{name}: {out.stderr.strip()}", file=sys.stderr)
+            return 1
+        d = json.loads(out.stdout)
+        block["lists"][name] = {k: (round(d[k], 4) if isinstance(d[k], float) else d[k]) for k in
+                                ("eer", "min_dcf", "accuracy_at_eer", "accuracy_at_model_threshold",
+                                 "trials", "files_without_speech", "files_short_speech_only")}
+        print(f"{name:28s} EER {100 * d['eer']:6.2f} %  minDCF {d['min_dcf']:.4f}  "
+              f"acc@model thr {d['accuracy_at_model_threshold']:.4f}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"dev_eval": block}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

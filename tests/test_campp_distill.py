@@ -1,0 +1,52 @@
+"""Pieces of the distillation: the student read back from the shipped ONNX, and the degradations."""
+
+import numpy as np
+import pytest
+
+from training import degrade
+
+RNG = np.random.default_rng
+
+
+def _speechlike(n=32000, seed=0):
+    rng = RNG(seed)
+    t = np.arange(n) / 16000
+    env = 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)
+    return (0.1 * env * np.sin(2 * np.pi * 220 * t) + 0.01 * rng.standard_normal(n)).astype(np.float32)
+
+
+def test_mix_at_snr_hits_the_snr():
+    x = _speechlike()
+    noise = RNG(1).standard_normal(5000)
+    y = degrade.mix_at_snr(x, noise, 5.0)
+    n = y.astype(np.float64) - x
+    snr = 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(n ** 2))
+    assert y.shape == x.shape and abs(snr - 5.0) < 0.1
+
+
+def test_room_response_has_the_asked_direct_to_reverberant_ratio():
+    rir = degrade.room_response(RNG(2), 0.6, -3.0)
+    drr = 10 * np.log10(rir[0] ** 2 / np.sum(rir[1:] ** 2))
+    assert abs(drr + 3.0) < 1e-6 and abs(np.sum(rir ** 2) - 1) < 1e-9
+    assert len(rir) == int(0.6 * 16000)
+
+
+def test_telephone_removes_the_upper_band_and_random_degrade_keeps_length():
+    x = RNG(3).standard_normal(16000).astype(np.float32) * 0.1
+    spec = np.abs(np.fft.rfft(degrade.telephone(x))) ** 2
+    assert spec[5000:].sum() < 1e-3 * spec[:3600].sum()  # bins above ~4.2 kHz
+    pool = [_speechlike(seed=s) for s in range(4)]
+    for seed in range(20):
+        y = degrade.random_degrade(_speechlike(), RNG(seed), pool)
+        assert y.shape == (32000,) and y.dtype == np.float32 and np.abs(y).max() <= 1.0
+
+
+@pytest.mark.train
+def test_student_from_onnx_matches_onnxruntime():
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from training.from_onnx import load_shipped_student
+
+    # raises ParityError unless torch and onnxruntime agree to 1e-4 on the demo audio
+    model = load_shipped_student(check=True)
+    assert model.cfg.hidden == 256 and model.cfg.layers == 3

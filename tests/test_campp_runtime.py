@@ -1,0 +1,92 @@
+"""The shipped CAM++ in the runtime (onnxruntime + numpy fbank, no torch): name resolution,
+agreement with the committed torch reference, the live path and chunk-size invariance."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rtverify.core.encoder import (DEFAULT_MODEL, MODELS_DIR, EncoderSession, load_model_info,
+                                   resolve_model)
+from rtverify.core.fbank import FbankConfig, StreamingFbank, cmn, fbank
+from rtverify.core.features import StreamingFeatures
+from rtverify.core.pipeline import embed_recording
+from rtverify.errors import ModelError
+from rtverify.io.sources import Chunk, FileSource
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+@pytest.fixture(scope="module")
+def campp():
+    return EncoderSession("campp")
+
+
+def _audio(name):
+    return np.concatenate([c.samples for c in FileSource(DATA / name)])
+
+
+def test_names_resolve_to_shipped_models_and_paths_still_work(tmp_path):
+    assert resolve_model(None) == DEFAULT_MODEL
+    assert resolve_model("campp") == MODELS_DIR / "campp.onnx"
+    assert resolve_model("default") == DEFAULT_MODEL
+    assert resolve_model(str(DEFAULT_MODEL)) == DEFAULT_MODEL
+    with pytest.raises(ModelError, match="no shipped model.*campp"):
+        resolve_model("campq")
+    with pytest.raises(ModelError, match="not found"):
+        EncoderSession(tmp_path / "missing.onnx")
+    assert load_model_info("campp").embedding_dim == 192
+
+
+def test_front_end_follows_the_sidecar(campp):
+    assert isinstance(campp.features, FbankConfig)
+    assert isinstance(campp.streaming_features(), StreamingFbank)
+    assert isinstance(EncoderSession().streaming_features(), StreamingFeatures)
+
+
+def test_shipped_graph_reproduces_the_torch_reference(campp):
+    rows = fbank(_audio("espeak_enroll_1.flac"))
+    ref = np.load(DATA / "campp_ref_espeak_enroll_1.npy")
+    # the graph removes the mean itself: raw rows and mean-normalised rows give the same vector
+    for x in (rows, cmn(rows)):
+        assert float(campp.embed(x[None])[0] @ ref) > 0.999
+
+
+def test_live_path_separates_voices(campp):
+    def emb(name):
+        return embed_recording(campp, FileSource(DATA / name)).vector
+
+    a, b = emb("espeak_enroll_1.flac"), emb("espeak_enroll_2.flac")
+    other = emb("arabic_00000003_seven_02.flac")
+    assert a.shape == (192,)
+    assert float(a @ b) > 0.7 > 0.3 > float(a @ other)
+
+
+@pytest.mark.parametrize("chunk", [160, 480, 4096])
+def test_chunk_size_invariance(campp, chunk):
+    x = _audio("espeak_enroll_1.flac")
+    ref = embed_recording(campp, [Chunk(x, 0.0)]).vector
+
+    def chunks():
+        for a in range(0, len(x), chunk):
+            yield Chunk(x[a:a + chunk], a / 16000)
+
+    got = embed_recording(campp, chunks()).vector
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
+def test_campp_runtime_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np\n"
+            "from rtverify.core.encoder import EncoderSession\n"
+            "from rtverify.core.pipeline import embed_recording\n"
+            "from rtverify.io.sources import Chunk\n"
+            "s = EncoderSession('campp')\n"
+            "x = np.random.default_rng(0).normal(0, 0.1, 48000).astype(np.float32)\n"
+            "embed_recording(s, [Chunk(x, 0.0)])\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

@@ -1,0 +1,98 @@
+"""Degradations for distillation and for the noisy/reverberant dev lists (numpy/scipy only).
+
+Each function takes float32 16 kHz mono samples at full scale 1.0 and returns a new array of the
+same length; nothing is changed in place.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from scipy.signal import fftconvolve, lfilter, resample_poly
+
+RATE_HZ = 16000
+
+
+def _power(x: np.ndarray) -> float:
+    return float(np.mean(np.asarray(x, dtype=np.float64) ** 2)) + 1e-12
+
+
+def _finish(y: np.ndarray) -> np.ndarray:
+    return np.clip(y, -1.0, 1.0).astype(np.float32)
+
+
+def mix_at_snr(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``x`` plus ``noise`` (tiled/cut to its length) scaled to ``snr_db`` below it."""
+    noise = np.resize(np.asarray(noise, dtype=np.float64), len(x))
+    return _finish(x + noise * np.sqrt(_power(x) / _power(noise) / 10 ** (snr_db / 10)))
+
+
+def babble_noise(talkers: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
+    """Sum of the given talkers' speech (each tiled from a random offset, equal power), ``n`` long."""
+    out = np.zeros(n)
+    for t in talkers:
+        t = np.asarray(t, dtype=np.float64)
+        start = int(rng.integers(len(t)))
+        out += np.resize(np.roll(t, -start), n) / np.sqrt(_power(t))
+    return out
+
+
+def room_response(rng: np.random.Generator, rt60_s: float, drr_db: float) -> np.ndarray:
+    """A synthetic room impulse response: a direct path, then exponentially decaying noise
+    (-60 dB at ``rt60_s``) whose energy is ``drr_db`` below the direct path's (far field:
+    negative values). Unit energy."""
+    n = int(rt60_s * RATE_HZ)
+    t = np.arange(1, n) / RATE_HZ
+    tail = rng.standard_normal(n - 1) * np.exp(-6.9 * t / rt60_s)
+    tail *= np.sqrt(10 ** (-drr_db / 10) / np.sum(tail ** 2))
+    rir = np.concatenate([[1.0], tail])
+    return rir / np.sqrt(np.sum(rir ** 2))
+
+
+def reverb(x: np.ndarray, rng: np.random.Generator, rt60_s=(0.5, 0.8), drr_db=(-6.0, 0.0)
+           ) -> np.ndarray:
+    rir = room_response(rng, rng.uniform(*rt60_s), rng.uniform(*drr_db))
+    y = fftconvolve(np.asarray(x, dtype=np.float64), rir)[: len(x)]
+    return _finish(y * np.sqrt(_power(x) / _power(y)))
+
+
+def telephone(x: np.ndarray) -> np.ndarray:
+    """Down to 8 kHz and back (nothing above 4 kHz)."""
+    return _finish(resample_poly(resample_poly(np.asarray(x, dtype=np.float64), 1, 2), 2, 1)[: len(x)])
+
+
+def coloured_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    white = rng.standard_normal(n)
+    pole = rng.choice([0.0, 0.7, 0.95])
+    return white if pole == 0.0 else lfilter([1.0], [1.0, -pole], white)
+
+
+def speed(x: np.ndarray, factor: float) -> np.ndarray:
+    """Resampled by ``factor`` (pitch and tempo together), cut or zero-padded to the length."""
+    up = int(round(100 * factor))
+    y = resample_poly(np.asarray(x, dtype=np.float64), 100, up)
+    return _finish(np.resize(y, len(x)) if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y))))
+
+
+def random_degrade(x: np.ndarray, rng: np.random.Generator,
+                   babble_pool: Sequence[np.ndarray]) -> np.ndarray:
+    """One random mixture of the conditions the student must learn to ignore (for distillation):
+    speed 0.9-1.1 (p 0.3), room (p 0.5, RT60 0.2-0.9 s, DRR -8..+6 dB), babble of 2-5 other
+    talkers (p 0.45) or coloured noise (p 0.25) at 0-20 dB SNR, telephone band (p 0.15), level
+    -25..+5 dB."""
+    y = np.asarray(x, dtype=np.float32)
+    if rng.random() < 0.3:
+        y = speed(y, rng.uniform(0.9, 1.1))
+    if rng.random() < 0.5:
+        y = reverb(y, rng, (0.2, 0.9), (-8.0, 6.0))
+    u = rng.random()
+    if u < 0.45 and len(babble_pool) >= 2:
+        k = int(rng.integers(2, min(5, len(babble_pool)) + 1))
+        talkers = [babble_pool[i] for i in rng.choice(len(babble_pool), k, replace=False)]
+        y = mix_at_snr(y, babble_noise(talkers, len(y), rng), rng.uniform(0, 20))
+    elif u < 0.7:
+        y = mix_at_snr(y, coloured_noise(len(y), rng), rng.uniform(0, 20))
+    if rng.random() < 0.15:
+        y = telephone(y)
+    return _finish(y * 10 ** (rng.uniform(-25, 5) / 20))

@@ -1,0 +1,127 @@
+"""Noisy and reverberant dev lists on LibriSpeech speakers that distillation never sees.
+
+    python -m training.dev_lists --root ../shared/data --out runs/dev
+
+Distillation (training/distill.py) uses every shared recording except the speakers below, so the
+reported ``librispeech-251-3s`` list (all 251 speakers) is rebuilt on the held-out ones:
+``librispeech-heldout-3s.txt`` (its lines whose two files are both held-out speakers).
+
+Held-out speakers: every 5th LibriSpeech speaker in sorted order (:func:`heldout_speakers`, 51).
+Each one's full utterance (~12.5 s) is cut into up to 6 non-overlapping 2 s probes; conditions:
+
+* ``clean``: as recorded;
+* ``babble5``: 4 talkers at 5 dB SNR, the talkers being Arabic Speech Commands val/test speakers
+  (never trained on; their clips joined);
+* ``reverb``: synthetic far-field room, RT60 0.5-0.8 s, direct-to-reverberant ratio -6..0 dB;
+* ``tel8k``: telephone band (8 kHz and back).
+
+Lists ``<cond>-2s.txt``: same-speaker pairs are (clean probe i, <cond> probe j) with i != j (no
+clip against itself), different-speaker pairs 5000 random (clean probe of s, <cond> probe of t).
+The audio is written under ``--out`` (not in git); paths in the lists are relative to it, plus the
+``heldout`` list, relative to the shared data root.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from . import degrade
+
+LIBRI = "librispeech-clean100-251spk"
+PROBE_S = 2.0
+MAX_PROBES = 6
+CONDITIONS = ("clean", "babble5", "reverb", "tel8k")
+
+
+def heldout_speakers(root: Path) -> list[str]:
+    spk = sorted({line.split("\t")[0] for line in
+                  (root / LIBRI / "MANIFEST.tsv").read_text().splitlines()[1:] if line})
+    return spk[::5]
+
+
+def _read(path: Path) -> np.ndarray:
+    from rtverify.io.sources import FileSource
+
+    return np.concatenate([c.samples for c in FileSource(path)])
+
+
+def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8) -> list[np.ndarray]:
+    corpus = root / "arabic-speech-commands"
+    rows = [line.split() for line in (corpus / "SPLITS.tsv").read_text().splitlines()[1:]]
+    spk = sorted(s for s, split in rows if split in ("val", "test"))
+    out = []
+    for s in rng.choice(spk, n_talkers, replace=False):
+        clips = sorted((corpus / s).glob("*.flac"))
+        out.append(np.concatenate([_read(c) for c in rng.choice(clips, 12, replace=False)]))
+    return out
+
+
+def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
+    rng = np.random.default_rng(seed)
+    talkers = babble_talkers(root, rng)
+    manifest = [line.split("\t") for line in (root / LIBRI / "MANIFEST.tsv").read_text()
+                .splitlines()[1:] if line]
+    path_of = {s: p for s, p, *_ in manifest}
+    held = heldout_speakers(root)
+    probes: dict[str, list[str]] = {}
+    n = int(PROBE_S * degrade.RATE_HZ)
+    for s in held:
+        x = _read(root / LIBRI / path_of[s])
+        k = min(MAX_PROBES, len(x) // n)
+        probes[s] = []
+        for i in range(k):
+            clip = x[i * n:(i + 1) * n]
+            name = f"{s}/{s}_{i}.flac"
+            probes[s].append(name)
+            versions = {"clean": clip,
+                        "babble5": degrade.mix_at_snr(
+                            clip, degrade.babble_noise(
+                                [talkers[j] for j in rng.choice(len(talkers), 4, replace=False)],
+                                len(clip), rng), 5.0),
+                        "reverb": degrade.reverb(clip, rng),
+                        "tel8k": degrade.telephone(clip)}
+            for cond, y in versions.items():
+                p = out / cond / name
+                p.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(str(p), y, degrade.RATE_HZ, subtype="PCM_16")
+    lists = {}
+    for cond in CONDITIONS:
+        lines = set()
+        for s, names in probes.items():
+            for i, a in enumerate(names):
+                for j, b in enumerate(names):
+                    if i != j:
+                        lines.add(f"1 clean/{a} {cond}/{b}")
+        n_target = len(lines)
+        while len(lines) < n_target + 5000:
+            s, t = rng.choice(held, 2, replace=False)
+            lines.add(f"0 clean/{rng.choice(probes[s])} {cond}/{rng.choice(probes[t])}")
+        lists[cond] = out / f"{cond}-2s.txt"
+        lists[cond].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    held_set = set(held)
+    kept = [ln for ln in (root / "trials" / "librispeech-251-3s.txt").read_text().splitlines()
+            if ln and all(p.split("/")[1] in held_set for p in ln.split()[1:])]
+    lists["heldout"] = out / "librispeech-heldout-3s.txt"
+    lists["heldout"].write_text("\n".join(kept) + "\n")
+    return lists
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=Path("runs/dev"))
+    args = ap.parse_args()
+    for cond, p in build(args.root, args.out).items():
+        lines = p.read_text().splitlines()
+        print(f"{p}: {sum(ln.startswith('1') for ln in lines)} same / "
+              f"{sum(ln.startswith('0') for ln in lines)} different")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,268 @@
+"""Distil a noise- and reverberation-robust streaming LSTM from clean-audio teachers.
+
+    nohup python -m training.distill --root ../shared/data --out runs/distill --steps 2000 &
+    python -m training.distill --root ../shared/data --out runs/distill --export NAME
+
+Student: the shipped default LSTM (its weights read back from ``default-fp32.onnx``, same
+in-graph level normalisation), trained on *degraded* 1.6 s windows
+(:func:`training.degrade.random_degrade`: babble of other speakers, coloured noise, synthetic
+rooms, telephone band, level and speed), so that its embedding agrees with two teachers' views
+of the *clean* window:
+
+* the frozen current encoder (256-d; keeps the embedding space, hence the calibration, close),
+  loss ``1 - cos(student, old(clean))``;
+* CAM++ (192-d, through a new 256 -> 192 linear head on the student's embedding),
+  loss ``1 - cos(head(student), campp(clean))``, weighted ``--campp-weight``.
+
+Data: every shared recording except what a reported or dev list or the calibration needs:
+LibriSpeech speakers other than the 51 held out by :mod:`training.dev_lists`, and the Arabic
+Speech Commands ``train12`` speakers (calib6, val and test speakers, and FSDD, are left out).
+Windows are cut from the runtime segmenter's speech (hop 0.8 s; an Arabic speaker's keywords are
+joined first). Teacher embeddings of the clean windows are computed once and cached
+(``<out>/teachers.npz``). Checkpoints every ``--ckpt-every`` steps (``<out>/last.pt``: step,
+student, head, optimiser, rng); a run resumes from it by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rtverify.config import FeatureConfig
+from rtverify.core.fbank import cmn, fbank
+from rtverify.core.features import mel_spectrogram
+
+from . import degrade
+from .dev_lists import LIBRI, heldout_speakers
+
+WINDOW_S = 1.6
+WINDOW = int(WINDOW_S * 16000)
+HOP = WINDOW // 2
+ROWS = 160
+
+
+def _read(path: Path) -> np.ndarray:
+    from .data import load_audio
+
+    return load_audio(path)
+
+
+def collect_windows(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """int16 ``(n, WINDOW)`` clean speech windows and their int speaker ids."""
+    from .data import arabic_splits, speech_audio
+
+    held = set(heldout_speakers(root))
+    manifest = [ln.split("\t") for ln in (root / LIBRI / "MANIFEST.tsv").read_text()
+                .splitlines()[1:] if ln]
+    sources: list[tuple[str, np.ndarray]] = []
+    for spk, path, *_ in manifest:
+        if spk not in held:
+            sources.append((f"libri:{spk}", speech_audio(_read(root / LIBRI / path))))
+    corpus = root / "arabic-speech-commands"
+    for spk in arabic_splits(corpus)["train12"]:
+        clips = [speech_audio(_read(p)) for p in sorted((corpus / spk).glob("*.flac"))]
+        sources.append((f"arabic:{spk}", np.concatenate(clips)))
+    wins, ids = [], []
+    for k, (_, x) in enumerate(sources):
+        for s in range(0, len(x) - WINDOW + 1, HOP):
+            wins.append(np.round(x[s:s + WINDOW] * 32767).astype(np.int16))
+            ids.append(k)
+    return np.stack(wins), np.array(ids)
+
+
+def mel_rows(x: np.ndarray) -> np.ndarray:
+    return mel_spectrogram(x, FeatureConfig())[:ROWS]
+
+
+@torch.no_grad()
+def teacher_embeddings(wins: np.ndarray, log=print) -> tuple[np.ndarray, np.ndarray]:
+    from .campp import load_campp
+    from .from_onnx import load_shipped_student
+
+    old = load_shipped_student(check=False)
+    campp = load_campp()
+    e_old, e_cam = [], []
+    t = time.time()
+    for a in range(0, len(wins), 32):
+        x = wins[a:a + 32].astype(np.float32) / 32767
+        e_old.append(old(torch.from_numpy(np.stack([mel_rows(w) for w in x]))).numpy())
+        c = campp(torch.from_numpy(np.stack([cmn(fbank(w)) for w in x])))
+        e_cam.append(F.normalize(c, dim=1).numpy())
+        if a % 640 == 0:
+            log(f"teachers {a}/{len(wins)} ({time.time() - t:.0f} s)")
+    return np.concatenate(e_old), np.concatenate(e_cam)
+
+
+def _rows_view(rows: np.ndarray, view: str) -> np.ndarray:
+    """A short window's rows as the runtime gives them to the encoder (one of its short views)."""
+    from rtverify.core.encoder import short_view_inputs
+
+    return rows if len(rows) >= ROWS else short_view_inputs(rows, ROWS, (view,))[0]
+
+
+def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
+    """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
+    fly), and which samples are full clean windows (those have a cached CAM++ target). With
+    ``p_short``, a window is cut to 0.4-1.5 s and both versions go through one of the runtime's
+    short views (zero padding after or before, or reflection), as a short utterance would."""
+    idx = rng.choice(len(wins), batch, replace=False)
+    feats, clean, full = [], [], []
+    for i in idx:
+        x = wins[i].astype(np.float32) / 32767
+        short = rng.random() < p_short
+        if short:
+            n = int(rng.uniform(0.4, 1.5) * 16000)
+            a = int(rng.integers(0, len(x) - n + 1))
+            x = x[a:a + n]
+        others = rng.choice(len(wins), 8, replace=False)
+        pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != ids[i]]
+        if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
+            y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+        else:
+            y = degrade.random_degrade(x, rng, pool)
+        view = str(rng.choice(["end", "start", "reflect"]))
+        feats.append(_rows_view(mel_rows(y), view))
+        clean.append(_rows_view(mel_rows(x), view))
+        full.append(not short)
+    return (idx, torch.from_numpy(np.stack(feats)), torch.from_numpy(np.stack(clean)),
+            torch.tensor(full))
+
+
+def train(args) -> None:
+    from .from_onnx import load_shipped_student
+
+    torch.set_num_threads(1)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    logf = open(out / "log.txt", "a")
+
+    def log(msg):
+        print(msg, file=logf, flush=True)
+
+    cache = out / "teachers.npz"
+    if cache.is_file():
+        z = np.load(cache)
+        wins, ids, t_old, t_cam = z["wins"], z["ids"], z["old"], z["campp"]
+    else:
+        wins, ids = collect_windows(args.root)
+        log(f"{len(wins)} windows of {WINDOW_S} s from {ids.max() + 1} speakers")
+        t_old, t_cam = teacher_embeddings(wins, log)
+        np.savez(cache, wins=wins, ids=ids, old=t_old, campp=t_cam)
+    student = load_shipped_student(check=False).train()
+    old_teacher = load_shipped_student(check=False).eval()
+    head = torch.nn.Linear(256, 192)
+    params = list(student.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=args.lr)
+    rng = np.random.default_rng(args.seed)
+    step = 0
+    ckpt = out / "last.pt"
+    if ckpt.is_file() and not args.fresh:
+        from .checkpoint import restore_rng
+
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        student.load_state_dict(state["student"])
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["opt"])
+        restore_rng(state["rng"], rng)
+        step = state["step"]
+        for g in opt.param_groups:  # the learning rate of this run, not the checkpoint's
+            g["lr"] = args.lr
+        log(f"resumed at step {step} (lr {args.lr}, p_clean {args.p_clean})")
+    t_cam_t = torch.from_numpy(t_cam)  # the old teacher runs on the fly (short views too)
+    t0, run = time.time(), []
+    while step < args.steps:
+        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short)
+        with torch.no_grad():
+            target_old = old_teacher(xc)
+        raw = student.raw_embedding(x)
+        emb = F.normalize(raw, dim=1)
+        loss_old = (1 - (emb * target_old).sum(1)).mean()
+        cam = 1 - (F.normalize(head(emb), dim=1) * t_cam_t[idx]).sum(1)
+        loss_cam = (cam * full).sum() / full.sum().clamp_min(1)
+        loss = loss_old + args.campp_weight * loss_cam
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
+        opt.step()
+        step += 1
+        run.append((loss_old.item(), loss_cam.item()))
+        if step % 20 == 0:
+            a = np.mean(run, axis=0)
+            log(f"step {step} old {a[0]:.4f} campp {a[1]:.4f} ({time.time() - t0:.0f} s)")
+            run = []
+        if step % args.ckpt_every == 0 or step == args.steps:
+            from .checkpoint import rng_state
+
+            tmp = ckpt.with_suffix(".tmp")
+            torch.save({"step": step, "student": student.state_dict(), "head": head.state_dict(),
+                        "opt": opt.state_dict(), "rng": rng_state(rng),
+                        "settings": {k: str(v) for k, v in vars(args).items()}}, tmp)
+            tmp.replace(ckpt)
+    log("done")
+
+
+def export(args) -> int:
+    from export.onnx_export import DEFAULT_PARITY_AUDIO, write_model
+    from rtverify.config import WindowConfig
+    from rtverify.core.encoder import MODELS_DIR, load_model_info
+
+    from .from_onnx import load_shipped_student
+
+    torch.set_num_threads(1)
+    state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
+    student = load_shipped_student(check=False)
+    student.load_state_dict(state["student"])
+    student.eval()
+    base = load_model_info(MODELS_DIR / "default.onnx").raw
+    decision = base["decision"]
+    if args.decision:
+        decision = json.loads(args.decision.read_text())
+    extra = {"encoder": student.cfg.to_dict(), "attribution": base["attribution"],
+             "training": {"objective": "distillation, 1 - cosine to clean-audio teachers "
+                                       f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)",
+                          "init": base["model_id"], "steps": state["step"],
+                          "settings": state["settings"],
+                          "data": "LibriSpeech speakers not held out by training.dev_lists + "
+                                  "Arabic train12; degraded by training.degrade.random_degrade"}}
+    out_dir = Path(args.export_dir) if args.export_dir else MODELS_DIR
+    path, side = write_model(student, out_dir, args.export, features=FeatureConfig(),
+                             window=WindowConfig(), decision=decision, extra=extra,
+                             audio_files=list(DEFAULT_PARITY_AUDIO), quantize=True)
+    print(f"wrote {path} ({side['model_id']})")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--out", type=Path, default=Path("runs/distill"))
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--p-clean", type=float, default=0.3,
+                    help="fraction of windows the student sees undegraded (level change only)")
+    ap.add_argument("--p-short", type=float, default=0.0,
+                    help="fraction of windows cut to 0.4-1.5 s and shown as the runtime's short views")
+    ap.add_argument("--campp-weight", type=float, default=1.0)
+    ap.add_argument("--ckpt-every", type=int, default=100)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--fresh", action="store_true", help="ignore <out>/last.pt")
+    ap.add_argument("--export", metavar="NAME", help="export <out>/last.pt as NAME.onnx instead")
+    ap.add_argument("--export-dir", help="directory for --export (default: rtverify/models)")
+    ap.add_argument("--decision", type=Path, help="decision block JSON for --export")
+    args = ap.parse_args(argv)
+    if args.export:
+        return export(args)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
