@@ -314,6 +314,11 @@ class _CapturingSession:
         self.info = ModelInfo("capture", features, window, DecisionConfig(threshold=0.5), dim, {})
         self.windows: list[np.ndarray] = []
 
+    def streaming_features(self):
+        from rtverify.core.encoder import streaming_features
+
+        return streaming_features(self.features)
+
     def embed(self, frames: np.ndarray) -> np.ndarray:
         k = len(self.windows)
         if k + len(frames) > self.dim:

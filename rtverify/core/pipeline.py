@@ -23,7 +23,8 @@ from ..events import (DecisionEvent, Event, Provisional, SegmentDropped, SpeechS
                       Summary, Tally)
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
-from .scoring import Decision, DecisionPolicy, Scorer, effective_band, voiceprints_for_band
+from .scoring import (Decision, DecisionPolicy, Scorer, effective_band, top_scores,
+                      voiceprints_for_band)
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .turns import TurnEmbedder
 from ..io.sources import Chunk, FrameSource, as_source
@@ -57,6 +58,7 @@ class Verifier:
                  status_every_s: float = 0.0, workers: int = 0) -> None:
         self.session = session
         self.voiceprints = dict(voiceprints or {})
+        self._galleries: dict[str, tuple] = {}
         self.policy = DecisionPolicy(session.info.decision, threshold)
         # the model's own scoring, as in ``eval`` (made when there is something to score, so that
         # embedding a recording does not load a score-normalisation cohort)
@@ -107,7 +109,29 @@ class Verifier:
                                    "matched scoring): %sband speech is scored against its "
                                    "wideband one; re-enroll it to score such input better",
                                    name, band, band)
-        return self.scorer.scores(embedding, voiceprints)
+        if len(voiceprints) < self.MATRIX_MIN_VOICES:
+            return self.scorer.scores(embedding, voiceprints)
+        names, matrix, stats = self._gallery(band, voiceprints)
+        return top_scores(self.scorer.matrix_scores(embedding, matrix, stats), names,
+                          self.TOP_SCORES)
+
+    MATRIX_MIN_VOICES = 256
+    """From this many voices on, scores come from one matrix product over a unit ``(n, dim)``
+    matrix built once per band, and decisions carry only the TOP_SCORES best (count)."""
+    TOP_SCORES = 10
+    """Scores a decision carries when the voices are scored as a matrix (count)."""
+
+    def _gallery(self, band: str, voiceprints: Mapping[str, np.ndarray]
+                 ) -> tuple[list[str], np.ndarray, tuple | None]:
+        """Names, matrix and cohort statistics of ``voiceprints`` (cached per band: the
+        voices of a Verifier do not change)."""
+        cached = self._galleries.get(band)
+        if cached is None:
+            names = list(voiceprints)
+            matrix = np.stack([np.asarray(voiceprints[n], np.float32) for n in names])
+            stats = self.scorer.cohort_stats(matrix) if self.scorer.cohort is not None else None
+            cached = self._galleries[band] = (names, matrix, stats)
+        return cached
 
     SPLIT_NEAR = 0.02
     SPLIT_FAR = 0.05
@@ -120,7 +144,9 @@ class Verifier:
         """Whether a voice could be accepted in part of a segment but not in another."""
         if not self.voiceprints or (self.scorer is not None and self.scorer.cohort is not None):
             return True
-        sims = windows @ np.stack([np.asarray(v, np.float32) for v in self.voiceprints.values()]).T
+        if self.scorer is None:
+            self.scorer = Scorer.for_model(self.session)
+        sims = windows @ self._gallery("wide", self.voiceprints)[1].T
         t = self.policy.threshold_for(1.6)
         return bool(((sims.max(axis=0) >= t - self.SPLIT_NEAR) &
                      (sims.min(axis=0) < t - self.SPLIT_FAR)).any())

@@ -1,0 +1,65 @@
+"""Decision time of the streaming Verifier (what listen, serve and the Wyoming gate run) with
+N enrolled voices, against the same run with one voice, on the demo conversation.
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 taskset -c 0 python -m benchmarks.many_voices --voices 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from . import REPO
+
+
+def run(voices: int, reps: int) -> dict:
+    from rtverify.core.encoder import EncoderSession, l2_normalize
+    from rtverify.core.pipeline import Verifier, embed_recording
+    from rtverify.events import DecisionEvent
+    from rtverify.io.sources import Chunk, FileSource
+
+    demo = REPO / "rtverify" / "demo"
+    session = EncoderSession(threads=1)
+    alice = l2_normalize(sum(embed_recording(session, FileSource(demo / f)).vector
+                             for f in ("enroll_1.flac", "enroll_2.flac")))
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((voices, session.dim)).astype(np.float32)
+    m /= np.linalg.norm(m, axis=1, keepdims=True)
+    gallery = {f"v{i:06d}": m[i] for i in range(voices)}
+    gallery["alice"] = alice
+    x = np.concatenate([c.samples for c in FileSource(demo / "conversation.flac")])
+    out = {}
+    for label, vp in (("one voice", {"alice": alice}), (f"{voices + 1} voices", gallery)):
+        ms, accepted = [], 0
+        for _ in range(reps):
+            v = Verifier(session, vp, max_pending=1)
+            for i in range(0, len(x), 480):
+                for e in v.push(Chunk(x[i:i + 480], i / 16000)):
+                    if isinstance(e, DecisionEvent):
+                        ms.append(e.decision_ms)
+                        accepted += e.speaker == "alice"
+            for e in v.finish():
+                if isinstance(e, DecisionEvent):
+                    ms.append(e.decision_ms)
+                    accepted += e.speaker == "alice"
+        out[label] = {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+                      "p95_ms": round(float(np.percentile(ms, 95)), 2),
+                      "max_ms": round(float(np.max(ms)), 2), "alice_accepted": accepted}
+    one, many = out["one voice"], out[f"{voices + 1} voices"]
+    out["p95_ratio"] = round(many["p95_ms"] / one["p95_ms"], 2)
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.many_voices")
+    p.add_argument("--voices", type=int, default=100000)
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args(argv)
+    print(json.dumps(run(args.voices, args.reps), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
