@@ -142,14 +142,36 @@ class Verifier:
 
     def _split_worth(self, windows: np.ndarray) -> bool:
         """Whether a voice could be accepted in part of a segment but not in another."""
+        return self._split_sims(windows)[0]
+
+    def _split_sims(self, windows: np.ndarray) -> tuple[bool, np.ndarray | None]:
+        """:meth:`_split_worth`, and the windows' raw scores against every voice when they
+        are scored as a matrix (a large gallery): the segment's own scores follow from them
+        without a second pass over the matrix."""
         if not self.voiceprints or (self.scorer is not None and self.scorer.cohort is not None):
-            return True
+            return True, None
         if self.scorer is None:
             self.scorer = Scorer.for_model(self.session)
         sims = windows @ self._gallery("wide", self.voiceprints)[1].T
         t = self.policy.threshold_for(1.6)
-        return bool(((sims.max(axis=0) >= t - self.SPLIT_NEAR) &
-                     (sims.min(axis=0) < t - self.SPLIT_FAR)).any())
+        worth = bool(((sims.max(axis=0) >= t - self.SPLIT_NEAR) &
+                      (sims.min(axis=0) < t - self.SPLIT_FAR)).any())
+        return worth, sims if len(self.voiceprints) >= self.MATRIX_MIN_VOICES else None
+
+    def _scores_from_sims(self, turn, windows: np.ndarray, sims: np.ndarray
+                          ) -> dict[str, float] | None:
+        """A whole segment's scores from its windows' (see :meth:`_split_sims`): cosine is
+        linear, so the pooled embedding's scores are the windows' summed and rescaled. None when
+        the segment was not pooled from exactly those windows."""
+        total = windows.sum(axis=0, dtype=np.float64)
+        norm = float(np.linalg.norm(total))
+        if norm == 0.0 or turn.window_sum is None or \
+                not np.allclose(turn.window_sum, total, atol=1e-4) or \
+                not np.allclose(turn.vector, total / norm, atol=1e-5):
+            return None
+        names = self._gallery("wide", self.voiceprints)[0]
+        return top_scores((sims.sum(axis=0, dtype=np.float64) / norm).astype(np.float32),
+                          names, self.TOP_SCORES)
 
     def _take_unfed(self) -> np.ndarray:
         """The segment audio not yet turned into rows, as one array (and forget it)."""
@@ -213,7 +235,14 @@ class Verifier:
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
                 t: float | None) -> DecisionEvent | list[DecisionEvent] | None:
         t = time.perf_counter() if t is None else t
-        found = embedder.finish_turns(self._split_worth)
+        memo: dict = {}
+
+        def worth(windows: np.ndarray) -> bool:
+            ok, memo["sims"] = self._split_sims(windows)
+            memo["windows"] = windows
+            return ok
+
+        found = embedder.finish_turns(worth)
         if found is None:
             return None
         turns, n_rows = found
@@ -225,7 +254,12 @@ class Verifier:
             speech_s = end.speech_s * (turn.end_row - turn.start_row) / max(n_rows, 1)
             band = effective_band(embedder.last_rows[turn.start_row:turn.end_row],
                                   self.session.features) if self.voiceprints else "wide"
-            d: Decision = self.policy.decide(self._scores(turn.vector, band), speech_s)
+            scores = None
+            if len(turns) == 1 and band == "wide" and memo.get("sims") is not None:
+                scores = self._scores_from_sims(turn, memo["windows"], memo["sims"])
+            if scores is None:
+                scores = self._scores(turn.vector, band)
+            d: Decision = self.policy.decide(scores, speech_s)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
