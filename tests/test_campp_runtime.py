@@ -90,3 +90,17 @@ def test_campp_runtime_never_imports_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_demo_runs_with_campp(tmp_path):
+    """The whole listen path with CAM++ and an enrolled voice (band detection, speaker-change
+    checks and scoring all see its fbank rows)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    proc = subprocess.run([sys.executable, "-m", "rtverify", "demo", "--fast", "--model", "campp"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Demo result: 6 right, 0 wrong out of 6 decisions" in proc.stdout

@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DecisionConfig, check_threshold
+from ..config import DecisionConfig, FeatureConfig, check_threshold
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -237,8 +237,9 @@ def band_cliff_db(rows: np.ndarray, feature_cfg) -> float:
 
 
 def effective_band(rows: np.ndarray, feature_cfg) -> str:
-    """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``."""
-    if len(rows) == 0 or feature_cfg.fmax_hz < 5500.0:
+    """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``. Measured on mel
+    power rows; a model with another front-end (CAM++'s log fbank) is always scored ``wide``."""
+    if len(rows) == 0 or not isinstance(feature_cfg, FeatureConfig) or feature_cfg.fmax_hz < 5500.0:
         return "wide"
     return "narrow" if band_cliff_db(rows, feature_cfg) > NARROW_CLIFF_DB else "wide"
 
