@@ -286,7 +286,11 @@ class SegmentEmbedder:
         self._sum += emb.sum(axis=0, dtype=np.float64)
         self.n_windows += len(emb)
         self._pending = []
+        self._embedded(emb)
         return True
+
+    def _embedded(self, emb: np.ndarray) -> None:
+        """Hook: windows just embedded, float32 ``(n, dim)``, in order (a subclass keeps them)."""
 
     def push_rows(self, rows: np.ndarray) -> bool:
         """Add rows (float32 ``(k, n_mels)``); returns True if new window embeddings arrived."""

@@ -99,16 +99,9 @@ class TurnEmbedder(SegmentEmbedder):
             self._all_rows.append(rows)
         return super().push_rows(rows)
 
-    def _flush_pending(self) -> bool:
-        if not self._pending:
-            return False
-        emb = self.session.embed(np.stack(self._pending))
-        self._sum += emb.sum(axis=0, dtype=np.float64)
-        self.n_windows += len(emb)
-        self._pending = []
+    def _embedded(self, emb: np.ndarray) -> None:
         for e in emb:
             self._note(e)
-        return True
 
     def _note(self, emb: np.ndarray) -> None:
         if self.cfg.enabled and self._turn_from < len(self.windows):

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, StoreError
-from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, to_json, validate_name)
+from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, check_voiceprint, to_json,
+                          validate_name)
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +93,6 @@ class StoreChanges:
     """Names of voices removed."""
     full: bool = False
     """True when ``changed`` is every voice (the caller should forget what it had)."""
-
-
-def check_voiceprint(vp: Voiceprint, where: str, model_id: str | None, dim: int | None) -> None:
-    """The model-id and dimension checks of the file store, with the same messages."""
-    if model_id is not None and vp.model_id != model_id:
-        raise StoreError(f"{where}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
-                         f"the encoder now is {model_id}; re-enroll it "
-                         f"(rtverify enroll --name {vp.name!r} --force ...)")
-    if dim is not None and vp.embedding.shape[0] != dim:
-        raise StoreError(f"{where}: damaged voiceprint (its embedding has "
-                         f"{vp.embedding.shape[0]} values, model {vp.model_id} makes {dim})")
 
 
 class PostgresVoiceprintStore:

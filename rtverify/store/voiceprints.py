@@ -207,6 +207,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def check_voiceprint(vp: Voiceprint, where: str, model_id: str | None, dim: int | None) -> None:
+    """The model-id and dimension checks every store makes on a voiceprint it reads."""
+    if model_id is not None and vp.model_id != model_id:
+        raise StoreError(f"{where}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
+                         f"the encoder now is {model_id}; re-enroll it "
+                         f"(rtverify enroll --name {vp.name!r} --force ...)")
+    if dim is not None and vp.embedding.shape[0] != dim:
+        raise StoreError(f"{where}: damaged voiceprint (its embedding has "
+                         f"{vp.embedding.shape[0]} values, model {vp.model_id} makes {dim})")
+
+
 class VoiceprintStore:
     """The directory of voiceprints.
 
@@ -341,13 +352,7 @@ class VoiceprintStore:
         if unicodedata.normalize("NFC", vp.name) != path.name[:-len(SUFFIX)]:
             raise StoreError(f"{path}: damaged voiceprint (it is for {vp.name!r}, "
                              "not the name of its file)")
-        if model_id is not None and vp.model_id != model_id:
-            raise StoreError(f"{path}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
-                             f"the encoder now is {model_id}; re-enroll it "
-                             f"(rtverify enroll --name {vp.name!r} --force ...)")
-        if dim is not None and vp.embedding.shape[0] != dim:
-            raise StoreError(f"{path}: damaged voiceprint (its embedding has "
-                             f"{vp.embedding.shape[0]} values, model {vp.model_id} makes {dim})")
+        check_voiceprint(vp, str(path), model_id, dim)
         return vp
 
     def _read(self, path: Path, name: str) -> bytes:
