@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable, Iterator, Protocol, runtime_checkable
+from typing import BinaryIO, Generator, Iterable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -162,6 +162,26 @@ class _ResamplingSource:
     def _finish(self) -> Chunk | None:
         return self._chunk(self._resampler.flush())
 
+    def _read_sound(self, f, block_frames: int, what: str) -> Generator[Chunk, None, int]:
+        """The chunks of an open ``soundfile.SoundFile``, ``block_frames`` at a time (not the
+        resampler's tail); returns the frames read. A decoding error is an InputError saying
+        how far it got."""
+        import soundfile as sf
+
+        n_read = 0
+        while True:
+            try:
+                block = f.read(block_frames, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as err:
+                raise InputError(f"{self.name}: unreadable {what} data after "
+                                 f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
+            if len(block) == 0:
+                return n_read
+            n_read += len(block)
+            chunk = self._convert(block)
+            if chunk is not None:
+                yield chunk
+
 
 class FileSource(_ResamplingSource):
     """A recording in any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any rate from 8 to
@@ -204,22 +224,8 @@ class FileSource(_ResamplingSource):
         self._block = max(1, int(rate * block_ms / 1000))
 
     def __iter__(self) -> Iterator[Chunk]:
-        import soundfile as sf
-
-        n_read = 0
         try:
-            while True:
-                try:
-                    block = self._file.read(self._block, dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError) as err:
-                    raise InputError(f"{self.name}: unreadable audio data after "
-                                     f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
-                if len(block) == 0:
-                    break
-                n_read += len(block)
-                chunk = self._convert(block)
-                if chunk is not None:
-                    yield chunk
+            n_read = yield from self._read_sound(self._file, self._block, "audio")
             if n_read == 0:
                 raise InputError(f"{self.name}: holds no audio samples")
             if self._file.frames > 0 and n_read < self._file.frames:
@@ -333,25 +339,11 @@ class StdinSource(_ResamplingSource):
                 raise InputError(f"{self.name}: {kind.upper()} stream larger than "
                                  f"{MAX_CONTAINER_BYTES >> 20} MiB; give it as a file instead")
             parts.append(data)
-        import soundfile as sf
-
         with open_container(b"".join(parts), kind, self.name) as f:
             self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
             logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
                         f.samplerate, f.channels)
-            n_read = 0
-            while True:
-                try:
-                    block = f.read(max(1, self.rate_in_hz), dtype="float32", always_2d=True)
-                except (sf.LibsndfileError, RuntimeError) as err:
-                    raise InputError(f"{self.name}: unreadable {kind.upper()} data after "
-                                     f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
-                if len(block) == 0:
-                    break
-                n_read += len(block)
-                chunk = self._convert(block)
-                if chunk is not None:
-                    yield chunk
+            n_read = yield from self._read_sound(f, max(1, self.rate_in_hz), kind.upper())
         if n_read == 0:
             raise InputError(f"{self.name}: {kind.upper()} stream holds no audio samples")
         chunk = self._finish()
