@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, StoreError
-from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, check_voiceprint, to_json,
-                          validate_name)
+from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore,
+                          check_voiceprint, to_json, validate_name)
 
 logger = logging.getLogger(__name__)
 
@@ -285,16 +285,8 @@ class PostgresVoiceprintStore:
         ).fetchall())
         return [self._entry(name, doc, model_id, dim) for name, doc in rows]
 
-    def load_usable(self, model_id: str, names: list[str] | None = None, dim: int | None = None):
-        if names:
-            return {validate_name(n): self.load(n, model_id, dim).vector() for n in names}, []
-        usable, problems = {}, []
-        for entry in self.entries(model_id, dim):
-            if entry.voiceprint is not None:
-                usable[entry.name] = entry.voiceprint.vector()
-            else:
-                problems.append(entry.problem)
-        return usable, problems
+    load_usable = VoiceprintStore.load_usable
+    """The file store's: built on :meth:`load` and :meth:`entries`, so both stores answer alike."""
 
     # -- what the fleet needs -------------------------------------------------------------
     def version(self) -> int:
