@@ -1,5 +1,6 @@
 """A small client for ``rtverify serve`` (needs the ``serve`` extra for :meth:`Client.listen`; the
-HTTP calls use only the standard library).
+HTTP calls use only the standard library). It talks only to the server whose address it is
+given; it fetches nothing else (the models ship inside the package, on the server's side).
 
     from rtverify.client import Client
 

@@ -140,14 +140,10 @@ class Verifier:
     below the threshold minus SPLIT_FAR for the same voice (cosine); or always when nothing is
     enrolled (enrolment checks its takes) or scores are normalised."""
 
-    def _split_worth(self, windows: np.ndarray) -> bool:
-        """Whether a voice could be accepted in part of a segment but not in another."""
-        return self._split_sims(windows)[0]
-
     def _split_sims(self, windows: np.ndarray) -> tuple[bool, np.ndarray | None]:
-        """:meth:`_split_worth`, and the windows' raw scores against every voice when they
-        are scored as a matrix (a large gallery): the segment's own scores follow from them
-        without a second pass over the matrix."""
+        """Whether a voice could be accepted in part of a segment but not in another, and the
+        windows' raw scores against every voice when they are scored as a matrix (a large
+        gallery): the segment's own scores follow from them without a second pass over it."""
         if not self.voiceprints or (self.scorer is not None and self.scorer.cohort is not None):
             return True, None
         if self.scorer is None:
