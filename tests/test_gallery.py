@@ -229,3 +229,15 @@ def test_a_gallery_keeps_its_voices_while_the_database_is_down_and_catches_up(pg
     finally:
         g.close()
         writer.close()
+
+
+def test_gallery_scores_are_the_matrix_product():
+    from rtverify.core.scoring import GALLERY_BLOCK, gallery_scores
+
+    rng = np.random.default_rng(5)
+    m = rng.standard_normal((2 * GALLERY_BLOCK + 17, 64)).astype(np.float32)  # a ragged tail
+    for k in (1, 2, 5):
+        v = rng.standard_normal((k, 64)).astype(np.float32)
+        got = gallery_scores(m, v)
+        assert got.shape == (k, len(m))
+        np.testing.assert_allclose(got, v @ m.T, rtol=1e-5, atol=1e-4)

