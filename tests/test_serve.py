@@ -451,22 +451,35 @@ def test_thread_workers_decide_alike(server, store, conversation16k):
     assert got == comparable(stream(server, conversation16k))
 
 
-def test_second_model_by_id(store, conversation16k):
-    """--model twice: streams choose with ?model=ID; a voice enrolled under the other model is
+def test_second_model_by_id(store, conversation16k, tmp_path):
+    """--model twice: streams choose with ?model=ID. A voice enrolled now holds both models'
+    embeddings and is scored under either; a voiceprint from before (its own model only) is
     refused with the CLI's words, not scored."""
     from rtverify.core.encoder import MODELS_DIR, load_model_info
 
     fp32 = MODELS_DIR / "default-fp32.onnx"
     other = load_model_info(fp32).model_id
-    s = Server(store, "--model", str(MODELS_DIR / "default.onnx"), "--model", str(fp32))
-    try:
-        assert Client(s.url).health()["models"][1] == other
-        with connect(s, model=other) as ws:
-            error, code = refusal(ws)
-        assert code == 1008 and "no usable voice" in error["error"]
-        with connect(s, model=other, name="alice") as ws:
-            error, code = refusal(ws)
-        assert code == 1008 and "enrolled with model" in error["error"]
-        assert stream(s, conversation16k[:16000 * 6])[0]["model_id"] != other
-    finally:
-        assert s.stop() == 0
+    old = tmp_path / "old"
+    old.mkdir(mode=0o700)
+    doc = json.loads((store / "alice.json").read_text())
+    assert other in doc.pop("models")
+    (old / "alice.json").write_text(json.dumps(doc))
+    (old / "alice.json").chmod(0o600)
+    for where, usable in ((store, True), (old, False)):
+        s = Server(where, "--model", str(MODELS_DIR / "default.onnx"), "--model", str(fp32))
+        try:
+            assert Client(s.url).health()["models"][1] == other
+            if usable:
+                events = stream(s, conversation16k[:16000 * 6], model=other, name="alice")
+                assert events[0]["model_id"] == other
+                assert any(e["event"] == "decision" and e["accepted"] for e in events)
+            else:
+                with connect(s, model=other) as ws:
+                    error, code = refusal(ws)
+                assert code == 1008 and "no usable voice" in error["error"]
+                with connect(s, model=other, name="alice") as ws:
+                    error, code = refusal(ws)
+                assert code == 1008 and "enrolled with model" in error["error"]
+            assert stream(s, conversation16k[:16000 * 6])[0]["model_id"] != other
+        finally:
+            assert s.stop() == 0

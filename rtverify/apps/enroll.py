@@ -89,6 +89,9 @@ class Take:
     narrowband: np.ndarray | None = None
     """Unit embedding of the same audio low-passed to the 8 kHz telephone band (float32
     ``(dim,)``), for band-matched scoring; None if it could not be made."""
+    audio: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The take's samples (float32, 16 kHz), kept until the voiceprint is made so that the
+    other shipped models can embed the same speech; None if not kept."""
 
 
 @dataclass
@@ -215,10 +218,18 @@ class Enrolment:
             return None
         return l2_normalize(np.mean([t.narrowband for t in self.takes], axis=0))
 
-    def voiceprint(self, name: str, model_id: str) -> Voiceprint:
+    def voiceprint(self, name: str, model_id: str,
+                   companions: Sequence[EncoderSession] = ()) -> Voiceprint:
+        """The voiceprint of the kept takes; with ``companions`` (other models' sessions, see
+        :func:`companion_sessions`) it also holds their embeddings of the same takes."""
+        models = {}
+        for other in companions:
+            made = _companion_vectors(other, self.takes)
+            if made is not None:
+                models[other.model_id] = made
         return Voiceprint(name=name, model_id=model_id, embedding=self.vector(), created=utc_now(),
                           speech_s=self.speech_s, n_takes=len(self.takes),
-                          narrowband=self.narrowband_vector())
+                          narrowband=self.narrowband_vector(), models=models or None)
 
     def shortfall(self) -> str:
         return (f"{len(self.takes)} of {self.need_takes} takes and {self.speech_s:.1f} of "
@@ -249,10 +260,10 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
                              "recording of one speaker")
         levels = [d.level_dbfs for d in rec.decisions]
+        audio = np.concatenate([c.samples for c in chunks])
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
-                    rec.clipped, name,
-                    narrowband=_narrowband_vector(session, np.concatenate(
-                        [c.samples for c in chunks])))
+                    rec.clipped, name, narrowband=_narrowband_vector(session, audio),
+                    audio=audio)
         if take.clipped:
             advice.append(f"{name}: the recording is clipped; the voiceprint may suffer")
         if take.level_dbfs < settings.quiet_dbfs:
@@ -278,6 +289,42 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     for line in advice:
         logger.warning("%s", line)
     return enrol
+
+
+_COMPANIONS: dict[str, EncoderSession] = {}
+
+
+def companion_sessions(session: EncoderSession) -> list[EncoderSession]:
+    """Sessions of the shipped models other than ``session``'s (loaded once per process): an
+    enrolment embeds its takes with each of them too, so that a voice works under any shipped
+    ``--model`` (issue 11)."""
+    from ..core.encoder import load_model_info, resolve_model, shipped_models
+
+    out = []
+    for name in shipped_models():
+        if load_model_info(resolve_model(name)).model_id == session.model_id:
+            continue
+        if name not in _COMPANIONS:
+            _COMPANIONS[name] = EncoderSession(name, threads=session.threads)
+        out.append(_COMPANIONS[name])
+    return out
+
+
+def _companion_vectors(session: EncoderSession, takes: Sequence[Take]
+                       ) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """Another model's voiceprint vectors (wideband, narrowband) of the same takes, pooled as
+    the main one is; None if some take's audio was not kept or holds no speech for it."""
+    if not takes or any(t.audio is None or len(t.audio) == 0 for t in takes):
+        return None
+    wide, narrow = [], []
+    for take in takes:
+        vec = embed_recording(session, [Chunk(take.audio, 0.0)]).vector
+        if vec is None:
+            return None
+        wide.append(vec)
+        narrow.append(_narrowband_vector(session, take.audio))
+    nb = None if any(v is None for v in narrow) else l2_normalize(np.mean(narrow, axis=0))
+    return l2_normalize(np.mean(wide, axis=0)), nb
 
 
 def _narrowband_vector(session: EncoderSession, samples: np.ndarray) -> np.ndarray | None:
@@ -408,8 +455,9 @@ def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
                         f"{event.start_s:.1f}-{event.end_s:.1f} s",
                         snr_db=event.level_dbfs - floor_dbfs)
             if enrol.judge_quality(take) is None:  # worth a band-limited embedding as well
-                take = dataclasses.replace(take, narrowband=_narrowband_vector(
-                    session, recorder.audio(event.start_s, event.end_s)))
+                audio = recorder.audio(event.start_s, event.end_s)
+                take = dataclasses.replace(take, narrowband=_narrowband_vector(session, audio),
+                                           audio=audio)
             n_aside = len(enrol.set_aside)
             problem = enrol.offer(take)
             logger.debug("take %s: %.2f s, %.1f dBFS, SNR %.1f dB -> %s", take.source,

@@ -120,7 +120,10 @@ def cmd_enroll(args) -> int:
         if not enrol.done:
             raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
                                   "nothing was saved")
-    path = store.save(enrol.voiceprint(name, session.model_id), force=args.force)
+    from ..apps.enroll import companion_sessions
+
+    vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
+    path = store.save(vp, force=args.force)
     _say(f"enrolled {name!r}: {plural(len(enrol.takes), 'take')}, {enrol.speech_s:.1f} s of speech, "
          f"model {session.model_id} -> {path}")
     return ExitCode.OK
@@ -278,6 +281,7 @@ def cmd_voices(args) -> int:
             _say(json.dumps({"name": e.name, "path": str(e.path), "usable": vp is not None,
                              "problem": e.problem,
                              **({"created": vp.created, "model_id": vp.model_id,
+                                 "models": [vp.model_id, *sorted(vp.models or {})],
                                  "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})},
                             ensure_ascii=False))
         return ExitCode.OK

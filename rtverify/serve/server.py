@@ -538,7 +538,7 @@ class _TempFiles:
 
 
 def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> dict:
-    from ..apps.enroll import enroll_files
+    from ..apps.enroll import companion_sessions, enroll_files
 
     files = _TempFiles(uploads)
     try:
@@ -546,7 +546,7 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> d
             enrol = enroll_files(session, files.paths)
         except RtverifyError as err:
             raise files.renamed(err) from None
-        vp = enrol.voiceprint(name, session.model_id)
+        vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
         service.store.save(vp, force=force)
     finally:
         files.close()

@@ -259,8 +259,7 @@ class PostgresVoiceprintStore:
         if unicodedata.normalize("NFC", vp.name) != name:
             raise StoreError(f"{where}: damaged voiceprint (it is for {vp.name!r}, "
                              "not the name of its row)")
-        check_voiceprint(vp, where, model_id, dim)
-        return vp
+        return check_voiceprint(vp, where, model_id, dim)
 
     def _entry(self, name: str, doc: str, model_id, dim) -> StoreEntry:
         try:

@@ -11,7 +11,17 @@ rest is for people. Since issue 12 a voiceprint may also hold ``embedding_narrow
 takes low-passed at 4 kHz (an 8 kHz telephone band), which narrowband input is scored against.
 The field is optional and the format name unchanged: a voiceprint enrolled before has none, and
 narrowband input is then scored against its wideband ``embedding`` as before (re-enrolling adds
-it); older versions of rtverify read the new files and ignore the field. A file that does not parse completely is never used in part: it is reported by
+it); older versions of rtverify read the new files and ignore the field.
+
+Since issue 11 a voiceprint also holds ``models``: the same takes embedded by every other shipped
+model, by model id (``{"campp-...": {"embedding_dim": 192, "embedding": [...],
+"embedding_narrowband": [...]}}``), so ``--model campp`` scores a voice enrolled with the default
+and the reverse. A voiceprint enrolled before has no such entries and is reported under another
+model with a one-line "re-enroll" message. A future model update keeps this rule: a voice is
+usable under a model whose id is its ``model_id`` or a key of ``models``; a new model (a new id)
+needs the voice re-enrolled once, from new takes, because the takes' audio is not kept.
+
+A file that does not parse completely is never used in part: it is reported by
 name and skipped while the other voices keep working.
 
 Writes go to a temporary file in the store directory, are fsynced, then put in place with
@@ -21,6 +31,7 @@ and the directory is fsynced, so a crash at any moment leaves the old file or th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -113,6 +124,23 @@ class Voiceprint:
     narrowband: np.ndarray | None = None
     """float32 ``(dim,)`` unit vector from the same takes low-passed at 4 kHz, scored against
     narrowband input; None for a voiceprint enrolled before band-matched scoring."""
+    models: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None
+    """The same takes embedded by other models: ``{model_id: (embedding, narrowband or None)}``
+    (unit float32 vectors of that model's dimension); None or empty for none."""
+
+    def for_model(self, model_id: str) -> "Voiceprint | None":
+        """This voice as seen by ``model_id``: itself when it was enrolled with it, a copy whose
+        ``model_id``/``embedding``/``narrowband`` are that model's entry of :attr:`models`, or
+        None when it holds nothing for that model."""
+        if model_id == self.model_id:
+            return self
+        entry = (self.models or {}).get(model_id)
+        if entry is None:
+            return None
+        others = {k: v for k, v in self.models.items() if k != model_id}
+        others[self.model_id] = (self.embedding, self.narrowband)  # nothing is lost on a save
+        return dataclasses.replace(self, model_id=model_id, embedding=entry[0],
+                                   narrowband=entry[1], models=others)
 
     def to_dict(self) -> dict:
         d = {"format": FORMAT, "name": self.name, "model_id": self.model_id,
@@ -122,6 +150,12 @@ class Voiceprint:
              "n_takes": int(self.n_takes), "rtverify_version": self.rtverify_version}
         if self.narrowband is not None:
             d["embedding_narrowband"] = [round(float(x), 8) for x in self.narrowband]
+        if self.models:
+            d["models"] = {mid: {"embedding_dim": int(e.shape[0]),
+                                 "embedding": [round(float(x), 8) for x in e],
+                                 **({"embedding_narrowband": [round(float(x), 8) for x in nb]}
+                                    if nb is not None else {})}
+                           for mid, (e, nb) in self.models.items()}
         return d
 
     def vector(self):
@@ -145,15 +179,14 @@ class Voiceprint:
                           ("embedding", list), ("embedding_dim", int), ("n_takes", int)):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise bad(f"field {key!r} missing or not {kind.__name__}")
-        def unit(key: str) -> np.ndarray:
-            vec = data[key]
+        def unit(key: str, part: dict = data, dim: int = data["embedding_dim"]) -> np.ndarray:
+            vec = part[key]
             if not isinstance(vec, list):
                 raise bad(f"field {key!r} is not a list")
             if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vec):
                 raise bad(f"{key} holds something other than numbers")
-            if len(vec) != data["embedding_dim"] or len(vec) == 0:
-                raise bad(f"{key} has {len(vec)} values, embedding_dim says "
-                          f"{data['embedding_dim']}")
+            if len(vec) != dim or len(vec) == 0:
+                raise bad(f"{key} has {len(vec)} values, embedding_dim says {dim}")
             emb = np.asarray(vec, dtype=np.float64)
             if not np.isfinite(emb).all():
                 raise bad(f"{key} has non-finite values")
@@ -165,6 +198,18 @@ class Voiceprint:
         embedding = unit("embedding")
         narrowband = unit("embedding_narrowband") if data.get("embedding_narrowband") is not None \
             else None
+        models = {}
+        raw_models = data.get("models") or {}
+        if not isinstance(raw_models, dict):
+            raise bad("field 'models' is not an object")
+        for mid, part in raw_models.items():
+            if not isinstance(part, dict) or not isinstance(part.get("embedding_dim"), int) or \
+                    isinstance(part.get("embedding_dim"), bool) or "embedding" not in part:
+                raise bad(f"models[{mid!r}] is not an embedding entry")
+            dim = part["embedding_dim"]
+            models[mid] = (unit("embedding", part, dim),
+                           unit("embedding_narrowband", part, dim)
+                           if part.get("embedding_narrowband") is not None else None)
         speech_s = data.get("speech_s", 0.0)
         if not isinstance(speech_s, (int, float)) or isinstance(speech_s, bool) or \
                 not math.isfinite(speech_s):
@@ -173,7 +218,7 @@ class Voiceprint:
                    embedding=embedding, created=data["created"],
                    speech_s=float(speech_s), n_takes=data["n_takes"],
                    rtverify_version=str(data.get("rtverify_version", "")),
-                   narrowband=narrowband)
+                   narrowband=narrowband, models=models or None)
 
 
 def to_json(vp: Voiceprint) -> str:
@@ -207,15 +252,21 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def check_voiceprint(vp: Voiceprint, where: str, model_id: str | None, dim: int | None) -> None:
-    """The model-id and dimension checks every store makes on a voiceprint it reads."""
-    if model_id is not None and vp.model_id != model_id:
-        raise StoreError(f"{where}: voice {vp.name!r} was enrolled with model {vp.model_id}, "
-                         f"the encoder now is {model_id}; re-enroll it "
-                         f"(rtverify enroll --name {vp.name!r} --force ...)")
+def check_voiceprint(vp: Voiceprint, where: str, model_id: str | None, dim: int | None
+                     ) -> Voiceprint:
+    """The model-id and dimension checks every store makes on a voiceprint it reads; returns the
+    voice as ``model_id`` sees it (:meth:`Voiceprint.for_model`)."""
+    if model_id is not None:
+        seen = vp.for_model(model_id)
+        if seen is None:
+            raise StoreError(f"{where}: voice {vp.name!r} was enrolled with model {vp.model_id} "
+                             f"and holds no embedding for {model_id}; re-enroll it "
+                             f"(rtverify enroll --name {vp.name!r} --force ...)")
+        vp = seen
     if dim is not None and vp.embedding.shape[0] != dim:
         raise StoreError(f"{where}: damaged voiceprint (its embedding has "
                          f"{vp.embedding.shape[0]} values, model {vp.model_id} makes {dim})")
+    return vp
 
 
 class VoiceprintStore:
@@ -352,8 +403,7 @@ class VoiceprintStore:
         if unicodedata.normalize("NFC", vp.name) != path.name[:-len(SUFFIX)]:
             raise StoreError(f"{path}: damaged voiceprint (it is for {vp.name!r}, "
                              "not the name of its file)")
-        check_voiceprint(vp, str(path), model_id, dim)
-        return vp
+        return check_voiceprint(vp, str(path), model_id, dim)
 
     def _read(self, path: Path, name: str) -> bytes:
         """The file's bytes (at most MAX_FILE_BYTES + 1). Only a regular file is read: a symbolic
