@@ -254,12 +254,18 @@ class VoiceVector(np.ndarray):
     narrowband: np.ndarray | None
 
     def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None) -> "VoiceVector":
-        obj = np.asarray(wide, dtype=np.float32).view(cls)
+        wide = np.asarray(wide, dtype=np.float32)
+        obj = wide.view(cls)
         obj.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
+        obj._narrowband_print = None
+        if obj.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
+            mean = wide + obj.narrowband
+            obj._narrowband_print = mean / max(float(np.sqrt(mean @ mean)), 1e-12)
         return obj
 
     def __array_finalize__(self, obj) -> None:
         self.narrowband = getattr(obj, "narrowband", None)
+        self._narrowband_print = getattr(obj, "_narrowband_print", None)
 
     def narrowband_print(self) -> np.ndarray | None:
         """What narrowband input is scored against: the normalised mean of the narrowband and
@@ -271,15 +277,8 @@ class VoiceVector(np.ndarray):
         --nb-impostors 300`` (10 voices): their 8 kHz probes accepted 18 of 20 (17 against the
         narrowband embedding alone; their 16 kHz originals 18), 8 kHz impostor utterances
         accepted 6 of 3000 (8 against the narrowband embedding alone; at 16 kHz 3 of 3000).
-        Computed once per voiceprint."""
-        if self.narrowband is None:
-            return None
-        cached = getattr(self, "_narrowband_print", None)
-        if cached is None:
-            mean = np.asarray(self, np.float64) + np.asarray(self.narrowband, np.float64)
-            cached = (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
-            self._narrowband_print = cached
-        return cached
+        Made when the voiceprint is."""
+        return self._narrowband_print
 
 
 def voiceprints_for_band(voiceprints: Mapping[str, np.ndarray], band: str
@@ -291,7 +290,7 @@ def voiceprints_for_band(voiceprints: Mapping[str, np.ndarray], band: str
         return dict(voiceprints), []
     out, missing = {}, []
     for name, vec in voiceprints.items():
-        nb = vec.narrowband_print() if isinstance(vec, VoiceVector) else None
+        nb = getattr(vec, "_narrowband_print", None)
         if nb is None:
             missing.append(name)
             out[name] = vec
