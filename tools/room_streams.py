@@ -279,6 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--streams", type=int, default=10)
     p.add_argument("--kinds", default="sounds,turns,narrowband")
+    p.add_argument("--nb-impostors", type=int, default=30, help="impostor utterances tried "
+                   "against each voice at 16 and 8 kHz in the narrowband streams (default 30)")
     p.add_argument("--json", type=Path)
     p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
                    "enrolment audio and the truth (JSON) here")
@@ -330,6 +332,19 @@ def main(argv=None) -> int:
                         total[f"{label}_n"] += 1
                         total.setdefault(f"{label}_bands", []).append(
                             sorted({d.band for d in ds}))
+                # impostors (utterances the other streams do not use) at 16 kHz against the
+                # wideband voiceprint, and at 8 kHz against the band-matched one: a better
+                # narrowband score must not come from accepting more strangers
+                irng = np.random.default_rng(1300 + i)  # apart from rng: the figures above stay
+                for imp in impostors[40:40 + args.nb_impostors]:
+                    x = np.concatenate([_bed(SR, irng), imp, _bed(SR, irng)])
+                    for label, vps, audio in (("impostor_wide", vp, x),
+                                              ("impostor_narrow", vp_band, narrowband_audio(x))):
+                        ds = [e for e in run_stream(session, vps, audio) if hasattr(e, "accepted")]
+                        total.setdefault(f"{label}_accepted", 0)
+                        total[f"{label}_accepted"] += any(d.accepted for d in ds)
+                        total.setdefault(f"{label}_n", 0)
+                        total[f"{label}_n"] += 1
                 continue
             else:
                 raise SystemExit(f"unknown kind {kind}")

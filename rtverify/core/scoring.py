@@ -276,23 +276,43 @@ class VoiceVector(np.ndarray):
     narrowband: np.ndarray | None
 
     def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None) -> "VoiceVector":
-        obj = np.asarray(wide, dtype=np.float32).view(cls)
+        wide = np.asarray(wide, dtype=np.float32)
+        obj = wide.view(cls)
         obj.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
+        obj._narrowband_print = None
+        if obj.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
+            mean = wide + obj.narrowband
+            obj._narrowband_print = mean / max(float(np.sqrt(mean @ mean)), 1e-12)
         return obj
 
     def __array_finalize__(self, obj) -> None:
         self.narrowband = getattr(obj, "narrowband", None)
+        self._narrowband_print = getattr(obj, "_narrowband_print", None)
+
+    def narrowband_print(self) -> np.ndarray | None:
+        """What narrowband input is scored against: the normalised mean of the narrowband and
+        the wideband embeddings of the same takes (None without a narrowband one).
+
+        Both are views of the same few seconds of enrolment: the narrowband one matches the
+        band of the input, the wideband one holds what the band limit blurs, and their mean
+        varies less with the takes than either. Measured with ``tools/room_streams.py
+        --nb-impostors 300`` (10 voices): their 8 kHz probes accepted 18 of 20 (17 against the
+        narrowband embedding alone; their 16 kHz originals 18), 8 kHz impostor utterances
+        accepted 6 of 3000 (8 against the narrowband embedding alone; at 16 kHz 3 of 3000).
+        Made when the voiceprint is."""
+        return self._narrowband_print
 
 
 def voiceprints_for_band(voiceprints: Mapping[str, np.ndarray], band: str
                          ) -> tuple[dict[str, np.ndarray], list[str]]:
     """The voiceprints to score input of ``band`` against, and the names that have no
-    embedding for that band (they are scored with their wideband one)."""
+    embedding for that band (they are scored with their wideband one). Narrowband input is
+    scored against :meth:`VoiceVector.narrowband_print`."""
     if band != "narrow":
         return dict(voiceprints), []
     out, missing = {}, []
     for name, vec in voiceprints.items():
-        nb = getattr(vec, "narrowband", None)
+        nb = getattr(vec, "_narrowband_print", None)
         if nb is None:
             missing.append(name)
             out[name] = vec
