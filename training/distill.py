@@ -286,7 +286,7 @@ def export(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("../shared/data"))
@@ -307,7 +307,11 @@ def main(argv=None) -> int:
     ap.add_argument("--export", metavar="NAME", help="export <out>/last.pt as NAME.onnx instead")
     ap.add_argument("--export-dir", help="directory for --export (default: rtverify/models)")
     ap.add_argument("--decision", type=Path, help="decision block JSON for --export")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.export:
         return export(args)
     try:
