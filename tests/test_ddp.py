@@ -80,6 +80,36 @@ def _worker(mode: str, out: Path) -> None:
         rank = int(os.environ["RANK"])
         (out / f"digest-{rank}.txt").write_text(_digest(net))
         distributed.cleanup()
+    elif mode == "trainer":
+        from training.train import Trainer
+
+        trainer = Trainer(_trainer_config(int(sys.argv[3])), out, bank=_bank(), quiet=True)
+        if (out / "last.pt").is_file():
+            trainer.resume(out / "last.pt")
+        trainer.run()
+        (out / f"digest-{trainer.dist.rank}.txt").write_text(
+            _digest(trainer.model) + _digest(trainer.loss_fn))
+        distributed.cleanup()
+
+
+def _bank():
+    from training.data import AudioBank
+
+    g = np.random.default_rng(0)
+    t = np.arange(12000) / 16000
+    return AudioBank.from_arrays({
+        f"spk{k}": [(0.2 * np.sin(2 * np.pi * (120 + 50 * k) * g.uniform(0.95, 1.05) * t)
+                     + 0.01 * g.standard_normal(len(t))).astype(np.float32) for _ in range(4)]
+        for k in range(4)})
+
+
+def _trainer_config(steps: int):
+    from training.train import TrainConfig
+
+    return TrainConfig(objective="ge2e", layers=1, hidden=16, proj=8, relu=False,
+                       input_transform="logcmn", init="scratch", val_trials="", eval_every=0,
+                       ckpt_every=1, threads=1, steps=steps, lr=1e-2, augment="default",
+                       speakers_per_batch=3, utterances_per_speaker=2, l2sp=1e-3)
 
 
 def _torchrun(tmp_path: Path, *args: str, timeout: float = 120) -> None:
@@ -164,6 +194,25 @@ def test_distill_under_torchrun_writes_once_and_resumes(tmp_path):
     assert (out / "digest-0.txt").read_text() == (out / "digest-1.txt").read_text()
     assert (out / "digest-0.txt").read_text() != d0  # it trained on from the checkpoint
     assert any(not torch.equal(first[k], state["student"][k]) for k in first)
+
+
+def test_encoder_trainer_under_torchrun_stays_in_sync_and_resumes(tmp_path):
+    torch = pytest.importorskip("torch")
+    out = tmp_path / "run"
+    _torchrun(tmp_path, "trainer", str(out), "3")
+    d0, d1 = ((out / f"digest-{r}.txt").read_text() for r in (0, 1))
+    assert d0 == d1, "ranks' encoders (or GE2E scale) diverged"
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 3 and state["world_size"] == 2
+    r0, r1 = state["rng_ranks"]
+    assert r0["numpy"] != r1["numpy"], "both ranks drew the same batches"
+    steps = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in ln]
+    assert len(steps) == 3, steps  # rank 0 logs, once per step
+    _torchrun(tmp_path, "trainer", str(out), "5")  # resumes from last.pt on both ranks
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == 5
+    e0, e1 = ((out / f"digest-{r}.txt").read_text() for r in (0, 1))
+    assert e0 == e1 and e0 != d0
 
 
 if __name__ == "__main__":
