@@ -274,7 +274,7 @@ class Trainer:
         self.out = Path(out_dir) if out_dir is not None else RUNS / cfg.name
         self.quiet = quiet
         torch.set_num_threads(max(1, cfg.threads))
-        self.dist = distributed.setup()
+        self.dist = distributed.setup(backend="gloo")  # computes on the CPU (no GPU path yet)
         torch.manual_seed(cfg.seed)  # the same initial model (and L2-SP anchor) on every rank
         self.rng = np.random.default_rng(distributed.rank_seed(cfg.seed, self.dist.rank))
         self.features, self.window = FeatureConfig(), WindowConfig()
