@@ -113,7 +113,9 @@ def _trainer_config(steps: int):
 
 
 def _torchrun(tmp_path: Path, *args: str, timeout: float = 120) -> None:
+    # CPU processes (gloo) even on a machine with GPUs: two ranks cannot share one GPU under nccl
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               CUDA_VISIBLE_DEVICES="",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
