@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"training: {err}", file=sys.stderr)
         return 2
+    finally:
+        from .distributed import cleanup
+
+        cleanup()
     best = trainer.best
     if best is not None:
         print(f"best {best['list']} EER {100 * best['eer']:.2f} % at step {best['step']} "

@@ -2,6 +2,12 @@
 
     nohup python -m training.distill --root ../shared/data --out runs/distill --steps 2000 &
     python -m training.distill --root ../shared/data --out runs/distill --export NAME
+    torchrun --nproc_per_node 8 -m training.distill --root ../shared/data --out runs/distill
+
+Under ``torchrun`` (:mod:`training.distributed`: nccl on GPUs, gloo on CPU) each process draws
+its own ``--batch`` windows per step, so a step sees ``batch x processes`` windows; only rank 0
+writes ``<out>``. Build ``teachers.npz`` with one process first if it takes long (the other
+ranks wait for it).
 
 Student: the shipped default LSTM (its weights read back from ``default-fp32.onnx``, same
 in-graph level normalisation), trained on *degraded* 1.6 s windows
@@ -134,32 +140,57 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
             torch.tensor(full))
 
 
-def train(args) -> None:
+class _Trainable(torch.nn.Module):
+    """The student and its CAM++ head as one module, so that DDP sees the whole forward."""
+
+    def __init__(self, student, head):
+        super().__init__()
+        self.student, self.head = student, head
+
+    def forward(self, x):
+        emb = F.normalize(self.student.raw_embedding(x), dim=1)
+        return emb, F.normalize(self.head(emb), dim=1)
+
+
+def train(args) -> torch.nn.Module:
+    """Train; returns the (unwrapped) student + head module. Under torchrun each process draws its
+    own ``--batch`` windows per step (effective batch ``batch x world size``, gradients averaged
+    by DDP); only rank 0 writes the cache, the log and the checkpoints."""
+    from . import distributed
     from .from_onnx import load_shipped_student
 
     torch.set_num_threads(1)
+    d = distributed.setup()
+    dev = d.device
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    logf = open(out / "log.txt", "a")
+    if d.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        logf = open(out / "log.txt", "a")
+    distributed.barrier()
 
     def log(msg):
-        print(msg, file=logf, flush=True)
+        if d.is_main:
+            print(msg, file=logf, flush=True)
 
     cache = out / "teachers.npz"
-    if cache.is_file():
-        z = np.load(cache)
-        wins, ids, t_old, t_cam = z["wins"], z["ids"], z["old"], z["campp"]
-    else:
+    if d.is_main and not cache.is_file():
         wins, ids = collect_windows(args.root)
         log(f"{len(wins)} windows of {WINDOW_S} s from {ids.max() + 1} speakers")
         t_old, t_cam = teacher_embeddings(wins, log)
         np.savez(cache, wins=wins, ids=ids, old=t_old, campp=t_cam)
+    distributed.barrier()  # the other ranks read what rank 0 cached
+    z = np.load(cache)
+    wins, ids, t_cam = z["wins"], z["ids"], z["campp"]
+    if d.world_size > 1:
+        log(f"{d.world_size} processes ({dev.type}), {args.batch} windows each: "
+            f"effective batch {args.batch * d.world_size}")
     student = load_shipped_student(check=False).train()
-    old_teacher = load_shipped_student(check=False).eval()
+    old_teacher = load_shipped_student(check=False).eval().to(dev)
     head = torch.nn.Linear(256, 192)
-    params = list(student.parameters()) + list(head.parameters())
+    net = _Trainable(student, head).to(dev)
+    params = list(net.parameters())
     opt = torch.optim.Adam(params, lr=args.lr)
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(distributed.rank_seed(args.seed, d.rank))
     step = 0
     ckpt = out / "last.pt"
     if ckpt.is_file() and not args.fresh:
@@ -169,42 +200,59 @@ def train(args) -> None:
         student.load_state_dict(state["student"])
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
-        restore_rng(state["rng"], rng)
         step = state["step"]
+        ranks = state.get("rng_ranks")
+        if ranks and len(ranks) == d.world_size:
+            restore_rng(ranks[d.rank], rng)
+        elif d.world_size == 1:
+            restore_rng(state["rng"], rng)
+        else:  # a different number of processes: fresh, distinct streams from here on
+            rng = np.random.default_rng([args.seed, d.rank, step])
+            log(f"resumed with {d.world_size} processes from a {len(ranks or [0])}-process "
+                "checkpoint: new generator streams")
         for g in opt.param_groups:  # the learning rate of this run, not the checkpoint's
             g["lr"] = args.lr
         log(f"resumed at step {step} (lr {args.lr}, p_clean {args.p_clean})")
-    t_cam_t = torch.from_numpy(t_cam)  # the old teacher runs on the fly (short views too)
+    model = distributed.wrap(net, d)  # all ranks start from rank 0's (identical) weights
+    t_cam_t = torch.from_numpy(t_cam).to(dev)  # the old teacher runs on the fly (short views too)
     t0, run = time.time(), []
     while step < args.steps:
         idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short)
+        x, xc, full = x.to(dev), xc.to(dev), full.to(dev)
         with torch.no_grad():
             target_old = old_teacher(xc)
-        raw = student.raw_embedding(x)
-        emb = F.normalize(raw, dim=1)
+        emb, cam_emb = model(x)
         loss_old = (1 - (emb * target_old).sum(1)).mean()
-        cam = 1 - (F.normalize(head(emb), dim=1) * t_cam_t[idx]).sum(1)
+        cam = 1 - (cam_emb * t_cam_t[idx]).sum(1)
         loss_cam = (cam * full).sum() / full.sum().clamp_min(1)
         loss = loss_old + args.campp_weight * loss_cam
         opt.zero_grad()
-        loss.backward()
+        loss.backward()  # DDP: gradients averaged over the processes here
         torch.nn.utils.clip_grad_norm_(params, 3.0)
         opt.step()
         step += 1
         run.append((loss_old.item(), loss_cam.item()))
         if step % 20 == 0:
             a = np.mean(run, axis=0)
+            a = [distributed.mean_scalar(float(v), d) for v in a]
             log(f"step {step} old {a[0]:.4f} campp {a[1]:.4f} ({time.time() - t0:.0f} s)")
             run = []
         if step % args.ckpt_every == 0 or step == args.steps:
             from .checkpoint import rng_state
 
-            tmp = ckpt.with_suffix(".tmp")
-            torch.save({"step": step, "student": student.state_dict(), "head": head.state_dict(),
-                        "opt": opt.state_dict(), "rng": rng_state(rng),
-                        "settings": {k: str(v) for k, v in vars(args).items()}}, tmp)
-            tmp.replace(ckpt)
+            ranks = distributed.gather_object(rng_state(rng))  # every rank's stream, for resume
+            if d.is_main:
+                tmp = ckpt.with_suffix(".tmp")
+                torch.save({"step": step, "student": student.state_dict(),
+                            "head": head.state_dict(), "opt": opt.state_dict(),
+                            "rng": ranks[0], "rng_ranks": ranks, "world_size": d.world_size,
+                            "settings": {k: str(v) for k, v in vars(args).items()}}, tmp)
+                tmp.replace(ckpt)
+            distributed.barrier()
     log("done")
+    if d.is_main:
+        logf.close()
+    return net
 
 
 def export(args) -> int:
@@ -238,13 +286,15 @@ def export(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("runs/distill"))
     ap.add_argument("--steps", type=int, default=2000)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=32,
+                    help="windows per process and step (under torchrun the effective batch is "
+                         "batch x number of processes)")
     ap.add_argument("--lr", type=float, default=2e-4)
     ap.add_argument("--p-clean", type=float, default=0.3,
                     help="fraction of windows the student sees undegraded (level change only)")
@@ -257,10 +307,19 @@ def main(argv=None) -> int:
     ap.add_argument("--export", metavar="NAME", help="export <out>/last.pt as NAME.onnx instead")
     ap.add_argument("--export-dir", help="directory for --export (default: rtverify/models)")
     ap.add_argument("--decision", type=Path, help="decision block JSON for --export")
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     if args.export:
         return export(args)
-    train(args)
+    try:
+        train(args)
+    finally:
+        from .distributed import cleanup
+
+        cleanup()
     return 0
 
 

@@ -3,6 +3,13 @@
 Runs are reproducible: one seeded numpy generator draws every batch and augmentation, and its
 state, torch's and Python's are saved in each checkpoint with the model and the optimiser, so a
 resumed run continues with exactly the losses an uninterrupted one would have seen.
+
+Under ``torchrun --nproc_per_node N -m training ...`` (:mod:`training.distributed`) the model and
+the objective's parameters train in DistributedDataParallel: every process draws its own batch
+(its own generator, seeded ``seed + 1000 rank``; rank 0 keeps the single-process seed), so a step
+sees N batches (``speakers_per_batch`` / ``pairs_per_batch`` are per process) and DDP averages
+their gradients. Only rank 0 validates, logs and writes checkpoints; ``last.pt`` keeps every rank's
+generator state, and all ranks resume from it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from rtverify.errors import InputError
 from rtverify.metrics import accuracy, compute_metrics
 
 from . import checkpoint as ckpt_io
+from . import distributed
 from .data import (DATA_ROOT, AudioBank, AugmentConfig, Utterance, arabic_splits, clip_window,
                    dataset, runtime_windows)
 from .losses import GE2ELoss, PairLoss
@@ -243,6 +251,18 @@ class Validator:
         return self.measure(self.embeddings(model))
 
 
+class _Net(torch.nn.Module):
+    """The encoder and the objective's parameters as one module, so that DDP reduces all of
+    their gradients and sees every forward (``raw=True``: the raw embedding, for pairs)."""
+
+    def __init__(self, model: SpeakerEncoder, loss_fn: torch.nn.Module) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, x: torch.Tensor, raw: bool = False) -> torch.Tensor:
+        return self.model.raw_embedding(x) if raw else self.model(x)
+
+
 # -- the trainer --------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, cfg: TrainConfig, out_dir: Path | None = None, *,
@@ -254,8 +274,9 @@ class Trainer:
         self.out = Path(out_dir) if out_dir is not None else RUNS / cfg.name
         self.quiet = quiet
         torch.set_num_threads(max(1, cfg.threads))
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        self.dist = distributed.setup(backend="gloo")  # computes on the CPU (no GPU path yet)
+        torch.manual_seed(cfg.seed)  # the same initial model (and L2-SP anchor) on every rank
+        self.rng = np.random.default_rng(distributed.rank_seed(cfg.seed, self.dist.rank))
         self.features, self.window = FeatureConfig(), WindowConfig()
         self.augment = cfg.augment_config()
 
@@ -291,6 +312,9 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         params += list(self.loss_fn.parameters())
         self.opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.net = distributed.wrap(_Net(self.model, self.loss_fn), self.dist)
+        if self.dist.world_size > 1:
+            torch.manual_seed(distributed.rank_seed(cfg.seed, self.dist.rank))
         self.step = 0
         self.history: list[dict] = []
         self.best: dict | None = None
@@ -363,7 +387,7 @@ class Trainer:
             groups = ge2e_sample(self.bank, c.speakers_per_batch, c.utterances_per_speaker,
                                  self.rng)
             x = self._windows([p for g in groups for p in g])
-            emb = self.model(x).reshape(c.speakers_per_batch, c.utterances_per_speaker, -1)
+            emb = self.net(x).reshape(c.speakers_per_batch, c.utterances_per_speaker, -1)
             loss = self.loss_fn(emb)
             extra = {"w": float(self.loss_fn.w.detach()), "b": float(self.loss_fn.b.detach())}
             if c.distill:
@@ -375,7 +399,7 @@ class Trainer:
             pairs = self.sampler.sample(c.pairs_per_batch, self.rng)
             x = self._windows([(a, i) for a, i, _, _, _ in pairs]
                               + [(b, j) for _, _, b, j, _ in pairs])
-            raw = self.model.raw_embedding(x)
+            raw = self.net(x, raw=True)
             a, b = raw[: len(pairs)], raw[len(pairs):]
             same = torch.tensor([p[4] for p in pairs], dtype=torch.float32)
             loss = self.loss_fn(a, b, same)
@@ -400,8 +424,8 @@ class Trainer:
                 "lr": self.lr_at(self.step - 1), **extra}
 
     # -- checkpoints ------------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {"step": self.step, "objective": self.cfg.objective, "config": self.cfg.to_dict(),
+    def state(self, rng_ranks: list | None = None) -> dict[str, Any]:
+        return {"rng_ranks": rng_ranks, "world_size": self.dist.world_size,"step": self.step, "objective": self.cfg.objective, "config": self.cfg.to_dict(),
                 "encoder": self.model.cfg.to_dict(), "features": self.features.to_dict(),
                 "model": self.model.state_dict(), "loss": self.loss_fn.state_dict(),
                 "optimizer": self.opt.state_dict(), "anchor": self.anchor,
@@ -411,7 +435,16 @@ class Trainer:
                          "val": Path(self.cfg.val_trials).name if self.cfg.val_trials else None}}
 
     def save(self, path: Path) -> None:
-        ckpt_io.save(path, self.state())
+        """Write a checkpoint (rank 0 only; a no-op on the other ranks)."""
+        if self.dist.is_main:
+            ckpt_io.save(path, self.state())
+
+    def save_last(self, path: Path) -> None:
+        """``last.pt`` with every rank's generator state; every rank must call it."""
+        ranks = distributed.gather_object(ckpt_io.rng_state(self.rng))
+        if self.dist.is_main:
+            ckpt_io.save(path, self.state(ranks))
+        distributed.barrier()
 
     def resume(self, path: Path) -> None:
         state = ckpt_io.load(path)
@@ -426,12 +459,18 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.anchor = state["anchor"]
         self._teacher_model = None
-        ckpt_io.restore_rng(state["rng"], self.rng)
+        ranks = state.get("rng_ranks")
+        if ranks and len(ranks) == self.dist.world_size:
+            ckpt_io.restore_rng(ranks[self.dist.rank], self.rng)
+        elif self.dist.world_size == 1:
+            ckpt_io.restore_rng(state["rng"], self.rng)
+        else:  # another number of processes than the checkpoint's: new, distinct streams
+            self.rng = np.random.default_rng([self.cfg.seed, self.dist.rank, state["step"]])
         self.step, self.history, self.best = state["step"], state["history"], state["best"]
 
     # -- the loop ---------------------------------------------------------------------------
     def validate(self) -> dict | None:
-        if self.validator is None:
+        if self.validator is None or not self.dist.is_main:
             return None
         t = time.perf_counter()
         result = {"step": self.step, **self.validator(self.model),
@@ -443,6 +482,8 @@ class Trainer:
         return result
 
     def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
@@ -453,13 +494,14 @@ class Trainer:
         interruption would); returns the per-step records of this call."""
         c = self.cfg
         stop = c.steps if until is None else min(until, c.steps)
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=2) + "\n")
         records: list[dict] = []
         if self.step == 0 and self.validator is not None and c.eval_every:
             self._log({"val": self.validate()})
         progress = None
-        if not self.quiet:
+        if not self.quiet and self.dist.is_main:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, \
                 TimeRemainingColumn
 
@@ -484,7 +526,7 @@ class Trainer:
                         logger.info("step %d: val %s EER %.2f %%", self.step, val["list"],
                                     100 * val["eer"])
                 if (c.ckpt_every and self.step % c.ckpt_every == 0) or self.step == stop:
-                    self.save(self.out / "last.pt")
+                    self.save_last(self.out / "last.pt")
                 if progress is not None:
                     info = f"loss {rec['loss']:.3f}"
                     if self.best:
