@@ -171,6 +171,20 @@ def _synthetic_cache(out: Path, n: int = 24) -> None:
              campp=cam)
 
 
+def _in_sync_after(out, steps: int, *, weights_only: bool):
+    """Both ranks' digests equal, the checkpoint at ``steps`` from 2 processes whose random
+    streams differ; returns rank 0's digest and the checkpoint."""
+    import torch
+
+    d0, d1 = ((out / f"digest-{r}.txt").read_text() for r in (0, 1))
+    assert d0 == d1, "the ranks' models diverged"
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=weights_only)
+    assert state["step"] == steps and state["world_size"] == 2
+    r0, r1 = state["rng_ranks"]
+    assert r0["numpy"] != r1["numpy"], "both ranks drew the same batches"
+    return d0, state
+
+
 def test_distill_under_torchrun_writes_once_and_resumes(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
@@ -178,12 +192,7 @@ def test_distill_under_torchrun_writes_once_and_resumes(tmp_path):
     _synthetic_cache(out)
     common = ["--out", str(out), "--batch", "2", "--ckpt-every", "1", "--p-clean", "0.5"]
     _torchrun(tmp_path, "distill", str(out), *common, "--steps", "2")
-    d0, d1 = ((out / f"digest-{r}.txt").read_text() for r in (0, 1))
-    assert d0 == d1, "ranks' students diverged"
-    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
-    assert state["step"] == 2 and state["world_size"] == 2
-    r0, r1 = state["rng_ranks"]
-    assert r0["numpy"] != r1["numpy"], "both ranks drew from the same stream"
+    d0, state = _in_sync_after(out, 2, weights_only=False)
     assert not list(out.glob("*.tmp"))
     log = (out / "log.txt").read_text()
     assert log.count("effective batch 4") == 1 and log.count("done") == 1, log  # rank 0 only
@@ -202,12 +211,7 @@ def test_encoder_trainer_under_torchrun_stays_in_sync_and_resumes(tmp_path):
     torch = pytest.importorskip("torch")
     out = tmp_path / "run"
     _torchrun(tmp_path, "trainer", str(out), "3")
-    d0, d1 = ((out / f"digest-{r}.txt").read_text() for r in (0, 1))
-    assert d0 == d1, "ranks' encoders (or GE2E scale) diverged"
-    state = torch.load(out / "last.pt", map_location="cpu", weights_only=True)
-    assert state["step"] == 3 and state["world_size"] == 2
-    r0, r1 = state["rng_ranks"]
-    assert r0["numpy"] != r1["numpy"], "both ranks drew the same batches"
+    d0, state = _in_sync_after(out, 3, weights_only=True)
     steps = [ln for ln in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in ln]
     assert len(steps) == 3, steps  # rank 0 logs, once per step
     _torchrun(tmp_path, "trainer", str(out), "5")  # resumes from last.pt on both ranks
