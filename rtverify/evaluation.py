@@ -130,7 +130,8 @@ def settings_key(session, segmenter: SegmenterConfig) -> str:
     h = hashlib.sha256()
     h.update(Path(session.path).read_bytes())
     h.update(json.dumps({"window": asdict(session.window), "features": session.features.to_dict(),
-                         "segmenter": asdict(segmenter)}, sort_keys=True).encode())
+                         "segmenter": asdict(session.info.segmenter_config(segmenter))},
+                        sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 

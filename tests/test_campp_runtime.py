@@ -104,3 +104,60 @@ def test_demo_runs_with_campp(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "Demo result: 6 right, 0 wrong out of 6 decisions" in proc.stdout
+
+
+def _sidecar_with_context(ctx):
+    import json
+
+    raw = json.loads((MODELS_DIR / "default.json").read_text())
+    if ctx is None:
+        raw.pop("segment_context_ms", None)
+    else:
+        raw["segment_context_ms"] = ctx
+    from rtverify.core.encoder import ModelInfo
+
+    return ModelInfo.from_sidecar(raw, "test sidecar")
+
+
+def test_segment_context_widens_the_segmenter_only_as_asked():
+    import dataclasses
+
+    from rtverify.config import SegmenterConfig
+
+    base = SegmenterConfig()
+    assert _sidecar_with_context(None).segmenter_config(base) is base
+    info = _sidecar_with_context({"pre": 500, "post": 450})
+    cfg = info.segmenter_config(base)
+    assert (cfg.pre_roll_ms, cfg.post_roll_ms) == (500, 450)
+    assert dataclasses.replace(cfg, pre_roll_ms=base.pre_roll_ms,
+                               post_roll_ms=base.post_roll_ms) == base  # nothing else changes
+    wide = dataclasses.replace(base, pre_roll_ms=900)
+    assert info.segmenter_config(wide).pre_roll_ms == 900  # a wider setting is kept
+    for bad in ({"pre": -1}, {"post": 5000}, {"pre": "x"}, [1, 2]):
+        with pytest.raises(ModelError, match="invalid model sidecar"):
+            _sidecar_with_context(bad)
+
+
+def test_campp_embeds_its_context_around_the_speech(campp):
+    """The shipped CAM++ asks for audio around the speech: the verifier's segmenter gets it, and
+    the utterance embedded differs from the tight cut (same speech seconds)."""
+    import dataclasses
+
+    from rtverify.config import SegmenterConfig
+    from rtverify.core.pipeline import Verifier
+
+    pre, post = campp.info.context_ms
+    assert pre > SegmenterConfig().pre_roll_ms and post > SegmenterConfig().post_roll_ms
+    v = Verifier(campp, {})
+    assert v.segmenter.cfg.pre_roll_ms == pre and v.segmenter.cfg.post_roll_ms == post
+    x = np.concatenate([np.zeros(16000, np.float32), _audio("espeak_enroll_1.flac"),
+                        np.zeros(16000, np.float32)])
+    chunks = [Chunk(x[i:i + 1600], i / 16000) for i in range(0, len(x), 1600)]
+    wide = embed_recording(campp, chunks)
+    bare = EncoderSession("campp")
+    bare.info = dataclasses.replace(bare.info, context_ms=(0, 0))
+    tight = embed_recording(bare, chunks)
+    # the context is silence here: it adds no voiced seconds (a tight cut loses at most the few
+    # voiced frames webrtcvad saw before it declared speech)
+    assert abs(wide.speech_s - tight.speech_s) < 0.15
+    assert float(np.dot(wide.vector, tight.vector)) < 0.9999

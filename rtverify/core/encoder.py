@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..config import DecisionConfig, FeatureConfig, WindowConfig
+from ..config import DecisionConfig, FeatureConfig, SegmenterConfig, WindowConfig
 from ..errors import ModelError
 from .fbank import FbankConfig, StreamingFbank
 
@@ -99,6 +99,20 @@ class ModelInfo:
     embedding_dim: int
     raw: dict
     """The whole sidecar (training data, measured figures, attribution)."""
+    context_ms: tuple[int, int] = (0, 0)
+    """``(pre, post)``: audio the model wants around each utterance's speech, at least (sidecar
+    ``segment_context_ms``); see :meth:`segmenter_config`."""
+
+    def segmenter_config(self, cfg: SegmenterConfig) -> SegmenterConfig:
+        """``cfg`` with at least the model's pre- and post-roll. CAM++ was trained on whole
+        recordings, silences included, and scores better with some audio around the speech; the
+        post-roll comes out of the pause that already ended the utterance (the segmenter caps it
+        there), so it costs no latency."""
+        pre, post = self.context_ms
+        if pre <= cfg.pre_roll_ms and post <= cfg.post_roll_ms:
+            return cfg
+        return replace(cfg, pre_roll_ms=max(pre, cfg.pre_roll_ms),
+                       post_roll_ms=max(post, cfg.post_roll_ms))
 
     @classmethod
     def from_sidecar(cls, data: dict[str, Any], where: str) -> "ModelInfo":
@@ -115,10 +129,15 @@ class ModelInfo:
             feats = data["features"]
             features = (FbankConfig.from_dict(feats) if feats.get("kind") == FbankConfig.KIND
                         else FeatureConfig.from_dict(feats))
+            ctx = data.get("segment_context_ms", {})
+            context = (int(ctx.get("pre", 0)), int(ctx.get("post", 0)))
+            if not all(0 <= c <= 2000 for c in context):
+                raise ValueError(f"segment_context_ms must be 0-2000 ms, got {ctx}")
             return cls(model_id=str(data["model_id"]), features=features,
                        window=WindowConfig.from_dict(data["window"]),
-                       decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data)
-        except (KeyError, TypeError, ValueError) as err:
+                       decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data,
+                       context_ms=context)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
 
 

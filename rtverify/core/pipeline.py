@@ -63,7 +63,7 @@ class Verifier:
         # the model's own scoring, as in ``eval`` (made when there is something to score, so that
         # embedding a recording does not load a score-normalisation cohort)
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
-        self.segmenter = Segmenter(segmenter)
+        self.segmenter = Segmenter(session.info.segmenter_config(segmenter))
         self.features = session.streaming_features()  # mel rows, or Kaldi fbank for CAM++
         self.max_pending = max_pending
         self.embedder = TurnEmbedder(session, max_pending=max_pending)  # issue 12: turns
