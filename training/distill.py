@@ -255,6 +255,16 @@ def train(args) -> torch.nn.Module:
     return net
 
 
+def interpolate(init: dict, tuned: dict, alpha: float) -> dict:
+    """``(1 - alpha) * init + alpha * tuned``, tensor by tensor (WiSE-FT: Wortsman et al., CVPR
+    2022). The student starts from the shipped weights, so the two lie in one basin and the line
+    between them trades the distilled robustness against the original clean accuracy."""
+    if init.keys() != tuned.keys():
+        raise ValueError("interpolate: the two state dicts hold different tensors")
+    return {k: (1 - alpha) * init[k] + alpha * tuned[k] if init[k].is_floating_point()
+            else tuned[k] for k in init}
+
+
 def export(args) -> int:
     from export.onnx_export import DEFAULT_PARITY_AUDIO, write_model
     from rtverify.config import WindowConfig
@@ -266,6 +276,9 @@ def export(args) -> int:
     state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
     student = load_shipped_student(check=False)
     student.load_state_dict(state["student"])
+    if args.alpha != 1.0:
+        student.load_state_dict(interpolate(load_shipped_student(check=False).state_dict(),
+                                            state["student"], args.alpha))
     student.eval()
     base = load_model_info(MODELS_DIR / "default.onnx").raw
     decision = base["decision"]
@@ -275,6 +288,8 @@ def export(args) -> int:
              "training": {"objective": "distillation, 1 - cosine to clean-audio teachers "
                                        f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)",
                           "init": base["model_id"], "steps": state["step"],
+                          "weights": f"{args.alpha} x distilled + {1 - args.alpha:g} x init "
+                                     "(linear interpolation of the weights, WiSE-FT)",
                           "settings": state["settings"],
                           "data": "LibriSpeech speakers not held out by training.dev_lists + "
                                   "Arabic train12; degraded by training.degrade.random_degrade"}}
@@ -307,6 +322,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--export", metavar="NAME", help="export <out>/last.pt as NAME.onnx instead")
     ap.add_argument("--export-dir", help="directory for --export (default: rtverify/models)")
     ap.add_argument("--decision", type=Path, help="decision block JSON for --export")
+    ap.add_argument("--alpha", type=float, default=1.0,
+                    help="--export the weights alpha x distilled + (1 - alpha) x the shipped "
+                         "default's (1: the distilled student as trained)")
     return ap.parse_args(argv)
 
 
