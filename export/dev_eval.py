@@ -49,9 +49,13 @@ def main(argv=None) -> int:
         d = json.loads(out.stdout)
         block["lists"][name] = {k: (round(d[k], 4) if isinstance(d[k], float) else d[k]) for k in
                                 ("eer", "min_dcf", "accuracy_at_eer", "accuracy_at_model_threshold",
-                                 "trials", "files_without_speech", "files_short_speech_only")}
+                                 "far_at_model_threshold", "frr_at_model_threshold",
+                                 "snr_db_median", "trials", "files_without_speech",
+                                 "files_short_speech_only")}
         print(f"{name:28s} EER {100 * d['eer']:6.2f} %  minDCF {d['min_dcf']:.4f}  "
-              f"acc@model thr {d['accuracy_at_model_threshold']:.4f}", flush=True)
+              f"acc@model thr {d['accuracy_at_model_threshold']:.4f}  FAR "
+              f"{100 * d['far_at_model_threshold']:6.2f} %  FRR "
+              f"{100 * d['frr_at_model_threshold']:6.2f} %", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"dev_eval": block}, indent=1) + "\n")
     return 0

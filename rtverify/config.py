@@ -205,6 +205,19 @@ class WindowConfig:
         return _from_dict(cls, data)
 
 
+def interpolate(points: tuple[tuple[float, float], ...], x: float, default: float) -> float:
+    """``y`` at ``x`` on the polyline through ``points`` (``(x, y)`` pairs, ``x`` increasing),
+    linear between them and held at the end values beyond them; ``default`` where ``x`` is NaN."""
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return default  # NaN x (or x not increasing, which the sidecar reader refuses)
+
+
 @dataclass(frozen=True)
 class DecisionConfig:
     """How scores become decisions."""
@@ -216,26 +229,37 @@ class DecisionConfig:
     thresholds_by_speech_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)
     """Optional (speech seconds, threshold) points; the threshold for a segment is interpolated
     linearly in them (clamped at the ends). Empty: ``threshold`` at every length."""
+    threshold_offsets_by_snr_db: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+    """Optional (estimated SNR in decibels, offset) points, added to the length threshold: the
+    offset for an utterance is interpolated linearly in them (clamped at the ends). The SNR is
+    the one the pipeline reports as ``snr_db`` (speech level over the background noise floor);
+    an utterance without one (None) gets no offset. Empty: no offset, the length threshold
+    alone."""
 
     def describe(self) -> str:
-        """The threshold for people: ``0.84``, or ``0.77-0.89 by length``."""
+        """The threshold for people: ``0.84``, ``0.77-0.89 by length``, or ``0.77-0.89 by
+        length, -0.05..0 by SNR``."""
         if self.thresholds_by_speech_s:
             ys = [t for _, t in self.thresholds_by_speech_s]
-            return f"{min(ys):.2f}-{max(ys):.2f} by length"
-        return f"{self.threshold:.2f}"
+            text = f"{min(ys):.2f}-{max(ys):.2f} by length"
+        else:
+            text = f"{self.threshold:.2f}"
+        if self.threshold_offsets_by_snr_db:
+            offs = [o for _, o in self.threshold_offsets_by_snr_db]
+            text += f", {min(offs):+.2f}..{max(offs):+.2f} by SNR"
+        return text
 
-    def threshold_for(self, speech_s: float) -> float:
-        """The acceptance threshold for a segment with ``speech_s`` seconds of speech."""
+    def offset_for(self, snr_db: float | None) -> float:
+        """The threshold offset for an utterance whose estimated SNR is ``snr_db`` (decibels;
+        0 without offsets, or when the SNR is unknown: None or not finite)."""
+        pts = self.threshold_offsets_by_snr_db
+        if not pts or snr_db is None or not math.isfinite(snr_db):
+            return 0.0
+        return interpolate(pts, snr_db, 0.0)
+
+    def threshold_for(self, speech_s: float, snr_db: float | None = None) -> float:
+        """The acceptance threshold for a segment with ``speech_s`` seconds of speech and an
+        estimated SNR of ``snr_db`` decibels (None: unknown, no SNR offset)."""
         pts = self.thresholds_by_speech_s
-        if not pts:
-            return self.threshold
-        xs = [p[0] for p in pts]
-        ys = [p[1] for p in pts]
-        if speech_s <= xs[0]:
-            return ys[0]
-        if speech_s >= xs[-1]:
-            return ys[-1]
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
-            if x0 <= speech_s <= x1:
-                return y0 + (y1 - y0) * (speech_s - x0) / (x1 - x0)
-        return self.threshold  # unreachable: xs are sorted (checked by the sidecar reader)
+        base = interpolate(pts, speech_s, self.threshold) if pts else self.threshold
+        return base + self.offset_for(snr_db)

@@ -33,7 +33,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -119,6 +119,9 @@ class FileEmbeddings:
     """float64 ``(n_files,)`` voiced seconds pooled per file (0 without speech)."""
     short_only: np.ndarray
     """bool ``(n_files,)``: embedded from speech ``listen`` would drop as too short."""
+    snr_db: np.ndarray | None = None
+    """float64 ``(n_files,)`` estimated SNR of the pooled speech (decibels, as the decision
+    events report it; NaN where unknown: no speech). None: not measured (no SNR offsets)."""
 
     @property
     def has_speech(self) -> np.ndarray:
@@ -130,27 +133,29 @@ def settings_key(session, segmenter: SegmenterConfig) -> str:
     h = hashlib.sha256()
     h.update(Path(session.path).read_bytes())
     h.update(json.dumps({"window": asdict(session.window), "features": session.features.to_dict(),
-                         "segmenter": asdict(session.info.segmenter_config(segmenter))},
+                         "segmenter": asdict(session.info.segmenter_config(segmenter)),
+                         "record": "snr_db"},
                         sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
 class EmbeddingCache:
-    """The embedding cache: one vector, its speech seconds and its ``short_only`` flag per file,
-    under one key, in ``<dir>/<key>.npz`` (no pickle; an entry is stale, and the file re-embedded,
+    """The embedding cache: one vector, its speech seconds, its ``short_only`` flag and its
+    estimated SNR (NaN where unknown) per file, under one key, in ``<dir>/<key>.npz`` (no pickle; an entry is stale, and the file re-embedded,
     when the file's size or modification time changed). :func:`embed_files` keys it by
     :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
         self.path = Path(directory) / f"{key}.npz"
-        self.entries: dict[str, tuple[np.ndarray, float, bool, str]] = {}
+        self.entries: dict[str, tuple[np.ndarray, float, bool, float, str]] = {}
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
+                    snr = z["snr_db"] if "snr_db" in z.files else np.full(len(z["paths"]), np.nan)
                     for row in zip(z["paths"], z["vectors"], z["speech_s"], z["short_only"],
-                                   z["stamps"]):
+                                   snr, z["stamps"]):
                         self.entries[str(row[0])] = (row[1], float(row[2]), bool(row[3]),
-                                                     str(row[4]))
+                                                     float(row[4]), str(row[5]))
             except (OSError, ValueError, KeyError) as err:
                 logger.warning("%s: ignoring unreadable embedding cache (%s)", self.path, err)
         self.dirty = False
@@ -160,14 +165,16 @@ class EmbeddingCache:
         st = path.stat()
         return f"{st.st_size}:{st.st_mtime_ns}"
 
-    def get(self, path: Path) -> tuple[np.ndarray, float, bool] | None:
+    def get(self, path: Path) -> "Embedded | None":
         hit = self.entries.get(str(path.resolve()))
-        if hit is None or hit[3] != self.stamp(path):
+        if hit is None or hit[4] != self.stamp(path):
             return None
-        return hit[:3]
+        return Embedded(*hit[:4])
 
-    def put(self, path: Path, vector: np.ndarray, speech_s: float, short_only: bool) -> None:
-        self.entries[str(path.resolve())] = (vector, speech_s, short_only, self.stamp(path))
+    def put(self, path: Path, vector: np.ndarray, speech_s: float, short_only: bool,
+            snr_db: float | None = None) -> None:
+        snr = np.nan if snr_db is None else float(snr_db)
+        self.entries[str(path.resolve())] = (vector, speech_s, short_only, snr, self.stamp(path))
         self.dirty = True
 
     def save(self) -> None:
@@ -179,15 +186,29 @@ class EmbeddingCache:
         np.savez(tmp, paths=np.array(keys), vectors=np.stack([self.entries[k][0] for k in keys]),
                  speech_s=np.array([self.entries[k][1] for k in keys]),
                  short_only=np.array([self.entries[k][2] for k in keys]),
-                 stamps=np.array([self.entries[k][3] for k in keys]))
+                 snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
+                 stamps=np.array([self.entries[k][4] for k in keys]))
         os.replace(tmp, self.path)
         self.dirty = False
 
 
+class Embedded(NamedTuple):
+    """What one recording contributes to an evaluation."""
+
+    vector: np.ndarray
+    """float32 ``(dim,)`` unit vector, or NaNs (no speech)."""
+    speech_s: float
+    """Voiced seconds pooled."""
+    short_only: bool
+    """Embedded from speech ``listen`` would drop as too short."""
+    snr_db: float = float("nan")
+    """Estimated SNR of the pooled speech (decibels; NaN where unknown)."""
+
+
 def embed_chunks(session, source: Callable[[], Iterable], segmenter: SegmenterConfig
-                 ) -> tuple[np.ndarray, float, bool]:
-    """``(unit vector or NaNs, speech seconds, short_only)`` of one recording: the one rule for
-    what a recording contributes to an evaluation.
+                 ) -> Embedded:
+    """``(unit vector or NaNs, speech seconds, short_only, snr_db)`` of one recording: the one
+    rule for what a recording contributes to an evaluation.
 
     :param session: an :class:`~rtverify.core.encoder.EncoderSession` (or anything with its
         ``embed``/``features``/``window``/``dim``/``info``, such as training's window recorder).
@@ -209,10 +230,11 @@ def embed_chunks(session, source: Callable[[], Iterable], segmenter: SegmenterCo
                               segmenter=dataclasses.replace(segmenter, min_speech_ms=1))
         short_only = rec.vector is not None
     vec = rec.vector if rec.vector is not None else np.full(session.dim, np.nan, np.float32)
-    return vec, rec.speech_s, short_only
+    return Embedded(vec, rec.speech_s, short_only,
+                    np.nan if rec.snr_db is None else float(rec.snr_db))
 
 
-def embed_file(session, path: Path, segmenter: SegmenterConfig) -> tuple[np.ndarray, float, bool]:
+def embed_file(session, path: Path, segmenter: SegmenterConfig) -> Embedded:
     """:func:`embed_chunks` of an audio file (any format :class:`~rtverify.io.sources.FileSource`
     reads)."""
     from .io.sources import FileSource
@@ -234,6 +256,7 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
     vectors = np.full((len(paths), session.dim), np.nan, dtype=np.float32)
     speech = np.zeros(len(paths))
     short = np.zeros(len(paths), dtype=bool)
+    snr = np.full(len(paths), np.nan)
     with progress_bar(progress, label, len(paths)) as advance:
         for i, p in enumerate(paths):
             hit = cache.get(p) if cache else None
@@ -243,11 +266,11 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
                     cache.put(p, *hit)
                     if i % 500 == 499:
                         cache.save()
-            vectors[i], speech[i], short[i] = hit
+            vectors[i], speech[i], short[i], snr[i] = hit
             advance()
     if cache:
         cache.save()
-    return FileEmbeddings(vectors, speech, short)
+    return FileEmbeddings(vectors, speech, short, snr)
 
 
 class progress_bar:
@@ -299,16 +322,35 @@ def score_trials(trials: Trials, vectors: np.ndarray, scorer=None) -> np.ndarray
     return scores
 
 
-def model_threshold_accuracy(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
-                             decision) -> float:
-    """Accuracy of the model's own decisions: the threshold for the test side's amount of speech,
-    and no accept below ``min_speech_s`` (as ``listen`` says ``too_short``) nor on a file whose
-    speech ``listen`` would drop (``short_only``)."""
+def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarray:
+    """The model's own threshold for each trial, float64 ``(n_trials,)``: the one for the test
+    side's amount of speech and estimated SNR (``emb.snr_db``; no SNR offset where unknown), and
+    ``inf`` (no accept) below ``min_speech_s`` (as ``listen`` says ``too_short``) or on a file
+    whose speech ``listen`` would drop (``short_only``)."""
     speech_b = emb.speech_s[trials.b]
-    thr = np.array([decision.threshold_for(s) for s in speech_b])
+    snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else np.full(len(speech_b), np.nan)
+    thr = np.array([decision.threshold_for(s, None if np.isnan(q) else float(q))
+                    for s, q in zip(speech_b, snr_b)])
     thr[speech_b < decision.min_speech_s] = np.inf
     thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
-    return accuracy(scores, trials.labels, thr)
+    return thr
+
+
+def model_threshold_accuracy(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
+                             decision) -> float:
+    """Accuracy of the model's own decisions (:func:`model_thresholds`)."""
+    return accuracy(scores, trials.labels, model_thresholds(trials, emb, decision))
+
+
+def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
+                          decision) -> dict[str, float]:
+    """The model's own decisions (:func:`model_thresholds`) as rates: ``accuracy`` (over all
+    trials), ``far`` (different-speaker trials accepted, over those trials) and ``frr``
+    (same-speaker trials refused, over those trials)."""
+    accepted = np.asarray(scores, np.float64) >= model_thresholds(trials, emb, decision)
+    same = np.asarray(trials.labels) == 1
+    return {"accuracy": float(np.mean(accepted == same)),
+            "far": float(accepted[~same].mean()), "frr": float((~accepted[same]).mean())}
 
 
 def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = SegmenterConfig(),
@@ -326,6 +368,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
     t_embed = time.perf_counter() - t0
     scores = score_trials(trials, emb.vectors, scorer)
     m = compute_metrics(scores, trials.labels)
+    rates = model_threshold_rates(trials, emb, scores, session.info.decision)
     no_speech = [trials.files[i] for i in np.flatnonzero(~emb.has_speech)]
     result = {
         "trials_file": str(trials_path),
@@ -333,8 +376,10 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "eer": m.eer, "threshold_eer": m.threshold_eer,
         "min_dcf": m.min_dcf, "threshold_min_dcf": m.threshold_min_dcf, "p_target": P_TARGET,
         "accuracy_at_eer": m.accuracy_at_eer,
-        "accuracy_at_model_threshold": model_threshold_accuracy(trials, emb, scores,
-                                                                session.info.decision),
+        "accuracy_at_model_threshold": rates["accuracy"],
+        "far_at_model_threshold": rates["far"], "frr_at_model_threshold": rates["frr"],
+        "snr_db_median": (float(np.nanmedian(emb.snr_db[trials.b]))
+                          if np.isfinite(emb.snr_db[trials.b]).any() else None),
         "n_files": len(trials.files), "files_without_speech": len(no_speech),
         "files_short_speech_only": int(emb.short_only.sum()),
         "trials_without_speech": int(np.isinf(scores).sum()),
@@ -363,7 +408,9 @@ def format_report(r: dict) -> str:
         ("minDCF", f"{r['min_dcf']:.3f}  (p_target {r['p_target']}, at score "
                    f"{r['threshold_min_dcf']:.4f})"),
         ("accuracy", f"{100 * r['accuracy_at_eer']:.2f} % at the EER threshold, "
-                     f"{100 * r['accuracy_at_model_threshold']:.2f} % at the model's own"),
+                     f"{100 * r['accuracy_at_model_threshold']:.2f} % at the model's own "
+                     f"(false accepts {100 * r['far_at_model_threshold']:.2f} %, false "
+                     f"rejects {100 * r['frr_at_model_threshold']:.2f} %)"),
         ("model", f"{r['model_id']}  scores: {r['score_norm']}"),
         ("time", f"{r['seconds']:.1f} s ({r['seconds_embedding']:.1f} s embedding)"),
     ]

@@ -110,6 +110,10 @@ class DecisionEvent(Event):
     band: str = "wide"
     """The input's effective band: ``wide``, or ``narrow`` (nothing above 4 kHz: a telephone or
     8 kHz recording at any sample rate), scored against the voiceprints' narrowband embeddings."""
+    snr_db: float | None = None
+    """Estimated signal-to-noise ratio (decibels): ``level_dbfs`` minus the background noise
+    floor the segmenter measured before the utterance (or during it, if lower). The threshold
+    includes the model's offset for it (``decision.threshold_offsets_by_snr_db``)."""
 
     def to_dict(self) -> dict:
         return {"event": "decision", "start_s": _r(self.start_s), "end_s": _r(self.end_s),
@@ -119,7 +123,8 @@ class DecisionEvent(Event):
                 "threshold": _r(self.threshold, 4), "margin": _r(self.margin, 4),
                 "reason": self.reason, "end_reason": self.end_reason, "clipped": self.clipped,
                 "level_dbfs": _r(self.level_dbfs, 1), "n_windows": self.n_windows,
-                "decision_ms": _r(self.decision_ms, 2), "band": self.band}
+                "decision_ms": _r(self.decision_ms, 2), "band": self.band,
+                "snr_db": _r(self.snr_db, 1)}
 
 
 # -- the input device ---------------------------------------------------------------------------

@@ -349,7 +349,7 @@ def runtime_windows(path: str | os.PathLike, features: FeatureConfig = FeatureCo
         cap.windows.clear()  # keep only the windows of the pass that gives the embedding
         return FileSource(path)
 
-    vec, _, _ = embed_chunks(cap, source, SegmenterConfig())
+    vec = embed_chunks(cap, source, SegmenterConfig()).vector
     if np.isnan(vec).any():
         return [], np.zeros(0)
     weights = vec[:len(cap.windows)].astype(np.float64)

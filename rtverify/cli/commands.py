@@ -17,6 +17,10 @@ logger = logging.getLogger("rtverify")
 
 
 # -- shared helpers -------------------------------------------------------------------------------
+def _r1(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 1)
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -244,7 +248,8 @@ def cmd_verify(args) -> int:
                          "score": round(d.score, 4),
                          "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
                          "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped, "reason": result.reason, **said,
+                         "clipped": rec.clipped, "snr_db": _r1(rec.snr_db),
+                         "reason": result.reason, **said,
                          "model_id": session.model_id}))
     else:
         verdict = "ACCEPTED" if result.accepted else "REJECTED"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -123,9 +124,17 @@ class ModelInfo:
             points = tuple((float(s), float(t)) for s, t in dec.pop("thresholds_by_speech_s", []))
             if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
                 raise ValueError("decision.thresholds_by_speech_s must have increasing seconds")
+            offsets = tuple((float(d), float(o))
+                            for d, o in dec.pop("threshold_offsets_by_snr_db", None) or [])
+            if any(b[0] <= a[0] for a, b in zip(offsets, offsets[1:])):
+                raise ValueError("decision.threshold_offsets_by_snr_db must have increasing "
+                                 "decibels")
+            if not all(math.isfinite(v) for p in offsets for v in p):
+                raise ValueError("decision.threshold_offsets_by_snr_db must hold finite numbers")
             decision = DecisionConfig(threshold=float(dec.pop("threshold")),
                                       min_speech_s=float(dec.pop("min_speech_s", 0.5)),
-                                      thresholds_by_speech_s=points)
+                                      thresholds_by_speech_s=points,
+                                      threshold_offsets_by_snr_db=offsets)
             feats = data["features"]
             features = (FbankConfig.from_dict(feats) if feats.get("kind") == FbankConfig.KIND
                         else FeatureConfig.from_dict(feats))

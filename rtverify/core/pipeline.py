@@ -140,7 +140,8 @@ class Verifier:
     below the threshold minus SPLIT_FAR for the same voice (cosine); or always when nothing is
     enrolled (enrolment checks its takes) or scores are normalised."""
 
-    def _split_sims(self, windows: np.ndarray) -> tuple[bool, np.ndarray | None]:
+    def _split_sims(self, windows: np.ndarray, snr_db: float | None = None
+                    ) -> tuple[bool, np.ndarray | None]:
         """Whether a voice could be accepted in part of a segment but not in another, and, when
         the voices are scored as a matrix (a large gallery), the pooled segment's raw scores
         against every voice: the segment's own scores when it is not split, so one pass over
@@ -156,7 +157,7 @@ class Verifier:
             return True, None
         if self.scorer is None:
             self.scorer = Scorer.for_model(self.session)
-        t = self.policy.threshold_for(1.6)
+        t = self.policy.threshold_for(1.6, snr_db)
         matrix = self._gallery("wide", self.voiceprints)[1]
         if len(self.voiceprints) < self.MATRIX_MIN_VOICES:
             return self._worth(windows @ matrix.T, t), None
@@ -209,7 +210,7 @@ class Verifier:
         return unfed[0] if len(unfed) == 1 else np.concatenate(unfed)
 
     def _feed(self, pieces: list[np.ndarray], events: list[Event], t_s: float,
-              speech_s: float | None = None) -> None:
+              speech_s: float | None = None, snr_db: float | None = None) -> None:
         """Queue segment audio; turn it into rows once they complete the next window.
 
         Rows are only needed when a window can be embedded, so the spectrogram is computed then
@@ -218,7 +219,8 @@ class Verifier:
 
         A provisional score is judged, like the decision, by the voiced seconds of the segment
         so far (``speech_s``, else the segmenter's count), not by the rows embedded: those hold
-        pre-roll and pauses too.
+        pre-roll and pauses too; and by the SNR estimated so far (``snr_db`` at the segment's
+        end, else the segmenter's running estimate).
         """
         if pieces:
             self._unfed.extend(pieces)
@@ -231,10 +233,11 @@ class Verifier:
             emb = self.embedder.current()  # the windows since a suspected change of speaker
             scores = self._scores(emb)
             voiced_s = self.segmenter.speech_s if speech_s is None else speech_s
+            snr = self.segmenter.snr_db if speech_s is None else snr_db
             turn_row = self.embedder.turn_start_row  # > 0: restarted at a suspected change
             if turn_row:
                 voiced_s *= (self.embedder.n_rows - turn_row) / max(self.embedder.n_rows, 1)
-            d = self.policy.decide(scores, voiced_s)
+            d = self.policy.decide(scores, voiced_s, snr)
             events.append(Provisional(self._seg_start, t_s, voiced_s, d.speaker, d.score,
                                       scores, self._seg_start + turn_row / 100.0
                                       if turn_row else None))
@@ -267,7 +270,7 @@ class Verifier:
         memo: dict = {}
 
         def worth(windows: np.ndarray) -> bool:
-            ok, memo["sims"] = self._split_sims(windows)
+            ok, memo["sims"] = self._split_sims(windows, end.snr_db)
             memo["windows"] = windows
             return ok
 
@@ -294,7 +297,7 @@ class Verifier:
                 scores = batched[i]
             if scores is None:
                 scores = self._scores(turn.vector, band)
-            d: Decision = self.policy.decide(scores, speech_s)
+            d: Decision = self.policy.decide(scores, speech_s, end.snr_db)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
@@ -302,7 +305,7 @@ class Verifier:
                 end_reason=end.reason if last else "speaker_change",
                 clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=turn.n_windows,
                 decision_ms=(time.perf_counter() - t) * 1000.0, embedding=turn.vector,
-                window_sum=turn.window_sum, band=band))
+                window_sum=turn.window_sum, band=band, snr_db=end.snr_db))
         return out[0] if len(out) == 1 else out
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],
@@ -318,7 +321,7 @@ class Verifier:
                 self._seg_start = ev.start_s
                 events.append(SpeechStarted(ev.start_s))
             elif isinstance(ev, SegmentEnd):
-                self._feed(pieces, events, t_s, ev.speech_s)
+                self._feed(pieces, events, t_s, ev.speech_s, ev.snr_db)
                 self._end(ev, events)
 
     # -- public -----------------------------------------------------------------------
@@ -482,6 +485,9 @@ class RecordingEmbedding:
     """The per-utterance events it was pooled from."""
     clipped: bool
     """Some pooled utterance was clipped."""
+    snr_db: float | None = None
+    """Estimated SNR of the pooled utterances (decibels; :func:`pooled_snr_db`), None when none
+    was estimated."""
 
     @classmethod
     def pool(cls, decisions: list[DecisionEvent], dim: int) -> "RecordingEmbedding":
@@ -492,7 +498,19 @@ class RecordingEmbedding:
         n_windows = sum(d.n_windows for d in decisions)
         vector = (total / np.linalg.norm(total)).astype(np.float32) if n_windows else None
         return cls(vector, sum(d.speech_s for d in decisions), n_windows, list(decisions),
-                   any(d.clipped for d in decisions))
+                   any(d.clipped for d in decisions), pooled_snr_db(decisions))
+
+
+def pooled_snr_db(decisions: Iterable[DecisionEvent]) -> float | None:
+    """The estimated SNR of several utterances decided as one (a recording, a Wyoming request):
+    the mean of their ``snr_db`` weighted by their voiced seconds (decibels; None when none has
+    one)."""
+    pairs = [(d.snr_db, d.speech_s) for d in decisions
+             if d.snr_db is not None and np.isfinite(d.snr_db)]
+    if not pairs:
+        return None
+    weights = np.array([max(w, 1e-6) for _, w in pairs])
+    return float(np.dot([x for x, _ in pairs], weights) / weights.sum())
 
 
 def embed_recording(session: EncoderSession, chunks: FrameSource | Iterable[Chunk], *,

@@ -75,13 +75,16 @@ class Decision:
     """Best score minus the second best (None with one voice)."""
     reason: str = ""
     """``accepted``, ``below_threshold``, ``too_short`` or ``no_voices``."""
+    snr_db: float | None = None
+    """The estimated SNR the threshold was set for (decibels; None: unknown, no SNR offset)."""
 
 
 class DecisionPolicy:
-    """Threshold from the model's sidecar (optionally by amount of speech), overridable.
+    """Threshold from the model's sidecar (optionally by amount of speech and by estimated SNR),
+    overridable.
 
     :param cfg: the model's decision settings.
-    :param threshold: if given, replaces the model's threshold at every length.
+    :param threshold: if given, replaces the model's threshold at every length and SNR.
     """
 
     def __init__(self, cfg: DecisionConfig, threshold: float | None = None) -> None:
@@ -89,23 +92,28 @@ class DecisionPolicy:
         self.cfg = cfg
         self.override = threshold
 
-    def threshold_for(self, speech_s: float) -> float:
-        return self.override if self.override is not None else self.cfg.threshold_for(speech_s)
+    def threshold_for(self, speech_s: float, snr_db: float | None = None) -> float:
+        """The threshold for ``speech_s`` voiced seconds at an estimated SNR of ``snr_db``
+        decibels (None: unknown)."""
+        return self.override if self.override is not None else \
+            self.cfg.threshold_for(speech_s, snr_db)
 
-    def decide(self, scores: Mapping[str, float], speech_s: float) -> Decision:
-        threshold = self.threshold_for(speech_s)
+    def decide(self, scores: Mapping[str, float], speech_s: float,
+               snr_db: float | None = None) -> Decision:
+        threshold = self.threshold_for(speech_s, snr_db)
         if not scores:
-            return Decision(None, None, None, {}, False, threshold, None, None, "no_voices")
+            return Decision(None, None, None, {}, False, threshold, None, None, "no_voices",
+                            snr_db)
         ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
         best, score = ranked[0]
         gap = score - ranked[1][1] if len(ranked) > 1 else None
         margin = score - threshold
         if speech_s < self.cfg.min_speech_s:
             return Decision(None, best, score, dict(scores), False, threshold, margin, gap,
-                            "too_short")
+                            "too_short", snr_db)
         accepted = score >= threshold
         return Decision(best if accepted else None, best, score, dict(scores), accepted, threshold,
-                        margin, gap, "accepted" if accepted else "below_threshold")
+                        margin, gap, "accepted" if accepted else "below_threshold", snr_db)
 
 
 class Scorer:

@@ -69,6 +69,30 @@ class SegmentEnd:
     """Why it was dropped: ``too_short`` (less voiced audio than ``min_speech_ms``: a click, a
     cough) or ``not_speech`` (the neural VAD heard no speech in it: a hum, knocks, music);
     None when it was not dropped."""
+    noise_floor_dbfs: float | None = None
+    """The background level the segment's speech stood over (dB relative to full scale): the
+    lower of the noise floor when it opened (the background before it, once the floor has been
+    measured on enough audio) and the floor when it closed. None only if never measured."""
+
+    @property
+    def snr_db(self) -> float | None:
+        """Estimated signal-to-noise ratio of the segment (decibels): :attr:`level_dbfs` (the
+        mean power of its voiced frames, i.e. speech plus noise) minus
+        :attr:`noise_floor_dbfs`. A rough figure, biased where the speech never pauses (the
+        floor then rises toward quiet speech) and where the noise fluctuates (babble's floor is
+        its quieter moments), but monotone in the true SNR for a given kind of noise: the
+        decision thresholds are calibrated on this estimate, not on the true SNR."""
+        if self.noise_floor_dbfs is None:
+            return None
+        return float(self.level_dbfs - self.noise_floor_dbfs)
+
+
+def background_dbfs(floor_at_open: float | None, floor_now: float) -> float:
+    """The background level an utterance stands over (dB relative to full scale): the floor
+    measured before it began, unless the floor now is lower (it had not settled then). The
+    floor is a low quantile of the last few seconds, so it creeps up during long speech; the
+    floor at the start does not (as ``enroll`` judges its takes)."""
+    return floor_now if floor_at_open is None else min(floor_at_open, floor_now)
 
 
 @dataclass(slots=True)
@@ -145,6 +169,10 @@ class Segmenter:
         self._max_frames = max(self._start_window + 1, int(cfg.max_segment_s / self._frame_s))
         self._min_voiced = cfg.frames(cfg.min_speech_ms)
         self._floor_len = max(10, int(cfg.floor_window_s / self._frame_s))
+        # the floor is a measurement (not the prior) once the quantile's index lies beyond the
+        # prior frames: (n_prior + n - 1) * q >= n_prior
+        self._floor_settle = int(math.ceil(cfg.floor_prior_frames / cfg.floor_quantile
+                                           - cfg.floor_prior_frames + 1))
         self._confirmer = None
         if cfg.min_speech_ms < cfg.frame_ms:
             # "keep any segment at all" (eval's second look at recordings in which listen finds
@@ -166,6 +194,8 @@ class Segmenter:
                                      self._floor_len)
         self._floor_db = self.cfg.floor_prior_dbfs
         self._since_floor = 0
+        self._n_levels = 0  # frame levels seen since reset (to tell a measured floor from the prior)
+        self._seg_floor_db: float | None = None  # the floor when the open segment began
         self._in_speech = False
         self._continue = False  # open a new segment with the next frame (after max_length)
         self._held: list[_Frame] = []  # unvoiced frames after the last voiced one
@@ -196,6 +226,18 @@ class Segmenter:
         """Current noise-floor estimate (dB relative to full scale)."""
         return self._floor_db
 
+    def _floor_measured(self) -> bool:
+        return self._n_levels >= self._floor_settle
+
+    @property
+    def snr_db(self) -> float | None:
+        """Estimated SNR of the open segment so far (decibels; see :attr:`SegmentEnd.snr_db`);
+        None when no segment is open or nothing in it is voiced yet."""
+        if not self._in_speech or self._seg_voiced == 0:
+            return None
+        level = 10.0 * np.log10(self._seg_voiced_power / self._seg_voiced + 1e-12)
+        return float(level - background_dbfs(self._seg_floor_db, self._floor_db))
+
     # -- frame classification -------------------------------------------------------------
     def _classify(self, frames: np.ndarray, starts: Sequence[float]) -> Iterator[_Frame]:
         """Classify consecutive frames, float ``(n, frame_samples)``, lazily and in order.
@@ -217,6 +259,7 @@ class Segmenter:
         for i, start_s in enumerate(starts):
             level_db = levels[i]
             self._levels.add(float(level_db))
+            self._n_levels += 1
             self._since_floor += 1
             if self._since_floor >= 5:  # a quantile every 150 ms is plenty for a floor
                 self._floor_db = self._levels.quantile(cfg.floor_quantile)
@@ -253,6 +296,7 @@ class Segmenter:
         self._seg_frames = self._seg_voiced = self._seg_clipped = self._seg_samples = 0
         self._seg_voiced_power = 0.0
         self._seg_levels = []
+        self._seg_floor_db = self._floor_db if self._floor_measured() else None
         if self._confirmer is not None:
             carry = self._carry_confirmed
             self._confirmer.reset()
@@ -289,7 +333,8 @@ class Segmenter:
             speech_s=self._seg_voiced * self._frame_s, reason=reason,
             clipped=self._seg_clipped > self.cfg.clipped_fraction * max(self._seg_samples, 1),
             level_dbfs=10.0 * np.log10(voiced_power + 1e-12),
-            dropped=drop_reason is not None, drop_reason=drop_reason))
+            dropped=drop_reason is not None, drop_reason=drop_reason,
+            noise_floor_dbfs=background_dbfs(self._seg_floor_db, self._floor_db)))
         self._in_speech = False
         self._held = []
         return rest

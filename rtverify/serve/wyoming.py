@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.pipeline import Verifier
+from ..core.pipeline import Verifier, pooled_snr_db
 from ..core.scoring import Decision, DecisionPolicy
 from ..errors import InputError, RtverifyError
 from ..events import DecisionEvent
@@ -107,7 +107,8 @@ class GateResult:
 
 def pooled(decisions: list[DecisionEvent]) -> tuple[np.ndarray | None, float]:
     """One unit embedding for all the request's utterances (window by window, as
-    :func:`~rtverify.core.pipeline.embed_recording` pools a recording) and their speech."""
+    :func:`~rtverify.core.pipeline.embed_recording` pools a recording) and their speech (their
+    SNR: :func:`~rtverify.core.pipeline.pooled_snr_db`)."""
     n = sum(d.n_windows for d in decisions)
     if not n:
         return None, sum(d.speech_s for d in decisions)
@@ -129,11 +130,12 @@ class Gate:
 
     def decide(self, decisions: list[DecisionEvent]) -> tuple[Decision, float]:
         vector, speech_s = pooled(decisions)
+        snr_db = pooled_snr_db(decisions)
         if vector is None:
-            threshold = self.policy.threshold_for(speech_s)
-            return Decision(None, None, None, {}, False, threshold, None, None, "too_short"), \
-                speech_s
-        return self.gallery.decide(vector, speech_s, self.policy), speech_s
+            threshold = self.policy.threshold_for(speech_s, snr_db)
+            return Decision(None, None, None, {}, False, threshold, None, None, "too_short",
+                            snr_db), speech_s
+        return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db), speech_s
 
     async def describe_upstream(self):
         """The real STT's models (so Home Assistant offers its languages), or None."""

@@ -110,9 +110,10 @@ class Gallery:
         return top_scores(scores, snap.names, k)
 
     def decide(self, embedding: np.ndarray, speech_s: float, policy: DecisionPolicy,
-               k: int = TOP_K) -> Decision:
-        """Open-set identification: the best voice if it clears the threshold, else nobody."""
-        return policy.decide(self.scores(embedding, k), speech_s)
+               k: int = TOP_K, *, snr_db: float | None = None) -> Decision:
+        """Open-set identification: the best voice if it clears the threshold (for ``speech_s``
+        voiced seconds at an estimated SNR of ``snr_db`` decibels), else nobody."""
+        return policy.decide(self.scores(embedding, k), speech_s, snr_db)
 
     # -- writing (one writer at a time; readers are never held up) -----------------------
     def _publish(self) -> Snapshot:
