@@ -40,13 +40,15 @@ length threshold):
   only the estimate exists at run time.
 * Criterion: per SNR bin, the equal-error threshold on the scores minus the length threshold
   for each recording's speech (so lengths mix freely within a bin), raised where needed so that
-  at most ``--snr-max-far`` (10 %) of the bin's impostor scores pass. This is the brief's
+  at most ``--snr-max-far`` of the bin's impostor scores pass (default: the share the length
+  thresholds let through on the clean recordings; the cap is applied again after the fit
+  below, so no bin ends up above it). This is the brief's
   "neither waved through nor always refused": keeping the clean thresholds refuses nearly every
   true speaker in noise (measured: 76-98 % false rejects at 0-10 dB for the default model),
   since their scores against a clean voiceprint fall; balancing false accepts and rejects in
-  each bin removes that, and the cap keeps a noisy utterance from being accepted more readily
-  than the shortest clean utterances the model decides at all (EER ~10 % at 0.7 s): where the
-  noise makes speakers inseparable, the errors fall on the refusing side. The bins' thresholds
+  each bin removes that, and the cap keeps noise from buying an impostor better odds than a
+  clean utterance has: where the noise makes speakers inseparable, the errors fall on the
+  refusing side. The bins' thresholds
   are fitted monotone in SNR (isotonic, as for length; the direction that fits better), taken
   relative to the equal-error threshold of the clean recordings on the same scale, and clipped
   at 0: noise only ever lowers a threshold, and speech as clean as the calibration's keeps the
@@ -197,7 +199,7 @@ def snr_bins(snr: np.ndarray, target: np.ndarray, width_db: float, min_trials: i
 
 
 def offsets_by_snr(sc: Scored, decision: DecisionConfig, *, width_db: float = 5.0,
-                   min_trials: int = 50, max_far: float = 0.10) -> dict:
+                   min_trials: int = 50, max_far: float | None = None) -> dict:
     """Threshold offsets by estimated SNR (see the module's docstring for the criterion).
 
     Per bin, the threshold (on the scale of score minus length threshold) is the equal-error
@@ -222,6 +224,9 @@ def offsets_by_snr(sc: Scored, decision: DecisionConfig, *, width_db: float = 5.
     if not clean.any():
         raise ValueError("offsets_by_snr needs clean recordings as the reference")
     ref_eer, reference = eer(resid[clean][sc.target[clean]], resid[clean][~sc.target[clean]])
+    clean_far = float(np.mean(resid[clean][~sc.target[clean]] >= 0.0))
+    if max_far is None:  # no noisier than clean: the clean recordings' own false-accept rate
+        max_far = clean_far
     rows = []
     for idx in snr_bins(sc.snr_db, sc.target, width_db, min_trials):
         r, t = resid[idx], sc.target[idx]
@@ -240,6 +245,10 @@ def offsets_by_snr(sc: Scored, decision: DecisionConfig, *, width_db: float = 5.
     ys = np.array([r["offset"] for r in rows])
     ws = np.array([min(r["n_target"], r["n_nontarget"]) for r in rows], dtype=np.float64)
     fit = np.minimum(monotone_fit(ys, ws), 0.0)
+    # the fit may pull a bin below its own cap; the cap wins, and a noisier bin never gets a
+    # stricter threshold than a cleaner one only because of that (running max, low -> high SNR)
+    caps = np.array([r["offset_far_cap"] for r in rows])
+    fit = np.minimum(np.maximum.accumulate(np.maximum(fit, caps)), 0.0)
     points: list[list[float]] = []
     for r, f in zip(rows, fit):
         r["offset_fit"] = float(f)
@@ -248,6 +257,7 @@ def offsets_by_snr(sc: Scored, decision: DecisionConfig, *, width_db: float = 5.
             continue
         points.append([x, round(float(f), 4)])
     return {"points": points, "reference": float(reference), "reference_eer": float(ref_eer),
+            "max_far": max_far, "clean_far": clean_far,
             "table": rows}
 
 
@@ -484,10 +494,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snr-bin-db", type=float, default=5.0, help="width of the SNR bins (dB)")
     ap.add_argument("--snr-min-trials", type=int, default=250,
                     help="bins are merged until each has this many target and non-target scores")
-    ap.add_argument("--snr-max-far", type=float, default=0.10,
+    ap.add_argument("--snr-max-far", type=float, default=None,
                     help="no SNR bin's threshold lets more than this share of its impostor "
-                         "scores through (default %(default)s: the equal-error rate of the "
-                         "shortest clean utterances the default model decides)")
+                         "scores through (default: the share the length thresholds let through "
+                         "on the clean recordings, so noise never buys an impostor better odds)")
     ap.add_argument("--from-scores", type=Path,
                     help="refit from the scores.npz an earlier run wrote to its --out (no "
                          "embedding; the data options are then those of that run)")
@@ -560,9 +570,11 @@ def main(argv: list[str] | None = None) -> int:
             "criterion": f"bins of the runtime's estimated snr_db ({args.snr_bin_db:g} dB, "
                          f"merged to >= {args.snr_min_trials} target and non-target scores); "
                          "EER threshold of (score - length threshold) per bin, raised where "
-                         f"needed to let at most {args.snr_max_far:g} of the bin's impostor "
-                         "scores through; isotonic fit over SNR, minus the clean recordings' "
-                         "EER threshold on that scale, clipped at 0",
+                         f"needed to let at most {by_snr['max_far']:.4f} of the bin's "
+                         "impostor scores through (the clean recordings' false-accept rate "
+                         "unless --snr-max-far); isotonic fit over SNR, minus the clean "
+                         "recordings' EER threshold on that scale, the cap applied again, "
+                         "clipped at 0",
             "reference": by_snr["reference"], "reference_eer": by_snr["reference_eer"],
             "by_snr": by_snr["table"],
             "by_condition": condition_table(

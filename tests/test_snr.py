@@ -261,12 +261,12 @@ def test_the_far_cap_keeps_noisy_impostors_out_without_refusing_everyone():
     table = {r["condition"]: r for r in condition_table(sc, length, cfg(capped["points"]))}
     worst = table["noise0"]
     assert worst["frr_length"] > 0.9  # the clean thresholds refuse nearly every noisy target
-    assert worst["far_snr"] <= 0.13  # at most the cap (plus the monotone fit's pooling)
-    assert worst["frr_snr"] < worst["frr_length"] - 0.2  # and far from always refused
+    assert worst["far_snr"] <= 0.11  # at most the cap: it holds after the monotone fit too
+    assert worst["frr_snr"] < worst["frr_length"] - 0.15  # and no longer always refused
     free_table = {r["condition"]: r for r in condition_table(sc, length, cfg(free["points"]))}
     assert free_table["noise0"]["far_snr"] > 0.2  # what the cap prevents here
     for name in ("noise20", "noise10"):  # separable enough: nearly balanced and low
-        assert table[name]["frr_snr"] < 0.25 and table[name]["far_snr"] < 0.13, name
+        assert table[name]["frr_snr"] < 0.35 and table[name]["far_snr"] < 0.11, name
     assert table["clean"]["frr_snr"] == pytest.approx(table["clean"]["frr_length"], abs=0.05)
 
 
@@ -329,3 +329,22 @@ def test_eval_reports_false_accepts_and_rejects_at_the_models_threshold():
     # impostor f4 (0.65) are accepted, impostor f7 (0.55) is not
     r = model_threshold_rates(trials, emb, scores, offs)
     assert r == pytest.approx({"accuracy": 4 / 7, "far": 2 / 4, "frr": 1 / 3})
+
+
+def test_the_default_cap_is_the_clean_false_accept_rate():
+    """Without --snr-max-far, noise may not buy an impostor better odds than a clean utterance
+    has: every bin's false-accept rate stays at (about) the clean recordings' own."""
+    from export.calibrate import condition_table, offsets_by_snr
+
+    sc, truth, conds = synthetic_noisy()
+    length = DecisionConfig(threshold=0.62, min_speech_s=0.5,
+                            thresholds_by_speech_s=((1.0, 0.6), (3.0, 0.64)))
+    fit = offsets_by_snr(sc, length, width_db=5.0, min_trials=50)
+    assert fit["max_far"] == pytest.approx(fit["clean_far"])
+    cfg = DecisionConfig(threshold=0.62, min_speech_s=0.5,
+                         thresholds_by_speech_s=length.thresholds_by_speech_s,
+                         threshold_offsets_by_snr_db=tuple(map(tuple, fit["points"])))
+    table = {r["condition"]: r for r in condition_table(sc, length, cfg)}
+    for name, row in table.items():
+        assert row["far_snr"] <= fit["clean_far"] + 0.02, name
+    assert table["noise10"]["frr_snr"] < table["noise10"]["frr_length"]  # still forgives noise
