@@ -140,6 +140,30 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
             torch.tensor(full))
 
 
+def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short):
+    """``n_speakers x n_utts`` windows of different speakers, each degraded (or clean, level
+    changed) on its own, as the student's input rows: a speaker's windows must stay together
+    whatever happens to each of them (the GE2E objective the default was fine-tuned with)."""
+    counts = np.bincount(ids)
+    speakers = rng.choice(np.flatnonzero(counts >= n_utts), n_speakers, replace=False)
+    feats = []
+    for s in speakers:
+        for i in rng.choice(np.flatnonzero(ids == s), n_utts, replace=False):
+            x = wins[i].astype(np.float32) / 32767
+            if rng.random() < p_short:
+                n = int(rng.uniform(0.4, 1.5) * 16000)
+                a = int(rng.integers(0, len(x) - n + 1))
+                x = x[a:a + n]
+            if rng.random() < p_clean:
+                y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+            else:
+                others = rng.choice(len(wins), 8, replace=False)
+                pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != s]
+                y = degrade.random_degrade(x, rng, pool)
+            feats.append(_rows_view(mel_rows(y), str(rng.choice(["end", "start", "reflect"]))))
+    return torch.from_numpy(np.stack(feats))
+
+
 class _Trainable(torch.nn.Module):
     """The student and its CAM++ head as one module, so that DDP sees the whole forward."""
 
@@ -189,6 +213,14 @@ def train(args) -> torch.nn.Module:
     head = torch.nn.Linear(256, 192)
     net = _Trainable(student, head).to(dev)
     params = list(net.parameters())
+    ge2e = None
+    if args.ge2e_weight > 0:
+        from .losses import GE2ELoss
+        from .transfer import resemblyzer_ge2e_scale
+
+        # the scale the encoder was trained at, frozen (so DDP has nothing outside the model
+        # to keep in sync)
+        ge2e = GE2ELoss(*resemblyzer_ge2e_scale()).to(dev).requires_grad_(False)
     opt = torch.optim.Adam(params, lr=args.lr)
     rng = np.random.default_rng(distributed.rank_seed(args.seed, d.rank))
     step = 0
@@ -221,21 +253,31 @@ def train(args) -> torch.nn.Module:
         x, xc, full = x.to(dev), xc.to(dev), full.to(dev)
         with torch.no_grad():
             target_old = old_teacher(xc)
+        n = len(x)
+        if ge2e is not None:
+            xg = _ge2e_batch(wins, ids, rng, args.ge2e_speakers, args.ge2e_utts, args.p_clean,
+                             args.p_short).to(dev)
+            x = torch.cat([x, xg])
         emb, cam_emb = model(x)
+        loss_ge2e = torch.zeros(())
+        if ge2e is not None:
+            loss_ge2e = ge2e(emb[n:].reshape(args.ge2e_speakers, args.ge2e_utts, -1))
+            emb, cam_emb = emb[:n], cam_emb[:n]
         loss_old = (1 - (emb * target_old).sum(1)).mean()
         cam = 1 - (cam_emb * t_cam_t[idx]).sum(1)
         loss_cam = (cam * full).sum() / full.sum().clamp_min(1)
-        loss = loss_old + args.campp_weight * loss_cam
+        loss = loss_old + args.campp_weight * loss_cam + args.ge2e_weight * loss_ge2e
         opt.zero_grad()
         loss.backward()  # DDP: gradients averaged over the processes here
         torch.nn.utils.clip_grad_norm_(params, 3.0)
         opt.step()
         step += 1
-        run.append((loss_old.item(), loss_cam.item()))
+        run.append((loss_old.item(), loss_cam.item(), loss_ge2e.item()))
         if step % 20 == 0:
             a = np.mean(run, axis=0)
             a = [distributed.mean_scalar(float(v), d) for v in a]
-            log(f"step {step} old {a[0]:.4f} campp {a[1]:.4f} ({time.time() - t0:.0f} s)")
+            log(f"step {step} old {a[0]:.4f} campp {a[1]:.4f} ge2e {a[2]:.4f} "
+                f"({time.time() - t0:.0f} s)")
             run = []
         if step % args.ckpt_every == 0 or step == args.steps:
             from .checkpoint import rng_state
@@ -286,7 +328,9 @@ def export(args) -> int:
         decision = json.loads(args.decision.read_text())
     extra = {"encoder": student.cfg.to_dict(), "attribution": base["attribution"],
              "training": {"objective": "distillation, 1 - cosine to clean-audio teachers "
-                                       f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)",
+                                       f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)"
+                                       + (f" + {args.ge2e_weight} x GE2E on degraded windows"
+                                          if args.ge2e_weight else ""),
                           "init": base["model_id"], "steps": state["step"],
                           "weights": f"{args.alpha} x distilled + {1 - args.alpha:g} x init "
                                      "(linear interpolation of the weights, WiSE-FT)",
@@ -316,6 +360,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--p-short", type=float, default=0.0,
                     help="fraction of windows cut to 0.4-1.5 s and shown as the runtime's short views")
     ap.add_argument("--campp-weight", type=float, default=1.0)
+    ap.add_argument("--ge2e-weight", type=float, default=0.0,
+                    help="also train GE2E (speaker labels of the shared data) on degraded "
+                         "windows, weighted so; 0: distillation only")
+    ap.add_argument("--ge2e-speakers", type=int, default=8, help="GE2E: speakers per step")
+    ap.add_argument("--ge2e-utts", type=int, default=4, help="GE2E: windows per speaker")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fresh", action="store_true", help="ignore <out>/last.pt")
