@@ -38,7 +38,8 @@ def cmd_run(args) -> int:
         log("accuracy ...")
         data = args.data
         res["accuracy"] = accuracy({v: models[v] for v in (["default"] if args.quick else variants)},
-                                   data, log=log, only=["librispeech-251-3s"] if args.quick else None)
+                                   data, log=log, only=["librispeech-251-3s"] if args.quick else None,
+                                   dev=args.dev)
     if not args.skip_speed:
         from . import speed
 
@@ -79,9 +80,13 @@ def main(argv=None) -> int:
     r.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "latest.json")
     r.add_argument("--data", type=Path, default=DATA, help=f"speech corpora (default {DATA})")
     r.add_argument("--skip-accuracy", action="store_true")
+    r.add_argument("--dev", type=Path, help="also the dev lists built there by python -m "
+                   "training.dev_lists (babble, reverberation, telephone band, held-out "
+                   "LibriSpeech), e.g. runs/dev")
     r.add_argument("--skip-speed", action="store_true")
-    r.add_argument("--variants", help="models to measure, e.g. default,int8,hop80 (default: the "
-                   "shipped model, the other hop of 80/160, int8, int8 with the other hop)")
+    r.add_argument("--variants", help="models to measure, e.g. default,int8,hop80,campp (default: "
+                   "the shipped model, the other hop of 80/160, int8, int8 with the other hop; "
+                   "a shipped model's name, e.g. campp, is that model)")
     r.add_argument("--primary", default="default", help="model the targets are checked on")
     r.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
     r.add_argument("--reps", type=int, help="interleaved repetitions (default 3; --quick 1)")

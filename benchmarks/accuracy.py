@@ -53,17 +53,31 @@ def resemblyzer_list(trials: Path, root: Path) -> dict:
             "via": "resemblyzer preprocess_wav + embed_utterance"}
 
 
-def accuracy(models: dict[str, Path], data: Path, log=print, only: list[str] | None = None) -> dict:
+def accuracy(models: dict[str, Path], data: Path, log=print, only: list[str] | None = None,
+             dev: Path | None = None) -> dict:
+    """Every list of ``data/trials`` (or those named in ``only``), then, with ``dev``, the noisy,
+    reverberant and telephone-band dev lists that ``python -m training.dev_lists`` built there
+    (named ``dev-<list>``; see :func:`export.dev_eval.lists`)."""
+    from export.dev_eval import SHARED, lists as all_lists
+
     out = {}
-    lists = [t for t in sorted((data / "trials").glob("*.txt")) if not only or t.stem in only]
+    lists = [(t.stem, t, data) for t in sorted((data / "trials").glob("*.txt"))
+             if not only or t.stem in only]
     if not lists:
         raise FileNotFoundError(f"{data / 'trials'}: no trial lists (*.txt) to evaluate")
-    for trials in lists:
+    if dev is not None:
+        extra = [(n, t, r) for n, t, r in all_lists(data, dev) if n not in SHARED]
+        missing = [str(t) for _, t, _ in extra if not t.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{missing[0]}: dev list missing (build the lists with "
+                                    f"python -m training.dev_lists --root {data} --out {dev})")
+        lists += extra
+    for stem, trials, root in lists:
         row = {}
         for name, model in models.items():
-            row[f"rtverify:{name}"] = rtverify_list(model, trials, data)
-            log(f"  {trials.name} rtverify {name}: EER {100 * row[f'rtverify:{name}']['eer']:.2f} %")
-        row["resemblyzer"] = resemblyzer_list(trials, data)
-        log(f"  {trials.name} resemblyzer: EER {100 * row['resemblyzer']['eer']:.2f} %")
-        out[trials.stem] = row
+            row[f"rtverify:{name}"] = rtverify_list(model, trials, root)
+            log(f"  {stem} rtverify {name}: EER {100 * row[f'rtverify:{name}']['eer']:.2f} %")
+        row["resemblyzer"] = resemblyzer_list(trials, root)
+        log(f"  {stem} resemblyzer: EER {100 * row['resemblyzer']['eer']:.2f} %")
+        out[stem] = row
     return out

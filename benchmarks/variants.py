@@ -73,6 +73,10 @@ def make_variant(name: str, out_dir: Path, base: Path = DEFAULT_MODEL) -> Path:
     the base model changed)."""
     if name == "default":
         return base
+    from rtverify.core.encoder import resolve_model, shipped_models
+
+    if name in shipped_models():  # another shipped model (campp): measured as it ships
+        return resolve_model(name)
     if name == "fp32":
         twin = fp32_twin(base)
         if not _quantized(base) or not twin.is_file():

@@ -28,6 +28,11 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=Path, required=True, nargs="+")
     ap.add_argument("--root", type=Path, required=True)
+    ap.add_argument("--decided-only", action="store_true",
+                    help="also report the figures on the trials the runtime decides: a file in "
+                         "which its segmenter finds no speech at all (a very quiet recording) "
+                         "scores -inf there, as in `rtverify eval`, so the gap to the shipped "
+                         "model is the model's, not the segmenter's")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     from .data import load_audio
@@ -35,16 +40,37 @@ def main(argv=None) -> int:
     model = load_campp()
     for t in args.trials:
         trials = read_trials(t, args.root)
-        vecs = []
+        vecs, silent = [], []
         for f in trials.files:
-            e = embed_utterance(model, load_audio(Path(args.root) / f)).numpy()
+            audio = load_audio(Path(args.root) / f)
+            e = embed_utterance(model, audio).numpy()
             vecs.append(e / np.linalg.norm(e))
+            silent.append(args.decided_only and not _has_speech(audio))
         v = np.stack(vecs)
         scores = (v[trials.a] * v[trials.b]).sum(axis=1)
         m = compute_metrics(scores, trials.labels)
-        print(json.dumps({"trials": str(t), "eer": round(m.eer, 4), "min_dcf": round(m.min_dcf, 4),
-                          "n_files": len(trials.files)}), flush=True)
+        out = {"trials": str(t), "eer": round(m.eer, 4), "min_dcf": round(m.min_dcf, 4),
+               "n_files": len(trials.files)}
+        if args.decided_only:
+            silent_a = np.array(silent)
+            scores = np.where(silent_a[trials.a] | silent_a[trials.b], -np.inf, scores)
+            d = compute_metrics(scores, trials.labels)
+            out.update({"files_without_speech": int(silent_a.sum()),
+                        "eer_decided": round(d.eer, 4), "min_dcf_decided": round(d.min_dcf, 4)})
+        print(json.dumps(out), flush=True)
     return 0
+
+
+def _has_speech(audio: np.ndarray) -> bool:
+    """Whether the runtime's segmenter finds any speech at all (eval's second look keeps even
+    segments shorter than ``min_speech_ms``)."""
+    import dataclasses
+
+    from rtverify.config import SegmenterConfig
+
+    from .data import speech_segments
+
+    return bool(speech_segments(audio, dataclasses.replace(SegmenterConfig(), min_speech_ms=1)))
 
 
 if __name__ == "__main__":
