@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 SHARED = ("librispeech-251-3s", "arabic-test-1s", "arabic-val-1s", "fsdd-8k")
-DEV = ("clean-2s", "babble5-2s", "reverb-2s", "tel8k-2s")
+DEV = ("clean-2s", "babble5-2s", "reverb-2s", "tel8k-2s", "shoebox-2s")
 
 
 def lists(data: Path, dev: Path):

@@ -42,6 +42,31 @@ def test_telephone_removes_the_upper_band_and_random_degrade_keeps_length():
 
 
 @pytest.mark.train
+def test_shoebox_rooms_reverberate_as_asked_and_keep_the_speech_in_place():
+    pytest.importorskip("pyroomacoustics")
+    rng = RNG(4)
+    decays = []
+    for rt60 in (0.3, 0.8):
+        rir = degrade.shoebox_response(rng, rt60_s=(rt60, rt60), distance_m=(2.0, 2.0))
+        assert abs(np.sum(rir ** 2) - 1) < 1e-9
+        energy = np.cumsum(rir[::-1] ** 2)[::-1]  # Schroeder decay
+        decays.append(np.argmax(10 * np.log10(energy / energy[0]) < -20) / 16000)
+    assert decays[1] > 1.5 * decays[0]  # a longer RT60 decays slower
+    x = _speechlike()
+    y = degrade.convolve_room(x, rir)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert abs(np.mean(y.astype(np.float64) ** 2) / np.mean(x.astype(np.float64) ** 2) - 1) < 0.05
+    click = np.zeros(16000, np.float32)
+    click[1000] = 0.5
+    # the direct path's delay is taken out: a sound stays where it was
+    assert abs(int(np.argmax(np.abs(degrade.convolve_room(click, rir)))) - 1000) <= 20
+    pool = [_speechlike(seed=s) for s in range(4)]
+    for seed in range(10):
+        z = degrade.random_degrade(x, RNG(seed), pool, rooms=[rir])
+        assert z.shape == x.shape and np.abs(z).max() <= 1.0
+
+
+@pytest.mark.train
 def test_student_from_onnx_matches_onnxruntime():
     pytest.importorskip("torch")
     pytest.importorskip("onnx")

@@ -57,6 +57,46 @@ def reverb(x: np.ndarray, rng: np.random.Generator, rt60_s=(0.5, 0.8), drr_db=(-
     return _finish(y * np.sqrt(_power(x) / _power(y)))
 
 
+def shoebox_response(rng: np.random.Generator, rt60_s=(0.3, 0.8), distance_m=(1.0, 4.0)
+                     ) -> np.ndarray:
+    """A simulated room's impulse response (``pyroomacoustics``, image source method): a
+    shoebox of 4-9 x 3-7 x 2.5-3.5 m whose walls absorb as Sabine's formula gives for an RT60
+    drawn from ``rt60_s``, a microphone somewhere inside and the talker ``distance_m`` away at
+    head height. Unit energy, float64. (Needs the ``train`` extra.)"""
+    import pyroomacoustics as pra
+
+    dims = np.array([rng.uniform(4, 9), rng.uniform(3, 7), rng.uniform(2.5, 3.5)])
+    rt60 = rng.uniform(*rt60_s)
+    absorption, order = pra.inverse_sabine(rt60, dims)
+    room = pra.ShoeBox(dims, fs=RATE_HZ, materials=pra.Material(absorption),
+                       max_order=int(min(order, 40)), ray_tracing=False, air_absorption=True)
+    margin = 0.5
+    for _ in range(100):  # a talker position inside the room at the drawn distance
+        mic = np.array([rng.uniform(margin, d - margin) for d in dims[:2]] +
+                       [rng.uniform(0.7, 1.5)])
+        dist = rng.uniform(*distance_m)
+        angle = rng.uniform(0, 2 * np.pi)
+        src = mic + np.array([dist * np.cos(angle), dist * np.sin(angle), 0.0])
+        src[2] = rng.uniform(1.4, 1.8)
+        if all(margin <= src[k] <= dims[k] - margin for k in range(3)):
+            break
+    else:
+        src = dims / 2
+    room.add_source(src)
+    room.add_microphone(mic)
+    room.compute_rir()
+    rir = np.asarray(room.rir[0][0], dtype=np.float64)
+    return rir / np.sqrt(np.sum(rir ** 2))
+
+
+def convolve_room(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``x`` heard through the impulse response ``rir`` (its level kept; the direct path's
+    delay removed, so the speech stays where it was)."""
+    start = int(np.argmax(np.abs(rir)))
+    y = fftconvolve(np.asarray(x, dtype=np.float64), rir[max(0, start - 16):])[: len(x)]
+    return _finish(y * np.sqrt(_power(x) / _power(y)))
+
+
 def telephone(x: np.ndarray) -> np.ndarray:
     """Down to 8 kHz and back (nothing above 4 kHz)."""
     return _finish(resample_poly(resample_poly(np.asarray(x, dtype=np.float64), 1, 2), 2, 1)[: len(x)])
@@ -76,16 +116,21 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
 
 
 def random_degrade(x: np.ndarray, rng: np.random.Generator,
-                   babble_pool: Sequence[np.ndarray]) -> np.ndarray:
+                   babble_pool: Sequence[np.ndarray],
+                   rooms: Sequence[np.ndarray] = ()) -> np.ndarray:
     """One random mixture of the conditions the student must learn to ignore (for distillation):
     speed 0.9-1.1 (p 0.3), room (p 0.5, RT60 0.2-0.9 s, DRR -8..+6 dB), babble of 2-5 other
     talkers (p 0.45) or coloured noise (p 0.25) at 0-20 dB SNR, telephone band (p 0.15), level
-    -25..+5 dB."""
+    -25..+5 dB. With ``rooms`` (impulse responses of :func:`shoebox_response`), half the rooms
+    are one of those simulated rooms instead."""
     y = np.asarray(x, dtype=np.float32)
     if rng.random() < 0.3:
         y = speed(y, rng.uniform(0.9, 1.1))
     if rng.random() < 0.5:
-        y = reverb(y, rng, (0.2, 0.9), (-8.0, 6.0))
+        if len(rooms) and rng.random() < 0.5:
+            y = convolve_room(y, rooms[int(rng.integers(len(rooms)))])
+        else:
+            y = reverb(y, rng, (0.2, 0.9), (-8.0, 6.0))
     u = rng.random()
     if u < 0.45 and len(babble_pool) >= 2:
         k = int(rng.integers(2, min(5, len(babble_pool)) + 1))

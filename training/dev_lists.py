@@ -13,7 +13,9 @@ Each one's full utterance (~12.5 s) is cut into up to 6 non-overlapping 2 s prob
 * ``babble5``: 4 talkers at 5 dB SNR, the talkers being Arabic Speech Commands val/test speakers
   (never trained on; their clips joined);
 * ``reverb``: synthetic far-field room, RT60 0.5-0.8 s, direct-to-reverberant ratio -6..0 dB;
-* ``tel8k``: telephone band (8 kHz and back).
+* ``tel8k``: telephone band (8 kHz and back);
+* ``shoebox``: a simulated room (``pyroomacoustics`` image source: 4-9 x 3-7 x 2.5-3.5 m,
+  RT60 0.3-0.8 s, talker 1-4 m from the microphone), a new room for every probe.
 
 Lists ``<cond>-2s.txt``: same-speaker pairs are (clean probe i, <cond> probe j) with i != j (no
 clip against itself), different-speaker pairs 5000 random (clean probe of s, <cond> probe of t).
@@ -34,7 +36,7 @@ from . import degrade
 LIBRI = "librispeech-clean100-251spk"
 PROBE_S = 2.0
 MAX_PROBES = 6
-CONDITIONS = ("clean", "babble5", "reverb", "tel8k")
+CONDITIONS = ("clean", "babble5", "reverb", "tel8k", "shoebox")
 
 
 def heldout_speakers(root: Path) -> list[str]:
@@ -62,6 +64,7 @@ def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8) -> 
 
 def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
+    rooms_rng = np.random.default_rng(seed + 1)  # its own stream: the older lists stay as they were
     talkers = babble_talkers(root, rng)
     manifest = [line.split("\t") for line in (root / LIBRI / "MANIFEST.tsv").read_text()
                 .splitlines()[1:] if line]
@@ -83,7 +86,9 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
                                 [talkers[j] for j in rng.choice(len(talkers), 4, replace=False)],
                                 len(clip), rng), 5.0),
                         "reverb": degrade.reverb(clip, rng),
-                        "tel8k": degrade.telephone(clip)}
+                        "tel8k": degrade.telephone(clip),
+                        "shoebox": degrade.convolve_room(clip,
+                                                         degrade.shoebox_response(rooms_rng))}
             for cond, y in versions.items():
                 p = out / cond / name
                 p.parent.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def _rows_view(rows: np.ndarray, view: str) -> np.ndarray:
     return rows if len(rows) >= ROWS else short_view_inputs(rows, ROWS, (view,))[0]
 
 
-def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
+def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
     """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
     fly), and which samples are full clean windows (those have a cached CAM++ target). With
     ``p_short``, a window is cut to 0.4-1.5 s and both versions go through one of the runtime's
@@ -131,7 +131,7 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
         if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
             y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
         else:
-            y = degrade.random_degrade(x, rng, pool)
+            y = degrade.random_degrade(x, rng, pool, rooms)
         view = str(rng.choice(["end", "start", "reflect"]))
         feats.append(_rows_view(mel_rows(y), view))
         clean.append(_rows_view(mel_rows(x), view))
@@ -140,7 +140,7 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0):
             torch.tensor(full))
 
 
-def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short):
+def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=()):
     """``n_speakers x n_utts`` windows of different speakers, each degraded (or clean, level
     changed) on its own, as the student's input rows: a speaker's windows must stay together
     whatever happens to each of them (the GE2E objective the default was fine-tuned with)."""
@@ -159,7 +159,7 @@ def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short):
             else:
                 others = rng.choice(len(wins), 8, replace=False)
                 pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != s]
-                y = degrade.random_degrade(x, rng, pool)
+                y = degrade.random_degrade(x, rng, pool, rooms)
             feats.append(_rows_view(mel_rows(y), str(rng.choice(["end", "start", "reflect"]))))
     return torch.from_numpy(np.stack(feats))
 
@@ -246,17 +246,22 @@ def train(args) -> torch.nn.Module:
             g["lr"] = args.lr
         log(f"resumed at step {step} (lr {args.lr}, p_clean {args.p_clean})")
     model = distributed.wrap(net, d)  # all ranks start from rank 0's (identical) weights
+    # simulated rooms (pyroomacoustics), drawn once from their own seed: the same on every rank
+    room_rng = np.random.default_rng(args.seed + 99)
+    rooms = [degrade.shoebox_response(room_rng) for _ in range(args.rooms)]
+    if rooms:
+        log(f"{len(rooms)} simulated rooms")
     t_cam_t = torch.from_numpy(t_cam).to(dev)  # the old teacher runs on the fly (short views too)
     t0, run = time.time(), []
     while step < args.steps:
-        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short)
+        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short, rooms)
         x, xc, full = x.to(dev), xc.to(dev), full.to(dev)
         with torch.no_grad():
             target_old = old_teacher(xc)
         n = len(x)
         if ge2e is not None:
             xg = _ge2e_batch(wins, ids, rng, args.ge2e_speakers, args.ge2e_utts, args.p_clean,
-                             args.p_short).to(dev)
+                             args.p_short, rooms).to(dev)
             x = torch.cat([x, xg])
         emb, cam_emb = model(x)
         loss_ge2e = torch.zeros(())
@@ -365,6 +370,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "windows, weighted so; 0: distillation only")
     ap.add_argument("--ge2e-speakers", type=int, default=8, help="GE2E: speakers per step")
     ap.add_argument("--ge2e-utts", type=int, default=4, help="GE2E: windows per speaker")
+    ap.add_argument("--rooms", type=int, default=0,
+                    help="simulated rooms (pyroomacoustics) to draw from: half the reverberated "
+                         "windows then go through one of them instead of a synthetic decay "
+                         "(0: synthetic rooms only, as before)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fresh", action="store_true", help="ignore <out>/last.pt")
