@@ -302,13 +302,23 @@ def train(args) -> torch.nn.Module:
     return net
 
 
-def interpolate(init: dict, tuned: dict, alpha: float) -> dict:
+def interpolate(init: dict, tuned: dict, alpha: float | dict[str, float]) -> dict:
     """``(1 - alpha) * init + alpha * tuned``, tensor by tensor (WiSE-FT: Wortsman et al., CVPR
     2022). The student starts from the shipped weights, so the two lie in one basin and the line
-    between them trades the distilled robustness against the original clean accuracy."""
+    between them trades the distilled robustness against the original clean accuracy.
+
+    :param alpha: one weight for every tensor, or a weight per layer: keys ``l0``, ``l1``, ... for
+        the LSTM layers' tensors (``..._l<k>``) and ``dense`` for the rest (missing: 1)."""
     if init.keys() != tuned.keys():
         raise ValueError("interpolate: the two state dicts hold different tensors")
-    return {k: (1 - alpha) * init[k] + alpha * tuned[k] if init[k].is_floating_point()
+
+    def weight(name: str) -> float:
+        if not isinstance(alpha, dict):
+            return alpha
+        layer = name.rsplit("_", 1)[-1] if name.startswith("lstm.") else "dense"
+        return float(alpha.get(layer, 1.0))
+
+    return {k: (1 - weight(k)) * init[k] + weight(k) * tuned[k] if init[k].is_floating_point()
             else tuned[k] for k in init}
 
 
@@ -323,9 +333,13 @@ def export(args) -> int:
     state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
     student = load_shipped_student(check=False)
     student.load_state_dict(state["student"])
-    if args.alpha != 1.0:
+    alpha = args.alpha
+    if args.alpha_layers:
+        alpha = {f"l{k}": float(a) for k, a in enumerate(args.alpha_layers.split(",")[:-1])}
+        alpha["dense"] = float(args.alpha_layers.split(",")[-1])
+    if alpha != 1.0:
         student.load_state_dict(interpolate(load_shipped_student(check=False).state_dict(),
-                                            state["student"], args.alpha))
+                                            state["student"], alpha))
     student.eval()
     base = load_model_info(MODELS_DIR / "default.onnx").raw
     decision = base["decision"]
@@ -337,8 +351,8 @@ def export(args) -> int:
                                        + (f" + {args.ge2e_weight} x GE2E on degraded windows"
                                           if args.ge2e_weight else ""),
                           "init": base["model_id"], "steps": state["step"],
-                          "weights": f"{args.alpha} x distilled + {1 - args.alpha:g} x init "
-                                     "(linear interpolation of the weights, WiSE-FT)",
+                          "weights": f"{alpha} x distilled + (1 - that) x init (linear "
+                                     "interpolation of the weights, WiSE-FT)",
                           "settings": state["settings"],
                           "data": "LibriSpeech speakers not held out by training.dev_lists + "
                                   "Arabic train12; degraded by training.degrade.random_degrade"}}
@@ -383,6 +397,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--alpha", type=float, default=1.0,
                     help="--export the weights alpha x distilled + (1 - alpha) x the shipped "
                          "default's (1: the distilled student as trained)")
+    ap.add_argument("--alpha-layers", metavar="A0,A1,A2,AD",
+                    help="--alpha per LSTM layer and for the dense layer, e.g. 1,0.5,0,0")
     return ap.parse_args(argv)
 
 
