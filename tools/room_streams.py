@@ -274,6 +274,22 @@ def score_stream(st: Stream, events: list, name: str = "target") -> dict:
     return out
 
 
+def explain(title: str, st: Stream, events: list) -> None:
+    """The truth and every decision of a stream, for seeing why it went wrong (stderr)."""
+    from rtverify.events import DecisionEvent
+
+    print(f"== {title}", file=sys.stderr)
+    for u in st.utterances:
+        print(f"   truth    {u['start_s']:6.2f}-{u['end_s']:6.2f}  "
+              f"{'target' if u['target'] else 'impostor'}", file=sys.stderr)
+    for d in events:
+        if isinstance(d, DecisionEvent):
+            snr = "-" if d.snr_db is None else f"{d.snr_db:.0f} dB"
+            print(f"   decision {d.start_s:6.2f}-{d.end_s:6.2f}  score {d.score:.3f}  threshold "
+                  f"{d.threshold:.3f}  snr {snr}  speech {d.speech_s:.2f} s  {d.end_reason}"
+                  f"{'  ACCEPTED' if d.accepted else ''}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
@@ -282,6 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--nb-impostors", type=int, default=30, help="impostor utterances tried "
                    "against each voice at 16 and 8 kHz in the narrowband streams (default 30)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--explain", action="store_true", help="print the truth and the decisions "
+                   "of every stream that went wrong (stderr)")
     p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
                    "enrolment audio and the truth (JSON) here")
     args = p.parse_args(argv)
@@ -356,7 +374,10 @@ def main(argv=None) -> int:
                 sf.write(args.write / f"enrol_{i:02d}.wav", t.enrol, SR, subtype="PCM_16")
                 (args.write / f"{kind}_{i:02d}.json").write_text(json.dumps(
                     {"utterances": st.utterances, "sounds": st.sounds}, indent=1))
-            r = score_stream(st, run_stream(session, vp, st.audio))
+            events = run_stream(session, vp, st.audio)
+            r = score_stream(st, events)
+            if args.explain and r["wrong"]:
+                explain(f"{kind} stream {i} (speaker {t.name})", st, events)
             for k, v in r.items():
                 total[k] = total.get(k, 0 if not isinstance(v, list) else []) + v
         report[kind] = total
