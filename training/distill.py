@@ -259,6 +259,9 @@ def train(args) -> torch.nn.Module:
         with torch.no_grad():
             target_old = old_teacher(xc)
         n = len(x)
+        if args.anchor_weight > 0:  # the same windows clean, to hold the clean mapping in place
+            x = torch.cat([x, xc])
+        n_anchor = len(x)
         if ge2e is not None:
             xg = _ge2e_batch(wins, ids, rng, args.ge2e_speakers, args.ge2e_utts, args.p_clean,
                              args.p_short, rooms).to(dev)
@@ -266,23 +269,27 @@ def train(args) -> torch.nn.Module:
         emb, cam_emb = model(x)
         loss_ge2e = torch.zeros(())
         if ge2e is not None:
-            loss_ge2e = ge2e(emb[n:].reshape(args.ge2e_speakers, args.ge2e_utts, -1))
-            emb, cam_emb = emb[:n], cam_emb[:n]
+            loss_ge2e = ge2e(emb[n_anchor:].reshape(args.ge2e_speakers, args.ge2e_utts, -1))
+        loss_anchor = torch.zeros(())
+        if args.anchor_weight > 0:
+            loss_anchor = (1 - (emb[n:n_anchor] * target_old).sum(1)).mean()
+        emb, cam_emb = emb[:n], cam_emb[:n]
         loss_old = (1 - (emb * target_old).sum(1)).mean()
         cam = 1 - (cam_emb * t_cam_t[idx]).sum(1)
         loss_cam = (cam * full).sum() / full.sum().clamp_min(1)
-        loss = loss_old + args.campp_weight * loss_cam + args.ge2e_weight * loss_ge2e
+        loss = (loss_old + args.campp_weight * loss_cam + args.ge2e_weight * loss_ge2e
+                + args.anchor_weight * loss_anchor)
         opt.zero_grad()
         loss.backward()  # DDP: gradients averaged over the processes here
         torch.nn.utils.clip_grad_norm_(params, 3.0)
         opt.step()
         step += 1
-        run.append((loss_old.item(), loss_cam.item(), loss_ge2e.item()))
+        run.append((loss_old.item(), loss_cam.item(), loss_ge2e.item(), loss_anchor.item()))
         if step % 20 == 0:
             a = np.mean(run, axis=0)
             a = [distributed.mean_scalar(float(v), d) for v in a]
             log(f"step {step} old {a[0]:.4f} campp {a[1]:.4f} ge2e {a[2]:.4f} "
-                f"({time.time() - t0:.0f} s)")
+                f"anchor {a[3]:.5f} ({time.time() - t0:.0f} s)")
             run = []
         if step % args.ckpt_every == 0 or step == args.steps:
             from .checkpoint import rng_state
@@ -349,7 +356,9 @@ def export(args) -> int:
              "training": {"objective": "distillation, 1 - cosine to clean-audio teachers "
                                        f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)"
                                        + (f" + {args.ge2e_weight} x GE2E on degraded windows"
-                                          if args.ge2e_weight else ""),
+                                          if args.ge2e_weight else "")
+                                       + (f" + {args.anchor_weight} x clean anchor"
+                                          if args.anchor_weight else ""),
                           "init": base["model_id"], "steps": state["step"],
                           "weights": f"{alpha} x distilled + (1 - that) x init (linear "
                                      "interpolation of the weights, WiSE-FT)",
@@ -384,6 +393,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "windows, weighted so; 0: distillation only")
     ap.add_argument("--ge2e-speakers", type=int, default=8, help="GE2E: speakers per step")
     ap.add_argument("--ge2e-utts", type=int, default=4, help="GE2E: windows per speaker")
+    ap.add_argument("--anchor-weight", type=float, default=0.0,
+                    help="also show the student every window clean and hold its embedding to "
+                         "the shipped model's, weighted so (keeps clean accuracy while the "
+                         "degraded windows move; 0: off)")
     ap.add_argument("--rooms", type=int, default=0,
                     help="simulated rooms (pyroomacoustics) to draw from: half the reverberated "
                          "windows then go through one of them instead of a synthetic decay "
