@@ -298,6 +298,8 @@ def main(argv=None) -> int:
     p.add_argument("--nb-impostors", type=int, default=30, help="impostor utterances tried "
                    "against each voice at 16 and 8 kHz in the narrowband streams (default 30)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--model", help="encoder: a shipped model's name or a path (default: the "
+                   "shipped default)")
     p.add_argument("--explain", action="store_true", help="print the truth and the decisions "
                    "of every stream that went wrong (stderr)")
     p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
@@ -306,7 +308,7 @@ def main(argv=None) -> int:
     from rtverify.core.encoder import EncoderSession
     from rtverify.io.resample import StreamingResampler
 
-    session = EncoderSession()
+    session = EncoderSession(args.model)
     targets, impostors = speakers(args.data, args.streams)
     rng = np.random.default_rng(1212)
     kinds = args.kinds.split(",")
