@@ -224,3 +224,6 @@ def test_encoder_trainer_under_torchrun_stays_in_sync_and_resumes(tmp_path):
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))
     _worker(sys.argv[1], Path(sys.argv[2]))
+    from training.distributed import exit_process
+
+    exit_process(0)  # as the training scripts end under torchrun

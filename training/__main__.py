@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -112,4 +113,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    if "RANK" in os.environ:  # a torchrun worker: end it as training.distributed says why
+        from .distributed import exit_process
+
+        exit_process(code)
+    raise SystemExit(code)

@@ -75,6 +75,22 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
+def exit_process(code: int) -> None:
+    """End the process with ``code``. A torchrun worker whose work is done and written ends at
+    once (``os._exit``, after flushing stdout and stderr): with torch 2.13 and gloo, a worker's
+    normal interpreter teardown aborts now and then ("terminate called without an active
+    exception", in C++ destructors after ``destroy_process_group``), and torchrun then reports
+    the whole run failed although every file was written (measured: 1 run in 12 of a two-rank
+    job). A single process exits normally."""
+    if launched_by_torchrun():
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
