@@ -324,15 +324,14 @@ def train12_speakers(root: Path) -> list[str]:
 
 def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8,
                    clips: int = 12) -> list[np.ndarray]:
-    """``n_talkers`` recordings of ``clips`` keywords, each of one ``train12`` speaker."""
+    """``n_talkers`` recordings of ``clips`` keywords, each of one ``train12`` speakers (the dev
+    lists' builder, drawing from these speakers instead of val/test)."""
+    from training.dev_lists import babble_talkers as build  # numpy/soundfile only
+
     spk = train12_speakers(root)
     if len(spk) < n_talkers:
         raise SystemExit(f"{root / CORPUS}: only {len(spk)} train12 speakers for babble")
-    out = []
-    for s in rng.choice(spk, n_talkers, replace=False):
-        files = sorted((root / CORPUS / s).glob("*.flac"))
-        out.append(np.concatenate([load_clip(f) for f in rng.choice(files, clips, replace=False)]))
-    return out
+    return build(root, rng, n_talkers, speakers=spk, clips=clips)
 
 
 def noisy(x: np.ndarray, noise: str, snr_db: float, talkers: list[np.ndarray],

@@ -141,8 +141,9 @@ def settings_key(session, segmenter: SegmenterConfig) -> str:
 
 class EmbeddingCache:
     """The embedding cache: one vector, its speech seconds, its ``short_only`` flag and its
-    estimated SNR (NaN where unknown) per file, under one key, in ``<dir>/<key>.npz`` (no pickle; an entry is stale, and the file re-embedded,
-    when the file's size or modification time changed). :func:`embed_files` keys it by
+    estimated SNR (NaN where unknown) per file, under one key, in ``<dir>/<key>.npz`` (no
+    pickle; an entry is stale, and the file re-embedded, when the file's size or modification
+    time changed). :func:`embed_files` keys it by
     :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
@@ -334,12 +335,6 @@ def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarra
     thr[speech_b < decision.min_speech_s] = np.inf
     thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
     return thr
-
-
-def model_threshold_accuracy(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
-                             decision) -> float:
-    """Accuracy of the model's own decisions (:func:`model_thresholds`)."""
-    return accuracy(scores, trials.labels, model_thresholds(trials, emb, decision))
 
 
 def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,

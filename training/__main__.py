@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     code = main()
-    if "RANK" in os.environ:  # a torchrun worker: end it as training.distributed says why
+    # a torchrun worker (training.distributed.launched_by_torchrun, asked without importing
+    # torch for --help): end it as training.distributed.exit_process says why
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         from .distributed import exit_process
 
         exit_process(code)

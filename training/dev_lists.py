@@ -51,14 +51,19 @@ def _read(path: Path) -> np.ndarray:
     return np.concatenate([c.samples for c in FileSource(path)])
 
 
-def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8) -> list[np.ndarray]:
+def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8,
+                   speakers: list[str] | None = None, clips: int = 12) -> list[np.ndarray]:
+    """``n_talkers`` babble talkers: each ``clips`` keywords of one Arabic Speech Commands
+    speaker, joined. ``speakers``: whom to draw from (default: the val and test speakers, which
+    nothing trains on; calibration passes its own)."""
     corpus = root / "arabic-speech-commands"
-    rows = [line.split() for line in (corpus / "SPLITS.tsv").read_text().splitlines()[1:]]
-    spk = sorted(s for s, split in rows if split in ("val", "test"))
+    if speakers is None:
+        rows = [line.split() for line in (corpus / "SPLITS.tsv").read_text().splitlines()[1:]]
+        speakers = sorted(s for s, split in rows if split in ("val", "test"))
     out = []
-    for s in rng.choice(spk, n_talkers, replace=False):
-        clips = sorted((corpus / s).glob("*.flac"))
-        out.append(np.concatenate([_read(c) for c in rng.choice(clips, 12, replace=False)]))
+    for s in rng.choice(speakers, n_talkers, replace=False):
+        files = sorted((corpus / s).glob("*.flac"))
+        out.append(np.concatenate([_read(c) for c in rng.choice(files, clips, replace=False)]))
     return out
 
 

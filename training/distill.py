@@ -112,6 +112,20 @@ def _rows_view(rows: np.ndarray, view: str) -> np.ndarray:
     return rows if len(rows) >= ROWS else short_view_inputs(rows, ROWS, (view,))[0]
 
 
+def _cut_short(x: np.ndarray, rng, p_short: float) -> tuple[np.ndarray, bool]:
+    """With probability ``p_short``, a 0.4-1.5 s piece of ``x`` (and True)."""
+    if rng.random() >= p_short:
+        return x, False
+    n = int(rng.uniform(0.4, 1.5) * 16000)
+    a = int(rng.integers(0, len(x) - n + 1))
+    return x[a:a + n], True
+
+
+def _level_only(x: np.ndarray, rng) -> np.ndarray:
+    """``x`` at another level (-20..+5 dB), nothing else: the "clean" windows."""
+    return np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+
+
 def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
     """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
     fly), and which samples are full clean windows (those have a cached CAM++ target). With
@@ -120,16 +134,11 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
     idx = rng.choice(len(wins), batch, replace=False)
     feats, clean, full = [], [], []
     for i in idx:
-        x = wins[i].astype(np.float32) / 32767
-        short = rng.random() < p_short
-        if short:
-            n = int(rng.uniform(0.4, 1.5) * 16000)
-            a = int(rng.integers(0, len(x) - n + 1))
-            x = x[a:a + n]
+        x, short = _cut_short(wins[i].astype(np.float32) / 32767, rng, p_short)
         others = rng.choice(len(wins), 8, replace=False)
         pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != ids[i]]
         if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
-            y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+            y = _level_only(x, rng)
         else:
             y = degrade.random_degrade(x, rng, pool, rooms)
         view = str(rng.choice(["end", "start", "reflect"]))
@@ -149,13 +158,9 @@ def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=()):
     feats = []
     for s in speakers:
         for i in rng.choice(np.flatnonzero(ids == s), n_utts, replace=False):
-            x = wins[i].astype(np.float32) / 32767
-            if rng.random() < p_short:
-                n = int(rng.uniform(0.4, 1.5) * 16000)
-                a = int(rng.integers(0, len(x) - n + 1))
-                x = x[a:a + n]
+            x, _ = _cut_short(wins[i].astype(np.float32) / 32767, rng, p_short)
             if rng.random() < p_clean:
-                y = np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
+                y = _level_only(x, rng)
             else:
                 others = rng.choice(len(wins), 8, replace=False)
                 pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != s]
@@ -210,6 +215,7 @@ def train(args) -> torch.nn.Module:
             f"effective batch {args.batch * d.world_size}")
     student = load_shipped_student(check=False).train()
     old_teacher = load_shipped_student(check=False).eval().to(dev)
+    torch.manual_seed(args.seed)  # the CAM++ head's initial weights: a run repeats itself
     head = torch.nn.Linear(256, 192)
     net = _Trainable(student, head).to(dev)
     params = list(net.parameters())

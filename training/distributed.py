@@ -22,6 +22,7 @@ Conventions the scripts follow:
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
 from dataclasses import dataclass
 from typing import Any
@@ -83,8 +84,6 @@ def exit_process(code: int) -> None:
     the whole run failed although every file was written (measured: 1 run in 12 of a two-rank
     job). A single process exits normally."""
     if launched_by_torchrun():
-        import sys
-
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

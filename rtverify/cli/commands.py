@@ -17,10 +17,6 @@ logger = logging.getLogger("rtverify")
 
 
 # -- shared helpers -------------------------------------------------------------------------------
-def _r1(x: float | None) -> float | None:
-    return None if x is None else round(float(x), 1)
-
-
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -248,7 +244,8 @@ def cmd_verify(args) -> int:
                          "score": round(d.score, 4),
                          "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
                          "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped, "snr_db": _r1(rec.snr_db),
+                         "clipped": rec.clipped,
+                         "snr_db": None if rec.snr_db is None else round(rec.snr_db, 1),
                          "reason": result.reason, **said,
                          "model_id": session.model_id}))
     else:
