@@ -75,3 +75,16 @@ def test_student_from_onnx_matches_onnxruntime():
     # raises ParityError unless torch and onnxruntime agree to 1e-4 on the demo audio
     model = load_shipped_student(check=True)
     assert model.cfg.hidden == 256 and model.cfg.layers == 3
+
+
+@pytest.mark.train
+def test_campp_export_writes_the_segment_context_the_shipped_model_has():
+    """Re-exporting CAM++ must not lose the audio the runtime keeps around its speech."""
+    pytest.importorskip("torch")
+    import json
+
+    from export.campp_export import SEGMENT_CONTEXT_MS
+    from rtverify.core.encoder import MODELS_DIR
+
+    shipped = json.loads((MODELS_DIR / "campp.json").read_text())["segment_context_ms"]
+    assert SEGMENT_CONTEXT_MS == shipped
