@@ -239,10 +239,16 @@ tools/room_streams.py-style material: see the README section "Real rooms"."""
 
 
 def _band_masks(feature_cfg) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows' columns are filters centred at 3.0-3.8 kHz, and which at 4.3-5.5 kHz."""
+    from .fbank import FbankConfig, kaldi_mel_banks
     from .features import mel_filterbank
 
-    fb = mel_filterbank(feature_cfg)  # (n_mels, n_bins)
-    freqs = np.linspace(0, feature_cfg.sample_rate_hz / 2, fb.shape[1])
+    if isinstance(feature_cfg, FbankConfig):
+        fb = kaldi_mel_banks(feature_cfg)  # (n_mels, n_fft // 2 + 1)
+        freqs = np.arange(fb.shape[1]) * feature_cfg.sample_rate_hz / feature_cfg.n_fft
+    else:
+        fb = mel_filterbank(feature_cfg)  # (n_mels, n_bins)
+        freqs = np.linspace(0, feature_cfg.sample_rate_hz / 2, fb.shape[1])
     centres = (fb * freqs).sum(axis=1) / np.maximum(fb.sum(axis=1), 1e-12)
     below = (centres >= 3000.0) & (centres <= 3800.0)
     above = (centres >= 4300.0) & (centres <= 5500.0)
@@ -253,23 +259,36 @@ _MASKS: dict = {}
 
 
 def band_cliff_db(rows: np.ndarray, feature_cfg) -> float:
-    """Energy at 3.0-3.8 kHz over energy at 4.3-5.5 kHz in mel-power rows, float32
-    ``(n, n_mels)`` made with ``feature_cfg`` (decibels; per band, averaged over the rows)."""
-    key = (feature_cfg.n_mels, feature_cfg.fmin_hz, feature_cfg.fmax_hz, feature_cfg.mel_scale,
-           feature_cfg.sample_rate_hz, feature_cfg.n_fft)
-    masks = _MASKS.get(key)
+    """Energy at 3.0-3.8 kHz over energy at 4.3-5.5 kHz in the rows of a front-end, float32
+    ``(n, n_mels)`` made with ``feature_cfg`` (decibels; per band, averaged over the rows):
+    mel power rows (the LSTM's :class:`FeatureConfig`, power or log) or Kaldi log fbank rows
+    (CAM++'s :class:`~rtverify.core.fbank.FbankConfig`, natural log, before mean
+    normalisation)."""
+    masks = _MASKS.get(feature_cfg)
     if masks is None:
-        masks = _MASKS[key] = _band_masks(feature_cfg)
+        masks = _MASKS[feature_cfg] = _band_masks(feature_cfg)
     below, above = masks
-    power = np.exp(rows) if feature_cfg.log else rows
+    power = np.exp(rows.astype(np.float64)) if getattr(feature_cfg, "log", True) else rows
     total = power.sum(axis=0, dtype=np.float64)
     return float(10 * np.log10((total[below].mean() + 1e-20) / (total[above].mean() + 1e-20)))
 
 
 def effective_band(rows: np.ndarray, feature_cfg) -> str:
-    """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``. Measured on mel
-    power rows; a model with another front-end (CAM++'s log fbank) is always scored ``wide``."""
-    if len(rows) == 0 or not isinstance(feature_cfg, FeatureConfig) or feature_cfg.fmax_hz < 5500.0:
+    """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``. Works on either
+    front-end's rows (see :func:`band_cliff_db`); a front-end that does not reach 5.5 kHz is
+    always ``wide`` (there is no cliff to see)."""
+    from .fbank import FbankConfig
+
+    if len(rows) == 0:
+        return "wide"
+    if isinstance(feature_cfg, FbankConfig):
+        top = feature_cfg.high_hz if feature_cfg.high_hz > 0 else \
+            feature_cfg.sample_rate_hz / 2 + feature_cfg.high_hz
+    elif isinstance(feature_cfg, FeatureConfig):
+        top = feature_cfg.fmax_hz
+    else:
+        return "wide"
+    if top < 5500.0:
         return "wide"
     return "narrow" if band_cliff_db(rows, feature_cfg) > NARROW_CLIFF_DB else "wide"
 
