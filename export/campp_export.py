@@ -38,6 +38,15 @@ SEGMENT_CONTEXT_MS = {"pre": 500, "post": 450}
 """Audio the runtime keeps around each utterance's speech for CAM++ (sidecar
 ``segment_context_ms``): trained on whole recordings, it scores better with some silence around
 the speech (arabic-test-1s 12.92 -> 11.34 % EER, dev reverb 4.10 -> 3.54 %; README)."""
+TURNS = {"suspect_cos": 0.6, "restart_cos": 0.3, "split_contrast": 0.40,
+         "edge_cos": [0.2, 0.29]}
+"""CAM++'s own bars for speaker changes inside a segment (sidecar ``turns``, see
+:class:`rtverify.core.turns.TurnConfig`; the defaults there are the LSTM's). Its cosines are on
+another scale: on 40 LibriSpeech speakers (seed 77), 1 s windows of one speaker's 5.5 s piece
+average 0.54 (5th percentile 0.38; the LSTM 0.77); the best split contrast of one-speaker pieces
+is 0.343 at the 95th percentile and 0.404 at the 99th, of two-speaker pieces 0.438 at the 5th
+(the LSTM: 0.187 and 0.208); 0.75 s and 1 s edges of another voice fall below 0.2 and 0.29
+96-97 % of the time, one speaker's own edges 2.6 %."""
 ATTRIBUTION = ("CAM++ (Wang et al., 'CAM++: A Fast and Efficient Network for Speaker Verification "
                "Using Context-Aware Masking', Interspeech 2023), 3D-Speaker model "
                "speech_campplus_sv_zh_en_16k-common_advanced (https://github.com/modelscope/3D-Speaker, "
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     decision = {"threshold": 0.45, "min_speech_s": 0.5}
     if args.decision:
         decision = json.loads(args.decision.read_text())
-    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "attribution": ATTRIBUTION,
+    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "attribution": ATTRIBUTION,
              "encoder": {"architecture": "CAMPPlus", "embedding_dim": 192, "n_mels": 80,
                          "input_transform": "per-window mean normalisation of fbank rows "
                                             "(all-zero rows excluded), inside the graph"},

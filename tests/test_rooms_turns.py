@@ -113,3 +113,74 @@ def test_a_split_recording_pools_like_an_unsplit_one(session, demo, conversation
     plain = [e for e in v.process([Chunk(x, 0.0)]) if isinstance(e, DecisionEvent)]
     total = sum(d.window_sum for d in plain)
     np.testing.assert_allclose(rec.vector, total / np.linalg.norm(total), atol=1e-6)
+
+
+# -- a change near the segment's edge (a turn cut by max_length, or the next speaker's first
+#    second before a pause): too close to the edge for find_turns, checked on its own --------
+def _stranger_tail(demo, conversation, seconds=0.8):
+    # alice (198), then the first 0.8 s of 229 50 ms later; alice's own pause makes her last
+    # 2.3 s and the stranger's 0.8 s one 3 s segment
+    return back_to_back(turn(demo, conversation, 0),
+                        turn(demo, conversation, 2)[:int(seconds * SR)])
+
+
+def test_a_strangers_first_second_at_the_end_is_split_off(session, alice_print, demo,
+                                                          conversation):
+    x, (join,) = _stranger_tail(demo, conversation)
+    ds = [e for e in decisions(session, {"alice": alice_print}, x)
+          if isinstance(e, DecisionEvent)]
+    shown = [(d.start_s, d.end_s, d.end_reason, d.accepted) for d in ds]
+    accepted = [d for d in ds if d.accepted]
+    assert accepted and all(d.speaker == "alice" for d in accepted), shown
+    # the accepted decision stops near the join: the stranger's 0.8 s is not alice's
+    assert max(d.end_s for d in accepted) < join + 0.3, (shown, join)
+    assert any(d.end_reason == "speaker_change" for d in ds), shown
+
+
+def test_without_edge_checks_the_strangers_second_rides_on_alice(session, alice_print, demo,
+                                                                 conversation):
+    """Control for the test above: find_turns alone cannot place a change 0.8 s from the end."""
+    from rtverify.core.turns import TurnConfig, TurnEmbedder
+
+    x, (join,) = _stranger_tail(demo, conversation)
+    v = Verifier(session, {"alice": alice_print})
+    v._turn_cfg = TurnConfig(edge_rows=(), edge_cos=())
+    v.embedder = TurnEmbedder(session, cfg=v._turn_cfg)
+    ds = [e for e in v.process(chunks_of(x, 1600)) if isinstance(e, DecisionEvent)]
+    assert any(d.accepted and d.end_s > join + 0.7 for d in ds), \
+        [(d.start_s, d.end_s, d.end_reason, d.accepted) for d in ds]
+
+
+@pytest.mark.parametrize("model", ["default", "campp"])
+def test_find_edges_tells_a_strangers_edge_from_ones_own(demo, conversation, model):
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.turns import TurnConfig, find_edges
+
+    s = EncoderSession(None if model == "default" else model)
+    cfg = TurnConfig.for_model(s.info.raw)
+
+    def rows(*parts):
+        f = s.streaming_features()
+        x = np.concatenate([np.concatenate([p, np.zeros(800, np.float32)]) for p in parts])
+        return np.concatenate([f.push(x), f.flush()])
+
+    alice, stranger, alice_later = (turn(demo, conversation, i) for i in (0, 2, 3))
+    one = rows(alice, alice_later[:SR])
+    assert find_edges(s, one, cfg) == (None, None)
+    tail = rows(alice, stranger[:SR])
+    assert find_edges(s, tail, cfg)[1] in [len(tail) - e for e in cfg.edge_rows]
+    head = rows(stranger[-SR:], alice)
+    assert find_edges(s, head, cfg)[0] in cfg.edge_rows
+
+
+def test_turn_bars_come_from_the_models_sidecar(session):
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.turns import TurnConfig
+    from rtverify.errors import ModelError
+
+    assert TurnConfig.for_model(session.info.raw) == TurnConfig()  # the LSTM: the defaults
+    campp = TurnConfig.for_model(EncoderSession("campp").info.raw)
+    assert campp.split_contrast > 0.3 and campp.edge_cos[0] < 0.3  # CAM++'s own scale
+    for bad in ({"split_contrats": 0.4}, {"edge_cos": [0.2]}, {"suspect_cos": "high"}, [1]):
+        with pytest.raises(ModelError, match="turns"):
+            TurnConfig.for_model({"turns": bad})

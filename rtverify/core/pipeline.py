@@ -26,7 +26,7 @@ from .features import StreamingFeatures
 from .scoring import (Decision, DecisionPolicy, Scorer, effective_band, gallery_scores,
                       top_scores, voiceprints_for_band)
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
-from .turns import TurnEmbedder
+from .turns import TurnConfig, TurnEmbedder
 from ..io.sources import Chunk, FrameSource, as_source
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,9 @@ class Verifier:
         self.segmenter = Segmenter(session.info.segmenter_config(segmenter))
         self.features = session.streaming_features()  # mel rows, or Kaldi fbank for CAM++
         self.max_pending = max_pending
-        self.embedder = TurnEmbedder(session, max_pending=max_pending)  # issue 12: turns
+        self._turn_cfg = TurnConfig.for_model(session.info.raw)  # the model's own cosines
+        self.embedder = TurnEmbedder(session, max_pending=max_pending,
+                                     cfg=self._turn_cfg)  # issue 12: turns
         self._worker = ThreadPoolExecutor(workers, thread_name_prefix="rtverify-decide") \
             if workers > 0 else None
         self._out: deque = deque()  # process(): events (or futures of decisions) not yet yielded
@@ -174,6 +176,24 @@ class Verifier:
         worth = bool(len(near)) and self._worth(windows @ matrix[near].T, t)
         return worth, pooled
 
+    def _edge_worth(self, windows: np.ndarray, snr_db: float | None = None) -> bool:
+        """Whether to check a segment's edges for another voice (issue 12: the end of one
+        turn before a max_length cut or the next turn's start): only when some voice could be
+        accepted in it (a window scores at least its threshold minus SPLIT_NEAR), since a
+        stranger's edge on a stranger's segment changes no decision. Never without voices
+        (enrolment); always for a large gallery or normalised scores (the check costs two
+        short embeddings, a pass over the gallery per window would cost more)."""
+        if not self.voiceprints:
+            return False
+        if len(self.voiceprints) >= self.MATRIX_MIN_VOICES or (
+                self.scorer is not None and self.scorer.cohort is not None):
+            return True
+        if self.scorer is None:
+            self.scorer = Scorer.for_model(self.session)
+        t = self.policy.threshold_for(1.6, snr_db)
+        matrix = self._gallery("wide", self.voiceprints)[1]
+        return bool(((windows @ matrix.T).max(axis=0) >= t - self.SPLIT_NEAR).any())
+
     def _worth(self, sims: np.ndarray, t: float) -> bool:
         """Some voice (column) scores near the threshold ``t`` in one window (row) and clearly
         below it in another."""
@@ -261,7 +281,8 @@ class Verifier:
             return
         # a worker finishes this utterance's embedder; the next utterance gets a fresh one
         embedder = self.embedder
-        self.embedder = TurnEmbedder(self.session, max_pending=self.max_pending)
+        self.embedder = TurnEmbedder(self.session, max_pending=self.max_pending,
+                                     cfg=self._turn_cfg)
         events.append(self._worker.submit(self._decide, embedder, end, None))
 
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
@@ -274,7 +295,10 @@ class Verifier:
             memo["windows"] = windows
             return ok
 
-        found = embedder.finish_turns(worth)
+        def edge_worth(windows: np.ndarray) -> bool:
+            return self._edge_worth(windows, end.snr_db)
+
+        found = embedder.finish_turns(worth, edge_worth)
         if found is None:
             return None
         turns, n_rows = found
