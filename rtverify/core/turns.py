@@ -63,9 +63,8 @@ class TurnConfig:
     edge_cos: tuple[float, ...] = (0.65, 0.71)
     """For each of ``edge_rows``: an edge whose embedding has a cosine below this to the mean
     of the rest's short windows is another voice. Measured on 40 LibriSpeech speakers
-    (``tools/room_streams.py`` speakers, seed 77; scratch measurement described in README
-    "Real rooms"): one speaker's edges fall below either bar 5 % of the time, while 92 % of
-    0.75 s and 96 % of 1 s edges of another speaker do (0.5 s: 58 %)."""
+    (``python -m tools.turn_bars``): one speaker's edges fall below either bar 4.7 % of the
+    time, while 91 % of 0.75 s and 96 % of 1 s edges of another speaker do (0.5 s: 56 %)."""
     edge_min_rest_rows: int = 150
     """An edge is checked only when at least this many rows remain beside it (the rest it is
     compared with)."""

@@ -1,0 +1,138 @@
+"""Measure a model's bars for speaker changes inside a segment (``TurnConfig``), on LibriSpeech.
+
+    .venv/bin/python -m tools.turn_bars --data ../shared/data [--model campp] [--speakers 40]
+
+Speakers are ``tools/room_streams.py``'s (with another seed, 77, than its streams):
+
+* **split contrast** (what :func:`rtverify.core.turns.find_turns` maximises): the best split's
+  contrast on 5.5 s of one speaker, and on 2.75 s of a speaker followed by 2.75 s of another;
+  prints percentiles of each and the mean cosine between a one-speaker piece's 1 s windows;
+* **edges** (:func:`rtverify.core.turns.find_edges`): 3-5 s of a speaker with 0.5, 0.75 or 1 s
+  of another appended or prepended (0-150 ms apart), and the same 3-5 s alone; the cosine of
+  each edge length in ``--edge-rows`` to the mean of the 1 s windows beside it. For a target
+  false-alarm rate (``--edge-far``, split over the lengths) prints each length's bar and how
+  often another voice's edge of each length falls below some bar; and the same at the bars
+  the model uses (``edges_at_model_bars``: its sidecar's, or the defaults).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tools import room_streams as rs
+
+SR = rs.SR
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--model", help="a shipped model's name or a path (default: the default)")
+    p.add_argument("--speakers", type=int, default=40)
+    p.add_argument("--edge-rows", default="75,100")
+    p.add_argument("--edge-far", type=float, default=0.05)
+    p.add_argument("--json", type=Path, help="write the figures here")
+    args = p.parse_args(argv)
+    from rtverify.core.encoder import EncoderSession, l2_normalize
+    from rtverify.core.turns import TurnConfig
+
+    session = EncoderSession(args.model)
+    cfg = TurnConfig.for_model(session.info.raw)
+    targets, impostors = rs.speakers(args.data, args.speakers, seed=77)
+
+    def rows_of(audio):
+        f = session.streaming_features()
+        parts = [f.push(audio.astype(np.float32)), f.flush()]
+        return np.concatenate([x for x in parts if len(x)])
+
+    def windows(rows, w=cfg.fine_rows, hop=None):
+        hop = hop or cfg.fine_hop_rows
+        starts = list(range(0, len(rows) - w + 1, hop))
+        return starts, session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
+
+    def best_contrast(rows):
+        n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
+        starts, emb = windows(rows)
+        sims, best = emb @ emb.T, -1.0
+        for k in range(1, len(starts)):
+            cut = starts[k - 1] + w // 2 + hop // 2
+            if cut < cfg.min_turn_rows or n - cut < cfg.min_turn_rows:
+                continue
+            within = 0.5 * (sims[:k, :k].mean() + sims[k:, k:].mean())
+            best = max(best, float(within - sims[:k, k:].mean()))
+        return best, float(sims[np.triu_indices(len(emb), 1)].mean())
+
+    rng = np.random.default_rng(9)
+    one, two, wcos = [], [], []
+    for t in targets:
+        x = np.concatenate(t.probes)
+        if len(x) >= 5.5 * SR:
+            c, m = best_contrast(rows_of(x[:int(5.5 * SR)] + rs._bed(int(5.5 * SR), rng)))
+            one.append(c)
+            wcos.append(m)
+        y = np.concatenate([t.probes[0][:int(2.75 * SR)],
+                            impostors[rng.integers(len(impostors))][:int(2.75 * SR)]])
+        two.append(best_contrast(rows_of(y + rs._bed(len(y), rng)))[0])
+
+    lengths = [int(v) for v in args.edge_rows.split(",")]
+
+    def edge_cos(rows, at_end):
+        longest = max(lengths)
+        starts, emb = windows(rows, hop=cfg.fine_rows // 2)
+        starts = np.array(starts)
+        keep = starts + cfg.fine_rows <= len(rows) - longest if at_end else starts >= longest
+        centre = l2_normalize(emb[keep].mean(axis=0))
+        return [float(session.embed((rows[-e:] if at_end else rows[:e])[None])[0] @ centre)
+                for e in lengths]
+
+    rng = np.random.default_rng(5)
+    own, other = [], {0.5: [], 0.75: [], 1.0: []}
+    for t in targets:
+        for probe in t.probes:
+            base = probe[:int(rng.uniform(3, 5) * SR)]
+            if len(base) < 2.5 * SR:
+                continue
+            imp = impostors[rng.integers(len(impostors))]
+            for e_s in other:
+                at_end = bool(rng.integers(2))
+                gap = rs._bed(int(rng.uniform(0, 0.15) * SR), rng)
+                edge = imp[:int(e_s * SR)] if at_end else imp[-int(e_s * SR):]
+                mixed = np.concatenate([base, gap, edge] if at_end else [edge, gap, base])
+                other[e_s].append(edge_cos(rows_of(mixed + rs._bed(len(mixed), rng)), at_end))
+                own.append(edge_cos(rows_of(base + rs._bed(len(base), rng)), at_end))
+    own_a = np.array(own)
+    bars = [float(np.percentile(own_a[:, i], 100 * args.edge_far / len(lengths)))
+            for i in range(len(lengths))]
+    def fired(a, at=bars):
+        return np.any(np.array(a) < np.array(at), axis=1)
+
+    at_model = None
+    if list(cfg.edge_rows) == lengths:  # the model's own bars, as listen uses them
+        at_model = {"bars": list(cfg.edge_cos),
+                    "own_edges_below_a_bar": round(float(fired(own, cfg.edge_cos).mean()), 3),
+                    "another_voice_below_a_bar": {
+                        str(k): round(float(fired(v, cfg.edge_cos).mean()), 3)
+                        for k, v in other.items()}}
+    out = {
+        "model": session.model_id, "speakers": len(targets),
+        "split_contrast": {"one_speaker_p50_p95_p99": np.percentile(one, [50, 95, 99]).round(3).tolist(),
+                           "two_speakers_p5_p10_p50": np.percentile(two, [5, 10, 50]).round(3).tolist()},
+        "window_cos_one_speaker_p5_p50": np.percentile(wcos, [5, 50]).round(3).tolist(),
+        "edges": {"rows": lengths, "bars": [round(b, 3) for b in bars],
+                  "own_edges_below_a_bar": round(float(fired(own).mean()), 3),
+                  "another_voice_below_a_bar": {str(k): round(float(fired(v).mean()), 3)
+                                                for k, v in other.items()}},
+        "edges_at_model_bars": at_model,
+    }
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
