@@ -9,7 +9,8 @@ Speakers are ``tools/room_streams.py``'s (with another seed, 77, than its stream
   prints percentiles of each and the mean cosine between a one-speaker piece's 1 s windows;
 * **edges** (:func:`rtverify.core.turns.find_edges`): 3-5 s of a speaker with 0.5, 0.75 or 1 s
   of another appended or prepended (0-150 ms apart), and the same 3-5 s alone; the cosine of
-  each edge length in ``--edge-rows`` to the mean of the 1 s windows beside it. For a target
+  each edge length in ``--edge-rows`` to the mean of the segment's own windows beside it (as
+  ``listen`` computes it: :func:`rtverify.core.turns.edge_cosines`). For a target
   false-alarm rate (``--edge-far``, split over the lengths) prints each length's bar and how
   often another voice's edge of each length falls below some bar; and the same at the bars
   the model uses (``edges_at_model_bars``: its sidecar's, or the defaults).
@@ -80,14 +81,22 @@ def main(argv=None) -> int:
 
     lengths = [int(v) for v in args.edge_rows.split(",")]
 
+    from dataclasses import replace
+
+    from rtverify.core.turns import TurnEmbedder, edge_cosines, window_starts
+
+    measure = replace(cfg, edge_rows=tuple(lengths), edge_cos=(0.0,) * len(lengths))
+
     def edge_cos(rows, at_end):
-        longest = max(lengths)
-        starts, emb = windows(rows, hop=cfg.fine_rows // 2)
-        starts = np.array(starts)
-        keep = starts + cfg.fine_rows <= len(rows) - longest if at_end else starts >= longest
-        centre = l2_normalize(emb[keep].mean(axis=0))
-        return [float(session.embed((rows[-e:] if at_end else rows[:e])[None])[0] @ centre)
-                for e in lengths]
+        """Each length's cosine, as listen computes it: against the segment's own windows."""
+        emb = TurnEmbedder(session, max_pending=8, cfg=cfg)
+        emb.push_rows(rows)
+        emb.finish_keep()
+        own = (np.stack(emb.windows).astype(np.float64),
+               np.array(window_starts(len(rows), len(emb.windows), session.window)),
+               session.window.window_frames) if emb.windows else None
+        head, tail = edge_cosines(session, rows, measure, head=not at_end, tail=at_end, own=own)
+        return tail if at_end else head
 
     rng = np.random.default_rng(5)
     own, other = [], {0.5: [], 0.75: [], 1.0: []}

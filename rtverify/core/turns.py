@@ -55,16 +55,19 @@ class TurnConfig:
     min_side_rows: int = 400
     """A side of a change is searched for another change only if at least this long (rows):
     one 3 s turn is not worth the risk of a false split."""
-    edge_rows: tuple[int, ...] = (75, 100)
+    edge_rows: tuple[int, ...] = (100,)
     """Lengths (rows) of the segment's first and last rows that are checked for another voice
     on their own (:func:`find_edges`): a change less than ``min_turn_rows`` from the segment's
     edge (a turn that began just before a max_length cut, or the end of someone's turn
     before the next one's start without a pause) cannot be placed by :func:`find_turns`."""
-    edge_cos: tuple[float, ...] = (0.65, 0.71)
+    edge_cos: tuple[float, ...] = (0.64,)
     """For each of ``edge_rows``: an edge whose embedding has a cosine below this to the mean
-    of the rest's short windows is another voice. Measured on 40 LibriSpeech speakers
-    (``python -m tools.turn_bars``): one speaker's edges fall below either bar 4.7 % of the
-    time, while 91 % of 0.75 s and 96 % of 1 s edges of another speaker do (0.5 s: 56 %)."""
+    of the segment's own windows beside it is another voice. Measured on 40 LibriSpeech
+    speakers (``python -m tools.turn_bars --edge-rows 100``): one speaker's own last or first
+    second falls below it 5 % of the time; a second holding 0.75 s of another voice 82 % of
+    the time, 1 s of it 95 % (0.5 s: 46 %; the issue allows an impostor min(1 s, a quarter of
+    the turn) under a target's decision). Two lengths (0.75 and 1 s) found no more and cost a
+    second model call per check."""
     edge_min_rest_rows: int = 150
     """An edge is checked only when at least this many rows remain beside it (the rest it is
     compared with)."""
@@ -179,7 +182,8 @@ class TurnEmbedder(SegmentEmbedder):
         return np.concatenate(self._all_rows)
 
     def finish_turns(self, worth: Callable[[np.ndarray], bool] | None = None,
-                     edge_worth: Callable[[np.ndarray], bool] | None = None
+                     edge_worth: Callable[[np.ndarray], bool] | None = None,
+                     edge_matters: Callable[[np.ndarray], bool] | None = None
                      ) -> tuple[list[Turn], int] | None:
         """Close the segment like :meth:`finish`; return its turns (one unless a change was
         found) and its row count, or None if it had no rows. Resets.
@@ -187,9 +191,13 @@ class TurnEmbedder(SegmentEmbedder):
         :param worth: given the window embeddings, float32 ``(n, dim)``, whether placing a
             suspected change is worth its cost (the pipeline: whether any voice could be
             accepted in part of the segment); None: always.
-        :param edge_worth: given the same, whether to check the segment's edges for another
-            voice (:func:`find_edges`; the pipeline: whether any voice could be accepted in
-            it); None: never (enrolment and evaluation pool a recording's windows anyway).
+        :param edge_worth: given the whole segment's embedding, float32 ``(dim,)``, whether to
+            check its edges for another voice (:func:`find_edges`; the pipeline: whether the
+            segment as one decision would be accepted, or nearly); None: never (enrolment and
+            evaluation pool a recording's windows anyway).
+        :param edge_matters: given an edge that sounds unlike the rest (its embedding,
+            float32 ``(dim,)``), whether splitting it off can change a decision (the pipeline:
+            unless the edge alone would be accepted as the voice); None: always.
         """
         cfg = self.cfg
         rows = self.rows()
@@ -206,9 +214,13 @@ class TurnEmbedder(SegmentEmbedder):
         if cfg.enabled and suspected and n_rows >= 2 * cfg.min_turn_rows and (
                 worth is None or worth(np.stack(self.windows))):
             cuts = find_turns(self.session, rows, cfg)
-        if cfg.enabled and edge_worth is not None and self.windows and \
-                edge_worth(np.stack(self.windows)):
-            cuts = _with_edges(self.session, rows, cuts, cfg)
+        # (a segment shorter than the model's window has no windows of its own: the edges'
+        # rest is then embedded in short windows)
+        if cfg.enabled and edge_worth is not None and edge_worth(seg.vector):
+            own = (np.stack(self.windows).astype(np.float64),
+                   np.array(window_starts(n_rows, len(self.windows), self.window)),
+                   self.window.window_frames) if self.windows else None
+            cuts = _with_edges(self.session, rows, cuts, cfg, own, edge_matters)
         if cuts:
             bounds = list(zip([0] + cuts, cuts + [n_rows]))
             pooled = self._window_shares(bounds, n_rows)
@@ -225,10 +237,8 @@ class TurnEmbedder(SegmentEmbedder):
         holds its centre), float64 ``(dim,)`` each: together exactly the unsplit segment's
         ``window_sum``, so that pooling a recording's decisions (``embed_recording``: enrolment,
         ``eval``) gives the same vector whether or not a segment was split."""
-        w, hop = self.window.window_frames, self.window.hop_frames
-        regular = (n_rows - w) // hop + 1 if n_rows >= w else 0
-        starts = [i * hop for i in range(min(regular, len(self.windows)))]
-        starts += [max(0, n_rows - w)] * (len(self.windows) - len(starts))  # the end-aligned tail
+        w = self.window.window_frames
+        starts = window_starts(n_rows, len(self.windows), self.window)
         out = [np.zeros(self.session.dim, dtype=np.float64) for _ in bounds]
         for start, emb in zip(starts, self.windows):
             centre = start + w // 2
@@ -245,6 +255,16 @@ class TurnEmbedder(SegmentEmbedder):
         self.windows, self._all_rows, self.suspected = windows, all_rows, suspected
         self._turn_from = turn_from
         return seg
+
+
+def window_starts(n_rows: int, n_windows: int, window) -> list[int]:
+    """First row of each of a segment's ``n_windows`` window embeddings, in the order the
+    embedder made them: every ``hop_frames`` from 0, then the end-aligned tail (a segment
+    shorter than a window has only views of all of it, each at 0)."""
+    w, hop = window.window_frames, window.hop_frames
+    regular = (n_rows - w) // hop + 1 if n_rows >= w else 0
+    starts = [i * hop for i in range(min(regular, n_windows))]
+    return starts + [max(0, n_rows - w)] * (n_windows - len(starts))
 
 
 def _min_pair_cos(windows: list[np.ndarray]) -> float:
@@ -299,46 +319,80 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
 
 
 def _with_edges(session: EncoderSession, rows: np.ndarray, cuts: list[int],
-                cfg: TurnConfig) -> list[int]:
+                cfg: TurnConfig, own=None, matters=None) -> list[int]:
     """``cuts`` with a cut added where the segment's first or last ``edge_rows`` are another
-    voice than the rest of their turn."""
+    voice than the rest of their turn. ``own``: the segment's window embeddings, their start
+    rows and length (see :func:`find_edges`)."""
     n = len(rows)
     if not cfg.edge_rows:  # edge checks switched off
         return cuts
     if not cuts:
-        head, tail = find_edges(session, rows, cfg)
+        head, tail = find_edges(session, rows, cfg, own=own, matters=matters)
     else:
-        head = find_edges(session, rows[:cuts[0]], cfg, tail=False)[0]
-        tail = find_edges(session, rows[cuts[-1]:], cfg, head=False)[1]
+        head = find_edges(session, rows[:cuts[0]], cfg, tail=False, own=own, matters=matters)[0]
+        if own is not None:
+            own = (own[0], own[1] - cuts[-1], own[2])
+        tail = find_edges(session, rows[cuts[-1]:], cfg, head=False, own=own,
+                          matters=matters)[1]
         tail = None if tail is None else cuts[-1] + tail
     out = ([head] if head else []) + list(cuts) + ([tail] if tail else [])
     return out if all(b - a >= min(cfg.edge_rows) for a, b in zip([0] + out, out + [n])) else cuts
 
 
-def find_edges(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig(), *,
-               head: bool = True, tail: bool = True) -> tuple[int | None, int | None]:
-    """Whether the first or the last rows of ``rows``, float32 ``(n, n_mels)``, are another
-    voice than the rest: ``(head_cut, tail_cut)``, the row at which such an edge ends or
-    begins, None where not (or not checked).
+def edge_cosines(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig(), *,
+                 head: bool = True, tail: bool = True, own=None
+                 ) -> tuple[list[float] | None, list[float] | None]:
+    """Cosine of the first (``head``) and the last (``tail``) rows of ``rows``, float32
+    ``(n, n_mels)``, in each of ``cfg.edge_rows`` lengths, to the mean of the windows beside
+    the longest edge on that side; None for a side not checked or without enough rows.
 
-    Each edge, in each of ``cfg.edge_rows`` lengths, is embedded whole and compared (cosine)
-    with the mean of the short windows (``fine_rows`` long, half as far apart) outside the
-    longest edge on that side; where several lengths fall below their bar, the cut takes the
-    longest."""
-    n, longest, w = len(rows), max(cfg.edge_rows, default=0), cfg.fine_rows
-    if not cfg.edge_rows or not (head or tail) or n - longest < max(cfg.edge_min_rest_rows, w):
+    :param own: the segment's own window embeddings (float ``(k, dim)``), their start rows
+        (relative to ``rows``; windows not wholly inside are ignored) and their length: the
+        windows the pipeline has already embedded, so the rest costs nothing. A side where none
+        of them lies wholly beside the edge embeds ``fine_rows`` windows, half as far apart."""
+    n, longest = len(rows), max(cfg.edge_rows, default=0)
+    if not cfg.edge_rows or not (head or tail) or n - longest < cfg.edge_min_rest_rows:
         return None, None
-    starts = np.arange(0, n - w + 1, max(1, w // 2))
-    windows = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
-    centres = {"head": l2_normalize(windows[starts >= longest].mean(axis=0)) if head and
-               (starts >= longest).any() else None,
-               "tail": l2_normalize(windows[starts + w <= n - longest].mean(axis=0)) if tail and
-               (starts + w <= n - longest).any() else None}
-    head_cut = tail_cut = None
-    for e, bar in zip(cfg.edge_rows, cfg.edge_cos):  # one call per length: a batch has one
-        emb = session.embed(np.stack([rows[:e], rows[n - e:]])).astype(np.float64)
-        if centres["head"] is not None and emb[0] @ centres["head"] < bar:
-            head_cut = max(head_cut or 0, e)
-        if centres["tail"] is not None and emb[1] @ centres["tail"] < bar:
-            tail_cut = min(tail_cut or n, n - e)
-    return head_cut, tail_cut
+
+    def centres(emb, starts, w):
+        inside = (starts >= 0) & (starts + w <= n)
+        pick = {"head": inside & (starts >= longest) if head else None,
+                "tail": inside & (starts + w <= n - longest) if tail else None}
+        return {k: l2_normalize(emb[m].mean(axis=0)) if m is not None and m.any() else None
+                for k, m in pick.items()}
+
+    found = centres(*own) if own is not None else {"head": None, "tail": None}
+    if (head and found["head"] is None) or (tail and found["tail"] is None):
+        w = cfg.fine_rows
+        starts = np.arange(0, n - w + 1, max(1, w // 2))
+        if len(starts):
+            fine = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
+            more = centres(fine, starts, w)
+            found = {k: found[k] if found[k] is not None else more[k] for k in found}
+    out: dict[str, list[float] | None] = {"head": None, "tail": None}
+    emb = {e: session.embed(np.stack([rows[:e], rows[n - e:]])).astype(np.float64)
+           for e in cfg.edge_rows}  # one call per length: a batch holds one length
+    for side, k in (("head", 0), ("tail", 1)):
+        if found[side] is not None:
+            out[side] = [float(emb[e][k] @ found[side]) for e in cfg.edge_rows]
+    return out["head"], out["tail"]
+
+
+def find_edges(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig(), *,
+               head: bool = True, tail: bool = True, own=None,
+               matters: Callable[[np.ndarray], bool] | None = None
+               ) -> tuple[int | None, int | None]:
+    """Whether the first or the last rows of ``rows`` are another voice than the rest:
+    ``(head_cut, tail_cut)``, the row at which such an edge ends or begins, None where not (or
+    not checked). An edge is another voice when, in some of ``cfg.edge_rows`` lengths, its
+    cosine (:func:`edge_cosines`) falls below that length's ``cfg.edge_cos``; the cut then
+    takes the longest such length. With ``matters``, an edge is split off only if it says so
+    of the edge's embedding (one more model call, made only for an edge that fired)."""
+    hc, tc = edge_cosines(session, rows, cfg, head=head, tail=tail, own=own)
+    fired = lambda cos: [e for e, c, bar in zip(cfg.edge_rows, cos, cfg.edge_cos)  # noqa: E731
+                         if c < bar] if cos is not None else []
+    h, t = fired(hc), fired(tc)
+    if matters is not None:
+        h = h if h and matters(session.embed(rows[None, :max(h)])[0]) else []
+        t = t if t and matters(session.embed(rows[None, len(rows) - max(t):])[0]) else []
+    return (max(h) if h else None), (len(rows) - max(t) if t else None)
