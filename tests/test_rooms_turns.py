@@ -181,6 +181,8 @@ def test_turn_bars_come_from_the_models_sidecar(session):
     assert TurnConfig.for_model(session.info.raw) == TurnConfig()  # the LSTM: the defaults
     campp = TurnConfig.for_model(EncoderSession("campp").info.raw)
     assert campp.split_contrast > 0.3 and campp.edge_cos[0] < 0.5  # CAM++'s own scale
+    # CAM++ asks for 500/450 ms of audio around the speech: its edge checks skip that context
+    assert campp.edge_skip_rows == (50, 45) and TurnConfig().edge_skip_rows == (0, 0)
     for bad in ({"split_contrats": 0.4}, {"edge_cos": [0.2, 0.3]}, {"suspect_cos": "high"}, [1]):
         with pytest.raises(ModelError, match="turns"):
             TurnConfig.for_model({"turns": bad})

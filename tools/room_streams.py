@@ -11,6 +11,7 @@ Three kinds of stream, all seeded and rebuilt on the fly (nothing large is store
 The sound synthesis (:func:`make_sound`) is used by the tests too. Run from the repository root::
 
     .venv/bin/python -m tools.room_streams --data ../shared/data [--streams 10] [--json out.json]
+    .venv/bin/python -m tools.room_streams --data ../shared/data --kinds sounds,turns --cli
 
 Utterances come from ``librispeech-clean100-251spk``: a target speaker is enrolled on the first
 5 s of their utterance and probed with the rest cut into two pieces at quiet frames; impostors
@@ -239,6 +240,34 @@ def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600)
     return [e for e in v.process(src) if isinstance(e, (DecisionEvent, SegmentDropped))]
 
 
+def run_cli(enrol: np.ndarray, audio: np.ndarray, workdir: Path, model: str | None = None
+            ) -> list:
+    """The same through the CLI, as a user runs it: ``rtverify --store S enroll --name target
+    --input enrol.wav --min-speech 2`` (two of the first ten targets' 5 s enrolment clips hold
+    under the default 3 s of speech), then ``rtverify --store S listen --name target --input
+    stream.wav --json``; returns its decision events."""
+    import subprocess
+
+    import soundfile as sf
+
+    from rtverify.events import DecisionEvent
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    store, enrol_wav, stream_wav = workdir / "store", workdir / "enrol.wav", workdir / "stream.wav"
+    sf.write(enrol_wav, enrol, SR, subtype="PCM_16")
+    sf.write(stream_wav, audio, SR, subtype="PCM_16")
+    cli = [sys.executable, "-m", "rtverify", "--store", str(store)]
+    extra = ["--model", model] if model else []
+    if not (store / "target.json").exists():
+        subprocess.run(cli + ["enroll", "--name", "target", "--input", str(enrol_wav),
+                              "--min-speech", "2"] + extra, check=True, capture_output=True)
+    out = subprocess.run(cli + ["listen", "--name", "target", "--input", str(stream_wav),
+                                "--json"] + extra, check=True, capture_output=True, text=True)
+    fields = DecisionEvent.__dataclass_fields__
+    return [DecisionEvent(**{k: v for k, v in e.items() if k in fields})
+            for e in map(json.loads, out.stdout.splitlines()) if e.get("event") == "decision"]
+
+
 def _overlap(a0, a1, b0, b1) -> float:
     return max(0.0, min(a1, b1) - max(a0, b0))
 
@@ -308,6 +337,9 @@ def main(argv=None) -> int:
                    "of every stream that went wrong (stderr)")
     p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
                    "enrolment audio and the truth (JSON) here")
+    p.add_argument("--cli", action="store_true", help="run the sounds and turns streams through "
+                   "the rtverify CLI (enroll, then listen --json in a subprocess) instead of "
+                   "in-process")
     args = p.parse_args(argv)
     from rtverify.core.encoder import EncoderSession
     from rtverify.io.resample import StreamingResampler
@@ -380,7 +412,13 @@ def main(argv=None) -> int:
                 sf.write(args.write / f"enrol_{i:02d}.wav", t.enrol, SR, subtype="PCM_16")
                 (args.write / f"{kind}_{i:02d}.json").write_text(json.dumps(
                     {"utterances": st.utterances, "sounds": st.sounds}, indent=1))
-            events = run_stream(session, vp, st.audio)
+            if args.cli:
+                import tempfile
+
+                with tempfile.TemporaryDirectory() as tmp:
+                    events = run_cli(t.enrol, st.audio, Path(tmp), args.model)
+            else:
+                events = run_stream(session, vp, st.audio)
             r = score_stream(st, events)
             if args.explain and r["wrong"]:
                 explain(f"{kind} stream {i} (speaker {t.name})", st, events)
