@@ -39,15 +39,16 @@ SEGMENT_CONTEXT_MS = {"pre": 500, "post": 450}
 ``segment_context_ms``): trained on whole recordings, it scores better with some silence around
 the speech (arabic-test-1s 12.92 -> 11.34 % EER, dev reverb 4.10 -> 3.54 %; README)."""
 TURNS = {"suspect_cos": 0.6, "restart_cos": 0.3, "split_contrast": 0.40,
-         "edge_cos": [0.38]}
+         "edge_cos": [0.3]}
 """CAM++'s own bars for speaker changes inside a segment (sidecar ``turns``, see
 :class:`rtverify.core.turns.TurnConfig`; the defaults there are the LSTM's). Its cosines are on
 another scale: on 40 LibriSpeech speakers (seed 77), 1 s windows of one speaker's 5.5 s piece
 average 0.54 (5th percentile 0.38; the LSTM 0.77); the best split contrast of one-speaker pieces
 is 0.343 at the 95th percentile and 0.404 at the 99th, of two-speaker pieces 0.438 at the 5th
-(the LSTM: 0.187 and 0.208); the last or first 1 s of a segment falls below 0.38 against the
-rest when 0.75 s of it are another voice 97 % of the time (1 s: 99 %), for one speaker's own
-edges 3 % (``python -m tools.turn_bars --model campp --edge-rows 100 --edge-far 0.03``)."""
+(the LSTM: 0.187 and 0.208); the last or first 1 s of speech in a segment falls below 0.3
+against the rest when 0.75 s of it are another voice 90 % of the time (1 s: 99 %), for one
+speaker's own edges 2.6 % (``python -m tools.turn_bars --model campp --edge-rows 100``; a bar
+of 0.38, at 3 %, split alice's own last second in ``rtverify demo --model campp``)."""
 ATTRIBUTION = ("CAM++ (Wang et al., 'CAM++: A Fast and Efficient Network for Speaker Verification "
                "Using Context-Aware Masking', Interspeech 2023), 3D-Speaker model "
                "speech_campplus_sv_zh_en_16k-common_advanced (https://github.com/modelscope/3D-Speaker, "
