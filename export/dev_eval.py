@@ -3,7 +3,8 @@
     python -m export.dev_eval --model campp --out runs/eval/campp-dev_eval.json [--dev runs/dev]
 
 Shared lists: ``../shared/data/trials/*.txt``; dev lists (``training.dev_lists``):
-``<dev>/{clean,babble5,reverb,tel8k}-2s.txt`` and ``<dev>/librispeech-heldout-3s.txt``.
+``<dev>/{clean,babble5,reverb,tel8k,shoebox}-2s.txt``, ``<dev>/clean-1s.txt`` and
+``<dev>/librispeech-heldout-3s.txt``.
 The result is ``{"dev_eval": {...}}``, for ``--extra`` of the exporters.
 """
 
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 SHARED = ("librispeech-251-3s", "arabic-test-1s", "arabic-val-1s", "fsdd-8k")
-DEV = ("clean-2s", "babble5-2s", "reverb-2s", "tel8k-2s", "shoebox-2s")
+DEV = ("clean-2s", "clean-1s", "babble5-2s", "reverb-2s", "tel8k-2s", "shoebox-2s")
 
 
 def lists(data: Path, dev: Path):

@@ -19,6 +19,10 @@ Each one's full utterance (~12.5 s) is cut into up to 6 non-overlapping 2 s prob
 
 Lists ``<cond>-2s.txt``: same-speaker pairs are (clean probe i, <cond> probe j) with i != j (no
 clip against itself), different-speaker pairs 5000 random (clean probe of s, <cond> probe of t).
+
+``clean-1s.txt`` (the issue's "clean, 1 s"): the same pairs with the second side cut to the
+first second of its clean probe (``clean1s/``); its impostor pairs are drawn from a stream of
+their own, so the lists above are the same as before it existed.
 The audio is written under ``--out`` (not in git); paths in the lists are relative to it, plus the
 ``heldout`` list, relative to the shared data root.
 """
@@ -98,6 +102,10 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
                 p = out / cond / name
                 p.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(str(p), y, degrade.RATE_HZ, subtype="PCM_16")
+            versions["clean1s"] = clip[:degrade.RATE_HZ]
+            p = out / "clean1s" / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(p), versions["clean1s"], degrade.RATE_HZ, subtype="PCM_16")
     lists = {}
     for cond in CONDITIONS:
         lines = set()
@@ -112,6 +120,15 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
             lines.add(f"0 clean/{rng.choice(probes[s])} {cond}/{rng.choice(probes[t])}")
         lists[cond] = out / f"{cond}-2s.txt"
         lists[cond].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    short_rng = np.random.default_rng(seed + 2)  # its own stream, as rooms_rng
+    lines = {f"1 clean/{a} clean1s/{b}" for names in probes.values()
+             for i, a in enumerate(names) for j, b in enumerate(names) if i != j}
+    n_target = len(lines)
+    while len(lines) < n_target + 5000:
+        s, t = short_rng.choice(held, 2, replace=False)
+        lines.add(f"0 clean/{short_rng.choice(probes[s])} clean1s/{short_rng.choice(probes[t])}")
+    lists["clean1s"] = out / "clean-1s.txt"
+    lists["clean1s"].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
     held_set = set(held)
     kept = [ln for ln in (root / "trials" / "librispeech-251-3s.txt").read_text().splitlines()
             if ln and all(p.split("/")[1] in held_set for p in ln.split()[1:])]
