@@ -108,6 +108,8 @@ class Scored:
     """float64 ``(n_tests,)``: the runtime's estimated SNR of each test recording (decibels)."""
     condition: np.ndarray | None = None
     """str ``(n_tests,)``: ``clean``, or the noise and the SNR it was mixed at (``babble5``)."""
+    enrol_s: np.ndarray | None = None
+    """float64 ``(n_voiceprints,)``: voiced seconds each voiceprint was enrolled on."""
 
 
 def isotonic(y: np.ndarray, w: np.ndarray, increasing: bool = True) -> np.ndarray:
@@ -359,8 +361,8 @@ def collect(session, scorer: Scorer, root: Path, speakers, *, voiceprints_per_sp
     voiceprints; both are returned."""
     rng = np.random.default_rng(seed)
     mats = {s: Material(root, s) for s in speakers}
-    vps_arr, vp_spk_arr = _voiceprints(session, mats, rng, voiceprints_per_speaker, takes,
-                                       clips_per_take, segmenter, progress)
+    vps_arr, vp_spk_arr, vp_speech = _voiceprints(session, mats, rng, voiceprints_per_speaker,
+                                                  takes, clips_per_take, segmenter, progress)
     rows, target, speech, group = [], [], [], []
     for s, m in mats.items():
         for g in groups:
@@ -375,7 +377,8 @@ def collect(session, scorer: Scorer, root: Path, speakers, *, voiceprints_per_sp
                 target.append(vp_spk_arr == s)
                 speech.append(sp)
                 group.append(g)
-    by_length = Scored(np.array(rows), np.array(target), np.array(speech), np.array(group))
+    by_length = Scored(np.array(rows), np.array(target), np.array(speech), np.array(group),
+                       enrol_s=vp_speech)
     if snr is None:
         return by_length
     return by_length, _noisy_tests(session, scorer, root, mats, vps_arr, vp_spk_arr,
@@ -413,21 +416,47 @@ def _noisy_tests(session, scorer, root, mats, vps_arr, vp_spk_arr, rng, segmente
 
 def _voiceprints(session, mats, rng, voiceprints_per_speaker, takes, clips_per_take, segmenter,
                  progress) -> tuple[np.ndarray, np.ndarray]:
-    vps, vp_spk = [], []
+    vps, vp_spk, vp_speech = [], [], []
     for s, m in mats.items():
         for _ in range(voiceprints_per_speaker):
-            take_vecs = []
+            take_vecs, speech = [], 0.0
             for _ in range(takes):
                 pick = rng.choice(len(m.enrol), clips_per_take, replace=False)
-                vec, _ = embed(session, m.audio([m.enrol[i] for i in pick]), segmenter)
+                vec, sp = embed(session, m.audio([m.enrol[i] for i in pick]), segmenter)
                 if vec is not None:
                     take_vecs.append(vec)
+                    speech += sp
             if take_vecs:
                 vps.append(l2_normalize(np.mean(take_vecs, axis=0)))
                 vp_spk.append(s)
+                vp_speech.append(speech)
             if progress:
                 progress()
-    return np.stack(vps), np.array(vp_spk)
+    return np.stack(vps), np.array(vp_spk), np.array(vp_speech)
+
+
+def offsets_by_enrolment(ref: Scored, ref_result: dict, others: dict[int, Scored],
+                         max_eer: float) -> dict:
+    """Threshold offsets by the speech a voiceprint was enrolled on: for voiceprints of each
+    other number of takes (``others``: their scores against the same kind of test recordings,
+    :func:`collect`), the length thresholds fitted as for the reference, minus the reference's,
+    averaged over the reference's length points; placed at the median enrolled speech of those
+    voiceprints, with 0 at the reference's. Clipped at 0 (less enrolment never raises a
+    threshold) and made monotone (more enrolment never lowers one)."""
+    ref_pts = ref_result["decision"]["thresholds_by_speech_s"]
+    xs = [s for s, _ in ref_pts]
+    rows = [{"takes": None, "enrol_s": float(np.median(ref.enrol_s)), "offset": 0.0}]
+    for takes, sc in sorted(others.items()):
+        pts = thresholds_by_length(sc, max_eer)["decision"]["thresholds_by_speech_s"]
+        diff = np.interp(xs, [s for s, _ in pts], [t for _, t in pts]) - \
+            np.array([t for _, t in ref_pts])
+        rows.append({"takes": takes, "enrol_s": float(np.median(sc.enrol_s)),
+                     "offset": float(min(0.0, diff.mean())),
+                     "offset_by_length": [round(float(d), 4) for d in diff]})
+    rows.sort(key=lambda r: r["enrol_s"])
+    fitted = np.minimum.accumulate([r["offset"] for r in rows][::-1])[::-1]  # rises with enrol
+    points = [[round(r["enrol_s"], 2), round(float(o), 4)] for r, o in zip(rows, fitted)]
+    return {"points": points, "table": rows}
 
 
 def write_sidecar(model_path: Path, decision: dict, calibration: dict) -> Path:
@@ -500,6 +529,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-scores", type=Path,
                     help="refit from the scores.npz an earlier run wrote to its --out (no "
                          "embedding; the data options are then those of that run)")
+    ap.add_argument("--enrol-takes", type=_ints, default=(),
+                    help="also calibrate threshold offsets by the speech a voiceprint was "
+                         "enrolled on: voiceprints of these numbers of takes (comma-separated, "
+                         "e.g. 1,2) against those of --takes, same test recordings")
     ap.add_argument("--write-sidecar", action="store_true",
                     help="also write the decision block and the tables into the model's sidecar")
     args = ap.parse_args(argv)
@@ -543,6 +576,15 @@ def main(argv: list[str] | None = None) -> int:
         by_snr = offsets_by_snr(noisy_sc, cfg, width_db=args.snr_bin_db,
                                 min_trials=args.snr_min_trials, max_far=args.snr_max_far)
         decision["threshold_offsets_by_snr_db"] = by_snr["points"]
+    by_enrol = None
+    if args.enrol_takes:
+        by_enrol = offsets_by_enrolment(
+            sc, result, {k: collect(session, scorer, args.root, args.speakers,
+                                    voiceprints_per_speaker=args.voiceprints, takes=k,
+                                    clips_per_take=args.clips_per_take,
+                                    tests_per_group=args.tests, seed=args.seed)
+                         for k in args.enrol_takes if k != args.takes}, args.max_eer)
+        decision["threshold_offsets_by_enrol_s"] = by_enrol["points"]
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     np.savez(args.out / "scores.npz",  # for a later look; no pickle
@@ -559,6 +601,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{args.max_eer}",
         "scores": scorer.describe(), "model_id": session.model_id, "seed": args.seed,
         "by_speech_length": result["table"]}
+    if by_enrol is not None:
+        calib["by_enrolment"] = {
+            "criterion": "per number of takes, the length thresholds fitted as above minus the "
+                         f"{args.takes}-take ones, averaged over lengths; at the median enrolled "
+                         "speech of those voiceprints; clipped at 0, monotone",
+            "table": by_enrol["table"]}
     if by_snr is not None:
         calib["snr"] = {
             "data": f"test recordings of {','.join(map(str, args.snr_groups))} keywords "

@@ -235,6 +235,12 @@ class DecisionConfig:
     the one the pipeline reports as ``snr_db`` (speech level over the background noise floor);
     an utterance without one (None) gets no offset. Empty: no offset, the length threshold
     alone."""
+    threshold_offsets_by_enrol_s: tuple[tuple[float, float], ...] = field(default_factory=tuple)
+    """Optional (voiced seconds a voiceprint was enrolled on, offset) points, added to the
+    threshold for that voice: a voiceprint made from less speech varies more with its takes, so
+    its true speaker scores lower against it (and so do strangers); the offset is interpolated
+    linearly (held at the ends; the calibration's own enrolment amount gets 0). A voice whose
+    amount is unknown (None) gets no offset. Empty: no offset."""
 
     def describe(self) -> str:
         """The threshold for people: ``0.84``, ``0.77-0.89 by length``, or ``0.77-0.89 by
@@ -247,6 +253,9 @@ class DecisionConfig:
         if self.threshold_offsets_by_snr_db:
             offs = [o for _, o in self.threshold_offsets_by_snr_db]
             text += f", {min(offs):+.2f}..{max(offs):+.2f} by SNR"
+        if self.threshold_offsets_by_enrol_s:
+            offs = [o for _, o in self.threshold_offsets_by_enrol_s]
+            text += f", {min(offs):+.2f}..{max(offs):+.2f} by enrolment"
         return text
 
     def offset_for(self, snr_db: float | None) -> float:
@@ -256,6 +265,14 @@ class DecisionConfig:
         if not pts or snr_db is None or not math.isfinite(snr_db):
             return 0.0
         return interpolate(pts, snr_db, 0.0)
+
+    def enrol_offset(self, enrol_s: float | None) -> float:
+        """The threshold offset for a voice enrolled on ``enrol_s`` voiced seconds (0 without
+        offsets, or when the amount is unknown: None, not finite or not positive)."""
+        pts = self.threshold_offsets_by_enrol_s
+        if not pts or enrol_s is None or not math.isfinite(enrol_s) or enrol_s <= 0:
+            return 0.0
+        return interpolate(pts, enrol_s, 0.0)
 
     def threshold_for(self, speech_s: float, snr_db: float | None = None) -> float:
         """The acceptance threshold for a segment with ``speech_s`` seconds of speech and an

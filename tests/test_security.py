@@ -52,7 +52,7 @@ def with_voice(tmp_path, data, name="alice"):
 
 @pytest.mark.parametrize("edit", [
     {"threshold": -1.0}, {"accept": True}, {"decision": {"threshold": -1.0}},
-    {"speech_s": 9999.0, "n_takes": 99}, {"created": "2999-01-01T00:00:00Z"},
+    {"n_takes": 99}, {"created": "2999-01-01T00:00:00Z"},
     {"rtverify_version": "99.0"}, {"score_offset": 1.0, "calibration": {"a": 10, "b": 5}}])
 def test_metadata_never_changes_a_score_or_a_decision(setup, tmp_path, edit):
     d, good, baseline = setup
@@ -62,6 +62,28 @@ def test_metadata_never_changes_a_score_or_a_decision(setup, tmp_path, edit):
     result = json.loads(proc.stdout)
     for key in ("score", "threshold", "accepted", "margin"):
         assert result[key] == baseline[key], (key, edit)
+
+
+@pytest.mark.parametrize("speech_s", [9999.0, 0.01, 7.0])
+def test_the_enrolled_amount_moves_a_threshold_only_within_the_calibrated_offsets(
+        setup, tmp_path, speech_s):
+    """A voiceprint's ``speech_s`` (the speech it was enrolled on) picks its threshold offset
+    from the model's calibrated table (issue 12's one-take voiceprints); edited, it can move
+    the threshold no further than that table allows: never below the offset for the least
+    enrolment the table knows, never above the calibration's own threshold."""
+    from rtverify.core.encoder import load_model_info
+
+    d, good, baseline = setup
+    cfg = load_model_info("default").decision
+    store = with_voice(tmp_path, {**good, "speech_s": speech_s})
+    proc = rtv(store, "verify", "--name", "alice", "--input", d / "stranger.wav", "--json")
+    assert proc.returncode == 1, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["score"] == baseline["score"]
+    shift = cfg.enrol_offset(speech_s) - cfg.enrol_offset(good["speech_s"])
+    assert result["threshold"] == pytest.approx(baseline["threshold"] + shift, abs=1e-4)
+    lowest = min(o for _, o in cfg.threshold_offsets_by_enrol_s)
+    assert lowest <= cfg.enrol_offset(speech_s) <= 0.0
 
 
 @pytest.mark.parametrize("edit,words", [

@@ -223,10 +223,14 @@ def turns_stream(target: Speaker, impostors: list[np.ndarray], rng: np.random.Ge
 
 # -- running listen's pipeline on them --------------------------------------------------------
 def enrol_vector(session, audio: np.ndarray):
+    """The voiceprint ``enroll --input`` would make of ``audio`` (with the speech it holds, for
+    the model's thresholds by enrolled speech), without the store."""
     from rtverify.core.pipeline import embed_recording
+    from rtverify.core.scoring import VoiceVector
     from rtverify.io.sources import Chunk
 
-    return embed_recording(session, [Chunk(audio, 0.0)]).vector
+    rec = embed_recording(session, [Chunk(audio, 0.0)])
+    return VoiceVector(rec.vector, None, rec.speech_s)
 
 
 def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600) -> list:
@@ -357,7 +361,7 @@ def main(argv=None) -> int:
                 from rtverify.core.scoring import VoiceVector, narrowband_audio
 
                 vp_band = {"target": VoiceVector(vp["target"], enrol_vector(
-                    session, narrowband_audio(t.enrol)))}
+                    session, narrowband_audio(t.enrol)), vp["target"].enrol_speech_s)}
             if kind == "sounds":
                 st = sounds_stream(t, impostors[4 * i:4 * i + 4], rng)
             elif kind == "turns":

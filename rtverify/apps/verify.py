@@ -115,7 +115,8 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
                               f"{need_s:.1f} s are needed to decide")
     policy = DecisionPolicy(session.info.decision, threshold)
     d = policy.decide(cosine_scores(rec.vector, {voiceprint.name: voiceprint.embedding}),
-                      rec.speech_s, rec.snr_db)
+                      rec.speech_s, rec.snr_db,
+                      policy.offsets_for({voiceprint.name: voiceprint.vector()}))
     if recorder is None:
         return VerifyResult(rec, d, d.accepted, d.reason)
     from .liveness import check_answer

@@ -131,10 +131,17 @@ class ModelInfo:
                                  "decibels")
             if not all(math.isfinite(v) for p in offsets for v in p):
                 raise ValueError("decision.threshold_offsets_by_snr_db must hold finite numbers")
+            by_enrol = tuple((float(e), float(o))
+                             for e, o in dec.pop("threshold_offsets_by_enrol_s", None) or [])
+            if any(b[0] <= a[0] for a, b in zip(by_enrol, by_enrol[1:])) or not all(
+                    math.isfinite(v) for p in by_enrol for v in p):
+                raise ValueError("decision.threshold_offsets_by_enrol_s must have increasing, "
+                                 "finite seconds and finite offsets")
             decision = DecisionConfig(threshold=float(dec.pop("threshold")),
                                       min_speech_s=float(dec.pop("min_speech_s", 0.5)),
                                       thresholds_by_speech_s=points,
-                                      threshold_offsets_by_snr_db=offsets)
+                                      threshold_offsets_by_snr_db=offsets,
+                                      threshold_offsets_by_enrol_s=by_enrol)
             feats = data["features"]
             features = (FbankConfig.from_dict(feats) if feats.get("kind") == FbankConfig.KIND
                         else FeatureConfig.from_dict(feats))

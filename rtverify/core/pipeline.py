@@ -60,6 +60,7 @@ class Verifier:
         self.voiceprints = dict(voiceprints or {})
         self._galleries: dict[str, tuple] = {}
         self.policy = DecisionPolicy(session.info.decision, threshold)
+        self._offsets = self.policy.offsets_for(self.voiceprints)  # by enrolled speech
         # the model's own scoring, as in ``eval`` (made when there is something to score, so that
         # embedding a recording does not load a score-normalisation cohort)
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
@@ -186,7 +187,8 @@ class Verifier:
         scores = self._scores(np.asarray(vector, np.float32))
         if not scores:
             return False
-        t = self.policy.threshold_for(speech_s, snr_db)
+        t = self.policy.threshold_for(speech_s, snr_db) + \
+            min(self._offsets.values(), default=0.0)  # the most lenient voice's
         return max(scores.values()) >= t - self.SPLIT_NEAR
 
     EDGE_S = 1.0
@@ -201,7 +203,8 @@ class Verifier:
         scores = self._scores(np.asarray(vector, np.float32))
         if not scores:
             return True
-        t = self.policy.threshold_for(self.EDGE_S, snr_db)
+        t = self.policy.threshold_for(self.EDGE_S, snr_db) + \
+            min(self._offsets.values(), default=0.0)
         return max(scores.values()) < t - self.SPLIT_NEAR
 
     def _worth(self, sims: np.ndarray, t: float) -> bool:
@@ -267,7 +270,7 @@ class Verifier:
             turn_row = self.embedder.turn_start_row  # > 0: restarted at a suspected change
             if turn_row:
                 voiced_s *= (self.embedder.n_rows - turn_row) / max(self.embedder.n_rows, 1)
-            d = self.policy.decide(scores, voiced_s, snr)
+            d = self.policy.decide(scores, voiced_s, snr, self._offsets)
             events.append(Provisional(self._seg_start, t_s, voiced_s, d.speaker, d.score,
                                       scores, self._seg_start + turn_row / 100.0
                                       if turn_row else None))
@@ -334,7 +337,7 @@ class Verifier:
                 scores = batched[i]
             if scores is None:
                 scores = self._scores(turn.vector, band)
-            d: Decision = self.policy.decide(scores, speech_s, end.snr_db)
+            d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,

@@ -98,13 +98,31 @@ class DecisionPolicy:
         return self.override if self.override is not None else \
             self.cfg.threshold_for(speech_s, snr_db)
 
+    def offsets_for(self, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Each voice's threshold offset for the speech it was enrolled on (only the nonzero
+        ones; none under an overriding threshold)."""
+        if self.override is not None or not self.cfg.threshold_offsets_by_enrol_s:
+            return {}
+        out = {n: self.cfg.enrol_offset(getattr(v, "enrol_speech_s", None))
+               for n, v in voiceprints.items()}
+        return {n: o for n, o in out.items() if o}
+
     def decide(self, scores: Mapping[str, float], speech_s: float,
-               snr_db: float | None = None) -> Decision:
+               snr_db: float | None = None,
+               offsets: Mapping[str, float] | None = None) -> Decision:
+        """The decision on one utterance's ``scores``. ``offsets``: per-voice threshold offsets
+        (:meth:`offsets_for`); the voice with the largest margin over its own threshold is then
+        the best (with none, simply the highest score)."""
         threshold = self.threshold_for(speech_s, snr_db)
         if not scores:
             return Decision(None, None, None, {}, False, threshold, None, None, "no_voices",
                             snr_db)
-        ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
+        if offsets:
+            ranked = sorted(scores.items(), key=lambda kv: kv[1] - offsets.get(kv[0], 0.0),
+                            reverse=True)
+            threshold += offsets.get(ranked[0][0], 0.0)
+        else:
+            ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
         best, score = ranked[0]
         gap = score - ranked[1][1] if len(ranked) > 1 else None
         margin = score - threshold
@@ -301,10 +319,15 @@ class VoiceVector(np.ndarray):
     bands without a change of signature."""
 
     narrowband: np.ndarray | None
+    enrol_speech_s: float | None
+    """Voiced seconds the voiceprint was enrolled on (None: unknown), for the model's
+    ``threshold_offsets_by_enrol_s``."""
 
-    def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None) -> "VoiceVector":
+    def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None,
+                enrol_speech_s: float | None = None) -> "VoiceVector":
         wide = np.asarray(wide, dtype=np.float32)
         obj = wide.view(cls)
+        obj.enrol_speech_s = enrol_speech_s
         obj.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
         obj._narrowband_print = None
         if obj.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
@@ -314,7 +337,22 @@ class VoiceVector(np.ndarray):
 
     def __array_finalize__(self, obj) -> None:
         self.narrowband = getattr(obj, "narrowband", None)
+        self.enrol_speech_s = getattr(obj, "enrol_speech_s", None)
         self._narrowband_print = getattr(obj, "_narrowband_print", None)
+
+    # A pickled ndarray subclass keeps only the array: the server hands voices to its worker
+    # processes pickled, and without these the narrowband embedding and the enrolled amount
+    # were lost there (its streams scored narrowband input against the wideband embedding).
+    def __reduce__(self):
+        ctor, args, state = super().__reduce__()
+        return ctor, args, (state, self.narrowband, self.enrol_speech_s)
+
+    def __setstate__(self, state) -> None:
+        base, narrowband, enrol_speech_s = state
+        super().__setstate__(base)
+        rebuilt = VoiceVector(np.asarray(self), narrowband, enrol_speech_s)
+        self.narrowband, self.enrol_speech_s = rebuilt.narrowband, rebuilt.enrol_speech_s
+        self._narrowband_print = rebuilt._narrowband_print
 
     def narrowband_print(self) -> np.ndarray | None:
         """What narrowband input is scored against: the normalised mean of the narrowband and

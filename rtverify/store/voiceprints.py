@@ -163,7 +163,7 @@ class Voiceprint:
         carries the narrowband embedding (if any)."""
         from ..core.scoring import VoiceVector
 
-        return VoiceVector(self.embedding, self.narrowband)
+        return VoiceVector(self.embedding, self.narrowband, self.speech_s or None)
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> "Voiceprint":
