@@ -63,6 +63,37 @@ def test_decide_is_open_set():
     assert Gallery(None, MODEL, DIM).decide(stranger, 3.0, policy).reason == "no_voices"
 
 
+def test_each_voice_gets_the_threshold_of_the_speech_it_was_enrolled_on(tmp_path):
+    """As listen does (issue 12's one-take voiceprints): a voice enrolled on little speech is
+    judged against the model's lower threshold for that amount, from a file store too."""
+    from rtverify.core.scoring import VoiceVector
+
+    cfg = DecisionConfig(threshold=0.9, threshold_offsets_by_enrol_s=((3.0, -0.1), (10.0, 0.0)))
+    policy = DecisionPolicy(cfg)
+    rng = np.random.default_rng(3)
+    a, b = unit(rng), unit(rng)
+    orth = b - (b @ a) * a
+    orth /= np.linalg.norm(orth)
+    probe = (0.85 * a + np.sqrt(1 - 0.85 ** 2) * orth).astype(np.float32)
+    score = float(probe @ a)
+    assert float(probe @ b) < 0.8
+    assert 0.8 < score < 0.9  # below the threshold, above it less the short enrolment's offset
+    for amount, accepted in ((2.0, True), (12.0, False), (None, False)):
+        g = Gallery(None, MODEL, DIM)
+        g.apply([("a", VoiceVector(a, None, amount)), ("b", VoiceVector(b, None, 12.0))])
+        d = g.decide(probe, 3.0, policy)
+        assert d.accepted is accepted, (amount, d)
+        assert d.threshold == pytest.approx(0.9 + cfg.enrol_offset(amount))
+    # from a store: the voiceprint's speech_s travels into the gallery
+    store = VoiceprintStore(tmp_path)
+    store.save(Voiceprint("a", MODEL, a, "2025-01-01T00:00:00Z", 2.0, 1))
+    g = Gallery(store, MODEL, DIM)
+    g.refresh()
+    assert g.decide(probe, 3.0, policy).accepted
+    g.apply([], ["a"])
+    assert g.decide(probe, 3.0, policy).reason == "no_voices"
+
+
 def test_replace_remove_and_compaction():
     ref = voices(100)
     g = Gallery(None, MODEL, DIM)

@@ -101,10 +101,14 @@ class DecisionPolicy:
     def offsets_for(self, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Each voice's threshold offset for the speech it was enrolled on (only the nonzero
         ones; none under an overriding threshold)."""
+        return self.offsets_by_amount({n: getattr(v, "enrol_speech_s", None)
+                                       for n, v in voiceprints.items()})
+
+    def offsets_by_amount(self, amounts: Mapping[str, float | None]) -> dict[str, float]:
+        """:meth:`offsets_for`, given each voice's enrolled seconds (None: unknown)."""
         if self.override is not None or not self.cfg.threshold_offsets_by_enrol_s:
             return {}
-        out = {n: self.cfg.enrol_offset(getattr(v, "enrol_speech_s", None))
-               for n, v in voiceprints.items()}
+        out = {n: self.cfg.enrol_offset(a) for n, a in amounts.items()}
         return {n: o for n, o in out.items() if o}
 
     def decide(self, scores: Mapping[str, float], speech_s: float,

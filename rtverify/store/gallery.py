@@ -76,6 +76,7 @@ class Gallery:
         self._sd = np.ones(0)
         self._names: list[str] = []
         self._rows: dict[str, int] = {}
+        self._enrol: dict[str, float | None] = {}  # seconds each voice was enrolled on
         self._dead: list[int] = []
         self._n = 0
         self._version = None
@@ -111,9 +112,12 @@ class Gallery:
 
     def decide(self, embedding: np.ndarray, speech_s: float, policy: DecisionPolicy,
                k: int = TOP_K, *, snr_db: float | None = None) -> Decision:
-        """Open-set identification: the best voice if it clears the threshold (for ``speech_s``
-        voiced seconds at an estimated SNR of ``snr_db`` decibels), else nobody."""
-        return policy.decide(self.scores(embedding, k), speech_s, snr_db)
+        """Open-set identification: the best voice if it clears its threshold (for ``speech_s``
+        voiced seconds at an estimated SNR of ``snr_db`` decibels, and the speech the voice was
+        enrolled on), else nobody."""
+        scores = self.scores(embedding, k)
+        offsets = policy.offsets_by_amount({n: self._enrol.get(n) for n in scores})
+        return policy.decide(scores, speech_s, snr_db, offsets)
 
     # -- writing (one writer at a time; readers are never held up) -----------------------
     def _publish(self) -> Snapshot:
@@ -153,9 +157,11 @@ class Gallery:
                 self._buf = np.zeros((0, self.dim), dtype=np.float32)
                 self._mu, self._sd = np.zeros(0), np.ones(0)
                 self._names, self._rows, self._dead, self._n = [], {}, [], 0
+                self._enrol = {}
             if self.only is not None:
                 changed = [(n, v) for n, v in changed if n in self.only]
             for name in removed:
+                self._enrol.pop(name, None)
                 row = self._rows.pop(name, None)
                 if row is not None:
                     self._dead.append(row)
@@ -172,7 +178,8 @@ class Gallery:
                     mu, sd = self.scorer.cohort_stats(vecs)
                     self._mu[start:start + len(changed)] = mu
                     self._sd[start:start + len(changed)] = sd
-                for i, (name, _) in enumerate(changed):
+                for i, (name, v) in enumerate(changed):
+                    self._enrol[name] = getattr(v, "enrol_speech_s", None)
                     old = self._rows.get(name)
                     if old is not None:
                         self._dead.append(old)
@@ -204,7 +211,7 @@ class Gallery:
             ch = self.store.changes(self._version, self.model_id, self.dim)
             if ch.version == self._version and not ch.full:
                 return False
-            good = [(e.name, e.voiceprint.embedding) for e in ch.changed if e.voiceprint]
+            good = [(e.name, e.voiceprint.vector()) for e in ch.changed if e.voiceprint]
             bad = [e for e in ch.changed if e.voiceprint is None]
             self.problems = [e.problem for e in bad]
             for problem in self.problems:
