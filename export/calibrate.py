@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--enrol-takes", type=_ints, default=(),
                     help="also calibrate threshold offsets by the speech a voiceprint was "
                          "enrolled on: voiceprints of these numbers of takes (comma-separated, "
-                         "e.g. 1,2) against those of --takes, same test recordings")
+                         "e.g. 1,2) against those of --takes (same speakers, seed and test lengths)")
     ap.add_argument("--write-sidecar", action="store_true",
                     help="also write the decision block and the tables into the model's sidecar")
     args = ap.parse_args(argv)

@@ -55,6 +55,22 @@ def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None 
     return path
 
 
+def model_with_decision(directory: Path, session, key: str, table):
+    """A copy of ``session``'s model in ``directory`` whose sidecar's ``decision[key]`` is
+    ``table`` (None: without that key), loaded."""
+    import shutil
+
+    from rtverify.core.encoder import EncoderSession
+
+    shutil.copy(session.path, directory / "m.onnx")
+    raw = json.loads(json.dumps(session.info.raw))
+    raw["decision"].pop(key, None)
+    if table is not None:
+        raw["decision"][key] = table
+    (directory / "m.json").write_text(json.dumps(raw))
+    return EncoderSession(directory / "m.onnx")
+
+
 @pytest.fixture(scope="session")
 def demo():
     meta = json.loads((DEMO / "conversation.json").read_text())

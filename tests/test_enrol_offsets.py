@@ -4,13 +4,10 @@ from the store to every decision."""
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import numpy as np
 import pytest
 
-from conftest import chunks_of
+from conftest import chunks_of, model_with_decision
 from rtverify.config import DecisionConfig
 from rtverify.core.scoring import DecisionPolicy, VoiceVector
 
@@ -58,15 +55,7 @@ def test_the_store_hands_out_the_enrolled_amount(tmp_path):
 
 
 def _model_with(tmp_path, session, by_enrol):
-    shutil.copy(session.path, tmp_path / "m.onnx")
-    raw = json.loads(json.dumps(session.info.raw))
-    raw["decision"].pop("threshold_offsets_by_enrol_s", None)
-    if by_enrol is not None:
-        raw["decision"]["threshold_offsets_by_enrol_s"] = by_enrol
-    (tmp_path / "m.json").write_text(json.dumps(raw))
-    from rtverify.core.encoder import EncoderSession
-
-    return EncoderSession(tmp_path / "m.onnx")
+    return model_with_decision(tmp_path, session, "threshold_offsets_by_enrol_s", by_enrol)
 
 
 def test_decisions_use_the_voices_offset(tmp_path, session, conversation, alice_print):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, chunks_of, run_segmenter
+from conftest import REPO, chunks_of, model_with_decision, run_segmenter
 from rtverify.config import DecisionConfig
 from rtverify.core.scoring import DecisionPolicy
 
@@ -121,15 +121,7 @@ def test_the_segmenters_snr_is_speech_level_over_the_background(conversation):
 
 
 def _model_with_offsets(tmp_path, session, offsets):
-    shutil.copy(session.path, tmp_path / "m.onnx")
-    raw = json.loads(json.dumps(session.info.raw))
-    raw["decision"].pop("threshold_offsets_by_snr_db", None)
-    if offsets is not None:
-        raw["decision"]["threshold_offsets_by_snr_db"] = offsets
-    (tmp_path / "m.json").write_text(json.dumps(raw))
-    from rtverify.core.encoder import EncoderSession
-
-    return EncoderSession(tmp_path / "m.onnx")
+    return model_with_decision(tmp_path, session, "threshold_offsets_by_snr_db", offsets)
 
 
 def test_decision_events_carry_snr_and_noisy_speech_gets_the_offset_threshold(

@@ -262,9 +262,8 @@ def run_cli(enrol: np.ndarray, audio: np.ndarray, workdir: Path, model: str | No
     sf.write(stream_wav, audio, SR, subtype="PCM_16")
     cli = [sys.executable, "-m", "rtverify", "--store", str(store)]
     extra = ["--model", model] if model else []
-    if not (store / "target.json").exists():
-        subprocess.run(cli + ["enroll", "--name", "target", "--input", str(enrol_wav),
-                              "--min-speech", "2"] + extra, check=True, capture_output=True)
+    subprocess.run(cli + ["enroll", "--name", "target", "--input", str(enrol_wav),
+                          "--min-speech", "2"] + extra, check=True, capture_output=True)
     out = subprocess.run(cli + ["listen", "--name", "target", "--input", str(stream_wav),
                                 "--json"] + extra, check=True, capture_output=True, text=True)
     fields = DecisionEvent.__dataclass_fields__
@@ -283,11 +282,10 @@ def score_stream(st: Stream, events: list, name: str = "target") -> dict:
     decisions = [e for e in events if isinstance(e, DecisionEvent)]
     acc = [d for d in decisions if d.accepted and d.speaker == name]
     out = {"sounds": len(st.sounds), "sounds_decided": 0, "utterances": len(st.utterances),
-           "utterances_right": 0, "false_splits": 0, "wrong": []}
-    # a speaker change placed inside one person's utterance, at least 0.3 s from its ends
-    out["false_splits"] = sum(
-        1 for d in decisions if d.end_reason == "speaker_change" and any(
-            u["start_s"] + 0.3 < d.end_s < u["end_s"] - 0.3 for u in st.utterances))
+           "utterances_right": 0, "wrong": [],
+           # speaker changes placed inside one person's utterance, 0.3 s or more from its ends
+           "false_splits": sum(1 for d in decisions if d.end_reason == "speaker_change" and any(
+               u["start_s"] + 0.3 < d.end_s < u["end_s"] - 0.3 for u in st.utterances))}
     for s in st.sounds:
         # a decision "on" a sound: one that overlaps it by more than a quarter of the sound and
         # overlaps no utterance (a sound merged into an utterance is not a decision on it)

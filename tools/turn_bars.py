@@ -38,8 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--edge-far", type=float, default=0.05)
     p.add_argument("--json", type=Path, help="write the figures here")
     args = p.parse_args(argv)
-    from rtverify.core.encoder import EncoderSession, l2_normalize
-    from rtverify.core.turns import TurnConfig
+    from rtverify.core.encoder import EncoderSession
+    from dataclasses import replace
+
+    from rtverify.core.turns import TurnConfig, TurnEmbedder, best_split, edge_cosines
 
     session = EncoderSession(args.model)
     cfg = TurnConfig.for_model(session.info.raw)
@@ -50,22 +52,10 @@ def main(argv=None) -> int:
         parts = [f.push(audio.astype(np.float32)), f.flush()]
         return np.concatenate([x for x in parts if len(x)])
 
-    def windows(rows, w=cfg.fine_rows, hop=None):
-        hop = hop or cfg.fine_hop_rows
-        starts = list(range(0, len(rows) - w + 1, hop))
-        return starts, session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
-
     def best_contrast(rows):
-        n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
-        starts, emb = windows(rows)
-        sims, best = emb @ emb.T, -1.0
-        for k in range(1, len(starts)):
-            cut = starts[k - 1] + w // 2 + hop // 2
-            if cut < cfg.min_turn_rows or n - cut < cfg.min_turn_rows:
-                continue
-            within = 0.5 * (sims[:k, :k].mean() + sims[k:, k:].mean())
-            best = max(best, float(within - sims[:k, k:].mean()))
-        return best, float(sims[np.triu_indices(len(emb), 1)].mean())
+        """find_turns' best split contrast, and the mean cosine between its windows."""
+        _, contrast, sims = best_split(session, rows, cfg)
+        return contrast, float(sims[np.triu_indices(len(sims), 1)].mean())
 
     rng = np.random.default_rng(9)
     one, two, wcos = [], [], []
@@ -81,10 +71,6 @@ def main(argv=None) -> int:
 
     lengths = [int(v) for v in args.edge_rows.split(",")]
 
-    from dataclasses import replace
-
-    from rtverify.core.turns import TurnEmbedder, edge_cosines, window_starts
-
     measure = replace(cfg, edge_rows=tuple(lengths), edge_cos=(0.0,) * len(lengths))
 
     def edge_cos(rows, at_end):
@@ -92,10 +78,8 @@ def main(argv=None) -> int:
         emb = TurnEmbedder(session, max_pending=8, cfg=cfg)
         emb.push_rows(rows)
         emb.finish_keep()
-        own = (np.stack(emb.windows).astype(np.float64),
-               np.array(window_starts(len(rows), len(emb.windows), session.window)),
-               session.window.window_frames) if emb.windows else None
-        head, tail = edge_cosines(session, rows, measure, head=not at_end, tail=at_end, own=own)
+        head, tail = edge_cosines(session, rows, measure, head=not at_end, tail=at_end,
+                                  own=emb.own_windows(len(rows)))
         return tail if at_end else head
 
     rng = np.random.default_rng(5)

@@ -71,6 +71,20 @@ def babble_talkers(root: Path, rng: np.random.Generator, n_talkers: int = 8,
     return out
 
 
+def _write_pairs(path: Path, probes: dict[str, list[str]], held: list[str], cond: str,
+                 rng: np.random.Generator, n_different: int = 5000) -> Path:
+    """A trial list: every (clean probe i, ``cond`` probe j != i) pair of a speaker, and
+    ``n_different`` random (clean probe of s, ``cond`` probe of t) pairs; written to ``path``."""
+    lines = {f"1 clean/{a} {cond}/{b}" for names in probes.values()
+             for i, a in enumerate(names) for j, b in enumerate(names) if i != j}
+    n_target = len(lines)
+    while len(lines) < n_target + n_different:
+        s, t = rng.choice(held, 2, replace=False)
+        lines.add(f"0 clean/{rng.choice(probes[s])} {cond}/{rng.choice(probes[t])}")
+    path.write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    return path
+
+
 def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     rooms_rng = np.random.default_rng(seed + 1)  # its own stream: the older lists stay as they were
@@ -108,27 +122,9 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
             sf.write(str(p), versions["clean1s"], degrade.RATE_HZ, subtype="PCM_16")
     lists = {}
     for cond in CONDITIONS:
-        lines = set()
-        for s, names in probes.items():
-            for i, a in enumerate(names):
-                for j, b in enumerate(names):
-                    if i != j:
-                        lines.add(f"1 clean/{a} {cond}/{b}")
-        n_target = len(lines)
-        while len(lines) < n_target + 5000:
-            s, t = rng.choice(held, 2, replace=False)
-            lines.add(f"0 clean/{rng.choice(probes[s])} {cond}/{rng.choice(probes[t])}")
-        lists[cond] = out / f"{cond}-2s.txt"
-        lists[cond].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+        lists[cond] = _write_pairs(out / f"{cond}-2s.txt", probes, held, cond, rng)
     short_rng = np.random.default_rng(seed + 2)  # its own stream, as rooms_rng
-    lines = {f"1 clean/{a} clean1s/{b}" for names in probes.values()
-             for i, a in enumerate(names) for j, b in enumerate(names) if i != j}
-    n_target = len(lines)
-    while len(lines) < n_target + 5000:
-        s, t = short_rng.choice(held, 2, replace=False)
-        lines.add(f"0 clean/{short_rng.choice(probes[s])} clean1s/{short_rng.choice(probes[t])}")
-    lists["clean1s"] = out / "clean-1s.txt"
-    lists["clean1s"].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    lists["clean1s"] = _write_pairs(out / "clean-1s.txt", probes, held, "clean1s", short_rng)
     held_set = set(held)
     kept = [ln for ln in (root / "trials" / "librispeech-251-3s.txt").read_text().splitlines()
             if ln and all(p.split("/")[1] in held_set for p in ln.split()[1:])]

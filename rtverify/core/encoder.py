@@ -121,22 +121,9 @@ class ModelInfo:
             if data.get("format") != SIDECAR_FORMAT:
                 raise ValueError(f"format is {data.get('format')!r}, expected {SIDECAR_FORMAT!r}")
             dec = dict(data["decision"])
-            points = tuple((float(s), float(t)) for s, t in dec.pop("thresholds_by_speech_s", []))
-            if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
-                raise ValueError("decision.thresholds_by_speech_s must have increasing seconds")
-            offsets = tuple((float(d), float(o))
-                            for d, o in dec.pop("threshold_offsets_by_snr_db", None) or [])
-            if any(b[0] <= a[0] for a, b in zip(offsets, offsets[1:])):
-                raise ValueError("decision.threshold_offsets_by_snr_db must have increasing "
-                                 "decibels")
-            if not all(math.isfinite(v) for p in offsets for v in p):
-                raise ValueError("decision.threshold_offsets_by_snr_db must hold finite numbers")
-            by_enrol = tuple((float(e), float(o))
-                             for e, o in dec.pop("threshold_offsets_by_enrol_s", None) or [])
-            if any(b[0] <= a[0] for a, b in zip(by_enrol, by_enrol[1:])) or not all(
-                    math.isfinite(v) for p in by_enrol for v in p):
-                raise ValueError("decision.threshold_offsets_by_enrol_s must have increasing, "
-                                 "finite seconds and finite offsets")
+            points = _table(dec, "thresholds_by_speech_s", "seconds")
+            offsets = _table(dec, "threshold_offsets_by_snr_db", "decibels")
+            by_enrol = _table(dec, "threshold_offsets_by_enrol_s", "seconds")
             decision = DecisionConfig(threshold=float(dec.pop("threshold")),
                                       min_speech_s=float(dec.pop("min_speech_s", 0.5)),
                                       thresholds_by_speech_s=points,
@@ -155,6 +142,17 @@ class ModelInfo:
                        context_ms=context)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
+
+
+def _table(decision: dict, key: str, unit: str) -> tuple[tuple[float, float], ...]:
+    """``decision[key]`` (popped): ``(x, y)`` points with increasing, finite ``x`` (in
+    ``unit``) and finite ``y``; empty when absent. Raises ValueError naming the key."""
+    points = tuple((float(x), float(y)) for x, y in decision.pop(key, None) or [])
+    if any(b[0] <= a[0] for a, b in zip(points, points[1:])):
+        raise ValueError(f"decision.{key} must have increasing {unit}")
+    if not all(math.isfinite(v) for p in points for v in p):
+        raise ValueError(f"decision.{key} must hold finite numbers")
+    return points
 
 
 def load_model_info(model_path: str | os.PathLike) -> ModelInfo:

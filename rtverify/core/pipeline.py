@@ -177,35 +177,24 @@ class Verifier:
         worth = bool(len(near)) and self._worth(windows @ matrix[near].T, t)
         return worth, pooled
 
-    def _edge_worth(self, vector: np.ndarray, speech_s: float, snr_db: float | None = None
-                    ) -> bool:
-        """Whether to check a segment's edges for another voice (issue 12: the end of one
-        turn before a max_length cut or the next turn's start): only when the segment as one
-        decision would be accepted, or nearly (its best score at least the threshold minus
-        SPLIT_NEAR), since that is when another voice's second rides on an accepted decision;
-        never without voices (enrolment)."""
-        scores = self._scores(np.asarray(vector, np.float32))
-        if not scores:
-            return False
-        t = self.policy.threshold_for(speech_s, snr_db) + \
-            min(self._offsets.values(), default=0.0)  # the most lenient voice's
-        return max(scores.values()) >= t - self.SPLIT_NEAR
-
     EDGE_S = 1.0
-    """Speech in an edge that :meth:`_edge_matters` judges (seconds: ``edge_rows`` of 100)."""
+    """Speech in an edge that the edge checks judge (seconds: ``edge_rows`` of 100)."""
 
-    def _edge_matters(self, vector: np.ndarray, snr_db: float | None = None) -> bool:
-        """An edge that sounds unlike the rest of its segment is split off only when it
-        would not be accepted on its own (best score below the threshold for a second of
-        speech, minus SPLIT_NEAR): one that would be changes no decision, and splitting it
-        only cuts a true speaker's turn in two (the edge bars' false alarms, 5 %, are mostly
-        the target's own last or first second)."""
+    def _near_accept(self, vector: np.ndarray, speech_s: float, snr_db: float | None
+                     ) -> tuple[bool, dict[str, float]]:
+        """Whether some voice would accept ``vector`` (``speech_s`` voiced seconds), or nearly:
+        its margin over its own threshold at least -SPLIT_NEAR; and the scores. The edge checks
+        (issue 12) ask it twice: of the whole segment, whether to look at its edges at all
+        (another voice's second rides only on an accepted decision; never without voices:
+        enrolment), and of an edge that sounds unlike the rest, whether splitting it off can
+        change a decision (one that would be accepted alone changes none, and splitting it
+        would only cut a true speaker's turn in two: the edge bars' false alarms, 5 %, are
+        mostly the target's own last or first second)."""
         scores = self._scores(np.asarray(vector, np.float32))
         if not scores:
-            return True
-        t = self.policy.threshold_for(self.EDGE_S, snr_db) + \
-            min(self._offsets.values(), default=0.0)
-        return max(scores.values()) < t - self.SPLIT_NEAR
+            return False, scores
+        d = self.policy.decide(scores, speech_s, snr_db, self._offsets)
+        return d.margin >= -self.SPLIT_NEAR, scores
 
     def _worth(self, sims: np.ndarray, t: float) -> bool:
         """Some voice (column) scores near the threshold ``t`` in one window (row) and clearly
@@ -309,10 +298,11 @@ class Verifier:
             return ok
 
         def edge_worth(vector: np.ndarray) -> bool:
-            return self._edge_worth(vector, end.speech_s, end.snr_db)
+            near, memo["segment_scores"] = self._near_accept(vector, end.speech_s, end.snr_db)
+            return near
 
         def edge_matters(vector: np.ndarray) -> bool:
-            return self._edge_matters(vector, end.snr_db)
+            return not self._near_accept(vector, self.EDGE_S, end.snr_db)[0]
 
         found = embedder.finish_turns(worth, edge_worth, edge_matters)
         if found is None:
@@ -335,6 +325,8 @@ class Verifier:
                 scores = self._scores_from_sims(turn, memo["windows"], memo["sims"])
             elif batched is not None and band == "wide":
                 scores = batched[i]
+            if scores is None and len(turns) == 1 and band == "wide":
+                scores = memo.get("segment_scores")  # the edge check scored it already
             if scores is None:
                 scores = self._scores(turn.vector, band)
             d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets)

@@ -329,15 +329,17 @@ class VoiceVector(np.ndarray):
 
     def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None,
                 enrol_speech_s: float | None = None) -> "VoiceVector":
-        wide = np.asarray(wide, dtype=np.float32)
-        obj = wide.view(cls)
-        obj.enrol_speech_s = enrol_speech_s
-        obj.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
-        obj._narrowband_print = None
-        if obj.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
-            mean = wide + obj.narrowband
-            obj._narrowband_print = mean / max(float(np.sqrt(mean @ mean)), 1e-12)
+        obj = np.asarray(wide, dtype=np.float32).view(cls)
+        obj._carry(narrowband, enrol_speech_s)
         return obj
+
+    def _carry(self, narrowband: np.ndarray | None, enrol_speech_s: float | None) -> None:
+        self.enrol_speech_s = enrol_speech_s
+        self.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
+        self._narrowband_print = None
+        if self.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
+            mean = np.asarray(self) + self.narrowband
+            self._narrowband_print = mean / max(float(np.sqrt(mean @ mean)), 1e-12)
 
     def __array_finalize__(self, obj) -> None:
         self.narrowband = getattr(obj, "narrowband", None)
@@ -354,9 +356,7 @@ class VoiceVector(np.ndarray):
     def __setstate__(self, state) -> None:
         base, narrowband, enrol_speech_s = state
         super().__setstate__(base)
-        rebuilt = VoiceVector(np.asarray(self), narrowband, enrol_speech_s)
-        self.narrowband, self.enrol_speech_s = rebuilt.narrowband, rebuilt.enrol_speech_s
-        self._narrowband_print = rebuilt._narrowband_print
+        self._carry(narrowband, enrol_speech_s)
 
     def narrowband_print(self) -> np.ndarray | None:
         """What narrowband input is scored against: the normalised mean of the narrowband and

@@ -21,7 +21,7 @@ target's score. Two stages, so that the work is spent only where a change is lik
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Callable
 
 import numpy as np
@@ -77,15 +77,12 @@ class TurnConfig:
     """An edge is checked only when at least this many rows remain beside it (the rest it is
     compared with)."""
 
-
     @classmethod
     def for_model(cls, raw_sidecar: dict) -> "TurnConfig":
         """The defaults above (measured on the default LSTM's cosines) with the model's own
         values from its sidecar's ``turns`` block: cosines are each model's own scale (CAM++'s
         are far lower between and within speakers), so a model other than the LSTM carries its
         measured bars there. Unknown keys or wrong types are a ModelError."""
-        from dataclasses import fields, replace
-
         from ..errors import ModelError
 
         block = raw_sidecar.get("turns") or {}
@@ -226,10 +223,8 @@ class TurnEmbedder(SegmentEmbedder):
         # (a segment shorter than the model's window has no windows of its own: the edges'
         # rest is then embedded in short windows)
         if cfg.enabled and edge_worth is not None and edge_worth(seg.vector):
-            own = (np.stack(self.windows).astype(np.float64),
-                   np.array(window_starts(n_rows, len(self.windows), self.window)),
-                   self.window.window_frames) if self.windows else None
-            cuts = _with_edges(self.session, rows, cuts, cfg, own, edge_matters)
+            cuts = _with_edges(self.session, rows, cuts, cfg, self.own_windows(n_rows),
+                               edge_matters)
         if cuts:
             bounds = list(zip([0] + cuts, cuts + [n_rows]))
             pooled = self._window_shares(bounds, n_rows)
@@ -240,6 +235,15 @@ class TurnEmbedder(SegmentEmbedder):
         self.reset()
         self.last_rows = rows
         return turns, n_rows
+
+    def own_windows(self, n_rows: int):
+        """The segment's window embeddings as :func:`edge_cosines` takes them (``own``):
+        float64 ``(k, dim)``, their start rows and their length; None without any."""
+        if not self.windows:
+            return None
+        return (np.stack(self.windows).astype(np.float64),
+                np.array(window_starts(n_rows, len(self.windows), self.window)),
+                self.window.window_frames)
 
     def _window_shares(self, bounds: list[tuple[int, int]], n_rows: int) -> list[np.ndarray]:
         """The segment's own window embeddings summed per turn (each window to the turn that
@@ -297,9 +301,28 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
     """Rows (from ``offset``) at which the speaker changes in ``rows``, float32
     ``(n, n_mels)``; empty if none is found."""
     n = len(rows)
-    w, hop = cfg.fine_rows, cfg.fine_hop_rows
-    if n < 2 * cfg.min_turn_rows or n < w + hop:
+    if n < 2 * cfg.min_turn_rows or n < cfg.fine_rows + cfg.fine_hop_rows:
         return []
+    best, best_contrast, _ = best_split(session, rows, cfg)
+    if best is None or best_contrast < cfg.split_contrast:
+        return []
+    out = [offset + best]
+    if depth < 1:  # a third voice: each side once more, if long enough to hold two turns
+        left = find_turns(session, rows[:best], cfg, offset, depth + 1) \
+            if best >= cfg.min_side_rows else []
+        right = find_turns(session, rows[best:], cfg, offset + best, depth + 1) \
+            if n - best >= cfg.min_side_rows else []
+        out = left + out + right
+    return out
+
+
+def best_split(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig()
+               ) -> tuple[int | None, float, np.ndarray]:
+    """The split of ``rows`` whose two sides differ most: ``(row, contrast, sims)``, the row
+    (None when no split leaves ``min_turn_rows`` on each side), its contrast (within-side minus
+    cross-side mean cosine of the ``fine_rows`` windows every ``fine_hop_rows``; -1 for none)
+    and those windows' cosine matrix."""
+    n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
     starts = list(range(0, n - w + 1, hop))
     emb = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
     sims = emb @ emb.T
@@ -315,16 +338,7 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
         contrast = float(within - sims[:k, k:].mean())
         if contrast > best_contrast:
             best, best_contrast = cut, contrast
-    if best is None or best_contrast < cfg.split_contrast:
-        return []
-    out = [offset + best]
-    if depth < 1:  # a third voice: each side once more, if long enough to hold two turns
-        left = find_turns(session, rows[:best], cfg, offset, depth + 1) \
-            if best >= cfg.min_side_rows else []
-        right = find_turns(session, rows[best:], cfg, offset + best, depth + 1) \
-            if n - best >= cfg.min_side_rows else []
-        out = left + out + right
-    return out
+    return best, best_contrast, sims
 
 
 def _with_edges(session: EncoderSession, rows: np.ndarray, cuts: list[int],
@@ -344,10 +358,8 @@ def _with_edges(session: EncoderSession, rows: np.ndarray, cuts: list[int],
         if len(inner_cuts) != len(cuts):
             return cuts
         plain = replace(cfg, edge_skip_rows=(0, 0))
-        found = _with_edges(session, inner, inner_cuts, plain, own, matters)
-        out = [c + skip_head for c in found]
-        return out if all(b - a >= min(cfg.edge_rows) for a, b in
-                          zip([0] + out, out + [n])) else cuts
+        # parts long enough inside are longer still with the context put back
+        return [c + skip_head for c in _with_edges(session, inner, inner_cuts, plain, own, matters)]
     if not cuts:
         head, tail = find_edges(session, rows, cfg, own=own, matters=matters)
     else:
