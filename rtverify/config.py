@@ -119,6 +119,12 @@ class SegmenterConfig:
     max_segment_s: float = 6.0
     """A segment longer than this is closed and a new one opened at once (seconds), so long
     speech yields a decision at least this often."""
+    recording_pause_ms: int = 2000
+    """Where a whole recording is pooled into one embedding (enrolment, ``verify`` of a file,
+    ``eval``, calibration: :meth:`for_recording`), a pause must be this long to end a segment
+    (milliseconds). Nobody waits there for a decision after each utterance, and speech on both
+    sides of a short pause embeds better as one stretch than as two short ones averaged (dev
+    clean 2 s, default model: 4.58 -> 3.72 % EER)."""
     level_without_dc: bool = True
     """Frame levels (gate, noise floor, segment level) are measured after removing the frame's
     mean: a DC offset is not sound, and a recording with a large one (some LibriSpeech files sit
@@ -152,6 +158,13 @@ class SegmenterConfig:
             raise ValueError(f"max_segment_s={self.max_segment_s} is too short")
         if not 0 < self.floor_quantile < 1:
             raise ValueError(f"floor_quantile must be in (0, 1), got {self.floor_quantile}")
+
+    def for_recording(self) -> "SegmenterConfig":
+        """These settings for a recording pooled into one embedding: pauses shorter than
+        ``recording_pause_ms`` do not end a segment (speaker changes inside one still do)."""
+        if self.pause_ms >= self.recording_pause_ms:
+            return self
+        return dataclasses.replace(self, pause_ms=self.recording_pause_ms)
 
     def frames(self, ms: float) -> int:
         """How many whole VAD frames cover ``ms`` milliseconds (at least one)."""

@@ -122,6 +122,33 @@ def test_embed_recording_pools_every_utterance(session, demo):
     assert 1.0 < rec.speech_s < 5.0
 
 
+def test_a_recording_ending_in_speech_is_decided_to_its_last_sample(session, demo):
+    """The samples after the last whole VAD frame are part of an utterance the stream ends in."""
+    from conftest import read16k
+
+    x = read16k(DEMO / demo["enroll"][0])
+    x = x[:int(1.6 * SR) + 301]  # cut mid-word, mid-frame
+    events = list(Verifier(session, {}, provisional=False).process(chunks_of(x, 1000)))
+    decisions = [e for e in events if isinstance(e, DecisionEvent)]
+    assert decisions and decisions[-1].end_s == pytest.approx(len(x) / SR, abs=1e-4)
+
+
+def test_a_recording_is_embedded_across_its_short_pauses(session, demo):
+    """``listen`` decides each utterance after a 450 ms pause; a recording pooled into one
+    embedding (enrolment, verify, eval) is embedded across pauses under 2 s, as one stretch."""
+    from conftest import read16k
+
+    x = read16k(DEMO / demo["enroll"][0])[:3 * SR]
+    gap = np.zeros(SR, dtype=np.float32)
+    x = np.concatenate([gap, x[:int(1.5 * SR)], gap, x[int(1.5 * SR):], gap])
+    live = [e for e in Verifier(session, {}, provisional=False).process(chunks_of(x, 1600))
+            if isinstance(e, DecisionEvent)]
+    rec = embed_recording(session, chunks_of(x, 1600))
+    assert len(live) == 2
+    assert len(rec.decisions) == 1
+    assert rec.decisions[0].start_s < live[0].end_s < live[1].start_s < rec.decisions[0].end_s
+
+
 def test_json_form_of_a_decision(session, conversation, alice_print):
     decs, _ = decisions(session, {"alice": alice_print}, chunks_of(conversation, 4096))
     d = decs[0].to_dict()

@@ -101,6 +101,7 @@ def test_provisional_scores_restart_at_the_change(session, alice_print, demo, co
 def test_a_split_recording_pools_like_an_unsplit_one(session, demo, conversation):
     """embed_recording (enrolment, eval) pools every window of the recording whether or not a
     segment was split: the split parts' shares add up to the segment's windows."""
+    from rtverify.config import SegmenterConfig
     from rtverify.core.pipeline import embed_recording
     from rtverify.core.turns import TurnConfig, TurnEmbedder
     from rtverify.io.sources import Chunk
@@ -108,7 +109,8 @@ def test_a_split_recording_pools_like_an_unsplit_one(session, demo, conversation
     x, _ = back_to_back(turn(demo, conversation, 0), turn(demo, conversation, 1)[:3 * SR])
     rec = embed_recording(session, [Chunk(x, 0.0)])
     assert any(d.end_reason == "speaker_change" for d in rec.decisions)
-    v = Verifier(session, {}, max_pending=8, provisional=False)
+    v = Verifier(session, {}, max_pending=8, provisional=False,
+                 segmenter=SegmenterConfig().for_recording())  # as embed_recording cuts it
     v.embedder = TurnEmbedder(session, max_pending=8, cfg=TurnConfig(enabled=False))
     plain = [e for e in v.process([Chunk(x, 0.0)]) if isinstance(e, DecisionEvent)]
     total = sum(d.window_sum for d in plain)

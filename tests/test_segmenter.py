@@ -169,3 +169,54 @@ def test_frames_in_blocks_give_the_same_events_and_state_as_one_by_one(speech):
 
     assert plain(ev1) == plain(ev2)
     assert any(isinstance(e, SegmentEnd) for fr in ev1 for e in fr)
+
+
+def _flush_with_tail(x, cfg=SegmenterConfig()):
+    """``x`` through a Segmenter whole frames at a time, its last partial frame given to flush."""
+    from rtverify.core.segmenter import SegmentAudio
+
+    seg = Segmenter(cfg)
+    n = seg.frame_samples
+    whole = len(x) // n * n
+    events = []
+    for i in range(0, whole, n):
+        events += seg.push(x[i:i + n].astype(np.float32), i / SR)
+    events += seg.flush(x[whole:].astype(np.float32))
+    ends = [e for e in events if isinstance(e, SegmentEnd)]
+    audio = np.concatenate([e.samples for e in events if isinstance(e, SegmentAudio)])
+    return ends, audio
+
+
+def test_a_recording_that_ends_in_speech_keeps_its_last_partial_frame(speech):
+    """A 0.3 s spoken digit loses nothing of its end: the samples after the last whole frame
+    belong to a segment still open when the stream ends."""
+    x = np.concatenate([silence(0.3), speech[:int(1.2 * SR) + 237]])  # ends mid-frame, in speech
+    ends, audio = _flush_with_tail(x)
+    assert len(ends) == 1 and not ends[0].dropped
+    assert ends[0].end_s == pytest.approx(len(x) / SR, abs=1e-6)
+    assert np.array_equal(audio[-237:], x[-237:])
+    assert len(audio) == round((ends[0].end_s - ends[0].start_s) * SR)
+
+
+def test_a_partial_frame_after_the_post_roll_is_not_kept(speech):
+    x = np.concatenate([silence(0.3), speech[:int(1.2 * SR)], silence(0.3), np.zeros(237, np.float32)])
+    ends, audio = _flush_with_tail(x)
+    assert len(ends) == 1
+    assert ends[0].end_s < len(x) / SR - 0.1  # the segment ended its post-roll before
+    assert len(audio) == round((ends[0].end_s - ends[0].start_s) * SR)
+
+
+def test_a_recording_is_not_split_at_short_pauses_but_live_audio_is(speech):
+    """``for_recording``: where a whole recording is pooled into one embedding, a pause under
+    ``recording_pause_ms`` does not end the segment; live settings (``pause_ms``) still do, and
+    a longer pause splits a recording too."""
+    a, b = speech[: int(1.5 * SR)], speech[int(1.5 * SR): 3 * SR]
+    one_s = np.concatenate([silence(0.5), a, silence(1.0), b, silence(1)])
+    three_s = np.concatenate([silence(0.5), a, silence(3.0), b, silence(1)])
+    live, rec = SegmenterConfig(), SegmenterConfig().for_recording()
+    kept = lambda x, cfg: [e for e in run(x, cfg)[0] if not e.dropped]  # noqa: E731
+    assert rec.pause_ms == live.recording_pause_ms > live.pause_ms
+    assert len(kept(one_s, live)) == 2
+    assert len(kept(one_s, rec)) == 1
+    assert len(kept(three_s, rec)) == 2
+    assert SegmenterConfig(pause_ms=2500).for_recording().pause_ms == 2500

@@ -9,7 +9,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..config import SAMPLE_RATE_HZ
+from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from ..core.encoder import EncoderSession
 from ..core.pipeline import RecordingEmbedding, Verifier
 from ..core.scoring import Decision, DecisionPolicy, cosine_scores
@@ -69,8 +69,12 @@ def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
 
     A recording or stream is read to its end. A live source (the microphone) is read until
     ``pause_s`` of quiet after the first utterance, or for at most ``timeout_s`` seconds when
-    nobody speaks."""
-    verifier = Verifier(session, {}, max_pending=1 if live else 8, provisional=False,
+    nobody speaks. A recording's short pauses do not split it (as in
+    :func:`~rtverify.core.pipeline.embed_recording`); a live source keeps the live pause, so
+    that the answer comes ``pause_s`` after the speaker stops."""
+    segmenter = SegmenterConfig() if live else SegmenterConfig().for_recording()
+    verifier = Verifier(session, {}, segmenter=segmenter, max_pending=1 if live else 8,
+                        provisional=False,
                         status_every_s=0.1 if live else 0.0)
     decisions: list[DecisionEvent] = []
     deadline = time.monotonic() + timeout_s

@@ -428,7 +428,8 @@ class Verifier:
     def _close_stream(self, reason: str) -> list[Event]:
         events: list[Event] = []
         pieces: list[np.ndarray] = []
-        for ev in self.segmenter.flush():
+        tail = self._pending if reason == "end_of_stream" else None
+        for ev in self.segmenter.flush(tail):
             if isinstance(ev, SegmentEnd):
                 ev = dataclasses.replace(ev, reason=reason)
             self._handle([ev], events, pieces, ev.end_s if isinstance(ev, SegmentEnd) else 0.0)
@@ -547,9 +548,16 @@ def pooled_snr_db(decisions: Iterable[DecisionEvent]) -> float | None:
 
 def embed_recording(session: EncoderSession, chunks: FrameSource | Iterable[Chunk], *,
                     segmenter: SegmenterConfig = SegmenterConfig(),
-                    max_pending: int = 8) -> RecordingEmbedding:
+                    max_pending: int = 8, join_pauses: bool = True) -> RecordingEmbedding:
     """Run a recording through the same path as live audio (VAD, features, windows) and pool
-    all its utterances into one embedding (the normalised mean of all window embeddings)."""
+    all its utterances into one embedding (the normalised mean of all window embeddings).
+
+    :param join_pauses: pauses shorter than ``segmenter.recording_pause_ms`` do not split it
+        (:meth:`~rtverify.config.SegmenterConfig.for_recording`); False: its decisions are the
+        utterances ``listen`` would decide (every pause of ``pause_ms`` ends one).
+    """
+    if join_pauses:
+        segmenter = segmenter.for_recording()
     verifier = Verifier(session, {}, segmenter=segmenter, max_pending=max_pending,
                         provisional=False)
     decisions = [e for e in verifier.process(chunks) if isinstance(e, DecisionEvent)]

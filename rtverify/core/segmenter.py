@@ -404,10 +404,22 @@ class Segmenter:
                 self._carry_confirmed = self._confirmer is not None and self._confirmer.confirmed
         return events
 
-    def flush(self) -> list:
-        """End of stream: close an open segment. The segmenter is then reset."""
+    def flush(self, tail: np.ndarray | None = None) -> list:
+        """End of stream: close an open segment. The segmenter is then reset.
+
+        :param tail: the stream's last samples, fewer than a frame (float32, right after the
+            last frame pushed). An open segment that keeps every frame up to the end of the
+            stream keeps them too (unvoiced, no VAD on a partial frame): a recording that ends
+            in speech loses nothing of it, which matters for a 0.3 s clip (a spoken digit, a
+            keyword) whose last frame is up to 29 ms of its speech."""
         events: list = []
         if self._in_speech:
+            if (tail is not None and 0 < len(tail) < self.frame_samples
+                    and len(self._held) < self._post_roll):
+                end = self._seg_end_s if not self._held else (
+                    self._held[-1].start_s + self._frame_s)
+                self._held.append(_Frame(np.asarray(tail, np.float32), end, False, -120.0,
+                                         int((np.abs(tail) >= self.cfg.clip_level).sum())))
             self._close("end_of_stream", events)
         self.reset()
         return events

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import SegmenterConfig
 from ..core.pipeline import Verifier, pooled_snr_db
 from ..core.scoring import Decision, DecisionPolicy
 from ..errors import InputError, RtverifyError
@@ -265,7 +266,9 @@ def handler_factory(gate: Gate):
                 self._reset()
                 self.failed = False
                 self.stream = PcmStream(start.rate, start.width, start.channels)
-                self.verifier = Verifier(gate.session, {}, provisional=False)
+                # one request, one decision at audio-stop: its short pauses do not split it
+                self.verifier = Verifier(gate.session, {}, provisional=False,
+                                         segmenter=SegmenterConfig().for_recording())
                 self.audio.append(event)
             elif AudioChunk.is_type(event.type):
                 if self.failed:
