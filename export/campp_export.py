@@ -38,6 +38,14 @@ SEGMENT_CONTEXT_MS = {"pre": 500, "post": 450}
 """Audio the runtime keeps around each utterance's speech for CAM++ (sidecar
 ``segment_context_ms``): trained on whole recordings, it scores better with some silence around
 the speech (arabic-test-1s 12.92 -> 11.34 % EER, dev reverb 4.10 -> 3.54 %; README)."""
+ENROLMENT = {"consistency": 0.40}
+"""CAM++'s own enrolment consistency bar (sidecar ``enrolment``, see
+:class:`rtverify.apps.enroll.EnrollSettings`; the default 0.70 is the LSTM's). On
+librispeech-251-3s 0.70 refused 17.9 % of same-speaker pairs (two 3 s crops of one recording),
+and with the recordings embedded across their pauses (stop 19) the demo's two takes of one
+speaker scored 0.6999 and were refused; at 0.40, 0.4 % of same-speaker pairs fall below and
+0.25 % of different-speaker pairs reach it (the LSTM at 0.70: 0 % and 3.2 %;
+``python -m tools.enrol_bars --model campp``)."""
 TURNS = {"suspect_cos": 0.6, "restart_cos": 0.3, "split_contrast": 0.40,
          "edge_cos": [0.3]}
 """CAM++'s own bars for speaker changes inside a segment (sidecar ``turns``, see
@@ -124,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     decision = {"threshold": 0.45, "min_speech_s": 0.5}
     if args.decision:
         decision = json.loads(args.decision.read_text())
-    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "attribution": ATTRIBUTION,
+    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "enrolment": ENROLMENT, "attribution": ATTRIBUTION,
              "encoder": {"architecture": "CAMPPlus", "embedding_dim": 192, "n_mels": 80,
                          "input_transform": "per-window mean normalisation of fbank rows "
                                             "(all-zero rows excluded), inside the graph"},

@@ -147,3 +147,30 @@ def test_too_little_speech_in_files(tmp_path, session, demo, clips):
     sf.write(silent, np.zeros(SR * 2, dtype=np.float32), SR)
     with pytest.raises(NotEnoughSpeech, match="silent.wav: no speech"):
         enroll_files(session, [DEMO / demo["enroll"][0], silent])
+
+
+def test_the_consistency_bar_is_the_models_own(tmp_path, session):
+    """Cosines are each model's own scale: a sidecar's ``enrolment.consistency`` is the bar for
+    that model (CAM++ ships 0.40), the default LSTM's is 0.70, a bar given explicitly wins, and a
+    broken block is a one-line model error."""
+    import json
+    import shutil
+
+    from rtverify.apps.enroll import CONSISTENCY
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.errors import ModelError
+
+    assert EnrollSettings().for_model(session).consistency == CONSISTENCY == 0.70
+    assert EnrollSettings().for_model(EncoderSession("campp")).consistency == 0.40
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    for block, want in (({"consistency": 0.55}, 0.55), ({"consistency": "high"}, None),
+                        ({"consistency": 1.5}, None), ("oops", None)):
+        (tmp_path / "m.json").write_text(json.dumps(dict(session.info.raw, enrolment=block)))
+        other = EncoderSession(tmp_path / "m.onnx")
+        if want is None:
+            with pytest.raises(ModelError, match="invalid enrolment block") as err:
+                EnrollSettings().for_model(other)
+            assert "\n" not in str(err.value)
+        else:
+            assert EnrollSettings().for_model(other).consistency == want
+            assert EnrollSettings(consistency=0.6).for_model(other).consistency == 0.6

@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 import numpy as np
 
 from ..core.encoder import EncoderSession, l2_normalize
-from ..errors import InputError, NotEnoughSpeech
+from ..errors import InputError, ModelError, NotEnoughSpeech
 from ..core.pipeline import Verifier, embed_recording
 from ..events import DecisionEvent, SpeechStarted, Status
 from ..io.sources import Chunk, FileSource, FrameSource
@@ -64,11 +64,34 @@ class EnrollSettings:
     """A take whose voiced frames average below this is too quiet (dB relative to full scale)."""
     min_snr_db: float = 15.0
     """A take less than this far above the background noise floor is noisy (decibels)."""
-    consistency: float = 0.70
+    consistency: float | None = None
     """A take whose cosine to the mean of the kept takes is below this is refused (cosine).
-    Same-speaker takes of the shipped model score about 0.75-0.9, different speakers 0.4-0.7."""
+    None: the model's own bar (:meth:`for_model`: the sidecar's ``enrolment.consistency``, else
+    :data:`CONSISTENCY`): cosines are each model's own scale."""
     timeout_s: float = 120.0
     """A live enrolment gives up after this long (seconds)."""
+
+
+    def for_model(self, session: EncoderSession) -> "EnrollSettings":
+        """These settings with the model's own consistency bar where none was set."""
+        if self.consistency is not None:
+            return self
+        block = session.info.raw.get("enrolment") or {}
+        try:
+            bar = float(block.get("consistency", CONSISTENCY))
+            if not -1.0 < bar < 1.0:
+                raise ValueError(f"{bar} is not a cosine bar in (-1, 1)")
+        except (TypeError, ValueError, AttributeError) as err:
+            raise ModelError(f"{session.path}: invalid enrolment block in its sidecar "
+                             f"({err})") from None
+        return dataclasses.replace(self, consistency=bar)
+
+
+CONSISTENCY = 0.70
+"""The default LSTM's consistency bar (cosine): on LibriSpeech 3 s crops (251 speakers, two
+crops of one recording each) no same-speaker pair falls below it and 3.2 % of different-speaker
+pairs reach it. A model's sidecar may carry its own (``enrolment.consistency``; CAM++'s 0.40:
+0.4 % and 0.25 %, see README "Enrolment bars per model")."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +131,10 @@ class Enrolment:
     """Every live take that passed the quality checks, in order."""
     set_aside: list[tuple[Take, str]] = field(default_factory=list)
     """Takes left out of the majority, with the sentence that told the person so."""
+
+    def __post_init__(self) -> None:
+        if self.settings.consistency is None:  # no model given: the default LSTM's bar
+            self.settings = dataclasses.replace(self.settings, consistency=CONSISTENCY)
 
     @property
     def speech_s(self) -> float:
@@ -246,6 +273,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     ``min_speech_s`` (default ``settings.file_min_speech_s``), and :class:`InputError` if one does
     not sound like the others (a wrong file is far likelier than a changed voice).
     """
+    settings = settings.for_model(session)
     need = settings.file_min_speech_s if min_speech_s is None else min_speech_s
     enrol = Enrolment(settings, need_takes=len(paths), need_speech_s=need)
     advice: list[str] = []  # said only if the enrolment succeeds (an error stays one line)
@@ -255,7 +283,10 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
-        voices = several_voices(rec.decisions, settings.consistency)
+        # one voice per recording, judged utterance by utterance as ``listen`` cuts them: a
+        # pause is a surer boundary between two people than a change found inside a segment
+        voices = several_voices(embed_recording(session, chunks, join_pauses=False).decisions,
+                                settings.consistency)
         if voices is not None:
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
                              "recording of one speaker")
@@ -431,6 +462,7 @@ def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
                 ) -> Enrolment:
     """Collect takes from a stream (a microphone, or any chunk source) until enough are usable
     or ``settings.timeout_s`` passes. Check :attr:`Enrolment.done` on the result."""
+    settings = settings.for_model(session)
     enrol = Enrolment(settings, settings.takes if takes is None else takes,
                       settings.min_speech_s if min_speech_s is None else min_speech_s)
     verifier = Verifier(session, {}, max_pending=1, provisional=False, status_every_s=0.1)
