@@ -39,14 +39,16 @@ def resemblyzer_list(trials: Path, root: Path) -> dict:
     t = ev.read_trials(trials, root)
     with tempfile.TemporaryDirectory() as tmp:
         lst, npz = Path(tmp) / "files.txt", Path(tmp) / "emb.npz"
-        lst.write_text("\n".join(t.files) + "\n")
+        lst.write_text("\n".join(t.takes) + "\n")
         r = run([sys.executable, "-m", "benchmarks.reference", "embed", "--root", str(root),
                  "--files", str(lst), "--out", str(npz), "--cache", str(EMB_CACHE)],
                 env=env_for(1), timeout_s=7200).check()
         info = json.loads(r.lines[-1][1])
         with np.load(npz) as z:
             by_file = dict(zip(z["files"].tolist(), z["vectors"]))
-    scores = ev.score_trials(t, np.stack([by_file[f] for f in t.files]))
+    takes = ev.FileEmbeddings(np.stack([by_file[f] for f in t.takes]), np.ones(len(t.takes)),
+                              np.zeros(len(t.takes), dtype=bool))
+    scores = ev.score_trials(t, takes.voiceprints(t.takes, t.files).vectors)
     m = compute_metrics(scores, t.labels)
     return {"eer": m.eer, "min_dcf": m.min_dcf, "trials": m.trials,
             "files": info["files"], "files_untrimmed": info["untrimmed"],

@@ -5,7 +5,9 @@ embedding (and the cache that keeps it), the one scoring of trials and the one s
 ``tools/`` call the same functions, so every figure means the same thing.
 
 A trials file has one trial per line, ``label path_a path_b`` (label 1: same speaker, 0:
-different speakers), paths relative to ``--root``. Every unique file is embedded once through the
+different speakers), paths relative to ``--root``; ``path_a`` may also be several paths joined by
+``+`` (``a.flac+b.flac+c.flac``): a voiceprint of that many takes, made as ``enroll`` makes one
+(the normalised mean of the takes' embeddings, their speech summed). Every unique file is embedded once through the
 runtime path, :func:`rtverify.core.pipeline.embed_recording` (segmenter, streaming features, encoder
 windows, pooling of all utterances), so the figures measure what ``listen`` does. ``path_a`` plays
 the enrolled voice (its embedding is the voiceprint, as a one-take enrolment) and ``path_b`` the
@@ -57,7 +59,18 @@ class Trials:
     b: np.ndarray
     """int ``(n,)``: index into ``files`` of the test side."""
     files: list[str]
-    """Unique paths as written in the trials file (relative to the root)."""
+    """Unique entries as written in the trials file (relative to the root): a path, or paths
+    joined by ``+`` (a voiceprint of several takes, enrolment side only)."""
+
+    @property
+    def takes(self) -> list[str]:
+        """Every unique audio file the entries name, in order of first appearance."""
+        return list(dict.fromkeys(p for f in self.files for p in f.split(TAKE_SEP)))
+
+
+TAKE_SEP = "+"
+"""Joins the takes of a several-take voiceprint in a trials file's ``path_a``."""
+MAX_TAKES = 20
 
 
 def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
@@ -91,10 +104,18 @@ def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
             raise InputError(f"{path}:{n}: label must be 1 (same speaker) or 0 (different), "
                             f"got {fields[0][:20]!r}")
         ids = []
-        for rel in fields[1:]:
+        for side, rel in enumerate(fields[1:]):
             if rel not in index:
-                if not (root / rel).is_file():
-                    raise InputError(f"{path}:{n}: {rel}: no such file under {root}")
+                parts = rel.split(TAKE_SEP)
+                if len(parts) > 1 and side == 1:
+                    raise InputError(f"{path}:{n}: only path_a (the enrolled side) may join "
+                                     f"takes with {TAKE_SEP!r}: {rel[:80]!r}")
+                if len(parts) > MAX_TAKES or len(set(parts)) != len(parts):
+                    raise InputError(f"{path}:{n}: a voiceprint joins 1 to {MAX_TAKES} "
+                                     f"different takes: {rel[:80]!r}")
+                for part in parts:
+                    if not part or not (root / part).is_file():
+                        raise InputError(f"{path}:{n}: {part}: no such file under {root}")
                 index[rel] = len(index)
             ids.append(index[rel])
         labels.append(int(fields[0]))
@@ -126,6 +147,32 @@ class FileEmbeddings:
     @property
     def has_speech(self) -> np.ndarray:
         return ~np.isnan(self.vectors[:, 0])
+
+    def voiceprints(self, takes: Sequence[str], entries: Sequence[str]) -> "FileEmbeddings":
+        """One row per trials entry from these rows of ``takes``: a single file's row as it
+        is, a several-take voiceprint (``a+b+c``) as ``enroll`` makes it: the normalised mean of
+        the takes' vectors (takes without speech are left out, as enrolment refuses them; none
+        with speech: NaN), their speech summed, ``short_only`` if every take with speech is."""
+        row = {t: i for i, t in enumerate(takes)}
+        vectors = np.full((len(entries), self.vectors.shape[1]), np.nan, np.float32)
+        speech = np.zeros(len(entries))
+        short = np.zeros(len(entries), dtype=bool)
+        snr = np.full(len(entries), np.nan)
+        for i, entry in enumerate(entries):
+            rows = [row[p] for p in entry.split(TAKE_SEP)]
+            if len(rows) == 1:
+                vectors[i], speech[i], short[i] = (self.vectors[rows[0]], self.speech_s[rows[0]],
+                                                   self.short_only[rows[0]])
+                if self.snr_db is not None:
+                    snr[i] = self.snr_db[rows[0]]
+                continue
+            ok = [r for r in rows if not np.isnan(self.vectors[r, 0])]
+            if ok:
+                total = self.vectors[ok].astype(np.float64).sum(axis=0)
+                vectors[i] = total / np.linalg.norm(total)
+                speech[i] = float(self.speech_s[ok].sum())
+                short[i] = bool(self.short_only[ok].all())
+        return FileEmbeddings(vectors, speech, short, snr if self.snr_db is not None else None)
 
 
 def settings_key(session, segmenter: SegmenterConfig) -> str:
@@ -325,13 +372,15 @@ def score_trials(trials: Trials, vectors: np.ndarray, scorer=None) -> np.ndarray
 
 def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarray:
     """The model's own threshold for each trial, float64 ``(n_trials,)``: the one for the test
-    side's amount of speech and estimated SNR (``emb.snr_db``; no SNR offset where unknown), and
-    ``inf`` (no accept) below ``min_speech_s`` (as ``listen`` says ``too_short``) or on a file
-    whose speech ``listen`` would drop (``short_only``)."""
+    side's amount of speech and estimated SNR (``emb.snr_db``; no SNR offset where unknown) plus
+    the offset for the speech the enrolled side holds (as ``listen`` judges a voice enrolled on
+    that much), and ``inf`` (no accept) below ``min_speech_s`` (as ``listen`` says
+    ``too_short``) or on a file whose speech ``listen`` would drop (``short_only``)."""
     speech_b = emb.speech_s[trials.b]
     snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else np.full(len(speech_b), np.nan)
     thr = np.array([decision.threshold_for(s, None if np.isnan(q) else float(q))
-                    for s, q in zip(speech_b, snr_b)])
+                    + decision.enrol_offset(float(e))
+                    for s, q, e in zip(speech_b, snr_b, emb.speech_s[trials.a])])
     thr[speech_b < decision.min_speech_s] = np.inf
     thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
     return thr
@@ -357,9 +406,11 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
     t0 = time.perf_counter()
     trials = read_trials(trials_path, root)
     scorer = scorer or Scorer.for_model(session)
-    paths = [Path(root) / f for f in trials.files]
-    emb = embed_files(session, paths, segmenter=segmenter, cache_dir=cache_dir,
-                      progress=progress, label=f"embedding {Path(trials_path).name}")
+    takes = trials.takes
+    emb = embed_files(session, [Path(root) / f for f in takes], segmenter=segmenter,
+                      cache_dir=cache_dir, progress=progress,
+                      label=f"embedding {Path(trials_path).name}")
+    emb = emb.voiceprints(takes, trials.files)
     t_embed = time.perf_counter() - t0
     scores = score_trials(trials, emb.vectors, scorer)
     m = compute_metrics(scores, trials.labels)

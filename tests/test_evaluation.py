@@ -131,6 +131,42 @@ def test_bad_trials_name_file_and_line(tmp_path, root, text, message):
     assert "\n" not in str(err.value)
 
 
+def test_a_voiceprint_of_several_takes_is_one_entry(tmp_path, root):
+    t = ev.read_trials(write(tmp_path, "1 enroll_1.flac+enroll_2.flac enroll_2.flac\n"
+                                       "0 enroll_1.flac enroll_2.flac\n"), root)
+    assert t.files == ["enroll_1.flac+enroll_2.flac", "enroll_2.flac", "enroll_1.flac"]
+    assert t.takes == ["enroll_1.flac", "enroll_2.flac"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("1 enroll_1.flac enroll_1.flac+enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n",
+     ":1: only path_a (the enrolled side) may join takes"),
+    ("1 enroll_1.flac+missing.flac enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n",
+     ":1: missing.flac: no such file"),
+    ("1 enroll_1.flac+ enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n", ":1: : no such file"),
+    ("1 enroll_1.flac+enroll_1.flac enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n",
+     ":1: a voiceprint joins 1 to 20 different takes"),
+])
+def test_bad_voiceprint_entries_name_file_and_line(tmp_path, root, text, message):
+    p = write(tmp_path, text)
+    with pytest.raises(InputError) as err:
+        ev.read_trials(p, root)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_voiceprint_rows_are_the_normalised_mean_of_their_takes():
+    vec = np.array([[1, 0, 0], [0, 1, 0], [np.nan] * 3], np.float32)
+    emb = ev.FileEmbeddings(vec, np.array([1.0, 2.0, 0.0]), np.array([False, True, False]),
+                            np.array([20.0, 30.0, np.nan]))
+    out = emb.voiceprints(["a", "b", "c"], ["a+b", "b", "a+c", "c"])
+    np.testing.assert_allclose(out.vectors[0], [2 ** -0.5, 2 ** -0.5, 0], atol=1e-6)
+    assert out.speech_s[0] == 3.0 and not out.short_only[0] and np.isnan(out.snr_db[0])
+    assert out.short_only[1] and out.speech_s[1] == 2.0 and out.snr_db[1] == 30.0
+    np.testing.assert_allclose(out.vectors[2], [1, 0, 0])  # a take without speech is left out
+    assert out.speech_s[2] == 1.0
+    assert np.isnan(out.vectors[3]).all() and not out.has_speech[3]
+
+
 def test_missing_trials_file_and_root(tmp_path, root):
     with pytest.raises(InputError, match="no such trials file"):
         ev.read_trials(tmp_path / "nope.txt", root)
@@ -252,6 +288,31 @@ def test_eval_json_on_bundled_speech(tmp_path, clip_root, demo, capsys):
     assert r["eer"] == 0.0 and r["min_dcf"] == 0.0 and r["accuracy_at_eer"] == 1.0
     assert r["accuracy_at_model_threshold"] == 1.0  # the calibrated thresholds get them all
     assert out.err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_eval_enrols_a_several_take_voiceprint_as_enroll_does(tmp_path, clip_root, demo,
+                                                              capsys, session):
+    from rtverify.core.encoder import l2_normalize
+    from rtverify.evaluation import embed_file
+
+    lines = [f"line{i}_{d['speaker']}.flac" for i, d in enumerate(demo["script"])]
+    both = "+".join(demo["enroll"])
+    trials = tmp_path / "t.txt"
+    trials.write_text(f"1 {both} {lines[0]}\n0 {both} {lines[1]}\n")
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json",
+                      "--no-norm"], capsys)
+    r = json.loads(out.out)
+    assert r["n_files"] == 3 and r["trials"] == 2
+    takes = [embed_file(session, clip_root / f, ev.SegmenterConfig()).vector
+             for f in demo["enroll"]]
+    probe = embed_file(session, clip_root / lines[0], ev.SegmenterConfig()).vector
+    t = ev.read_trials(trials, clip_root)
+    from rtverify.core.scoring import Scorer
+
+    got = ev.evaluate(trials, clip_root, session, scorer=Scorer(None))["_scores"]
+    assert t.files[0] == both
+    want = float(l2_normalize(np.sum(takes, axis=0)) @ probe)
+    assert got[0] == pytest.approx(want, abs=1e-5)
 
 
 def test_short_only_speech_is_scored_but_never_accepted(tmp_path, clip_root, demo, capsys):

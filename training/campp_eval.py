@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtverify.evaluation import read_trials
+from rtverify.evaluation import FileEmbeddings, read_trials, score_trials
 from rtverify.metrics import compute_metrics
 
 from .campp import embed_utterance, load_campp
@@ -40,21 +40,25 @@ def main(argv=None) -> int:
     model = load_campp()
     for t in args.trials:
         trials = read_trials(t, args.root)
+        takes = trials.takes  # a several-take voiceprint (a+b+c) is the mean of its takes
         vecs, silent = [], []
-        for f in trials.files:
+        for f in takes:
             audio = load_audio(Path(args.root) / f)
             e = embed_utterance(model, audio).numpy()
             vecs.append(e / np.linalg.norm(e))
             silent.append(args.decided_only and not _has_speech(audio))
-        v = np.stack(vecs)
-        scores = (v[trials.a] * v[trials.b]).sum(axis=1)
-        m = compute_metrics(scores, trials.labels)
+        v = np.stack(vecs).astype(np.float32)
+
+        def scored(rows: np.ndarray) -> np.ndarray:
+            emb = FileEmbeddings(rows, np.ones(len(takes)), np.zeros(len(takes), dtype=bool))
+            return score_trials(trials, emb.voiceprints(takes, trials.files).vectors)
+
+        m = compute_metrics(scored(v), trials.labels)
         out = {"trials": str(t), "eer": round(m.eer, 4), "min_dcf": round(m.min_dcf, 4),
-               "n_files": len(trials.files)}
+               "n_files": len(takes)}
         if args.decided_only:
             silent_a = np.array(silent)
-            scores = np.where(silent_a[trials.a] | silent_a[trials.b], -np.inf, scores)
-            d = compute_metrics(scores, trials.labels)
+            d = compute_metrics(scored(np.where(silent_a[:, None], np.nan, v)), trials.labels)
             out.update({"files_without_speech": int(silent_a.sum()),
                         "eer_decided": round(d.eer, 4), "min_dcf_decided": round(d.min_dcf, 4)})
         print(json.dumps(out), flush=True)

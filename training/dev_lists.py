@@ -23,6 +23,13 @@ clip against itself), different-speaker pairs 5000 random (clean probe of s, <co
 ``clean-1s.txt`` (the issue's "clean, 1 s"): the same pairs with the second side cut to the
 first second of its clean probe (``clean1s/``); its impostor pairs are drawn from a stream of
 their own, so the lists above are the same as before it existed.
+
+``<cond>-vp3.txt`` (stop 19; ``cond`` one of the conditions above or ``clean1s``): the issue's
+protocol, a 3-utterance voiceprint against one probe. ``path_a`` joins three clean probes with
+``+`` (``rtverify eval`` enrols them as ``enroll`` does: the normalised mean of the takes), two
+voiceprints per speaker (probes 0-2 and 3-5), each tried against the speaker's other probes in
+the condition (up to 306 same-speaker trials) and 5000 random impostor pairs, from a random
+stream of their own (every list above stays byte-identical).
 The audio is written under ``--out`` (not in git); paths in the lists are relative to it, plus the
 ``heldout`` list, relative to the shared data root.
 """
@@ -85,6 +92,33 @@ def _write_pairs(path: Path, probes: dict[str, list[str]], held: list[str], cond
     return path
 
 
+def _write_voiceprint_pairs(path: Path, probes: dict[str, list[str]], held: list[str],
+                            cond: str, rng: np.random.Generator, takes: int = 3,
+                            n_different: int = 5000) -> Path:
+    """A trial list with several-take voiceprints (``path_a`` joins ``takes`` clean probes with
+    ``+``, as the issue measures: "a 3-utterance voiceprint"): each speaker with at least
+    ``takes + 1`` probes gets two voiceprints, its first ``takes`` probes and its next
+    ``takes``, each tried against the speaker's ``cond`` probes it does not hold, and
+    ``n_different`` random (voiceprint of s, ``cond`` probe of t) pairs."""
+    prints: dict[str, list[tuple[str, list[str]]]] = {}
+    for s in held:
+        names = probes[s]
+        for first in (0, takes):
+            enrol = names[first:first + takes]
+            if len(enrol) == takes and len(names) > takes:
+                rest = [b for b in names if b not in enrol]
+                prints.setdefault(s, []).append(("+".join(f"clean/{a}" for a in enrol), rest))
+    lines = {f"1 {vp} {cond}/{b}" for s in prints for vp, rest in prints[s] for b in rest}
+    n_target = len(lines)
+    owners = sorted(prints)
+    while len(lines) < n_target + n_different:
+        s, t = rng.choice(owners, 2, replace=False)
+        vp = prints[s][rng.integers(len(prints[s]))][0]
+        lines.add(f"0 {vp} {cond}/{rng.choice(probes[t])}")
+    path.write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    return path
+
+
 def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     rooms_rng = np.random.default_rng(seed + 1)  # its own stream: the older lists stay as they were
@@ -125,6 +159,10 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
         lists[cond] = _write_pairs(out / f"{cond}-2s.txt", probes, held, cond, rng)
     short_rng = np.random.default_rng(seed + 2)  # its own stream, as rooms_rng
     lists["clean1s"] = _write_pairs(out / "clean-1s.txt", probes, held, "clean1s", short_rng)
+    vp_rng = np.random.default_rng(seed + 3)  # its own stream: the lists above stay as they were
+    for cond in CONDITIONS + ("clean1s",):
+        lists[f"{cond}-vp3"] = _write_voiceprint_pairs(out / f"{cond}-vp3.txt", probes, held,
+                                                       cond, vp_rng)
     held_set = set(held)
     kept = [ln for ln in (root / "trials" / "librispeech-251-3s.txt").read_text().splitlines()
             if ln and all(p.split("/")[1] in held_set for p in ln.split()[1:])]

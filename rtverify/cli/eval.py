@@ -20,7 +20,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
         epilog="example: rtverify eval --trials ../shared/data/trials/arabic-test-1s.txt "
                "--root ../shared/data --json")
     p.add_argument("--trials", required=True, type=Path,
-                   help="lines 'label path_a path_b' (1 = same speaker)")
+                   help="lines 'label path_a path_b' (1 = same speaker; path_a may join several "
+                        "takes with '+', a voiceprint made as enroll makes one)")
     p.add_argument("--root", required=True, type=Path, help="directory the paths are relative to")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, metavar="DET.png", help="draw a DET curve (matplotlib)")
