@@ -459,16 +459,19 @@ def offsets_by_enrolment(ref: Scored, ref_result: dict, others: dict[int, Scored
     return {"points": points, "table": rows}
 
 
-def write_sidecar(model_path: Path, decision: dict, calibration: dict) -> Path:
-    """Put ``decision`` and ``calibration`` into the sidecar of ``model_path`` (everything else,
-    ``model_id`` included, is kept: the id is the hash of the weights, which calibration does
-    not touch). Written to a temporary file and renamed."""
+def write_sidecar(model_path: Path, decision: dict | None = None,
+                  calibration: dict | None = None, **blocks: dict) -> Path:
+    """Put ``decision``, ``calibration`` and any other ``blocks`` (e.g. ``dev_eval``) into the
+    sidecar of ``model_path`` (everything else, ``model_id`` included, is kept: the id is the
+    hash of the weights, which neither calibration nor measuring touches). Written to a
+    temporary file and renamed."""
     from rtverify.core.encoder import load_model_info, sidecar_path
 
     side = sidecar_path(model_path)
     data = json.loads(side.read_text(encoding="utf-8"))
-    data["decision"] = decision
-    data["calibration"] = calibration
+    blocks.update({k: v for k, v in (("decision", decision), ("calibration", calibration))
+                   if v is not None})
+    data.update(blocks)
     tmp = side.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(tmp, side)

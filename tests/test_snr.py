@@ -305,6 +305,25 @@ def test_write_sidecar_keeps_the_model_id(tmp_path, session):
         {k: v for k, v in session.info.raw.items() if k not in ("decision", "calibration")}
 
 
+def test_dev_eval_into_the_sidecar_keeps_reference_figures_and_other_lists(tmp_path, session):
+    from export.dev_eval import write_dev_eval
+    from rtverify.core.encoder import EncoderSession
+
+    shutil.copy(session.path, tmp_path / "m.onnx")
+    raw = dict(session.info.raw, dev_eval={"command": "old", "lists": {
+        "a": {"eer": 0.2, "reference_torch_whole_file": {"eer": 0.1}},
+        "b": {"eer": 0.3}}})
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    write_dev_eval(str(tmp_path / "m.onnx"), {"command": "new", "lists": {
+        "a": {"eer": 0.15}, "c": {"eer": 0.05}}})
+    again = EncoderSession(tmp_path / "m.onnx")
+    assert again.model_id == session.model_id
+    assert again.info.raw["dev_eval"] == {"command": "new", "lists": {
+        "a": {"eer": 0.15, "reference_torch_whole_file": {"eer": 0.1}},
+        "b": {"eer": 0.3}, "c": {"eer": 0.05}}}
+    assert again.info.raw["decision"] == session.info.raw["decision"]
+
+
 def test_eval_reports_false_accepts_and_rejects_at_the_models_threshold():
     from rtverify.evaluation import FileEmbeddings, Trials, model_threshold_rates
 
