@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     decision = {"threshold": 0.45, "min_speech_s": 0.5}
     if args.decision:
         decision = json.loads(args.decision.read_text())
-    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "enrolment": ENROLMENT, "attribution": ATTRIBUTION,
+    extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "enrolment": ENROLMENT,
+             "attribution": ATTRIBUTION,
              "encoder": {"architecture": "CAMPPlus", "embedding_dim": 192, "n_mels": 80,
                          "input_transform": "per-window mean normalisation of fbank rows "
                                             "(all-zero rows excluded), inside the graph"},

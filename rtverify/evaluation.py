@@ -5,9 +5,10 @@ embedding (and the cache that keeps it), the one scoring of trials and the one s
 ``tools/`` call the same functions, so every figure means the same thing.
 
 A trials file has one trial per line, ``label path_a path_b`` (label 1: same speaker, 0:
-different speakers), paths relative to ``--root``; ``path_a`` may also be several paths joined by
-``+`` (``a.flac+b.flac+c.flac``): a voiceprint of that many takes, made as ``enroll`` makes one
-(the normalised mean of the takes' embeddings, their speech summed). Every unique file is embedded once through the
+different speakers), paths relative to ``--root``; ``path_a`` may also be several paths joined
+by ``+`` (``a.flac+b.flac+c.flac``): a voiceprint of that many takes, made as ``enroll`` makes
+one (the normalised mean of the takes' embeddings, their speech summed). Every unique file is
+embedded once through the
 runtime path, :func:`rtverify.core.pipeline.embed_recording` (segmenter, streaming features, encoder
 windows, pooling of all utterances), so the figures measure what ``listen`` does. ``path_a`` plays
 the enrolled voice (its embedding is the voiceprint, as a one-take enrolment) and ``path_b`` the
@@ -106,10 +107,7 @@ def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
         ids = []
         for side, rel in enumerate(fields[1:]):
             if rel not in index:
-                parts = rel.split(TAKE_SEP)
-                if len(parts) > 1 and side == 1:
-                    raise InputError(f"{path}:{n}: only path_a (the enrolled side) may join "
-                                     f"takes with {TAKE_SEP!r}: {rel[:80]!r}")
+                parts = rel.split(TAKE_SEP)  # (a file whose name holds a '+' must be renamed)
                 if len(parts) > MAX_TAKES or len(set(parts)) != len(parts):
                     raise InputError(f"{path}:{n}: a voiceprint joins 1 to {MAX_TAKES} "
                                      f"different takes: {rel[:80]!r}")
@@ -117,6 +115,9 @@ def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
                     if not part or not (root / part).is_file():
                         raise InputError(f"{path}:{n}: {part}: no such file under {root}")
                 index[rel] = len(index)
+            if side == 1 and TAKE_SEP in rel:
+                raise InputError(f"{path}:{n}: only path_a (the enrolled side) may join "
+                                 f"takes with {TAKE_SEP!r}: {rel[:80]!r}")
             ids.append(index[rel])
         labels.append(int(fields[0]))
         a.append(ids[0])

@@ -141,6 +141,8 @@ def test_a_voiceprint_of_several_takes_is_one_entry(tmp_path, root):
 @pytest.mark.parametrize("text, message", [
     ("1 enroll_1.flac enroll_1.flac+enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n",
      ":1: only path_a (the enrolled side) may join takes"),
+    ("1 enroll_1.flac+enroll_2.flac enroll_2.flac\n"
+     "0 enroll_2.flac enroll_1.flac+enroll_2.flac\n", ":2: only path_a (the enrolled side)"),
     ("1 enroll_1.flac+missing.flac enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n",
      ":1: missing.flac: no such file"),
     ("1 enroll_1.flac+ enroll_2.flac\n0 enroll_1.flac enroll_2.flac\n", ":1: : no such file"),
