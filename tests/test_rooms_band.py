@@ -133,3 +133,43 @@ def test_voiceprints_for_band():
     assert again["a"] is got["a"]  # made once per voiceprint, not per decision
     got, missing = voiceprints_for_band({"a": a}, "wide")
     assert got["a"] is a and not missing
+
+
+def test_verify_scores_a_narrowband_recording_against_the_narrowband_voiceprint(
+        session, enrolled, probe, tmp_path, caplog):
+    """``verify`` (and ``serve``'s verify, which shares it) matches the band as ``listen`` does:
+    an 8 kHz file of the enrolled speaker scores as ``listen`` scores its utterances against the
+    narrowband voiceprint, says ``band: narrow``, and an old voiceprint is warned about."""
+    from rtverify.apps.verify import verify
+    from rtverify.io.sources import FileSource
+    from rtverify.io.resample import StreamingResampler
+
+    low = StreamingResampler(SR, 8000)
+    path = tmp_path / "call.wav"
+    sf.write(path, np.concatenate([low.push(probe), low.flush()]), 8000)
+    vp = enrolled.load("alice", session.model_id, session.dim)
+    narrow = verify(session, vp, FileSource(path), str(path), live=False)
+    wide = verify(session, vp, FileSource(_write(tmp_path / "wide.wav", probe)), "wide",
+                  live=False)
+    assert narrow.recording.band == "narrow" and wide.recording.band == "wide"
+    assert narrow.to_dict("call.wav", "alice", session.model_id)["band"] == "narrow"
+    nb = VoiceVector(vp.embedding, vp.narrowband).narrowband_print()
+    assert narrow.decision.score == pytest.approx(float(narrow.recording.vector @ nb), abs=1e-5)
+    assert narrow.decision.score > float(narrow.recording.vector @ vp.embedding) + 0.01
+    assert narrow.accepted and wide.accepted
+    data = json.loads(enrolled.path_for("alice").read_text())
+    del data["embedding_narrowband"]
+    old = VoiceprintStore(tmp_path / "old")
+    old.ensure_dir()
+    (tmp_path / "old" / "alice.json").write_text(json.dumps(data))
+    with caplog.at_level("WARNING"):
+        again = verify(session, old.load("alice", session.model_id, session.dim),
+                       FileSource(path), str(path), live=False)
+    assert again.decision.score == pytest.approx(float(again.recording.vector @ vp.embedding),
+                                                 abs=1e-5)
+    assert any("no narrowband voiceprint" in r.message for r in caplog.records)
+
+
+def _write(path, x):
+    sf.write(path, x, SR)
+    return path

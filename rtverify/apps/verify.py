@@ -3,6 +3,7 @@ decide whether it is one enrolled voice; with a challenge, also whether the digi
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -12,11 +13,13 @@ import numpy as np
 from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from ..core.encoder import EncoderSession
 from ..core.pipeline import RecordingEmbedding, Verifier
-from ..core.scoring import Decision, DecisionPolicy, cosine_scores
+from ..core.scoring import Decision, DecisionPolicy, cosine_scores, voiceprints_for_band
 from ..errors import InputError, NotEnoughSpeech
 from ..events import DecisionEvent, Event
 from ..io.sources import Chunk, FrameSource
 from ..store.voiceprints import Voiceprint
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 20.0
 """Microphone: give up when nobody speaks for this long (seconds)."""
@@ -74,7 +77,7 @@ def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
     that the answer comes ``pause_s`` after the speaker stops."""
     segmenter = SegmenterConfig() if live else SegmenterConfig().for_recording()
     verifier = Verifier(session, {}, segmenter=segmenter, max_pending=1 if live else 8,
-                        provisional=False,
+                        provisional=False, bands=True,
                         status_every_s=0.1 if live else 0.0)
     decisions: list[DecisionEvent] = []
     deadline = time.monotonic() + timeout_s
@@ -102,6 +105,18 @@ class VerifyResult:
     challenge: dict = field(default_factory=dict)
     """With a challenge: ``challenge``, ``heard``, ``challenge_ok``, ``challenge_edits``."""
 
+    def to_dict(self, where: str, name: str, model_id: str) -> dict:
+        """The ``verify --json`` line (and ``serve``'s verify answer) for input ``where``."""
+        d, rec = self.decision, self.recording
+        return {"event": "verify", "input": where, "name": name, "accepted": self.accepted,
+                "voice_accepted": d.accepted, "score": round(d.score, 4),
+                "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
+                "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
+                "clipped": rec.clipped,
+                "snr_db": None if rec.snr_db is None else round(rec.snr_db, 1),
+                "band": rec.band, "reason": self.reason, **self.challenge,
+                "model_id": model_id}
+
 
 def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource, where: str, *,
            live: bool, threshold: float | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
@@ -118,9 +133,14 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
                               f"{need_s:.1f} s are needed to decide")
     policy = DecisionPolicy(session.info.decision, threshold)
-    d = policy.decide(cosine_scores(rec.vector, {voiceprint.name: voiceprint.embedding}),
-                      rec.speech_s, rec.snr_db,
-                      policy.offsets_for({voiceprint.name: voiceprint.vector()}))
+    voice = {voiceprint.name: voiceprint.vector()}
+    prints, missing = voiceprints_for_band(voice, rec.band)  # as listen scores narrowband input
+    if missing:
+        logger.warning("voice %r has no narrowband voiceprint (enrolled before band-matched "
+                       "scoring): this narrowband recording is scored against its wideband one; "
+                       "re-enroll it to score such input better", voiceprint.name)
+    d = policy.decide(cosine_scores(rec.vector, prints), rec.speech_s, rec.snr_db,
+                      policy.offsets_for(voice))
     if recorder is None:
         return VerifyResult(rec, d, d.accepted, d.reason)
     from .liveness import check_answer

@@ -239,15 +239,7 @@ def cmd_verify(args) -> int:
         source.close()
     d, rec, said = result.decision, result.recording, result.challenge
     if args.json:
-        _say(json.dumps({"event": "verify", "input": where, "name": vp.name,
-                         "accepted": result.accepted, "voice_accepted": d.accepted,
-                         "score": round(d.score, 4),
-                         "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
-                         "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-                         "clipped": rec.clipped,
-                         "snr_db": None if rec.snr_db is None else round(rec.snr_db, 1),
-                         "reason": result.reason, **said,
-                         "model_id": session.model_id}))
+        _say(json.dumps(result.to_dict(where, vp.name, session.model_id)))
     else:
         verdict = "ACCEPTED" if result.accepted else "REJECTED"
         sign = ">=" if d.accepted else "<"

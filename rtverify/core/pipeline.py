@@ -47,6 +47,8 @@ class Verifier:
         processed faster than real time on two or more cores: :meth:`process` still yields every
         event in stream order, and the events are the same (``decision_ms`` is then the worker's
         compute time for the decision, not counting its wait in the queue).
+    :param bands: tell each decision's ``band`` even with no voiceprints to score (``verify``
+        pools a recording's decisions and then scores them); with voiceprints it always is.
     """
 
     MAX_IN_FLIGHT = 16
@@ -55,7 +57,7 @@ class Verifier:
     def __init__(self, session: EncoderSession, voiceprints: Mapping[str, np.ndarray] | None = None,
                  *, segmenter: SegmenterConfig = SegmenterConfig(), threshold: float | None = None,
                  max_pending: int = 1, provisional: bool = True,
-                 status_every_s: float = 0.0, workers: int = 0) -> None:
+                 status_every_s: float = 0.0, workers: int = 0, bands: bool = False) -> None:
         self.session = session
         self.voiceprints = dict(voiceprints or {})
         self._galleries: dict[str, tuple] = {}
@@ -74,6 +76,7 @@ class Verifier:
             if workers > 0 else None
         self._out: deque = deque()  # process(): events (or futures of decisions) not yet yielded
         self.provisional = provisional
+        self.bands = bands
         self.status_every_s = status_every_s
         self.overflows = 0
         """Blocks of input the source lost (count), as the source last reported it."""
@@ -310,7 +313,8 @@ class Verifier:
         turns, n_rows = found
         out = []
         bands = [effective_band(embedder.last_rows[turn.start_row:turn.end_row],
-                                self.session.features) if self.voiceprints else "wide"
+                                self.session.features)
+                 if self.voiceprints or self.bands else "wide"
                  for turn in turns]
         batched = self._turn_scores([turn.vector for turn in turns]) \
             if len(turns) > 1 and "wide" in bands else None
@@ -521,6 +525,14 @@ class RecordingEmbedding:
     snr_db: float | None = None
     """Estimated SNR of the pooled utterances (decibels; :func:`pooled_snr_db`), None when none
     was estimated."""
+
+    @property
+    def band(self) -> str:
+        """``narrow`` when at least half the pooled speech was narrowband (its decisions'
+        ``band``: nothing above 4 kHz), else ``wide``: which voiceprint embedding the recording
+        is scored against (issue 12, band-matched scoring)."""
+        narrow = sum(d.speech_s for d in self.decisions if d.band == "narrow")
+        return "narrow" if self.decisions and narrow >= 0.5 * self.speech_s else "wide"
 
     @classmethod
     def pool(cls, decisions: list[DecisionEvent], dim: int) -> "RecordingEmbedding":

@@ -563,14 +563,7 @@ def verify_file(session, store, name: str, path: str, where: str,
 
     vp = store.load(name, session.model_id, session.dim)
     result = verify(session, vp, FileSource(path), where, live=False, threshold=threshold)
-    d, rec = result.decision, result.recording
-    return {"event": "verify", "input": where, "name": vp.name, "accepted": result.accepted,
-            "voice_accepted": d.accepted, "score": round(d.score, 4),
-            "threshold": round(d.threshold, 4), "margin": round(d.margin, 4),
-            "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
-            "clipped": rec.clipped,
-            "snr_db": None if rec.snr_db is None else round(rec.snr_db, 1),
-            "reason": result.reason, "model_id": session.model_id}
+    return result.to_dict(where, vp.name, session.model_id)
 
 
 def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:
