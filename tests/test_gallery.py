@@ -94,6 +94,41 @@ def test_each_voice_gets_the_threshold_of_the_speech_it_was_enrolled_on(tmp_path
     assert g.decide(probe, 3.0, policy).reason == "no_voices"
 
 
+def test_narrowband_input_is_scored_against_the_narrowband_voiceprints(tmp_path):
+    """As listen and verify score an 8 kHz call (issue 12): the best voices by wideband score
+    are scored again against their narrowband voiceprints, read from the store; an old voice
+    without one keeps its wideband score."""
+    from rtverify.core.scoring import VoiceVector
+
+    rng = np.random.default_rng(5)
+    a, a_nb, b, c = (unit(rng) for _ in range(4))
+    store = VoiceprintStore(tmp_path)
+    store.save(Voiceprint("a", MODEL, a, "2025-01-01T00:00:00Z", 4.0, 2, narrowband=a_nb))
+    store.save(vp("b", b))  # enrolled before band matching
+    g = Gallery(store, MODEL, DIM)
+    g.refresh()
+    probe = unit(rng)
+    a_print = VoiceVector(a, a_nb).narrowband_print()
+    wide = g.scores(probe)
+    narrow = g.narrow_scores(probe)
+    assert wide["a"] == pytest.approx(float(probe @ a), abs=1e-6)
+    assert narrow["a"] == pytest.approx(float(probe @ a_print), abs=1e-6)
+    assert narrow["b"] == pytest.approx(wide["b"], abs=1e-6)
+    assert list(narrow) == sorted(narrow, key=lambda n: -narrow[n])
+    policy = DecisionPolicy(DecisionConfig(threshold=-1.0))
+    assert g.decide(probe, 3.0, policy, band="narrow").scores == narrow
+    assert g.decide(probe, 3.0, policy).scores == wide
+    # a voice removed from the store after the gallery last looked keeps its wideband score
+    store.save(vp("c", c))
+    g.refresh()
+    store.remove("a")
+    assert g.narrow_scores(probe)["a"] == pytest.approx(wide["a"], abs=1e-6)
+    # a gallery without a store cannot read narrowband voiceprints: wideband scores
+    bare = Gallery(None, MODEL, DIM)
+    bare.apply([("a", VoiceVector(a, a_nb))])
+    assert bare.narrow_scores(probe) == bare.scores(probe)
+
+
 def test_replace_remove_and_compaction():
     ref = voices(100)
     g = Gallery(None, MODEL, DIM)

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -528,11 +528,8 @@ class RecordingEmbedding:
 
     @property
     def band(self) -> str:
-        """``narrow`` when at least half the pooled speech was narrowband (its decisions'
-        ``band``: nothing above 4 kHz), else ``wide``: which voiceprint embedding the recording
-        is scored against (issue 12, band-matched scoring)."""
-        narrow = sum(d.speech_s for d in self.decisions if d.band == "narrow")
-        return "narrow" if self.decisions and narrow >= 0.5 * self.speech_s else "wide"
+        """The band of the pooled speech (:func:`pooled_band`)."""
+        return pooled_band(self.decisions)
 
     @classmethod
     def pool(cls, decisions: list[DecisionEvent], dim: int) -> "RecordingEmbedding":
@@ -544,6 +541,16 @@ class RecordingEmbedding:
         vector = (total / np.linalg.norm(total)).astype(np.float32) if n_windows else None
         return cls(vector, sum(d.speech_s for d in decisions), n_windows, list(decisions),
                    any(d.clipped for d in decisions), pooled_snr_db(decisions))
+
+
+def pooled_band(decisions: Sequence[DecisionEvent]) -> str:
+    """The band of several utterances decided as one (a recording, a Wyoming request):
+    ``narrow`` when at least half their speech was narrowband (each decision's ``band``: nothing
+    above 4 kHz), else ``wide``; which voiceprint embedding they are scored against (issue 12,
+    band-matched scoring)."""
+    narrow = sum(d.speech_s for d in decisions if d.band == "narrow")
+    total = sum(d.speech_s for d in decisions)
+    return "narrow" if decisions and narrow >= 0.5 * total else "wide"
 
 
 def pooled_snr_db(decisions: Iterable[DecisionEvent]) -> float | None:

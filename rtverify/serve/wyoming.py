@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import SegmenterConfig
-from ..core.pipeline import Verifier, pooled_snr_db
+from ..core.pipeline import Verifier, pooled_band, pooled_snr_db
 from ..core.scoring import Decision, DecisionPolicy
 from ..errors import InputError, RtverifyError
 from ..events import DecisionEvent
@@ -136,7 +136,8 @@ class Gate:
             threshold = self.policy.threshold_for(speech_s, snr_db)
             return Decision(None, None, None, {}, False, threshold, None, None, "too_short",
                             snr_db), speech_s
-        return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db), speech_s
+        return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db,
+                                   band=pooled_band(decisions)), speech_s
 
     async def describe_upstream(self):
         """The real STT's models (so Home Assistant offers its languages), or None."""
@@ -267,7 +268,7 @@ def handler_factory(gate: Gate):
                 self.failed = False
                 self.stream = PcmStream(start.rate, start.width, start.channels)
                 # one request, one decision at audio-stop: its short pauses do not split it
-                self.verifier = Verifier(gate.session, {}, provisional=False,
+                self.verifier = Verifier(gate.session, {}, provisional=False, bands=True,
                                          segmenter=SegmenterConfig().for_recording())
                 self.audio.append(event)
             elif AudioChunk.is_type(event.type):

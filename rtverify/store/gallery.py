@@ -22,13 +22,16 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..core.scoring import Decision, DecisionPolicy, Scorer, top_scores
+from ..core.scoring import Decision, DecisionPolicy, Scorer, top_scores, voiceprints_for_band
 from ..errors import RtverifyError
 
 logger = logging.getLogger(__name__)
 
 TOP_K = 5
 """Voices a decision reports scores for (the best first); all are scored."""
+NARROW_CANDIDATES = 10
+"""Narrowband input: the best voices by wideband score that are scored again against their
+narrowband voiceprints (count)."""
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,38 @@ class Gallery:
         return top_scores(scores, snap.names, k)
 
     def decide(self, embedding: np.ndarray, speech_s: float, policy: DecisionPolicy,
-               k: int = TOP_K, *, snr_db: float | None = None) -> Decision:
+               k: int = TOP_K, *, snr_db: float | None = None, band: str = "wide") -> Decision:
         """Open-set identification: the best voice if it clears its threshold (for ``speech_s``
         voiced seconds at an estimated SNR of ``snr_db`` decibels, and the speech the voice was
-        enrolled on), else nobody."""
-        scores = self.scores(embedding, k)
+        enrolled on), else nobody. ``band="narrow"`` (an 8 kHz call): see
+        :meth:`narrow_scores`."""
+        if band == "narrow":
+            scores = self.narrow_scores(embedding, k)
+        else:
+            scores = self.scores(embedding, k)
         offsets = policy.offsets_by_amount({n: self._enrol.get(n) for n in scores})
         return policy.decide(scores, speech_s, snr_db, offsets)
+
+    def narrow_scores(self, embedding: np.ndarray, k: int = TOP_K) -> dict[str, float]:
+        """The ``k`` best scores of narrowband input, as ``listen`` scores it: the
+        :data:`NARROW_CANDIDATES` best voices by wideband score, scored again against their
+        narrowband voiceprints, read from the store (narrowband requests are rare, and keeping
+        every voice's second embedding in memory would double the gallery). A voice without a
+        narrowband embedding (enrolled before band matching), one gone from the store
+        meanwhile, or a gallery without a store keeps its wideband score."""
+        wide = self.scores(embedding, max(k, NARROW_CANDIDATES))
+        if self.store is None or not wide:
+            return dict(list(wide.items())[:k])
+        voices = {}
+        for name in wide:
+            try:
+                voices[name] = self.store.load(name, self.model_id, self.dim).vector()
+            except RtverifyError:
+                continue
+        prints, _ = voiceprints_for_band(voices, "narrow")
+        narrow = self.scorer.scores(embedding, prints)
+        scores = {**wide, **narrow}
+        return dict(sorted(scores.items(), key=lambda item: -item[1])[:k])
 
     # -- writing (one writer at a time; readers are never held up) -----------------------
     def _publish(self) -> Snapshot:
