@@ -173,3 +173,40 @@ def test_verify_scores_a_narrowband_recording_against_the_narrowband_voiceprint(
 def _write(path, x):
     sf.write(path, x, SR)
     return path
+
+
+def test_live_verify_embeds_what_it_heard_as_one_recording(session, enrolled, demo):
+    """From the microphone, verify answers after the live pause but embeds the speech it heard
+    as a file of the same audio would be: across its short pauses, not utterance by utterance
+    averaged (the same decision for the same audio, live or recorded)."""
+    from rtverify.apps.verify import capture_speech
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import Chunk
+
+    x = read16k(DEMO / demo["enroll"][1])[:3 * SR]
+    gap = np.zeros(int(0.9 * SR), dtype=np.float32)
+    heard = np.concatenate([gap, x[:int(1.5 * SR)], gap, x[int(1.5 * SR):],
+                            np.zeros(3 * SR, dtype=np.float32)])
+    live = capture_speech(session, _Live(heard), live=True, timeout_s=30)
+    whole = embed_recording(session, [Chunk(heard, 0.0)])
+    split = embed_recording(session, [Chunk(heard, 0.0)], join_pauses=False)
+    assert len(split.decisions) == 2 and len(whole.decisions) == 1
+    np.testing.assert_allclose(live.vector, whole.vector, atol=1e-6)
+    assert float(live.vector @ split.vector) < 0.9999
+
+
+class _Live:
+    """A live-looking source over samples (a FrameSource: chunks, position, overflows)."""
+
+    def __init__(self, x):
+        self.x, self.name, self.overflows, self.position_s = x, "mic", 0, 0.0
+
+    def __iter__(self):
+        from rtverify.io.sources import Chunk
+
+        for i in range(0, len(self.x), 1600):
+            self.position_s = (i + 1600) / SR
+            yield Chunk(self.x[i:i + 1600], i / SR)
+
+    def close(self):
+        pass

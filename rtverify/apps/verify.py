@@ -12,7 +12,7 @@ import numpy as np
 
 from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from ..core.encoder import EncoderSession
-from ..core.pipeline import RecordingEmbedding, Verifier
+from ..core.pipeline import RecordingEmbedding, Verifier, embed_recording
 from ..core.scoring import Decision, DecisionPolicy, cosine_scores, voiceprints_for_band
 from ..errors import InputError, NotEnoughSpeech
 from ..events import DecisionEvent, Event
@@ -27,14 +27,22 @@ PAUSE_S = 1.5
 """Microphone: the answer is over after this much quiet following the first utterance (seconds)."""
 
 
+LIVE_RECORD_S = 120.0
+"""Microphone: how much of what it heard ``verify`` keeps to embed as one recording (seconds);
+past that it decides on the live utterances pooled."""
+
+
 class RecordingSource:
     """A :class:`FrameSource` that passes ``source`` on and keeps its audio (up to ``max_s``
-    seconds: more is refused, an answer to a challenge is a few seconds)."""
+    seconds: with ``refuse``, more is an error (an answer to a challenge is a few seconds);
+    without, the rest is passed on but not kept and :attr:`full` says so)."""
 
-    def __init__(self, source: FrameSource, max_s: float) -> None:
+    def __init__(self, source: FrameSource, max_s: float, refuse: bool = True) -> None:
         self.source = source
         self.name = source.name
         self.max_s = max_s
+        self.refuse = refuse
+        self.full = False
         self._audio: list[np.ndarray] = []
         self._n = 0
 
@@ -56,9 +64,12 @@ class RecordingSource:
             if isinstance(item, Chunk):
                 self._n += len(item.samples)
                 if self._n > self.max_s * SAMPLE_RATE_HZ:
-                    raise InputError(f"{self.name}: longer than {self.max_s:g} s; a challenge "
-                                     "answer is a few seconds")
-                self._audio.append(item.samples)
+                    if self.refuse:
+                        raise InputError(f"{self.name}: longer than {self.max_s:g} s; a "
+                                         "challenge answer is a few seconds")
+                    self.full = True
+                if not self.full:
+                    self._audio.append(item.samples)
             yield item
 
     def close(self) -> None:
@@ -74,7 +85,14 @@ def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
     ``pause_s`` of quiet after the first utterance, or for at most ``timeout_s`` seconds when
     nobody speaks. A recording's short pauses do not split it (as in
     :func:`~rtverify.core.pipeline.embed_recording`); a live source keeps the live pause, so
-    that the answer comes ``pause_s`` after the speaker stops."""
+    that the answer comes ``pause_s`` after the speaker stops, and what it heard is then
+    embedded as one recording, as a file of the same audio would be (up to
+    :data:`LIVE_RECORD_S`)."""
+    recorder = None
+    if live:
+        recorder = source if isinstance(source, RecordingSource) else \
+            RecordingSource(source, LIVE_RECORD_S, refuse=False)
+        source = recorder
     segmenter = SegmenterConfig() if live else SegmenterConfig().for_recording()
     verifier = Verifier(session, {}, segmenter=segmenter, max_pending=1 if live else 8,
                         provisional=False, bands=True,
@@ -89,7 +107,12 @@ def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
                      and verifier.position_s - decisions[-1].end_s >= pause_s)
             if quiet or (not decisions and time.monotonic() > deadline):
                 break
-    return RecordingEmbedding.pool(decisions, session.dim)
+    pooled = RecordingEmbedding.pool(decisions, session.dim)
+    if recorder is not None and not recorder.full and pooled.vector is not None:
+        whole = embed_recording(session, [Chunk(recorder.samples, 0.0)])
+        if whole.vector is not None:
+            return whole
+    return pooled
 
 
 @dataclass(frozen=True)

@@ -578,6 +578,6 @@ def embed_recording(session: EncoderSession, chunks: FrameSource | Iterable[Chun
     if join_pauses:
         segmenter = segmenter.for_recording()
     verifier = Verifier(session, {}, segmenter=segmenter, max_pending=max_pending,
-                        provisional=False)
+                        provisional=False, bands=True)
     decisions = [e for e in verifier.process(chunks) if isinstance(e, DecisionEvent)]
     return RecordingEmbedding.pool(decisions, session.dim)
