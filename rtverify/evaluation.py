@@ -8,9 +8,9 @@ A trials file has one trial per line, ``label path_a path_b`` (label 1: same spe
 different speakers), paths relative to ``--root``; ``path_a`` may also be several paths joined
 by ``+`` (``a.flac+b.flac+c.flac``): a voiceprint of that many takes, made as ``enroll`` makes
 one (the normalised mean of the takes' embeddings, their speech summed). Every unique file is
-embedded once through the
-runtime path, :func:`rtverify.core.pipeline.embed_recording` (segmenter, streaming features, encoder
-windows, pooling of all utterances), so the figures measure what ``listen`` does. ``path_a`` plays
+embedded once through the runtime path, :func:`rtverify.core.pipeline.embed_recording`
+(segmenter, streaming features, encoder windows, pooling), as ``verify`` and ``enroll`` embed a
+recording: ``listen``'s path, except that only pauses of ``recording_pause_ms`` split it. ``path_a`` plays
 the enrolled voice (its embedding is the voiceprint, as a one-take enrolment) and ``path_b`` the
 utterance heard; scores go through the same :class:`~rtverify.core.scoring.Scorer` as in ``listen``.
 
