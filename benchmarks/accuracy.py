@@ -46,9 +46,7 @@ def resemblyzer_list(trials: Path, root: Path) -> dict:
         info = json.loads(r.lines[-1][1])
         with np.load(npz) as z:
             by_file = dict(zip(z["files"].tolist(), z["vectors"]))
-    takes = ev.FileEmbeddings(np.stack([by_file[f] for f in t.takes]), np.ones(len(t.takes)),
-                              np.zeros(len(t.takes), dtype=bool))
-    scores = ev.score_trials(t, takes.voiceprints(t.takes, t.files).vectors)
+    scores = ev.score_trials(t, ev.entry_vectors(t, np.stack([by_file[f] for f in t.takes])))
     m = compute_metrics(scores, t.labels)
     return {"eer": m.eer, "min_dcf": m.min_dcf, "trials": m.trials,
             "files": info["files"], "files_untrimmed": info["untrimmed"],

@@ -347,6 +347,17 @@ class progress_bar:
             self._p.__exit__(*exc)
 
 
+def entry_vectors(trials: Trials, take_vectors: np.ndarray) -> np.ndarray:
+    """The unit vectors of ``trials.files`` (float32 ``(n_entries, dim)``) from those of its
+    takes (rows in the order of ``trials.takes``; a NaN row: no speech), for embeddings made
+    outside :func:`embed_files` (a reference model): a several-take voiceprint is made as
+    :meth:`FileEmbeddings.voiceprints` makes it."""
+    n = len(trials.takes)
+    takes = FileEmbeddings(np.asarray(take_vectors, np.float32), np.ones(n),
+                           np.zeros(n, dtype=bool))
+    return takes.voiceprints(trials.takes, trials.files).vectors
+
+
 # ------------------------------------------------------------------------------------------
 # scoring the trials
 # ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rtverify.evaluation import FileEmbeddings, read_trials, score_trials
+from rtverify.evaluation import entry_vectors, read_trials, score_trials
 from rtverify.metrics import compute_metrics
 
 from .campp import embed_utterance, load_campp
@@ -50,8 +50,7 @@ def main(argv=None) -> int:
         v = np.stack(vecs).astype(np.float32)
 
         def scored(rows: np.ndarray) -> np.ndarray:
-            emb = FileEmbeddings(rows, np.ones(len(takes)), np.zeros(len(takes), dtype=bool))
-            return score_trials(trials, emb.voiceprints(takes, trials.files).vectors)
+            return score_trials(trials, entry_vectors(trials, rows))
 
         m = compute_metrics(scored(v), trials.labels)
         out = {"trials": str(t), "eer": round(m.eer, 4), "min_dcf": round(m.min_dcf, 4),

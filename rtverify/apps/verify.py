@@ -3,23 +3,21 @@ decide whether it is one enrolled voice; with a challenge, also whether the digi
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
 
-from ..config import SAMPLE_RATE_HZ, SegmenterConfig
+from ..config import SAMPLE_RATE_HZ
 from ..core.encoder import EncoderSession
 from ..core.pipeline import RecordingEmbedding, Verifier, embed_recording
-from ..core.scoring import Decision, DecisionPolicy, cosine_scores, voiceprints_for_band
+from ..core.scoring import (Decision, DecisionPolicy, cosine_scores, voiceprints_for_band,
+                            warn_no_narrowband)
 from ..errors import InputError, NotEnoughSpeech
 from ..events import DecisionEvent, Event
 from ..io.sources import Chunk, FrameSource
 from ..store.voiceprints import Voiceprint
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 20.0
 """Microphone: give up when nobody speaks for this long (seconds)."""
@@ -88,27 +86,23 @@ def capture_speech(session: EncoderSession, source: FrameSource, *, live: bool,
     that the answer comes ``pause_s`` after the speaker stops, and what it heard is then
     embedded as one recording, as a file of the same audio would be (up to
     :data:`LIVE_RECORD_S`)."""
-    recorder = None
-    if live:
-        recorder = source if isinstance(source, RecordingSource) else \
-            RecordingSource(source, LIVE_RECORD_S, refuse=False)
-        source = recorder
-    segmenter = SegmenterConfig() if live else SegmenterConfig().for_recording()
-    verifier = Verifier(session, {}, segmenter=segmenter, max_pending=1 if live else 8,
-                        provisional=False, bands=True,
-                        status_every_s=0.1 if live else 0.0)
+    if not live:
+        return embed_recording(session, source)
+    recorder = source if isinstance(source, RecordingSource) else \
+        RecordingSource(source, LIVE_RECORD_S, refuse=False)
+    verifier = Verifier(session, {}, max_pending=1, provisional=False, bands=True,
+                        status_every_s=0.1)
     decisions: list[DecisionEvent] = []
     deadline = time.monotonic() + timeout_s
-    for event in verifier.process(source):
+    for event in verifier.process(recorder):
         if isinstance(event, DecisionEvent):
             decisions.append(event)
-        if live:
-            quiet = (decisions and not verifier.in_speech
-                     and verifier.position_s - decisions[-1].end_s >= pause_s)
-            if quiet or (not decisions and time.monotonic() > deadline):
-                break
+        quiet = (decisions and not verifier.in_speech
+                 and verifier.position_s - decisions[-1].end_s >= pause_s)
+        if quiet or (not decisions and time.monotonic() > deadline):
+            break
     pooled = RecordingEmbedding.pool(decisions, session.dim)
-    if recorder is not None and not recorder.full and pooled.vector is not None:
+    if not recorder.full and pooled.vector is not None:
         whole = embed_recording(session, [Chunk(recorder.samples, 0.0)])
         if whole.vector is not None:
             return whole
@@ -159,9 +153,7 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     voice = {voiceprint.name: voiceprint.vector()}
     prints, missing = voiceprints_for_band(voice, rec.band)  # as listen scores narrowband input
     if missing:
-        logger.warning("voice %r has no narrowband voiceprint (enrolled before band-matched "
-                       "scoring): this narrowband recording is scored against its wideband one; "
-                       "re-enroll it to score such input better", voiceprint.name)
+        warn_no_narrowband(voiceprint.name)
     d = policy.decide(cosine_scores(rec.vector, prints), rec.speech_s, rec.snr_db,
                       policy.offsets_for(voice))
     if recorder is None:

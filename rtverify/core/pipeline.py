@@ -9,7 +9,6 @@ the tests are all consumers of the same events, so what they see is what ``liste
 from __future__ import annotations
 
 import dataclasses
-import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,12 +23,11 @@ from ..events import (DecisionEvent, Event, Provisional, SegmentDropped, SpeechS
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
 from .scoring import (Decision, DecisionPolicy, Scorer, effective_band, gallery_scores,
-                      top_scores, voiceprints_for_band)
+                      top_scores, voiceprints_for_band, warn_no_narrowband)
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .turns import TurnConfig, TurnEmbedder
 from ..io.sources import Chunk, FrameSource, as_source
 
-logger = logging.getLogger(__name__)
 
 
 class Verifier:
@@ -111,10 +109,7 @@ class Verifier:
             for name in missing:
                 if name not in self._band_warned:
                     self._band_warned.add(name)
-                    logger.warning("voice %r has no %sband voiceprint (enrolled before band-"
-                                   "matched scoring): %sband speech is scored against its "
-                                   "wideband one; re-enroll it to score such input better",
-                                   name, band, band)
+                    warn_no_narrowband(name)
         if len(voiceprints) < self.MATRIX_MIN_VOICES:
             return self.scorer.scores(embedding, voiceprints)
         names, matrix, stats = self._gallery(band, voiceprints)

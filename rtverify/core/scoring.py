@@ -3,6 +3,8 @@ best voice only if it clears the (length-dependent) threshold, and otherwise rej
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -388,6 +390,15 @@ def voiceprints_for_band(voiceprints: Mapping[str, np.ndarray], band: str
         else:
             out[name] = nb
     return out, missing
+
+
+def warn_no_narrowband(name: str) -> None:
+    """Say (log) that voice ``name`` has no narrowband voiceprint, so narrowband input is
+    scored against its wideband one (a voice enrolled before band matching)."""
+    logging.getLogger(__name__).warning(
+        "voice %r has no narrowband voiceprint (enrolled before band-matched scoring): "
+        "narrowband speech is scored against its wideband one; re-enroll it to score such "
+        "input better", name)
 
 
 def narrowband_audio(samples: np.ndarray, rate_hz: int = 16000) -> np.ndarray:
