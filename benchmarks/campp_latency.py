@@ -1,11 +1,13 @@
-"""Decision latency of CAM++ against the default LSTM, in the same run, on one thread.
+"""Decision latency of CAM++ (and of the fusion of both models) against the default LSTM, in the
+same run, on one thread.
 
     OMP_NUM_THREADS=1 python -m benchmarks.campp_latency [--data ../shared/data] [--n 40]
+        [--models campp,fusion]
 
 Each probe is a held-out LibriSpeech utterance cut to 2..10 s (uniform, seeded), fed through a
 ``Verifier`` with one voiceprint in 0.1 s chunks (as from a microphone, windows embedded as soon
 as they complete); ``decision_ms`` is the compute from the segment's end to its decision. The
-two models alternate probe by probe, so load on the machine affects both alike.
+models alternate probe by probe, so load on the machine affects all alike.
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ def main() -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
     ap.add_argument("--n", type=int, default=40)
+    ap.add_argument("--models", default="campp", help="shipped models to time against the "
+                                                      "default, comma-separated")
     args = ap.parse_args()
-    models = {"default": EncoderSession(threads=1), "campp": EncoderSession("campp", threads=1)}
+    models = {"default": EncoderSession(threads=1)}
+    models.update({m: EncoderSession(m, threads=1) for m in args.models.split(",")})
     got: dict[str, list[float]] = {m: [] for m in models}
     for x in probes(args.data, args.n):
         for m, s in models.items():
@@ -56,7 +61,9 @@ def main() -> int:
     res = {m: {"decisions": len(v), "p50_ms": float(np.percentile(v, 50)),
                "p95_ms": float(np.percentile(v, 95)), "max_ms": float(np.max(v))}
            for m, v in got.items()}
-    res["campp_over_default_p95"] = res["campp"]["p95_ms"] / res["default"]["p95_ms"]
+    for m in models:
+        if m != "default":
+            res[f"{m}_over_default_p95"] = res[m]["p95_ms"] / res["default"]["p95_ms"]
     print(json.dumps(res, indent=1))
     return 0
 

@@ -592,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "decision.json").write_text(json.dumps(decision, indent=2) + "\n")
     np.savez(args.out / "scores.npz",  # for a later look; no pickle
              **{f"length_{k}": v for k, v in vars(sc).items() if v is not None},
-             **({f"snr_{k}": v for k, v in vars(noisy_sc).items()} if noisy_sc else {}))
+             **({f"snr_{k}": v for k, v in vars(noisy_sc).items() if v is not None}
+                if noisy_sc else {}))
     calib = {
         "data": f"Arabic Speech Commands speakers {' '.join(args.speakers)} (calib6: never "
                 f"trained on, in no reported list); enrolment from rounds "

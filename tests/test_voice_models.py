@@ -47,7 +47,7 @@ def test_each_voiceprint_holds_every_shipped_model(stores):
         d = json.loads((store / "alice.json").read_text())
         assert d["model_id"].startswith(model + "-")
         held = {mid.rsplit("-", 1)[0]: v["embedding_dim"] for mid, v in d["models"].items()}
-        want = {"default": 256, "default-fp32": 256, "campp": 192}
+        want = {"default": 256, "default-fp32": 256, "campp": 192, "fusion": 448}
         want.pop(model)
         assert held == want
 

@@ -127,8 +127,8 @@ def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|PATH", help="a shipped encoder by name ('default', "
-                   "'campp') or an .onnx file with its .json sidecar beside it; default: the "
-                   "shipped default")
+                   "'campp', or 'fusion': both, scores fused) or an .onnx file with its .json "
+                   "sidecar beside it (or a fusion's .json); default: the shipped default")
 
 
 def _add_raw(p: argparse.ArgumentParser) -> None:

@@ -22,6 +22,8 @@ import numpy as np
 from ..config import DecisionConfig, FeatureConfig, SegmenterConfig, WindowConfig
 from ..errors import ModelError
 from .fbank import FbankConfig, StreamingFbank
+from .fusion import (ConcatFeatureConfig, FusionSession, StreamingConcat, feature_config,
+                     is_fusion_sidecar)
 
 logger = logging.getLogger(__name__)
 
@@ -51,31 +53,40 @@ def default_threads() -> int:
 
 
 def shipped_models() -> list[str]:
-    """Names of the models shipped in the package (``rtverify/models/<name>.onnx``)."""
-    return sorted(p.stem for p in MODELS_DIR.glob("*.onnx") if sidecar_path(p).is_file())
+    """Names of the models shipped in the package (``rtverify/models/<name>.onnx`` with its
+    sidecar, and fusions of them: ``rtverify/models/<name>.json`` with a ``fusion`` block)."""
+    names = {p.stem for p in MODELS_DIR.glob("*.onnx") if sidecar_path(p).is_file()}
+    names |= {p.stem for p in MODELS_DIR.glob("*.json") if is_fusion_sidecar(p)}
+    return sorted(names)
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
     """The ``.onnx`` file for ``--model``: ``None`` is the shipped default, a bare name such as
-    ``campp`` (no directory, no ``.onnx``) a shipped model, anything else a path."""
+    ``campp`` (no directory, no ``.onnx``) a shipped model, anything else a path. A fusion of
+    models has no ``.onnx`` file: its sidecar (``fusion.json``) is the model's path."""
     if model is None:
         return DEFAULT_MODEL
     text = os.fspath(model)
-    if text and os.sep not in text and "/" not in text and not text.endswith(".onnx"):
+    if text and os.sep not in text and "/" not in text and not text.endswith((".onnx", ".json")):
         shipped = MODELS_DIR / f"{text}.onnx"
         if shipped.is_file():
             return shipped
+        if is_fusion_sidecar(MODELS_DIR / f"{text}.json"):
+            return MODELS_DIR / f"{text}.json"
         if not Path(text).exists():
             raise ModelError(f"--model {text!r}: no shipped model of that name (shipped: "
                              f"{', '.join(shipped_models())}) and no such file")
     return Path(text)
 
 
-def streaming_features(cfg: "FeatureConfig | FbankConfig"):
+def streaming_features(cfg: "FeatureConfig | FbankConfig | ConcatFeatureConfig"):
     """The streaming front-end for a model's feature settings: :class:`StreamingFeatures` for mel
-    power rows, :class:`~rtverify.core.fbank.StreamingFbank` for Kaldi fbank (CAM++)."""
+    power rows, :class:`~rtverify.core.fbank.StreamingFbank` for Kaldi fbank (CAM++),
+    :class:`~rtverify.core.fusion.StreamingConcat` for a fusion's."""
     if isinstance(cfg, FbankConfig):
         return StreamingFbank(cfg)
+    if isinstance(cfg, ConcatFeatureConfig):
+        return StreamingConcat(cfg)
     from .features import StreamingFeatures
 
     return StreamingFeatures(cfg)
@@ -92,9 +103,10 @@ class ModelInfo:
 
     model_id: str
     """Identifies the weights; voiceprints record it and are refused under another model."""
-    features: FeatureConfig | FbankConfig
+    features: "FeatureConfig | FbankConfig | ConcatFeatureConfig"
     """The front-end: mel power rows (the LSTM) or, when the sidecar's ``features.kind`` is
-    ``"kaldi_fbank"``, Kaldi log-mel fbank rows (CAM++)."""
+    ``"kaldi_fbank"``, Kaldi log-mel fbank rows (CAM++); ``"concat"``: a fusion's parts' rows
+    side by side (:mod:`rtverify.core.fusion`)."""
     window: WindowConfig
     decision: DecisionConfig
     embedding_dim: int
@@ -129,9 +141,7 @@ class ModelInfo:
                                       thresholds_by_speech_s=points,
                                       threshold_offsets_by_snr_db=offsets,
                                       threshold_offsets_by_enrol_s=by_enrol)
-            feats = data["features"]
-            features = (FbankConfig.from_dict(feats) if feats.get("kind") == FbankConfig.KIND
-                        else FeatureConfig.from_dict(feats))
+            features = feature_config(data["features"])
             ctx = data.get("segment_context_ms", {})
             context = (int(ctx.get("pre", 0)), int(ctx.get("post", 0)))
             if not all(0 <= c <= 2000 for c in context):
@@ -180,6 +190,13 @@ class EncoderSession:
         gains little from a second thread, and the other core stays free for audio capture, the
         console and whatever else the machine runs (see the README's benchmark section).
     """
+
+    def __new__(cls, model_path: str | os.PathLike | None = None, *,
+                threads: int | None = None):
+        # a fusion's sidecar opens as a FusedEncoderSession (same interface, two encoders)
+        if cls is EncoderSession and resolve_model(model_path).suffix == ".json":
+            cls = FusedEncoderSession
+        return super().__new__(cls)
 
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  threads: int | None = None) -> None:
@@ -241,6 +258,21 @@ class EncoderSession:
                              f"got {frames.shape}")
         (emb,) = self._session.run(["embedding"], {"frames": frames})
         return emb
+
+
+class FusedEncoderSession(FusionSession, EncoderSession):
+    """An :class:`EncoderSession` over a fusion of encoders (:mod:`rtverify.core.fusion`);
+    ``EncoderSession("fusion")`` makes one."""
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *,
+                 threads: int | None = None) -> None:
+        threads = default_threads() if threads is None else threads
+        path = resolve_model(model_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: model sidecar not found")
+        self.path = path
+        self.threads = max(1, int(threads))
+        self._open_fusion(path, self.threads)
 
 
 def l2_normalize(v: np.ndarray) -> np.ndarray:
