@@ -168,3 +168,11 @@ def test_cli_enrols_and_verifies_with_the_fusion(tmp_path):
               str(demo / "enroll_2.flac"))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "does not match" in bad.stderr
+
+
+def test_narrowband_speech_is_told_from_the_fusions_rows(fusion):
+    from rtverify.core.scoring import narrowband_audio
+
+    x = _audio("espeak_enroll_1.flac")
+    assert embed_recording(fusion, [Chunk(x, 0.0)]).band == "wide"
+    assert embed_recording(fusion, [Chunk(narrowband_audio(x), 0.0)]).band == "narrow"

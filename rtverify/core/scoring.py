@@ -300,11 +300,16 @@ def band_cliff_db(rows: np.ndarray, feature_cfg) -> float:
 def effective_band(rows: np.ndarray, feature_cfg) -> str:
     """``"narrow"`` when the rows fall off a cliff at 4 kHz, else ``"wide"``. Works on either
     front-end's rows (see :func:`band_cliff_db`); a front-end that does not reach 5.5 kHz is
-    always ``wide`` (there is no cliff to see)."""
+    always ``wide`` (there is no cliff to see). A fusion's rows are judged by its first part's
+    columns (the parts hear the same audio)."""
     from .fbank import FbankConfig
+    from .fusion import ConcatFeatureConfig
 
     if len(rows) == 0:
         return "wide"
+    if isinstance(feature_cfg, ConcatFeatureConfig):
+        a, b = feature_cfg.columns[0]
+        return effective_band(rows[:, a:b], feature_cfg.parts[0])
     if isinstance(feature_cfg, FbankConfig):
         top = feature_cfg.high_hz if feature_cfg.high_hz > 0 else \
             feature_cfg.sample_rate_hz / 2 + feature_cfg.high_hz
