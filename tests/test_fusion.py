@@ -176,3 +176,27 @@ def test_narrowband_speech_is_told_from_the_fusions_rows(fusion):
     x = _audio("espeak_enroll_1.flac")
     assert embed_recording(fusion, [Chunk(x, 0.0)]).band == "wide"
     assert embed_recording(fusion, [Chunk(narrowband_audio(x), 0.0)]).band == "narrow"
+
+
+def test_the_service_serves_the_fusion_beside_the_default(tmp_path):
+    pytest.importorskip("starlette")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serve_helpers import DEMO, Server, cli
+
+    from rtverify.client import Client
+
+    store = tmp_path / "store"
+    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
+            str(DEMO / "enroll_2.flac"), store=store)
+    assert r.returncode == 0, r.stderr
+    server = Server(store, "--model", "fusion", "--model", "default", "--workers", "1")
+    try:
+        c = Client(server.url)
+        ids = c.health()["models"]
+        assert ids[0].startswith("fusion-") and ids[1].startswith("default-")
+        same = c.verify("alice", DEMO / "enroll_2.flac")
+        assert same["model_id"] == ids[0] and same["accepted"] is True
+        other = c.verify("alice", DATA / "arabic_00000003_seven_02.flac")
+        assert other["accepted"] is False
+    finally:
+        server.stop()
