@@ -310,8 +310,8 @@ def embed_with_snr(session, samples: np.ndarray, segmenter: SegmenterConfig
                    ) -> tuple[np.ndarray | None, float, float]:
     """:func:`embed` and the estimated SNR the runtime reports for the recording (decibels; NaN
     when unknown)."""
-    vec, speech_s, short_only, snr_db = embed_chunks(session, lambda: as_chunks(samples),
-                                                     segmenter)
+    vec, speech_s, short_only, snr_db, _ = embed_chunks(session, lambda: as_chunks(samples),
+                                                        segmenter)
     if short_only or np.isnan(vec).any():
         return None, speech_s, snr_db
     return vec, speech_s, snr_db

@@ -254,6 +254,14 @@ class DecisionConfig:
     its true speaker scores lower against it (and so do strangers); the offset is interpolated
     linearly (held at the ends; the calibration's own enrolment amount gets 0). A voice whose
     amount is unknown (None) gets no offset. Empty: no offset."""
+    threshold_offsets_by_fall_change_db: tuple[tuple[float, float], ...] = \
+        field(default_factory=tuple)
+    """Optional (change in how steeply speech falls silent from the voice's enrolment to the
+    utterance, dB per 10 ms, offset) points (:func:`rtverify.core.scoring.fall_db`: a room's
+    reverberation makes speech fall slowly, so an utterance in a more reverberant room than the
+    enrolment has a negative change): interpolated as the SNR offsets are. A decision gets the
+    lower of its SNR offset and this one (reverberation and noise are not added up); without
+    both estimates (None), no offset. Empty: none."""
 
     def describe(self) -> str:
         """The threshold for people: ``0.84``, ``0.77-0.89 by length``, or ``0.77-0.89 by
@@ -266,18 +274,25 @@ class DecisionConfig:
         if self.threshold_offsets_by_snr_db:
             offs = [o for _, o in self.threshold_offsets_by_snr_db]
             text += f", {min(offs):+.2f}..{max(offs):+.2f} by SNR"
+        if self.threshold_offsets_by_fall_change_db:
+            offs = [o for _, o in self.threshold_offsets_by_fall_change_db]
+            text += f", {min(offs):+.2f}..{max(offs):+.2f} by reverberation"
         if self.threshold_offsets_by_enrol_s:
             offs = [o for _, o in self.threshold_offsets_by_enrol_s]
             text += f", {min(offs):+.2f}..{max(offs):+.2f} by enrolment"
         return text
 
-    def offset_for(self, snr_db: float | None) -> float:
-        """The threshold offset for an utterance whose estimated SNR is ``snr_db`` (decibels;
-        0 without offsets, or when the SNR is unknown: None or not finite)."""
-        pts = self.threshold_offsets_by_snr_db
-        if not pts or snr_db is None or not math.isfinite(snr_db):
-            return 0.0
-        return interpolate(pts, snr_db, 0.0)
+    def offset_for(self, snr_db: float | None, fall_change_db: float | None = None) -> float:
+        """The threshold offset for an utterance whose estimated SNR is ``snr_db`` (decibels)
+        and whose speech falls ``fall_change_db`` dB per 10 ms more steeply than the voice's
+        enrolment did: the lower of the two tables' offsets (0 without offsets, or for an
+        unknown estimate: None or not finite)."""
+        out = 0.0
+        for pts, x in ((self.threshold_offsets_by_snr_db, snr_db),
+                       (self.threshold_offsets_by_fall_change_db, fall_change_db)):
+            if pts and x is not None and math.isfinite(x):
+                out = min(out, interpolate(pts, x, 0.0))
+        return out
 
     def enrol_offset(self, enrol_s: float | None) -> float:
         """The threshold offset for a voice enrolled on ``enrol_s`` voiced seconds (0 without
@@ -287,9 +302,11 @@ class DecisionConfig:
             return 0.0
         return interpolate(pts, enrol_s, 0.0)
 
-    def threshold_for(self, speech_s: float, snr_db: float | None = None) -> float:
-        """The acceptance threshold for a segment with ``speech_s`` seconds of speech and an
-        estimated SNR of ``snr_db`` decibels (None: unknown, no SNR offset)."""
+    def threshold_for(self, speech_s: float, snr_db: float | None = None,
+                      fall_change_db: float | None = None) -> float:
+        """The acceptance threshold for a segment with ``speech_s`` seconds of speech, an
+        estimated SNR of ``snr_db`` decibels and a change of ``fall_change_db`` dB per 10 ms in
+        its steepest fall from the enrolment's (None: unknown, no offset for it)."""
         pts = self.thresholds_by_speech_s
         base = interpolate(pts, speech_s, self.threshold) if pts else self.threshold
-        return base + self.offset_for(snr_db)
+        return base + self.offset_for(snr_db, fall_change_db)

@@ -144,6 +144,9 @@ class FileEmbeddings:
     snr_db: np.ndarray | None = None
     """float64 ``(n_files,)`` estimated SNR of the pooled speech (decibels, as the decision
     events report it; NaN where unknown: no speech). None: not measured (no SNR offsets)."""
+    fall_db: np.ndarray | None = None
+    """float64 ``(n_files,)`` steepest fall of the pooled speech (dB per 10 ms, as the decision
+    events report it; NaN where unknown). None: not measured (no reverberation offsets)."""
 
     @property
     def has_speech(self) -> np.ndarray:
@@ -159,6 +162,7 @@ class FileEmbeddings:
         speech = np.zeros(len(entries))
         short = np.zeros(len(entries), dtype=bool)
         snr = np.full(len(entries), np.nan)
+        fall = np.full(len(entries), np.nan)
         for i, entry in enumerate(entries):
             rows = [row[p] for p in entry.split(TAKE_SEP)]
             if len(rows) == 1:
@@ -166,6 +170,8 @@ class FileEmbeddings:
                                                    self.short_only[rows[0]])
                 if self.snr_db is not None:
                     snr[i] = self.snr_db[rows[0]]
+                if self.fall_db is not None:
+                    fall[i] = self.fall_db[rows[0]]
                 continue
             ok = [r for r in rows if not np.isnan(self.vectors[r, 0])]
             if ok:
@@ -173,38 +179,51 @@ class FileEmbeddings:
                 vectors[i] = total / np.linalg.norm(total)
                 speech[i] = float(self.speech_s[ok].sum())
                 short[i] = bool(self.short_only[ok].all())
-        return FileEmbeddings(vectors, speech, short, snr if self.snr_db is not None else None)
+                if self.fall_db is not None:  # as enrolment pools its takes' falls
+                    f, w = self.fall_db[ok], np.maximum(self.speech_s[ok], 1e-6)
+                    known = np.isfinite(f)
+                    if known.any():
+                        fall[i] = float(np.dot(f[known], w[known]) / w[known].sum())
+        return FileEmbeddings(vectors, speech, short, snr if self.snr_db is not None else None,
+                              fall if self.fall_db is not None else None)
 
 
 def settings_key(session, segmenter: SegmenterConfig) -> str:
     """What an embedding depends on besides the audio: the model, its windowing, the segmenter."""
     h = hashlib.sha256()
-    h.update(Path(session.path).read_bytes())
+    # the weights (a fusion's: its parts', and its id, which names them and their weights; not
+    # its sidecar, whose calibration changes no embedding)
+    for part in getattr(session, "parts", None) or [session]:
+        h.update(Path(part.path).read_bytes())
+    if getattr(session, "parts", None):
+        h.update(session.model_id.encode())
     h.update(json.dumps({"window": asdict(session.window), "features": session.features.to_dict(),
                          "segmenter": asdict(session.info.segmenter_config(segmenter)),
-                         "record": "snr_db"},
+                         "record": "snr_db,fall_db from 1.0 s"},
                         sort_keys=True).encode())
     return h.hexdigest()[:20]
 
 
 class EmbeddingCache:
-    """The embedding cache: one vector, its speech seconds, its ``short_only`` flag and its
-    estimated SNR (NaN where unknown) per file, under one key, in ``<dir>/<key>.npz`` (no
+    """The embedding cache: one vector, its speech seconds, its ``short_only`` flag, its
+    estimated SNR and steepest fall (NaN where unknown) per file, under one key, in ``<dir>/<key>.npz`` (no
     pickle; an entry is stale, and the file re-embedded, when the file's size or modification
     time changed). :func:`embed_files` keys it by
     :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
         self.path = Path(directory) / f"{key}.npz"
-        self.entries: dict[str, tuple[np.ndarray, float, bool, float, str]] = {}
+        self.entries: dict[str, tuple[np.ndarray, float, bool, float, float, str]] = {}
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
-                    snr = z["snr_db"] if "snr_db" in z.files else np.full(len(z["paths"]), np.nan)
+                    nan = np.full(len(z["paths"]), np.nan)
+                    snr = z["snr_db"] if "snr_db" in z.files else nan
+                    fall = z["fall_db"] if "fall_db" in z.files else nan
                     for row in zip(z["paths"], z["vectors"], z["speech_s"], z["short_only"],
-                                   snr, z["stamps"]):
+                                   snr, fall, z["stamps"]):
                         self.entries[str(row[0])] = (row[1], float(row[2]), bool(row[3]),
-                                                     float(row[4]), str(row[5]))
+                                                     float(row[4]), float(row[5]), str(row[6]))
             except (OSError, ValueError, KeyError) as err:
                 logger.warning("%s: ignoring unreadable embedding cache (%s)", self.path, err)
         self.dirty = False
@@ -216,14 +235,16 @@ class EmbeddingCache:
 
     def get(self, path: Path) -> "Embedded | None":
         hit = self.entries.get(str(path.resolve()))
-        if hit is None or hit[4] != self.stamp(path):
+        if hit is None or hit[5] != self.stamp(path):
             return None
-        return Embedded(*hit[:4])
+        return Embedded(*hit[:5])
 
     def put(self, path: Path, vector: np.ndarray, speech_s: float, short_only: bool,
-            snr_db: float | None = None) -> None:
+            snr_db: float | None = None, fall_db: float | None = None) -> None:
         snr = np.nan if snr_db is None else float(snr_db)
-        self.entries[str(path.resolve())] = (vector, speech_s, short_only, snr, self.stamp(path))
+        fall = np.nan if fall_db is None else float(fall_db)
+        self.entries[str(path.resolve())] = (vector, speech_s, short_only, snr, fall,
+                                             self.stamp(path))
         self.dirty = True
 
     def save(self) -> None:
@@ -236,7 +257,8 @@ class EmbeddingCache:
                  speech_s=np.array([self.entries[k][1] for k in keys]),
                  short_only=np.array([self.entries[k][2] for k in keys]),
                  snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
-                 stamps=np.array([self.entries[k][4] for k in keys]))
+                 fall_db=np.array([self.entries[k][4] for k in keys], dtype=np.float64),
+                 stamps=np.array([self.entries[k][5] for k in keys]))
         os.replace(tmp, self.path)
         self.dirty = False
 
@@ -252,11 +274,13 @@ class Embedded(NamedTuple):
     """Embedded from speech ``listen`` would drop as too short."""
     snr_db: float = float("nan")
     """Estimated SNR of the pooled speech (decibels; NaN where unknown)."""
+    fall_db: float = float("nan")
+    """Steepest fall of the pooled speech (dB per 10 ms; NaN where unknown)."""
 
 
 def embed_chunks(session, source: Callable[[], Iterable], segmenter: SegmenterConfig
                  ) -> Embedded:
-    """``(unit vector or NaNs, speech seconds, short_only, snr_db)`` of one recording: the one
+    """``(unit vector or NaNs, speech seconds, short_only, snr_db, fall_db)`` of one recording: the one
     rule for what a recording contributes to an evaluation.
 
     :param session: an :class:`~rtverify.core.encoder.EncoderSession` (or anything with its
@@ -280,7 +304,8 @@ def embed_chunks(session, source: Callable[[], Iterable], segmenter: SegmenterCo
         short_only = rec.vector is not None
     vec = rec.vector if rec.vector is not None else np.full(session.dim, np.nan, np.float32)
     return Embedded(vec, rec.speech_s, short_only,
-                    np.nan if rec.snr_db is None else float(rec.snr_db))
+                    np.nan if rec.snr_db is None else float(rec.snr_db),
+                    np.nan if rec.fall_db is None else float(rec.fall_db))
 
 
 def embed_file(session, path: Path, segmenter: SegmenterConfig) -> Embedded:
@@ -306,6 +331,7 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
     speech = np.zeros(len(paths))
     short = np.zeros(len(paths), dtype=bool)
     snr = np.full(len(paths), np.nan)
+    fall = np.full(len(paths), np.nan)
     with progress_bar(progress, label, len(paths)) as advance:
         for i, p in enumerate(paths):
             hit = cache.get(p) if cache else None
@@ -315,11 +341,11 @@ def embed_files(session, paths: Sequence[Path], *, segmenter: SegmenterConfig = 
                     cache.put(p, *hit)
                     if i % 500 == 499:
                         cache.save()
-            vectors[i], speech[i], short[i], snr[i] = hit
+            vectors[i], speech[i], short[i], snr[i], fall[i] = hit
             advance()
     if cache:
         cache.save()
-    return FileEmbeddings(vectors, speech, short, snr)
+    return FileEmbeddings(vectors, speech, short, snr, fall)
 
 
 class progress_bar:
@@ -384,15 +410,20 @@ def score_trials(trials: Trials, vectors: np.ndarray, scorer=None) -> np.ndarray
 
 def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarray:
     """The model's own threshold for each trial, float64 ``(n_trials,)``: the one for the test
-    side's amount of speech and estimated SNR (``emb.snr_db``; no SNR offset where unknown) plus
+    side's amount of speech, estimated SNR and the change in steepest fall from the enrolled
+    side's (``emb.snr_db``, ``emb.fall_db``; no offset for an estimate where it is unknown) plus
     the offset for the speech the enrolled side holds (as ``listen`` judges a voice enrolled on
     that much), and ``inf`` (no accept) below ``min_speech_s`` (as ``listen`` says
     ``too_short``) or on a file whose speech ``listen`` would drop (``short_only``)."""
     speech_b = emb.speech_s[trials.b]
-    snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else np.full(len(speech_b), np.nan)
-    thr = np.array([decision.threshold_for(s, None if np.isnan(q) else float(q))
+    nan = np.full(len(speech_b), np.nan)
+    snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else nan
+    # how much more slowly the test side's speech falls silent than the enrolled side's
+    change = emb.fall_db[trials.b] - emb.fall_db[trials.a] if emb.fall_db is not None else nan
+    known = lambda x: None if np.isnan(x) else float(x)  # noqa: E731
+    thr = np.array([decision.threshold_for(s, known(q), known(f))
                     + decision.enrol_offset(float(e))
-                    for s, q, e in zip(speech_b, snr_b, emb.speech_s[trials.a])])
+                    for s, q, f, e in zip(speech_b, snr_b, change, emb.speech_s[trials.a])])
     thr[speech_b < decision.min_speech_s] = np.inf
     thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
     return thr
@@ -438,6 +469,9 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "far_at_model_threshold": rates["far"], "frr_at_model_threshold": rates["frr"],
         "snr_db_median": (float(np.nanmedian(emb.snr_db[trials.b]))
                           if np.isfinite(emb.snr_db[trials.b]).any() else None),
+        "fall_db_median": (float(np.nanmedian(emb.fall_db[trials.b]))
+                           if emb.fall_db is not None and np.isfinite(emb.fall_db[trials.b]).any()
+                           else None),
         "n_files": len(trials.files), "files_without_speech": len(no_speech),
         "files_short_speech_only": int(emb.short_only.sum()),
         "trials_without_speech": int(np.isinf(scores).sum()),

@@ -114,6 +114,11 @@ class DecisionEvent(Event):
     """Estimated signal-to-noise ratio (decibels): ``level_dbfs`` minus the background noise
     floor the segmenter measured before the utterance (or during it, if lower). The threshold
     includes the model's offset for it (``decision.threshold_offsets_by_snr_db``)."""
+    fall_db: float | None = None
+    """How steeply the speech falls silent (dB per 10 ms, :func:`rtverify.core.scoring.fall_db`:
+    lower in a reverberant room); the threshold includes the model's offset for it
+    (``decision.threshold_offsets_by_fall_change_db``, by the change from the voice's
+    enrolment) when that is lower than the SNR's. None for less than 1.5 s of speech."""
 
     def to_dict(self) -> dict:
         return {"event": "decision", "start_s": _r(self.start_s), "end_s": _r(self.end_s),
@@ -124,7 +129,7 @@ class DecisionEvent(Event):
                 "reason": self.reason, "end_reason": self.end_reason, "clipped": self.clipped,
                 "level_dbfs": _r(self.level_dbfs, 1), "n_windows": self.n_windows,
                 "decision_ms": _r(self.decision_ms, 2), "band": self.band,
-                "snr_db": _r(self.snr_db, 1)}
+                "snr_db": _r(self.snr_db, 1), "fall_db": _r(self.fall_db, 2)}
 
 
 # -- the input device ---------------------------------------------------------------------------

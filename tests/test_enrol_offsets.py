@@ -70,7 +70,8 @@ def test_decisions_use_the_voices_offset(tmp_path, session, conversation, alice_
                 if isinstance(e, DecisionEvent)]
         assert decs
         for d in decs:
-            assert d.threshold == pytest.approx(cfg.threshold_for(d.speech_s, d.snr_db) + offset)
+            assert d.threshold == pytest.approx(
+                cfg.threshold_for(d.speech_s, d.snr_db, d.fall_db) + offset)
             assert d.accepted == (d.score >= d.threshold and d.speech_s >= cfg.min_speech_s)
 
 

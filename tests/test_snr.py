@@ -141,7 +141,8 @@ def test_decision_events_carry_snr_and_noisy_speech_gets_the_offset_threshold(
         assert decs
         for d in decs:
             assert d.snr_db is not None and math.isfinite(d.snr_db)
-            assert d.threshold == pytest.approx(cfg.threshold_for(d.speech_s, d.snr_db))
+            assert d.threshold == pytest.approx(cfg.threshold_for(d.speech_s, d.snr_db,
+                                                                  d.fall_db))
             assert d.margin == pytest.approx(d.score - d.threshold)
             assert d.to_dict()["snr_db"] == round(d.snr_db, 1)
             assert d.accepted == (d.score >= d.threshold and d.speech_s >= cfg.min_speech_s)
@@ -162,7 +163,9 @@ def test_decision_events_carry_snr_and_noisy_speech_gets_the_offset_threshold(
     old = _model_with_offsets(tmp_path / "old", session, None)
     for d in Verifier(old, {"alice": alice_print}).process(chunks_of(noisy, 4096)):
         if isinstance(d, DecisionEvent):
-            assert d.threshold == old.info.decision.threshold_for(d.speech_s)
+            assert d.threshold == old.info.decision.threshold_for(d.speech_s, d.snr_db,
+                                                                  d.fall_db)
+            assert not old.info.decision.threshold_offsets_by_snr_db
 
 
 def test_threshold_override_wins_over_offsets(tmp_path, session, conversation, alice_print):

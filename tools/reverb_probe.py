@@ -1,16 +1,17 @@
-"""Can the runtime tell reverberant speech from its rows? A measurement, not a feature yet.
+"""How well the runtime's reverberation estimate (:func:`rtverify.core.scoring.fall_db`) tells
+reverberant from dry speech, on the dev lists and on the calibration keywords.
 
     .venv/bin/python -m tools.reverb_probe [--data ../shared/data] [--dev runs/dev]
 
-The estimate: per mel band (40-band mel power rows, bands 4-35), the frame-to-frame level
-change in dB per 10 ms from the frames above the band's median level, its 3rd percentile (the
-steepest decays); the median over bands. A room's reverberation bounds how fast a band can fall
-(60 dB per RT60: about -1.2 dB per 10 ms at 0.5 s), while dry speech stops abruptly. Printed:
-its median (10th-90th percentiles) and how well it separates clean from each condition (AUC) on
-the dev lists' 2 s probes of the first 60 held-out LibriSpeech speakers (``runs/dev``,
-``python -m training.dev_lists``), and on the calib6 calibration keywords heard clean,
-reverberated (``training.degrade``: synthetic RT60 0.5-0.8 s and 0.2-0.4 s, pyroomacoustics
-shoebox rooms) and in coloured noise at 10 dB.
+The estimate, on the LSTM's mel power rows of a whole recording: per band (centred 250-3800 Hz),
+the level change in dB per 10 ms from the rows louder than the band's median, its 3rd
+percentile (the steepest falls); the median over bands, sign turned. A room's reverberation
+bounds how fast a band can fall (60 dB per RT60), dry speech stops abruptly. Printed: its
+median (10th-90th percentiles) and how well it separates clean from each condition (AUC, the
+chance that a clean recording reads higher) on the dev lists' 2 s probes of the held-out
+LibriSpeech speakers (``runs/dev``, ``python -m training.dev_lists``), and on the calib6
+calibration keywords heard clean, reverberated (``training.degrade``: synthetic RT60 0.5-0.8 s
+and 0.2-0.4 s, pyroomacoustics shoebox rooms) and in coloured noise at 10 dB.
 """
 
 from __future__ import annotations
@@ -21,18 +22,13 @@ from pathlib import Path
 import numpy as np
 
 
-def steepest_decay_db(samples: np.ndarray) -> float:
-    """The estimate above for a 16 kHz recording (dB per 10 ms; NaN without enough rows)."""
-    from rtverify.core.features import mel_spectrogram
+def steepest_fall_db(samples: np.ndarray) -> float:
+    """:func:`rtverify.core.scoring.fall_db` of a 16 kHz recording's mel rows (NaN: none)."""
+    from rtverify.core.features import FeatureConfig, mel_spectrogram
+    from rtverify.core.scoring import fall_db
 
-    levels = 10 * np.log10(mel_spectrogram(samples) + 1e-10)
-    step = np.diff(levels, axis=0)
-    per_band = []
-    for b in range(4, 36):
-        loud = levels[:-1, b] > np.percentile(levels[:, b], 50)
-        if loud.sum() > 10:
-            per_band.append(np.percentile(step[loud, b], 3))
-    return float(np.median(per_band)) if per_band else float("nan")
+    out = fall_db(mel_spectrogram(samples), FeatureConfig())
+    return float("nan") if out is None else out
 
 
 def auc(a, b) -> float:
@@ -70,8 +66,8 @@ def main(argv=None) -> int:
                     continue
                 x, rate = sf.read(path, dtype="float32")
                 if rate == 16000:  # the estimate reads 16 kHz mel rows
-                    got[c].append(steepest_decay_db(x))
-    print(f"dev 2 s probes, {len(speakers)} held-out LibriSpeech speakers (dB per 10 ms):")
+                    got[c].append(steepest_fall_db(x))
+    print(f"dev 2 s probes, {len(speakers)} held-out LibriSpeech speakers (fall_db, dB per 10 ms):")
     for c in conds:
         if got[c]:
             sep = "" if c == "clean" else f"   AUC clean vs it {auc(got['clean'], got[c]):.3f}"
@@ -91,8 +87,8 @@ def main(argv=None) -> int:
                     "shoebox": degrade.convolve_room(x, degrade.shoebox_response(rng)),
                     "coloured10": degrade.mix_at_snr(x, degrade.coloured_noise(len(x), rng), 10)}
                 for c, y in versions.items():
-                    calib.setdefault(c, []).append(steepest_decay_db(y))
-    print("calib6 keywords, 1-8 per recording (dB per 10 ms):")
+                    calib.setdefault(c, []).append(steepest_fall_db(y))
+    print("calib6 keywords, 1-8 per recording (fall_db, dB per 10 ms):")
     for c, v in calib.items():
         sep = "" if c == "clean" else f"   AUC clean vs it {auc(calib['clean'], v):.3f}"
         print(f"  {c:12s} {spread(v)}{sep}")

@@ -115,6 +115,9 @@ class Take:
     audio: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The take's samples (float32, 16 kHz), kept until the voiceprint is made so that the
     other shipped models can embed the same speech; None if not kept."""
+    fall_db: float | None = None
+    """How steeply its speech fell silent (:func:`rtverify.core.scoring.fall_db`; None:
+    unknown): the voiceprint keeps the takes' mean, the room it was enrolled in."""
 
 
 @dataclass
@@ -245,18 +248,28 @@ class Enrolment:
             return None
         return l2_normalize(np.mean([t.narrowband for t in self.takes], axis=0))
 
+    def fall_db(self) -> float | None:
+        """The kept takes' steepest fall, weighted by their speech (None if none is known)."""
+        return _weighted_fall([(t.fall_db, t.speech_s) for t in self.takes])
+
     def voiceprint(self, name: str, model_id: str,
                    companions: Sequence[EncoderSession] = ()) -> Voiceprint:
         """The voiceprint of the kept takes; with ``companions`` (other models' sessions, see
         :func:`companion_sessions`) it also holds their embeddings of the same takes."""
-        models = {}
+        models, falls = {}, {}
         for other in companions:
             made = _companion_vectors(other, self.takes)
             if made is not None:
-                models[other.model_id] = made
+                models[other.model_id] = made[:2]
+                if made[2] is not None:
+                    falls[other.model_id] = made[2]
+        own = self.fall_db()
+        if own is not None:
+            falls[model_id] = own
         return Voiceprint(name=name, model_id=model_id, embedding=self.vector(), created=utc_now(),
                           speech_s=self.speech_s, n_takes=len(self.takes),
-                          narrowband=self.narrowband_vector(), models=models or None)
+                          narrowband=self.narrowband_vector(), models=models or None,
+                          fall_db=falls or None)
 
     def shortfall(self) -> str:
         return (f"{len(self.takes)} of {self.need_takes} takes and {self.speech_s:.1f} of "
@@ -294,7 +307,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         audio = np.concatenate([c.samples for c in chunks])
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
                     rec.clipped, name, narrowband=_narrowband_vector(session, audio),
-                    audio=audio)
+                    audio=audio, fall_db=rec.fall_db)
         if take.clipped:
             advice.append(f"{name}: the recording is clipped; the voiceprint may suffer")
         if take.level_dbfs < settings.quiet_dbfs:
@@ -342,20 +355,30 @@ def companion_sessions(session: EncoderSession) -> list[EncoderSession]:
 
 
 def _companion_vectors(session: EncoderSession, takes: Sequence[Take]
-                       ) -> tuple[np.ndarray, np.ndarray | None] | None:
+                       ) -> tuple[np.ndarray, np.ndarray | None, float | None] | None:
     """Another model's voiceprint vectors (wideband, narrowband) of the same takes, pooled as
-    the main one is; None if some take's audio was not kept or holds no speech for it."""
+    the main one is, and the takes' steepest fall as that model's front-end reads it; None if
+    some take's audio was not kept or holds no speech for it."""
     if not takes or any(t.audio is None or len(t.audio) == 0 for t in takes):
         return None
-    wide, narrow = [], []
+    wide, narrow, falls = [], [], []
     for take in takes:
-        vec = embed_recording(session, [Chunk(take.audio, 0.0)]).vector
-        if vec is None:
+        rec = embed_recording(session, [Chunk(take.audio, 0.0)])
+        if rec.vector is None:
             return None
-        wide.append(vec)
+        wide.append(rec.vector)
+        falls.append((rec.fall_db, rec.speech_s))
         narrow.append(_narrowband_vector(session, take.audio))
     nb = None if any(v is None for v in narrow) else l2_normalize(np.mean(narrow, axis=0))
-    return l2_normalize(np.mean(wide, axis=0)), nb
+    return l2_normalize(np.mean(wide, axis=0)), nb, _weighted_fall(falls)
+
+
+def _weighted_fall(pairs) -> float | None:
+    """The mean of known ``(fall_db, speech_s)`` pairs' falls, weighted by speech."""
+    known = [(f, max(w, 1e-6)) for f, w in pairs if f is not None and np.isfinite(f)]
+    if not known:
+        return None
+    return float(sum(f * w for f, w in known) / sum(w for _, w in known))
 
 
 def _narrowband_vector(session: EncoderSession, samples: np.ndarray) -> np.ndarray | None:
@@ -485,7 +508,7 @@ def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
         elif isinstance(event, DecisionEvent) and event.embedding is not None:
             take = Take(event.embedding, event.speech_s, event.level_dbfs, event.clipped,
                         f"{event.start_s:.1f}-{event.end_s:.1f} s",
-                        snr_db=event.level_dbfs - floor_dbfs)
+                        snr_db=event.level_dbfs - floor_dbfs, fall_db=event.fall_db)
             if enrol.judge_quality(take) is None:  # worth a band-limited embedding as well
                 audio = recorder.audio(event.start_s, event.end_s)
                 take = dataclasses.replace(take, narrowband=_narrowband_vector(session, audio),

@@ -131,6 +131,7 @@ class VerifyResult:
                 "speech_s": round(rec.speech_s, 2), "n_windows": rec.n_windows,
                 "clipped": rec.clipped,
                 "snr_db": None if rec.snr_db is None else round(rec.snr_db, 1),
+                "fall_db": None if rec.fall_db is None else round(rec.fall_db, 2),
                 "band": rec.band, "reason": self.reason, **self.challenge,
                 "model_id": model_id}
 
@@ -155,7 +156,8 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     if missing:
         warn_no_narrowband(voiceprint.name)
     d = policy.decide(cosine_scores(rec.vector, prints), rec.speech_s, rec.snr_db,
-                      policy.offsets_for(voice))
+                      policy.offsets_for(voice), fall_db=rec.fall_db,
+                      enrol_falls=policy.falls_for(voice))
     if recorder is None:
         return VerifyResult(rec, d, d.accepted, d.reason)
     from .liveness import check_answer

@@ -136,11 +136,13 @@ class ModelInfo:
             points = _table(dec, "thresholds_by_speech_s", "seconds")
             offsets = _table(dec, "threshold_offsets_by_snr_db", "decibels")
             by_enrol = _table(dec, "threshold_offsets_by_enrol_s", "seconds")
+            by_fall = _table(dec, "threshold_offsets_by_fall_change_db", "decibels")
             decision = DecisionConfig(threshold=float(dec.pop("threshold")),
                                       min_speech_s=float(dec.pop("min_speech_s", 0.5)),
                                       thresholds_by_speech_s=points,
                                       threshold_offsets_by_snr_db=offsets,
-                                      threshold_offsets_by_enrol_s=by_enrol)
+                                      threshold_offsets_by_enrol_s=by_enrol,
+                                      threshold_offsets_by_fall_change_db=by_fall)
             features = feature_config(data["features"])
             ctx = data.get("segment_context_ms", {})
             context = (int(ctx.get("pre", 0)), int(ctx.get("post", 0)))

@@ -22,8 +22,9 @@ from ..events import (DecisionEvent, Event, Provisional, SegmentDropped, SpeechS
                       Summary, Tally)
 from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
 from .features import StreamingFeatures
-from .scoring import (Decision, DecisionPolicy, Scorer, effective_band, gallery_scores,
-                      top_scores, voiceprints_for_band, warn_no_narrowband)
+from .scoring import (FALL_MIN_SPEECH_S, Decision, DecisionPolicy, Scorer, effective_band,
+                      fall_db, gallery_scores, top_scores, voiceprints_for_band,
+                      warn_no_narrowband)
 from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .turns import TurnConfig, TurnEmbedder
 from ..io.sources import Chunk, FrameSource, as_source
@@ -61,6 +62,7 @@ class Verifier:
         self._galleries: dict[str, tuple] = {}
         self.policy = DecisionPolicy(session.info.decision, threshold)
         self._offsets = self.policy.offsets_for(self.voiceprints)  # by enrolled speech
+        self._falls = self.policy.falls_for(self.voiceprints)  # the enrolments' rooms
         # the model's own scoring, as in ``eval`` (made when there is something to score, so that
         # embedding a recording does not load a score-normalisation cohort)
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
@@ -328,7 +330,10 @@ class Verifier:
                 scores = memo.get("segment_scores")  # the edge check scored it already
             if scores is None:
                 scores = self._scores(turn.vector, band)
-            d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets)
+            fall = fall_db(embedder.last_rows[turn.start_row:turn.end_row],
+                           self.session.features) if speech_s >= FALL_MIN_SPEECH_S else None
+            d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets,
+                                             fall_db=fall, enrol_falls=self._falls)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
@@ -336,7 +341,7 @@ class Verifier:
                 end_reason=end.reason if last else "speaker_change",
                 clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=turn.n_windows,
                 decision_ms=(time.perf_counter() - t) * 1000.0, embedding=turn.vector,
-                window_sum=turn.window_sum, band=band, snr_db=end.snr_db))
+                window_sum=turn.window_sum, band=band, snr_db=end.snr_db, fall_db=fall))
         return out[0] if len(out) == 1 else out
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],
@@ -520,6 +525,9 @@ class RecordingEmbedding:
     snr_db: float | None = None
     """Estimated SNR of the pooled utterances (decibels; :func:`pooled_snr_db`), None when none
     was estimated."""
+    fall_db: float | None = None
+    """Their steepest fall (dB per 10 ms; :func:`pooled_fall_db`), None when none was
+    estimated."""
 
     @property
     def band(self) -> str:
@@ -535,7 +543,8 @@ class RecordingEmbedding:
         n_windows = sum(d.n_windows for d in decisions)
         vector = (total / np.linalg.norm(total)).astype(np.float32) if n_windows else None
         return cls(vector, sum(d.speech_s for d in decisions), n_windows, list(decisions),
-                   any(d.clipped for d in decisions), pooled_snr_db(decisions))
+                   any(d.clipped for d in decisions), pooled_snr_db(decisions),
+                   pooled_fall_db(decisions))
 
 
 def pooled_band(decisions: Sequence[DecisionEvent]) -> str:
@@ -552,8 +561,18 @@ def pooled_snr_db(decisions: Iterable[DecisionEvent]) -> float | None:
     """The estimated SNR of several utterances decided as one (a recording, a Wyoming request):
     the mean of their ``snr_db`` weighted by their voiced seconds (decibels; None when none has
     one)."""
-    pairs = [(d.snr_db, d.speech_s) for d in decisions
-             if d.snr_db is not None and np.isfinite(d.snr_db)]
+    return _speech_weighted(decisions, "snr_db")
+
+
+def pooled_fall_db(decisions: Iterable[DecisionEvent]) -> float | None:
+    """The steepest fall of several utterances decided as one: the mean of their ``fall_db``
+    weighted by their voiced seconds (None when none has one)."""
+    return _speech_weighted(decisions, "fall_db")
+
+
+def _speech_weighted(decisions: Iterable[DecisionEvent], attr: str) -> float | None:
+    pairs = [(getattr(d, attr), d.speech_s) for d in decisions
+             if getattr(d, attr) is not None and np.isfinite(getattr(d, attr))]
     if not pairs:
         return None
     weights = np.array([max(w, 1e-6) for _, w in pairs])

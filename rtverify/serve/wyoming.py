@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import SegmenterConfig
-from ..core.pipeline import Verifier, pooled_band, pooled_snr_db
+from ..core.pipeline import Verifier, pooled_band, pooled_fall_db, pooled_snr_db
 from ..core.scoring import Decision, DecisionPolicy
 from ..errors import InputError, RtverifyError
 from ..events import DecisionEvent
@@ -131,13 +131,13 @@ class Gate:
 
     def decide(self, decisions: list[DecisionEvent]) -> tuple[Decision, float]:
         vector, speech_s = pooled(decisions)
-        snr_db = pooled_snr_db(decisions)
+        snr_db, fall = pooled_snr_db(decisions), pooled_fall_db(decisions)
         if vector is None:
             threshold = self.policy.threshold_for(speech_s, snr_db)
             return Decision(None, None, None, {}, False, threshold, None, None, "too_short",
                             snr_db), speech_s
         return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db,
-                                   band=pooled_band(decisions)), speech_s
+                                   band=pooled_band(decisions), fall_db=fall), speech_s
 
     async def describe_upstream(self):
         """The real STT's models (so Home Assistant offers its languages), or None."""

@@ -80,6 +80,7 @@ class Gallery:
         self._names: list[str] = []
         self._rows: dict[str, int] = {}
         self._enrol: dict[str, float | None] = {}  # seconds each voice was enrolled on
+        self._falls: dict[str, float | None] = {}  # how steeply its enrolment fell silent
         self._dead: list[int] = []
         self._n = 0
         self._version = None
@@ -114,17 +115,21 @@ class Gallery:
         return top_scores(scores, snap.names, k)
 
     def decide(self, embedding: np.ndarray, speech_s: float, policy: DecisionPolicy,
-               k: int = TOP_K, *, snr_db: float | None = None, band: str = "wide") -> Decision:
+               k: int = TOP_K, *, snr_db: float | None = None, band: str = "wide",
+               fall_db: float | None = None) -> Decision:
         """Open-set identification: the best voice if it clears its threshold (for ``speech_s``
-        voiced seconds at an estimated SNR of ``snr_db`` decibels, and the speech the voice was
-        enrolled on), else nobody. ``band="narrow"`` (an 8 kHz call): see
+        voiced seconds at an estimated SNR of ``snr_db`` decibels and a steepest fall of
+        ``fall_db``, and the speech the voice was enrolled on), else nobody. ``band="narrow"`` (an 8 kHz call): see
         :meth:`narrow_scores`."""
         if band == "narrow":
             scores = self.narrow_scores(embedding, k)
         else:
             scores = self.scores(embedding, k)
         offsets = policy.offsets_by_amount({n: self._enrol.get(n) for n in scores})
-        return policy.decide(scores, speech_s, snr_db, offsets)
+        falls = {n: f for n in scores if (f := self._falls.get(n)) is not None} \
+            if policy.cfg.threshold_offsets_by_fall_change_db and policy.override is None else {}
+        return policy.decide(scores, speech_s, snr_db, offsets, fall_db=fall_db,
+                             enrol_falls=falls)
 
     def narrow_scores(self, embedding: np.ndarray, k: int = TOP_K) -> dict[str, float]:
         """The ``k`` best scores of narrowband input, as ``listen`` scores it: the
@@ -186,10 +191,12 @@ class Gallery:
                 self._mu, self._sd = np.zeros(0), np.ones(0)
                 self._names, self._rows, self._dead, self._n = [], {}, [], 0
                 self._enrol = {}
+                self._falls = {}
             if self.only is not None:
                 changed = [(n, v) for n, v in changed if n in self.only]
             for name in removed:
                 self._enrol.pop(name, None)
+                self._falls.pop(name, None)
                 row = self._rows.pop(name, None)
                 if row is not None:
                     self._dead.append(row)
@@ -208,6 +215,7 @@ class Gallery:
                     self._sd[start:start + len(changed)] = sd
                 for i, (name, v) in enumerate(changed):
                     self._enrol[name] = getattr(v, "enrol_speech_s", None)
+                    self._falls[name] = getattr(v, "enrol_fall_db", None)
                     old = self._rows.get(name)
                     if old is not None:
                         self._dead.append(old)

@@ -127,6 +127,10 @@ class Voiceprint:
     models: Mapping[str, tuple[np.ndarray, np.ndarray | None]] | None = None
     """The same takes embedded by other models: ``{model_id: (embedding, narrowband or None)}``
     (unit float32 vectors of that model's dimension); None or empty for none."""
+    fall_db: Mapping[str, float] | None = None
+    """How steeply the takes' speech fell silent, per model id (dB per 10 ms, as each model's
+    front-end reads it: :func:`rtverify.core.scoring.fall_db`), so that a probe is judged by how
+    much more reverberant it is than the enrolment; None for a voiceprint enrolled before."""
 
     def for_model(self, model_id: str) -> "Voiceprint | None":
         """This voice as seen by ``model_id``: itself when it was enrolled with it, a copy whose
@@ -150,6 +154,8 @@ class Voiceprint:
              "n_takes": int(self.n_takes), "rtverify_version": self.rtverify_version}
         if self.narrowband is not None:
             d["embedding_narrowband"] = [round(float(x), 8) for x in self.narrowband]
+        if self.fall_db:
+            d["fall_db"] = {mid: round(float(v), 3) for mid, v in self.fall_db.items()}
         if self.models:
             d["models"] = {mid: {"embedding_dim": int(e.shape[0]),
                                  "embedding": [round(float(x), 8) for x in e],
@@ -163,7 +169,8 @@ class Voiceprint:
         carries the narrowband embedding (if any)."""
         from ..core.scoring import VoiceVector
 
-        return VoiceVector(self.embedding, self.narrowband, self.speech_s or None)
+        return VoiceVector(self.embedding, self.narrowband, self.speech_s or None,
+                           (self.fall_db or {}).get(self.model_id))
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> "Voiceprint":
@@ -214,11 +221,17 @@ class Voiceprint:
         if not isinstance(speech_s, (int, float)) or isinstance(speech_s, bool) or \
                 not math.isfinite(speech_s):
             raise bad("field 'speech_s' is not a number")
+        falls = data.get("fall_db") or {}
+        if not isinstance(falls, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                and 0.0 < v < 100.0 for v in falls.values()):
+            raise bad("field 'fall_db' is not an object of numbers between 0 and 100")
         return cls(name=data["name"], model_id=data["model_id"],
                    embedding=embedding, created=data["created"],
                    speech_s=float(speech_s), n_takes=data["n_takes"],
                    rtverify_version=str(data.get("rtverify_version", "")),
-                   narrowband=narrowband, models=models or None)
+                   narrowband=narrowband, models=models or None,
+                   fall_db={k: float(v) for k, v in falls.items()} or None)
 
 
 def to_json(vp: Voiceprint) -> str:
