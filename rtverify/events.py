@@ -118,7 +118,9 @@ class DecisionEvent(Event):
     """How steeply the speech falls silent (dB per 10 ms, :func:`rtverify.core.scoring.fall_db`:
     lower in a reverberant room); the threshold includes the model's offset for it
     (``decision.threshold_offsets_by_fall_change_db``, by the change from the voice's
-    enrolment) when that is lower than the SNR's. None for less than 1.5 s of speech."""
+    enrolment) when that is lower than the SNR's. None for less than 1 s of speech, and when a
+    model without room offsets listens for enrolled voices (recordings and enrolment always
+    measure it)."""
 
     def to_dict(self) -> dict:
         return {"event": "decision", "start_s": _r(self.start_s), "end_s": _r(self.end_s),

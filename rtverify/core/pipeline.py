@@ -63,6 +63,11 @@ class Verifier:
         self.policy = DecisionPolicy(session.info.decision, threshold)
         self._offsets = self.policy.offsets_for(self.voiceprints)  # by enrolled speech
         self._falls = self.policy.falls_for(self.voiceprints)  # the enrolments' rooms
+        # how steeply each utterance's speech falls: where the model judges rooms by it, and for
+        # recordings and enrolment (voiceprints keep it); not for a model without room offsets
+        # listening for voices (2 % of the default's listening time)
+        self._want_fall = bool(bands or not self.voiceprints or
+                               session.info.decision.threshold_offsets_by_fall_change_db)
         # the model's own scoring, as in ``eval`` (made when there is something to score, so that
         # embedding a recording does not load a score-normalisation cohort)
         self.scorer: Scorer | None = Scorer.for_model(session) if self.voiceprints else None
@@ -331,7 +336,8 @@ class Verifier:
             if scores is None:
                 scores = self._scores(turn.vector, band)
             fall = fall_db(embedder.last_rows[turn.start_row:turn.end_row],
-                           self.session.features) if speech_s >= FALL_MIN_SPEECH_S else None
+                           self.session.features) \
+                if self._want_fall and speech_s >= FALL_MIN_SPEECH_S else None
             d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets,
                                              fall_db=fall, enrol_falls=self._falls)
             out.append(DecisionEvent(
