@@ -50,6 +50,7 @@ import numpy as np
 
 from rtverify.config import SegmenterConfig
 from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
+from rtverify.core.pipeline import speech_weighted
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import embed_chunks, progress_bar
 
@@ -120,12 +121,11 @@ def collect(session, scorer: Scorer, root: Path, *, seed: int = 0, limit: int | 
         takes = [_embed(session, x[int(i * TAKE_S * RATE):int((i + 1) * TAKE_S * RATE)], seg)
                  for i in range(TAKES)]
         takes = [t for t in takes if t is not None]
-        known = [t for t in takes if np.isfinite(t.fall_db)]
-        if not known:
+        fall = speech_weighted((t.fall_db, t.speech_s) for t in takes)  # as enrolment pools
+        if fall is None:
             continue
         vps.append(l2_normalize(np.mean([t.vector for t in takes], axis=0)))
-        w = np.array([t.speech_s for t in known])  # as enrolment pools its takes' falls
-        vp_fall[spk] = float(np.dot([t.fall_db for t in known], w) / w.sum())
+        vp_fall[spk] = fall
         vp_spk.append(spk)
         for j in range(n_probes):
             y = rest[int(j * PROBE_S * RATE):int((j + 1) * PROBE_S * RATE)]

@@ -157,6 +157,8 @@ class FileEmbeddings:
         is, a several-take voiceprint (``a+b+c``) as ``enroll`` makes it: the normalised mean of
         the takes' vectors (takes without speech are left out, as enrolment refuses them; none
         with speech: NaN), their speech summed, ``short_only`` if every take with speech is."""
+        from .core.pipeline import speech_weighted
+
         row = {t: i for i, t in enumerate(takes)}
         vectors = np.full((len(entries), self.vectors.shape[1]), np.nan, np.float32)
         speech = np.zeros(len(entries))
@@ -180,10 +182,8 @@ class FileEmbeddings:
                 speech[i] = float(self.speech_s[ok].sum())
                 short[i] = bool(self.short_only[ok].all())
                 if self.fall_db is not None:  # as enrolment pools its takes' falls
-                    f, w = self.fall_db[ok], np.maximum(self.speech_s[ok], 1e-6)
-                    known = np.isfinite(f)
-                    if known.any():
-                        fall[i] = float(np.dot(f[known], w[known]) / w[known].sum())
+                    pooled = speech_weighted(zip(self.fall_db[ok], self.speech_s[ok]))
+                    fall[i] = np.nan if pooled is None else pooled
         return FileEmbeddings(vectors, speech, short, snr if self.snr_db is not None else None,
                               fall if self.fall_db is not None else None)
 

@@ -1,5 +1,7 @@
-"""Score fusion of the two shipped models, measured on every dev list (issue 11: "score fusion of
-the two models is welcome if it pays"). Measurement only: no command decides with fused scores.
+"""Score fusion of the two shipped models at several weights, measured on every dev list (issue
+11: "score fusion of the two models is welcome if it pays"). How the shipped fusion's weight
+was chosen (stop 19); the shipped fusion itself (``--model fusion``, :mod:`rtverify.core.fusion`)
+is measured like any model, by ``python -m export.dev_eval --model fusion``.
 
     .venv/bin/python -m tools.fusion_eval --weights 0.3,0.4,0.5 [--emodb DIR]
 

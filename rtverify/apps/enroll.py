@@ -34,7 +34,7 @@ import numpy as np
 
 from ..core.encoder import EncoderSession, l2_normalize
 from ..errors import InputError, ModelError, NotEnoughSpeech
-from ..core.pipeline import Verifier, embed_recording
+from ..core.pipeline import Verifier, embed_recording, speech_weighted
 from ..events import DecisionEvent, SpeechStarted, Status
 from ..io.sources import Chunk, FileSource, FrameSource
 from ..store.voiceprints import Voiceprint, utc_now
@@ -250,7 +250,7 @@ class Enrolment:
 
     def fall_db(self) -> float | None:
         """The kept takes' steepest fall, weighted by their speech (None if none is known)."""
-        return _weighted_fall([(t.fall_db, t.speech_s) for t in self.takes])
+        return speech_weighted((t.fall_db, t.speech_s) for t in self.takes)
 
     def voiceprint(self, name: str, model_id: str,
                    companions: Sequence[EncoderSession] = ()) -> Voiceprint:
@@ -370,15 +370,7 @@ def _companion_vectors(session: EncoderSession, takes: Sequence[Take]
         falls.append((rec.fall_db, rec.speech_s))
         narrow.append(_narrowband_vector(session, take.audio))
     nb = None if any(v is None for v in narrow) else l2_normalize(np.mean(narrow, axis=0))
-    return l2_normalize(np.mean(wide, axis=0)), nb, _weighted_fall(falls)
-
-
-def _weighted_fall(pairs) -> float | None:
-    """The mean of known ``(fall_db, speech_s)`` pairs' falls, weighted by speech."""
-    known = [(f, max(w, 1e-6)) for f, w in pairs if f is not None and np.isfinite(f)]
-    if not known:
-        return None
-    return float(sum(f * w for f, w in known) / sum(w for _, w in known))
+    return l2_normalize(np.mean(wide, axis=0)), nb, speech_weighted(falls)
 
 
 def _narrowband_vector(session: EncoderSession, samples: np.ndarray) -> np.ndarray | None:

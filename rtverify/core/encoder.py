@@ -200,18 +200,23 @@ class EncoderSession:
             cls = FusedEncoderSession
         return super().__new__(cls)
 
+    def _locate(self, model_path, threads: int | None, what: str) -> Path:
+        """Set :attr:`path` (the model's file, which must exist: ``what`` names it in the
+        error) and :attr:`threads`; return the path."""
+        path = resolve_model(model_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: {what} not found")
+        self.path = path
+        self.threads = max(1, int(default_threads() if threads is None else threads))
+        return path
+
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  threads: int | None = None) -> None:
         import onnxruntime as ort
 
-        threads = default_threads() if threads is None else threads
-        path = resolve_model(model_path)
-        if not path.is_file():
-            raise ModelError(f"{path}: model file not found")
-        self.path = path
+        path = self._locate(model_path, threads, "model file")
         self.info = load_model_info(path)
         opts = ort.SessionOptions()
-        self.threads = max(1, int(threads))
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -268,13 +273,7 @@ class FusedEncoderSession(FusionSession, EncoderSession):
 
     def __init__(self, model_path: str | os.PathLike | None = None, *,
                  threads: int | None = None) -> None:
-        threads = default_threads() if threads is None else threads
-        path = resolve_model(model_path)
-        if not path.is_file():
-            raise ModelError(f"{path}: model sidecar not found")
-        self.path = path
-        self.threads = max(1, int(threads))
-        self._open_fusion(path, self.threads)
+        self._open_fusion(self._locate(model_path, threads, "model sidecar"), self.threads)
 
 
 def l2_normalize(v: np.ndarray) -> np.ndarray:
@@ -304,6 +303,22 @@ def short_view_inputs(rows: np.ndarray, window_frames: int, views) -> list[np.nd
         else:
             raise ValueError(f"unknown short view {view!r}")
     return out
+
+
+def embed_short(session: "EncoderSession", rows: np.ndarray) -> np.ndarray:
+    """Mean embedding, float64 ``(dim,)``, of the ``short_views`` of a segment shorter than the
+    session's window (float32 ``(time, n_mels)`` rows; see
+    :class:`~rtverify.config.WindowConfig`): the padded views embedded as one batch."""
+    w = session.window.window_frames
+    views = short_view_inputs(rows, w, session.window.short_views)
+    padded = [v for v in views if len(v) == w]
+    total = np.zeros(session.dim, dtype=np.float64)
+    if padded:
+        total += session.embed(np.stack(padded)).sum(axis=0, dtype=np.float64)
+    for v in views:
+        if len(v) != w:
+            total += session.embed(v[None])[0]
+    return total / len(views)
 
 
 @dataclass(frozen=True)
@@ -390,19 +405,6 @@ class SegmentEmbedder:
             return None
         return l2_normalize(self._sum)
 
-    def _embed_short(self, rows: np.ndarray) -> np.ndarray:
-        """Mean embedding, float64 ``(dim,)``, of the ``short_views`` of a segment shorter than a
-        window (see :class:`~rtverify.config.WindowConfig`)."""
-        views = short_view_inputs(rows, self._w, self.window.short_views)
-        padded = [v for v in views if len(v) == self._w]
-        total = np.zeros(self.session.dim, dtype=np.float64)
-        if padded:
-            total += self.session.embed(np.stack(padded)).sum(axis=0, dtype=np.float64)
-        for v in views:
-            if len(v) != self._w:
-                total += self.session.embed(v[None])[0]
-        return total / len(views)
-
     def finish(self) -> SegmentEmbedding | None:
         """Close the segment; return its embedding (None if it had no rows). Resets."""
         w = self.window
@@ -411,7 +413,7 @@ class SegmentEmbedder:
             return None
         if self.n_rows < self._w:
             self._flush_pending()
-            self._sum += self._embed_short(self._rows[-self.n_rows:])
+            self._sum += embed_short(self.session, self._rows[-self.n_rows:])
             self.n_windows += 1
         else:
             if self.n_rows - self._last_end >= w.min_tail_frames:

@@ -247,7 +247,7 @@ class FusionSession:
         """Unit embeddings ``(batch, dim)`` of one part for rows ``(batch, time, n_mels)``: its
         own windows across them (averaged) when they are longer than its window, its short
         views when shorter."""
-        from .encoder import l2_normalize, short_view_inputs
+        from .encoder import embed_short, l2_normalize
 
         b, t, _ = rows.shape
         w = part.window.window_frames
@@ -259,16 +259,8 @@ class FusionSession:
             windows = np.concatenate([rows[:, s:s + w] for s in starts])  # (n * b, w, m)
             emb = part.embed(windows).reshape(n, b, -1)
             return l2_normalize(emb.sum(axis=0))
-        total = np.zeros((b, part.dim), dtype=np.float64)
-        for i in range(b):  # as SegmentEmbedder embeds a short segment: padded views batched
-            views = short_view_inputs(rows[i], w, part.window.short_views)
-            padded = [v for v in views if len(v) == w]
-            if padded:
-                total[i] += part.embed(np.stack(padded)).sum(axis=0, dtype=np.float64)
-            for v in views:
-                if len(v) != w:
-                    total[i] += part.embed(v[None])[0]
-        return l2_normalize(total)
+        # as SegmentEmbedder embeds a segment shorter than the part's window
+        return l2_normalize(np.stack([embed_short(part, r) for r in rows]))
 
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """Embed windows of concatenated rows: float32 ``(batch, time, n_mels)`` -> unit

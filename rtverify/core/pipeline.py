@@ -567,22 +567,24 @@ def pooled_snr_db(decisions: Iterable[DecisionEvent]) -> float | None:
     """The estimated SNR of several utterances decided as one (a recording, a Wyoming request):
     the mean of their ``snr_db`` weighted by their voiced seconds (decibels; None when none has
     one)."""
-    return _speech_weighted(decisions, "snr_db")
+    return speech_weighted((d.snr_db, d.speech_s) for d in decisions)
 
 
 def pooled_fall_db(decisions: Iterable[DecisionEvent]) -> float | None:
     """The steepest fall of several utterances decided as one: the mean of their ``fall_db``
     weighted by their voiced seconds (None when none has one)."""
-    return _speech_weighted(decisions, "fall_db")
+    return speech_weighted((d.fall_db, d.speech_s) for d in decisions)
 
 
-def _speech_weighted(decisions: Iterable[DecisionEvent], attr: str) -> float | None:
-    pairs = [(getattr(d, attr), d.speech_s) for d in decisions
-             if getattr(d, attr) is not None and np.isfinite(getattr(d, attr))]
-    if not pairs:
+def speech_weighted(pairs: Iterable[tuple[float | None, float]]) -> float | None:
+    """The mean of the known values of ``(value, voiced seconds)`` pairs, weighted by their
+    speech (None or non-finite values left out; None when none is known): how several
+    utterances' or takes' estimates pool into one."""
+    known = [(x, max(float(w), 1e-6)) for x, w in pairs if x is not None and np.isfinite(x)]
+    if not known:
         return None
-    weights = np.array([max(w, 1e-6) for _, w in pairs])
-    return float(np.dot([x for x, _ in pairs], weights) / weights.sum())
+    weights = np.array([w for _, w in known])
+    return float(np.dot([x for x, _ in known], weights) / weights.sum())
 
 
 def embed_recording(session: EncoderSession, chunks: FrameSource | Iterable[Chunk], *,

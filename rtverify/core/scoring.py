@@ -105,10 +105,14 @@ class DecisionPolicy:
     def falls_for(self, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Each voice's enrolment fall (:attr:`VoiceVector.enrol_fall_db`; only the known ones,
         none without the model's table or under an overriding threshold)."""
+        return self.falls_by_value({n: getattr(v, "enrol_fall_db", None)
+                                    for n, v in voiceprints.items()})
+
+    def falls_by_value(self, falls: Mapping[str, float | None]) -> dict[str, float]:
+        """:meth:`falls_for`, given each voice's enrolment fall (None: unknown)."""
         if self.override is not None or not self.cfg.threshold_offsets_by_fall_change_db:
             return {}
-        out = {n: getattr(v, "enrol_fall_db", None) for n, v in voiceprints.items()}
-        return {n: f for n, f in out.items() if f is not None and math.isfinite(f)}
+        return {n: f for n, f in falls.items() if f is not None and math.isfinite(f)}
 
     def offsets_for(self, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Each voice's threshold offset for the speech it was enrolled on (only the nonzero

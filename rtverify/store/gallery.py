@@ -126,8 +126,7 @@ class Gallery:
         else:
             scores = self.scores(embedding, k)
         offsets = policy.offsets_by_amount({n: self._enrol.get(n) for n in scores})
-        falls = {n: f for n in scores if (f := self._falls.get(n)) is not None} \
-            if policy.cfg.threshold_offsets_by_fall_change_db and policy.override is None else {}
+        falls = policy.falls_by_value({n: self._falls.get(n) for n in scores})
         return policy.decide(scores, speech_s, snr_db, offsets, fall_db=fall_db,
                              enrol_falls=falls)
 
