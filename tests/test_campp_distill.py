@@ -1,5 +1,7 @@
 """Pieces of the distillation: the student read back from the shipped ONNX, and the degradations."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -88,3 +90,37 @@ def test_campp_export_writes_the_segment_context_the_shipped_model_has():
 
     shipped = json.loads((MODELS_DIR / "campp.json").read_text())["segment_context_ms"]
     assert SEGMENT_CONTEXT_MS == shipped
+
+
+@pytest.mark.train
+def test_mask_student_starts_as_the_shipped_encoder_and_trains_only_its_mask(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from conftest import synthetic_teachers
+
+    from training import distill
+
+    base = distill.make_student(0).eval()
+    masked = distill.make_student(8, kernel=5).eval()
+    rows = torch.from_numpy(RNG(3).random((3, 160, 40), dtype=np.float32) ** 4 * 0.1)
+    with torch.no_grad():
+        assert torch.equal(base(rows), masked(rows))  # the mask starts at exactly 1
+        masked.mask[2].bias.fill_(-1.0)  # and can change what the encoder hears
+        assert not torch.allclose(base(rows), masked(rows), atol=1e-3)
+
+    out = tmp_path / "run"
+    synthetic_teachers(out)
+    distill.train(distill.parse_args(["--out", str(out), "--batch", "2", "--steps", "2",
+                                      "--anchor-weight", "1", "--mask", "8",
+                                      "--mask-kernel", "5", "--lr", "1e-2"]))
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    init = base.state_dict()
+    frozen = [k for k in state["student"] if not k.startswith("mask.")]
+    assert frozen and all(torch.equal(state["student"][k], init[k]) for k in frozen)
+    assert state["student"]["mask.2.weight"].abs().sum() > 0  # the mask moved
+    # and it exports: the ONNX model runs the mask (its sidecar says so)
+    args = distill.parse_args(["--out", str(out), "--export", "m", "--export-dir",
+                               str(tmp_path / "model")])
+    assert distill.export(args) == 0
+    side = json.loads((tmp_path / "model" / "m.json").read_text())
+    assert side["encoder"]["mask_channels"] == 8 and side["encoder"]["mask_kernel"] == 5

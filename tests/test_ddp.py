@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import synthetic_teachers
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH, DIM = 6, 5
@@ -154,23 +155,6 @@ def test_two_process_gradient_is_the_union_gradient(tmp_path):
     assert d0 == d1  # parameters stay identical across ranks after the steps
 
 
-def _synthetic_cache(out: Path, n: int = 24) -> None:
-    """A tiny teachers.npz so distill needs neither the corpus nor CAM++: noisy tones."""
-    g = np.random.default_rng(0)
-    from training.distill import WINDOW
-
-    t = np.arange(WINDOW) / 16000
-    wins = np.stack([0.3 * np.sin(2 * np.pi * (100 + 40 * (i % 6)) * t)
-                     + 0.05 * g.standard_normal(WINDOW) for i in range(n)])
-    wins = np.round(wins * 32767).astype(np.int16)
-    ids = np.arange(n) % 6
-    cam = g.standard_normal((n, 192)).astype(np.float32)
-    cam /= np.linalg.norm(cam, axis=1, keepdims=True)
-    out.mkdir(parents=True)
-    np.savez(out / "teachers.npz", wins=wins, ids=ids, old=np.zeros((n, 256), np.float32),
-             campp=cam)
-
-
 def _in_sync_after(out, steps: int, *, weights_only: bool):
     """Both ranks' digests equal, the checkpoint at ``steps`` from 2 processes whose random
     streams differ; returns rank 0's digest and the checkpoint."""
@@ -189,7 +173,7 @@ def test_distill_under_torchrun_writes_once_and_resumes(tmp_path):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     out = tmp_path / "run"
-    _synthetic_cache(out)
+    synthetic_teachers(out)
     common = ["--out", str(out), "--batch", "2", "--ckpt-every", "1", "--p-clean", "0.5"]
     _torchrun(tmp_path, "distill", str(out), *common, "--steps", "2")
     d0, state = _in_sync_after(out, 2, weights_only=False)

@@ -9,7 +9,7 @@ its own ``--batch`` windows per step, so a step sees ``batch x processes`` windo
 writes ``<out>``. Build ``teachers.npz`` with one process first if it takes long (the other
 ranks wait for it).
 
-Student: the shipped default LSTM (its weights read back from ``default-fp32.onnx``, same
+Student: the shipped default LSTM (its weights read back from ``default-short-fp32.onnx``, same
 in-graph level normalisation), trained on *degraded* 1.6 s windows
 (:func:`training.degrade.random_degrade`: babble of other speakers, coloured noise, synthetic
 rooms, telephone band, level and speed), so that its embedding agrees with two teachers' views
@@ -181,6 +181,26 @@ class _Trainable(torch.nn.Module):
         return emb, F.normalize(self.head(emb), dim=1)
 
 
+def make_student(mask: int = 0, kernel: int = 9):
+    """The shipped default LSTM as a trainable student; with ``mask`` channels, the same
+    network behind a learned spectral mask (:class:`~training.model.EncoderConfig`
+    ``mask_channels``) that starts as the identity."""
+    import dataclasses
+
+    from .from_onnx import load_shipped_student
+    from .model import SpeakerEncoder
+
+    base = load_shipped_student(check=False)
+    if not mask:
+        return base
+    student = SpeakerEncoder(dataclasses.replace(base.cfg, mask_channels=mask,
+                                                 mask_kernel=kernel))
+    missing, unexpected = student.load_state_dict(base.state_dict(), strict=False)
+    if unexpected or not all(k.startswith("mask.") for k in missing):
+        raise RuntimeError(f"mask student: missing {missing}, unexpected {unexpected}")
+    return student
+
+
 def train(args) -> torch.nn.Module:
     """Train; returns the (unwrapped) student + head module. Under torchrun each process draws its
     own ``--batch`` windows per step (effective batch ``batch x world size``, gradients averaged
@@ -213,12 +233,15 @@ def train(args) -> torch.nn.Module:
     if d.world_size > 1:
         log(f"{d.world_size} processes ({dev.type}), {args.batch} windows each: "
             f"effective batch {args.batch * d.world_size}")
-    student = load_shipped_student(check=False).train()
+    student = make_student(args.mask, args.mask_kernel).train()
+    if args.mask:  # only the mask learns: the encoder's way of telling voices apart stays
+        for p in [*student.lstm.parameters(), *student.linear.parameters()]:
+            p.requires_grad_(False)
     old_teacher = load_shipped_student(check=False).eval().to(dev)
     torch.manual_seed(args.seed)  # the CAM++ head's initial weights: a run repeats itself
     head = torch.nn.Linear(256, 192)
     net = _Trainable(student, head).to(dev)
-    params = list(net.parameters())
+    params = [p for p in net.parameters() if p.requires_grad]
     ge2e = None
     if args.ge2e_weight > 0:
         from .losses import GE2ELoss
@@ -344,7 +367,8 @@ def export(args) -> int:
 
     torch.set_num_threads(1)
     state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
-    student = load_shipped_student(check=False)
+    settings = state.get("settings", {})
+    student = make_student(int(settings.get("mask", 0) or 0), int(settings.get("mask_kernel", 9)))
     student.load_state_dict(state["student"])
     alpha = args.alpha
     if args.alpha_layers:
@@ -407,6 +431,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="simulated rooms (pyroomacoustics) to draw from: half the reverberated "
                          "windows then go through one of them instead of a synthetic decay "
                          "(0: synthetic rooms only, as before)")
+    ap.add_argument("--mask", type=int, default=0, metavar="C",
+                    help="train only a spectral mask of C channels in front of the frozen LSTM "
+                         "(0: train the LSTM itself, as before)")
+    ap.add_argument("--mask-kernel", type=int, default=9,
+                    help="rows the mask's first convolution sees (odd)")
     ap.add_argument("--ckpt-every", type=int, default=100)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--fresh", action="store_true", help="ignore <out>/last.pt")

@@ -65,6 +65,14 @@ class EncoderConfig:
     hold its state through them, forgets the speech (a freshly initialised one collapses every
     short window onto one embedding). Read backwards, the padding comes first and the speech
     last. Models trained from scratch use this; the pretrained encoder reads forwards."""
+    mask_channels: int = 0
+    """A learned spectral mask in front of the LSTM (0: none): a small convolution over
+    ``mask_kernel`` rows of the window's log rows gives each band of each row a gain in
+    (0, 2), exactly 1 at initialisation (its last layer starts at zero). Trained by
+    :mod:`training.distill` ``--mask`` with the LSTM frozen, it can only re-weight what the
+    encoder hears (suppress babble or a room's tail), not change how it tells voices apart."""
+    mask_kernel: int = 9
+    """Rows the mask's first convolution sees (centred; the window is whole when embedded)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +92,13 @@ class SpeakerEncoder(nn.Module):
         self.cfg = cfg
         self.lstm = nn.LSTM(cfg.n_mels, cfg.hidden, cfg.layers, batch_first=True)
         self.linear = nn.Linear(cfg.hidden, cfg.proj)
+        if cfg.mask_channels > 0:
+            k = cfg.mask_kernel
+            self.mask = nn.Sequential(
+                nn.Conv1d(cfg.n_mels, cfg.mask_channels, k, padding=k // 2), nn.ReLU(),
+                nn.Conv1d(cfg.mask_channels, cfg.n_mels, 1))
+            nn.init.zeros_(self.mask[2].weight)
+            nn.init.zeros_(self.mask[2].bias)
 
     def with_level(self, target: float, ceiling: float | None) -> "SpeakerEncoder":
         """A copy with the same weights under another level normalisation (``"level"`` input):
@@ -117,6 +132,9 @@ class SpeakerEncoder(nn.Module):
     def raw_embedding(self, frames: torch.Tensor) -> torch.Tensor:
         """Projection before normalisation, ``(batch, proj)``."""
         x = self.transform(frames)
+        if self.cfg.mask_channels > 0:
+            logs = torch.log(x + 1e-6).transpose(1, 2) / 5.0  # (B, n_mels, T), about unit scale
+            x = x * (2.0 * torch.sigmoid(self.mask(logs))).transpose(1, 2)
         if self.cfg.reverse_time:
             x = torch.flip(x, dims=[1])
         _, (hidden, _) = self.lstm(x)
