@@ -106,14 +106,17 @@ ENROLL = [REPO / "rtverify" / "demo" / "enroll_1.flac", REPO / "rtverify" / "dem
 
 def enrolled_store(model: Path) -> Path:
     """A voiceprint store holding ``bench`` (the demo's enrolled speaker) under ``model``."""
+    from rtverify.core.encoder import load_model_info
+
     store = CACHE / "stores" / model.stem
     marker = store / ".bench-enrolled"
-    if not marker.is_file():
+    model_id = load_model_info(model).model_id
+    if not marker.is_file() or model_id not in marker.read_text():  # (again for a new model)
         store.mkdir(parents=True, exist_ok=True)
         run([sys.executable, "-m", "rtverify", "--store", str(store), "enroll", "--name", "bench",
              "--force", "--input", *map(str, ENROLL), "--model", str(model)],
             env=env_for(1), timeout_s=300).check()
-        marker.write_text("enrolled from the demo's two takes\n")
+        marker.write_text(f"enrolled from the demo's two takes with {model_id}\n")
     return store
 
 

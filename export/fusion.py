@@ -1,7 +1,7 @@
 """python -m export.fusion: write a fusion of shipped models as a model of its own
 (``rtverify/models/fusion.json``; :mod:`rtverify.core.fusion` says how it runs).
 
-    python -m export.fusion [--parts default:0.4,campp:0.6] [--out rtverify/models/fusion.json]
+    python -m export.fusion [--parts default-short:0.4,campp:0.6] [--out rtverify/models/fusion.json]
     OMP_NUM_THREADS=1 python -m export.calibrate --root ../shared/data --model fusion \\
         --out runs/calib-fusion --snr --enrol-takes 1,2 --write-sidecar
 
@@ -28,7 +28,7 @@ from rtverify.core.encoder import MODELS_DIR, SIDECAR_FORMAT, EncoderSession
 from rtverify.core.fusion import ConcatFeatureConfig, FUSION_KEY, fusion_model_id
 from rtverify.core.turns import TurnConfig
 
-DEFAULT_PARTS = (("default", 0.4), ("campp", 0.6))
+DEFAULT_PARTS = (("default-short", 0.4), ("campp", 0.6))
 TURN_COSINES = ("suspect_cos", "restart_cos", "split_contrast", "edge_cos")
 """Turn settings that are cosines (or differences of them): a fusion's are the parts' weighted
 means until measured (``python -m tools.turn_bars --model fusion``)."""
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.fusion", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", type=_parts, default=list(DEFAULT_PARTS),
-                    help="model:weight,... (default default:0.4,campp:0.6)")
+                    help="model:weight,... (default default-short:0.4,campp:0.6)")
     ap.add_argument("--out", type=Path, default=MODELS_DIR / "fusion.json")
     args = ap.parse_args(argv)
     data = build(args.parts, args.out)

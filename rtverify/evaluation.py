@@ -408,13 +408,14 @@ def score_trials(trials: Trials, vectors: np.ndarray, scorer=None) -> np.ndarray
     return scores
 
 
-def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarray:
+def model_thresholds(trials: Trials, emb: FileEmbeddings, decision, refuse: bool = True
+                     ) -> np.ndarray:
     """The model's own threshold for each trial, float64 ``(n_trials,)``: the one for the test
     side's amount of speech, estimated SNR and the change in steepest fall from the enrolled
     side's (``emb.snr_db``, ``emb.fall_db``; no offset for an estimate where it is unknown) plus
     the offset for the speech the enrolled side holds (as ``listen`` judges a voice enrolled on
-    that much), and ``inf`` (no accept) below ``min_speech_s`` (as ``listen`` says
-    ``too_short``) or on a file whose speech ``listen`` would drop (``short_only``)."""
+    that much), and (with ``refuse``) ``inf`` (no accept) below ``min_speech_s`` (as ``listen``
+    says ``too_short``) or on a file whose speech ``listen`` would drop (``short_only``)."""
     speech_b = emb.speech_s[trials.b]
     nan = np.full(len(speech_b), np.nan)
     snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else nan
@@ -424,20 +425,50 @@ def model_thresholds(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarra
     thr = np.array([decision.threshold_for(s, known(q), known(f))
                     + decision.enrol_offset(float(e))
                     for s, q, f, e in zip(speech_b, snr_b, change, emb.speech_s[trials.a])])
-    thr[speech_b < decision.min_speech_s] = np.inf
-    thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
+    if refuse:
+        thr[speech_b < decision.min_speech_s] = np.inf
+        thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
     return thr
 
 
 def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
-                          decision) -> dict[str, float]:
-    """The model's own decisions (:func:`model_thresholds`) as rates: ``accuracy`` (over all
-    trials), ``far`` (different-speaker trials accepted, over those trials) and ``frr``
-    (same-speaker trials refused, over those trials)."""
-    accepted = np.asarray(scores, np.float64) >= model_thresholds(trials, emb, decision)
+                          decision, thresholds: np.ndarray | None = None) -> dict[str, float]:
+    """The model's own decisions (:func:`model_thresholds`, or ``thresholds`` given) as rates:
+    ``accuracy`` (over all trials), ``far`` (different-speaker trials accepted, over those
+    trials) and ``frr`` (same-speaker trials refused, over those trials)."""
+    if thresholds is None:
+        thresholds = model_thresholds(trials, emb, decision)
+    accepted = np.asarray(scores, np.float64) >= thresholds
     same = np.asarray(trials.labels) == 1
     return {"accuracy": float(np.mean(accepted == same)),
             "far": float(accepted[~same].mean()), "frr": float((~accepted[same]).mean())}
+
+
+def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, expert,
+                   segmenter: SegmenterConfig, cache_dir, progress: bool
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A model with a ``short_expert`` decides as ``listen`` does: a trial whose test side holds
+    less speech than ``below`` is scored by the expert (its vectors of both sides, its
+    thresholds), the others by the model. The two models' cosines are on different scales, so
+    a trial's score is its margin over the deciding model's own threshold for it (speech, SNR,
+    room, enrolled speech: what ``listen`` compares with 0; see ``eer_margin``). Returns
+    ``(scores, thresholds, routed)``: the margins, 0 or ``inf`` where the deciding model
+    refuses (too little speech), which trials the expert decides."""
+    from .core.scoring import Scorer
+
+    short, below = expert
+    emb_s = embed_files(short, [Path(root) / f for f in trials.takes], segmenter=segmenter,
+                        cache_dir=cache_dir, progress=progress,
+                        label=f"embedding for {short.model_id}").voiceprints(trials.takes,
+                                                                             trials.files)
+    routed = emb.speech_s[trials.b] < below
+    scores = np.where(routed, score_trials(trials, emb_s.vectors, Scorer.for_model(short))
+                      - model_thresholds(trials, emb_s, short.info.decision, refuse=False),
+                      score_trials(trials, emb.vectors, scorer)
+                      - model_thresholds(trials, emb, session.info.decision, refuse=False))
+    refused = np.where(routed, np.isinf(model_thresholds(trials, emb_s, short.info.decision)),
+                       np.isinf(model_thresholds(trials, emb, session.info.decision)))
+    return scores, np.where(refused, np.inf, 0.0), routed
 
 
 def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = SegmenterConfig(),
@@ -454,15 +485,29 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
                       cache_dir=cache_dir, progress=progress,
                       label=f"embedding {Path(trials_path).name}")
     emb = emb.voiceprints(takes, trials.files)
-    t_embed = time.perf_counter() - t0
-    scores = score_trials(trials, emb.vectors, scorer)
+    expert = session.short_expert
+    routed = None
+    if expert is None:
+        t_embed = time.perf_counter() - t0
+        scores = score_trials(trials, emb.vectors, scorer)
+        rates = model_threshold_rates(trials, emb, scores, session.info.decision)
+    else:
+        scores, thresholds, routed = _routed_scores(trials, root, emb, session, scorer, expert,
+                                                    segmenter, cache_dir, progress)
+        t_embed = time.perf_counter() - t0
+        rates = model_threshold_rates(trials, emb, scores, session.info.decision, thresholds)
     m = compute_metrics(scores, trials.labels)
-    rates = model_threshold_rates(trials, emb, scores, session.info.decision)
+    # the EER of the model's own decisions moved together: the scores less each trial's own
+    # threshold (speech, SNR, room, enrolled speech), whatever the refusals of too little speech
+    margins = scores if routed is not None else scores - model_thresholds(
+        trials, emb, session.info.decision, refuse=False)
+    same = np.asarray(trials.labels) == 1
+    eer_margin = eer(margins[same], margins[~same])[0]
     no_speech = [trials.files[i] for i in np.flatnonzero(~emb.has_speech)]
     result = {
         "trials_file": str(trials_path),
         "trials": m.trials, "target_trials": m.n_target, "nontarget_trials": m.n_nontarget,
-        "eer": m.eer, "threshold_eer": m.threshold_eer,
+        "eer": m.eer, "threshold_eer": m.threshold_eer, "eer_margin": eer_margin,
         "min_dcf": m.min_dcf, "threshold_min_dcf": m.threshold_min_dcf, "p_target": P_TARGET,
         "accuracy_at_eer": m.accuracy_at_eer,
         "accuracy_at_model_threshold": rates["accuracy"],
@@ -477,6 +522,10 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "trials_without_speech": int(np.isinf(scores).sum()),
         "files_without_speech_examples": no_speech[:5],
         "model_id": session.model_id, "score_norm": scorer.describe(),
+        **({} if routed is None else {
+            "short_expert": expert[0].model_id, "short_expert_below_s": expert[1],
+            "trials_by_short_expert": int(routed.sum()),
+            "scores": "margins over the deciding model's thresholds"}),
         "window": asdict(session.window),
         "seconds": round(time.perf_counter() - t0, 2), "seconds_embedding": round(t_embed, 2),
         "_scores": scores, "_labels": trials.labels,
@@ -503,7 +552,13 @@ def format_report(r: dict) -> str:
                      f"{100 * r['accuracy_at_model_threshold']:.2f} % at the model's own "
                      f"(false accepts {100 * r['far_at_model_threshold']:.2f} %, false "
                      f"rejects {100 * r['frr_at_model_threshold']:.2f} %)"),
-        ("model", f"{r['model_id']}  scores: {r['score_norm']}"),
+        ("EER margin", f"{100 * r['eer_margin']:.2f} %  (of the scores less each trial's own "
+                       "threshold: the model's decisions with all thresholds moved together)"),
+        ("model", f"{r['model_id']}  scores: {r['score_norm']}"
+                  + (f"; {r['trials_by_short_expert']} trials with under "
+                     f"{r['short_expert_below_s']:g} s of test speech decided by "
+                     f"{r['short_expert']} (scores are margins over the deciding model's "
+                     "thresholds)" if r.get("short_expert") else "")),
         ("time", f"{r['seconds']:.1f} s ({r['seconds_embedding']:.1f} s embedding)"),
     ]
     return "\n".join(f"{k:<10} {v}" for k, v in rows)

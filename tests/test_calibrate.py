@@ -90,3 +90,36 @@ def test_recordings_listen_decides_nothing_on_are_left_out(session, conversation
     ref = embed_recording(session, chunks_of(speech, 1600), segmenter=seg)
     np.testing.assert_allclose(vec, ref.vector, atol=1e-6)
     assert speech_s == pytest.approx(ref.speech_s) and speech_s > 1.0
+
+
+def test_calibrate_like_gives_the_new_model_the_references_false_accepts():
+    """Per speech group the new model's threshold lets through the share of impostors that the
+    reference's own threshold does (its enrolment offsets taken out on both sides), and the
+    table rises with speech as the reference's does."""
+    from export.calibrate_like import like_thresholds
+
+    rng = np.random.default_rng(0)
+    n_probes, n_vps = 400, 60
+    speech = np.repeat(np.linspace(0.6, 5.0, 8), n_probes // 8)
+    enrol = np.full(n_vps, 6.0)
+    target = np.zeros((n_probes, n_vps), dtype=bool)
+    target[np.arange(n_probes), np.arange(n_probes) % n_vps] = True
+    ref = rng.normal(0.55, 0.1, (n_probes, n_vps)) + 0.3 * target
+    new = rng.normal(0.70, 0.06, (n_probes, n_vps)) + 0.25 * target  # another scale
+    reference = DecisionConfig(threshold=0.75, thresholds_by_speech_s=((0.6, 0.70), (5.0, 0.80)),
+                               threshold_offsets_by_enrol_s=((3.0, -0.02), (6.0, -0.01),
+                                                             (10.0, 0.0)))
+    model = DecisionConfig(threshold=0.8, threshold_offsets_by_enrol_s=((6.0, -0.03),
+                                                                       (10.0, 0.0)))
+    fit = like_thresholds({"scores": [new, ref], "target": target, "speech_s": speech,
+                           "enrol_s": enrol}, reference, model, n_groups=8)
+    for row in fit["table"]:
+        sel = np.abs(speech - row["speech_s"]) < 1e-9
+        imp_ref = (ref[sel] - reference.threshold_for(row["speech_s"])
+                   - reference.enrol_offset(6.0))[~target[sel]]
+        far = (imp_ref >= 0).mean()
+        assert row["far_reference"] == pytest.approx(far)
+        imp_new = (new[sel] - model.enrol_offset(6.0))[~target[sel]]
+        assert (imp_new >= row["threshold"]).mean() == pytest.approx(far, abs=2 / len(imp_new))
+    ys = [p[1] for p in fit["points"]]
+    assert ys == sorted(ys) and ys[-1] > ys[0]  # stricter for longer speech, as the reference

@@ -305,6 +305,11 @@ def test_eval_enrols_a_several_take_voiceprint_as_enroll_does(tmp_path, clip_roo
                       "--no-norm"], capsys)
     r = json.loads(out.out)
     assert r["n_files"] == 3 and r["trials"] == 2
+    # raw cosines from a model without a short expert (the default's eval scores are margins
+    # over the deciding model's thresholds: tests/test_short_expert.py)
+    from rtverify.core.encoder import EncoderSession
+
+    session = EncoderSession("default-short")
     takes = [embed_file(session, clip_root / f, ev.SegmenterConfig()).vector
              for f in demo["enroll"]]
     probe = embed_file(session, clip_root / lines[0], ev.SegmenterConfig()).vector

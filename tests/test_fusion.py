@@ -110,7 +110,8 @@ def test_live_path_separates_voices_and_is_chunk_invariant(fusion):
 
 
 def _copy_models(tmp_path):
-    for name in ("default.onnx", "default.json", "campp.onnx", "campp.json", "fusion.json"):
+    for name in ("default-short.onnx", "default-short.json", "campp.onnx", "campp.json",
+                 "fusion.json"):
         shutil.copy(MODELS_DIR / name, tmp_path / name)
     side = json.loads((tmp_path / "fusion.json").read_text())
     for part in side["fusion"]["parts"]:

@@ -19,6 +19,17 @@ from rtverify.events import DecisionEvent
 from rtverify.store.voiceprints import VoiceprintStore
 
 
+@pytest.fixture(scope="module")
+def session():
+    """The LSTM without room training (``default-short``): band matching was measured on it. The
+    room-trained default hears an 8 kHz call nearly as its wideband original (against the
+    wideband voiceprint 0.946, band-matched 0.954, on the probe below), so the gain these tests
+    look for is a few thousandths there; ``tools/room_streams.py`` measures both."""
+    from rtverify.core.encoder import EncoderSession
+
+    return EncoderSession("default-short")
+
+
 def rows_of(session, x):
     from rtverify.core.features import StreamingFeatures
 

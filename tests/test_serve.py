@@ -457,7 +457,7 @@ def test_second_model_by_id(store, conversation16k, tmp_path):
     refused with the CLI's words, not scored."""
     from rtverify.core.encoder import MODELS_DIR, load_model_info
 
-    fp32 = MODELS_DIR / "default-fp32.onnx"
+    fp32 = MODELS_DIR / "default-short-fp32.onnx"
     other = load_model_info(fp32).model_id
     old = tmp_path / "old"
     old.mkdir(mode=0o700)

@@ -368,7 +368,7 @@ def test_model_selection_eer_on_hand_made_scores(eval_root, tmp_path, capsys):
     assert got["threshold_eer"] == pytest.approx(0.675)
     assert got["accuracy_at_eer"] == pytest.approx(5 / 7)  # 0.6 missed, 0.7 accepted
 
-    session = EncoderSession(None)
+    session = EncoderSession("default-short")  # raw cosines (the default's eval scores margins)
     cache = ev.EmbeddingCache(tmp_path / "cache", ev.settings_key(session, SegmenterConfig()))
     for f, v in zip(val.files, vectors):
         full = np.zeros(session.dim, np.float32)
@@ -376,7 +376,8 @@ def test_model_selection_eer_on_hand_made_scores(eval_root, tmp_path, capsys):
         cache.put(eval_root / f, full, 3.0, False)
     cache.save()
     assert rtverify_main(["eval", "--trials", str(trials), "--root", str(eval_root), "--cache",
-                          str(tmp_path / "cache"), "--json", "--no-norm"]) == 0
+                          str(tmp_path / "cache"), "--json", "--no-norm",
+                          "--model", "default-short"]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("eer", "threshold_eer", "min_dcf", "accuracy_at_eer"):
         assert got[key] == pytest.approx(report[key], abs=1e-6), key

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from rtverify.core.encoder import load_model_info, resolve_model, shipped_models
 from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
 
 DEMO = __import__("pathlib").Path(__file__).resolve().parent.parent / "rtverify" / "demo"
@@ -46,10 +47,12 @@ def test_each_voiceprint_holds_every_shipped_model(stores):
     for model, store in stores.items():
         d = json.loads((store / "alice.json").read_text())
         assert d["model_id"].startswith(model + "-")
-        held = {mid.rsplit("-", 1)[0]: v["embedding_dim"] for mid, v in d["models"].items()}
-        want = {"default": 256, "default-fp32": 256, "campp": 192, "fusion": 448}
-        want.pop(model)
-        assert held == want
+        held = {mid: v["embedding_dim"] for mid, v in d["models"].items()}
+        ids = {n: load_model_info(resolve_model(n)) for n in shipped_models()}
+        assert set(ids) == {"default", "default-short", "default-short-fp32", "campp", "fusion"}
+        want = {i.model_id: i.embedding_dim for n, i in ids.items() if n != model}
+        assert held == want and {ids["campp"].embedding_dim, ids["fusion"].embedding_dim,
+                                 ids["default-short"].embedding_dim} == {192, 448, 256}
 
 
 @pytest.mark.parametrize("model", ["default", "campp"])

@@ -230,7 +230,22 @@ def enrol_vector(session, audio: np.ndarray):
     from rtverify.io.sources import Chunk
 
     rec = embed_recording(session, [Chunk(audio, 0.0)])
-    return VoiceVector(rec.vector, None, rec.speech_s)
+    out = VoiceVector(rec.vector, None, rec.speech_s)
+    expert = session.short_expert  # enrolment stores the short expert's vector too
+    if expert is not None:
+        out.companions = {expert[0].model_id: enrol_vector(expert[0], audio)}
+    return out
+
+
+def with_narrowband(wide, narrow):
+    """``wide`` (a VoiceVector of :func:`enrol_vector`) carrying ``narrow`` as its narrowband
+    embedding, its companions likewise (as enrolment makes a voiceprint now)."""
+    from rtverify.core.scoring import VoiceVector
+
+    out = VoiceVector(wide, narrow, wide.enrol_speech_s)
+    out.companions = {k: with_narrowband(v, narrow.companions[k])
+                      for k, v in wide.companions.items()}
+    return out
 
 
 def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600) -> list:
@@ -356,10 +371,10 @@ def main(argv=None) -> int:
         for i, t in enumerate(targets):
             vp = {"target": enrol_vector(session, t.enrol)}
             if kind == "narrowband":  # a voiceprint as enrolment now makes it
-                from rtverify.core.scoring import VoiceVector, narrowband_audio
+                from rtverify.core.scoring import narrowband_audio
 
-                vp_band = {"target": VoiceVector(vp["target"], enrol_vector(
-                    session, narrowband_audio(t.enrol)), vp["target"].enrol_speech_s)}
+                vp_band = {"target": with_narrowband(vp["target"], enrol_vector(
+                    session, narrowband_audio(t.enrol)))}
             if kind == "sounds":
                 st = sounds_stream(t, impostors[4 * i:4 * i + 4], rng)
             elif kind == "turns":

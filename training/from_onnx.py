@@ -1,6 +1,6 @@
 """The shipped default encoder's torch weights, read back from its float32 ONNX export.
 
-The fine-tuning checkpoint the default was exported from is not kept, but ``default-fp32.onnx``
+The fine-tuning checkpoint the default was exported from is not kept, but ``default-short-fp32.onnx``
 holds every weight: ONNX LSTM gates come in the order (input, output, forget, cell), PyTorch's in
 (input, forget, cell, output), and ONNX's bias is ``[W_b; R_b]``. :func:`load_shipped_student`
 rebuilds the :class:`~training.model.SpeakerEncoder` with the sidecar's ``encoder`` settings and
@@ -18,7 +18,7 @@ from rtverify.core.encoder import MODELS_DIR, load_model_info
 
 from .model import EncoderConfig, SpeakerEncoder
 
-DEFAULT_FP32 = MODELS_DIR / "default-fp32.onnx"
+DEFAULT_FP32 = MODELS_DIR / "default-short-fp32.onnx"
 
 
 def _iofc_to_ifco(w: np.ndarray, hidden: int) -> np.ndarray:

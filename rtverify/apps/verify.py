@@ -145,11 +145,20 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     from .liveness import MAX_ANSWER_S
 
     recorder = RecordingSource(source, MAX_ANSWER_S) if challenge is not None else None
-    rec = capture_speech(session, recorder or source, live=live, timeout_s=timeout_s)
+    expert = session.short_expert
+    kept = recorder or (RecordingSource(source, LIVE_RECORD_S, refuse=False)
+                        if expert is not None else None)  # for the short expert, if needed
+    rec = capture_speech(session, kept or source, live=live, timeout_s=timeout_s)
     need_s = session.info.decision.min_speech_s
     if rec.vector is None or rec.speech_s < need_s:
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
                               f"{need_s:.1f} s are needed to decide")
+    if expert is not None and rec.speech_s < expert[1] and not kept.full:
+        # as listen decides a short utterance: the short expert, with its vector of the voice
+        seen = voiceprint.for_model(expert[0].model_id)
+        short = embed_recording(expert[0], [Chunk(kept.samples, 0.0)]) if seen else None
+        if short is not None and short.vector is not None:
+            session, voiceprint, rec = expert[0], seen, short
     policy = DecisionPolicy(session.info.decision, threshold)
     voice = {voiceprint.name: voiceprint.vector()}
     prints, missing = voiceprints_for_band(voice, rec.band)  # as listen scores narrowband input

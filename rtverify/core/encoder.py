@@ -115,6 +115,12 @@ class ModelInfo:
     context_ms: tuple[int, int] = (0, 0)
     """``(pre, post)``: audio the model wants around each utterance's speech, at least (sidecar
     ``segment_context_ms``); see :meth:`segmenter_config`."""
+    short_expert: tuple[str, float] | None = None
+    """``(model, below_speech_s)`` from the sidecar's ``short_expert`` block: utterances with
+    less speech than that are decided by that model (a shipped model's name, or a path beside
+    the sidecar) with its own voiceprint vectors and thresholds; it must read the same rows.
+    The default pairs an LSTM trained for noisy and reverberant rooms with the LSTM it was
+    distilled from, which is better on words under a second (see :class:`EncoderSession`)."""
 
     def segmenter_config(self, cfg: SegmenterConfig) -> SegmenterConfig:
         """``cfg`` with at least the model's pre- and post-roll. CAM++ was trained on whole
@@ -148,10 +154,20 @@ class ModelInfo:
             context = (int(ctx.get("pre", 0)), int(ctx.get("post", 0)))
             if not all(0 <= c <= 2000 for c in context):
                 raise ValueError(f"segment_context_ms must be 0-2000 ms, got {ctx}")
+            expert = data.get("short_expert")
+            if expert is not None:
+                if not isinstance(expert, dict) or set(expert) != {"model", "below_speech_s"} \
+                        or not isinstance(expert["model"], str) or not expert["model"]:
+                    raise ValueError("short_expert must be {\"model\": NAME, "
+                                     "\"below_speech_s\": SECONDS}")
+                below = float(expert["below_speech_s"])
+                if not 0.0 < below <= 10.0:
+                    raise ValueError(f"short_expert.below_speech_s must be 0-10 s, got {below}")
+                expert = (expert["model"], below)
             return cls(model_id=str(data["model_id"]), features=features,
                        window=WindowConfig.from_dict(data["window"]),
                        decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data,
-                       context_ms=context)
+                       context_ms=context, short_expert=expert)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
 
@@ -236,6 +252,27 @@ class EncoderSession:
     @property
     def model_id(self) -> str:
         return self.info.model_id
+
+    @property
+    def short_expert(self) -> "tuple[EncoderSession, float] | None":
+        """``(session, below_speech_s)`` of the model that decides utterances with less speech
+        than that (sidecar ``short_expert``; loaded on first use), or None. It must read the
+        same rows (features and window) as this model: a short utterance's rows are embedded
+        again by it, nothing else."""
+        spec = self.info.short_expert
+        if spec is None:
+            return None
+        cached = getattr(self, "_short_expert", None)
+        if cached is None:
+            name, below = spec
+            where = name if os.sep not in name and "/" not in name else self.path.parent / name
+            expert = EncoderSession(where, threads=self.threads)
+            if expert.info.short_expert is not None or expert.features != self.features or \
+                    expert.window != self.window:
+                raise ModelError(f"{sidecar_path(self.path)}: short_expert {name!r} must read "
+                                 "the same rows (features, window) and have no expert of its own")
+            cached = self._short_expert = (expert, below)
+        return cached
 
     @property
     def features(self) -> FeatureConfig | FbankConfig:

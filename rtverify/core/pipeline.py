@@ -9,6 +9,7 @@ the tests are all consumers of the same events, so what they see is what ``liste
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,7 +89,40 @@ class Verifier:
         self.tally = Tally()
         """Counts of the events this verifier has handed out (what :meth:`summary` reports)."""
         self._band_warned: set[str] = set()
+        self._short, self._short_below = self._short_expert(segmenter, threshold)
         self.reset()
+
+    def _short_expert(self, segmenter: SegmenterConfig, threshold: float | None
+                      ) -> "tuple[Verifier | None, float]":
+        """The scorer of short utterances when the model names a ``short_expert`` (a Verifier
+        of that model over the voices' vectors for it, used for its scores and thresholds
+        only), and the speech under which it decides; ``(None, 0)`` otherwise, or when some
+        voice holds no vector for it (enrolled with that model alone: every utterance is then
+        decided by this model)."""
+        expert = self.session.short_expert if self.voiceprints else None
+        if expert is None:
+            return None, 0.0
+        sub, below = expert
+        voices = {n: getattr(v, "companions", {}).get(sub.model_id)
+                  for n, v in self.voiceprints.items()}
+        missing = sorted(n for n, v in voices.items() if v is None)
+        if missing:
+            logging.getLogger(__name__).warning(
+                "%s hold%s no embedding for %s (the model for utterances under %.1f s of "
+                "speech): short utterances are scored by %s; re-enroll to score them better",
+                ", ".join(map(repr, missing[:3])) + (" ..." if len(missing) > 3 else ""),
+                "s" if len(missing) == 1 else "", sub.model_id, below, self.session.model_id)
+            return None, 0.0
+        return Verifier(sub, voices, segmenter=segmenter, threshold=threshold,
+                        provisional=False), below
+
+    def embed_rows(self, rows: np.ndarray) -> np.ndarray | None:
+        """This model's embedding of one utterance's rows (as a segment of its own), or None
+        when there are none."""
+        emb = SegmentEmbedder(self.session, max_pending=8)
+        emb.push_rows(rows)
+        seg = emb.finish()
+        return None if seg is None else seg.vector
 
     def reset(self) -> None:
         """Forget the stream (an open segment is discarded)."""
@@ -333,13 +367,20 @@ class Verifier:
                 scores = batched[i]
             if scores is None and len(turns) == 1 and band == "wide":
                 scores = memo.get("segment_scores")  # the edge check scored it already
-            if scores is None:
-                scores = self._scores(turn.vector, band)
             fall = fall_db(embedder.last_rows[turn.start_row:turn.end_row],
                            self.session.features) \
                 if self._want_fall and speech_s >= FALL_MIN_SPEECH_S else None
-            d: Decision = self.policy.decide(scores, speech_s, end.snr_db, self._offsets,
-                                             fall_db=fall, enrol_falls=self._falls)
+            short = self._short if speech_s < self._short_below else None
+            if short is not None:  # a short utterance: the short expert decides it
+                vector = short.embed_rows(embedder.last_rows[turn.start_row:turn.end_row])
+                scores = short._scores(vector, band) if vector is not None else {}
+                d: Decision = short.policy.decide(scores, speech_s, end.snr_db, short._offsets,
+                                                  fall_db=fall, enrol_falls=short._falls)
+            else:
+                if scores is None:
+                    scores = self._scores(turn.vector, band)
+                d = self.policy.decide(scores, speech_s, end.snr_db, self._offsets,
+                                       fall_db=fall, enrol_falls=self._falls)
             out.append(DecisionEvent(
                 start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
                 best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,

@@ -427,6 +427,9 @@ class VoiceVector(np.ndarray):
     enrol_fall_db: float | None
     """How steeply the enrolment's speech fell silent (:func:`fall_db`; None: unknown), for
     the model's ``threshold_offsets_by_fall_change_db``."""
+    companions: "Mapping[str, VoiceVector]"
+    """The same voice as other models embedded it, by model id (the voiceprint's ``models``):
+    a model with a ``short_expert`` scores short utterances against that model's vector."""
 
     def __new__(cls, wide: np.ndarray, narrowband: np.ndarray | None = None,
                 enrol_speech_s: float | None = None,
@@ -439,6 +442,7 @@ class VoiceVector(np.ndarray):
                enrol_fall_db: float | None = None) -> None:
         self.enrol_speech_s = enrol_speech_s
         self.enrol_fall_db = enrol_fall_db
+        self.companions = {}
         self.narrowband = None if narrowband is None else np.asarray(narrowband, np.float32)
         self._narrowband_print = None
         if self.narrowband is not None:  # made here, once: scoring a large gallery only looks it up
@@ -449,6 +453,7 @@ class VoiceVector(np.ndarray):
         self.narrowband = getattr(obj, "narrowband", None)
         self.enrol_speech_s = getattr(obj, "enrol_speech_s", None)
         self.enrol_fall_db = getattr(obj, "enrol_fall_db", None)
+        self.companions = getattr(obj, "companions", {})
         self._narrowband_print = getattr(obj, "_narrowband_print", None)
 
     # A pickled ndarray subclass keeps only the array: the server hands voices to its worker
@@ -456,12 +461,14 @@ class VoiceVector(np.ndarray):
     # were lost there (its streams scored narrowband input against the wideband embedding).
     def __reduce__(self):
         ctor, args, state = super().__reduce__()
-        return ctor, args, (state, self.narrowband, self.enrol_speech_s, self.enrol_fall_db)
+        return ctor, args, (state, self.narrowband, self.enrol_speech_s, self.enrol_fall_db,
+                            dict(self.companions))
 
     def __setstate__(self, state) -> None:
-        base, narrowband, enrol_speech_s, enrol_fall_db = state
+        base, narrowband, enrol_speech_s, enrol_fall_db, companions = state
         super().__setstate__(base)
         self._carry(narrowband, enrol_speech_s, enrol_fall_db)
+        self.companions = companions
 
     def narrowband_print(self) -> np.ndarray | None:
         """What narrowband input is scored against: the normalised mean of the narrowband and

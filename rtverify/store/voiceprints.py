@@ -166,11 +166,16 @@ class Voiceprint:
 
     def vector(self):
         """The embedding for scoring: a :class:`~rtverify.core.scoring.VoiceVector`, which also
-        carries the narrowband embedding (if any)."""
+        carries the narrowband embedding (if any) and the other models' vectors
+        (``companions``)."""
         from ..core.scoring import VoiceVector
 
-        return VoiceVector(self.embedding, self.narrowband, self.speech_s or None,
-                           (self.fall_db or {}).get(self.model_id))
+        falls = self.fall_db or {}
+        out = VoiceVector(self.embedding, self.narrowband, self.speech_s or None,
+                          falls.get(self.model_id))
+        out.companions = {mid: VoiceVector(wide, narrow, self.speech_s or None, falls.get(mid))
+                          for mid, (wide, narrow) in (self.models or {}).items()}
+        return out
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> "Voiceprint":

@@ -1,0 +1,180 @@
+"""Length thresholds that give a model the false-accept rate of the model it replaces.
+
+    OMP_NUM_THREADS=1 python -m export.calibrate_like --root ../shared/data --model NEW \\
+        --reference default-short --out runs/like-NEW [--write-sidecar]
+
+``export.calibrate`` balances misses and false accepts per length on the calibration keywords
+(calib6: six Arabic speakers, 1 s words joined). A model distilled for rooms reads those
+keywords differently from read English (its equal-error thresholds there came out 0.06 above
+the LSTM it was distilled from, and refused 27 % of true speakers on ``librispeech-251-3s``,
+which the old model refuses 1.6 % of), so the keywords say little about where its thresholds
+belong on longer speech. This sets them by what a user of the old model already has: for each
+amount of speech, the new model's threshold lets through the same share of impostors as the old
+model's own threshold does, on the same trials. Better separation then shows as fewer false
+rejects, never as more strangers let in.
+
+Data: the LibriSpeech speakers outside every dev list (the 200 that
+:func:`export.calibrate_fall.speakers` lists: never in a reported list; their audio, without
+speaker labels, was distillation material). Each speaker's recording: three 2 s dry takes make
+a voiceprint (as ``enroll`` pools them); from the rest (about 8 s), one probe of each length
+in :data:`LENGTHS_S` that fits, at a random place (probes of one speaker may overlap); every probe is scored against every voiceprint by both models through the runtime path.
+Per length group (by the probe's speech as the runtime measures it): the reference model's
+false-accept rate at its own length threshold, and the new model's impostor-score quantile at
+that rate; a monotone fit over the groups. Only ``thresholds_by_speech_s`` and ``threshold``
+change (the SNR, enrolment and room offsets, relative to these, are the model's own
+calibration's). Writes ``like.json``; ``--write-sidecar`` puts the table into the sidecar.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from rtverify.config import SegmenterConfig
+from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
+from rtverify.core.scoring import Scorer
+from rtverify.evaluation import progress_bar
+
+from .calibrate import monotone_fit, write_sidecar
+from .calibrate_fall import RATE, TAKE_S, TAKES, _embed, _read, speakers
+
+LENGTHS_S = (0.8, 1.2, 1.6, 2.2, 3.0, 4.5, 6.5)
+"""Probe lengths cut from each speaker's recording after the enrolment takes (seconds of
+audio; the groups are by the speech the runtime finds in them)."""
+
+
+def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: int | None = None,
+            progress=None, seed: int = 0) -> dict:
+    """Scores of every probe against every voiceprint, per model: ``{"scores": [float
+    (n_probes, n_voiceprints)] per model, "target": bool (n_probes, n_voiceprints), "speech_s":
+    (n_probes,) (the first model's), "enrol_s": (n_voiceprints,) the voiceprints' speech}``."""
+    seg = SegmenterConfig()
+    rng = np.random.default_rng(seed)
+    spk_ids, vps, probes, vp_speech = [], [[] for _ in models], [], []
+    for spk, path in list(speakers(root).items())[:limit]:
+        if progress:
+            progress()
+        x = _read(path)
+        enrol_n = int(TAKES * TAKE_S * RATE)
+        takes = [[_embed(m, x[int(i * TAKE_S * RATE):int((i + 1) * TAKE_S * RATE)], seg)
+                  for i in range(TAKES)] for m in models]
+        if any(t is None for per in takes for t in per):
+            continue
+        for k, per in enumerate(takes):
+            vps[k].append(l2_normalize(np.mean([t.vector for t in per], axis=0)))
+        vp_speech.append(float(sum(t.speech_s for t in takes[0])))
+        spk_ids.append(spk)
+        rest = x[enrol_n:]
+        for length in lengths:  # one probe of each length that fits, anywhere in the rest
+            n = int(length * RATE)
+            if n > len(rest):
+                continue
+            start = int(rng.integers(0, len(rest) - n + 1))
+            y = rest[start:start + n]
+            got = [_embed(m, y, seg) for m in models]
+            if all(g is not None for g in got):
+                probes.append((spk, got))
+    spk_arr = np.array(spk_ids)
+    mats = [np.stack(v) for v in vps]
+    scores = [np.stack([Scorer.for_model(m).pair_scores(np.repeat(p[k].vector[None], len(mats[k]),
+                                                                  0), mats[k])
+                        for _, p in probes]) for k, m in enumerate(models)]
+    return {"scores": scores,
+            "target": np.stack([spk_arr == spk for spk, _ in probes]),
+            "speech_s": np.array([p[0].speech_s for _, p in probes]),
+            "enrol_s": np.array(vp_speech)}
+
+
+def like_thresholds(data: dict, reference, model, n_groups: int = 8) -> dict:
+    """Per speech group (quantiles of the probes' speech): the reference's false-accept rate at
+    its own thresholds (length and enrolled speech) and the new model's length threshold at that
+    rate (its scores less its own offsets for the enrolled speech); the monotone fit."""
+    speech = data["speech_s"]
+    enrol = data["enrol_s"]
+    ref = data["scores"][1] - np.array([reference.enrol_offset(e) for e in enrol])[None]
+    new = data["scores"][0] - np.array([model.enrol_offset(e) for e in enrol])[None]
+    target = data["target"]
+    edges = np.quantile(speech, np.linspace(0, 1, n_groups + 1))
+    rows = []
+    for g in range(n_groups):
+        sel = (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1 else True)
+        if not sel.any():
+            continue
+        thr_ref = np.array([reference.threshold_for(s) for s in speech[sel]])[:, None]
+        t = target[sel]
+        imp_ref = (ref[sel] - thr_ref)[~t]
+        far = float((imp_ref >= 0).mean())
+        imp_new = new[sel][~t]
+        thr = float(np.quantile(imp_new, 1.0 - far)) if far > 0 else float(imp_new.max())
+        rows.append({"speech_s": float(np.median(speech[sel])), "n_probes": int(sel.sum()),
+                     "n_target": int(t.sum()), "n_nontarget": int((~t).sum()),
+                     "far_reference": far, "threshold": thr,
+                     "frr_reference": float(((ref[sel] - thr_ref)[t] < 0).mean()),
+                     "frr_new": float((new[sel][t] < thr).mean())})
+    xs = np.array([r["speech_s"] for r in rows])
+    fit = monotone_fit(np.array([r["threshold"] for r in rows]),
+                       np.array([r["n_nontarget"] for r in rows], dtype=np.float64))
+    for r, f in zip(rows, fit):
+        r["threshold_fit"] = float(f)
+    points = []
+    for x, f in zip(xs, fit):
+        if not points or round(float(x), 2) > points[-1][0]:
+            points.append([round(float(x), 2), round(float(f), 4)])
+    return {"points": points, "threshold": round(float(np.interp(3.0, xs, fit)), 4),
+            "table": rows}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m export.calibrate_like", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, required=True, help="the shared data folder")
+    ap.add_argument("--model", required=True, help="the model to calibrate (name or path)")
+    ap.add_argument("--reference", default="default-short",
+                    help="the model whose false-accept rates it takes (name or path)")
+    ap.add_argument("--out", type=Path, default=Path("runs/like"))
+    ap.add_argument("--speakers", type=int, default=None, help="use only the first N speakers")
+    ap.add_argument("--groups", type=int, default=8, help="speech groups (default %(default)s)")
+    ap.add_argument("--write-sidecar", action="store_true")
+    args = ap.parse_args(argv)
+    model_path = resolve_model(args.model)
+    new, ref = EncoderSession(model_path, threads=1), EncoderSession(args.reference, threads=1)
+    if new.features != ref.features:
+        ap.error("the two models must read the same rows")
+    n = len(speakers(args.root)) if args.speakers is None else args.speakers
+    with progress_bar(sys.stderr.isatty(), "calibrating like the reference", n) as advance:
+        data = collect([new, ref], args.root, limit=args.speakers, progress=advance)
+    fit = like_thresholds(data, ref.info.decision, new.info.decision, args.groups)
+    block = {"reference": ref.model_id,
+             "data": f"{len(data['speech_s'])} probes of {data['target'].shape[1]} LibriSpeech "
+                     "speakers outside the dev lists, each against every speaker's 3 x 2 s dry "
+                     "voiceprint",
+             "criterion": "per speech group, the impostor-score quantile (less the model's "
+                          "own offset for the voiceprint's enrolled speech) at the reference "
+                          "model's false-accept rate at its own thresholds (length and enrolled "
+                          "speech); monotone fit",
+             "table": fit["table"]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "like.json").write_text(json.dumps({"points": fit["points"], "like": block},
+                                                   indent=2) + "\n")
+    print(f"{'speech':>7} {'probes':>6} {'FAR ref':>8} {'thr':>7} {'fit':>7} {'FRR ref':>8} "
+          f"{'FRR new':>8}")
+    for r in fit["table"]:
+        print(f"{r['speech_s']:>7.2f} {r['n_probes']:>6} {100 * r['far_reference']:>7.2f}% "
+              f"{r['threshold']:>7.4f} {r['threshold_fit']:>7.4f} "
+              f"{100 * r['frr_reference']:>7.2f}% {100 * r['frr_new']:>7.2f}%")
+    print(f"thresholds_by_speech_s: {json.dumps(fit['points'])}")
+    if args.write_sidecar:
+        raw = new.info.raw
+        dec = dict(raw["decision"], thresholds_by_speech_s=fit["points"],
+                   threshold=fit["threshold"])
+        side = write_sidecar(model_path, dec, dict(raw.get("calibration") or {}, like=block))
+        print(f"wrote the length thresholds into {side}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

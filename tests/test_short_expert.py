@@ -1,0 +1,195 @@
+"""The default's short expert: utterances with under a second of speech are decided by the LSTM the
+room-trained default was distilled from (its vector of the voice, its thresholds), the rest by the
+default itself; in ``listen``'s pipeline, ``verify`` and ``eval`` alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DEMO, read16k
+
+from rtverify.core.encoder import MODELS_DIR, EncoderSession
+from rtverify.core.pipeline import Verifier, embed_recording
+from rtverify.errors import ModelError
+from rtverify.events import DecisionEvent
+from rtverify.io.sources import Chunk
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def routed():
+    s = EncoderSession()
+    assert s.short_expert is not None, "the shipped default names a short expert"
+    return s
+
+
+@pytest.fixture(scope="module")
+def voice(routed):
+    """alice as enrolment stores her: the default's vector, the short expert's as a companion."""
+    from rtverify.apps.enroll import companion_sessions, enroll_files
+
+    enrol = enroll_files(routed, [DEMO / "enroll_1.flac", DEMO / "enroll_2.flac"])
+    vp = enrol.voiceprint("alice", routed.model_id, companion_sessions(routed))
+    return vp
+
+
+def _stream(x: np.ndarray) -> list[Chunk]:
+    pad = np.zeros(SR, np.float32)
+    y = np.concatenate([pad, x.astype(np.float32), pad])
+    return [Chunk(y[i:i + 1600], i / SR) for i in range(0, len(y), 1600)]
+
+
+def _decisions(session, voices, x) -> list[DecisionEvent]:
+    v = Verifier(session, voices, max_pending=8, provisional=False)
+    return [e for e in v.process(_stream(x)) if isinstance(e, DecisionEvent)]
+
+
+def test_the_expert_reads_the_same_rows_and_is_a_shipped_model(routed):
+    expert, below = routed.short_expert
+    assert 0.5 <= below <= 1.0  # a word or two
+    assert expert.features == routed.features and expert.window == routed.window
+    assert expert.model_id != routed.model_id
+    assert expert.model_id == json.loads((MODELS_DIR / "default-short.json").read_text())[
+        "model_id"]
+
+
+def test_short_utterances_are_decided_by_the_expert_long_ones_by_the_model(routed, voice, demo):
+    expert, below = routed.short_expert
+    conv = read16k(DEMO / demo["conversation"])
+    turn = next(t for t in demo["script"] if t["speaker"] == demo["enrolled_speaker"])
+    a = int(turn["start_s"] * SR)
+    long_x = conv[a:int(turn["end_s"] * SR)]
+    voices = {"alice": voice.vector()}
+    d_long = max(_decisions(routed, voices, long_x), key=lambda d: d.speech_s)
+    assert d_long.speech_s >= below
+    assert d_long.threshold == pytest.approx(
+        routed.info.decision.threshold_for(d_long.speech_s, d_long.snr_db, None)
+        + routed.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+    # the same speaker's 0.8 s: under a second of speech, so the expert scores it
+    short = [d for d in _decisions(routed, voices, long_x[:int(0.8 * SR)])]
+    assert len(short) == 1 and short[0].speech_s < below
+    d = short[0]
+    # its score is the expert's cosine against the voice's vector for the expert
+    rows_embed = embed_recording(expert, _stream(long_x[:int(0.8 * SR)]))
+    companion = voice.vector().companions[expert.model_id]
+    assert d.score == pytest.approx(float(np.dot(rows_embed.vector, companion)), abs=2e-3)
+    assert d.threshold == pytest.approx(
+        expert.info.decision.threshold_for(d.speech_s, d.snr_db, None)
+        + expert.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+    # and not the model's own (the two models' thresholds differ there)
+    assert abs(routed.info.decision.threshold_for(d.speech_s)
+               - expert.info.decision.threshold_for(d.speech_s)) > 1e-3
+
+
+def test_a_voice_without_the_experts_vector_is_decided_by_the_model(routed, voice, demo,
+                                                                     caplog):
+    import dataclasses
+
+    old = dataclasses.replace(voice, models=None)  # as a voice enrolled with the model alone
+    conv = read16k(DEMO / demo["conversation"])
+    turn = demo["script"][0]
+    x = conv[int(turn["start_s"] * SR):int(turn["start_s"] * SR) + int(0.8 * SR)]
+    with caplog.at_level(logging.WARNING):
+        (d,) = _decisions(routed, {"alice": old.vector()}, x)
+    assert "holds no embedding for" in caplog.text and "re-enroll" in caplog.text
+    assert d.threshold == pytest.approx(
+        routed.info.decision.threshold_for(d.speech_s, d.snr_db, None)
+        + routed.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+
+
+def test_voice_vectors_keep_their_companions_through_pickling(voice):
+    v = voice.vector()
+    assert v.companions  # the expert's, CAM++'s, the fusion's ...
+    back = pickle.loads(pickle.dumps(v))
+    assert set(back.companions) == set(v.companions)
+    for k in v.companions:
+        assert np.array_equal(back.companions[k], v.companions[k])
+
+
+def test_verify_routes_a_short_recording_to_the_expert(routed, voice, demo, tmp_path):
+    import soundfile as sf
+
+    from rtverify.apps.verify import verify
+    from rtverify.io.sources import FileSource
+
+    expert, below = routed.short_expert
+    conv = read16k(DEMO / demo["conversation"])
+    turn = demo["script"][0]
+    a = int(turn["start_s"] * SR)
+    path = tmp_path / "short.wav"
+    sf.write(path, conv[a:a + int(0.8 * SR)], SR)
+    r = verify(routed, voice, FileSource(path), str(path), live=False)
+    assert r.recording.speech_s < below
+    assert r.decision.threshold == pytest.approx(
+        expert.info.decision.threshold_for(r.recording.speech_s, r.recording.snr_db, None)
+        + expert.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+    path2 = tmp_path / "long.wav"
+    sf.write(path2, conv[a:int(turn["end_s"] * SR)], SR)
+    r2 = verify(routed, voice, FileSource(path2), str(path2), live=False)
+    assert r2.recording.speech_s >= below
+    assert r2.decision.threshold == pytest.approx(
+        routed.info.decision.threshold_for(r2.recording.speech_s, r2.recording.snr_db,
+                                           None) + routed.info.decision.enrol_offset(
+            voice.speech_s), abs=1e-6)
+
+
+def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path, demo):
+    from rtverify.evaluation import evaluate
+
+    conv = read16k(DEMO / demo["conversation"])
+    import soundfile as sf
+
+    lines = []
+    for i, t in enumerate(demo["script"]):
+        a, b = int(t["start_s"] * SR), int(t["end_s"] * SR)
+        sf.write(tmp_path / f"u{i}_long.wav", conv[a:b], SR)
+        sf.write(tmp_path / f"u{i}_short.wav", conv[a:a + int(0.8 * SR)], SR)
+    script = demo["script"]
+    for i, t in enumerate(script):
+        for j, u in enumerate(script):
+            if i < j:
+                lab = int(t["speaker"] == u["speaker"])
+                lines.append(f"{lab} u{i}_long.wav u{j}_long.wav")
+                lines.append(f"{lab} u{i}_long.wav u{j}_short.wav")
+    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
+    r = evaluate(tmp_path / "trials.txt", tmp_path, routed)
+    expert, below = routed.short_expert
+    assert r["short_expert"] == expert.model_id
+    assert 0 < r["trials_by_short_expert"] < r["trials"]
+    assert r["trials_by_short_expert"] == sum("short" in ln.split()[2] for ln in lines)
+    assert 0.0 <= r["eer"] <= 0.5 and r["eer"] == pytest.approx(r["eer_margin"])
+
+
+@pytest.mark.parametrize("block, problem", [
+    ({"model": "default-short"}, "short_expert must be"),
+    ({"model": "default-short", "below_speech_s": 0}, "below_speech_s"),
+    ("default-short", "short_expert must be"),
+])
+def test_a_bad_short_expert_block_is_one_line(tmp_path, block, problem):
+    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    raw = json.loads((MODELS_DIR / "default.json").read_text())
+    raw["short_expert"] = block
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=problem) as err:
+        EncoderSession(tmp_path / "m.onnx")
+    assert "\n" not in str(err.value)
+
+
+def test_an_expert_that_reads_other_rows_is_refused(tmp_path):
+    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    raw = json.loads((MODELS_DIR / "default.json").read_text())
+    raw["short_expert"] = {"model": "campp", "below_speech_s": 1.0}
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    s = EncoderSession(tmp_path / "m.onnx")
+    with pytest.raises(ModelError, match="must read the same rows"):
+        s.short_expert
+
+
+def test_the_expert_is_loaded_once_per_session(routed):
+    assert routed.short_expert[0] is routed.short_expert[0]
