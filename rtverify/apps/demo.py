@@ -79,7 +79,10 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
         store = VoiceprintStore(tmp)
         takes = [DEMO_DIR / name for name in meta["enroll"]]
         enrol = enroll_files(session, takes)
-        store.save(enrol.voiceprint(VOICE, session.model_id))
+        # the short expert's vector too (as enroll stores every shipped model's), so that the
+        # demo decides as listen does for a voice enrolled now
+        expert = [session.short_expert[0]] if session.short_expert is not None else []
+        store.save(enrol.voiceprint(VOICE, session.model_id, expert))
         console.print(f"Enrolled [bold]{VOICE}[/] (LibriSpeech speaker {meta['enrolled_speaker']}) "
                       f"in a temporary store: {enrol.speech_s:.1f} s of speech from "
                       f"{', '.join(p.name for p in takes)}.", highlight=False)
