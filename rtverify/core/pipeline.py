@@ -38,6 +38,9 @@ class Verifier:
     :param session: the encoder.
     :param voiceprints: name -> unit embedding of the voices to score against (may be empty:
         decisions then say ``no_voices`` but still carry embeddings, which enrolment uses).
+        Under a model with a ``short_expert`` (the default), an utterance with less speech than
+        the expert's bar is decided by the expert, against each voice's vector for it
+        (:attr:`~rtverify.core.scoring.VoiceVector.companions`).
     :param segmenter: VAD and segmentation settings.
     :param threshold: overrides the model's calibrated threshold.
     :param max_pending: windows embedded together (1 = each as soon as it is complete).
