@@ -80,9 +80,9 @@ def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: 
                 probes.append((spk, got))
     spk_arr = np.array(spk_ids)
     mats = [np.stack(v) for v in vps]
-    scores = [np.stack([Scorer.for_model(m).pair_scores(np.repeat(p[k].vector[None], len(mats[k]),
-                                                                  0), mats[k])
-                        for _, p in probes]) for k, m in enumerate(models)]
+    scorers = [Scorer.for_model(m) for m in models]  # each model's own scoring, made once
+    scores = [np.stack([sc.pair_scores(np.repeat(p[k].vector[None], len(mat), 0), mat)
+                        for _, p in probes]) for k, (sc, mat) in enumerate(zip(scorers, mats))]
     return {"scores": scores,
             "target": np.stack([spk_arr == spk for spk, _ in probes]),
             "speech_s": np.array([p[0].speech_s for _, p in probes]),

@@ -425,10 +425,15 @@ def model_thresholds(trials: Trials, emb: FileEmbeddings, decision, refuse: bool
     thr = np.array([decision.threshold_for(s, known(q), known(f))
                     + decision.enrol_offset(float(e))
                     for s, q, f, e in zip(speech_b, snr_b, change, emb.speech_s[trials.a])])
-    if refuse:
-        thr[speech_b < decision.min_speech_s] = np.inf
-        thr[emb.short_only[trials.a] | emb.short_only[trials.b]] = np.inf  # no enrolment, dropped
-    return thr
+    return np.where(refused(trials, emb, decision), np.inf, thr) if refuse else thr
+
+
+def refused(trials: Trials, emb: FileEmbeddings, decision) -> np.ndarray:
+    """Which trials the model refuses whatever the score, bool ``(n_trials,)``: less test
+    speech than ``min_speech_s`` (``listen`` says ``too_short``), or a side whose speech
+    ``listen`` would drop (``short_only``: no enrolment, a dropped segment)."""
+    return ((emb.speech_s[trials.b] < decision.min_speech_s)
+            | emb.short_only[trials.a] | emb.short_only[trials.b])
 
 
 def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarray,
@@ -466,9 +471,9 @@ def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, e
                       - model_thresholds(trials, emb_s, short.info.decision, refuse=False),
                       score_trials(trials, emb.vectors, scorer)
                       - model_thresholds(trials, emb, session.info.decision, refuse=False))
-    refused = np.where(routed, np.isinf(model_thresholds(trials, emb_s, short.info.decision)),
-                       np.isinf(model_thresholds(trials, emb, session.info.decision)))
-    return scores, np.where(refused, np.inf, 0.0), routed
+    refuse = np.where(routed, refused(trials, emb_s, short.info.decision),
+                      refused(trials, emb, session.info.decision))
+    return scores, np.where(refuse, np.inf, 0.0), routed
 
 
 def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = SegmenterConfig(),
@@ -490,17 +495,18 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
     if expert is None:
         t_embed = time.perf_counter() - t0
         scores = score_trials(trials, emb.vectors, scorer)
-        rates = model_threshold_rates(trials, emb, scores, session.info.decision)
-    else:
+        own = model_thresholds(trials, emb, session.info.decision, refuse=False)
+        # the EER of the model's own decisions moved together: the scores less each trial's
+        # own threshold (speech, SNR, room, enrolled speech), whatever the refusals
+        margins = scores - own
+        thresholds = np.where(refused(trials, emb, session.info.decision), np.inf, own)
+    else:  # the scores are such margins already
         scores, thresholds, routed = _routed_scores(trials, root, emb, session, scorer, expert,
                                                     segmenter, cache_dir, progress)
         t_embed = time.perf_counter() - t0
-        rates = model_threshold_rates(trials, emb, scores, session.info.decision, thresholds)
+        margins = scores
+    rates = model_threshold_rates(trials, emb, scores, session.info.decision, thresholds)
     m = compute_metrics(scores, trials.labels)
-    # the EER of the model's own decisions moved together: the scores less each trial's own
-    # threshold (speech, SNR, room, enrolled speech), whatever the refusals of too little speech
-    margins = scores if routed is not None else scores - model_thresholds(
-        trials, emb, session.info.decision, refuse=False)
     same = np.asarray(trials.labels) == 1
     eer_margin = eer(margins[same], margins[~same])[0]
     no_speech = [trials.files[i] for i in np.flatnonzero(~emb.has_speech)]

@@ -65,7 +65,7 @@ def test_short_utterances_are_decided_by_the_expert_long_ones_by_the_model(route
     turn = next(t for t in demo["script"] if t["speaker"] == demo["enrolled_speaker"])
     a = int(turn["start_s"] * SR)
     long_x = conv[a:int(turn["end_s"] * SR)]
-    voices = {"alice": voice.vector()}
+    voices = {"alice": voice.vector(routed.companion_ids)}  # as listen loads it
     d_long = max(_decisions(routed, voices, long_x), key=lambda d: d.speech_s)
     assert d_long.speech_s >= below
     assert d_long.threshold == pytest.approx(
@@ -77,7 +77,7 @@ def test_short_utterances_are_decided_by_the_expert_long_ones_by_the_model(route
     d = short[0]
     # its score is the expert's cosine against the voice's vector for the expert
     rows_embed = embed_recording(expert, _stream(long_x[:int(0.8 * SR)]))
-    companion = voice.vector().companions[expert.model_id]
+    companion = voices["alice"].companions[expert.model_id]
     assert d.score == pytest.approx(float(np.dot(rows_embed.vector, companion)), abs=2e-3)
     assert d.threshold == pytest.approx(
         expert.info.decision.threshold_for(d.speech_s, d.snr_db, None)
@@ -96,16 +96,16 @@ def test_a_voice_without_the_experts_vector_is_decided_by_the_model(routed, voic
     turn = demo["script"][0]
     x = conv[int(turn["start_s"] * SR):int(turn["start_s"] * SR) + int(0.8 * SR)]
     with caplog.at_level(logging.WARNING):
-        (d,) = _decisions(routed, {"alice": old.vector()}, x)
+        (d,) = _decisions(routed, {"alice": old.vector(routed.companion_ids)}, x)
     assert "holds no embedding for" in caplog.text and "re-enroll" in caplog.text
     assert d.threshold == pytest.approx(
         routed.info.decision.threshold_for(d.speech_s, d.snr_db, None)
         + routed.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
 
 
-def test_voice_vectors_keep_their_companions_through_pickling(voice):
-    v = voice.vector()
-    assert v.companions  # the expert's, CAM++'s, the fusion's ...
+def test_voice_vectors_keep_their_companions_through_pickling(routed, voice):
+    v = voice.vector(routed.companion_ids)
+    assert v.companions  # the expert's
     back = pickle.loads(pickle.dumps(v))
     assert set(back.companions) == set(v.companions)
     for k in v.companions:
@@ -193,3 +193,11 @@ def test_an_expert_that_reads_other_rows_is_refused(tmp_path):
 
 def test_the_expert_is_loaded_once_per_session(routed):
     assert routed.short_expert[0] is routed.short_expert[0]
+
+
+def test_a_voice_carries_only_the_companions_asked_for(routed, voice):
+    """A large gallery keeps one vector per voice and model it scores with, not every shipped
+    model's."""
+    assert set(voice.models) > set(routed.companion_ids)  # enrolment stored them all
+    assert set(voice.vector(routed.companion_ids).companions) == set(routed.companion_ids)
+    assert voice.vector().companions == {}

@@ -92,7 +92,8 @@ def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -
                       + ", ".join(VOICE if ln["speaker"] == meta["enrolled_speaker"]
                                   else f"speaker {ln['speaker']}" for ln in script) + ".",
                       highlight=False)
-        voices, _ = store.load_usable(session.model_id, dim=session.dim)
+        voices, _ = store.load_usable(session.model_id, dim=session.dim,
+                                      companions=session.companion_ids)
     source = FileSource(DEMO_DIR / meta["conversation"], realtime=realtime)
     verifier = Verifier(session, voices, max_pending=1 if realtime else 8, status_every_s=0.1)
     threshold = session.info.decision.describe()

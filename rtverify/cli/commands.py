@@ -67,7 +67,8 @@ def _threshold_text(session, override: float | None) -> str:
 
 
 def _load_voices(args, session, store) -> dict:
-    voices, problems = store.load_usable(session.model_id, args.name, session.dim)
+    voices, problems = store.load_usable(session.model_id, args.name, session.dim,
+                                         session.companion_ids)
     for problem in problems:
         logger.warning("%s; skipped", problem)
     if not voices:

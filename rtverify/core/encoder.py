@@ -254,6 +254,13 @@ class EncoderSession:
         return self.info.model_id
 
     @property
+    def companion_ids(self) -> tuple[str, ...]:
+        """Ids of the other models whose vectors of a voice this model scores with (its short
+        expert's): what :meth:`~rtverify.store.voiceprints.VoiceprintStore.load_usable` keeps."""
+        expert = self.short_expert
+        return () if expert is None else (expert[0].model_id,)
+
+    @property
     def short_expert(self) -> "tuple[EncoderSession, float] | None":
         """``(session, below_speech_s)`` of the model that decides utterances with less speech
         than that (sidecar ``short_expert``; loaded on first use), or None. It must read the
@@ -459,3 +466,12 @@ class SegmentEmbedder:
         out = SegmentEmbedding(self.current(), self._sum.copy(), self.n_windows)
         self.reset()
         return out
+
+
+def embed_segment(session: EncoderSession, rows: np.ndarray) -> SegmentEmbedding | None:
+    """One utterance's rows, float32 ``(n, n_mels)``, embedded as a segment of its own (its
+    windows in one batch), or None when there are none: a turn split off a segment, or a short
+    utterance that a model's short expert decides."""
+    emb = SegmentEmbedder(session, max_pending=8)
+    emb.push_rows(rows)
+    return emb.finish()

@@ -21,7 +21,7 @@ import numpy as np
 from ..config import SAMPLE_RATE_HZ, SegmenterConfig
 from ..events import (DecisionEvent, Event, Provisional, SegmentDropped, SpeechStarted, Status,
                       Summary, Tally)
-from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding
+from .encoder import EncoderSession, SegmentEmbedder, SegmentEmbedding, embed_segment
 from .features import StreamingFeatures
 from .scoring import (FALL_MIN_SPEECH_S, Decision, DecisionPolicy, Scorer, effective_band,
                       fall_db, gallery_scores, top_scores, voiceprints_for_band,
@@ -118,14 +118,6 @@ class Verifier:
             return None, 0.0
         return Verifier(sub, voices, segmenter=segmenter, threshold=threshold,
                         provisional=False), below
-
-    def embed_rows(self, rows: np.ndarray) -> np.ndarray | None:
-        """This model's embedding of one utterance's rows (as a segment of its own), or None
-        when there are none."""
-        emb = SegmentEmbedder(self.session, max_pending=8)
-        emb.push_rows(rows)
-        seg = emb.finish()
-        return None if seg is None else seg.vector
 
     def reset(self) -> None:
         """Forget the stream (an open segment is discarded)."""
@@ -332,6 +324,8 @@ class Verifier:
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
                 t: float | None) -> DecisionEvent | list[DecisionEvent] | None:
         t = time.perf_counter() if t is None else t
+        if self._short is not None and end.speech_s < self._short_below:
+            return self._decide_short(embedder, end, t)
         memo: dict = {}
 
         def worth(windows: np.ndarray) -> bool:
@@ -370,29 +364,54 @@ class Verifier:
                 scores = batched[i]
             if scores is None and len(turns) == 1 and band == "wide":
                 scores = memo.get("segment_scores")  # the edge check scored it already
-            fall = fall_db(embedder.last_rows[turn.start_row:turn.end_row],
-                           self.session.features) \
-                if self._want_fall and speech_s >= FALL_MIN_SPEECH_S else None
-            short = self._short if speech_s < self._short_below else None
-            if short is not None:  # a short utterance: the short expert decides it
-                vector = short.embed_rows(embedder.last_rows[turn.start_row:turn.end_row])
-                scores = short._scores(vector, band) if vector is not None else {}
-                d: Decision = short.policy.decide(scores, speech_s, end.snr_db, short._offsets,
-                                                  fall_db=fall, enrol_falls=short._falls)
+            rows = embedder.last_rows[turn.start_row:turn.end_row]
+            fall = self._fall(rows, speech_s)
+            if self._short is not None and speech_s < self._short_below:
+                # a turn split off with under the expert's bar of speech: the expert decides it
+                d, _ = self._short._decide_rows(rows, speech_s, end.snr_db, band, fall)
             else:
                 if scores is None:
                     scores = self._scores(turn.vector, band)
                 d = self.policy.decide(scores, speech_s, end.snr_db, self._offsets,
                                        fall_db=fall, enrol_falls=self._falls)
-            out.append(DecisionEvent(
-                start_s=start_s, end_s=end_s, speech_s=speech_s, speaker=d.speaker,
-                best=d.best, score=d.score, accepted=d.accepted, scores=d.scores,
-                threshold=d.threshold, margin=d.margin, reason=d.reason,
-                end_reason=end.reason if last else "speaker_change",
-                clipped=end.clipped, level_dbfs=end.level_dbfs, n_windows=turn.n_windows,
-                decision_ms=(time.perf_counter() - t) * 1000.0, embedding=turn.vector,
-                window_sum=turn.window_sum, band=band, snr_db=end.snr_db, fall_db=fall))
+            out.append(_event(d, end, t, start_s=start_s, end_s=end_s, speech_s=speech_s,
+                              end_reason=end.reason if last else "speaker_change",
+                              n_windows=turn.n_windows, embedding=turn.vector,
+                              window_sum=turn.window_sum, band=band, fall_db=fall))
         return out[0] if len(out) == 1 else out
+
+    def _decide_short(self, embedder: TurnEmbedder, end: SegmentEnd, t: float
+                      ) -> DecisionEvent | None:
+        """An utterance with less speech than the short expert's bar: the expert embeds its rows
+        and decides it (the model's own embedding of it would go unused, so it is not made; a
+        change of speaker inside under a second of speech is not looked for). The event carries
+        no embedding: only verifiers without voices (enrolment, pooling) use those."""
+        rows = embedder.rows()
+        embedder.reset()
+        if not len(rows):
+            return None
+        band = effective_band(rows, self.session.features)
+        fall = self._fall(rows, end.speech_s)
+        d, seg = self._short._decide_rows(rows, end.speech_s, end.snr_db, band, fall)
+        if seg is None:
+            return None
+        return _event(d, end, t, start_s=end.start_s, end_s=end.end_s, speech_s=end.speech_s,
+                      end_reason=end.reason, n_windows=seg.n_windows, embedding=None,
+                      window_sum=None, band=band, fall_db=fall)
+
+    def _decide_rows(self, rows: np.ndarray, speech_s: float, snr_db: float | None, band: str,
+                     fall: float | None) -> tuple[Decision, SegmentEmbedding | None]:
+        """This model's decision on one utterance's rows (embedded as a segment of its own)
+        against its voices, and the embedding (None without rows)."""
+        seg = embed_segment(self.session, rows)
+        scores = self._scores(seg.vector, band) if seg is not None else {}
+        return self.policy.decide(scores, speech_s, snr_db, self._offsets, fall_db=fall,
+                                  enrol_falls=self._falls), seg
+
+    def _fall(self, rows: np.ndarray, speech_s: float) -> float | None:
+        """How steeply an utterance's speech falls silent, where it is measured."""
+        return fall_db(rows, self.session.features) \
+            if self._want_fall and speech_s >= FALL_MIN_SPEECH_S else None
 
     def _handle(self, seg_events: list, events: list[Event], pieces: list[np.ndarray],
                 t_s: float) -> None:
@@ -557,6 +576,16 @@ class Verifier:
         """Stop the worker threads (if any)."""
         if self._worker is not None:
             self._worker.shutdown(wait=True)
+
+
+def _event(d: Decision, end: SegmentEnd, t: float, **fields) -> DecisionEvent:
+    """The event of decision ``d`` on (part of) the segment ``end`` closed; ``fields``: where it
+    lies, its speech, end reason, embedding, band and fall; ``t``: when deciding began."""
+    return DecisionEvent(speaker=d.speaker, best=d.best, score=d.score, accepted=d.accepted,
+                         scores=d.scores, threshold=d.threshold, margin=d.margin,
+                         reason=d.reason, clipped=end.clipped, level_dbfs=end.level_dbfs,
+                         decision_ms=(time.perf_counter() - t) * 1000.0, snr_db=end.snr_db,
+                         **fields)
 
 
 @dataclass(frozen=True)

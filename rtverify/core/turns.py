@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from .encoder import EncoderSession, SegmentEmbedder, l2_normalize
+from .encoder import EncoderSession, SegmentEmbedder, embed_segment, l2_normalize
 
 
 @dataclass(frozen=True)
@@ -290,9 +290,7 @@ def _embed_turn(session: EncoderSession, rows: np.ndarray, a: int, b: int,
                 pooled: np.ndarray) -> Turn:
     """One turn: its embedding made the way a segment of its own would be (for its decision),
     and ``pooled``, its share of the segment's window embeddings (for pooling)."""
-    emb = SegmentEmbedder(session, max_pending=8)
-    emb.push_rows(rows)
-    seg = emb.finish()
+    seg = embed_segment(session, rows)
     return Turn(a, b, seg.vector, pooled, seg.n_windows)
 
 

@@ -211,7 +211,8 @@ def _bool_param(query, key: str) -> bool:
 
 def load_voices(store, session, names: list[str] | None) -> dict:
     """The voices to score against (every usable one without ``names``), as ``listen`` does."""
-    voices, problems = store.load_usable(session.model_id, names or None, session.dim)
+    voices, problems = store.load_usable(session.model_id, names or None, session.dim,
+                                         session.companion_ids)
     for problem in problems:
         logger.warning("%s; skipped", problem)
     if not voices:

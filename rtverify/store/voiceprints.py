@@ -43,7 +43,7 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -164,17 +164,19 @@ class Voiceprint:
                            for mid, (e, nb) in self.models.items()}
         return d
 
-    def vector(self):
+    def vector(self, companions: Iterable[str] = ()):
         """The embedding for scoring: a :class:`~rtverify.core.scoring.VoiceVector`, which also
-        carries the narrowband embedding (if any) and the other models' vectors
-        (``companions``)."""
+        carries the narrowband embedding (if any) and, of the other models' vectors, those of
+        the model ids in ``companions`` that it holds (what the scoring model needs: its short
+        expert's, :attr:`EncoderSession.companion_ids`; a large gallery keeps no others)."""
         from ..core.scoring import VoiceVector
 
         falls = self.fall_db or {}
         out = VoiceVector(self.embedding, self.narrowband, self.speech_s or None,
                           falls.get(self.model_id))
-        out.companions = {mid: VoiceVector(wide, narrow, self.speech_s or None, falls.get(mid))
-                          for mid, (wide, narrow) in (self.models or {}).items()}
+        held = self.models or {}
+        out.companions = {mid: VoiceVector(*held[mid], self.speech_s or None, falls.get(mid))
+                          for mid in companions if mid in held}
         return out
 
     @classmethod
@@ -459,21 +461,22 @@ class VoiceprintStore:
                 out.append(StoreEntry(name, path, None, str(err)))
         return out
 
-    def load_usable(self, model_id: str, names: list[str] | None = None, dim: int | None = None
-                    ) -> tuple[dict[str, np.ndarray], list[str]]:
+    def load_usable(self, model_id: str, names: list[str] | None = None, dim: int | None = None,
+                    companions: Iterable[str] = ()) -> tuple[dict[str, np.ndarray], list[str]]:
         """Embeddings by name for scoring (each a :class:`~rtverify.core.scoring.VoiceVector`:
-        the wideband embedding, carrying the narrowband one), and the problems met.
+        the wideband embedding, carrying the narrowband one and the ``companions`` models'
+        vectors, see :meth:`Voiceprint.vector`), and the problems met.
 
         With ``names``, each named voice must load (a problem is an error). Without, every
         usable voice is returned and the unusable ones are only reported.
         """
         if names:
-            return {validate_name(n): self.load(n, model_id, dim).vector()
+            return {validate_name(n): self.load(n, model_id, dim).vector(companions)
                     for n in names}, []
         usable, problems = {}, []
         for entry in self.entries(model_id, dim):
             if entry.voiceprint is not None:
-                usable[entry.name] = entry.voiceprint.vector()
+                usable[entry.name] = entry.voiceprint.vector(companions)
             else:
                 problems.append(entry.problem)
         return usable, problems
