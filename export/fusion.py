@@ -29,7 +29,7 @@ from rtverify.core.fusion import ConcatFeatureConfig, FUSION_KEY, fusion_model_i
 from rtverify.core.turns import TurnConfig
 
 DEFAULT_PARTS = (("default-short", 0.4), ("campp", 0.6))
-TURN_COSINES = ("suspect_cos", "restart_cos", "split_contrast", "edge_cos")
+TURN_COSINES = ("suspect_cos", "restart_cos", "split_distance", "edge_cos")
 """Turn settings that are cosines (or differences of them): a fusion's are the parts' weighted
 means until measured (``python -m tools.turn_bars --model fusion``)."""
 

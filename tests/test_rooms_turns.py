@@ -188,16 +188,65 @@ def test_turn_bars_come_from_the_models_sidecar(session):
     from rtverify.core.turns import TurnConfig
     from rtverify.errors import ModelError
 
-    # the LSTM without room training: the defaults; the room-trained default: its own edge bar
-    # (tools.turn_bars: 5 % of one's own last or first second below it)
+    # the LSTM without room training: the defaults; the room-trained default: its own edge and
+    # split bars (tools.turn_bars: 5 % of one's own last or first second below the edge bar, 5 %
+    # of one-speaker pieces over the split bar: its cosines are higher within a speaker)
     assert TurnConfig.for_model(EncoderSession("default-short").info.raw) == TurnConfig()
     own = TurnConfig.for_model(session.info.raw)
     assert own.edge_cos == tuple(session.info.raw["turns"]["edge_cos"]) != TurnConfig().edge_cos
-    assert own.split_contrast == TurnConfig().split_contrast
+    assert own.split_distance == session.info.raw["turns"]["split_distance"] \
+        < TurnConfig().split_distance
     campp = TurnConfig.for_model(EncoderSession("campp").info.raw)
-    assert campp.split_contrast > 0.3 and campp.edge_cos[0] < 0.5  # CAM++'s own scale
+    assert campp.split_distance > 0.6 and campp.edge_cos[0] < 0.5  # CAM++'s own scale
+    # a bar of the statistic before stop 22 means nothing now: ignored, not an error
+    assert TurnConfig.for_model({"turns": {"split_contrast": 0.4}}) == TurnConfig()
     # CAM++ asks for 500/450 ms of audio around the speech: its edge checks skip that context
     assert campp.edge_skip_rows == (50, 45) and TurnConfig().edge_skip_rows == (0, 0)
-    for bad in ({"split_contrats": 0.4}, {"edge_cos": [0.2, 0.3]}, {"suspect_cos": "high"}, [1]):
+    for bad in ({"split_contrats": 0.4}, {"edge_cos": [0.2, 0.3]}, {"suspect_cos": "high"}, [1],
+                {"split_distance": "far"}):
         with pytest.raises(ModelError, match="turns"):
             TurnConfig.for_model({"turns": bad})
+
+
+class _CodeEncoder:
+    """A stand-in encoder for :func:`best_split`: each row carries a noisy unit "voice" vector
+    in its first 8 bins, and a window's embedding is the unit mean of its rows' vectors (a
+    window across a change is a mix of both voices, as a real one is)."""
+
+    dim = 8
+
+    def embed(self, batch):
+        m = np.asarray(batch)[:, :, :8].mean(axis=1)
+        return (m / np.linalg.norm(m, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _voices(lengths, seed, noise=1.2):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k, n in enumerate(lengths):
+        v = np.zeros(8)
+        v[k % 8] = 1.0
+        v[(k + 3) % 8] = 0.6  # different people's voices still share much (cosine > 0)
+        rows.append(v + noise * rng.standard_normal((n, 8)))
+    out = np.zeros((sum(lengths), 40), np.float32)
+    out[:, :8] = np.concatenate(rows)
+    return out
+
+
+def test_best_split_places_a_change_and_scores_one_voice_lower():
+    from rtverify.core.turns import TurnConfig, best_split, find_turns
+
+    cfg = TurnConfig()
+    enc = _CodeEncoder()
+    for seed in range(5):
+        # 4 s of one voice then 1.5 s of another: the change at row 400
+        cut, dist, sims = best_split(enc, _voices([400, 150], seed), cfg)
+        assert abs(cut - 400) <= cfg.fine_hop_rows, (seed, cut)
+        one = best_split(enc, _voices([550], seed + 10), cfg)[1]
+        assert dist > 2 * one, (seed, dist, one)
+        assert sims.shape[0] == (550 - cfg.fine_rows) // cfg.fine_hop_rows + 1
+        # find_turns takes it at the bar; a bar above the distance takes nothing
+        assert find_turns(enc, _voices([400, 150], seed), cfg) == [cut]
+        assert find_turns(enc, _voices([400, 150], seed),
+                          TurnConfig(split_distance=dist + 0.01)) == []
+

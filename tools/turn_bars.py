@@ -4,9 +4,12 @@
 
 Speakers are ``tools/room_streams.py``'s (with another seed, 77, than its streams):
 
-* **split contrast** (what :func:`rtverify.core.turns.find_turns` maximises): the best split's
-  contrast on 5.5 s of one speaker, and on 2.75 s of a speaker followed by 2.75 s of another;
-  prints percentiles of each and the mean cosine between a one-speaker piece's 1 s windows;
+* **split distance** (what :func:`rtverify.core.turns.find_turns` maximises): the best split's
+  distance on 3-6 s of one speaker (three pieces per speaker, anywhere in their probes), and on
+  3-6 s of two (1 s or more of each, 0-150 ms apart, either first; three per speaker), for
+  ``--split-speakers`` speakers outside the 40 targets of ``tools/room_streams.py``'s streams;
+  prints the bar that one-speaker pieces reach ``--split-far`` of the time, how many changes
+  it finds and places within 0.5 s, and the mean cosine between a one-speaker piece's windows;
 * **edges** (:func:`rtverify.core.turns.find_edges`): 3-5 s of a speaker with 0.5, 0.75 or 1 s
   of another appended or prepended (0-150 ms apart), and the same 3-5 s alone; the cosine of
   each edge length in ``--edge-rows`` to the mean of the segment's own windows beside it (as
@@ -34,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data"))
     p.add_argument("--model", help="a shipped model's name or a path (default: the default)")
     p.add_argument("--speakers", type=int, default=40)
+    p.add_argument("--split-speakers", type=int, default=100)
+    p.add_argument("--split-far", type=float, default=0.05,
+                   help="share of one-speaker pieces allowed over the split bar (default 0.05)")
     p.add_argument("--edge-rows", default="75,100")
     p.add_argument("--edge-far", type=float, default=0.05)
     p.add_argument("--json", type=Path, help="write the figures here")
@@ -52,22 +58,44 @@ def main(argv=None) -> int:
         parts = [f.push(audio.astype(np.float32)), f.flush()]
         return np.concatenate([x for x in parts if len(x)])
 
-    def best_contrast(rows):
-        """find_turns' best split contrast, and the mean cosine between its windows."""
-        _, contrast, sims = best_split(session, rows, cfg)
-        return contrast, float(sims[np.triu_indices(len(sims), 1)].mean())
-
-    rng = np.random.default_rng(9)
+    # split pieces: speakers outside the streams' targets, so the bar is not fitted to them
+    stream_names = {t.name for t in rs.speakers(args.data, 40)[0]}
+    pool = [t for t in rs.speakers(args.data, args.split_speakers + 60, seed=77)[0]
+            if t.name not in stream_names][:args.split_speakers]
+    rng = np.random.default_rng(3)
     one, two, wcos = [], [], []
-    for t in targets:
+    for t in pool:
         x = np.concatenate(t.probes)
-        if len(x) >= 5.5 * SR:
-            c, m = best_contrast(rows_of(x[:int(5.5 * SR)] + rs._bed(int(5.5 * SR), rng)))
-            one.append(c)
-            wcos.append(m)
-        y = np.concatenate([t.probes[0][:int(2.75 * SR)],
-                            impostors[rng.integers(len(impostors))][:int(2.75 * SR)]])
-        two.append(best_contrast(rows_of(y + rs._bed(len(y), rng)))[0])
+        for _ in range(3):
+            n = int(rng.uniform(3.0, 6.0) * SR)
+            if len(x) >= n:
+                a = int(rng.integers(0, len(x) - n + 1))
+                _, dist, sims = best_split(session, rows_of(x[a:a + n] + rs._bed(n, rng)), cfg)
+                one.append(dist)
+                wcos.append(float(sims[np.triu_indices(len(sims), 1)].mean()))
+        others = [u for u in pool if u is not t]
+        for _ in range(3):
+            total = rng.uniform(3.0, 6.0)
+            first_s = rng.uniform(1.0, total - 1.0)
+            y = np.concatenate(others[rng.integers(len(others))].probes)
+            own_first = bool(rng.integers(2))
+            p1, p2 = (x, y) if own_first else (y, x)
+            p1, p2 = p1[:int(first_s * SR)], p2[:int((total - first_s) * SR)]
+            if len(p1) < 0.95 * first_s * SR or len(p2) < 0.95 * (total - first_s) * SR:
+                continue
+            gap = int(rng.uniform(0, 0.15) * SR)
+            z = np.concatenate([p1, np.zeros(gap), p2])
+            cut, dist, _ = best_split(session, rows_of(z + rs._bed(len(z), rng)), cfg)
+            truth = (len(p1) + gap // 2) / 160  # rows: 10 ms in both front-ends
+            two.append((dist, abs(cut - truth) if cut is not None else np.inf))
+    one_a, two_a = np.array(one), np.array(two)
+    split_bar = float(np.percentile(one_a, 100 * (1 - args.split_far)))
+
+    def split_figures(bar):
+        found = two_a[:, 0] >= bar
+        return {"bar": round(bar, 3), "one_speaker_over": round(float((one_a >= bar).mean()), 3),
+                "changes_found": round(float(found.mean()), 3),
+                "found_within_0.5s": round(float((found & (two_a[:, 1] <= 50)).mean()), 3)}
 
     lengths = [int(v) for v in args.edge_rows.split(",")]
 
@@ -112,8 +140,11 @@ def main(argv=None) -> int:
                         for k, v in other.items()}}
     out = {
         "model": session.model_id, "speakers": len(targets),
-        "split_contrast": {"one_speaker_p50_p95_p99": np.percentile(one, [50, 95, 99]).round(3).tolist(),
-                           "two_speakers_p5_p10_p50": np.percentile(two, [5, 10, 50]).round(3).tolist()},
+        "split_distance": {"pieces_one_two": [len(one_a), len(two_a)],
+                           "one_speaker_p50_p95_p99": np.percentile(one_a, [50, 95, 99]).round(3).tolist(),
+                           "two_speakers_p5_p10_p50": np.percentile(two_a[:, 0], [5, 10, 50]).round(3).tolist(),
+                           "at_split_far": split_figures(split_bar),
+                           "at_model_bar": split_figures(cfg.split_distance)},
         "window_cos_one_speaker_p5_p50": np.percentile(wcos, [5, 50]).round(3).tolist(),
         "edges": {"rows": lengths, "bars": [round(b, 3) for b in bars],
                   "own_edges_below_a_bar": round(float(fired(own).mean()), 3),

@@ -11,8 +11,8 @@ target's score. Two stages, so that the work is spent only where a change is lik
    ``restart_cos`` restarts the provisional score there.
 2. At the segment's end, only when a change was suspected, :func:`find_turns` embeds short
    overlapping windows (``fine_rows`` long, every ``fine_hop_rows``) and looks for the split
-   whose two sides differ most (within-side minus cross-side cosine); above ``split_contrast``
-   it is a change (found
+   whose two sides differ most (the distance between their mean embeddings, weighted by how
+   many windows each side holds); above ``split_distance`` it is a change (found
    again on each side, for a third voice). Each part is then decided on its own. With
    voiceprints to score against, the pipeline places a change only where it can matter: when
    some window of the segment scores near a voice's threshold (a change between two strangers
@@ -41,15 +41,17 @@ class TurnConfig:
     """A window this unlike the earlier ones (cosine) restarts the provisional score there: a
     wrong restart costs a provisional score its history, so the bar is lower than
     ``suspect_cos``, which only asks for a closer look at the segment's end."""
-    split_contrast: float = 0.18
-    """A split is a change of speaker when the short windows on each side are, on average, this
-    much more alike (cosine) among themselves than across it. Measured on 5.5 s pieces of 40
-    LibriSpeech speakers (tools/room_streams.py speakers): one speaker 0.125 median, 0.175 at
-    the 95th percentile; two speakers 0.198 at the 5th percentile, 0.215 at the 10th."""
+    split_distance: float = 0.331
+    """A split is a change of speaker when its distance (:func:`best_split`: one minus the
+    cosine between the mean embeddings of the short windows on each side, times
+    ``sqrt(n_left * n_right / n)``) reaches this. Measured on 3-6 s pieces of 100 LibriSpeech
+    speakers outside issue 12's stream targets (``python -m tools.turn_bars --model
+    default-short``): one speaker's pieces reach it 5 % of the time; 96 % of two speakers'
+    pieces do, 94 % with the change placed within 0.5 s."""
     fine_rows: int = 100
     """Length of the short windows that place a change (spectrogram rows, 10 ms each)."""
-    fine_hop_rows: int = 60
-    """Step between the short windows (rows)."""
+    fine_hop_rows: int = 30
+    """Step between the short windows (rows); also the grid a change is placed on."""
     min_turn_rows: int = 100
     """Neither side of a change may be shorter than this (rows)."""
     min_side_rows: int = 400
@@ -82,10 +84,15 @@ class TurnConfig:
         """The defaults above (measured on the default LSTM's cosines) with the model's own
         values from its sidecar's ``turns`` block: cosines are each model's own scale (CAM++'s
         are far lower between and within speakers), so a model other than the LSTM carries its
-        measured bars there. Unknown keys or wrong types are a ModelError."""
+        measured bars there. Unknown keys or wrong types are a ModelError. ``split_contrast``
+        (sidecars before stop 22: a bar of the within-minus-across statistic that
+        :func:`best_split` no longer computes) is ignored: such a model gets the default
+        ``split_distance`` until its bars are measured again."""
         from ..errors import ModelError
 
         block = raw_sidecar.get("turns") or {}
+        if isinstance(block, dict):
+            block = {k: v for k, v in block.items() if k != LEGACY_SPLIT_KEY}
         known = {f.name for f in fields(cls)}
         try:
             if not isinstance(block, dict) or set(block) - known:
@@ -105,6 +112,9 @@ class TurnConfig:
         except (TypeError, ValueError) as err:
             raise ModelError(f"invalid model sidecar block 'turns' ({err})") from None
         return cfg
+
+
+LEGACY_SPLIT_KEY = "split_contrast"
 
 
 @dataclass(frozen=True)
@@ -301,8 +311,8 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
     n = len(rows)
     if n < 2 * cfg.min_turn_rows or n < cfg.fine_rows + cfg.fine_hop_rows:
         return []
-    best, best_contrast, _ = best_split(session, rows, cfg)
-    if best is None or best_contrast < cfg.split_contrast:
+    best, distance, _ = best_split(session, rows, cfg)
+    if best is None or distance < cfg.split_distance:
         return []
     out = [offset + best]
     if depth < 1:  # a third voice: each side once more, if long enough to hold two turns
@@ -316,27 +326,37 @@ def find_turns(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
 
 def best_split(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = TurnConfig()
                ) -> tuple[int | None, float, np.ndarray]:
-    """The split of ``rows`` whose two sides differ most: ``(row, contrast, sims)``, the row
-    (None when no split leaves ``min_turn_rows`` on each side), its contrast (within-side minus
-    cross-side mean cosine of the ``fine_rows`` windows every ``fine_hop_rows``; -1 for none)
-    and those windows' cosine matrix."""
+    """The split of ``rows`` whose two sides differ most: ``(row, distance, sims)``, the row
+    (None when no split leaves ``min_turn_rows`` on each side), its distance and the cosine
+    matrix of the ``fine_rows`` windows every ``fine_hop_rows``.
+
+    The distance of a split between windows ``k - 1`` and ``k`` of ``n`` is one minus the
+    cosine between the mean embeddings of the windows on each side, times
+    ``sqrt(k (n - k) / n)``: two sides that differ are more surely two people when each holds
+    more windows, and a side of one window (a second) is not trusted as much as three. (Until
+    stop 22 the statistic was the within-side minus the across mean cosine, whose within-side
+    means counted each window's cosine to itself: a one-window side looked perfectly
+    consistent and drew changes towards a segment's ends; figures in README, "Back-to-back
+    turns".)"""
     n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
     starts = list(range(0, n - w + 1, hop))
     emb = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
     sims = emb @ emb.T
-    best, best_contrast = None, -1.0
-    for k in range(1, len(starts)):
+    k_all = len(starts)
+    # running sums: the mean of each side for every split in one pass
+    left = np.cumsum(emb, axis=0)
+    total = left[-1]
+    best, best_distance = None, -1.0
+    for k in range(1, k_all):
         cut = starts[k - 1] + w // 2 + hop // 2  # between the two windows' centres
         if cut < cfg.min_turn_rows or n - cut < cfg.min_turn_rows:
             continue
-        # how much more alike the windows are within each side than across the cut: the
-        # encoder's cosines between different people are high (0.4-0.7), so the contrast, not
-        # the cross-cosine alone, tells a change
-        within = 0.5 * (sims[:k, :k].mean() + sims[k:, k:].mean())
-        contrast = float(within - sims[:k, k:].mean())
-        if contrast > best_contrast:
-            best, best_contrast = cut, contrast
-    return best, best_contrast, sims
+        a, b = left[k - 1], total - left[k - 1]
+        cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+        distance = (1.0 - cos) * float(np.sqrt(k * (k_all - k) / k_all))
+        if distance > best_distance:
+            best, best_distance = cut, distance
+    return best, best_distance, sims
 
 
 def _with_edges(session: EncoderSession, rows: np.ndarray, cuts: list[int],
