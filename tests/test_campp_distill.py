@@ -43,6 +43,27 @@ def test_telephone_removes_the_upper_band_and_random_degrade_keeps_length():
         assert y.shape == (32000,) and y.dtype == np.float32 and np.abs(y).max() <= 1.0
 
 
+def test_tilt_moves_the_spectral_balance_at_the_same_power_and_is_drawn_only_when_asked():
+    x = RNG(5).standard_normal(16000).astype(np.float32) * 0.1
+
+    def high_share(y):
+        spec = np.abs(np.fft.rfft(y.astype(np.float64))) ** 2
+        return spec[len(spec) // 2:].sum() / spec.sum()  # above 4 kHz
+
+    up, down = degrade.tilt(x, 0.7), degrade.tilt(x, -0.5)
+    for y in (up, down):
+        assert y.dtype == np.float32 and abs(np.mean(y.astype(np.float64) ** 2) /
+                                             np.mean(x.astype(np.float64) ** 2) - 1) < 1e-3
+    assert abs(high_share(x) - 0.5) < 0.05  # white noise: half its power above 4 kHz
+    assert high_share(up) > 0.7 and high_share(down) < 0.3
+    # without p_tilt nothing more is drawn: a run without it repeats the earlier draws exactly
+    pool = [_speechlike(seed=s) for s in range(4)]
+    a = degrade.random_degrade(_speechlike(), RNG(7), pool)
+    b = degrade.random_degrade(_speechlike(), RNG(7), pool, p_tilt=0.0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, degrade.random_degrade(_speechlike(), RNG(7), pool, p_tilt=1.0))
+
+
 @pytest.mark.train
 def test_shoebox_rooms_reverberate_as_asked_and_keep_the_speech_in_place():
     pytest.importorskip("pyroomacoustics")

@@ -115,15 +115,26 @@ def speed(x: np.ndarray, factor: float) -> np.ndarray:
     return _finish(np.resize(y, len(x)) if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y))))
 
 
+def tilt(x: np.ndarray, a: float) -> np.ndarray:
+    """A first-order spectral tilt at the same power: ``a > 0`` lifts the highs against the lows
+    (as raised vocal effort does: shouting, anger), ``a < 0`` the lows (a soft, tired voice)."""
+    y = lfilter([1.0, -a], [1.0], np.asarray(x, dtype=np.float64))
+    return _finish(y * np.sqrt(_power(x) / max(_power(y), 1e-20)))
+
+
 def random_degrade(x: np.ndarray, rng: np.random.Generator,
                    babble_pool: Sequence[np.ndarray],
-                   rooms: Sequence[np.ndarray] = ()) -> np.ndarray:
+                   rooms: Sequence[np.ndarray] = (), p_tilt: float = 0.0) -> np.ndarray:
     """One random mixture of the conditions the student must learn to ignore (for distillation):
     speed 0.9-1.1 (p 0.3), room (p 0.5, RT60 0.2-0.9 s, DRR -8..+6 dB), babble of 2-5 other
     talkers (p 0.45) or coloured noise (p 0.25) at 0-20 dB SNR, telephone band (p 0.15), level
     -25..+5 dB. With ``rooms`` (impulse responses of :func:`shoebox_response`), half the rooms
-    are one of those simulated rooms instead."""
+    are one of those simulated rooms instead. With ``p_tilt``, that share of windows first gets
+    a spectral tilt (:func:`tilt`, ``a`` in -0.5..0.7: vocal effort; nothing is drawn without
+    it, so runs without it repeat)."""
     y = np.asarray(x, dtype=np.float32)
+    if p_tilt > 0 and rng.random() < p_tilt:
+        y = tilt(y, rng.uniform(-0.5, 0.7))
     if rng.random() < 0.3:
         y = speed(y, rng.uniform(0.9, 1.1))
     if rng.random() < 0.5:

@@ -126,7 +126,7 @@ def _level_only(x: np.ndarray, rng) -> np.ndarray:
     return np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
 
 
-def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
+def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=(), p_tilt=0.0):
     """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
     fly), and which samples are full clean windows (those have a cached CAM++ target). With
     ``p_short``, a window is cut to 0.4-1.5 s and both versions go through one of the runtime's
@@ -140,7 +140,7 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
         if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
             y = _level_only(x, rng)
         else:
-            y = degrade.random_degrade(x, rng, pool, rooms)
+            y = degrade.random_degrade(x, rng, pool, rooms, p_tilt)
         view = str(rng.choice(["end", "start", "reflect"]))
         feats.append(_rows_view(mel_rows(y), view))
         clean.append(_rows_view(mel_rows(x), view))
@@ -149,7 +149,7 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=()):
             torch.tensor(full))
 
 
-def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=()):
+def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=(), p_tilt=0.0):
     """``n_speakers x n_utts`` windows of different speakers, each degraded (or clean, level
     changed) on its own, as the student's input rows: a speaker's windows must stay together
     whatever happens to each of them (the GE2E objective the default was fine-tuned with)."""
@@ -164,7 +164,7 @@ def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=()):
             else:
                 others = rng.choice(len(wins), 8, replace=False)
                 pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != s]
-                y = degrade.random_degrade(x, rng, pool, rooms)
+                y = degrade.random_degrade(x, rng, pool, rooms, p_tilt)
             feats.append(_rows_view(mel_rows(y), str(rng.choice(["end", "start", "reflect"]))))
     return torch.from_numpy(np.stack(feats))
 
@@ -283,7 +283,8 @@ def train(args) -> torch.nn.Module:
     t_cam_t = torch.from_numpy(t_cam).to(dev)  # the old teacher runs on the fly (short views too)
     t0, run = time.time(), []
     while step < args.steps:
-        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short, rooms)
+        idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short, rooms,
+                                  args.tilt)
         x, xc, full = x.to(dev), xc.to(dev), full.to(dev)
         with torch.no_grad():
             target_old = old_teacher(xc)
@@ -293,7 +294,7 @@ def train(args) -> torch.nn.Module:
         n_anchor = len(x)
         if ge2e is not None:
             xg = _ge2e_batch(wins, ids, rng, args.ge2e_speakers, args.ge2e_utts, args.p_clean,
-                             args.p_short, rooms).to(dev)
+                             args.p_short, rooms, args.tilt).to(dev)
             x = torch.cat([x, xg])
         emb, cam_emb = model(x)
         loss_ge2e = torch.zeros(())
@@ -431,6 +432,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="simulated rooms (pyroomacoustics) to draw from: half the reverberated "
                          "windows then go through one of them instead of a synthetic decay "
                          "(0: synthetic rooms only, as before)")
+    ap.add_argument("--tilt", type=float, default=0.0, metavar="P",
+                    help="share of degraded windows given a spectral tilt first (vocal effort: "
+                         "training.degrade.tilt; 0: none, as before)")
     ap.add_argument("--mask", type=int, default=0, metavar="C",
                     help="train only a spectral mask of C channels in front of the frozen LSTM "
                          "(0: train the LSTM itself, as before)")
