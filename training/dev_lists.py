@@ -7,7 +7,11 @@ reported ``librispeech-251-3s`` list (all 251 speakers) is rebuilt on the held-o
 ``librispeech-heldout-3s.txt`` (its lines whose two files are both held-out speakers).
 
 Held-out speakers: every 5th LibriSpeech speaker in sorted order (:func:`heldout_speakers`, 51).
-Each one's full utterance (~12.5 s) is cut into up to 6 non-overlapping 2 s probes; conditions:
+Each one's speech (the full utterance, ~12.5 s, with its pauses taken out by the runtime's
+segmenter: :func:`training.data.speech_audio`) is cut into up to 6 non-overlapping 2 s probes.
+(Until stop 22 the utterance was cut as recorded: 4 of the 268 clean 2 s probes held no speech
+at all and 14 less than a second, and 19 of the 1 s probes none, each a miss for every model.)
+Conditions:
 
 * ``clean``: as recorded;
 * ``babble5``: 4 talkers at 5 dB SNR, the talkers being Arabic Speech Commands val/test speakers
@@ -129,8 +133,10 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     held = heldout_speakers(root)
     probes: dict[str, list[str]] = {}
     n = int(PROBE_S * degrade.RATE_HZ)
+    from .data import speech_audio
+
     for s in held:
-        x = _read(root / LIBRI / path_of[s])
+        x = speech_audio(_read(root / LIBRI / path_of[s]))
         k = min(MAX_PROBES, len(x) // n)
         probes[s] = []
         for i in range(k):
@@ -154,15 +160,17 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
             p = out / "clean1s" / name
             p.parent.mkdir(parents=True, exist_ok=True)
             sf.write(str(p), versions["clean1s"], degrade.RATE_HZ, subtype="PCM_16")
+    with_probes = [s for s in held if probes[s]]  # (5561 has 1.8 s of speech: no 2 s probe)
     lists = {}
     for cond in CONDITIONS:
-        lists[cond] = _write_pairs(out / f"{cond}-2s.txt", probes, held, cond, rng)
+        lists[cond] = _write_pairs(out / f"{cond}-2s.txt", probes, with_probes, cond, rng)
     short_rng = np.random.default_rng(seed + 2)  # its own stream, as rooms_rng
-    lists["clean1s"] = _write_pairs(out / "clean-1s.txt", probes, held, "clean1s", short_rng)
+    lists["clean1s"] = _write_pairs(out / "clean-1s.txt", probes, with_probes, "clean1s",
+                                    short_rng)
     vp_rng = np.random.default_rng(seed + 3)  # its own stream: the lists above stay as they were
     for cond in CONDITIONS + ("clean1s",):
-        lists[f"{cond}-vp3"] = _write_voiceprint_pairs(out / f"{cond}-vp3.txt", probes, held,
-                                                       cond, vp_rng)
+        lists[f"{cond}-vp3"] = _write_voiceprint_pairs(out / f"{cond}-vp3.txt", probes,
+                                                       with_probes, cond, vp_rng)
     held_set = set(held)
     kept = [ln for ln in (root / "trials" / "librispeech-251-3s.txt").read_text().splitlines()
             if ln and all(p.split("/")[1] in held_set for p in ln.split()[1:])]
