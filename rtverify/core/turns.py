@@ -81,7 +81,8 @@ class TurnConfig:
 
     @classmethod
     def for_model(cls, raw_sidecar: dict) -> "TurnConfig":
-        """The defaults above (measured on the default LSTM's cosines) with the model's own
+        """The defaults above (measured on the LSTM without room training, ``default-short``;
+        the room-trained default carries its own) with the model's own
         values from its sidecar's ``turns`` block: cosines are each model's own scale (CAM++'s
         are far lower between and within speakers), so a model other than the LSTM carries its
         measured bars there. Unknown keys or wrong types are a ModelError. ``split_contrast``
@@ -115,6 +116,9 @@ class TurnConfig:
 
 
 LEGACY_SPLIT_KEY = "split_contrast"
+
+FINE_BATCH_ROWS = 1280
+"""Rows of short windows embedded in one model call (the pipeline's batch: 8 windows of 160)."""
 
 
 @dataclass(frozen=True)
@@ -336,11 +340,15 @@ def best_split(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
     more windows, and a side of one window (a second) is not trusted as much as three. (Until
     stop 22 the statistic was the within-side minus the across mean cosine, whose within-side
     means counted each window's cosine to itself: a one-window side looked perfectly
-    consistent and drew changes towards a segment's ends; figures in README, "Back-to-back
-    turns".)"""
+    consistent, and one odd last second could outrank the true change; figures in README,
+    "Back-to-back turns".)"""
     n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
     starts = list(range(0, n - w + 1, hop))
-    emb = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
+    # in batches no larger (in rows) than the pipeline's own 8 windows of 1.6 s: a 6 s segment
+    # holds 17 short windows, and one call for all of them grew listen's peak memory by 4 MiB
+    per_call = max(1, FINE_BATCH_ROWS // w)
+    emb = np.concatenate([session.embed(np.stack([rows[s:s + w] for s in starts[a:a + per_call]]))
+                          for a in range(0, len(starts), per_call)]).astype(np.float64)
     sims = emb @ emb.T
     k_all = len(starts)
     # running sums: the mean of each side for every split in one pass
