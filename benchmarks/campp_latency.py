@@ -37,7 +37,14 @@ def probes(data: Path, n: int, seed: int = 3) -> list[np.ndarray]:
 
 
 def latencies(session: EncoderSession, x: np.ndarray) -> list[float]:
-    vp = {"someone": np.eye(session.dim, dtype=np.float32)[0]}
+    from rtverify.core.scoring import VoiceVector
+
+    voice = VoiceVector(np.eye(session.dim, dtype=np.float32)[0])
+    expert = session.short_expert  # a voice holds the short expert's vector too, as enroll makes it
+    if expert is not None:
+        voice.companions = {expert[0].model_id: VoiceVector(
+            np.eye(expert[0].dim, dtype=np.float32)[0])}
+    vp = {"someone": voice}
     v = Verifier(session, vp, provisional=False)
     chunks = (Chunk(x[a:a + 1600], a / 16000) for a in range(0, len(x), 1600))
     tail = [Chunk(np.zeros(16000, dtype=np.float32), len(x) / 16000)]
