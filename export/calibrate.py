@@ -479,6 +479,22 @@ def write_sidecar(model_path: Path, decision: dict | None = None,
     return side
 
 
+def save_fit(out: Path, key: str, points: list, block: dict) -> Path:
+    """A fitted table (``points``) and its calibration block, as ``<out>/<key>.json`` (the
+    helpers that fit one table: ``calibrate_fall``, ``calibrate_like``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{key}.json"
+    path.write_text(json.dumps({"points": points, key: block}, indent=2) + "\n")
+    return path
+
+
+def write_fit(model_path: Path, raw: dict, key: str, block: dict, **decision) -> Path:
+    """Into the sidecar of ``model_path`` (whose contents are ``raw``): ``decision``'s entries
+    over its decision block, and ``block`` as its calibration's ``key``."""
+    return write_sidecar(model_path, dict(raw["decision"], **decision),
+                         dict(raw.get("calibration") or {}, **{key: block}))
+
+
 def load_scores(path: Path) -> tuple[Scored, Scored | None]:
     """The :class:`Scored` arrays a run saved in ``scores.npz`` (length; noisy or None)."""
     with np.load(path, allow_pickle=False) as z:

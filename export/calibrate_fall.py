@@ -54,7 +54,7 @@ from rtverify.core.pipeline import speech_weighted
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import embed_chunks, progress_bar
 
-from .calibrate import Scored, as_chunks, offsets_by_snr, write_sidecar
+from .calibrate import Scored, as_chunks, offsets_by_snr, save_fit, write_fit
 
 LIBRI = "librispeech-clean100-251spk"
 TAKE_S = 2.0
@@ -255,9 +255,7 @@ def main(argv=None) -> int:
                              if k == "snr_db_range" else k): v for k, v in r.items()}
                            for r in fit["table"]],
         "by_condition": checks}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "fall.json").write_text(json.dumps({"points": fit["points"], "fall": block},
-                                                   indent=2) + "\n")
+    save_fit(args.out, "fall", fit["points"], block)
     print(f"{'change':>7} {'range':>13} {'targets':>7} {'others':>7} {'EER':>7} "
           f"{'off@EER':>8} {'FARcap':>8} {'fit':>8}  conditions")
     for r in fit["table"]:
@@ -274,10 +272,8 @@ def main(argv=None) -> int:
               f"{100 * r['frr_fall']:>9.2f}%")
     print(f"threshold_offsets_by_fall_change_db: {json.dumps(fit['points'])}")
     if args.write_sidecar:
-        raw = session.info.raw
-        dec = dict(raw["decision"], threshold_offsets_by_fall_change_db=fit["points"])
-        calib = dict(raw.get("calibration") or {}, fall=block)
-        side = write_sidecar(model_path, dec, calib)
+        side = write_fit(model_path, session.info.raw, "fall", block,
+                         threshold_offsets_by_fall_change_db=fit["points"])
         print(f"wrote the offsets into {side}")
     return 0
 

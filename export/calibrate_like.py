@@ -39,7 +39,7 @@ from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import progress_bar
 
-from .calibrate import monotone_fit, write_sidecar
+from .calibrate import monotone_fit, save_fit, write_fit
 from .calibrate_fall import RATE, TAKE_S, TAKES, _embed, _read, speakers
 
 LENGTHS_S = (0.8, 1.2, 1.6, 2.2, 3.0, 4.5, 6.5)
@@ -157,9 +157,7 @@ def main(argv=None) -> int:
                           "model's false-accept rate at its own thresholds (length and enrolled "
                           "speech); monotone fit",
              "table": fit["table"]}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "like.json").write_text(json.dumps({"points": fit["points"], "like": block},
-                                                   indent=2) + "\n")
+    save_fit(args.out, "like", fit["points"], block)
     print(f"{'speech':>7} {'probes':>6} {'FAR ref':>8} {'thr':>7} {'fit':>7} {'FRR ref':>8} "
           f"{'FRR new':>8}")
     for r in fit["table"]:
@@ -168,10 +166,8 @@ def main(argv=None) -> int:
               f"{100 * r['frr_reference']:>7.2f}% {100 * r['frr_new']:>7.2f}%")
     print(f"thresholds_by_speech_s: {json.dumps(fit['points'])}")
     if args.write_sidecar:
-        raw = new.info.raw
-        dec = dict(raw["decision"], thresholds_by_speech_s=fit["points"],
-                   threshold=fit["threshold"])
-        side = write_sidecar(model_path, dec, dict(raw.get("calibration") or {}, like=block))
+        side = write_fit(model_path, new.info.raw, "like", block,
+                         thresholds_by_speech_s=fit["points"], threshold=fit["threshold"])
         print(f"wrote the length thresholds into {side}")
     return 0
 

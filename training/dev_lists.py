@@ -47,6 +47,7 @@ import numpy as np
 import soundfile as sf
 
 from . import degrade
+from .data import speech_audio
 
 LIBRI = "librispeech-clean100-251spk"
 PROBE_S = 2.0
@@ -133,8 +134,6 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     held = heldout_speakers(root)
     probes: dict[str, list[str]] = {}
     n = int(PROBE_S * degrade.RATE_HZ)
-    from .data import speech_audio
-
     for s in held:
         x = speech_audio(_read(root / LIBRI / path_of[s]))
         k = min(MAX_PROBES, len(x) // n)

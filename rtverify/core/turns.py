@@ -121,6 +121,16 @@ FINE_BATCH_ROWS = 1280
 """Rows of short windows embedded in one model call (the pipeline's batch: 8 windows of 160)."""
 
 
+def embed_windows(session: EncoderSession, rows: np.ndarray, starts, w: int) -> np.ndarray:
+    """Embeddings of the ``w``-row windows of ``rows`` that begin at ``starts``, float64
+    ``(len(starts), dim)``: in calls of at most :data:`FINE_BATCH_ROWS` rows, the size of the
+    pipeline's own batches (a 6 s segment holds 17 windows of a second, and one call for all of
+    them grew listen's peak memory by 2.4 MiB)."""
+    per_call = max(1, FINE_BATCH_ROWS // w)
+    return np.concatenate([session.embed(np.stack([rows[s:s + w] for s in starts[a:a + per_call]]))
+                           for a in range(0, len(starts), per_call)]).astype(np.float64)
+
+
 @dataclass(frozen=True)
 class Turn:
     """One speaker's part of a segment."""
@@ -344,11 +354,7 @@ def best_split(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Turn
     "Back-to-back turns".)"""
     n, w, hop = len(rows), cfg.fine_rows, cfg.fine_hop_rows
     starts = list(range(0, n - w + 1, hop))
-    # in batches no larger (in rows) than the pipeline's own 8 windows of 1.6 s: a 6 s segment
-    # holds 17 short windows, and one call for all of them grew listen's peak memory by 4 MiB
-    per_call = max(1, FINE_BATCH_ROWS // w)
-    emb = np.concatenate([session.embed(np.stack([rows[s:s + w] for s in starts[a:a + per_call]]))
-                          for a in range(0, len(starts), per_call)]).astype(np.float64)
+    emb = embed_windows(session, rows, starts, w)
     sims = emb @ emb.T
     k_all = len(starts)
     # running sums: the mean of each side for every split in one pass
@@ -426,7 +432,7 @@ def edge_cosines(session: EncoderSession, rows: np.ndarray, cfg: TurnConfig = Tu
         w = cfg.fine_rows
         starts = np.arange(0, n - w + 1, max(1, w // 2))
         if len(starts):
-            fine = session.embed(np.stack([rows[s:s + w] for s in starts])).astype(np.float64)
+            fine = embed_windows(session, rows, starts, w)
             more = centres(fine, starts, w)
             found = {k: found[k] if found[k] is not None else more[k] for k in found}
     out: dict[str, list[float] | None] = {"head": None, "tail": None}
