@@ -453,7 +453,8 @@ def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, e
                    segmenter: SegmenterConfig, cache_dir, progress: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A model with a ``short_expert`` decides as ``listen`` does: a trial whose test side holds
-    less speech than ``below`` is scored by the expert (its vectors of both sides, its
+    less speech than ``below`` (at an SNR clean enough for the expert, where the sidecar sets
+    one: :meth:`~rtverify.core.encoder.EncoderSession.expert_decides`) is scored by the expert (its vectors of both sides, its
     thresholds), the others by the model. The two models' cosines are on different scales, so
     a trial's score is its margin over the deciding model's own threshold for it (speech, SNR,
     room, enrolled speech: what ``listen`` compares with 0; see ``eer_margin``). Returns
@@ -461,12 +462,14 @@ def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, e
     refuses (too little speech), which trials the expert decides."""
     from .core.scoring import Scorer
 
-    short, below = expert
+    short = expert[0]
     emb_s = embed_files(short, [Path(root) / f for f in trials.takes], segmenter=segmenter,
                         cache_dir=cache_dir, progress=progress,
                         label=f"embedding for {short.model_id}").voiceprints(trials.takes,
                                                                              trials.files)
-    routed = emb.speech_s[trials.b] < below
+    snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else np.full(len(trials.b), np.nan)
+    routed = np.array([session.expert_decides(float(s), float(q))
+                       for s, q in zip(emb.speech_s[trials.b], snr_b)], dtype=bool)
     scores = np.where(routed, score_trials(trials, emb_s.vectors, Scorer.for_model(short))
                       - model_thresholds(trials, emb_s, short.info.decision, refuse=False),
                       score_trials(trials, emb.vectors, scorer)
@@ -530,6 +533,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "model_id": session.model_id, "score_norm": scorer.describe(),
         **({} if routed is None else {
             "short_expert": expert[0].model_id, "short_expert_below_s": expert[1],
+            "short_expert_min_snr_db": session.info.short_expert_min_snr_db,
             "trials_by_short_expert": int(routed.sum()),
             "scores": "margins over the deciding model's thresholds"}),
         "window": asdict(session.window),
@@ -562,7 +566,10 @@ def format_report(r: dict) -> str:
                        "threshold: the model's decisions with all thresholds moved together)"),
         ("model", f"{r['model_id']}  scores: {r['score_norm']}"
                   + (f"; {r['trials_by_short_expert']} trials with under "
-                     f"{r['short_expert_below_s']:g} s of test speech decided by "
+                     f"{r['short_expert_below_s']:g} s of test speech"
+                     + (f" at an SNR of {r['short_expert_min_snr_db']:g} dB or more"
+                        if r.get("short_expert_min_snr_db") is not None else "")
+                     + " decided by "
                      f"{r['short_expert']} (scores are margins over the deciding model's "
                      "thresholds)" if r.get("short_expert") else "")),
         ("time", f"{r['seconds']:.1f} s ({r['seconds_embedding']:.1f} s embedding)"),

@@ -87,6 +87,55 @@ def test_short_utterances_are_decided_by_the_expert_long_ones_by_the_model(route
                - expert.info.decision.threshold_for(d.speech_s)) > 1e-3
 
 
+def test_a_noisy_short_utterance_is_decided_by_the_model(routed, voice, demo):
+    """The expert learnt on clean close-talk words; under its SNR bar (30 dB for the default)
+    the room-trained model decides even a short utterance, in listen, verify and eval alike."""
+    bar = routed.info.short_expert_min_snr_db
+    assert bar is not None and 10.0 <= bar <= 40.0
+    expert, below = routed.short_expert
+    conv = read16k(DEMO / demo["conversation"])
+    turn = next(t for t in demo["script"] if t["speaker"] == demo["enrolled_speaker"])
+    a = int(turn["start_s"] * SR)
+    x = conv[a:a + int(0.8 * SR)].astype(np.float64)
+    rng = np.random.default_rng(0)
+    voices = {"alice": voice.vector(routed.companion_ids)}
+    pad = SR  # _stream pads a second each side: the noise runs through it, as a room's does
+    seen = {}
+    for name, level_db in (("clean", None), ("noisy", -15.0)):
+        y = np.concatenate([np.zeros(pad), x, np.zeros(pad)])
+        if level_db is not None:  # noise about 15 dB under the speech's level
+            rms = np.sqrt(np.mean(x ** 2))
+            y = y + rng.standard_normal(len(y)) * rms * 10 ** (level_db / 20)
+        v = Verifier(routed, voices, max_pending=8, provisional=False)
+        chunks = [Chunk(y[i:i + 1600].astype(np.float32), i / SR)
+                  for i in range(0, len(y), 1600)]
+        (d,) = [e for e in v.process(chunks) if isinstance(e, DecisionEvent)]
+        assert d.speech_s < below
+        seen[name] = d
+    noisy, clean = seen["noisy"], seen["clean"]
+    assert noisy.snr_db is not None and noisy.snr_db < bar
+    assert not routed.expert_decides(noisy.speech_s, noisy.snr_db)
+    assert noisy.threshold == pytest.approx(
+        routed.info.decision.threshold_for(noisy.speech_s, noisy.snr_db, None)
+        + routed.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+    assert clean.snr_db is None or clean.snr_db >= bar
+    assert routed.expert_decides(clean.speech_s, clean.snr_db)
+    assert clean.threshold == pytest.approx(
+        expert.info.decision.threshold_for(clean.speech_s, clean.snr_db, None)
+        + expert.info.decision.enrol_offset(voice.speech_s), abs=1e-6)
+
+
+def test_expert_decides_by_speech_and_snr(routed):
+    expert, below = routed.short_expert
+    bar = routed.info.short_expert_min_snr_db
+    assert routed.expert_decides(below - 0.1, bar + 1)
+    assert routed.expert_decides(below - 0.1, None)  # unknown SNR: taken as clean
+    assert routed.expert_decides(below - 0.1, float("nan"))
+    assert not routed.expert_decides(below - 0.1, bar - 1)
+    assert not routed.expert_decides(below + 0.1, bar + 1)
+    assert not expert.expert_decides(0.1, None)  # no expert of its own
+
+
 def test_a_voice_without_the_experts_vector_is_decided_by_the_model(routed, voice, demo,
                                                                      caplog):
     import dataclasses
@@ -122,8 +171,9 @@ def test_verify_routes_a_short_recording_to_the_expert(routed, voice, demo, tmp_
     conv = read16k(DEMO / demo["conversation"])
     turn = demo["script"][0]
     a = int(turn["start_s"] * SR)
-    path = tmp_path / "short.wav"
-    sf.write(path, conv[a:a + int(0.8 * SR)], SR)
+    path = tmp_path / "short.wav"  # with quiet around it: clean enough for the expert
+    quiet = np.zeros(SR // 2, np.float32)
+    sf.write(path, np.concatenate([quiet, conv[a:a + int(0.8 * SR)], quiet]), SR)
     r = verify(routed, voice, FileSource(path), str(path), live=False)
     assert r.recording.speech_s < below
     assert r.decision.threshold == pytest.approx(
@@ -145,11 +195,16 @@ def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path,
     conv = read16k(DEMO / demo["conversation"])
     import soundfile as sf
 
+    rng = np.random.default_rng(1)
     lines = []
     for i, t in enumerate(demo["script"]):
         a, b = int(t["start_s"] * SR), int(t["end_s"] * SR)
         sf.write(tmp_path / f"u{i}_long.wav", conv[a:b], SR)
-        sf.write(tmp_path / f"u{i}_short.wav", conv[a:a + int(0.8 * SR)], SR)
+        quiet = np.zeros(SR // 2, np.float32)
+        short = np.concatenate([quiet, conv[a:a + int(0.7 * SR)], quiet])
+        sf.write(tmp_path / f"u{i}_short.wav", short, SR)
+        noise = rng.standard_normal(len(short)) * np.sqrt(np.mean(short ** 2)) * 0.3
+        sf.write(tmp_path / f"u{i}_noisy.wav", (short + noise).astype(np.float32), SR)
     script = demo["script"]
     for i, t in enumerate(script):
         for j, u in enumerate(script):
@@ -157,18 +212,23 @@ def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path,
                 lab = int(t["speaker"] == u["speaker"])
                 lines.append(f"{lab} u{i}_long.wav u{j}_long.wav")
                 lines.append(f"{lab} u{i}_long.wav u{j}_short.wav")
+                lines.append(f"{lab} u{i}_long.wav u{j}_noisy.wav")
     (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
     r = evaluate(tmp_path / "trials.txt", tmp_path, routed)
     expert, below = routed.short_expert
     assert r["short_expert"] == expert.model_id
     assert 0 < r["trials_by_short_expert"] < r["trials"]
+    # the short clips in quiet, not the same clips in noise (under the expert's SNR bar)
     assert r["trials_by_short_expert"] == sum("short" in ln.split()[2] for ln in lines)
+    assert r["short_expert_min_snr_db"] == routed.info.short_expert_min_snr_db
     assert 0.0 <= r["eer"] <= 0.5 and r["eer"] == pytest.approx(r["eer_margin"])
 
 
 @pytest.mark.parametrize("block, problem", [
     ({"model": "default-short"}, "short_expert must be"),
     ({"model": "default-short", "below_speech_s": 0}, "below_speech_s"),
+    ({"model": "default-short", "below_speech_s": 0.8, "min_snr_db": 500}, "min_snr_db"),
+    ({"model": "default-short", "below_speech_s": 0.8, "other": 1}, "short_expert must be"),
     ("default-short", "short_expert must be"),
 ])
 def test_a_bad_short_expert_block_is_one_line(tmp_path, block, problem):

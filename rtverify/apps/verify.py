@@ -153,7 +153,7 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     if rec.vector is None or rec.speech_s < need_s:
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
                               f"{need_s:.1f} s are needed to decide")
-    if expert is not None and rec.speech_s < expert[1] and not kept.full:
+    if session.expert_decides(rec.speech_s, rec.snr_db) and not kept.full:
         # as listen decides a short utterance: the short expert, with its vector of the voice
         seen = voiceprint.for_model(expert[0].model_id)
         short = embed_recording(expert[0], [Chunk(kept.samples, 0.0)]) if seen else None

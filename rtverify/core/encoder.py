@@ -121,6 +121,11 @@ class ModelInfo:
     the sidecar) with its own voiceprint vectors and thresholds; it must read the same rows.
     The default pairs an LSTM trained for noisy and reverberant rooms with the LSTM it was
     distilled from, which is better on words under a second (see :class:`EncoderSession`)."""
+    short_expert_min_snr_db: float | None = None
+    """The sidecar's ``short_expert.min_snr_db``: the expert decides a short utterance only
+    where its estimated SNR is at least this (an unknown SNR counts as clean); below it, the
+    model itself does. The default's expert was trained on clean close-talk keywords: in babble
+    and rooms the room-trained model is better even on short speech. None: at any SNR."""
 
     def segmenter_config(self, cfg: SegmenterConfig) -> SegmenterConfig:
         """``cfg`` with at least the model's pre- and post-roll. CAM++ was trained on whole
@@ -155,19 +160,28 @@ class ModelInfo:
             if not all(0 <= c <= 2000 for c in context):
                 raise ValueError(f"segment_context_ms must be 0-2000 ms, got {ctx}")
             expert = data.get("short_expert")
+            min_snr = None
             if expert is not None:
-                if not isinstance(expert, dict) or set(expert) != {"model", "below_speech_s"} \
+                if not isinstance(expert, dict) or \
+                        not {"model", "below_speech_s"} <= set(expert) <= \
+                        {"model", "below_speech_s", "min_snr_db"} \
                         or not isinstance(expert["model"], str) or not expert["model"]:
                     raise ValueError("short_expert must be {\"model\": NAME, "
-                                     "\"below_speech_s\": SECONDS}")
+                                     "\"below_speech_s\": SECONDS[, \"min_snr_db\": DB]}")
                 below = float(expert["below_speech_s"])
                 if not 0.0 < below <= 10.0:
                     raise ValueError(f"short_expert.below_speech_s must be 0-10 s, got {below}")
+                if expert.get("min_snr_db") is not None:
+                    min_snr = float(expert["min_snr_db"])
+                    if not -20.0 <= min_snr <= 100.0:
+                        raise ValueError("short_expert.min_snr_db must be -20-100 dB, "
+                                         f"got {min_snr}")
                 expert = (expert["model"], below)
             return cls(model_id=str(data["model_id"]), features=features,
                        window=WindowConfig.from_dict(data["window"]),
                        decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data,
-                       context_ms=context, short_expert=expert)
+                       context_ms=context, short_expert=expert,
+                       short_expert_min_snr_db=min_snr)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
 
@@ -280,6 +294,16 @@ class EncoderSession:
                                  "the same rows (features, window) and have no expert of its own")
             cached = self._short_expert = (expert, below)
         return cached
+
+    def expert_decides(self, speech_s: float, snr_db: float | None) -> bool:
+        """Whether the short expert (if any) decides an utterance of ``speech_s`` voiced seconds
+        at an estimated SNR of ``snr_db`` dB (None or not finite: unknown, taken as clean): less
+        speech than its bar, and (``short_expert_min_snr_db``) clean enough for it."""
+        spec = self.info.short_expert
+        if spec is None or not speech_s < spec[1]:
+            return False
+        bar = self.info.short_expert_min_snr_db
+        return bar is None or snr_db is None or not math.isfinite(snr_db) or snr_db >= bar
 
     @property
     def features(self) -> FeatureConfig | FbankConfig:

@@ -39,7 +39,8 @@ class Verifier:
     :param voiceprints: name -> unit embedding of the voices to score against (may be empty:
         decisions then say ``no_voices`` but still carry embeddings, which enrolment uses).
         Under a model with a ``short_expert`` (the default), an utterance with less speech than
-        the expert's bar is decided by the expert, against each voice's vector for it
+        the expert's bar (and, where the sidecar says, a clean enough SNR) is decided by the
+        expert, against each voice's vector for it
         (:attr:`~rtverify.core.scoring.VoiceVector.companions`).
     :param segmenter: VAD and segmentation settings.
     :param threshold: overrides the model's calibrated threshold.
@@ -92,19 +93,19 @@ class Verifier:
         self.tally = Tally()
         """Counts of the events this verifier has handed out (what :meth:`summary` reports)."""
         self._band_warned: set[str] = set()
-        self._short, self._short_below = self._short_expert(segmenter, threshold)
+        self._short = self._short_expert(segmenter, threshold)
         self.reset()
 
     def _short_expert(self, segmenter: SegmenterConfig, threshold: float | None
-                      ) -> "tuple[Verifier | None, float]":
+                      ) -> "Verifier | None":
         """The scorer of short utterances when the model names a ``short_expert`` (a Verifier
         of that model over the voices' vectors for it, used for its scores and thresholds
-        only), and the speech under which it decides; ``(None, 0)`` otherwise, or when some
-        voice holds no vector for it (enrolled with that model alone: every utterance is then
-        decided by this model)."""
+        only; which utterances it decides: :meth:`EncoderSession.expert_decides`); None
+        otherwise, or when some voice holds no vector for it (enrolled with that model alone:
+        every utterance is then decided by this model)."""
         expert = self.session.short_expert if self.voiceprints else None
         if expert is None:
-            return None, 0.0
+            return None
         sub, below = expert
         voices = {n: getattr(v, "companions", {}).get(sub.model_id)
                   for n, v in self.voiceprints.items()}
@@ -115,9 +116,9 @@ class Verifier:
                 "speech): short utterances are scored by %s; re-enroll to score them better",
                 ", ".join(map(repr, missing[:3])) + (" ..." if len(missing) > 3 else ""),
                 "s" if len(missing) == 1 else "", sub.model_id, below, self.session.model_id)
-            return None, 0.0
+            return None
         return Verifier(sub, voices, segmenter=segmenter, threshold=threshold,
-                        provisional=False), below
+                        provisional=False)
 
     def reset(self) -> None:
         """Forget the stream (an open segment is discarded)."""
@@ -327,7 +328,7 @@ class Verifier:
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd,
                 t: float | None) -> DecisionEvent | list[DecisionEvent] | None:
         t = time.perf_counter() if t is None else t
-        if self._short is not None and end.speech_s < self._short_below:
+        if self._short is not None and self.session.expert_decides(end.speech_s, end.snr_db):
             return self._decide_short(embedder, end, t)
         memo: dict = {}
 
@@ -369,7 +370,7 @@ class Verifier:
                 scores = memo.get("segment_scores")  # the edge check scored it already
             rows = embedder.last_rows[turn.start_row:turn.end_row]
             fall = self._fall(rows, speech_s)
-            if self._short is not None and speech_s < self._short_below:
+            if self._short is not None and self.session.expert_decides(speech_s, end.snr_db):
                 # a turn split off with under the expert's bar of speech: the expert decides it
                 d, _ = self._short._decide_rows(rows, speech_s, end.snr_db, band, fall)
             else:
