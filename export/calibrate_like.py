@@ -89,16 +89,21 @@ def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: 
             "enrol_s": np.array(vp_speech)}
 
 
-def like_thresholds(data: dict, reference, model, n_groups: int = 8) -> dict:
+def like_thresholds(data: dict, reference, model, n_groups: int = 8,
+                    pooled: bool = False) -> dict:
     """Per speech group (quantiles of the probes' speech): the reference's false-accept rate at
     its own thresholds (length and enrolled speech) and the new model's length threshold at that
-    rate (its scores less its own offsets for the enrolled speech); the monotone fit."""
+    rate (its scores less its own offsets for the enrolled speech); the monotone fit. With
+    ``pooled``, every group takes the reference's rate over all groups instead of its own: the
+    same share of strangers let through overall, spread evenly over the amounts of speech."""
     speech = data["speech_s"]
     enrol = data["enrol_s"]
     ref = data["scores"][1] - np.array([reference.enrol_offset(e) for e in enrol])[None]
     new = data["scores"][0] - np.array([model.enrol_offset(e) for e in enrol])[None]
     target = data["target"]
     edges = np.quantile(speech, np.linspace(0, 1, n_groups + 1))
+    thr_all = np.array([reference.threshold_for(s) for s in speech])[:, None]
+    far_pooled = float(((ref - thr_all)[~target] >= 0).mean())
     rows = []
     for g in range(n_groups):
         sel = (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1 else True)
@@ -107,12 +112,13 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8) -> dict:
         thr_ref = np.array([reference.threshold_for(s) for s in speech[sel]])[:, None]
         t = target[sel]
         imp_ref = (ref[sel] - thr_ref)[~t]
-        far = float((imp_ref >= 0).mean())
+        far_own = float((imp_ref >= 0).mean())
+        far = far_pooled if pooled else far_own
         imp_new = new[sel][~t]
         thr = float(np.quantile(imp_new, 1.0 - far)) if far > 0 else float(imp_new.max())
         rows.append({"speech_s": float(np.median(speech[sel])), "n_probes": int(sel.sum()),
                      "n_target": int(t.sum()), "n_nontarget": int((~t).sum()),
-                     "far_reference": far, "threshold": thr,
+                     "far_reference": far_own, "far": far, "threshold": thr,
                      "frr_reference": float(((ref[sel] - thr_ref)[t] < 0).mean()),
                      "frr_new": float((new[sel][t] < thr).mean())})
     xs = np.array([r["speech_s"] for r in rows])
@@ -138,6 +144,10 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/like"))
     ap.add_argument("--speakers", type=int, default=None, help="use only the first N speakers")
     ap.add_argument("--groups", type=int, default=8, help="speech groups (default %(default)s)")
+    ap.add_argument("--far", choices=("per-length", "pooled"), default="per-length",
+                    help="per-length: each speech group lets through the share of impostors "
+                         "the reference does at that length; pooled: every group the "
+                         "reference's share over all lengths (default %(default)s)")
     ap.add_argument("--write-sidecar", action="store_true")
     args = ap.parse_args(argv)
     model_path = resolve_model(args.model)
@@ -147,7 +157,8 @@ def main(argv=None) -> int:
     n = len(speakers(args.root)) if args.speakers is None else args.speakers
     with progress_bar(sys.stderr.isatty(), "calibrating like the reference", n) as advance:
         data = collect([new, ref], args.root, limit=args.speakers, progress=advance)
-    fit = like_thresholds(data, ref.info.decision, new.info.decision, args.groups)
+    fit = like_thresholds(data, ref.info.decision, new.info.decision, args.groups,
+                          pooled=args.far == "pooled")
     block = {"reference": ref.model_id,
              "data": f"{len(data['speech_s'])} probes of {data['target'].shape[1]} LibriSpeech "
                      "speakers outside the dev lists, each against every speaker's 3 x 2 s dry "
@@ -155,13 +166,16 @@ def main(argv=None) -> int:
              "criterion": "per speech group, the impostor-score quantile (less the model's "
                           "own offset for the voiceprint's enrolled speech) at the reference "
                           "model's false-accept rate at its own thresholds (length and enrolled "
-                          "speech); monotone fit",
+                          "speech)" + (", over all groups (one rate at every length)"
+                                       if args.far == "pooled" else " in that group")
+                          + "; monotone fit",
              "table": fit["table"]}
     save_fit(args.out, "like", fit["points"], block)
-    print(f"{'speech':>7} {'probes':>6} {'FAR ref':>8} {'thr':>7} {'fit':>7} {'FRR ref':>8} "
-          f"{'FRR new':>8}")
+    print(f"{'speech':>7} {'probes':>6} {'FAR ref':>8} {'FAR new':>8} {'thr':>7} {'fit':>7} "
+          f"{'FRR ref':>8} {'FRR new':>8}")
     for r in fit["table"]:
         print(f"{r['speech_s']:>7.2f} {r['n_probes']:>6} {100 * r['far_reference']:>7.2f}% "
+              f"{100 * r['far']:>7.2f}% "
               f"{r['threshold']:>7.4f} {r['threshold_fit']:>7.4f} "
               f"{100 * r['frr_reference']:>7.2f}% {100 * r['frr_new']:>7.2f}%")
     print(f"thresholds_by_speech_s: {json.dumps(fit['points'])}")

@@ -123,3 +123,34 @@ def test_calibrate_like_gives_the_new_model_the_references_false_accepts():
         assert (imp_new >= row["threshold"]).mean() == pytest.approx(far, abs=2 / len(imp_new))
     ys = [p[1] for p in fit["points"]]
     assert ys == sorted(ys) and ys[-1] > ys[0]  # stricter for longer speech, as the reference
+
+
+def test_calibrate_like_pooled_lets_through_one_share_at_every_length():
+    """``--far pooled``: every speech group lets through the reference's share of impostors
+    over all groups (not its own group's), so a table whose impostor scores do not move with
+    speech comes out flat, where the per-length one would follow the reference's slope."""
+    from export.calibrate_like import like_thresholds
+
+    rng = np.random.default_rng(1)
+    n_probes, n_vps = 800, 60
+    speech = np.repeat(np.linspace(0.6, 5.0, 8), n_probes // 8)
+    enrol = np.full(n_vps, 6.0)
+    target = np.zeros((n_probes, n_vps), dtype=bool)
+    target[np.arange(n_probes), np.arange(n_probes) % n_vps] = True
+    ref = rng.normal(0.55, 0.1, (n_probes, n_vps)) + 0.3 * target
+    new = rng.normal(0.70, 0.06, (n_probes, n_vps)) + 0.25 * target
+    reference = DecisionConfig(threshold=0.75, thresholds_by_speech_s=((0.6, 0.70), (5.0, 0.80)))
+    model = DecisionConfig(threshold=0.8)
+    data = {"scores": [new, ref], "target": target, "speech_s": speech, "enrol_s": enrol}
+    thr_ref = np.array([reference.threshold_for(x) for x in speech])[:, None]
+    pooled_far = ((ref - thr_ref)[~target] >= 0).mean()
+    per = like_thresholds(data, reference, model, n_groups=8)
+    flat = like_thresholds(data, reference, model, n_groups=8, pooled=True)
+    for row in flat["table"]:
+        assert row["far"] == pytest.approx(pooled_far)
+        sel = np.abs(speech - row["speech_s"]) < 1e-9
+        imp_new = new[sel][~target[sel]]
+        assert (imp_new >= row["threshold"]).mean() == pytest.approx(pooled_far,
+                                                                     abs=2 / len(imp_new))
+    spread = lambda fit: fit["points"][-1][1] - fit["points"][0][1]  # noqa: E731
+    assert spread(per) > 0.05 and abs(spread(flat)) < 0.02
