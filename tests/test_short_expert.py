@@ -189,22 +189,24 @@ def test_verify_routes_a_short_recording_to_the_expert(routed, voice, demo, tmp_
             voice.speech_s), abs=1e-6)
 
 
-def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path, demo):
-    from rtverify.evaluation import evaluate
-
-    conv = read16k(DEMO / demo["conversation"])
+@pytest.fixture(scope="module")
+def demo_trials(tmp_path_factory, demo):
+    """Trials between the demo's lines: whole lines, their first 0.7 s in quiet (for the expert)
+    and the same 0.7 s in noise (under its SNR bar). Returns ``(folder, lines)``."""
     import soundfile as sf
 
+    root = tmp_path_factory.mktemp("demo_trials")
+    conv = read16k(DEMO / demo["conversation"])
     rng = np.random.default_rng(1)
     lines = []
     for i, t in enumerate(demo["script"]):
         a, b = int(t["start_s"] * SR), int(t["end_s"] * SR)
-        sf.write(tmp_path / f"u{i}_long.wav", conv[a:b], SR)
+        sf.write(root / f"u{i}_long.wav", conv[a:b], SR)
         quiet = np.zeros(SR // 2, np.float32)
         short = np.concatenate([quiet, conv[a:a + int(0.7 * SR)], quiet])
-        sf.write(tmp_path / f"u{i}_short.wav", short, SR)
+        sf.write(root / f"u{i}_short.wav", short, SR)
         noise = rng.standard_normal(len(short)) * np.sqrt(np.mean(short ** 2)) * 0.3
-        sf.write(tmp_path / f"u{i}_noisy.wav", (short + noise).astype(np.float32), SR)
+        sf.write(root / f"u{i}_noisy.wav", (short + noise).astype(np.float32), SR)
     script = demo["script"]
     for i, t in enumerate(script):
         for j, u in enumerate(script):
@@ -213,8 +215,15 @@ def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path,
                 lines.append(f"{lab} u{i}_long.wav u{j}_long.wav")
                 lines.append(f"{lab} u{i}_long.wav u{j}_short.wav")
                 lines.append(f"{lab} u{i}_long.wav u{j}_noisy.wav")
-    (tmp_path / "trials.txt").write_text("\n".join(lines) + "\n")
-    r = evaluate(tmp_path / "trials.txt", tmp_path, routed)
+    (root / "trials.txt").write_text("\n".join(lines) + "\n")
+    return root, lines
+
+
+def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, demo_trials):
+    from rtverify.evaluation import evaluate
+
+    root, lines = demo_trials
+    r = evaluate(root / "trials.txt", root, routed)
     expert, below = routed.short_expert
     assert r["short_expert"] == expert.model_id
     assert 0 < r["trials_by_short_expert"] < r["trials"]
@@ -222,6 +231,20 @@ def test_eval_scores_each_trial_with_the_model_that_decides_it(routed, tmp_path,
     assert r["trials_by_short_expert"] == sum("short" in ln.split()[2] for ln in lines)
     assert r["short_expert_min_snr_db"] == routed.info.short_expert_min_snr_db
     assert 0.0 <= r["eer"] <= 0.5 and r["eer"] == pytest.approx(r["eer_margin"])
+
+
+def test_margin_parts_reports_what_eval_does(routed, demo_trials):
+    """tools.margin_parts' "margins" is eval's EER for a routed model, and it routes the same
+    trials; "no expert" decides every trial by the model."""
+    from rtverify.evaluation import evaluate
+    from tools.margin_parts import parts
+
+    root, lines = demo_trials
+    r = evaluate(root / "trials.txt", root, routed)
+    p = parts(routed, root / "trials.txt", root, None)
+    assert p["routed"] == r["trials_by_short_expert"]
+    assert p["margins"] == pytest.approx(100 * r["eer"])
+    assert len(p["thirds"]) == 3 and all(lo <= hi for lo, hi, _, _ in p["thirds"])
 
 
 @pytest.mark.parametrize("block, problem", [
