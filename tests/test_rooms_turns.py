@@ -250,3 +250,84 @@ def test_best_split_places_a_change_and_scores_one_voice_lower():
         assert find_turns(enc, _voices([400, 150], seed),
                           TurnConfig(split_distance=dist + 0.01)) == []
 
+
+
+# -- a max_length cut in the middle of speech: the last second waits for the next segment ----
+def _cut_after_change(session, demo, conversation, into_s=0.45):
+    """alice (198: her 3.35 s) then 229 50 ms later, and a segmenter whose max_length cut falls
+    ``into_s`` seconds into 229's speech. Returns the stream, the join, the segmenter."""
+    from rtverify.config import SegmenterConfig
+
+    x, (join,) = back_to_back(turn(demo, conversation, 3)[:int(3.35 * SR)],
+                              turn(demo, conversation, 2)[:int(2.5 * SR)])
+    plain = [e for e in decisions(session, {}, x) if isinstance(e, SpeechStarted)]
+    start = max(e.start_s for e in plain if e.start_s < join)
+    return x, join, SegmenterConfig(max_segment_s=round(join - start + into_s, 2))
+
+
+def _no_turns(session, vp, seg, hold_s):
+    from rtverify.core.turns import TurnConfig, TurnEmbedder
+
+    v = Verifier(session, vp, segmenter=seg)
+    v.HOLD_S = hold_s
+    v._turn_cfg = TurnConfig(enabled=False)  # the hold alone: no split search, no edge checks
+    v.embedder = TurnEmbedder(session, cfg=v._turn_cfg)
+    return v
+
+
+def _shown(ds):
+    return [(d.start_s, d.end_s, d.end_reason, d.accepted, round(d.speech_s, 2)) for d in ds]
+
+
+def test_the_second_before_a_max_length_cut_waits_for_the_next_segment(session, alice_print,
+                                                                        demo, conversation):
+    """A stranger who began just before a max_length cut does not ride on alice's accepted
+    decision: the decision comes at the cut but covers the segment up to HOLD_S before it;
+    that half second opens the next segment, judged with the stranger's speech after it."""
+    x, join, seg = _cut_after_change(session, demo, conversation)
+    runs = {}
+    for hold in (Verifier.HOLD_S, 0.0):
+        v = _no_turns(session, {"alice": alice_print}, seg, hold)
+        runs[hold] = [e for e in v.process(chunks_of(x, 1600)) if isinstance(e, DecisionEvent)]
+    held, plain = runs[Verifier.HOLD_S], runs[0.0]
+    cut = next(d for d in plain if d.end_reason == "max_length")
+    assert cut.accepted and cut.end_s > join + 0.4, _shown(plain)  # control: 229 rides on her
+    first = next(d for d in held if d.end_reason == "max_length")
+    assert first.accepted and first.speaker == "alice", _shown(held)
+    assert first.start_s == cut.start_s
+    assert abs(first.end_s - (cut.end_s - Verifier.HOLD_S)) < 0.011, _shown(held)
+    assert first.end_s < join + 0.1, (_shown(held), join)
+    after = held[held.index(first) + 1]
+    assert after.start_s == first.end_s and not after.accepted, _shown(held)
+    # the held second's speech moves with it: the two decisions hold what the two did before
+    later = plain[plain.index(cut) + 1]
+    assert first.speech_s + after.speech_s == pytest.approx(cut.speech_s + later.speech_s,
+                                                            abs=0.02)
+    starts = [e.start_s for e in _no_turns(session, {"alice": alice_print}, seg, 0.5).process(
+        chunks_of(x, 1600)) if isinstance(e, SpeechStarted)]
+    assert after.start_s in starts  # the next utterance says it began at the held second
+
+
+def test_without_voices_a_max_length_cut_holds_nothing_back(session, demo, conversation):
+    """Enrolment and eval pool a recording's windows: their segments are cut as before."""
+    x, join, seg = _cut_after_change(session, demo, conversation)
+    ends = {}
+    for hold in (1.0, 0.0):
+        v = _no_turns(session, {}, seg, hold)
+        ends[hold] = [(d.start_s, d.end_s) for d in v.process(chunks_of(x, 1600))
+                      if isinstance(d, DecisionEvent)]
+    assert ends[1.0] == ends[0.0]
+
+
+def test_a_stream_that_stops_at_the_cut_decides_the_held_second(session, alice_print, demo,
+                                                                conversation):
+    x, join, seg = _cut_after_change(session, demo, conversation)
+    plain = [d for d in _no_turns(session, {"alice": alice_print}, seg, 0.0).process(
+        chunks_of(x, 1600)) if isinstance(d, DecisionEvent)]
+    cut = next(d for d in plain if d.end_reason == "max_length")
+    y = x[:int(round(cut.end_s * SR))]  # the stream ends with the frame that reached the limit
+    ds = [d for d in _no_turns(session, {"alice": alice_print}, seg, 0.5).process(
+        chunks_of(y, 1600)) if isinstance(d, DecisionEvent)]
+    assert [d.end_reason for d in ds][-2:] == ["max_length", "end_of_stream"], _shown(ds)
+    assert ds[-1].start_s == ds[-2].end_s and ds[-1].end_s == pytest.approx(cut.end_s)
+    assert ds[-1].speech_s > 0.2 and not ds[-1].accepted, _shown(ds)

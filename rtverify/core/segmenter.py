@@ -73,6 +73,9 @@ class SegmentEnd:
     """The background level the segment's speech stood over (dB relative to full scale): the
     lower of the noise floor when it opened (the background before it, once the floor has been
     measured on enough audio) and the floor when it closed. None only if never measured."""
+    continues: bool = False
+    """A ``max_length`` cut in the middle of speech: the next segment opens with the very next
+    frame (no pause between them)."""
 
     @property
     def snr_db(self) -> float | None:
@@ -319,7 +322,7 @@ class Segmenter:
             return False
         return float(np.std(self._seg_levels)) < self._steady_db
 
-    def _close(self, reason: str, events: list) -> list[_Frame]:
+    def _close(self, reason: str, events: list, continues: bool = False) -> list[_Frame]:
         """End the open segment; returns the held frames it did not keep."""
         keep, rest = self._held[:self._post_roll], self._held[self._post_roll:]
         self._take(keep, events)
@@ -334,7 +337,8 @@ class Segmenter:
             clipped=self._seg_clipped > self.cfg.clipped_fraction * max(self._seg_samples, 1),
             level_dbfs=10.0 * np.log10(voiced_power + 1e-12),
             dropped=drop_reason is not None, drop_reason=drop_reason,
-            noise_floor_dbfs=background_dbfs(self._seg_floor_db, self._floor_db)))
+            noise_floor_dbfs=background_dbfs(self._seg_floor_db, self._floor_db),
+            continues=continues))
         self._in_speech = False
         self._held = []
         return rest
@@ -398,7 +402,7 @@ class Segmenter:
             if self._held:  # a short pause right at the limit: end there, as after a pause
                 self._ring.extend(self._close("max_length", events))
             else:
-                self._close("max_length", events)
+                self._close("max_length", events, continues=True)
                 self._continue = True
                 # the speech goes straight on: its next part needs no new confirmation
                 self._carry_confirmed = self._confirmer is not None and self._confirmer.confirmed
