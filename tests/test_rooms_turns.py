@@ -331,3 +331,34 @@ def test_a_stream_that_stops_at_the_cut_decides_the_held_second(session, alice_p
     assert [d.end_reason for d in ds][-2:] == ["max_length", "end_of_stream"], _shown(ds)
     assert ds[-1].start_s == ds[-2].end_s and ds[-1].end_s == pytest.approx(cut.end_s)
     assert ds[-1].speech_s > 0.2 and not ds[-1].accepted, _shown(ds)
+
+
+def test_a_segments_prefix_is_embedded_from_its_own_windows(session, demo, conversation):
+    """The decision before a held-back half second reuses the segment's windows (and embeds at
+    most one tail window): the vector of those rows embedded afresh."""
+    from rtverify.core.encoder import embed_segment, l2_normalize
+    from rtverify.core.turns import TurnConfig, TurnEmbedder
+
+    x = turn(demo, conversation, 1)  # 4.5 s of one speaker
+    rows = session.streaming_features().push(x)
+    emb = TurnEmbedder(session, max_pending=1, cfg=TurnConfig(enabled=False))
+    emb.push_rows(rows)
+    emb.finish_turns()
+    w = session.window
+    for n in (len(rows) - 50, len(rows) - 51, w.window_frames + w.hop_frames + 3):
+        got = emb.prefix_embedding(n)
+        want = embed_segment(session, rows[:n])
+        assert got.n_windows == want.n_windows
+        # (the int8 layers quantise each call's batch as a whole: the streaming windows, one a
+        # call, and embed_segment's batch of eight differ in the fourth digit)
+        assert float(got.vector @ want.vector) > 0.9995
+        far = embed_segment(session, rows[:n - 100])  # while a second less is clearly another
+        assert float(got.vector @ want.vector) > float(got.vector @ far.vector) + 1e-4
+    # without the tail window (what listen uses): the whole windows alone, no model call
+    n = len(rows) - 50
+    k = (n - w.window_frames) // w.hop_frames + 1
+    plain = emb.prefix_embedding(n, tail=False)
+    assert plain.n_windows == k
+    np.testing.assert_allclose(plain.vector, l2_normalize(np.sum(emb.last_windows[:k], axis=0)),
+                               atol=1e-6)
+    assert emb.prefix_embedding(w.window_frames - 1) is None  # no window fits: embed the rows

@@ -26,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from .encoder import EncoderSession, SegmentEmbedder, embed_segment, l2_normalize
+from .encoder import (EncoderSession, SegmentEmbedder, SegmentEmbedding, embed_segment,
+                      l2_normalize)
 
 
 @dataclass(frozen=True)
@@ -163,6 +164,8 @@ class TurnEmbedder(SegmentEmbedder):
         super().reset()
         self.last_rows: np.ndarray | None = None
         """The rows of the segment :meth:`finish_turns` last closed (for its band)."""
+        self.last_windows: list[np.ndarray] = []
+        """That segment's window embeddings, in order (:meth:`prefix_embedding`)."""
         self.windows: list[np.ndarray] = []
         self._all_rows: list[np.ndarray] = []
         self.suspected = False
@@ -256,9 +259,27 @@ class TurnEmbedder(SegmentEmbedder):
                      for (a, b), pool in zip(bounds, pooled)]
         if turns is None:
             turns = [Turn(0, n_rows, seg.vector, seg.window_sum, seg.n_windows)]
+        windows = self.windows
         self.reset()
         self.last_rows = rows
+        self.last_windows = windows
         return turns, n_rows
+
+    def prefix_embedding(self, n: int, tail: bool = True) -> SegmentEmbedding | None:
+        """The embedding of the first ``n`` rows of the segment :meth:`finish_turns` last
+        closed, as :func:`~rtverify.core.encoder.embed_segment` would make it, from that
+        segment's windows wholly inside them and (with ``tail``) at most one new window aligned
+        to row ``n``; None when no window fits (then embed the rows)."""
+        w, hop = self.window.window_frames, self.window.hop_frames
+        k = 0 if n < w else min((n - w) // hop + 1, len(self.last_windows))
+        if k == 0 or self.last_rows is None:
+            return None
+        total = np.sum(self.last_windows[:k], axis=0, dtype=np.float64)
+        count = k
+        if tail and n - ((k - 1) * hop + w) >= self.window.min_tail_frames:
+            total = total + self.session.embed(self.last_rows[None, n - w:n])[0]
+            count += 1
+        return SegmentEmbedding(l2_normalize(total), total, count)
 
     def own_windows(self, n_rows: int):
         """The segment's window embeddings as :func:`edge_cosines` takes them (``own``):
