@@ -362,3 +362,30 @@ def test_a_segments_prefix_is_embedded_from_its_own_windows(session, demo, conve
     np.testing.assert_allclose(plain.vector, l2_normalize(np.sum(emb.last_windows[:k], axis=0)),
                                atol=1e-6)
     assert emb.prefix_embedding(w.window_frames - 1) is None  # no window fits: embed the rows
+
+
+def test_a_cut_in_a_short_pause_holds_back_too(session, alice_print, demo, conversation):
+    """A max_length cut that falls in a short pause (the stranger's first words come a moment
+    later) holds back as well: the next segment takes the held rows when it opens within a
+    pause's length; when nobody speaks on, they are decided alone, once the pause is over."""
+    x, join, seg = _cut_after_change(session, demo, conversation, into_s=0.7)
+    plain = [d for d in _no_turns(session, {"alice": alice_print}, seg, 0.0).process(
+        chunks_of(x, 1600)) if isinstance(d, DecisionEvent)]
+    cut = next(d for d in plain if d.end_reason == "max_length")
+    later = plain[plain.index(cut) + 1]
+    assert later.start_s > cut.end_s, _shown(plain)  # cut in a pause: the next opens later
+    held = [d for d in _no_turns(session, {"alice": alice_print}, seg, 0.5).process(
+        chunks_of(x, 1600)) if isinstance(d, DecisionEvent)]
+    first = next(d for d in held if d.end_reason == "max_length")
+    assert abs(first.end_s - (cut.end_s - 0.5)) < 0.011, _shown(held)
+    after = held[held.index(first) + 1]
+    assert after.start_s == first.end_s and after.end_s == later.end_s, _shown(held)
+    # nobody speaks on: the held rows are decided alone once the pause would have ended it
+    rng = np.random.default_rng(3)
+    y = np.concatenate([x[:int(round(cut.end_s * SR))],
+                        (10 ** (-65 / 20) * rng.standard_normal(SR)).astype(np.float32)])
+    v = _no_turns(session, {"alice": alice_print}, seg, 0.5)
+    events = list(v.process(chunks_of(y, 1600)))
+    ds = [e for e in events if isinstance(e, DecisionEvent)]
+    assert [d.end_reason for d in ds][-2:] == ["max_length", "pause"], _shown(ds)
+    assert ds[-1].start_s == ds[-2].end_s and ds[-1].end_s == pytest.approx(cut.end_s)
