@@ -92,20 +92,27 @@ def test_recordings_listen_decides_nothing_on_are_left_out(session, conversation
     assert speech_s == pytest.approx(ref.speech_s) and speech_s > 1.0
 
 
-def test_calibrate_like_gives_the_new_model_the_references_false_accepts():
-    """Per speech group the new model's threshold lets through the share of impostors that the
-    reference's own threshold does (its enrolment offsets taken out on both sides), and the
-    table rises with speech as the reference's does."""
-    from export.calibrate_like import like_thresholds
-
-    rng = np.random.default_rng(0)
-    n_probes, n_vps = 400, 60
+def _like_scores(seed: int, n_probes: int, n_vps: int = 60):
+    """Synthetic calibrate_like data: probes at 8 amounts of speech scored against voiceprints
+    enrolled on 6 s, by a reference and by a new model on another scale (neither moving with
+    speech): ``speech, enrol, target, ref, new``."""
+    rng = np.random.default_rng(seed)
     speech = np.repeat(np.linspace(0.6, 5.0, 8), n_probes // 8)
     enrol = np.full(n_vps, 6.0)
     target = np.zeros((n_probes, n_vps), dtype=bool)
     target[np.arange(n_probes), np.arange(n_probes) % n_vps] = True
     ref = rng.normal(0.55, 0.1, (n_probes, n_vps)) + 0.3 * target
     new = rng.normal(0.70, 0.06, (n_probes, n_vps)) + 0.25 * target  # another scale
+    return speech, enrol, target, ref, new
+
+
+def test_calibrate_like_gives_the_new_model_the_references_false_accepts():
+    """Per speech group the new model's threshold lets through the share of impostors that the
+    reference's own threshold does (its enrolment offsets taken out on both sides), and the
+    table rises with speech as the reference's does."""
+    from export.calibrate_like import like_thresholds
+
+    speech, enrol, target, ref, new = _like_scores(seed=0, n_probes=400)
     reference = DecisionConfig(threshold=0.75, thresholds_by_speech_s=((0.6, 0.70), (5.0, 0.80)),
                                threshold_offsets_by_enrol_s=((3.0, -0.02), (6.0, -0.01),
                                                              (10.0, 0.0)))
@@ -131,14 +138,7 @@ def test_calibrate_like_pooled_lets_through_one_share_at_every_length():
     speech comes out flat, where the per-length one would follow the reference's slope."""
     from export.calibrate_like import like_thresholds
 
-    rng = np.random.default_rng(1)
-    n_probes, n_vps = 800, 60
-    speech = np.repeat(np.linspace(0.6, 5.0, 8), n_probes // 8)
-    enrol = np.full(n_vps, 6.0)
-    target = np.zeros((n_probes, n_vps), dtype=bool)
-    target[np.arange(n_probes), np.arange(n_probes) % n_vps] = True
-    ref = rng.normal(0.55, 0.1, (n_probes, n_vps)) + 0.3 * target
-    new = rng.normal(0.70, 0.06, (n_probes, n_vps)) + 0.25 * target
+    speech, enrol, target, ref, new = _like_scores(seed=1, n_probes=800)
     reference = DecisionConfig(threshold=0.75, thresholds_by_speech_s=((0.6, 0.70), (5.0, 0.80)))
     model = DecisionConfig(threshold=0.8)
     data = {"scores": [new, ref], "target": target, "speech_s": speech, "enrol_s": enrol}
