@@ -14,7 +14,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -30,6 +30,20 @@ from .segmenter import Segmenter, SegmentAudio, SegmentEnd, SegmentStart
 from .turns import Turn, TurnConfig, TurnEmbedder
 from ..io.sources import Chunk, FrameSource, as_source
 
+
+
+class _Held(NamedTuple):
+    """Rows held back at a ``max_length`` cut for the next segment (see ``Verifier.HOLD_S``)."""
+
+    rows: np.ndarray
+    start_s: float
+    """Stream time where they begin (the cut segment's decision ends there)."""
+    speech_s: float
+    """Their share of the cut segment's speech (seconds)."""
+    cut_end: SegmentEnd
+    deadline_s: float | None
+    """After a cut in a short pause: a segment opening later does not take them (None: the
+    next segment opens with the next frame)."""
 
 
 class Verifier:
@@ -131,7 +145,7 @@ class Verifier:
         self._unfed_n = 0
         self._n0: int | None = None  # stream sample index of _pending[0]
         self._seg_start = 0.0
-        self._hold: tuple | None = None  # rows held back at a max_length cut, for the next segment
+        self._hold: _Held | None = None  # rows held back at a max_length cut, for the next one
         self._carried: tuple[float, float] | None = None  # (start_s, speech_s) the open one carries
         self._next_status = 0.0
         self._level = -120.0
@@ -295,7 +309,7 @@ class Verifier:
             emb = self.embedder.current()  # the windows since a suspected change of speaker
             scores = self._scores(emb)
             voiced_s = self.segmenter.speech_s if speech_s is None else speech_s
-            if self._carried is not None:  # the second held back at a max_length cut
+            if self._carried is not None:  # the half second held back at a max_length cut
                 voiced_s += self._carried[1]
             snr = self.segmenter.snr_db if speech_s is None else snr_db
             turn_row = self.embedder.turn_start_row  # > 0: restarted at a suspected change
@@ -307,11 +321,12 @@ class Verifier:
                                       if turn_row else None))
 
     HOLD_S = 0.5
-    """At a ``max_length`` cut in the middle of speech, the last this-many seconds of the segment
-    are not decided with it but carried into the next segment (which opens with the next frame):
-    another speaker who began just before the cut would otherwise ride on the first one's
-    accepted decision, too short for the edge checks to hear (issue 12's back-to-back turns);
-    carried over, that half second is judged with the speech that follows it. Changes of
+    """At a ``max_length`` cut, the last this-many seconds of the segment are not decided with
+    it but carried into the next segment (which opens with the next frame after a cut in the
+    middle of speech; see :attr:`HOLD_AT_PAUSE` for a cut in a short pause): another speaker
+    who began just before the cut would otherwise ride on the first one's accepted decision,
+    too short for the edge checks to hear (issue 12's back-to-back turns); carried over, that
+    half second is judged with the speech that follows it. Changes of
     speaker are still looked for over the whole segment; the decision still comes at the cut
     and covers the segment up to half a second before it. Only when voices are listened for (a
     pooled recording, enrolment, ``eval``: nothing changes). Six draws of the 40 turn streams
@@ -338,7 +353,7 @@ class Verifier:
         # cut in a short pause: the next segment takes them if it opens before the pause would
         # have ended the segment anyway; otherwise they are decided alone then
         deadline = None if end.continues else end.end_s + self.segmenter.cfg.pause_ms / 1000.0
-        self._hold = (rows[n - hold:], cut_s, held_speech, end, deadline)
+        self._hold = _Held(rows[n - hold:], cut_s, held_speech, end, deadline)
         return hold, dataclasses.replace(end, end_s=cut_s)
 
     HOLD_AT_PAUSE = True
@@ -348,16 +363,15 @@ class Verifier:
 
     def _release_hold(self, reason: str) -> list:
         """Decide held-back rows alone (nothing took them): the events."""
-        rows, cut_s, speech_s, cut_end, _ = self._hold
-        self._hold = None
-        end = dataclasses.replace(cut_end, start_s=cut_s, speech_s=speech_s, reason=reason,
-                                  continues=False)
-        decision = self._decide_held(rows, end)
+        held, self._hold = self._hold, None
+        end = dataclasses.replace(held.cut_end, start_s=held.start_s, speech_s=held.speech_s,
+                                  reason=reason, continues=False)
+        decision = self._decide_held(held.rows, end)
         return decision if isinstance(decision, list) else [] if decision is None else [decision]
 
     def _with_carried(self, end: SegmentEnd) -> SegmentEnd:
-        """``end`` of a segment that carries a held-back second: from that second's start and
-        with its speech; never dropped (the second was speech worth deciding)."""
+        """``end`` of a segment that carries held-back rows: from their start and with their
+        speech; never dropped (they were speech worth deciding)."""
         carried, self._carried = self._carried, None
         if carried is None:
             return end
@@ -367,7 +381,8 @@ class Verifier:
 
     def _decide_held(self, rows: np.ndarray, end: SegmentEnd
                      ) -> DecisionEvent | list[DecisionEvent] | None:
-        """:meth:`_decide` on held-back ``rows`` alone (the stream stopped at the cut)."""
+        """:meth:`_decide` on held-back ``rows`` alone (nothing took them: the stream stopped,
+        or the speaker did not go on after a cut in a short pause)."""
         embedder = TurnEmbedder(self.session, max_pending=max(self.max_pending, 8),
                                 cfg=self._turn_cfg)
         embedder.push_rows(rows)
@@ -524,15 +539,14 @@ class Verifier:
                 self.features.reset()
                 self.embedder.reset()
                 self._seg_start = ev.start_s
-                if self._hold is not None and self._hold[4] is not None and \
-                        ev.start_s > self._hold[4]:
+                if self._hold is not None and self._hold.deadline_s is not None and \
+                        ev.start_s > self._hold.deadline_s:
                     events.extend(self._release_hold("pause"))
                 if self._hold is not None:  # the half second held back at a max_length cut
-                    rows, cut_s, speech_s, _, _ = self._hold
-                    self._hold = None
-                    self.embedder.push_rows(rows)
-                    self._seg_start = cut_s
-                    self._carried = (cut_s, speech_s)
+                    held, self._hold = self._hold, None
+                    self.embedder.push_rows(held.rows)
+                    self._seg_start = held.start_s
+                    self._carried = (held.start_s, held.speech_s)
                 events.append(SpeechStarted(self._seg_start))
             elif isinstance(ev, SegmentEnd):
                 self._feed(pieces, events, t_s, ev.speech_s, ev.snr_db)
@@ -594,8 +608,8 @@ class Verifier:
                 t = starts[i]
                 if seg_events:
                     self._handle(seg_events, events, pieces, t)
-                if self._hold is not None and self._hold[4] is not None and \
-                        t >= self._hold[4] and not self.segmenter.in_speech:
+                if self._hold is not None and self._hold.deadline_s is not None and \
+                        t >= self._hold.deadline_s and not self.segmenter.in_speech:
                     events.extend(self._release_hold("pause"))  # nobody spoke on
                 if self.status_every_s and t >= self._next_status:
                     self._next_status = t + self.status_every_s
