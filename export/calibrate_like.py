@@ -109,7 +109,7 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8,
         sel = (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1 else True)
         if not sel.any():
             continue
-        thr_ref = np.array([reference.threshold_for(s) for s in speech[sel]])[:, None]
+        thr_ref = thr_all[sel]
         t = target[sel]
         imp_ref = (ref[sel] - thr_ref)[~t]
         far_own = float((imp_ref >= 0).mean())

@@ -449,6 +449,16 @@ def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarra
             "far": float(accepted[~same].mean()), "frr": float((~accepted[same]).mean())}
 
 
+def expert_routed(session, trials: Trials, emb: FileEmbeddings) -> np.ndarray:
+    """Which trials the model's short expert decides, bool ``(n_trials,)``: the test side's
+    speech and SNR as ``listen`` judges an utterance's
+    (:meth:`~rtverify.core.encoder.EncoderSession.expert_decides`), once per file."""
+    snr = emb.snr_db if emb.snr_db is not None else np.full(len(emb.speech_s), np.nan)
+    per_file = np.array([session.expert_decides(float(s), float(q))
+                         for s, q in zip(emb.speech_s, snr)], dtype=bool)
+    return per_file[trials.b]
+
+
 def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, expert,
                    segmenter: SegmenterConfig, cache_dir, progress: bool
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -467,9 +477,7 @@ def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, e
                         cache_dir=cache_dir, progress=progress,
                         label=f"embedding for {short.model_id}").voiceprints(trials.takes,
                                                                              trials.files)
-    snr_b = emb.snr_db[trials.b] if emb.snr_db is not None else np.full(len(trials.b), np.nan)
-    routed = np.array([session.expert_decides(float(s), float(q))
-                       for s, q in zip(emb.speech_s[trials.b], snr_b)], dtype=bool)
+    routed = expert_routed(session, trials, emb)
     scores = np.where(routed, score_trials(trials, emb_s.vectors, Scorer.for_model(short))
                       - model_thresholds(trials, emb_s, short.info.decision, refuse=False),
                       score_trials(trials, emb.vectors, scorer)

@@ -334,8 +334,8 @@ def test_a_stream_that_stops_at_the_cut_decides_the_held_second(session, alice_p
 
 
 def test_a_segments_prefix_is_embedded_from_its_own_windows(session, demo, conversation):
-    """The decision before a held-back half second reuses the segment's windows (and embeds at
-    most one tail window): the vector of those rows embedded afresh."""
+    """The decision before a held-back half second reuses the segment's windows, no model call:
+    the vector of those rows embedded afresh, where no tail window is due."""
     from rtverify.core.encoder import embed_segment, l2_normalize
     from rtverify.core.turns import TurnConfig, TurnEmbedder
 
@@ -345,7 +345,9 @@ def test_a_segments_prefix_is_embedded_from_its_own_windows(session, demo, conve
     emb.push_rows(rows)
     emb.finish_turns()
     w = session.window
-    for n in (len(rows) - 50, len(rows) - 51, w.window_frames + w.hop_frames + 3):
+    # (fewer than min_tail_frames rows after the last whole window: embed_segment adds none)
+    for n in (w.window_frames + 3, w.window_frames + w.hop_frames + 3,
+              w.window_frames + w.hop_frames + w.min_tail_frames - 1):
         got = emb.prefix_embedding(n)
         want = embed_segment(session, rows[:n])
         assert got.n_windows == want.n_windows
@@ -354,10 +356,11 @@ def test_a_segments_prefix_is_embedded_from_its_own_windows(session, demo, conve
         assert float(got.vector @ want.vector) > 0.9995
         far = embed_segment(session, rows[:n - 100])  # while a second less is clearly another
         assert float(got.vector @ want.vector) > float(got.vector @ far.vector) + 1e-4
-    # without the tail window (what listen uses): the whole windows alone, no model call
+    # where embed_segment would add a tail window: the whole windows alone
     n = len(rows) - 50
     k = (n - w.window_frames) // w.hop_frames + 1
-    plain = emb.prefix_embedding(n, tail=False)
+    assert n - ((k - 1) * w.hop_frames + w.window_frames) >= w.min_tail_frames
+    plain = emb.prefix_embedding(n)
     assert plain.n_windows == k
     np.testing.assert_allclose(plain.vector, l2_normalize(np.sum(emb.last_windows[:k], axis=0)),
                                atol=1e-6)

@@ -30,7 +30,8 @@ import numpy as np
 
 from rtverify.core.encoder import EncoderSession
 from rtverify.core.scoring import Scorer
-from rtverify.evaluation import embed_files, model_thresholds, read_trials, score_trials
+from rtverify.evaluation import (embed_files, expert_routed, model_thresholds, read_trials,
+                                 score_trials)
 from rtverify.metrics import eer
 
 
@@ -57,9 +58,7 @@ def parts(session: EncoderSession, trials_path: Path, root: Path, cache: Path | 
         emb_s = embed_files(expert, paths, cache_dir=cache).voiceprints(tr.takes, tr.files)
         short = score_trials(tr, emb_s.vectors, Scorer.for_model(expert)) - model_thresholds(
             tr, emb_s, expert.info.decision, refuse=False)
-        snr = emb.snr_db[tr.b] if emb.snr_db is not None else np.full(len(raw), np.nan)
-        routed = np.array([session.expert_decides(float(a), float(b))
-                           for a, b in zip(speech, snr)], dtype=bool)
+        routed = expert_routed(session, tr, emb)
     out = {"raw": _eer(raw, same), "margins": _eer(np.where(routed, short, own), same),
            "no expert": _eer(own, same), "no length": _eer(np.where(routed, short, flat), same),
            "routed": int(routed.sum()), "thirds": []}

@@ -32,6 +32,12 @@ from ..io.sources import Chunk, FrameSource, as_source
 
 
 
+def _listed(decision: DecisionEvent | list[DecisionEvent] | None) -> list[DecisionEvent]:
+    """What :meth:`Verifier._decide` returns (one decision, the parts of a split segment, or
+    none) as a list."""
+    return decision if isinstance(decision, list) else [] if decision is None else [decision]
+
+
 class _Held(NamedTuple):
     """Rows held back at a ``max_length`` cut for the next segment (see ``Verifier.HOLD_S``)."""
 
@@ -323,7 +329,8 @@ class Verifier:
     HOLD_S = 0.5
     """At a ``max_length`` cut, the last this-many seconds of the segment are not decided with
     it but carried into the next segment (which opens with the next frame after a cut in the
-    middle of speech; see :attr:`HOLD_AT_PAUSE` for a cut in a short pause): another speaker
+    middle of speech; after a cut in a short pause, the next segment takes them if it opens
+    within ``pause_ms`` of the cut, else they are decided alone then): another speaker
     who began just before the cut would otherwise ride on the first one's accepted decision,
     too short for the edge checks to hear (issue 12's back-to-back turns); carried over, that
     half second is judged with the speech that follows it. Changes of
@@ -333,7 +340,8 @@ class Verifier:
     (``tools.room_streams --kinds turns --seed 1..6``): turns right 1418 of 1440 without, 1420
     with 0.4 or 0.5 s, 1419 with 0.6, 1411 with 0.8, 1410 with 1.0 (a longer hold moves more of
     a true speaker's turn into the next decision, which then has less speech to be accepted
-    on, or carries them into the next speaker's first words)."""
+    on, or carries them into the next speaker's first words); holding at cuts in a short pause
+    too: 1422, and 238 of 240 on the 40 streams against 237."""
 
     def _hold_back(self, end: SegmentEnd) -> tuple[int, SegmentEnd] | None:
         """At a ``max_length`` cut: keep the segment's last :attr:`HOLD_S` of rows for the next
@@ -341,8 +349,7 @@ class Verifier:
         to where they begin (its speech as it was: :meth:`_decide` shares it out by rows); None
         otherwise (a pause ended it, too few rows, nothing enrolled)."""
         hold = int(round(self.HOLD_S * 100))  # 10 ms rows
-        if not (end.reason == "max_length" and self.voiceprints and hold) or \
-                (not end.continues and not self.HOLD_AT_PAUSE):
+        if not (end.reason == "max_length" and self.voiceprints and hold):
             return None
         rows = self.embedder.rows()
         n = len(rows)
@@ -356,18 +363,16 @@ class Verifier:
         self._hold = _Held(rows[n - hold:], cut_s, held_speech, end, deadline)
         return hold, dataclasses.replace(end, end_s=cut_s)
 
-    HOLD_AT_PAUSE = True
-    """Hold back at a ``max_length`` cut that fell in a short pause too (the next segment takes
-    the held rows if it opens within ``pause_ms`` of the cut, else they are decided alone then):
-    six draws of the 40 turn streams 1420 -> 1422 of 1440 right, 40 streams 237 -> 238."""
-
-    def _release_hold(self, reason: str) -> list:
-        """Decide held-back rows alone (nothing took them): the events."""
+    def _release_hold(self, reason: str) -> list[DecisionEvent]:
+        """Decide the held-back rows alone (nothing took them: the stream stopped, or nobody
+        spoke on after a cut in a short pause): the events."""
         held, self._hold = self._hold, None
         end = dataclasses.replace(held.cut_end, start_s=held.start_s, speech_s=held.speech_s,
                                   reason=reason, continues=False)
-        decision = self._decide_held(held.rows, end)
-        return decision if isinstance(decision, list) else [] if decision is None else [decision]
+        embedder = TurnEmbedder(self.session, max_pending=max(self.max_pending, 8),
+                                cfg=self._turn_cfg)
+        embedder.push_rows(held.rows)
+        return _listed(self._decide(embedder, end, None))
 
     def _with_carried(self, end: SegmentEnd) -> SegmentEnd:
         """``end`` of a segment that carries held-back rows: from their start and with their
@@ -378,15 +383,6 @@ class Verifier:
         start_s, speech_s = carried
         return dataclasses.replace(end, start_s=start_s, speech_s=end.speech_s + speech_s,
                                    dropped=False, drop_reason=None)
-
-    def _decide_held(self, rows: np.ndarray, end: SegmentEnd
-                     ) -> DecisionEvent | list[DecisionEvent] | None:
-        """:meth:`_decide` on held-back ``rows`` alone (nothing took them: the stream stopped,
-        or the speaker did not go on after a cut in a short pause)."""
-        embedder = TurnEmbedder(self.session, max_pending=max(self.max_pending, 8),
-                                cfg=self._turn_cfg)
-        embedder.push_rows(rows)
-        return self._decide(embedder, end, None)
 
     def _end(self, end: SegmentEnd, events: list) -> None:
         t = time.perf_counter()
@@ -401,12 +397,8 @@ class Verifier:
             return
         kept = self._hold_back(end)
         if self._worker is None:
-            decision = self._decide(self.embedder, end, t) if kept is None else \
-                self._decide(self.embedder, kept[1], t, kept[0])
-            if isinstance(decision, list):
-                events.extend(decision)
-            elif decision is not None:
-                events.append(decision)
+            events.extend(_listed(self._decide(self.embedder, end, t) if kept is None else
+                                  self._decide(self.embedder, kept[1], t, kept[0])))
             return
         # a worker finishes this utterance's embedder; the next utterance gets a fresh one
         embedder = self.embedder
@@ -449,15 +441,13 @@ class Verifier:
             turns = [tn for tn in turns if tn.start_row < keep]
             last_turn = turns[-1]
             if last_turn.end_row > keep:  # the last turn without the held rows: the segment's
-                # own windows wholly before them (no new window: a tail window aligned to the
-                # cut cost listen 6 % more CPU on the benchmark's recording, for no better turn)
-                seg = embedder.prefix_embedding(keep, tail=False) \
-                    if last_turn.start_row == 0 else None
+                # own windows wholly before them
+                seg = embedder.prefix_embedding(keep) if last_turn.start_row == 0 else None
                 if seg is None:  # (a turn after a change: its windows are not the segment's)
                     seg = embed_segment(self.session,
                                         embedder.last_rows[last_turn.start_row:keep])
                 truncated = turns[-1] = Turn(last_turn.start_row, keep, seg.vector,
-                                             last_turn.window_sum, seg.n_windows)
+                                             seg.window_sum, seg.n_windows)
         out = []
         bands = [effective_band(embedder.last_rows[turn.start_row:turn.end_row],
                                 self.session.features)
