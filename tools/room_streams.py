@@ -132,14 +132,40 @@ class Speaker:
     name: str
     enrol: np.ndarray
     probes: list[np.ndarray]
+    impostors: list[np.ndarray] | None = None
+    """Held-out draws only: this stream's impostor utterances (other speakers' crops)."""
+    nb_impostors: list[np.ndarray] | None = None
+    """Held-out draws only: the impostors of the narrowband check."""
 
 
-def speakers(data: Path, n: int, seed: int = 12) -> tuple[list[Speaker], list[np.ndarray]]:
+def speakers(data: Path, n: int, seed: int = 12, pool: str = "all", nb_impostors: int = 30
+             ) -> tuple[list[Speaker], list[np.ndarray]]:
     """``n`` target speakers (enrolment audio + two probes) and impostor utterances from other
-    speakers."""
+    speakers.
+
+    ``pool="all"``: targets from every LibriSpeech speaker, impostors the 3 s crops of the
+    speakers that are no target (the figures in README before stop 24). ``pool="heldout"``:
+    only the 51 speakers the dev lists hold out (:func:`training.dev_lists.heldout_speakers`),
+    whose audio no model was trained, distilled or calibrated on; each target gets its own
+    impostors, crops of the other held-out speakers drawn at random (``Speaker.impostors``,
+    ``Speaker.nb_impostors``), as there are too few speakers to keep them apart between streams.
+    """
     corpus = data / "librispeech-clean100-251spk"
     rows = [line.split("\t") for line in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
     rows = [r for r in rows if float(r[2]) >= 11.0]
+    crops = data / "librispeech-clean100-251spk-3s"
+    crow = [line.split("\t") for line in (crops / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    if pool == "heldout":
+        from training.dev_lists import heldout_speakers  # the speaker list only (no torch)
+
+        held = set(heldout_speakers(data))
+        rows = [r for r in rows if r[0] in held]
+        crow = [r for r in crow if r[0] in held]
+        if n > len(rows):
+            raise SystemExit(f"only {len(rows)} held-out speakers have 11 s of speech; "
+                             f"asked for {n} streams")
+    elif pool != "all":
+        raise ValueError(f"unknown speaker pool {pool!r}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(rows))
     targets = []
@@ -148,8 +174,14 @@ def speakers(data: Path, n: int, seed: int = 12) -> tuple[list[Speaker], list[np
         c1 = _quiet_cut(x, 5 * SR)
         c2 = _quiet_cut(x, c1 + (len(x) - c1) // 2)
         targets.append(Speaker(rows[i][0], x[:c1], [_trim(x[c1:c2]), _trim(x[c2:])]))
-    crops = data / "librispeech-clean100-251spk-3s"
-    crow = [line.split("\t") for line in (crops / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    if pool == "heldout":
+        audio = {r[1]: _trim(_read(crops / r[1])) for r in crow}
+        for t in targets:
+            others = [r[1] for r in crow if r[0] != t.name]
+            pick = rng.permutation(len(others))
+            t.impostors = [audio[others[j]] for j in pick[:4]]
+            t.nb_impostors = [audio[others[j]] for j in pick[4:4 + nb_impostors]]
+        return targets, []
     used = {rows[i][0] for i in order[:n]}
     impostors = [_trim(_read(crops / r[1])) for r in crow if r[0] not in used]
     rng.shuffle(impostors)
@@ -186,7 +218,7 @@ def sounds_stream(target: Speaker, impostors: list[np.ndarray], rng: np.random.G
         gap1, gap2 = _bed(int(rng.uniform(0.7, 1.2) * SR), rng), \
             _bed(int(rng.uniform(0.7, 1.2) * SR), rng)
         if k % 3 == 2:  # quiet white noise lying in the gap as well
-            gap1 = gap1 + make_sound("quiet_noise", rng, -55.0, len(gap1) / SR)
+            gap1 = gap1 + np.resize(make_sound("quiet_noise", rng, -55.0, len(gap1) / SR), len(gap1))
         snd = make_sound(kind, rng, float(rng.uniform(-38, -26)))
         parts += [gap1, snd + _bed(len(snd), rng), gap2]
         s0 = pos + len(gap1)
@@ -346,8 +378,16 @@ def main(argv=None) -> int:
     p.add_argument("--streams", type=int, default=10)
     p.add_argument("--kinds", default="sounds,turns,narrowband")
     p.add_argument("--seed", type=int, default=1212,
-                   help="the streams' draw (which impostors, gaps, sounds; default 1212: the "
-                        "figures in README); the speakers stay the same")
+                   help="the streams' draw (order of the utterances, gaps, sounds; default "
+                        "1212: the figures in README); the speakers and utterances stay the "
+                        "same (--speaker-seed draws those)")
+    p.add_argument("--speakers", choices=("all", "heldout"), default="all",
+                   help="whom the targets and impostors are: any LibriSpeech speaker (all; "
+                        "the default LSTM was distilled on 200 of them, without labels) or "
+                        "only the 51 held out of every training, distillation and calibration "
+                        "(heldout, at most 51 streams)")
+    p.add_argument("--speaker-seed", type=int, default=12,
+                   help="which speakers are targets and which utterances impostors (default 12)")
     p.add_argument("--nb-impostors", type=int, default=30, help="impostor utterances tried "
                    "against each voice at 16 and 8 kHz in the narrowband streams (default 30)")
     p.add_argument("--json", type=Path)
@@ -365,7 +405,8 @@ def main(argv=None) -> int:
     from rtverify.io.resample import StreamingResampler
 
     session = EncoderSession(args.model)
-    targets, impostors = speakers(args.data, args.streams)
+    targets, impostors = speakers(args.data, args.streams, args.speaker_seed,
+                                  args.speakers, args.nb_impostors)
     rng = np.random.default_rng(args.seed)
     kinds = args.kinds.split(",")
     report: dict = {}
@@ -379,9 +420,9 @@ def main(argv=None) -> int:
                 vp_band = {"target": with_narrowband(vp["target"], enrol_vector(
                     session, narrowband_audio(t.enrol)))}
             if kind == "sounds":
-                st = sounds_stream(t, impostors[4 * i:4 * i + 4], rng)
+                st = sounds_stream(t, t.impostors or impostors[4 * i:4 * i + 4], rng)
             elif kind == "turns":
-                st = turns_stream(t, impostors[4 * i:4 * i + 3], rng)
+                st = turns_stream(t, (t.impostors or impostors[4 * i:4 * i + 4])[:3], rng)
             elif kind == "narrowband":
                 res = []
                 for p_ in t.probes:
@@ -412,7 +453,8 @@ def main(argv=None) -> int:
                 # wideband voiceprint, and at 8 kHz against the band-matched one: a better
                 # narrowband score must not come from accepting more strangers
                 irng = np.random.default_rng(1300 + i)  # apart from rng: the figures above stay
-                for imp in impostors[40:40 + args.nb_impostors]:
+                for imp in (t.nb_impostors if t.nb_impostors is not None
+                            else impostors[40:40 + args.nb_impostors]):
                     x = np.concatenate([_bed(SR, irng), imp, _bed(SR, irng)])
                     for label, vps, audio in (("impostor_wide", vp, x),
                                               ("impostor_narrow", vp_band, narrowband_audio(x))):
