@@ -39,10 +39,12 @@ from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import progress_bar
 
-from .calibrate import monotone_fit, save_fit, write_fit
+from .calibrate import monotone_fit, save_fit, write_fit, write_sidecar
 from .calibrate_fall import RATE, TAKE_S, TAKES, _embed, _read, speakers
 
 LENGTHS_S = (0.8, 1.2, 1.6, 2.2, 3.0, 4.5, 6.5)
+SHORT_LENGTHS_S = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
+"""Probe lengths for ``--short-expert`` (seconds of audio): speech of about 0.25-1.1 s."""
 """Probe lengths cut from each speaker's recording after the enrolment takes (seconds of
 audio; the groups are by the speech the runtime finds in them)."""
 
@@ -134,6 +136,99 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8,
             "table": rows}
 
 
+def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: int = 4
+                       ) -> dict:
+    """The short expert's length thresholds when it decides for a model: per speech group of the
+    probes under ``below_s`` (quantiles), the quantile of its impostor scores (less its own
+    offset for the voiceprint's enrolled speech) that lets through ``far``, the model's own
+    rate; a monotone fit. ``data``: :func:`collect` of the expert alone."""
+    speech = data["speech_s"]
+    scores = data["scores"][0] - np.array([expert.enrol_offset(e) for e in data["enrol_s"]])[None]
+    target = data["target"]
+    short = speech < below_s
+    if short.sum() < n_groups:
+        raise ValueError(f"only {int(short.sum())} probes hold less than {below_s} s of speech")
+    edges = np.quantile(speech[short], np.linspace(0, 1, n_groups + 1))
+    rows = []
+    for g in range(n_groups):
+        sel = short & (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1
+                                              else True)
+        if not sel.any():
+            continue
+        t = target[sel]
+        imp = scores[sel][~t]
+        own = np.array([expert.threshold_for(x) for x in speech[sel]])[:, None]
+        thr = float(np.quantile(imp, 1.0 - far)) if far > 0 else float(imp.max())
+        rows.append({"speech_s": float(np.median(speech[sel])), "n_probes": int(sel.sum()),
+                     "n_target": int(t.sum()), "n_nontarget": int((~t).sum()),
+                     "far_own": float(((scores[sel] - own)[~t] >= 0).mean()),
+                     "frr_own": float(((scores[sel] - own)[t] < 0).mean()),
+                     "far": far, "threshold": thr,
+                     "frr": float((scores[sel][t] < thr).mean())})
+    fit = monotone_fit(np.array([r["threshold"] for r in rows]),
+                       np.array([r["n_nontarget"] for r in rows], dtype=np.float64))
+    points = []
+    for r, f in zip(rows, fit):
+        r["threshold_fit"] = float(f)
+        if not points or round(r["speech_s"], 2) > points[-1][0]:
+            points.append([round(r["speech_s"], 2), round(float(f), 4)])
+    return {"points": points, "table": rows}
+
+
+def model_far(raw: dict) -> float:
+    """The false-accept rate a model's length thresholds were set to (its ``like`` calibration
+    with one rate at every length)."""
+    table = ((raw.get("calibration") or {}).get("like") or {}).get("table") or []
+    rates = {round(float(r["far"]), 6) for r in table}
+    if len(rates) != 1:
+        raise ValueError("the model's sidecar holds no pooled like-calibration (one rate at "
+                         "every length): run --far pooled first, or give --rate")
+    return rates.pop()
+
+
+def short_expert_main(args, model_path: Path) -> int:
+    model = EncoderSession(model_path, threads=1)
+    spec = model.short_expert
+    if spec is None:
+        raise SystemExit(f"{model_path}: the model has no short expert")
+    raw = model.info.raw
+    far = args.rate if args.rate is not None else model_far(raw)
+    # the expert with its own decision, not the one this model's sidecar may already set
+    block_spec = raw["short_expert"]
+    name = block_spec["model"]
+    expert = EncoderSession(name if "/" not in name else model_path.parent / name, threads=1)
+    below = spec[1]
+    n = len(speakers(args.root)) if args.speakers is None else args.speakers
+    with progress_bar(sys.stderr.isatty(), "scoring short probes with the expert", n) as advance:
+        data = collect([expert], args.root, lengths=SHORT_LENGTHS_S, limit=args.speakers,
+                       progress=advance)
+    fit = expert_thresholds(data, expert.info.decision, below, far, args.groups)
+    block = {"expert": expert.model_id, "rate": far,
+             "data": f"{int((data['speech_s'] < below).sum())} probes under {below} s of speech "
+                     f"of {data['target'].shape[1]} LibriSpeech speakers outside the dev lists, "
+                     "each against every speaker's 3 x 2 s dry voiceprint (the expert's)",
+             "criterion": "per speech group, the expert's impostor-score quantile (less its own "
+                          "offset for the enrolled speech) at the model's own false-accept rate "
+                          "(its like calibration); monotone fit; no SNR offsets (the expert "
+                          "decides only clean speech: min_snr_db)",
+             "table": fit["table"]}
+    save_fit(args.out, "short_expert", fit["points"], block)
+    print(f"{'speech':>7} {'probes':>6} {'FAR own':>8} {'FRR own':>8} {'thr':>7} {'fit':>7} "
+          f"{'FRR':>7}   (rate {100 * far:.2f} %)")
+    for r in fit["table"]:
+        print(f"{r['speech_s']:>7.2f} {r['n_probes']:>6} {100 * r['far_own']:>7.2f}% "
+              f"{100 * r['frr_own']:>7.2f}% {r['threshold']:>7.4f} {r['threshold_fit']:>7.4f} "
+              f"{100 * r['frr']:>6.2f}%")
+    print(f"short_expert.decision.thresholds_by_speech_s: {json.dumps(fit['points'])}")
+    if args.write_sidecar:
+        path = write_sidecar(
+            model_path, calibration=dict(raw.get("calibration") or {}, short_expert=block),
+            short_expert=dict(block_spec, decision={"thresholds_by_speech_s": fit["points"],
+                                                    "threshold_offsets_by_snr_db": []}))
+        print(f"wrote the expert's thresholds into {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.calibrate_like", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -148,9 +243,18 @@ def main(argv=None) -> int:
                     help="per-length: each speech group lets through the share of impostors "
                          "the reference does at that length; pooled: every group the "
                          "reference's share over all lengths (default %(default)s)")
+    ap.add_argument("--short-expert", action="store_true",
+                    help="instead: thresholds for the model's short expert when it decides for "
+                         "the model, at the model's own false-accept rate (written to the "
+                         "sidecar's short_expert.decision)")
+    ap.add_argument("--rate", type=float, default=None,
+                    help="with --short-expert: the false-accept rate (default: the model's own, "
+                         "from its pooled like calibration)")
     ap.add_argument("--write-sidecar", action="store_true")
     args = ap.parse_args(argv)
     model_path = resolve_model(args.model)
+    if args.short_expert:
+        return short_expert_main(args, model_path)
     new, ref = EncoderSession(model_path, threads=1), EncoderSession(args.reference, threads=1)
     if new.features != ref.features:
         ap.error("the two models must read the same rows")

@@ -154,3 +154,26 @@ def test_calibrate_like_pooled_lets_through_one_share_at_every_length():
                                                                      abs=2 / len(imp_new))
     spread = lambda fit: fit["points"][-1][1] - fit["points"][0][1]  # noqa: E731
     assert spread(per) > 0.05 and abs(spread(flat)) < 0.02
+
+
+def test_short_expert_thresholds_let_through_the_models_rate_under_its_bar():
+    """``calibrate_like --short-expert``: the expert's threshold for each group of probes with
+    less speech than its bar lets through the given share of impostors (its own offset for the
+    enrolled speech taken out); probes over the bar are not used."""
+    from export.calibrate_like import expert_thresholds
+
+    speech, enrol, target, ref, _ = _like_scores(seed=2, n_probes=800)
+    expert = DecisionConfig(threshold=0.7, threshold_offsets_by_enrol_s=((6.0, -0.02),
+                                                                        (10.0, 0.0)))
+    data = {"scores": [ref], "target": target, "speech_s": speech, "enrol_s": enrol}
+    fit = expert_thresholds(data, expert, below_s=2.0, far=0.01, n_groups=3)
+    assert fit["table"] and all(r["speech_s"] < 2.0 for r in fit["table"])
+    assert sum(r["n_probes"] for r in fit["table"]) == int((speech < 2.0).sum())
+    for row in fit["table"]:
+        sel = np.abs(speech - row["speech_s"]) < 1e-9
+        imp = (ref[sel] - expert.enrol_offset(6.0))[~target[sel]]
+        assert (imp >= row["threshold"]).mean() == pytest.approx(0.01, abs=2 / len(imp))
+        own = (ref[sel] - 0.7 - expert.enrol_offset(6.0))[~target[sel]]
+        assert row["far_own"] == pytest.approx((own >= 0).mean())
+    with pytest.raises(ValueError, match="less than 0.5 s"):
+        expert_thresholds(data, expert, below_s=0.5, far=0.01)

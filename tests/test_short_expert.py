@@ -284,3 +284,38 @@ def test_a_voice_carries_only_the_companions_asked_for(routed, voice):
     assert set(voice.models) > set(routed.companion_ids)  # enrolment stored them all
     assert set(voice.vector(routed.companion_ids).companions) == set(routed.companion_ids)
     assert voice.vector().companions == {}
+
+
+def test_the_model_sets_its_experts_thresholds(routed):
+    """The default's sidecar gives its expert the thresholds calibrated at the default's own
+    false-accept rate (``short_expert.decision``), without SNR offsets; the expert loaded as a
+    model of its own keeps its own."""
+    expert, below = routed.short_expert
+    block = routed.info.raw["short_expert"]["decision"]
+    assert expert.info.decision.thresholds_by_speech_s == tuple(
+        tuple(p) for p in block["thresholds_by_speech_s"])
+    assert expert.info.decision.threshold_offsets_by_snr_db == ()
+    alone = EncoderSession("default-short")
+    assert alone.model_id == expert.model_id
+    assert alone.info.decision.threshold_offsets_by_snr_db != ()
+    assert alone.info.decision.thresholds_by_speech_s != expert.info.decision.thresholds_by_speech_s
+    # stricter than the expert's own keyword-balanced thresholds at every SNR it decides
+    for speech_s in (0.55, 0.65, 0.75):
+        for snr in (30.0, 40.0, 60.0):
+            assert expert.info.decision.threshold_for(speech_s, snr) > \
+                alone.info.decision.threshold_for(speech_s, snr)
+
+
+@pytest.mark.parametrize("decision, problem", [
+    ({"threshold": 0.9}, "short_expert.decision may hold only"),
+    ({"thresholds_by_speech_s": [[0.7, 0.8], [0.5, 0.8]]}, "increasing seconds"),
+    ("strict", "short_expert.decision may hold only"),
+])
+def test_a_bad_expert_decision_block_is_one_line(tmp_path, decision, problem):
+    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    raw = json.loads((MODELS_DIR / "default.json").read_text())
+    raw["short_expert"] = {"model": "default-short", "below_speech_s": 0.8, "decision": decision}
+    (tmp_path / "m.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelError, match=problem) as err:
+        EncoderSession(tmp_path / "m.onnx")
+    assert "\n" not in str(err.value)

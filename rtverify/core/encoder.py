@@ -126,6 +126,13 @@ class ModelInfo:
     where its estimated SNR is at least this (an unknown SNR counts as clean); below it, the
     model itself does. The default's expert was trained on clean close-talk keywords: in babble
     and rooms the room-trained model is better even on short speech. None: at any SNR."""
+    short_expert_decision: dict | None = None
+    """The sidecar's ``short_expert.decision``: entries of the expert's own decision block
+    (``thresholds_by_speech_s``, ``threshold_offsets_by_snr_db``, parsed as there) that replace
+    its own when it decides for this model (:attr:`EncoderSession.short_expert`): the default
+    lets through the same share of strangers on short speech as on long
+    (``python -m export.calibrate_like --short-expert``), where the expert's own thresholds,
+    balanced for keywords, let through 2-6 times more. None: the expert's own."""
 
     def segmenter_config(self, cfg: SegmenterConfig) -> SegmenterConfig:
         """``cfg`` with at least the model's pre- and post-roll. CAM++ was trained on whole
@@ -160,14 +167,23 @@ class ModelInfo:
             if not all(0 <= c <= 2000 for c in context):
                 raise ValueError(f"segment_context_ms must be 0-2000 ms, got {ctx}")
             expert = data.get("short_expert")
-            min_snr = None
+            min_snr = expert_decision = None
             if expert is not None:
                 if not isinstance(expert, dict) or \
                         not {"model", "below_speech_s"} <= set(expert) <= \
-                        {"model", "below_speech_s", "min_snr_db"} \
+                        {"model", "below_speech_s", "min_snr_db", "decision"} \
                         or not isinstance(expert["model"], str) or not expert["model"]:
                     raise ValueError("short_expert must be {\"model\": NAME, "
-                                     "\"below_speech_s\": SECONDS[, \"min_snr_db\": DB]}")
+                                     "\"below_speech_s\": SECONDS[, \"min_snr_db\": DB]"
+                                     "[, \"decision\": {...}]}")
+                if expert.get("decision") is not None:
+                    over = expert["decision"]
+                    if not isinstance(over, dict) or not set(over) <= set(EXPERT_OVERRIDES):
+                        raise ValueError("short_expert.decision may hold only "
+                                         + ", ".join(EXPERT_OVERRIDES))
+                    over = dict(over)
+                    expert_decision = {k: _table(over, k, unit) for k, unit in
+                                       EXPERT_OVERRIDES.items() if k in over}
                 below = float(expert["below_speech_s"])
                 if not 0.0 < below <= 10.0:
                     raise ValueError(f"short_expert.below_speech_s must be 0-10 s, got {below}")
@@ -181,9 +197,13 @@ class ModelInfo:
                        window=WindowConfig.from_dict(data["window"]),
                        decision=decision, embedding_dim=int(data["embedding_dim"]), raw=data,
                        context_ms=context, short_expert=expert,
-                       short_expert_min_snr_db=min_snr)
+                       short_expert_min_snr_db=min_snr, short_expert_decision=expert_decision)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{where}: invalid model sidecar ({type(err).__name__}: {err})") from None
+
+
+EXPERT_OVERRIDES = {"thresholds_by_speech_s": "seconds", "threshold_offsets_by_snr_db": "decibels"}
+"""The decision tables a model's ``short_expert.decision`` may set for its expert (unit of x)."""
 
 
 def _table(decision: dict, key: str, unit: str) -> tuple[tuple[float, float], ...]:
@@ -292,6 +312,10 @@ class EncoderSession:
                     expert.window != self.window:
                 raise ModelError(f"{sidecar_path(self.path)}: short_expert {name!r} must read "
                                  "the same rows (features, window) and have no expert of its own")
+            if self.info.short_expert_decision:  # this model's thresholds for it (its own
+                # session: the expert loaded by name elsewhere keeps its own)
+                expert.info = replace(expert.info, decision=replace(
+                    expert.info.decision, **self.info.short_expert_decision))
             cached = self._short_expert = (expert, below)
         return cached
 
