@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import DEMO, read16k
 
 from tools import room_streams as rs
 from training.dev_lists import heldout_speakers
@@ -28,6 +29,19 @@ def _who(x: np.ndarray) -> int:
     return int(round((f - 150) / 20))
 
 
+SPARSE = 0
+"""A held-out speaker (every 5th in sorted order is) whose recording is real speech in short
+bursts between long pauses: its first 5 s hold little of it."""
+
+
+def _sparse_speech(rng) -> np.ndarray:
+    x = np.concatenate([read16k(DEMO / "enroll_1.flac"), read16k(DEMO / "enroll_2.flac")])
+    parts = []
+    for i in range(0, len(x) - SR, SR):  # 1 s of speech, then 1.4 s of quiet
+        parts += [x[i:i + SR], 0.0005 * rng.standard_normal(int(1.4 * SR)).astype(np.float32)]
+    return np.concatenate(parts)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
@@ -38,8 +52,9 @@ def corpus(tmp_path_factory):
         spk = f"{1000 + k}"
         (full / spk).mkdir(parents=True)
         (crops / spk).mkdir(parents=True)
-        sf.write(full / spk / f"{spk}-a.flac", _tone(k, 12.0, rng), SR)
-        rows.append(f"{spk}\t{spk}/{spk}-a.flac\t12.0\t16000")
+        audio = _sparse_speech(rng) if k == SPARSE else _tone(k, 12.0, rng)
+        sf.write(full / spk / f"{spk}-a.flac", audio, SR)
+        rows.append(f"{spk}\t{spk}/{spk}-a.flac\t{len(audio) / SR:.1f}\t16000")
         for c in range(2):
             sf.write(crops / spk / f"{spk}-a_c{c}.flac", _tone(k, 3.0, rng), SR)
             crow.append(f"{spk}\t{spk}/{spk}-a_c{c}.flac\t3.0\t16000")
@@ -57,6 +72,11 @@ def test_heldout_streams_use_only_heldout_speakers_and_never_the_targets_own(cor
     held_k = {int(s) - 1000 for s in held}
     for t in targets:
         own = int(t.name) - 1000
+        if own == SPARSE:  # enrolled on enough speech, as `enroll` would take it
+            assert rs._speech_s(t.enrol) >= rs.ENROL_SPEECH_S
+            assert rs._speech_s(t.enrol[:5 * SR]) < rs.ENROL_SPEECH_S
+            assert len(t.probes) == 2 and all(rs._speech_s(p) > 1.0 for p in t.probes)
+            continue
         assert _who(t.enrol) == own and all(_who(p) == own for p in t.probes)
         whose = [_who(x) for x in t.impostors + t.nb_impostors]
         assert len(t.impostors) == 4 and len(t.nb_impostors) == 2

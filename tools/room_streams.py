@@ -127,6 +127,18 @@ def _trim(x: np.ndarray) -> np.ndarray:
     return x[max(0, keep[0] * f - 1600): min(len(x), (keep[-1] + 1) * f + 1600)]
 
 
+ENROL_SPEECH_S = 4.0
+"""Held-out targets' enrolment: the first pause after this much speech (about what the first 5 s
+of the other targets' recordings hold)."""
+
+
+def _speech_s(x: np.ndarray) -> float:
+    """Seconds of speech the runtime's segmenter finds in ``x``."""
+    from training.data import speech_segments  # no torch
+
+    return sum(len(seg) for seg in speech_segments(x)) / SR
+
+
 @dataclass
 class Speaker:
     name: str
@@ -172,6 +184,11 @@ def speakers(data: Path, n: int, seed: int = 12, pool: str = "all", nb_impostors
     for i in order[:n]:
         x = _trim(_read(corpus / rows[i][1]))
         c1 = _quiet_cut(x, 5 * SR)
+        if pool == "heldout":  # as a user enrols: on enough speech (`enroll` asks for some),
+            # not on 5 s of audio whatever it holds (three held-out speakers' first 5 s hold
+            # 1.1-2 s of speech); the old pool's figures stay as they were
+            while _speech_s(x[:c1]) < ENROL_SPEECH_S and c1 < len(x) - 5 * SR:
+                c1 = _quiet_cut(x, c1 + SR // 2)
         c2 = _quiet_cut(x, c1 + (len(x) - c1) // 2)
         targets.append(Speaker(rows[i][0], x[:c1], [_trim(x[c1:c2]), _trim(x[c2:])]))
     if pool == "heldout":
