@@ -123,17 +123,34 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8,
                      "far_reference": far_own, "far": far, "threshold": thr,
                      "frr_reference": float(((ref[sel] - thr_ref)[t] < 0).mean()),
                      "frr_new": float((new[sel][t] < thr).mean())})
-    xs = np.array([r["speech_s"] for r in rows])
-    fit = monotone_fit(np.array([r["threshold"] for r in rows]),
-                       np.array([r["n_nontarget"] for r in rows], dtype=np.float64))
-    for r, f in zip(rows, fit):
-        r["threshold_fit"] = float(f)
-    points = []
-    for x, f in zip(xs, fit):
-        if not points or round(float(x), 2) > points[-1][0]:
-            points.append([round(float(x), 2), round(float(f), 4)])
+    points = _fit_points(rows)
+    xs = [r["speech_s"] for r in rows]
+    fit = [r["threshold_fit"] for r in rows]
     return {"points": points, "threshold": round(float(np.interp(3.0, xs, fit)), 4),
             "table": rows}
+
+
+def _fit_points(rows: list[dict]) -> list[list[float]]:
+    """The monotone fit of the groups' thresholds (weighted by their impostor trials), stored in
+    each row as ``threshold_fit``, and the table's ``[speech_s, threshold]`` points (one per
+    distinct speech, rounded as the sidecar keeps them)."""
+    fit = monotone_fit(np.array([r["threshold"] for r in rows]),
+                       np.array([r["n_nontarget"] for r in rows], dtype=np.float64))
+    points: list[list[float]] = []
+    for r, f in zip(rows, fit):
+        r["threshold_fit"] = float(f)
+        if not points or round(float(r["speech_s"]), 2) > points[-1][0]:
+            points.append([round(float(r["speech_s"]), 2), round(float(f), 4)])
+    return points
+
+
+def _print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """One line per group: ``(header, key, kind)`` columns, kind ``pct``, ``thr`` or ``n``."""
+    fmt = {"pct": lambda v: f"{100 * v:>7.2f}%", "thr": lambda v: f"{v:>8.4f}",
+           "n": lambda v: f"{v:>8}"}
+    print(" ".join(f"{h:>8}" for h, _, _ in columns))
+    for r in rows:
+        print(" ".join(fmt[kind](r[key]) for _, key, kind in columns))
 
 
 def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: int = 4
@@ -165,14 +182,7 @@ def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: 
                      "frr_own": float(((scores[sel] - own)[t] < 0).mean()),
                      "far": far, "threshold": thr,
                      "frr": float((scores[sel][t] < thr).mean())})
-    fit = monotone_fit(np.array([r["threshold"] for r in rows]),
-                       np.array([r["n_nontarget"] for r in rows], dtype=np.float64))
-    points = []
-    for r, f in zip(rows, fit):
-        r["threshold_fit"] = float(f)
-        if not points or round(r["speech_s"], 2) > points[-1][0]:
-            points.append([round(r["speech_s"], 2), round(float(f), 4)])
-    return {"points": points, "table": rows}
+    return {"points": _fit_points(rows), "table": rows}
 
 
 def model_far(raw: dict) -> float:
@@ -213,12 +223,11 @@ def short_expert_main(args, model_path: Path) -> int:
                           "decides only clean speech: min_snr_db)",
              "table": fit["table"]}
     save_fit(args.out, "short_expert", fit["points"], block)
-    print(f"{'speech':>7} {'probes':>6} {'FAR own':>8} {'FRR own':>8} {'thr':>7} {'fit':>7} "
-          f"{'FRR':>7}   (rate {100 * far:.2f} %)")
-    for r in fit["table"]:
-        print(f"{r['speech_s']:>7.2f} {r['n_probes']:>6} {100 * r['far_own']:>7.2f}% "
-              f"{100 * r['frr_own']:>7.2f}% {r['threshold']:>7.4f} {r['threshold_fit']:>7.4f} "
-              f"{100 * r['frr']:>6.2f}%")
+    print(f"at the model's rate, {100 * far:.2f} % of impostors:")
+    _print_table(fit["table"], [("speech", "speech_s", "thr"), ("probes", "n_probes", "n"),
+                                ("FAR own", "far_own", "pct"), ("FRR own", "frr_own", "pct"),
+                                ("thr", "threshold", "thr"), ("fit", "threshold_fit", "thr"),
+                                ("FRR", "frr", "pct")])
     print(f"short_expert.decision.thresholds_by_speech_s: {json.dumps(fit['points'])}")
     if args.write_sidecar:
         path = write_sidecar(
@@ -275,13 +284,10 @@ def main(argv=None) -> int:
                           + "; monotone fit",
              "table": fit["table"]}
     save_fit(args.out, "like", fit["points"], block)
-    print(f"{'speech':>7} {'probes':>6} {'FAR ref':>8} {'FAR new':>8} {'thr':>7} {'fit':>7} "
-          f"{'FRR ref':>8} {'FRR new':>8}")
-    for r in fit["table"]:
-        print(f"{r['speech_s']:>7.2f} {r['n_probes']:>6} {100 * r['far_reference']:>7.2f}% "
-              f"{100 * r['far']:>7.2f}% "
-              f"{r['threshold']:>7.4f} {r['threshold_fit']:>7.4f} "
-              f"{100 * r['frr_reference']:>7.2f}% {100 * r['frr_new']:>7.2f}%")
+    _print_table(fit["table"], [("speech", "speech_s", "thr"), ("probes", "n_probes", "n"),
+                                ("FAR ref", "far_reference", "pct"), ("FAR new", "far", "pct"),
+                                ("thr", "threshold", "thr"), ("fit", "threshold_fit", "thr"),
+                                ("FRR ref", "frr_reference", "pct"), ("FRR new", "frr_new", "pct")])
     print(f"thresholds_by_speech_s: {json.dumps(fit['points'])}")
     if args.write_sidecar:
         side = write_fit(model_path, new.info.raw, "like", block,
