@@ -118,7 +118,8 @@ class ModelInfo:
     short_expert: tuple[str, float] | None = None
     """``(model, below_speech_s)`` from the sidecar's ``short_expert`` block: utterances with
     less speech than that are decided by that model (a shipped model's name, or a path beside
-    the sidecar) with its own voiceprint vectors and thresholds; it must read the same rows.
+    the sidecar) with its own voiceprint vectors and thresholds (or the tables this sidecar sets
+    for it: :attr:`short_expert_decision`); it must read the same rows.
     The default pairs an LSTM trained for noisy and reverberant rooms with the LSTM it was
     distilled from, which is better on words under a second (see :class:`EncoderSession`)."""
     short_expert_min_snr_db: float | None = None
