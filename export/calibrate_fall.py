@@ -72,8 +72,9 @@ estimates of single recordings are noisy, and a looser cap (the default's 6.2 %)
 dry LibriSpeech impostors through (1.2 % at this one, against 0.8 % without offsets)."""
 
 
-def speakers(root: Path) -> dict[str, Path]:
-    """LibriSpeech speakers outside the dev lists' held-out ones -> their recording."""
+def speakers(root: Path, held_out: bool = False) -> dict[str, Path]:
+    """LibriSpeech speakers outside the dev lists' held-out ones -> their recording (with
+    ``held_out``: the held-out ones instead, for measuring only, never for fitting)."""
     from training.dev_lists import heldout_speakers  # the speaker list only (no torch)
 
     held = set(heldout_speakers(root))
@@ -81,7 +82,7 @@ def speakers(root: Path) -> dict[str, Path]:
     for line in (root / LIBRI / "MANIFEST.tsv").read_text().splitlines()[1:]:
         if line.strip():
             spk, rel = line.split("\t")[:2]
-            if spk not in held:
+            if (spk in held) == held_out:
                 out[spk] = root / LIBRI / rel
     return out
 

@@ -50,14 +50,14 @@ audio; the groups are by the speech the runtime finds in them)."""
 
 
 def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: int | None = None,
-            progress=None, seed: int = 0) -> dict:
+            progress=None, seed: int = 0, held_out: bool = False) -> dict:
     """Scores of every probe against every voiceprint, per model: ``{"scores": [float
     (n_probes, n_voiceprints)] per model, "target": bool (n_probes, n_voiceprints), "speech_s":
     (n_probes,) (the first model's), "enrol_s": (n_voiceprints,) the voiceprints' speech}``."""
     seg = SegmenterConfig()
     rng = np.random.default_rng(seed)
     spk_ids, vps, probes, vp_speech = [], [[] for _ in models], [], []
-    for spk, path in list(speakers(root).items())[:limit]:
+    for spk, path in list(speakers(root, held_out).items())[:limit]:
         if progress:
             progress()
         x = _read(path)
@@ -185,6 +185,31 @@ def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: 
     return {"points": _fit_points(rows), "table": rows}
 
 
+def rates_at_thresholds(data: dict, k: int, decision) -> tuple[float, float]:
+    """``(false-accept rate, false-reject rate)`` of model ``k`` of :func:`collect`'s data at its
+    own thresholds (length and enrolled speech)."""
+    thr = np.array([decision.threshold_for(x) for x in data["speech_s"]])[:, None] + \
+        np.array([decision.enrol_offset(e) for e in data["enrol_s"]])[None]
+    margin = data["scores"][k] - thr
+    target = data["target"]
+    return float((margin[~target] >= 0).mean()), float((margin[target] < 0).mean())
+
+
+def heldout_check(args, model_path: Path) -> int:
+    """The model's and the reference's false accepts and rejects at their own thresholds, on the
+    calibration speakers (whose audio the room-trained default was distilled on) and on the
+    dev lists' held-out speakers (which no model learnt from): a measurement, nothing fitted."""
+    models = [EncoderSession(model_path, threads=1), EncoderSession(args.reference, threads=1)]
+    for label, held in (("calibration speakers", False), ("held-out speakers", True)):
+        data = collect(models, args.root, limit=args.speakers, held_out=held)
+        for k, m in enumerate(models):
+            far, frr = rates_at_thresholds(data, k, m.info.decision)
+            print(f"{label:21s} {m.model_id:22s} {len(data['speech_s']):5d} probes of "
+                  f"{data['target'].shape[1]:3d} speakers: false accepts {100 * far:.2f} %, "
+                  f"false rejects {100 * frr:.2f} %")
+    return 0
+
+
 def model_far(raw: dict) -> float:
     """The false-accept rate a model's length thresholds were set to (its ``like`` calibration
     with one rate at every length)."""
@@ -259,9 +284,15 @@ def main(argv=None) -> int:
     ap.add_argument("--rate", type=float, default=None,
                     help="with --short-expert: the false-accept rate (default: the model's own, "
                          "from its pooled like calibration)")
+    ap.add_argument("--heldout-check", action="store_true",
+                    help="instead: measure the model's and the reference's false accepts and "
+                         "rejects at their own thresholds on the calibration speakers and on the "
+                         "dev lists' held-out speakers (writes nothing)")
     ap.add_argument("--write-sidecar", action="store_true")
     args = ap.parse_args(argv)
     model_path = resolve_model(args.model)
+    if args.heldout_check:
+        return heldout_check(args, model_path)
     if args.short_expert:
         return short_expert_main(args, model_path)
     new, ref = EncoderSession(model_path, threads=1), EncoderSession(args.reference, threads=1)

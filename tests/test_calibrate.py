@@ -177,3 +177,34 @@ def test_short_expert_thresholds_let_through_the_models_rate_under_its_bar():
         assert row["far_own"] == pytest.approx((own >= 0).mean())
     with pytest.raises(ValueError, match="less than 0.5 s"):
         expert_thresholds(data, expert, below_s=0.5, far=0.01)
+
+
+def test_rates_at_thresholds_count_each_models_own_margins():
+    """``calibrate_like --heldout-check``: false accepts and rejects of one model of the
+    collected scores at its own thresholds (length and enrolled speech), by hand."""
+    from export.calibrate_like import rates_at_thresholds
+
+    speech, enrol, target, ref, new = _like_scores(seed=3, n_probes=80, n_vps=20)
+    dec = DecisionConfig(threshold=0.8, thresholds_by_speech_s=((0.6, 0.75), (5.0, 0.85)),
+                         threshold_offsets_by_enrol_s=((6.0, -0.01), (10.0, 0.0)))
+    data = {"scores": [new, ref], "target": target, "speech_s": speech, "enrol_s": enrol}
+    far, frr = rates_at_thresholds(data, 1, dec)
+    thr = np.array([dec.threshold_for(x) for x in speech])[:, None] + dec.enrol_offset(6.0)
+    assert far == pytest.approx(((ref - thr)[~target] >= 0).mean())
+    assert frr == pytest.approx(((ref - thr)[target] < 0).mean())
+    assert 0 < far < 0.5 and rates_at_thresholds(data, 0, dec) != (far, frr)
+
+
+def test_calibration_and_heldout_speakers_do_not_overlap(tmp_path):
+    """The calibration speakers are every LibriSpeech speaker but the dev lists' held-out ones
+    (every 5th), which ``held_out=True`` gives instead, for measuring only."""
+    from export.calibrate_fall import LIBRI, speakers
+
+    corpus = tmp_path / LIBRI
+    corpus.mkdir()
+    rows = ["speaker\tpath\tduration_s\tsample_rate"] + [
+        f"{100 + k}\t{100 + k}/a.flac\t12.0\t16000" for k in range(12)]
+    (corpus / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    calib, held = speakers(tmp_path), speakers(tmp_path, held_out=True)
+    assert sorted(held) == ["100", "105", "110"]
+    assert not set(calib) & set(held) and len(calib) + len(held) == 12
