@@ -41,6 +41,14 @@ class ServerError(RtverifyError):
         self.code = code
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: the client talks to the server it was given and to nothing else
+    (urllib would otherwise go wherever a ``Location`` points, the bearer token with it)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
 def _base_urls(url: str) -> tuple[str, str]:
     """(http base, ws base) from either form of the server's address."""
     parts = urllib.parse.urlsplit(url if "://" in url else "http://" + url)
@@ -85,6 +93,7 @@ class Client:
         self.http_url, self.ws_url = _base_urls(url)
         self.token = token if token is not None else (os.environ.get(TOKEN_ENV) or None)
         self.timeout_s = timeout_s
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
@@ -109,9 +118,12 @@ class Client:
             headers["Content-Type"] = f"multipart/form-data; boundary={boundary}"
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with self._opener.open(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read().decode("utf-8"))
         except urllib.error.HTTPError as err:
+            if 300 <= err.code < 400:
+                raise ServerError(f"{self.http_url}: the server answered with a redirect (HTTP "
+                                  f"{err.code}); the client follows none", err.code) from None
             try:
                 message = json.loads(err.read().decode("utf-8"))["error"]
             except (ValueError, KeyError, TypeError, UnicodeDecodeError):

@@ -55,3 +55,43 @@ def test_the_client_connects_only_to_its_server(connections):
         Client(f"http://127.0.0.1:{port}", timeout_s=2).voices()
     assert _inet(connections) and all(a[:2] == ("127.0.0.1", port)
                                       for a in _inet(connections))
+
+
+def test_the_client_follows_no_redirect(connections):
+    """A server (or something posing as one) that answers with a redirect does not send the
+    client, nor its token, anywhere else: the call fails with a one-line error naming it."""
+    import http.server
+    import threading
+
+    from rtverify.client import Client, ServerError
+
+    elsewhere = socket.socket()  # where the redirect points: must never be connected to
+    elsewhere.bind(("127.0.0.1", 0))
+    elsewhere.listen(1)
+    elsewhere.settimeout(0.5)
+    target = f"http://127.0.0.1:{elsewhere.getsockname()[1]}/v1/voices"
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        with pytest.raises(ServerError, match="redirect") as err:
+            Client(f"http://127.0.0.1:{port}", token="secret", timeout_s=5).voices()
+        assert "\n" not in str(err.value) and err.value.code == 302
+        with pytest.raises(socket.timeout):
+            elsewhere.accept()  # nobody came
+        assert all(a[:2] == ("127.0.0.1", port) for a in _inet(connections))
+    finally:
+        server.shutdown()
+        server.server_close()
+        elsewhere.close()
