@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from rtverify.config import SegmenterConfig
-from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
+from rtverify.core.encoder import EncoderSession, l2_normalize, load_model_info, resolve_model
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import progress_bar
 
@@ -91,6 +91,37 @@ def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: 
             "enrol_s": np.array(vp_speech)}
 
 
+def _enrol_offsets(data: dict, decision) -> np.ndarray:
+    """A decision's offsets for each voiceprint's enrolled speech, ``(n_voiceprints,)``."""
+    return np.array([decision.enrol_offset(e) for e in data["enrol_s"]])
+
+
+def margins(data: dict, k: int, decision) -> np.ndarray:
+    """Model ``k``'s scores of :func:`collect` over ``decision``'s thresholds (the probe's
+    speech and the voiceprint's enrolled speech), ``(n_probes, n_voiceprints)``: accepted where
+    >= 0."""
+    by_speech = np.array([decision.threshold_for(x) for x in data["speech_s"]])
+    return data["scores"][k] - _enrol_offsets(data, decision)[None] - by_speech[:, None]
+
+
+def _groups(speech: np.ndarray, n_groups: int, within: np.ndarray | None = None):
+    """Boolean masks of ``n_groups`` groups of probes by speech (quantiles; only ``within``
+    where given), empty groups left out."""
+    pool = speech if within is None else speech[within]
+    edges = np.quantile(pool, np.linspace(0, 1, n_groups + 1))
+    for g in range(n_groups):
+        sel = (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1 else True)
+        if within is not None:
+            sel &= within
+        if sel.any():
+            yield sel
+
+
+def _quantile_at(impostors: np.ndarray, far: float) -> float:
+    """The score that lets through ``far`` of these impostor scores (the highest when 0)."""
+    return float(np.quantile(impostors, 1.0 - far)) if far > 0 else float(impostors.max())
+
+
 def like_thresholds(data: dict, reference, model, n_groups: int = 8,
                     pooled: bool = False) -> dict:
     """Per speech group (quantiles of the probes' speech): the reference's false-accept rate at
@@ -99,29 +130,20 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8,
     ``pooled``, every group takes the reference's rate over all groups instead of its own: the
     same share of strangers let through overall, spread evenly over the amounts of speech."""
     speech = data["speech_s"]
-    enrol = data["enrol_s"]
-    ref = data["scores"][1] - np.array([reference.enrol_offset(e) for e in enrol])[None]
-    new = data["scores"][0] - np.array([model.enrol_offset(e) for e in enrol])[None]
     target = data["target"]
-    edges = np.quantile(speech, np.linspace(0, 1, n_groups + 1))
-    thr_all = np.array([reference.threshold_for(s) for s in speech])[:, None]
-    far_pooled = float(((ref - thr_all)[~target] >= 0).mean())
+    ref = margins(data, 1, reference)
+    new = data["scores"][0] - _enrol_offsets(data, model)[None]
+    far_pooled = float((ref[~target] >= 0).mean())
     rows = []
-    for g in range(n_groups):
-        sel = (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1 else True)
-        if not sel.any():
-            continue
-        thr_ref = thr_all[sel]
+    for sel in _groups(speech, n_groups):
         t = target[sel]
-        imp_ref = (ref[sel] - thr_ref)[~t]
-        far_own = float((imp_ref >= 0).mean())
+        far_own = float((ref[sel][~t] >= 0).mean())
         far = far_pooled if pooled else far_own
-        imp_new = new[sel][~t]
-        thr = float(np.quantile(imp_new, 1.0 - far)) if far > 0 else float(imp_new.max())
+        thr = _quantile_at(new[sel][~t], far)
         rows.append({"speech_s": float(np.median(speech[sel])), "n_probes": int(sel.sum()),
                      "n_target": int(t.sum()), "n_nontarget": int((~t).sum()),
                      "far_reference": far_own, "far": far, "threshold": thr,
-                     "frr_reference": float(((ref[sel] - thr_ref)[t] < 0).mean()),
+                     "frr_reference": float((ref[sel][t] < 0).mean()),
                      "frr_new": float((new[sel][t] < thr).mean())})
     points = _fit_points(rows)
     xs = [r["speech_s"] for r in rows]
@@ -160,26 +182,20 @@ def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: 
     offset for the voiceprint's enrolled speech) that lets through ``far``, the model's own
     rate; a monotone fit. ``data``: :func:`collect` of the expert alone."""
     speech = data["speech_s"]
-    scores = data["scores"][0] - np.array([expert.enrol_offset(e) for e in data["enrol_s"]])[None]
+    scores = data["scores"][0] - _enrol_offsets(data, expert)[None]
+    own = margins(data, 0, expert)
     target = data["target"]
     short = speech < below_s
     if short.sum() < n_groups:
         raise ValueError(f"only {int(short.sum())} probes hold less than {below_s} s of speech")
-    edges = np.quantile(speech[short], np.linspace(0, 1, n_groups + 1))
     rows = []
-    for g in range(n_groups):
-        sel = short & (speech >= edges[g]) & ((speech < edges[g + 1]) if g < n_groups - 1
-                                              else True)
-        if not sel.any():
-            continue
+    for sel in _groups(speech, n_groups, within=short):
         t = target[sel]
-        imp = scores[sel][~t]
-        own = np.array([expert.threshold_for(x) for x in speech[sel]])[:, None]
-        thr = float(np.quantile(imp, 1.0 - far)) if far > 0 else float(imp.max())
+        thr = _quantile_at(scores[sel][~t], far)
         rows.append({"speech_s": float(np.median(speech[sel])), "n_probes": int(sel.sum()),
                      "n_target": int(t.sum()), "n_nontarget": int((~t).sum()),
-                     "far_own": float(((scores[sel] - own)[~t] >= 0).mean()),
-                     "frr_own": float(((scores[sel] - own)[t] < 0).mean()),
+                     "far_own": float((own[sel][~t] >= 0).mean()),
+                     "frr_own": float((own[sel][t] < 0).mean()),
                      "far": far, "threshold": thr,
                      "frr": float((scores[sel][t] < thr).mean())})
     return {"points": _fit_points(rows), "table": rows}
@@ -188,9 +204,7 @@ def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: 
 def rates_at_thresholds(data: dict, k: int, decision) -> tuple[float, float]:
     """``(false-accept rate, false-reject rate)`` of model ``k`` of :func:`collect`'s data at its
     own thresholds (length and enrolled speech)."""
-    thr = np.array([decision.threshold_for(x) for x in data["speech_s"]])[:, None] + \
-        np.array([decision.enrol_offset(e) for e in data["enrol_s"]])[None]
-    margin = data["scores"][k] - thr
+    margin = margins(data, k, decision)
     target = data["target"]
     return float((margin[~target] >= 0).mean()), float((margin[target] < 0).mean())
 
@@ -228,16 +242,14 @@ def short_expert_main(args, model_path: Path) -> int:
         raise SystemExit(f"{model_path}: the model has no short expert")
     raw = model.info.raw
     far = args.rate if args.rate is not None else model_far(raw)
-    # the expert with its own decision, not the one this model's sidecar may already set
-    block_spec = raw["short_expert"]
-    name = block_spec["model"]
-    expert = EncoderSession(name if "/" not in name else model_path.parent / name, threads=1)
-    below = spec[1]
+    expert, below = spec
+    # its own decision, not the one this model's sidecar may already set for it
+    own = load_model_info(expert.path).decision
     n = len(speakers(args.root)) if args.speakers is None else args.speakers
     with progress_bar(sys.stderr.isatty(), "scoring short probes with the expert", n) as advance:
         data = collect([expert], args.root, lengths=SHORT_LENGTHS_S, limit=args.speakers,
                        progress=advance)
-    fit = expert_thresholds(data, expert.info.decision, below, far, args.groups)
+    fit = expert_thresholds(data, own, below, far, args.groups)
     block = {"expert": expert.model_id, "rate": far,
              "data": f"{int((data['speech_s'] < below).sum())} probes under {below} s of speech "
                      f"of {data['target'].shape[1]} LibriSpeech speakers outside the dev lists, "
@@ -257,7 +269,7 @@ def short_expert_main(args, model_path: Path) -> int:
     if args.write_sidecar:
         path = write_sidecar(
             model_path, calibration=dict(raw.get("calibration") or {}, short_expert=block),
-            short_expert=dict(block_spec, decision={"thresholds_by_speech_s": fit["points"],
+            short_expert=dict(raw["short_expert"], decision={"thresholds_by_speech_s": fit["points"],
                                                     "threshold_offsets_by_snr_db": []}))
         print(f"wrote the expert's thresholds into {path}")
     return 0
