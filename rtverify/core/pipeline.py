@@ -395,19 +395,15 @@ class Verifier:
             events.append(SegmentDropped(end.start_s, end.end_s, end.speech_s,
                                          end.drop_reason or "too_short"))
             return
-        kept = self._hold_back(end)
+        hold_rows, end = self._hold_back(end) or (0, end)
         if self._worker is None:
-            events.extend(_listed(self._decide(self.embedder, end, t) if kept is None else
-                                  self._decide(self.embedder, kept[1], t, kept[0])))
+            events.extend(_listed(self._decide(self.embedder, end, t, hold_rows)))
             return
         # a worker finishes this utterance's embedder; the next utterance gets a fresh one
         embedder = self.embedder
         self.embedder = TurnEmbedder(self.session, max_pending=self.max_pending,
                                      cfg=self._turn_cfg)
-        if kept is not None:
-            events.append(self._worker.submit(self._decide, embedder, kept[1], None, kept[0]))
-        else:
-            events.append(self._worker.submit(self._decide, embedder, end, None))
+        events.append(self._worker.submit(self._decide, embedder, end, None, hold_rows))
 
     def _decide(self, embedder: TurnEmbedder, end: SegmentEnd, t: float | None,
                 hold_rows: int = 0) -> DecisionEvent | list[DecisionEvent] | None:
