@@ -64,6 +64,47 @@ def test_tilt_moves_the_spectral_balance_at_the_same_power_and_is_drawn_only_whe
     assert not np.array_equal(a, degrade.random_degrade(_speechlike(), RNG(7), pool, p_tilt=1.0))
 
 
+def _vowel(f0=140.0, n=25600, formants=(700.0, 1200.0)):
+    """A voiced, vowel-like sound: a glottal pulse train through two resonances."""
+    from scipy.signal import lfilter
+
+    x = np.zeros(n)
+    x[(np.arange(0, n / 16000, 1 / f0) * 16000).astype(int)] = 1.0
+    for f in formants:
+        r = np.exp(-np.pi * 80 / 16000)
+        x = lfilter([1.0], [1, -2 * r * np.cos(2 * np.pi * f / 16000), r * r], x)
+    return (0.2 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.mark.train
+def test_prosody_moves_the_pitch_keeps_the_formants_and_is_drawn_only_when_asked():
+    parselmouth = pytest.importorskip("parselmouth")
+    from parselmouth.praat import call
+
+    def pitch_and_f1(y):
+        snd = parselmouth.Sound(y.astype(np.float64), 16000)
+        return (call(snd.to_pitch(), "Get quantile", 0, 0, 0.5, "Hertz"),
+                call(snd.to_formant_burg(), "Get mean", 1, 0, 0, "Hertz"))
+
+    x = _vowel()
+    p0, f0 = pitch_and_f1(x)
+    up = degrade.prosody(x, RNG(0), semitones=(7, 7), range_factor=(1, 1), duration=(1, 1))
+    down = degrade.prosody(x, RNG(0), semitones=(-4, -4), range_factor=(1, 1), duration=(1.2, 1.2))
+    for y, semis in ((up, 7), (down, -4)):
+        p, f = pitch_and_f1(y)
+        assert y.shape == x.shape and y.dtype == np.float32
+        assert abs(12 * np.log2(p / p0) - semis) < 0.5  # the pitch moved as asked
+        assert abs(f / f0 - 1) < 0.1  # the vocal tract did not
+    noise = RNG(1).standard_normal(16000).astype(np.float32) * 0.01  # nothing voiced: unchanged
+    np.testing.assert_allclose(degrade.prosody(noise, RNG(0)), noise, atol=1e-7)
+    pool = [_speechlike(seed=s) for s in range(4)]
+    a = degrade.random_degrade(_speechlike(), RNG(7), pool)
+    np.testing.assert_array_equal(a, degrade.random_degrade(_speechlike(), RNG(7), pool,
+                                                            p_prosody=0.0))
+    assert not np.array_equal(a, degrade.random_degrade(_speechlike(), RNG(7), pool,
+                                                        p_prosody=1.0))
+
+
 @pytest.mark.train
 def test_shoebox_rooms_reverberate_as_asked_and_keep_the_speech_in_place():
     pytest.importorskip("pyroomacoustics")

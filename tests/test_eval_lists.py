@@ -52,3 +52,51 @@ def test_voiceprint_lists_hold_three_clean_takes_and_foreign_probes(tmp_path):
         assert all(t.split("/")[1] == owner for t in takes)
         assert (probe.split("/")[1] == owner) == (label == "1")
         assert probe.split("/", 1)[1] not in [t.split("/", 1)[1] for t in takes]
+
+
+def _fake_commands(root, counts):
+    rows = ["speaker\tpath\tduration_s\tsample_rate"]
+    for spk, n in counts.items():
+        (root / spk).mkdir(parents=True)
+        for i in range(n):
+            (root / spk / f"word{i}_0.wav").write_bytes(b"")
+            rows.append(f"{spk}\t{spk}/word{i}_0.wav\t1.0\t16000")
+    (root / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+
+
+def test_extra_corpus_split_holds_every_third_speaker_out(tmp_path):
+    from training.data import extra_split
+
+    _fake_commands(tmp_path, {f"{k:08x}": 2 for k in range(7)})
+    split = extra_split(tmp_path)
+    assert split["held"] == ["00000002", "00000005"]
+    assert set(split["train"]) | set(split["held"]) == {f"{k:08x}" for k in range(7)}
+    assert not set(split["train"]) & set(split["held"])
+
+
+def test_speech_commands_lists_use_only_held_out_speakers(tmp_path):
+    from tools.sc_trials import build
+
+    # held out: 00000002 (5 clips), 00000005 (6 clips), 00000008 (3 clips: too few for a
+    # voiceprint and a probe); the others are training speakers and must not appear
+    _fake_commands(tmp_path / "sc", {f"{k:08x}": n for k, n in
+                                     enumerate([5, 5, 5, 5, 5, 6, 5, 5, 3])})
+    paths = build(tmp_path / "sc", tmp_path / "out", different=8)
+    vp = [ln.split() for ln in paths["sc-1s-vp3"].read_text().splitlines()]
+    same = [ln for ln in vp if ln[0] == "1"]
+    assert len(same) == 2 + 3 and len(vp) - len(same) == 8
+    for label, prints, probe in vp:
+        takes = prints.split("+")
+        assert len(takes) == 3 and probe not in takes
+        owner = {t.split("/")[0] for t in takes}
+        assert owner <= {"00000002", "00000005"} and len(owner) == 1
+        assert probe.split("/")[0] in {"00000002", "00000005"}
+        assert (probe.split("/")[0] in owner) == (label == "1")
+    pairs = [ln.split() for ln in paths["sc-1s"].read_text().splitlines()]
+    assert sum(ln[0] == "1" for ln in pairs) == 10 + 15
+    assert len(pairs) == 25 + 25  # as many different pairs as same (30 exist)
+    # asking for more different pairs than exist takes them all instead of looping for ever
+    paths = build(tmp_path / "sc", tmp_path / "out2", different=100)
+    vp = paths["sc-1s-vp3"].read_text().splitlines()
+    assert sum(ln.startswith("0") for ln in vp) == 6 + 5  # each voiceprint x the other's clips
+    assert all((a.split("/")[0] == b.split("/")[0]) == (lab == "1") for lab, a, b in pairs)

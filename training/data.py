@@ -89,6 +89,16 @@ def arabic_splits(corpus: str | os.PathLike = ARABIC) -> dict[str, list[str]]:
             "val": sorted(by["val"]), "test": sorted(by["test"])}
 
 
+def extra_split(corpus: str | os.PathLike, every: int = 3) -> dict[str, list[str]]:
+    """Speakers of an extra, unlabelled-for-us corpus folder (``<speaker>/<clip>`` with a
+    ``MANIFEST.tsv``): every ``every``-th speaker in sorted order is ``held`` out of training
+    (for dev lists and calibration), the rest are ``train``. Deterministic, so training and the
+    lists built on the held-out part always agree."""
+    speakers = sorted({u.speaker for u in from_manifest(corpus)})
+    return {"train": [s for i, s in enumerate(speakers) if i % every != every - 1],
+            "held": [s for i, s in enumerate(speakers) if i % every == every - 1]}
+
+
 def select(utts: Iterable[Utterance], speakers: Iterable[str]) -> list[Utterance]:
     keep = set(speakers)
     return [u for u in utts if u.speaker in keep]

@@ -122,17 +122,54 @@ def tilt(x: np.ndarray, a: float) -> np.ndarray:
     return _finish(y * np.sqrt(_power(x) / max(_power(y), 1e-20)))
 
 
+def prosody(x: np.ndarray, rng: np.random.Generator, semitones=(-4.0, 7.0), range_factor=(0.6, 2.0),
+            duration=(0.85, 1.2)) -> np.ndarray:
+    """The same voice speaking otherwise, as emotion changes it: the median pitch moved by
+    ``semitones``, its range scaled by ``range_factor`` and the tempo by 1 / ``duration``, with
+    the formants (the vocal tract) kept, by Praat's PSOLA resynthesis of a Manipulation (pitch
+    kept within 60-450 Hz: Praat's "Change gender" can hang on high voices;
+    ``praat-parselmouth``, a training extra). Cut or tiled back to the length; ``x`` unchanged
+    when Praat finds no voiced frame."""
+    import parselmouth
+    from parselmouth.praat import call
+
+    shift, spread, stretch = (rng.uniform(*semitones), rng.uniform(*range_factor),
+                              rng.uniform(*duration))  # drawn first: the same draws either way
+    snd = parselmouth.Sound(np.asarray(x, dtype=np.float64), RATE_HZ)
+    try:
+        median = call(snd.to_pitch(), "Get quantile", 0, 0, 0.5, "Hertz")
+        if not np.isfinite(median) or median <= 0:
+            return _finish(np.asarray(x, dtype=np.float64))
+        man = call(snd, "To Manipulation", 0.01, 75, 600)
+        tier = call(man, "Extract pitch tier")  # every pitch point: moved, its spread scaled
+        call(tier, "Formula", f"min(450, max(60, {median * 2 ** (shift / 12)} * "
+                              f"(self / {median}) ^ {spread}))")
+        call([tier, man], "Replace pitch tier")
+        dur = call(man, "Extract duration tier")
+        call(dur, "Add point", 0.0, stretch)
+        call([man, dur], "Replace duration tier")
+        y = call(man, "Get resynthesis (overlap-add)").values[0]
+    except parselmouth.PraatError:  # too little voicing for a manipulation: left as it was
+        return _finish(np.asarray(x, dtype=np.float64))
+    return _finish(np.resize(y, len(x)) if len(y) >= len(x) else np.pad(y, (0, len(x) - len(y)),
+                                                                          mode="wrap"))
+
+
 def random_degrade(x: np.ndarray, rng: np.random.Generator,
                    babble_pool: Sequence[np.ndarray],
-                   rooms: Sequence[np.ndarray] = (), p_tilt: float = 0.0) -> np.ndarray:
+                   rooms: Sequence[np.ndarray] = (), p_tilt: float = 0.0,
+                   p_prosody: float = 0.0) -> np.ndarray:
     """One random mixture of the conditions the student must learn to ignore (for distillation):
     speed 0.9-1.1 (p 0.3), room (p 0.5, RT60 0.2-0.9 s, DRR -8..+6 dB), babble of 2-5 other
     talkers (p 0.45) or coloured noise (p 0.25) at 0-20 dB SNR, telephone band (p 0.15), level
     -25..+5 dB. With ``rooms`` (impulse responses of :func:`shoebox_response`), half the rooms
     are one of those simulated rooms instead. With ``p_tilt``, that share of windows first gets
     a spectral tilt (:func:`tilt`, ``a`` in -0.5..0.7: vocal effort; nothing is drawn without
-    it, so runs without it repeat)."""
+    it, so runs without it repeat). With ``p_prosody``, that share first gets another pitch,
+    pitch range and tempo (:func:`prosody`: emotion; likewise nothing drawn without it)."""
     y = np.asarray(x, dtype=np.float32)
+    if p_prosody > 0 and rng.random() < p_prosody:
+        y = prosody(y, rng)
     if p_tilt > 0 and rng.random() < p_tilt:
         y = tilt(y, rng.uniform(-0.5, 0.7))
     if rng.random() < 0.3:

@@ -59,9 +59,12 @@ def _read(path: Path) -> np.ndarray:
     return load_audio(path)
 
 
-def collect_windows(root: Path) -> tuple[np.ndarray, np.ndarray]:
-    """int16 ``(n, WINDOW)`` clean speech windows and their int speaker ids."""
-    from .data import arabic_splits, speech_audio
+def collect_windows(root: Path, extra: tuple[Path, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """int16 ``(n, WINDOW)`` clean speech windows and their int speaker ids. ``extra``: more
+    corpus folders (``<speaker>/<clip>`` + ``MANIFEST.tsv``, e.g. Speech Commands); their
+    :func:`training.data.extra_split` training speakers' clips are joined per speaker like the
+    Arabic keywords."""
+    from .data import arabic_splits, extra_split, from_manifest, speech_audio
 
     held = set(heldout_speakers(root))
     manifest = [ln.split("\t") for ln in (root / LIBRI / "MANIFEST.tsv").read_text()
@@ -74,6 +77,14 @@ def collect_windows(root: Path) -> tuple[np.ndarray, np.ndarray]:
     for spk in arabic_splits(corpus)["train12"]:
         clips = [speech_audio(_read(p)) for p in sorted((corpus / spk).glob("*.flac"))]
         sources.append((f"arabic:{spk}", np.concatenate(clips)))
+    for corpus in extra:
+        train = set(extra_split(corpus)["train"])
+        by: dict[str, list[np.ndarray]] = {}
+        for u in from_manifest(corpus):
+            if u.speaker in train:
+                by.setdefault(u.speaker, []).append(speech_audio(_read(u.path)))
+        for spk, clips in sorted(by.items()):
+            sources.append((f"{corpus.name}:{spk}", np.concatenate(clips)))
     wins, ids = [], []
     for k, (_, x) in enumerate(sources):
         for s in range(0, len(x) - WINDOW + 1, HOP):
@@ -126,7 +137,7 @@ def _level_only(x: np.ndarray, rng) -> np.ndarray:
     return np.clip(x * 10 ** (rng.uniform(-20, 5) / 20), -1, 1)
 
 
-def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=(), p_tilt=0.0):
+def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=(), p_tilt=0.0, p_prosody=0.0):
     """Student inputs (degraded), the same windows clean (for the old teacher, computed on the
     fly), and which samples are full clean windows (those have a cached CAM++ target). With
     ``p_short``, a window is cut to 0.4-1.5 s and both versions go through one of the runtime's
@@ -140,7 +151,7 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=(), p_tilt=0.0):
         if rng.random() < p_clean:  # clean windows too, so that clean audio does not drift
             y = _level_only(x, rng)
         else:
-            y = degrade.random_degrade(x, rng, pool, rooms, p_tilt)
+            y = degrade.random_degrade(x, rng, pool, rooms, p_tilt, p_prosody)
         view = str(rng.choice(["end", "start", "reflect"]))
         feats.append(_rows_view(mel_rows(y), view))
         clean.append(_rows_view(mel_rows(x), view))
@@ -149,7 +160,8 @@ def _batch(wins, ids, rng, batch, p_clean, p_short=0.0, rooms=(), p_tilt=0.0):
             torch.tensor(full))
 
 
-def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=(), p_tilt=0.0):
+def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=(), p_tilt=0.0,
+                p_prosody=0.0):
     """``n_speakers x n_utts`` windows of different speakers, each degraded (or clean, level
     changed) on its own, as the student's input rows: a speaker's windows must stay together
     whatever happens to each of them (the GE2E objective the default was fine-tuned with)."""
@@ -164,7 +176,7 @@ def _ge2e_batch(wins, ids, rng, n_speakers, n_utts, p_clean, p_short, rooms=(), 
             else:
                 others = rng.choice(len(wins), 8, replace=False)
                 pool = [wins[j].astype(np.float32) / 32767 for j in others if ids[j] != s]
-                y = degrade.random_degrade(x, rng, pool, rooms, p_tilt)
+                y = degrade.random_degrade(x, rng, pool, rooms, p_tilt, p_prosody)
             feats.append(_rows_view(mel_rows(y), str(rng.choice(["end", "start", "reflect"]))))
     return torch.from_numpy(np.stack(feats))
 
@@ -223,7 +235,7 @@ def train(args) -> torch.nn.Module:
 
     cache = out / "teachers.npz"
     if d.is_main and not cache.is_file():
-        wins, ids = collect_windows(args.root)
+        wins, ids = collect_windows(args.root, tuple(args.extra))
         log(f"{len(wins)} windows of {WINDOW_S} s from {ids.max() + 1} speakers")
         t_old, t_cam = teacher_embeddings(wins, log)
         np.savez(cache, wins=wins, ids=ids, old=t_old, campp=t_cam)
@@ -284,7 +296,7 @@ def train(args) -> torch.nn.Module:
     t0, run = time.time(), []
     while step < args.steps:
         idx, x, xc, full = _batch(wins, ids, rng, args.batch, args.p_clean, args.p_short, rooms,
-                                  args.tilt)
+                                  args.tilt, args.prosody)
         x, xc, full = x.to(dev), xc.to(dev), full.to(dev)
         with torch.no_grad():
             target_old = old_teacher(xc)
@@ -294,7 +306,7 @@ def train(args) -> torch.nn.Module:
         n_anchor = len(x)
         if ge2e is not None:
             xg = _ge2e_batch(wins, ids, rng, args.ge2e_speakers, args.ge2e_utts, args.p_clean,
-                             args.p_short, rooms, args.tilt).to(dev)
+                             args.p_short, rooms, args.tilt, args.prosody).to(dev)
             x = torch.cat([x, xg])
         emb, cam_emb = model(x)
         loss_ge2e = torch.zeros(())
@@ -409,6 +421,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("../shared/data"))
     ap.add_argument("--out", type=Path, default=Path("runs/distill"))
+    ap.add_argument("--extra", type=Path, action="append", default=[], metavar="DIR",
+                    help="another corpus folder to distil on (<speaker>/<clip> + MANIFEST.tsv; "
+                         "every third speaker is held out: training.data.extra_split); repeatable")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=32,
                     help="windows per process and step (under torchrun the effective batch is "
@@ -435,6 +450,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--tilt", type=float, default=0.0, metavar="P",
                     help="share of degraded windows given a spectral tilt first (vocal effort: "
                          "training.degrade.tilt; 0: none, as before)")
+    ap.add_argument("--prosody", type=float, default=0.0, metavar="P",
+                    help="share of degraded windows given another pitch, pitch range and tempo "
+                         "first, formants kept (emotion: training.degrade.prosody; 0: none)")
     ap.add_argument("--mask", type=int, default=0, metavar="C",
                     help="train only a spectral mask of C channels in front of the frozen LSTM "
                          "(0: train the LSTM itself, as before)")
