@@ -39,7 +39,7 @@ def cmd_run(args) -> int:
         data = args.data
         res["accuracy"] = accuracy({v: models[v] for v in (["default"] if args.quick else variants)},
                                    data, log=log, only=["librispeech-251-3s"] if args.quick else None,
-                                   dev=args.dev)
+                                   dev=args.dev, extra_lists=args.list)
     if not args.skip_speed:
         from . import speed
 
@@ -70,6 +70,15 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _extra_list(spec: str):
+    from .accuracy import parse_list
+
+    try:
+        return parse_list(spec)
+    except (ValueError, FileNotFoundError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -83,6 +92,10 @@ def main(argv=None) -> int:
     r.add_argument("--dev", type=Path, help="also the dev lists built there by python -m "
                    "training.dev_lists (babble, reverberation, telephone band, held-out "
                    "LibriSpeech), e.g. runs/dev")
+    r.add_argument("--list", action="append", default=[], metavar="TRIALS=ROOT",
+                   type=_extra_list, help="also this trials list, its paths relative to ROOT "
+                   "(corpora outside the shared data: tools.emodb_trials, tools.sc_trials); "
+                   "repeatable")
     r.add_argument("--skip-speed", action="store_true")
     r.add_argument("--variants", help="models to measure, e.g. default,int8,hop80,campp (default: "
                    "the shipped model, the other hop of 80/160, int8, int8 with the other hop; "

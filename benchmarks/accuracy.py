@@ -53,11 +53,27 @@ def resemblyzer_list(trials: Path, root: Path) -> dict:
             "via": "resemblyzer preprocess_wav + embed_utterance"}
 
 
+def parse_list(spec: str) -> tuple[str, Path, Path]:
+    """``TRIALS=ROOT`` (``--list``): a trials file outside the shared data and the folder its
+    paths are relative to, e.g. ``runs/sc/sc-1s-vp3.txt=/data/speechcommands`` (tools.sc_trials)
+    or ``runs/emodb/emodb-all.txt=/data/emodb/wav`` (tools.emodb_trials). Named by the file."""
+    trials, sep, root = spec.partition("=")
+    if not sep or not trials or not root:
+        raise ValueError(f"--list {spec!r}: expected TRIALS=ROOT")
+    trials_p, root_p = Path(trials), Path(root)
+    if not trials_p.is_file():
+        raise FileNotFoundError(f"{trials_p}: trials list not found")
+    if not root_p.is_dir():
+        raise FileNotFoundError(f"{root_p}: audio folder not found")
+    return trials_p.stem, trials_p, root_p
+
+
 def accuracy(models: dict[str, Path], data: Path, log=print, only: list[str] | None = None,
-             dev: Path | None = None) -> dict:
+             dev: Path | None = None, extra_lists: list[tuple[str, Path, Path]] = ()) -> dict:
     """Every list of ``data/trials`` (or those named in ``only``), then, with ``dev``, the noisy,
     reverberant and telephone-band dev lists that ``python -m training.dev_lists`` built there
-    (named ``dev-<list>``; see :func:`export.dev_eval.lists`)."""
+    (named ``dev-<list>``; see :func:`export.dev_eval.lists`), then ``extra_lists``
+    (:func:`parse_list`: corpora outside the shared data, such as EmoDB and Speech Commands)."""
     from export.dev_eval import SHARED, lists as all_lists
 
     out = {}
@@ -72,6 +88,7 @@ def accuracy(models: dict[str, Path], data: Path, log=print, only: list[str] | N
             raise FileNotFoundError(f"{missing[0]}: dev list missing (build the lists with "
                                     f"python -m training.dev_lists --root {data} --out {dev})")
         lists += extra
+    lists += list(extra_lists)
     for stem, trials, root in lists:
         row = {}
         for name, model in models.items():

@@ -20,3 +20,20 @@ def test_a_hop_variant_of_the_default_loads_without_its_short_expert(tmp_path):
     s = EncoderSession(path)
     assert s.short_expert is None and s.expert_decides(0.3, None) is False
     assert EncoderSession().short_expert is not None  # the shipped one keeps it
+
+
+def test_extra_trials_lists_are_named_by_their_file_and_bad_ones_refused(tmp_path, capsys):
+    import pytest
+
+    from benchmarks.__main__ import main
+    from benchmarks.accuracy import parse_list
+
+    trials = tmp_path / "sc-1s-vp3.txt"
+    trials.write_text("1 a/x.wav b/y.wav\n")
+    assert parse_list(f"{trials}={tmp_path}") == ("sc-1s-vp3", trials, tmp_path)
+    for spec, says in ((str(trials), "expected TRIALS=ROOT"),
+                       (f"{tmp_path / 'none.txt'}={tmp_path}", "trials list not found"),
+                       (f"{trials}={tmp_path / 'nowhere'}", "audio folder not found")):
+        with pytest.raises(SystemExit) as e:
+            main(["run", "--skip-speed", "--list", spec])
+        assert e.value.code == 2 and says in capsys.readouterr().err

@@ -100,3 +100,30 @@ def test_speech_commands_lists_use_only_held_out_speakers(tmp_path):
     vp = paths["sc-1s-vp3"].read_text().splitlines()
     assert sum(ln.startswith("0") for ln in vp) == 6 + 5  # each voiceprint x the other's clips
     assert all((a.split("/")[0] == b.split("/")[0]) == (lab == "1") for lab, a, b in pairs)
+
+
+def test_speech_commands_layout_groups_clips_by_speaker(tmp_path):
+    import soundfile as sf
+
+    from tools.sc_trials import layout, main
+
+    src = tmp_path / "src"
+    clips = {"yes/0a1b2c3d_nohash_0.wav": 1.0, "yes/0a1b2c3d_nohash_1.wav": 1.0,
+             "no/0a1b2c3d_nohash_0.wav": 0.5, "no/ffff0000_nohash_2.wav": 1.0,
+             "_unknown_/five_ffff0000_nohash_4.wav.wav": 1.0,
+             "_silence_/1024.wav": 1.0, "yes/notes.wav": 1.0}
+    for name, secs in clips.items():
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(src / name, np.zeros(int(16000 * secs), np.float32), 16000)
+    corpus = tmp_path / "corpus"
+    assert layout(src, corpus) == 5
+    rows = [r.split("\t") for r in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    assert sorted((r[0], r[1]) for r in rows) == [
+        ("0a1b2c3d", "0a1b2c3d/no_0.wav"), ("0a1b2c3d", "0a1b2c3d/yes_0.wav"),
+        ("0a1b2c3d", "0a1b2c3d/yes_1.wav"), ("ffff0000", "ffff0000/five_4.wav"),
+        ("ffff0000", "ffff0000/no_2.wav")]
+    assert {r[1]: r[2] for r in rows}["0a1b2c3d/no_0.wav"] == "0.500"
+    with pytest.raises(SystemExit, match="already laid out"):
+        main(["--layout", str(src), "--corpus", str(corpus), "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="no Speech Commands clips"):
+        layout(tmp_path / "corpus" / "0a1b2c3d", tmp_path / "empty")

@@ -2,14 +2,18 @@
 third of a Speech Commands folder (:func:`training.data.extra_split`; the other two thirds may
 be distilled on with ``python -m training.distill --extra DIR``).
 
+    .venv/bin/python -m tools.sc_trials --layout SRC --corpus DIR --out runs/sc
     .venv/bin/python -m tools.sc_trials --corpus DIR --out runs/sc
     .venv/bin/rtverify eval --trials runs/sc/sc-1s-vp3.txt --root DIR --json
 
 Speech Commands (Warden, 2018; CC BY 4.0): one-second clips of single English words recorded by
 volunteers on their own phones and computers, so many microphones and rooms. The team used the
 v0.02 test files (4482 word clips of 239 speakers) kept in a public GitHub project
-(``thegtagamer/PICO-tinyML-benchmark``, folder ``MLTK_keyworkSpotting/dataset``), laid out as
-``<speaker>/<word>_<n>.wav`` with a ``MANIFEST.tsv``; nothing of it is in this repository.
+(``thegtagamer/PICO-tinyML-benchmark``, folder ``MLTK_keyworkSpotting/dataset``); ``--layout
+SRC`` lays such a folder (one folder per word, ``<speaker>_nohash_<n>.wav`` or, in
+``_unknown_``, ``<word>_<speaker>_nohash_<n>.wav``; ``_silence_`` skipped) out under
+``--corpus`` as ``<speaker>/<word>_<n>.wav`` with a ``MANIFEST.tsv``, by hard links where it can.
+Nothing of it is in this repository.
 
 Two lists, each speaker's clips in sorted order:
 
@@ -24,11 +28,46 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 TAKES = 3
+
+
+CLIP = re.compile(r"^(?:(\w+?)_)?([0-9a-f]{8})_nohash_(\d+)\.wav(?:\.wav)?$")
+
+
+def layout(src: Path, corpus: Path) -> int:
+    """Speech Commands' word folders under ``src`` as ``corpus/<speaker>/<word>_<n>.wav`` and
+    ``corpus/MANIFEST.tsv``; returns the number of clips."""
+    import soundfile as sf
+
+    rows = ["speaker\tpath\tduration_s\tsample_rate"]
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name != "_silence_"):
+        for f in sorted(folder.iterdir()):
+            m = CLIP.match(f.name)
+            if not m:
+                continue
+            word, spk, n = m.group(1) or folder.name, m.group(2), m.group(3)
+            dst = corpus / spk / f"{word}_{n}.wav"
+            k = 1
+            while dst.exists():
+                dst, k = corpus / spk / f"{word}_{n}_{k}.wav", k + 1
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, dst)
+            except OSError:
+                shutil.copyfile(f, dst)
+            info = sf.info(dst)
+            rows.append(f"{spk}\t{spk}/{dst.name}\t{info.duration:.3f}\t{info.samplerate}")
+    if len(rows) == 1:
+        raise SystemExit(f"{src}: no Speech Commands clips (<word>/<speaker>_nohash_<n>.wav)")
+    (corpus / "MANIFEST.tsv").write_text("\n".join(rows) + "\n")
+    return len(rows) - 1
 
 
 def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5) -> dict[str, Path]:
@@ -75,7 +114,13 @@ def main(argv=None) -> int:
                     help="Speech Commands folder: <speaker>/<clip>.wav and MANIFEST.tsv")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--different", type=int, default=5000)
+    ap.add_argument("--layout", type=Path, metavar="SRC",
+                    help="first lay out the Speech Commands word folders in SRC under --corpus")
     args = ap.parse_args(argv)
+    if args.layout:
+        if (args.corpus / "MANIFEST.tsv").exists():
+            raise SystemExit(f"{args.corpus}: already laid out (MANIFEST.tsv exists)")
+        print(f"{args.corpus}: {layout(args.layout, args.corpus)} clips")
     build(args.corpus, args.out, args.different)
     return 0
 
