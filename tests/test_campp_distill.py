@@ -186,3 +186,25 @@ def test_mask_student_starts_as_the_shipped_encoder_and_trains_only_its_mask(tmp
     assert distill.export(args) == 0
     side = json.loads((tmp_path / "model" / "m.json").read_text())
     assert side["encoder"]["mask_channels"] == 8 and side["encoder"]["mask_kernel"] == 5
+
+
+@pytest.mark.train
+def test_soup_averages_the_students_and_refuses_a_different_one(tmp_path):
+    torch = pytest.importorskip("torch")
+    from training.soup import main
+
+    def ckpt(name, value, keys=("w", "b")):
+        path = tmp_path / f"{name}.pt"
+        torch.save({"step": 7, "student": {k: torch.full((2,), value) for k in keys},
+                    "head": {"h": torch.ones(1)}, "settings": {"lr": "1e-4"}}, path)
+        return path
+
+    a, b, c = ckpt("a", 1.0), ckpt("b", 2.0), ckpt("c", 6.0)
+    assert main(["--out", str(tmp_path / "soup"), str(a), str(b), str(c)]) == 0
+    out = torch.load(tmp_path / "soup" / "last.pt", weights_only=False)
+    assert torch.equal(out["student"]["w"], torch.full((2,), 3.0))
+    assert out["step"] == 7 and out["settings"]["soup"].count(".pt") == 3
+    with pytest.raises(SystemExit, match="not the same student"):
+        main(["--out", str(tmp_path / "x"), str(a), str(ckpt("d", 1.0, keys=("w",)))])
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        main(["--out", str(tmp_path / "x"), str(tmp_path / "none.pt")])

@@ -70,10 +70,13 @@ def layout(src: Path, corpus: Path) -> int:
     return len(rows) - 1
 
 
-def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5) -> dict[str, Path]:
+def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5,
+          speakers: str = "held") -> dict[str, Path]:
+    """The two lists on the ``held`` speakers (or, ``"train"``, on the ones a distillation with
+    ``--extra`` would learn from: a second sample for a model that did not)."""
     from training.data import extra_split, from_manifest
 
-    held = set(extra_split(corpus)["held"])
+    held = set(extra_split(corpus)[speakers])
     clips: dict[str, list[str]] = {}
     for u in from_manifest(corpus):
         if u.speaker in held:
@@ -103,7 +106,7 @@ def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5) -> dict
     for name, p in paths.items():
         rows = p.read_text().splitlines()
         same = sum(r.startswith("1") for r in rows)
-        print(f"{p}: {len(clips)} held-out speakers, {same} same / {len(rows) - same} different")
+        print(f"{p}: {len(clips)} {speakers} speakers, {same} same / {len(rows) - same} different")
     return paths
 
 
@@ -114,6 +117,9 @@ def main(argv=None) -> int:
                     help="Speech Commands folder: <speaker>/<clip>.wav and MANIFEST.tsv")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--different", type=int, default=5000)
+    ap.add_argument("--speakers", choices=("held", "train"), default="held",
+                    help="the held-out third (default) or the two thirds training.distill "
+                         "--extra learns from (for models that did not)")
     ap.add_argument("--layout", type=Path, metavar="SRC",
                     help="first lay out the Speech Commands word folders in SRC under --corpus")
     args = ap.parse_args(argv)
@@ -121,7 +127,7 @@ def main(argv=None) -> int:
         if (args.corpus / "MANIFEST.tsv").exists():
             raise SystemExit(f"{args.corpus}: already laid out (MANIFEST.tsv exists)")
         print(f"{args.corpus}: {layout(args.layout, args.corpus)} clips")
-    build(args.corpus, args.out, args.different)
+    build(args.corpus, args.out, args.different, speakers=args.speakers)
     return 0
 
 
