@@ -409,3 +409,41 @@ def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
     trials.write_text(trials_text(demo, blip=False))
     assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
                  "0"]) == 2
+
+
+def test_decided_rates_tell_undecided_trials_from_refused_ones(tmp_path, clip_root, demo,
+                                                              capsys):
+    from tools.decided_rates import main, rates
+
+    import soundfile as sf
+
+    root = tmp_path / "root"
+    shutil.copytree(clip_root, root)
+    take, rate = sf.read(root / demo["enroll"][1], dtype="float32")
+    mid = len(take) // 2  # 0.75 s of the enrolled voice: the short expert decides it
+    quiet = np.zeros(rate // 2, np.float32)  # silence around it: a clean, measurable SNR
+    sf.write(root / "short.wav", np.concatenate(
+        [quiet, take[mid - int(0.375 * rate):mid + int(0.375 * rate)], quiet]), rate)
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=True) + f"1 {demo['enroll'][0]} short.wav\n")
+    r = rates(ev_session_default(), trials, root, tmp_path / "cache", raises=(0.0, 1.0))
+    assert r["same"] == 6 and r["different"] == 8
+    assert r["undecided_same"] == pytest.approx(1 / 6)  # the 0.2 s blip: too little speech
+    assert r["far_decided"] == 0.0  # no stranger accepted
+    by = {name: (sum(len(fa) for n, *_, fa, fr in r["parts"] if n == name),
+                 sum(len(fr) for n, *_, fa, fr in r["parts"] if n == name))
+          for name in ("expert", "model")}
+    assert by["expert"] == (0, 1) and by["model"][1] == 4  # the short clip; the four lines
+    (d0, fa0, fr0), (d1, fa1, fr1) = r["raise"]
+    assert len(fr0) == len(fr1) == 1 and fr1.all()  # +1 on the expert's thresholds: refused
+    assert main(["--model", "default", "--list", f"{trials}={root}",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    assert "not decided (too little speech) 16.7 % of the same" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="trials list not found"):
+        main(["--list", f"{tmp_path / 'none.txt'}={root}"])
+
+
+def ev_session_default():
+    from rtverify.core.encoder import EncoderSession
+
+    return EncoderSession("default")
