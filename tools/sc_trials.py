@@ -15,11 +15,13 @@ SRC`` lays such a folder (one folder per word, ``<speaker>_nohash_<n>.wav`` or, 
 ``--corpus`` as ``<speaker>/<word>_<n>.wav`` with a ``MANIFEST.tsv``, by hard links where it can.
 Nothing of it is in this repository.
 
-Two lists, each speaker's clips in sorted order:
+Three lists, each speaker's clips in sorted order:
 
 * ``sc-1s-vp3.txt``: the issue's shape, a 3-take voiceprint (the speaker's first three clips,
   joined with ``+``) against each of their other clips, and ``--different`` random
   (voiceprint of s, clip of t) pairs;
+* ``sc-1s-vp8.txt``: the same with eight words in each voiceprint (speakers with nine clips or
+  more): about 4 s of speech, a voiceprint ``enroll`` would make (it refuses the 3-word ones);
 * ``sc-1s.txt``: one clip against one clip, every same-speaker pair and as many random
   different-speaker pairs.
 """
@@ -36,6 +38,9 @@ from pathlib import Path
 import numpy as np
 
 TAKES = 3
+ENROL_TAKES = 8
+"""Words in the voiceprints of ``sc-1s-vp8``: about 4 s of speech, more than the 3 s ``enroll``
+asks of recordings (three 1 s words hold about 1.5 s: ``enroll`` would refuse them)."""
 
 
 CLIP = re.compile(r"^(?:(\w+?)_)?([0-9a-f]{8})_nohash_(\d+)\.wav(?:\.wav)?$")
@@ -70,9 +75,28 @@ def layout(src: Path, corpus: Path) -> int:
     return len(rows) - 1
 
 
+def _voiceprint_list(clips: dict[str, list[str]], takes: int, different: int,
+                     rng: np.random.Generator) -> list[str]:
+    """Each speaker with more than ``takes`` clips: their first ``takes`` joined as a voiceprint
+    against each of their other clips, and ``different`` random (voiceprint of s, clip of t)
+    pairs (all there are, if fewer)."""
+    clips = {s: c for s, c in clips.items() if len(c) > takes}
+    if len(clips) < 2:
+        raise SystemExit(f"fewer than two speakers with {takes + 1} clips")
+    owners = sorted(clips)
+    vp = {s: "+".join(c[:takes]) for s, c in clips.items()}
+    lines = {f"1 {vp[s]} {b}" for s, c in clips.items() for b in c[takes:]}
+    n_clips = sum(len(c) for c in clips.values())
+    n = len(lines) + min(different, sum(n_clips - len(c) for c in clips.values()))
+    while len(lines) < n:
+        s, t = rng.choice(owners, 2, replace=False)
+        lines.add(f"0 {vp[s]} {rng.choice(clips[t])}")
+    return sorted(lines, reverse=True)
+
+
 def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5,
           speakers: str = "held") -> dict[str, Path]:
-    """The two lists on the ``held`` speakers (or, ``"train"``, on the ones a distillation with
+    """The lists on the ``held`` speakers (or, ``"train"``, on the ones a distillation with
     ``--extra`` would learn from: a second sample for a model that did not)."""
     from training.data import extra_split, from_manifest
 
@@ -83,19 +107,13 @@ def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5,
             clips.setdefault(u.speaker, []).append(u.path.relative_to(corpus).as_posix())
     clips = {s: sorted(c) for s, c in sorted(clips.items()) if len(c) > TAKES}
     if len(clips) < 2:
-        raise SystemExit(f"{corpus}: fewer than two held-out speakers with {TAKES + 1} clips")
+        raise SystemExit(f"{corpus}: fewer than two {speakers} speakers with {TAKES + 1} clips")
     rng = np.random.default_rng(seed)
-    owners = sorted(clips)
     out.mkdir(parents=True, exist_ok=True)
-    vp = {s: "+".join(c[:TAKES]) for s, c in clips.items()}
-    lines = {f"1 {vp[s]} {b}" for s, c in clips.items() for b in c[TAKES:]}
-    n_clips = sum(len(c) for c in clips.values())
-    n = len(lines) + min(different, sum(n_clips - len(c) for c in clips.values()))
-    while len(lines) < n:
-        s, t = rng.choice(owners, 2, replace=False)
-        lines.add(f"0 {vp[s]} {rng.choice(clips[t])}")
     paths = {"sc-1s-vp3": out / "sc-1s-vp3.txt"}
-    paths["sc-1s-vp3"].write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    paths["sc-1s-vp3"].write_text("\n".join(_voiceprint_list(clips, TAKES, different, rng)) + "\n")
+    owners = sorted(clips)
+    n_clips = sum(len(c) for c in clips.values())
     pairs = {f"1 {a} {b}" for c in clips.values() for a, b in itertools.combinations(c, 2)}
     n = len(pairs) + min(len(pairs), (n_clips ** 2 - sum(len(c) ** 2 for c in clips.values())) // 2)
     while len(pairs) < n:
@@ -103,10 +121,14 @@ def build(corpus: Path, out: Path, different: int = 5000, seed: int = 5,
         pairs.add(f"0 {rng.choice(clips[s])} {rng.choice(clips[t])}")
     paths["sc-1s"] = out / "sc-1s.txt"
     paths["sc-1s"].write_text("\n".join(sorted(pairs, reverse=True)) + "\n")
+    if sum(len(c) > ENROL_TAKES for c in clips.values()) >= 2:
+        paths["sc-1s-vp8"] = out / "sc-1s-vp8.txt"
+        paths["sc-1s-vp8"].write_text("\n".join(_voiceprint_list(
+            clips, ENROL_TAKES, different, np.random.default_rng(seed))) + "\n")
     for name, p in paths.items():
         rows = p.read_text().splitlines()
         same = sum(r.startswith("1") for r in rows)
-        print(f"{p}: {len(clips)} {speakers} speakers, {same} same / {len(rows) - same} different")
+        print(f"{p}: {speakers} speakers, {same} same / {len(rows) - same} different")
     return paths
 
 
