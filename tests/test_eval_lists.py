@@ -127,3 +127,28 @@ def test_speech_commands_layout_groups_clips_by_speaker(tmp_path):
         main(["--layout", str(src), "--corpus", str(corpus), "--out", str(tmp_path / "o")])
     with pytest.raises(SystemExit, match="no Speech Commands clips"):
         layout(tmp_path / "corpus" / "0a1b2c3d", tmp_path / "empty")
+
+
+def test_one_threshold_fitted_on_one_list_is_applied_to_every_list():
+    from tools.norm_domains import rates_at_one_threshold
+
+    # fit: 200 different-speaker scores 0.00 .. 0.995; at 1 % the threshold (0.985) lets two
+    # of them through
+    fit = np.r_[np.arange(200) / 200, [0.99, 0.2, 0.995]]
+    fit_labels = np.r_[np.zeros(200, bool), [True, True, True]]
+    other = np.r_[[0.999, 0.5, -np.inf, 0.1], [0.999, 0.98]]
+    other_labels = np.r_[np.zeros(4, bool), [True, True]]
+    got = rates_at_one_threshold({"fit": fit, "other": other},
+                                 {"fit": fit_labels, "other": other_labels}, "fit", 0.01)
+    assert got["fit"] == (pytest.approx(2 / 200), pytest.approx(1 / 3))  # 0.2 is refused
+    # the same threshold elsewhere; the trial without a finite score is left out
+    assert got["other"] == (pytest.approx(1 / 3), pytest.approx(1 / 2))
+
+
+def test_norm_domains_refuses_a_folder_that_is_not_the_shared_data(tmp_path):
+    from tools.norm_domains import main
+
+    (tmp_path / "t.txt").write_text("1 a.wav b.wav\n")
+    with pytest.raises(SystemExit, match="not the shared data folder"):
+        main(["--speech-commands", str(tmp_path), "--data", str(tmp_path),
+              "--fit", f"{tmp_path / 't.txt'}={tmp_path}"])
