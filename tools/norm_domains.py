@@ -10,7 +10,8 @@ outside the dev lists, and every eighth keyword of the Arabic train12 speakers, 
 under ``--cohort-dir``; the same plus the Speech Commands words of the speakers
 ``training.data.extra_split`` keeps for training), one threshold is set at ``--far`` of the
 ``--fit`` list's different-speaker trials, and every list's strangers accepted and true speakers
-refused at that threshold are printed. A measurement, not a shipped setting.
+refused at that threshold are printed, and each list's EER under that scoring. A measurement,
+not a shipped setting.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 from rtverify.core.encoder import EncoderSession
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import embed_files, read_trials, score_trials
+from rtverify.metrics import eer
 
 
 
@@ -120,6 +122,8 @@ def main(argv=None) -> int:
                                      args.far)
         print(f"{title:30s} " + " | ".join(f"{n}: accepted {100 * fa:.2f} %, refused "
                                            f"{100 * fr:.1f} %" for n, (fa, fr) in got.items()))
+        print(f"{'':30s} EER " + " | ".join(
+            f"{n}: {100 * eer(x[data[n][2]], x[~data[n][2]])[0]:.2f} %" for n, x in scores.items()))
     return 0
 
 
