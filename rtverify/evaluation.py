@@ -440,13 +440,24 @@ def model_threshold_rates(trials: Trials, emb: FileEmbeddings, scores: np.ndarra
                           decision, thresholds: np.ndarray | None = None) -> dict[str, float]:
     """The model's own decisions (:func:`model_thresholds`, or ``thresholds`` given) as rates:
     ``accuracy`` (over all trials), ``far`` (different-speaker trials accepted, over those
-    trials) and ``frr`` (same-speaker trials refused, over those trials)."""
+    trials) and ``frr`` (same-speaker trials refused, over those trials); and, since a refusal
+    for too little speech (an infinite threshold: ``listen`` says ``too_short``) is no verdict
+    on the voice, ``undecided`` (share of all trials so refused) and ``far_decided`` /
+    ``frr_decided`` (the same rates over the trials the model does decide; NaN where none)."""
     if thresholds is None:
         thresholds = model_thresholds(trials, emb, decision)
     accepted = np.asarray(scores, np.float64) >= thresholds
     same = np.asarray(trials.labels) == 1
+    decided = np.isfinite(thresholds)
+
+    def share(x: np.ndarray) -> float:
+        return float(x.mean()) if len(x) else float("nan")
+
     return {"accuracy": float(np.mean(accepted == same)),
-            "far": float(accepted[~same].mean()), "frr": float((~accepted[same]).mean())}
+            "far": float(accepted[~same].mean()), "frr": float((~accepted[same]).mean()),
+            "undecided": float((~decided).mean()),
+            "far_decided": share(accepted[~same & decided]),
+            "frr_decided": share(~accepted[same & decided])}
 
 
 def expert_routed(session, trials: Trials, emb: FileEmbeddings) -> np.ndarray:
@@ -529,6 +540,9 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "accuracy_at_eer": m.accuracy_at_eer,
         "accuracy_at_model_threshold": rates["accuracy"],
         "far_at_model_threshold": rates["far"], "frr_at_model_threshold": rates["frr"],
+        "trials_not_decided": round(rates["undecided"] * m.trials),
+        "far_at_model_threshold_decided": _finite_or_none(rates["far_decided"]),
+        "frr_at_model_threshold_decided": _finite_or_none(rates["frr_decided"]),
         "snr_db_median": (float(np.nanmedian(emb.snr_db[trials.b]))
                           if np.isfinite(emb.snr_db[trials.b]).any() else None),
         "fall_db_median": (float(np.nanmedian(emb.fall_db[trials.b]))
@@ -555,6 +569,10 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
 # command line
 # ------------------------------------------------------------------------------------------
 
+def _finite_or_none(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
 def format_report(r: dict) -> str:
     rows = [
         ("trials", f"{r['trials']} ({r['target_trials']} same, {r['nontarget_trials']} "
@@ -570,6 +588,14 @@ def format_report(r: dict) -> str:
                      f"{100 * r['accuracy_at_model_threshold']:.2f} % at the model's own "
                      f"(false accepts {100 * r['far_at_model_threshold']:.2f} %, false "
                      f"rejects {100 * r['frr_at_model_threshold']:.2f} %)"),
+        ("decided", f"{r['trials'] - r['trials_not_decided']} trials (the rest have too little "
+                    "speech to decide, as listen says too_short: no verdict on the voice); of "
+                    "those, "
+                    + (f"false accepts {100 * r['far_at_model_threshold_decided']:.2f} %"
+                       if r["far_at_model_threshold_decided"] is not None else "no different")
+                    + ", "
+                    + (f"false rejects {100 * r['frr_at_model_threshold_decided']:.2f} %"
+                       if r["frr_at_model_threshold_decided"] is not None else "no same")),
         ("EER margin", f"{100 * r['eer_margin']:.2f} %  (of the scores less each trial's own "
                        "threshold: the model's decisions with all thresholds moved together)"),
         ("model", f"{r['model_id']}  scores: {r['score_norm']}"

@@ -411,6 +411,23 @@ def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
                  "0"]) == 2
 
 
+def test_eval_tells_trials_too_short_to_decide_from_refused_ones(tmp_path, clip_root, demo,
+                                                                 capsys):
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=True))
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root), "--json"],
+                     capsys)
+    r = json.loads(out.out)
+    # the 0.2 s blip's trial is refused for too little speech: a false reject over all trials,
+    # none among the trials the model decides (and the silent file's, scored -inf, is decided)
+    assert r["trials_not_decided"] == 1
+    assert r["frr_at_model_threshold"] == pytest.approx(1 / 5)
+    assert r["frr_at_model_threshold_decided"] == 0.0
+    assert r["far_at_model_threshold_decided"] == 0.0
+    _, out = run_cli(["eval", "--trials", str(trials), "--root", str(clip_root)], capsys)
+    assert "decided    12 trials" in out.out and "false rejects 0.00 %" in out.out
+
+
 def test_decided_rates_tell_undecided_trials_from_refused_ones(tmp_path, clip_root, demo,
                                                               capsys):
     from tools.decided_rates import main, rates

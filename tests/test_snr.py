@@ -337,12 +337,21 @@ def test_eval_reports_false_accepts_and_rejects_at_the_models_threshold():
     scores = np.array([0.75, 0.65, 0.65, 0.65, 0.75, 0.5, 0.55])
     cfg = DecisionConfig(threshold=0.7)
     r = model_threshold_rates(trials, emb, scores, cfg)
-    assert r == pytest.approx({"accuracy": 4 / 7, "far": 1 / 4, "frr": 2 / 3})
+    assert r == pytest.approx({"accuracy": 4 / 7, "far": 1 / 4, "frr": 2 / 3, "undecided": 0.0,
+                               "far_decided": 1 / 4, "frr_decided": 2 / 3})
     offs = DecisionConfig(threshold=0.7, threshold_offsets_by_snr_db=((10.0, -0.1), (30.0, 0.0)))
     # f2 (SNR 40: no offset) stays refused; at SNR 5 the threshold is 0.6: target f3 and
     # impostor f4 (0.65) are accepted, impostor f7 (0.55) is not
     r = model_threshold_rates(trials, emb, scores, offs)
-    assert r == pytest.approx({"accuracy": 4 / 7, "far": 2 / 4, "frr": 1 / 3})
+    assert r == pytest.approx({"accuracy": 4 / 7, "far": 2 / 4, "frr": 1 / 3, "undecided": 0.0,
+                               "far_decided": 2 / 4, "frr_decided": 1 / 3})
+    # trials with too little test speech (target f1, impostor f5 at 0.75: refused whatever the
+    # score) are no verdict: counted as refused over all trials, left out of the decided rates
+    short = FileEmbeddings(emb.vectors, np.array([2.0, 0.3, 2, 2, 2, 0.3, 2, 2]), emb.short_only,
+                           emb.snr_db)
+    r = model_threshold_rates(trials, short, scores, cfg)
+    assert r == pytest.approx({"accuracy": 4 / 7, "far": 0 / 4, "frr": 3 / 3, "undecided": 2 / 7,
+                               "far_decided": 0 / 3, "frr_decided": 2 / 2})
 
 
 def test_the_default_cap_is_the_clean_false_accept_rate():
