@@ -46,10 +46,11 @@ def rates(session: EncoderSession, trials_path: Path, root: Path, cache: Path,
     same = np.asarray(trials.labels) == 1
     decided = np.isfinite(thr)
     speech = emb.speech_s[trials.b]
+    totals = ev.model_threshold_rates(trials, emb, margins, session.info.decision, thr)
     out = {"list": trials_path.stem, "same": int(same.sum()), "different": int((~same).sum()),
            "undecided_same": float((~decided[same]).mean()),
-           "far_decided": float((margins[decided & ~same] >= 0).mean()),
-           "frr_decided": float((margins[decided & same] < 0).mean()), "parts": [], "raise": []}
+           "far_decided": totals["far_decided"], "frr_decided": totals["frr_decided"],
+           "parts": [], "raise": []}
     for name, by in (("expert", routed), ("model", ~routed)):
         for lo, hi in BINS_S:
             part = decided & by & (speech >= lo) & (speech < hi)
