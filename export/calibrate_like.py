@@ -43,10 +43,10 @@ from .calibrate import monotone_fit, save_fit, write_fit, write_sidecar
 from .calibrate_fall import RATE, TAKE_S, TAKES, _embed, _read, speakers
 
 LENGTHS_S = (0.8, 1.2, 1.6, 2.2, 3.0, 4.5, 6.5)
-SHORT_LENGTHS_S = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
-"""Probe lengths for ``--short-expert`` (seconds of audio): speech of about 0.25-1.1 s."""
 """Probe lengths cut from each speaker's recording after the enrolment takes (seconds of
 audio; the groups are by the speech the runtime finds in them)."""
+SHORT_LENGTHS_S = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1)
+"""Probe lengths for ``--short-expert`` (seconds of audio): speech of about 0.25-1.1 s."""
 
 
 def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: int | None = None,
@@ -91,9 +91,10 @@ def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: 
             "enrol_s": np.array(vp_speech)}
 
 
-def _enrol_offsets(data: dict, decision) -> np.ndarray:
-    """A decision's offsets for each voiceprint's enrolled speech, ``(n_voiceprints,)``."""
-    return np.array([decision.enrol_offset(e) for e in data["enrol_s"]])
+def _less_enrol(data: dict, k: int, decision) -> np.ndarray:
+    """Model ``k``'s scores of :func:`collect` less ``decision``'s offset for each voiceprint's
+    enrolled speech, ``(n_probes, n_voiceprints)``: what its length thresholds compare."""
+    return data["scores"][k] - np.array([decision.enrol_offset(e) for e in data["enrol_s"]])[None]
 
 
 def margins(data: dict, k: int, decision) -> np.ndarray:
@@ -101,7 +102,7 @@ def margins(data: dict, k: int, decision) -> np.ndarray:
     speech and the voiceprint's enrolled speech), ``(n_probes, n_voiceprints)``: accepted where
     >= 0."""
     by_speech = np.array([decision.threshold_for(x) for x in data["speech_s"]])
-    return data["scores"][k] - _enrol_offsets(data, decision)[None] - by_speech[:, None]
+    return _less_enrol(data, k, decision) - by_speech[:, None]
 
 
 def _groups(speech: np.ndarray, n_groups: int, within: np.ndarray | None = None):
@@ -132,7 +133,7 @@ def like_thresholds(data: dict, reference, model, n_groups: int = 8,
     speech = data["speech_s"]
     target = data["target"]
     ref = margins(data, 1, reference)
-    new = data["scores"][0] - _enrol_offsets(data, model)[None]
+    new = _less_enrol(data, 0, model)
     far_pooled = float((ref[~target] >= 0).mean())
     rows = []
     for sel in _groups(speech, n_groups):
@@ -182,7 +183,7 @@ def expert_thresholds(data: dict, expert, below_s: float, far: float, n_groups: 
     offset for the voiceprint's enrolled speech) that lets through ``far``, the model's own
     rate; a monotone fit. ``data``: :func:`collect` of the expert alone."""
     speech = data["speech_s"]
-    scores = data["scores"][0] - _enrol_offsets(data, expert)[None]
+    scores = _less_enrol(data, 0, expert)
     own = margins(data, 0, expert)
     target = data["target"]
     short = speech < below_s

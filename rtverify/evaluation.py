@@ -498,6 +498,28 @@ def _routed_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer, e
     return scores, np.where(refuse, np.inf, 0.0), routed
 
 
+def decision_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer,
+                    segmenter: SegmenterConfig = SegmenterConfig(), cache_dir=None,
+                    progress: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """How the model decides each trial, as ``listen`` would: ``(scores, thresholds, margins,
+    routed)``, accepted where ``scores >= thresholds`` (``inf``: refused whatever the score, too
+    little speech); ``margins`` the scores less each trial's own threshold whatever the
+    refusals (their EER is the model's decisions with every threshold moved together);
+    ``routed`` which trials the short expert decides (None without one). Without an expert the
+    scores are the model's own (``scorer``); with one they are margins already
+    (:func:`_routed_scores`)."""
+    expert = session.short_expert
+    if expert is not None:
+        scores, thresholds, routed = _routed_scores(trials, root, emb, session, scorer, expert,
+                                                    segmenter, cache_dir, progress)
+        return scores, thresholds, scores, routed
+    scores = score_trials(trials, emb.vectors, scorer)
+    own = model_thresholds(trials, emb, session.info.decision, refuse=False)
+    thresholds = np.where(refused(trials, emb, session.info.decision), np.inf, own)
+    return scores, thresholds, scores - own, None
+
+
 def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = SegmenterConfig(),
              scorer=None, cache_dir=None, progress: bool = False) -> dict:
     """The whole evaluation; returns the ``--json`` object (plus ``scores``/``labels`` arrays
@@ -513,20 +535,11 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
                       label=f"embedding {Path(trials_path).name}")
     emb = emb.voiceprints(takes, trials.files)
     expert = session.short_expert
-    routed = None
-    if expert is None:
+    t_embed = time.perf_counter() - t0  # an expert embeds its own vectors of the files too
+    scores, thresholds, margins, routed = decision_scores(trials, root, emb, session, scorer,
+                                                          segmenter, cache_dir, progress)
+    if expert is not None:
         t_embed = time.perf_counter() - t0
-        scores = score_trials(trials, emb.vectors, scorer)
-        own = model_thresholds(trials, emb, session.info.decision, refuse=False)
-        # the EER of the model's own decisions moved together: the scores less each trial's
-        # own threshold (speech, SNR, room, enrolled speech), whatever the refusals
-        margins = scores - own
-        thresholds = np.where(refused(trials, emb, session.info.decision), np.inf, own)
-    else:  # the scores are such margins already
-        scores, thresholds, routed = _routed_scores(trials, root, emb, session, scorer, expert,
-                                                    segmenter, cache_dir, progress)
-        t_embed = time.perf_counter() - t0
-        margins = scores
     rates = model_threshold_rates(trials, emb, scores, session.info.decision, thresholds)
     m = compute_metrics(scores, trials.labels)
     same = np.asarray(trials.labels) == 1

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 
 from rtverify import evaluation as ev
-from rtverify.config import SegmenterConfig
 from rtverify.core.encoder import EncoderSession
 from rtverify.core.scoring import Scorer
 
@@ -33,20 +32,14 @@ def rates(session: EncoderSession, trials_path: Path, root: Path, cache: Path,
     trials = ev.read_trials(trials_path, root)
     emb = ev.embed_files(session, [root / f for f in trials.takes],
                          cache_dir=cache).voiceprints(trials.takes, trials.files)
-    scorer = Scorer.for_model(session)
-    if session.short_expert is not None:
-        margins, thr, routed = ev._routed_scores(trials, root, emb, session, scorer,
-                                                 session.short_expert, SegmenterConfig(),
-                                                 cache, False)
-    else:
-        margins = ev.score_trials(trials, emb.vectors, scorer) - ev.model_thresholds(
-            trials, emb, session.info.decision, refuse=False)
-        thr = np.where(ev.refused(trials, emb, session.info.decision), np.inf, 0.0)
+    scores, thr, margins, routed = ev.decision_scores(trials, root, emb, session,
+                                                      Scorer.for_model(session), cache_dir=cache)
+    if routed is None:
         routed = np.zeros(len(margins), bool)
     same = np.asarray(trials.labels) == 1
     decided = np.isfinite(thr)
     speech = emb.speech_s[trials.b]
-    totals = ev.model_threshold_rates(trials, emb, margins, session.info.decision, thr)
+    totals = ev.model_threshold_rates(trials, emb, scores, session.info.decision, thr)
     out = {"list": trials_path.stem, "same": int(same.sum()), "different": int((~same).sum()),
            "undecided_same": float((~decided[same]).mean()),
            "far_decided": totals["far_decided"], "frr_decided": totals["frr_decided"],

@@ -33,20 +33,17 @@ def build_cohort(root: Path, out: Path, per: int = 4) -> list[Path]:
     (kept: a second run only reads them); returns the two folders."""
     import soundfile as sf
 
+    from export.calibrate_fall import speakers
     from training.data import arabic_splits, speech_audio
-    from training.dev_lists import LIBRI, _read, heldout_speakers
+    from training.dev_lists import _read
 
     folders = [out / "clean1s", out / "arabic"]
     if all(d.is_dir() and any(d.iterdir()) for d in folders):
         return folders
     for d in folders:
         d.mkdir(parents=True, exist_ok=True)
-    held = set(heldout_speakers(root))
-    for line in (root / LIBRI / "MANIFEST.tsv").read_text().splitlines()[1:]:
-        spk, rel = line.split("\t")[:2] if line.strip() else (None, None)
-        if spk is None or spk in held:
-            continue
-        x = speech_audio(_read(root / LIBRI / rel))
+    for spk, path in speakers(root).items():  # the LibriSpeech speakers outside the dev lists
+        x = speech_audio(_read(path))
         for i in range(min(per, len(x) // 32000)):
             sf.write(folders[0] / f"{spk}_{i}.flac", x[i * 32000:i * 32000 + 16000], 16000,
                      subtype="PCM_16")

@@ -64,7 +64,7 @@ def collect_windows(root: Path, extra: tuple[Path, ...] = ()) -> tuple[np.ndarra
     corpus folders (``<speaker>/<clip>`` + ``MANIFEST.tsv``, e.g. Speech Commands); their
     :func:`training.data.extra_split` training speakers' clips are joined per speaker like the
     Arabic keywords."""
-    from .data import arabic_splits, extra_split, from_manifest, speech_audio
+    from .data import arabic_splits, extra_split, from_manifest, select, speech_audio
 
     held = set(heldout_speakers(root))
     manifest = [ln.split("\t") for ln in (root / LIBRI / "MANIFEST.tsv").read_text()
@@ -78,11 +78,9 @@ def collect_windows(root: Path, extra: tuple[Path, ...] = ()) -> tuple[np.ndarra
         clips = [speech_audio(_read(p)) for p in sorted((corpus / spk).glob("*.flac"))]
         sources.append((f"arabic:{spk}", np.concatenate(clips)))
     for corpus in extra:
-        train = set(extra_split(corpus)["train"])
         by: dict[str, list[np.ndarray]] = {}
-        for u in from_manifest(corpus):
-            if u.speaker in train:
-                by.setdefault(u.speaker, []).append(speech_audio(_read(u.path)))
+        for u in select(from_manifest(corpus), extra_split(corpus)["train"]):
+            by.setdefault(u.speaker, []).append(speech_audio(_read(u.path)))
         for spk, clips in sorted(by.items()):
             sources.append((f"{corpus.name}:{spk}", np.concatenate(clips)))
     wins, ids = [], []
