@@ -373,7 +373,7 @@ def collect(session, scorer: Scorer, root: Path, speakers, *, voiceprints_per_sp
                     progress()
                 if vec is None:
                     continue
-                rows.append(scorer.pair_scores(np.repeat(vec[None], len(vps_arr), 0), vps_arr))
+                rows.append(scorer.probe_scores(vps_arr, vec, s))
                 target.append(vp_spk_arr == s)
                 speech.append(sp)
                 group.append(g)
@@ -403,8 +403,7 @@ def _noisy_tests(session, scorer, root, mats, vps_arr, vp_spk_arr, rng, segmente
                         progress()
                     if vec is None or not np.isfinite(est):
                         continue
-                    rows.append(scorer.pair_scores(np.repeat(vec[None], len(vps_arr), 0),
-                                                   vps_arr))
+                    rows.append(scorer.probe_scores(vps_arr, vec, s))
                     target.append(vp_spk_arr == s)
                     speech.append(sp)
                     group.append(g)

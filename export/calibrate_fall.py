@@ -147,7 +147,7 @@ def collect(session, scorer: Scorer, root: Path, *, seed: int = 0, limit: int | 
     for spk, c, e in probes:
         if e is None or not np.isfinite(e.fall_db):
             continue
-        rows.append(scorer.pair_scores(np.repeat(e.vector[None], len(vps_arr), 0), vps_arr))
+        rows.append(scorer.probe_scores(vps_arr, e.vector, spk))
         target.append(vp_spk_arr == spk)
         speech.append(np.full(len(vps_arr), e.speech_s))
         change.append(e.fall_db - vp_falls)

@@ -83,8 +83,8 @@ def collect(models: list[EncoderSession], root: Path, lengths=LENGTHS_S, limit: 
     spk_arr = np.array(spk_ids)
     mats = [np.stack(v) for v in vps]
     scorers = [Scorer.for_model(m) for m in models]  # each model's own scoring, made once
-    scores = [np.stack([sc.pair_scores(np.repeat(p[k].vector[None], len(mat), 0), mat)
-                        for _, p in probes]) for k, (sc, mat) in enumerate(zip(scorers, mats))]
+    scores = [np.stack([sc.probe_scores(mat, p[k].vector, spk) for spk, p in probes])
+              for k, (sc, mat) in enumerate(zip(scorers, mats))]
     return {"scores": scores,
             "target": np.stack([spk_arr == spk for spk, _ in probes]),
             "speech_s": np.array([p[0].speech_s for _, p in probes]),

@@ -73,6 +73,20 @@ def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None 
     return path
 
 
+def copy_model(model_path, directory: Path, stem: str = "m") -> Path:
+    """A copy of a model's ONNX file as ``directory/<stem>.onnx``, with the score-normalisation
+    cohort its sidecar names beside it (the sidecar is the caller's to write); its path."""
+    import shutil
+
+    model_path = Path(model_path)
+    shutil.copy(model_path, directory / f"{stem}.onnx")
+    raw = json.loads(model_path.with_suffix(".json").read_text())
+    cohort = (raw.get("score_norm") or {}).get("cohort")
+    if cohort:
+        shutil.copy(model_path.parent / cohort, directory / cohort)
+    return directory / f"{stem}.onnx"
+
+
 def model_with_decision(directory: Path, session, key: str, table):
     """A copy of ``session``'s model in ``directory`` whose sidecar's ``decision[key]`` is
     ``table`` (None: without that key), loaded."""
@@ -80,7 +94,7 @@ def model_with_decision(directory: Path, session, key: str, table):
 
     from rtverify.core.encoder import EncoderSession
 
-    shutil.copy(session.path, directory / "m.onnx")
+    copy_model(session.path, directory)
     raw = json.loads(json.dumps(session.info.raw))
     raw["decision"].pop(key, None)
     if table is not None:

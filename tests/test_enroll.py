@@ -10,7 +10,7 @@ from rtverify.errors import InputError, NotEnoughSpeech
 from rtverify.core.pipeline import embed_recording
 from rtverify.io.sources import FileSource
 
-from conftest import DEMO, SR, chunks_of, read16k
+from conftest import DEMO, SR, chunks_of, copy_model, read16k
 
 SIL = np.zeros(SR, dtype=np.float32)
 
@@ -166,7 +166,7 @@ def test_the_consistency_bar_is_the_models_own(tmp_path, session):
     assert EnrollSettings().for_model(session).consistency == \
         session.info.raw["enrolment"]["consistency"] == 0.75
     assert EnrollSettings().for_model(EncoderSession("campp")).consistency == 0.40
-    shutil.copy(session.path, tmp_path / "m.onnx")
+    copy_model(session.path, tmp_path)
     for block, want in (({"consistency": 0.55}, 0.55), ({"consistency": "high"}, None),
                         ({"consistency": 1.5}, None), ("oops", None)):
         (tmp_path / "m.json").write_text(json.dumps(dict(session.info.raw, enrolment=block)))

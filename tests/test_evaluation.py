@@ -11,7 +11,7 @@ from rtverify.cli import eval as eval_cli
 from rtverify import evaluation as ev
 from rtverify.errors import InputError
 
-from conftest import DEMO
+from conftest import DEMO, copy_model
 
 
 # -- metrics ---------------------------------------------------------------------------------
@@ -192,6 +192,49 @@ def test_asnorm_by_hand():
     assert Scorer(None).pair_scores(a, b)[0] == pytest.approx(0.48)
 
 
+def test_probe_shift_by_hand():
+    """probe_shift takes weight * (mu - centre) of the heard side off the cosine, the
+    enrolled side does not matter, and every way of scoring agrees."""
+    from rtverify.core.scoring import Scorer
+
+    cohort = np.eye(4, dtype=np.float32)
+    a = np.array([0.8, 0.6, 0.0, 0.0], dtype=np.float32)
+    b = np.array([0.6, 0.0, 0.8, 0.0], dtype=np.float32)
+    s = Scorer(cohort, top_k=2, method="probe_shift", weight=0.5, centre=0.5)
+    # b's top-2 cohort cosines 0.8, 0.6 -> mu 0.7: the score 0.48 - 0.5 * (0.7 - 0.5)
+    assert s.pair_scores(a, b)[0] == pytest.approx(0.38, rel=1e-5)
+    assert s.scores(b, {"x": a})["x"] == pytest.approx(0.38, rel=1e-5)
+    assert s.matrix_scores(b, a[None])[0] == pytest.approx(0.38, rel=1e-5)
+    assert s.probe_scores(a[None], b)[0] == pytest.approx(0.38, rel=1e-5)
+    # the other way round only the heard side's mu counts: a's is 0.7 too, so the same
+    assert s.pair_scores(b, a)[0] == pytest.approx(0.38, rel=1e-5)
+    c = np.array([1.0, 0.0, 0.0, 0.0], dtype=np.float32)  # mu 0.5: no shift
+    assert s.pair_scores(a, c)[0] == pytest.approx(0.8, rel=1e-5)
+    assert not s.per_voice_stats and Scorer(cohort, top_k=2).per_voice_stats
+    assert list(s.shift(np.stack([b, c]))) == pytest.approx([0.1, 0.0], abs=1e-6)
+
+
+def test_probe_scores_leave_the_probes_speaker_out():
+    """A calibration scoring a cohort speaker's own audio leaves that speaker's rows out, as
+    the cohort holds nobody heard at run time."""
+    from rtverify.core.scoring import Scorer
+
+    rng = np.random.default_rng(3)
+    cohort = rng.standard_normal((60, 8)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    speakers = np.repeat(["s1", "s2", "s3"], 20)
+    s = Scorer(cohort, top_k=10, method="probe_shift", weight=0.5, centre=0.2,
+               speakers=speakers)
+    probe, vps = cohort[0] + 0.1 * cohort[1], cohort[[30, 45]]
+    probe /= np.linalg.norm(probe)
+    alone = Scorer(cohort[20:], top_k=10, method="probe_shift", weight=0.5, centre=0.2)
+    assert np.allclose(s.probe_scores(vps, probe, "s1"), alone.pair_scores(vps, probe[None]))
+    assert not np.allclose(s.probe_scores(vps, probe, "s1"), s.probe_scores(vps, probe))
+    assert s.without(["nobody"]) is s and len(s.without(["s2", "s3"]).cohort) == 20
+    with pytest.raises(ValueError, match="cohort speakers"):
+        Scorer(cohort, speakers=speakers[:10])
+
+
 def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, conversation,
                                                       alice_print):
     """A sidecar naming a cohort changes listen's scores exactly as it changes eval's."""
@@ -205,7 +248,7 @@ def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, c
     cohort = rng.standard_normal((50, session.dim)).astype(np.float32)
     cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
     np.save(tmp_path / "m.cohort.npy", cohort)
-    shutil.copy(session.path, tmp_path / "m.onnx")
+    copy_model(session.path, tmp_path)
     side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "m.cohort.npy",
                                               "top_k": 10})
     (tmp_path / "m.json").write_text(json.dumps(side))
@@ -222,12 +265,47 @@ def test_verifier_uses_the_models_score_normalisation(tmp_path, session, demo, c
         assert d.scores["alice"] != pytest.approx(float(alice_print @ d.embedding), abs=1e-3)
 
 
+def test_verifier_shifts_scores_as_the_scorer_does(tmp_path, session, conversation,
+                                                   alice_print):
+    """A probe_shift cohort (an .npz with speakers) shifts listen's scores as eval's, on the
+    few-voices path and on the matrix path of a large gallery alike."""
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.core.pipeline import DecisionEvent, Verifier
+    from rtverify.core.scoring import Scorer
+
+    from conftest import chunks_of
+
+    rng = np.random.default_rng(1)
+    cohort = rng.standard_normal((50, session.dim)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    cohort[:10] = alice_print  # a cohort that sounds like the speaker: a visible shift
+    np.savez(tmp_path / "m-cohort.npz", vectors=cohort, speakers=np.array(["x"] * 50))
+    copy_model(session.path, tmp_path)
+    side = dict(session.info.raw, score_norm={"method": "probe_shift", "cohort": "m-cohort.npz",
+                                              "top_k": 10, "weight": 0.5, "centre": 0.1})
+    (tmp_path / "m.json").write_text(json.dumps(side))
+    normed = EncoderSession(tmp_path / "m.onnx")
+    assert Scorer.for_model(normed).describe() == "probe_shift (cohort 50, top 10, weight 0.5)"
+    ref = Scorer(cohort, top_k=10, method="probe_shift", weight=0.5, centre=0.1)
+    others = rng.standard_normal((Verifier.MATRIX_MIN_VOICES, session.dim)).astype(np.float32)
+    others /= np.linalg.norm(others, axis=1, keepdims=True)
+    for voices in ({"alice": alice_print},
+                   {"alice": alice_print, **{f"v{i}": v for i, v in enumerate(others)}}):
+        events = Verifier(normed, voices).process(chunks_of(conversation[:16000 * 8], 4096))
+        decs = [e for e in events if isinstance(e, DecisionEvent)]
+        assert decs
+        for d in decs:
+            assert d.scores["alice"] == pytest.approx(
+                float(ref.pair_scores(alice_print, d.embedding)[0]), abs=1e-4)
+            assert d.scores["alice"] < float(alice_print @ d.embedding) - 0.01
+
+
 def test_broken_cohort_is_a_model_error(tmp_path, session):
     from rtverify.core.encoder import EncoderSession
     from rtverify.errors import ModelError
     from rtverify.core.scoring import Scorer
 
-    shutil.copy(session.path, tmp_path / "m.onnx")
+    copy_model(session.path, tmp_path)
     side = dict(session.info.raw, score_norm={"method": "asnorm", "cohort": "missing.npy"})
     (tmp_path / "m.json").write_text(json.dumps(side))
     with pytest.raises(ModelError, match="m.json: unusable score_norm cohort"):

@@ -193,11 +193,12 @@ def test_decisions_stay_exact_while_voices_are_enrolled():
     assert len(g) >= 2000
 
 
-def test_score_normalisation_matches_the_scorer():
+@pytest.mark.parametrize("method", ["asnorm", "probe_shift"])
+def test_score_normalisation_matches_the_scorer(method):
     rng = np.random.default_rng(2)
     cohort = unit(rng, 300)
     ref = voices(40, seed=4)
-    scorer = Scorer(cohort, top_k=50)
+    scorer = Scorer(cohort, top_k=50, method=method, centre=-0.3)
     g = Gallery(None, MODEL, DIM, scorer=scorer)
     g.apply(list(ref.items())[:20])
     g.apply(list(ref.items())[20:])  # stats computed per batch, kept in step with the rows

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO, chunks_of, model_with_decision, run_segmenter
+from conftest import REPO, chunks_of, copy_model, model_with_decision, run_segmenter
 from rtverify.config import DecisionConfig
 from rtverify.core.scoring import DecisionPolicy
 
@@ -295,7 +295,7 @@ def test_write_sidecar_keeps_the_model_id(tmp_path, session):
     from export.calibrate import write_sidecar
     from rtverify.core.encoder import EncoderSession
 
-    shutil.copy(session.path, tmp_path / "m.onnx")
+    copy_model(session.path, tmp_path)
     (tmp_path / "m.json").write_text(json.dumps(session.info.raw))
     decision = dict(session.info.raw["decision"], threshold_offsets_by_snr_db=[[5.0, -0.1],
                                                                                [30.0, 0.0]])
@@ -312,7 +312,7 @@ def test_dev_eval_into_the_sidecar_keeps_reference_figures_and_other_lists(tmp_p
     from export.dev_eval import write_dev_eval
     from rtverify.core.encoder import EncoderSession
 
-    shutil.copy(session.path, tmp_path / "m.onnx")
+    copy_model(session.path, tmp_path)
     raw = dict(session.info.raw, dev_eval={"command": "old", "lists": {
         "a": {"eer": 0.2, "reference_torch_whole_file": {"eer": 0.1}},
         "b": {"eer": 0.3}}})

@@ -189,7 +189,7 @@ class Verifier:
         if cached is None:
             names = list(voiceprints)
             matrix = np.stack([np.asarray(voiceprints[n], np.float32) for n in names])
-            stats = self.scorer.cohort_stats(matrix) if self.scorer.cohort is not None else None
+            stats = self.scorer.cohort_stats(matrix) if self.scorer.per_voice_stats else None
             cached = self._galleries[band] = (names, matrix, stats)
         return cached
 
@@ -197,8 +197,9 @@ class Verifier:
     SPLIT_FAR = 0.05
     """A suspected change of speaker is placed only where it can change a decision: some window
     of the segment scores at least the threshold minus SPLIT_NEAR for a voice and another one
-    below the threshold minus SPLIT_FAR for the same voice (cosine); or always when nothing is
-    enrolled (enrolment checks its takes) or scores are normalised. (0.02 until stop 22: a
+    below the threshold minus SPLIT_FAR for the same voice (cosine; under ``probe_shift``
+    scoring the windows' raw cosines, which that shift keeps on the thresholds' scale); or
+    always when nothing is enrolled (enrolment checks its takes) or scores are AS-normalised. (0.02 until stop 22: a
     1.6 s window of the room-trained default scores lower than the pooled turn it belongs to,
     and the gate skipped true changes whose split it had found; on six draws of issue 12's 40
     turn streams 0.04 got 8 more of 1440 turns right than 0.02, 0.06 none more.)"""
@@ -216,7 +217,7 @@ class Verifier:
         ``angle(c, v) <= angle(c, w) + arccos(s)`` (the triangle inequality of angles), so only
         the voices that pass that bound are scored window by window: the same answer, exactly.
         """
-        if not self.voiceprints or (self.scorer is not None and self.scorer.cohort is not None):
+        if not self.voiceprints or (self.scorer is not None and self.scorer.per_voice_stats):
             return True, None
         if self.scorer is None:
             self.scorer = Scorer.for_model(self.session)
@@ -273,17 +274,20 @@ class Verifier:
                 not np.allclose(turn.vector, total / norm, atol=1e-5):
             return None
         names = self._gallery("wide", self.voiceprints)[0]
-        return top_scores(pooled, names, self.TOP_SCORES)
+        shift = self.scorer.shift(turn.vector)[0]  # probe_shift: the pooled cosines, shifted
+        return top_scores(pooled - np.float32(shift) if shift else pooled, names,
+                          self.TOP_SCORES)
 
     def _turn_scores(self, vectors: list[np.ndarray]) -> list[dict[str, float]] | None:
         """Wideband scores of several turns' vectors in one pass over a large gallery (None for
         a small one, or with score normalisation: those are scored one by one)."""
         if len(self.voiceprints) < self.MATRIX_MIN_VOICES or self.scorer is None or \
-                self.scorer.cohort is not None:
+                self.scorer.per_voice_stats:
             return None
         names, matrix, _ = self._gallery("wide", self.voiceprints)
-        return [top_scores(row, names, self.TOP_SCORES)
-                for row in gallery_scores(matrix, np.stack(vectors))]
+        stack = np.stack(vectors)
+        return [top_scores(row - np.float32(shift) if shift else row, names, self.TOP_SCORES)
+                for row, shift in zip(gallery_scores(matrix, stack), self.scorer.shift(stack))]
 
     def _take_unfed(self) -> np.ndarray:
         """The segment audio not yet turned into rows, as one array (and forget it)."""

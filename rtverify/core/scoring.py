@@ -171,20 +171,38 @@ class DecisionPolicy:
 class Scorer:
     """Turns embeddings into scores: cosine similarity, optionally normalised against a cohort.
 
-    With a cohort (``method="asnorm"``, adaptive symmetric normalisation), each side of a
-    comparison is set against the ``top_k`` cohort embeddings most similar to it, and the raw
-    cosine ``s`` becomes ``0.5 * ((s - mu_a) / sd_a + (s - mu_b) / sd_b)``, where ``mu``/``sd``
-    are the mean and standard deviation of that side's top-k cohort cosines. The same scorer is
-    used by ``listen``/``verify`` (through :class:`~rtverify.core.pipeline.Verifier`) and by ``eval``.
+    Two normalisations, named by the sidecar's ``score_norm.method``:
+
+    * ``"probe_shift"`` (the shipped default's since stop 26): the cosine ``s`` less
+      ``weight * (mu_t - centre)``, where ``mu_t`` is the mean of the utterance's ``top_k``
+      cohort cosines: an utterance that sounds like many voices (a condition that draws
+      every voice together: a room, babble, a narrow band) scores lower against every
+      voiceprint, one that sounds like few scores higher. Scores stay cosines in units
+      (``centre`` is the cohort's own typical ``mu``), voiceprints need no statistics, and
+      window cosines can still be compared with the thresholds. ``mu`` counts no lower than
+      ``lowest`` (the cohort's own 5th percentile): an utterance unlike any voice the cohort
+      holds (another language, acted emotion, an unusual microphone) is not raised without
+      bound.
+    * ``"asnorm"`` (adaptive symmetric normalisation): each side of a comparison is set
+      against the ``top_k`` cohort embeddings most similar to it, and ``s`` becomes
+      ``0.5 * ((s - mu_a) / sd_a + (s - mu_b) / sd_b)``: other units than a cosine.
+
+    The same scorer is used by ``listen``/``verify`` (through
+    :class:`~rtverify.core.pipeline.Verifier`), by ``eval`` and by the calibrations.
 
     :param cohort: float32 ``(n, dim)`` unit embeddings of speakers outside every reported list,
         or None for plain cosine.
     :param top_k: cohort members per side.
+    :param speakers: the cohort rows' speakers (``(n,)`` strings), so that a calibration can
+        leave a speaker's own rows out (:meth:`without`); optional.
     """
 
+    METHODS = ("asnorm", "probe_shift")
+
     def __init__(self, cohort: np.ndarray | None, *, top_k: int = 100,
-                 method: str = "asnorm") -> None:
-        if method not in ("asnorm",):
+                 method: str = "asnorm", weight: float = 0.5, centre: float = 0.0,
+                 lowest: float | None = None, speakers: Sequence[str] | None = None) -> None:
+        if method not in self.METHODS:
             raise ValueError(f"unknown score normalisation {method!r}")
         self.method = method
         self.cohort = None if cohort is None else np.ascontiguousarray(cohort, dtype=np.float32)
@@ -193,7 +211,24 @@ class Scorer:
                 raise ValueError(f"cohort must be (n >= 2, dim), got {self.cohort.shape}")
             top_k = min(int(top_k), len(self.cohort))
         self.top_k = max(2, int(top_k))
+        self.weight = float(weight)
+        self.centre = float(centre)
+        self.lowest = -math.inf if lowest is None else float(lowest)
+        if not (math.isfinite(self.weight) and math.isfinite(self.centre)) or \
+                math.isnan(self.lowest) or self.lowest > self.centre:
+            raise ValueError("score_norm weight and centre must be finite numbers, lowest at "
+                             "most the centre")
+        self.speakers = None if speakers is None else np.asarray(speakers).astype(str)
+        if self.speakers is not None and self.cohort is not None and \
+                len(self.speakers) != len(self.cohort):
+            raise ValueError(f"{len(self.speakers)} cohort speakers for {len(self.cohort)} rows")
         self._vp_stats: dict[str, tuple[bytes, float, float]] = {}
+
+    @property
+    def per_voice_stats(self) -> bool:
+        """Whether voiceprints carry cohort statistics and scores are not cosines (AS-norm):
+        then matrix shortcuts over raw cosines do not apply."""
+        return self.cohort is not None and self.method == "asnorm"
 
     @classmethod
     def for_model(cls, session) -> "Scorer":
@@ -212,7 +247,7 @@ class Scorer:
         where = Path(model_path).with_suffix(".json")
         try:
             cohort_path = Path(model_path).parent / spec["cohort"]
-            cohort = np.load(cohort_path, allow_pickle=False)
+            cohort, speakers = load_cohort(cohort_path)
             dim = raw.get("embedding_dim")
             if cohort.ndim != 2 or (dim is not None and cohort.shape[1] != dim):
                 raise ValueError(f"{cohort_path.name} has shape {cohort.shape}, "
@@ -220,7 +255,11 @@ class Scorer:
             if not np.isfinite(cohort).all():
                 raise ValueError(f"{cohort_path.name} holds non-finite values")
             return cls(cohort, top_k=int(spec.get("top_k", 100)),
-                       method=str(spec.get("method", "asnorm")))
+                       method=str(spec.get("method", "asnorm")),
+                       weight=float(spec.get("weight", 0.5)),
+                       centre=float(spec.get("centre", 0.0)),
+                       lowest=None if spec.get("lowest") is None else float(spec["lowest"]),
+                       speakers=speakers)
         except (KeyError, TypeError, ValueError, OSError) as err:
             raise ModelError(f"{where}: unusable score_norm cohort ({type(err).__name__}: "
                              f"{err})") from None
@@ -228,7 +267,23 @@ class Scorer:
     def describe(self) -> str:
         if self.cohort is None:
             return "cosine"
+        if self.method == "probe_shift":
+            return (f"probe_shift (cohort {len(self.cohort)}, top {self.top_k}, "
+                    f"weight {self.weight:g})")
         return f"{self.method} (cohort {len(self.cohort)}, top {self.top_k})"
+
+    def without(self, speakers: Sequence[str]) -> "Scorer":
+        """This scorer with the cohort rows of ``speakers`` left out (a calibration scoring a
+        speaker the cohort holds: at run time nobody heard is in the cohort). Itself when the
+        cohort has no speaker labels or none of them."""
+        if self.cohort is None or self.speakers is None:
+            return self
+        keep = ~np.isin(self.speakers, np.asarray(list(speakers)).astype(str))
+        if keep.all():
+            return self
+        return Scorer(self.cohort[keep], top_k=self.top_k, method=self.method,
+                      weight=self.weight, centre=self.centre, lowest=self.lowest,
+                      speakers=self.speakers[keep])
 
     def cohort_stats(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the top-k cohort cosines of each row, ``(n,)`` each."""
@@ -236,16 +291,36 @@ class Scorer:
         top = np.partition(sims, len(self.cohort) - self.top_k, axis=1)[:, -self.top_k:]
         return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-4)
 
+    def shift(self, embeddings: np.ndarray) -> np.ndarray:
+        """What ``probe_shift`` takes off the scores of each row (utterance embeddings),
+        ``(n,)``; zeros for other scorings."""
+        n = len(np.atleast_2d(embeddings))
+        if self.cohort is None or self.method != "probe_shift":
+            return np.zeros(n)
+        mu, _ = self.cohort_stats(embeddings)
+        return self.weight * (np.maximum(mu.astype(np.float64), self.lowest) - self.centre)
+
     def pair_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Scores of row ``i`` of ``a`` (enrolled side) against row ``i`` of ``b``."""
+        """Scores of row ``i`` of ``a`` (enrolled side) against row ``i`` of ``b`` (heard)."""
         a = np.atleast_2d(np.asarray(a, dtype=np.float32))
         b = np.atleast_2d(np.asarray(b, dtype=np.float32))
         raw = np.einsum("ij,ij->i", a, b).astype(np.float64)
         if self.cohort is None:
             return raw
+        if self.method == "probe_shift":
+            return raw - self.shift(b)
         mu_a, sd_a = self.cohort_stats(a)
         mu_b, sd_b = self.cohort_stats(b)
         return 0.5 * ((raw - mu_a) / sd_a + (raw - mu_b) / sd_b)
+
+    def probe_scores(self, voiceprints: np.ndarray, probe: np.ndarray,
+                     speaker: str | None = None) -> np.ndarray:
+        """Scores of one heard embedding against every row of ``voiceprints`` (unit
+        ``(n, dim)``), as a calibration needs them: with ``speaker``, the probe's speaker's own
+        cohort rows are left out (:meth:`without`), as they are for anyone at run time."""
+        sc = self if speaker is None else self.without([speaker])
+        vps = np.atleast_2d(np.asarray(voiceprints, dtype=np.float32))
+        return sc.pair_scores(vps, np.repeat(np.asarray(probe, np.float32)[None], len(vps), 0))
 
     def scores(self, embedding: np.ndarray,
                voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -253,6 +328,9 @@ class Scorer:
         raw = cosine_scores(embedding, voiceprints)
         if self.cohort is None or not raw:
             return raw
+        if self.method == "probe_shift":
+            off = float(self.shift(embedding)[0])
+            return {name: s - off for name, s in raw.items()}
         mu_t, sd_t = (float(x[0]) for x in self.cohort_stats(embedding))
         out = {}
         for name, s in raw.items():
@@ -263,11 +341,13 @@ class Scorer:
     def matrix_scores(self, embedding: np.ndarray, matrix: np.ndarray,
                       stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Scores of one embedding against every row of a unit ``(n, dim)`` float32 matrix (a
-        gallery): one matrix product. With a cohort, ``stats`` are the rows' cached
+        gallery): one matrix product. With AS-norm, ``stats`` are the rows' cached
         :meth:`cohort_stats` (computed here when not given)."""
         raw = matrix @ np.asarray(embedding, dtype=np.float32)
         if self.cohort is None or len(raw) == 0:
             return raw
+        if self.method == "probe_shift":
+            return raw - np.float32(self.shift(embedding)[0])
         mu_v, sd_v = stats if stats is not None else self.cohort_stats(matrix)
         mu_t, sd_t = (float(x[0]) for x in self.cohort_stats(embedding))
         return 0.5 * ((raw - mu_v) / sd_v + (raw - mu_t) / sd_t)
@@ -280,6 +360,21 @@ class Scorer:
             hit = (key, float(mu[0]), float(sd[0]))
             self._vp_stats[name] = hit
         return hit[1], hit[2]
+
+
+def load_cohort(path) -> tuple[np.ndarray, np.ndarray | None]:
+    """A cohort file: ``.npy`` (the embeddings) or ``.npz`` (``vectors``, and ``speakers``
+    when known); float32 embeddings, speakers as strings or None."""
+    from pathlib import Path
+
+    data = np.load(path, allow_pickle=False)
+    if isinstance(data, np.ndarray):
+        return data.astype(np.float32), None
+    with data:
+        if "vectors" not in data.files:
+            raise ValueError(f"{Path(path).name} holds no 'vectors'")
+        speakers = data["speakers"].astype(str) if "speakers" in data.files else None
+        return data["vectors"].astype(np.float32), speakers
 
 
 # -- band-matched scoring (issue 12) -------------------------------------------------------------

@@ -154,7 +154,7 @@ class Gallery:
     # -- writing (one writer at a time; readers are never held up) -----------------------
     def _publish(self) -> Snapshot:
         n = self._n
-        stats = (self._mu[:n], self._sd[:n]) if self.scorer.cohort is not None else None
+        stats = (self._mu[:n], self._sd[:n]) if self.scorer.per_voice_stats else None
         self._snap = Snapshot(self._buf[:n], self._names, np.array(self._dead, dtype=np.int64),
                               stats, self._version)
         return self._snap
@@ -167,14 +167,14 @@ class Gallery:
         buf = np.zeros((cap, self.dim), dtype=np.float32)
         buf[:self._n] = self._buf[:self._n]
         self._buf = buf
-        if self.scorer.cohort is not None:
+        if self.scorer.per_voice_stats:
             self._mu = np.concatenate([self._mu[:self._n], np.zeros(cap - self._n)])
             self._sd = np.concatenate([self._sd[:self._n], np.ones(cap - self._n)])
 
     def _compact(self) -> None:
         keep = np.setdiff1d(np.arange(self._n), np.array(self._dead, dtype=np.int64))
         self._buf = np.ascontiguousarray(self._buf[keep])
-        if self.scorer.cohort is not None:
+        if self.scorer.per_voice_stats:
             self._mu, self._sd = self._mu[keep], self._sd[keep]
         self._names = [self._names[i] for i in keep]
         self._rows = {name: i for i, name in enumerate(self._names)}
@@ -208,7 +208,7 @@ class Gallery:
                 self._grow(len(changed))
                 start = self._n
                 self._buf[start:start + len(changed)] = vecs  # rows no snapshot can see yet
-                if self.scorer.cohort is not None:
+                if self.scorer.per_voice_stats:
                     mu, sd = self.scorer.cohort_stats(vecs)
                     self._mu[start:start + len(changed)] = mu
                     self._sd[start:start + len(changed)] = sd
