@@ -11,7 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import DEMO, read16k
+from conftest import DEMO, copy_model, read16k
 
 from rtverify.core.encoder import MODELS_DIR, EncoderSession
 from rtverify.core.pipeline import Verifier, embed_recording
@@ -255,7 +255,7 @@ def test_margin_parts_reports_what_eval_does(routed, demo_trials):
     ("default-short", "short_expert must be"),
 ])
 def test_a_bad_short_expert_block_is_one_line(tmp_path, block, problem):
-    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    copy_model(MODELS_DIR / "default.onnx", tmp_path)
     raw = json.loads((MODELS_DIR / "default.json").read_text())
     raw["short_expert"] = block
     (tmp_path / "m.json").write_text(json.dumps(raw))
@@ -265,7 +265,7 @@ def test_a_bad_short_expert_block_is_one_line(tmp_path, block, problem):
 
 
 def test_an_expert_that_reads_other_rows_is_refused(tmp_path):
-    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    copy_model(MODELS_DIR / "default.onnx", tmp_path)
     raw = json.loads((MODELS_DIR / "default.json").read_text())
     raw["short_expert"] = {"model": "campp", "below_speech_s": 1.0}
     (tmp_path / "m.json").write_text(json.dumps(raw))
@@ -306,13 +306,43 @@ def test_the_model_sets_its_experts_thresholds(routed):
                 alone.info.decision.threshold_for(speech_s, snr)
 
 
+def test_the_model_sets_its_experts_scoring(tmp_path, routed):
+    """A model's sidecar may give its expert a scoring of its own (``short_expert.score_norm``,
+    the cohort beside the expert): the expert scores with it when it decides for that model,
+    and plain cosines when loaded as a model of its own. (The shipped default scores its own
+    utterances with a probe shift and leaves its expert's cosines as they are.)"""
+    from rtverify.core.scoring import Scorer
+
+    assert Scorer.for_model(routed).method == "probe_shift"
+    assert Scorer.for_model(routed.short_expert[0]).cohort is None
+    for name in ("default.onnx", "default-cohort.npz"):
+        shutil.copy(MODELS_DIR / name, tmp_path / name)
+    shutil.copy(MODELS_DIR / "default-short.onnx", tmp_path / "ex.onnx")
+    shutil.copy(MODELS_DIR / "default-short.json", tmp_path / "ex.json")
+    rng = np.random.default_rng(0)
+    cohort = rng.standard_normal((30, 256)).astype(np.float32)
+    cohort /= np.linalg.norm(cohort, axis=1, keepdims=True)
+    np.savez(tmp_path / "ex-cohort.npz", vectors=cohort)
+    raw = json.loads((MODELS_DIR / "default.json").read_text())
+    raw["short_expert"] = dict(raw["short_expert"], model="./ex.onnx", score_norm={
+        "method": "probe_shift", "cohort": "ex-cohort.npz", "top_k": 5, "centre": 0.1})
+    (tmp_path / "default.json").write_text(json.dumps(raw))
+    expert = EncoderSession(tmp_path / "default.onnx").short_expert[0]
+    for_default = Scorer.for_model(expert)
+    alone = Scorer.for_model(EncoderSession(tmp_path / "ex.onnx"))
+    assert for_default.describe() == "probe_shift (cohort 30, top 5, weight 0.5)"
+    assert alone.cohort is None
+    a, b = (v / np.linalg.norm(v) for v in rng.standard_normal((2, 256)))
+    assert for_default.pair_scores(a, b)[0] != pytest.approx(alone.pair_scores(a, b)[0])
+
+
 @pytest.mark.parametrize("decision, problem", [
     ({"threshold": 0.9}, "short_expert.decision may hold only"),
     ({"thresholds_by_speech_s": [[0.7, 0.8], [0.5, 0.8]]}, "increasing seconds"),
     ("strict", "short_expert.decision may hold only"),
 ])
 def test_a_bad_expert_decision_block_is_one_line(tmp_path, decision, problem):
-    shutil.copy(MODELS_DIR / "default.onnx", tmp_path / "m.onnx")
+    copy_model(MODELS_DIR / "default.onnx", tmp_path)
     raw = json.loads((MODELS_DIR / "default.json").read_text())
     raw["short_expert"] = {"model": "default-short", "below_speech_s": 0.8, "decision": decision}
     (tmp_path / "m.json").write_text(json.dumps(raw))

@@ -119,7 +119,8 @@ class ModelInfo:
     """``(model, below_speech_s)`` from the sidecar's ``short_expert`` block: utterances with
     less speech than that are decided by that model (a shipped model's name, or a path beside
     the sidecar) with its own voiceprint vectors and thresholds (or the tables this sidecar sets
-    for it: :attr:`short_expert_decision`); it must read the same rows.
+    for it: :attr:`short_expert_decision`, and the scoring it sets for it: ``score_norm``,
+    as a sidecar's own, with the cohort file beside the expert); it must read the same rows.
     The default pairs an LSTM trained for noisy and reverberant rooms with the LSTM it was
     distilled from, which is better on words under a second (see :class:`EncoderSession`)."""
     short_expert_min_snr_db: float | None = None
@@ -172,11 +173,11 @@ class ModelInfo:
             if expert is not None:
                 if not isinstance(expert, dict) or \
                         not {"model", "below_speech_s"} <= set(expert) <= \
-                        {"model", "below_speech_s", "min_snr_db", "decision"} \
+                        {"model", "below_speech_s", "min_snr_db", "decision", "score_norm"} \
                         or not isinstance(expert["model"], str) or not expert["model"]:
                     raise ValueError("short_expert must be {\"model\": NAME, "
                                      "\"below_speech_s\": SECONDS[, \"min_snr_db\": DB]"
-                                     "[, \"decision\": {...}]}")
+                                     "[, \"decision\": {...}][, \"score_norm\": {...}]}")
                 if expert.get("decision") is not None:
                     over = expert["decision"]
                     if not isinstance(over, dict) or not set(over) <= set(EXPERT_OVERRIDES):
@@ -317,6 +318,9 @@ class EncoderSession:
                 # session: the expert loaded by name elsewhere keeps its own)
                 expert.info = replace(expert.info, decision=replace(
                     expert.info.decision, **self.info.short_expert_decision))
+            norm = self.info.raw["short_expert"].get("score_norm")
+            if norm:  # and this model's scoring of it (a cohort file beside the expert)
+                expert.info = replace(expert.info, raw={**expert.info.raw, "score_norm": norm})
             cached = self._short_expert = (expert, below)
         return cached
 

@@ -1,0 +1,63 @@
+"""The score-normalisation cohort a model ships (``python -m export.cohort``): its centre, its
+file, the sidecar block that names it, and the scorer that block makes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import DEMO
+
+from rtverify.core.encoder import MODELS_DIR, EncoderSession
+from rtverify.core.scoring import Scorer, load_cohort
+
+
+def test_centre_leaves_each_rows_own_speaker_out():
+    v = np.array([[1, 0], [1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    spk = np.array(["a", "a", "b", "b"])
+    from export.cohort import centre_of
+
+    # each row against the other speaker's rows only: row 0 and 1 (a) see 0.6 (row 2) and 0
+    # (row 3); row 2 (b) sees 0.6 twice; row 3 (b) sees 0 twice
+    assert centre_of(v, spk, top_k=1) == pytest.approx(np.median([0.6, 0.6, 0.6, 0.0]))
+    assert centre_of(v, spk, top_k=2) == pytest.approx(np.median([0.3, 0.3, 0.6, 0.0]))
+    # with its own speaker's rows it would be higher: row 0's top-1 would be row 1 (1.0)
+    assert centre_of(v, np.array(["a", "b", "c", "d"]), top_k=1) > centre_of(v, spk, top_k=1)
+
+
+def test_the_cohort_is_built_named_and_loaded(tmp_path):
+    """From audio already laid out (the shared corpora are not needed), a cohort file beside a
+    copy of a model, a ``score_norm`` block in its sidecar, and that model then scores with it."""
+    from export.cohort import main
+
+    audio = tmp_path / "audio"
+    for i, name in enumerate(["enroll_1", "enroll_2", "conversation"]):
+        (audio / "clean").mkdir(parents=True, exist_ok=True)
+        shutil.copy(DEMO / f"{name}.flac", audio / "clean" / f"spk{i}_0.flac")
+    (audio / ".complete").write_text("")
+    shutil.copy(MODELS_DIR / "default-short.onnx", tmp_path / "m.onnx")
+    shutil.copy(MODELS_DIR / "default-short.json", tmp_path / "m.json")
+    assert main(["--model", str(tmp_path / "m.onnx"), "--audio", str(audio), "--cache",
+                 str(tmp_path / "cache"), "--top-k", "2", "--weight", "0.5",
+                 "--write-sidecar"]) == 0
+    vectors, speakers = load_cohort(tmp_path / "m-cohort.npz")
+    assert vectors.shape == (3, 256) and list(speakers) == ["spk0", "spk1", "spk2"]
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    block = json.loads((tmp_path / "m.json").read_text())["score_norm"]
+    assert block["method"] == "probe_shift" and block["cohort"] == "m-cohort.npz"
+    scorer = Scorer.for_model(EncoderSession(tmp_path / "m.onnx"))
+    assert scorer.describe() == "probe_shift (cohort 3, top 2, weight 0.5)"
+    assert scorer.centre == pytest.approx(block["centre"], abs=1e-4)
+    assert list(scorer.without(["spk1"]).speakers) == ["spk0", "spk2"]
+
+
+def test_a_model_without_an_expert_refuses_expert(tmp_path, capsys):
+    from export.cohort import main
+
+    shutil.copy(MODELS_DIR / "default-short.onnx", tmp_path / "m.onnx")
+    shutil.copy(MODELS_DIR / "default-short.json", tmp_path / "m.json")
+    with pytest.raises(SystemExit) as err:
+        main(["--model", str(tmp_path / "m.onnx"), "--expert", "--audio", str(tmp_path)])
+    assert err.value.code == 2 and "has no short expert" in capsys.readouterr().err
