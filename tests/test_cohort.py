@@ -61,3 +61,33 @@ def test_a_model_without_an_expert_refuses_expert(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["--model", str(tmp_path / "m.onnx"), "--expert", "--audio", str(tmp_path)])
     assert err.value.code == 2 and "has no short expert" in capsys.readouterr().err
+
+
+def test_the_sweep_reports_raw_and_shifted_eers(tmp_path, capsys):
+    """tools.cohort_sweep on a made-up cohort and list: weight 0 is the plain cosine's EER."""
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.evaluation import embed_files, read_trials, score_trials
+    from rtverify.metrics import eer
+    from tools.cohort_sweep import main
+
+    audio = tmp_path / "audio"
+    (audio / "clean").mkdir(parents=True)
+    for i, name in enumerate(["enroll_1", "enroll_2", "conversation"]):
+        shutil.copy(DEMO / f"{name}.flac", audio / "clean" / f"spk{i}_0.flac")
+    (audio / ".complete").write_text("")
+    trials = tmp_path / "t.txt"
+    trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac conversation.flac\n"
+                      "0 enroll_2.flac conversation.flac\n")
+    assert main(["--model", "default-short", "--audio", str(audio), "--cache",
+                 str(tmp_path / "cache"), "--top-k", "2", "--weights", "0,0.5",
+                 "--list", f"{trials}={DEMO}"]) == 0
+    out = capsys.readouterr().out
+    assert "cohort: 3 embeddings of 3 speakers" in out and "top 2: centre" in out
+    tr = read_trials(trials, DEMO)
+    s = EncoderSession("default-short")
+    vec = embed_files(s, [DEMO / f for f in tr.takes], cache_dir=tmp_path / "cache").vectors
+    raw = score_trials(tr, vec)
+    same = np.asarray(tr.labels) == 1
+    line = next(x for x in out.splitlines() if x.strip().startswith("t "))
+    assert f"w 0 {100 * eer(raw[same], raw[~same])[0]:5.2f}" in line
+    assert "w 0.5" in line and "asnorm" in line
