@@ -199,10 +199,11 @@ class Verifier:
     of the segment scores at least the threshold minus SPLIT_NEAR for a voice and another one
     below the threshold minus SPLIT_FAR for the same voice (cosine; under ``probe_shift``
     scoring the windows' raw cosines, which that shift keeps on the thresholds' scale); or
-    always when nothing is enrolled (enrolment checks its takes) or scores are AS-normalised. (0.02 until stop 22: a
-    1.6 s window of the room-trained default scores lower than the pooled turn it belongs to,
-    and the gate skipped true changes whose split it had found; on six draws of issue 12's 40
-    turn streams 0.04 got 8 more of 1440 turns right than 0.02, 0.06 none more.)"""
+    always when nothing is enrolled (enrolment checks its takes) or scores are AS-normalised.
+    (0.02 until stop 22: a 1.6 s window of the room-trained default scores lower than the
+    pooled turn it belongs to, and the gate skipped true changes whose split it had found; on
+    six draws of issue 12's 40 turn streams 0.04 got 8 more of 1440 turns right than 0.02,
+    0.06 none more.)"""
 
     def _split_sims(self, windows: np.ndarray, snr_db: float | None = None
                     ) -> tuple[bool, np.ndarray | None]:
@@ -280,7 +281,7 @@ class Verifier:
 
     def _turn_scores(self, vectors: list[np.ndarray]) -> list[dict[str, float]] | None:
         """Wideband scores of several turns' vectors in one pass over a large gallery (None for
-        a small one, or with score normalisation: those are scored one by one)."""
+        a small one, or with AS-norm: those are scored one by one)."""
         if len(self.voiceprints) < self.MATRIX_MIN_VOICES or self.scorer is None or \
                 self.scorer.per_voice_stats:
             return None
