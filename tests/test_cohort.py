@@ -91,3 +91,27 @@ def test_the_sweep_reports_raw_and_shifted_eers(tmp_path, capsys):
     line = next(x for x in out.splitlines() if x.strip().startswith("t "))
     assert f"w 0 {100 * eer(raw[same], raw[~same])[0]:5.2f}" in line
     assert "w 0.5" in line and "asnorm" in line
+
+
+def test_the_package_ships_every_file_a_shipped_sidecar_names():
+    """A wheel holds rtverify/models' files by pattern (pyproject's package-data): each model
+    file, and each cohort a shipped sidecar names, must match one (an installed package without
+    its cohort could not score)."""
+    import fnmatch
+    import tomllib
+
+    from conftest import REPO
+
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-data"]["rtverify.models"]
+    named = set()
+    for side in MODELS_DIR.glob("*.json"):
+        raw = json.loads(side.read_text())
+        for block in (raw.get("score_norm"), (raw.get("short_expert") or {}).get("score_norm")):
+            if block:
+                named.add(block["cohort"])
+    assert "default-cohort.npz" in named
+    for name in named | {p.name for p in MODELS_DIR.iterdir() if p.is_file()
+                         and p.suffix in (".onnx", ".json", ".npz")}:
+        assert any(fnmatch.fnmatch(name, p) for p in patterns), name
+        assert (MODELS_DIR / name).is_file(), name
