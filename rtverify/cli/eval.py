@@ -31,7 +31,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="keep embeddings here between runs (keyed by model and settings)")
     p.add_argument("--no-norm", action="store_true",
-                   help="plain cosine scores even if the model ships score normalisation")
+                   help="plain cosine scores even if the model ships score normalisation "
+                        "(the default's cohort shift; its thresholds assume the shift, so the "
+                        "accuracy at them is then not what listen does)")
     p.set_defaults(func=cmd_eval)
     return p
 
