@@ -91,6 +91,12 @@ def test_the_sweep_reports_raw_and_shifted_eers(tmp_path, capsys):
     line = next(x for x in out.splitlines() if x.strip().startswith("t "))
     assert f"w 0 {100 * eer(raw[same], raw[~same])[0]:5.2f}" in line
     assert "w 0.5" in line and "asnorm" in line
+    # the enrolled side's shift moves the scores (on three trials the EER may not move: the
+    # run must still go through and report every weight)
+    assert main(["--model", "default-short", "--audio", str(audio), "--cache",
+                 str(tmp_path / "cache"), "--top-k", "2", "--weights", "0", "--enrol-weight",
+                 "0.5", "--list", f"{trials}={DEMO}"]) == 0
+    assert "w 0 " in capsys.readouterr().out
 
 
 def test_the_package_ships_every_file_a_shipped_sidecar_names():

@@ -8,8 +8,9 @@ The cohort is ``export.cohort``'s audio (``--audio``, built there when missing; 
 picks its folders), embedded by the model through the runtime path. For each ``top_k`` and
 weight, every list's EER of ``cos - weight * (max(mu, lowest) - centre)``, with the centre and
 lowest made as ``export.cohort`` makes them (``--lowest none``: no floor), and of AS-norm
-against the same cohort for comparison. Raw scores of the model alone (no thresholds, no
-short expert): a screen before calibrating, not the model's decisions (``rtverify eval``).
+against the same cohort for comparison; ``--enrol-weight`` also shifts the enrolled side by its
+own ``mu``. Raw scores of the model alone (no thresholds, no short expert): a screen before
+calibrating, not the model's decisions (``rtverify eval``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lowest", default=str(LOWEST_QUANTILE),
                     help="quantile of the cohort's own mu below which mu is not counted, or "
                          "'none'")
+    ap.add_argument("--enrol-weight", type=float, default=0.0,
+                    help="also shift by this weight of the enrolled side's own mu (a voiceprint "
+                         "that sounds like many voices scores lower; not what the runtime does)")
     ap.add_argument("--list", action="append", required=True, metavar="TRIALS=ROOT")
     args = ap.parse_args(argv)
     try:
@@ -74,9 +78,18 @@ def main(argv=None) -> int:
         print(f"top {k}: centre {centre:.4f}, lowest {'-' if lowest is None else f'{lowest:.4f}'}")
         for name, tr, vec, same in data:
             cells = []
+            enrol = 0.0
+            if args.enrol_weight:  # the same shift, of the enrolled side, the same cohort
+                shift = Scorer(cohort, top_k=k, method="probe_shift", weight=args.enrol_weight,
+                               centre=centre, lowest=lowest)
+                ok_rows = np.isfinite(vec).all(axis=1)
+                per_entry = np.zeros(len(vec))
+                per_entry[ok_rows] = shift.shift(vec[ok_rows])
+                enrol = per_entry[tr.a]
             for w in weights:
                 sc = score_trials(tr, vec, Scorer(cohort, top_k=k, method="probe_shift",
                                                   weight=w, centre=centre, lowest=lowest))
+                sc = sc - enrol
                 cells.append(f"w {w:g} {100 * eer(sc[same], sc[~same])[0]:5.2f}")
             asn = score_trials(tr, vec, Scorer(cohort, top_k=k))
             cells.append(f"asnorm {100 * eer(asn[same], asn[~same])[0]:5.2f}")
