@@ -121,3 +121,22 @@ def test_the_package_ships_every_file_a_shipped_sidecar_names():
                          and p.suffix in (".onnx", ".json", ".npz")}:
         assert any(fnmatch.fnmatch(name, p) for p in patterns), name
         assert (MODELS_DIR / name).is_file(), name
+
+
+def test_verify_scores_as_listen_does():
+    """``verify`` (and ``serve``'s verify, which shares it) scores through the model's own
+    Scorer: for the shipped default, the cosine less the recording's cohort pull (it used to
+    take the plain cosine, which the default's thresholds no longer assume)."""
+    from rtverify.apps.enroll import companion_sessions, enroll_files
+    from rtverify.apps.verify import verify
+    from rtverify.io.sources import FileSource
+
+    session = EncoderSession()
+    vp = enroll_files(session, [DEMO / "enroll_1.flac"]).voiceprint(
+        "alice", session.model_id, companion_sessions(session))
+    got = verify(session, vp, FileSource(DEMO / "enroll_2.flac"), "enroll_2.flac", live=False)
+    assert got.recording.speech_s >= 0.8  # decided by the default itself, not its expert
+    want = Scorer.for_model(session).scores(got.recording.vector, {"alice": vp.vector()})
+    assert got.decision.score == pytest.approx(want["alice"], abs=1e-6)
+    raw = float(got.recording.vector @ vp.vector())
+    assert abs(got.decision.score - raw) > 1e-3 and got.accepted

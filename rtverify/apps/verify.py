@@ -12,7 +12,7 @@ import numpy as np
 from ..config import SAMPLE_RATE_HZ
 from ..core.encoder import EncoderSession
 from ..core.pipeline import RecordingEmbedding, Verifier, embed_recording
-from ..core.scoring import (Decision, DecisionPolicy, cosine_scores, voiceprints_for_band,
+from ..core.scoring import (Decision, DecisionPolicy, Scorer, voiceprints_for_band,
                             warn_no_narrowband)
 from ..errors import InputError, NotEnoughSpeech
 from ..events import DecisionEvent, Event
@@ -164,9 +164,10 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     prints, missing = voiceprints_for_band(voice, rec.band)  # as listen scores narrowband input
     if missing:
         warn_no_narrowband(voiceprint.name)
-    d = policy.decide(cosine_scores(rec.vector, prints), rec.speech_s, rec.snr_db,
-                      policy.offsets_for(voice), fall_db=rec.fall_db,
-                      enrol_falls=policy.falls_for(voice))
+    # the model's own scoring, as listen and eval score (the default's cohort shift)
+    scores = Scorer.for_model(session).scores(rec.vector, prints)
+    d = policy.decide(scores, rec.speech_s, rec.snr_db, policy.offsets_for(voice),
+                      fall_db=rec.fall_db, enrol_falls=policy.falls_for(voice))
     if recorder is None:
         return VerifyResult(rec, d, d.accepted, d.reason)
     from .liveness import check_answer
