@@ -140,3 +140,16 @@ def test_verify_scores_as_listen_does():
     assert got.decision.score == pytest.approx(want["alice"], abs=1e-6)
     raw = float(got.recording.vector @ vp.vector())
     assert abs(got.decision.score - raw) > 1e-3 and got.accepted
+
+
+def test_a_sessions_scorer_is_made_once():
+    """Loading the cohort costs ~16 ms: a session keeps its scorer (a server's every verify
+    asks for it), and makes a new one when its sidecar contents are replaced."""
+    from dataclasses import replace
+
+    session = EncoderSession()
+    first = Scorer.for_model(session)
+    assert Scorer.for_model(session) is first and first.method == "probe_shift"
+    session.info = replace(session.info, raw={k: v for k, v in session.info.raw.items()
+                                              if k != "score_norm"})
+    assert Scorer.for_model(session).cohort is None

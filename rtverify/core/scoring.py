@@ -232,8 +232,19 @@ class Scorer:
 
     @classmethod
     def for_model(cls, session) -> "Scorer":
-        """The scorer a model's sidecar asks for (``score_norm``; plain cosine without one)."""
-        return cls.from_sidecar(session.info.raw, session.path)
+        """The scorer a model's sidecar asks for (``score_norm``; plain cosine without one),
+        made once per session and sidecar contents (loading a cohort takes ~16 ms: not on every
+        ``verify`` a server answers)."""
+        raw = session.info.raw
+        cached = getattr(session, "_scorer", None)
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        scorer = cls.from_sidecar(raw, session.path)
+        try:
+            session._scorer = (raw, scorer)
+        except AttributeError:  # a session that takes no attributes: made each time
+            pass
+        return scorer
 
     @classmethod
     def from_sidecar(cls, raw: Mapping, model_path) -> "Scorer":
