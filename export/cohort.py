@@ -89,6 +89,16 @@ def speaker_of(path: Path) -> str:
     return path.name.split("_")[0]
 
 
+def embed_rows(session, files: list[Path], cache) -> tuple[np.ndarray, list[Path]]:
+    """Unit embeddings (float32 ``(n, dim)``, through the runtime path, as ``eval`` embeds) of
+    the files that hold speech, and those files."""
+    from rtverify.evaluation import embed_files
+
+    emb = embed_files(session, files, cache_dir=cache).vectors
+    ok = np.isfinite(emb).all(axis=1)
+    return np.ascontiguousarray(emb[ok], dtype=np.float32), [f for f, k in zip(files, ok) if k]
+
+
 def own_mus(vectors: np.ndarray, speakers: np.ndarray, top_k: int) -> np.ndarray:
     """Each cohort row's ``mu``: the mean of its ``top_k`` cosines with the rows of other
     speakers (as a voice the cohort does not hold would get)."""
@@ -101,23 +111,18 @@ def own_mus(vectors: np.ndarray, speakers: np.ndarray, top_k: int) -> np.ndarray
     return np.concatenate(mus)
 
 
-def centre_of(vectors: np.ndarray, speakers: np.ndarray, top_k: int) -> float:
-    """The median of :func:`own_mus`: the typical ``mu`` of a voice the cohort does not hold."""
-    return float(np.median(own_mus(vectors, speakers, top_k)))
-
-
-def session_raw_expert(model_path: Path) -> dict:
-    """The ``short_expert`` block of a model's sidecar as written there."""
-    import json
-
-    from rtverify.core.encoder import sidecar_path
-
-    return dict(json.loads(sidecar_path(model_path).read_text(encoding="utf-8"))["short_expert"])
+def shift_constants(vectors: np.ndarray, speakers: np.ndarray, top_k: int,
+                    lowest_quantile: float | None = LOWEST_QUANTILE
+                    ) -> tuple[float, float | None]:
+    """``(centre, lowest)`` of a cohort: the median of :func:`own_mus` (the typical ``mu`` of a
+    voice the cohort does not hold) and its ``lowest_quantile`` (None: no floor)."""
+    mus = own_mus(vectors, speakers, top_k)
+    lowest = None if lowest_quantile is None else float(np.quantile(mus, lowest_quantile))
+    return float(np.median(mus)), lowest
 
 
 def main(argv=None) -> int:
     from rtverify.core.encoder import EncoderSession, resolve_model
-    from rtverify.evaluation import embed_files
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,23 +145,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     model_path = resolve_model(args.model)
-    session = EncoderSession(model_path, threads=1)
+    model = session = EncoderSession(model_path, threads=1)
     if args.expert:
-        if session.short_expert is None:
+        if model.short_expert is None:
             ap.error(f"--expert: {args.model} has no short expert")
-        session = session.short_expert[0]
+        session = model.short_expert[0]
     files = build_audio(args.root, args.audio)
-    emb = embed_files(session, files, cache_dir=args.cache).vectors
-    ok = np.isfinite(emb).all(axis=1)
-    vectors = np.ascontiguousarray(emb[ok], dtype=np.float32)
-    speakers = np.array([speaker_of(f) for f, k in zip(files, ok) if k])
-    mus = own_mus(vectors, speakers, args.top_k)
-    centre, lowest = float(np.median(mus)), float(np.quantile(mus, LOWEST_QUANTILE))
+    vectors, kept = embed_rows(session, files, args.cache)
+    speakers = np.array([speaker_of(f) for f in kept])
+    centre, lowest = shift_constants(vectors, speakers, args.top_k)
     out = args.out or session.path.with_name(f"{session.path.stem}-cohort.npz")
     np.savez_compressed(out, vectors=vectors, speakers=speakers)
     print(f"cohort: {len(vectors)} embeddings of {len(set(speakers))} speakers "
-          f"({int((~ok).sum())} files without speech left out), centre {centre:.4f}, lowest "
-          f"{lowest:.4f} -> {out}")
+          f"({len(files) - len(kept)} files without speech left out), centre {centre:.4f}, "
+          f"lowest {lowest:.4f} -> {out}")
     if args.write_sidecar:
         from .calibrate import write_sidecar
 
@@ -167,9 +169,9 @@ def main(argv=None) -> int:
                  "built": "python -m export.cohort --root ROOT --model "
                           f"{args.model}{' --expert' if args.expert else ''} --top-k "
                           f"{args.top_k} --weight {args.weight:g}"}
-        if args.expert:
+        if args.expert:  # into this model's short_expert block, as its sidecar holds it
             side = write_sidecar(model_path, short_expert=dict(
-                session_raw_expert(model_path), score_norm=block))
+                model.info.raw["short_expert"], score_norm=block))
         else:
             side = write_sidecar(model_path, score_norm=block)
         print(f"wrote score_norm into {side}; calibrate the thresholds again", file=sys.stderr)

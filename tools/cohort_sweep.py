@@ -24,7 +24,8 @@ import numpy as np
 
 def main(argv=None) -> int:
     from benchmarks.accuracy import parse_list
-    from export.cohort import CONDITIONS, LOWEST_QUANTILE, build_audio, own_mus, speaker_of
+    from export.cohort import (CONDITIONS, LOWEST_QUANTILE, build_audio, embed_rows,
+                               shift_constants, speaker_of)
     from rtverify.core.encoder import EncoderSession, resolve_model
     from rtverify.core.scoring import Scorer
     from rtverify.evaluation import embed_files, read_trials, score_trials
@@ -60,10 +61,8 @@ def main(argv=None) -> int:
     files = [f for f in build_audio(args.root, args.audio) if f.parent.name in keep]
     if not files:
         ap.error(f"no cohort audio in {args.audio} for {args.conditions}")
-    emb = embed_files(session, files, cache_dir=args.cache).vectors
-    ok = np.isfinite(emb).all(axis=1)
-    cohort = np.ascontiguousarray(emb[ok], dtype=np.float32)
-    speakers = np.array([speaker_of(f) for f, k in zip(files, ok) if k])
+    cohort, kept = embed_rows(session, files, args.cache)
+    speakers = np.array([speaker_of(f) for f in kept])
     print(f"cohort: {len(cohort)} embeddings of {len(set(speakers))} speakers", flush=True)
     data = []
     for name, trials_path, root in lists:
@@ -72,9 +71,7 @@ def main(argv=None) -> int:
                           cache_dir=args.cache).voiceprints(tr.takes, tr.files).vectors
         data.append((name, tr, vec, np.asarray(tr.labels) == 1))
     for k in top_ks:
-        mus = own_mus(cohort, speakers, k)
-        centre = float(np.median(mus))
-        lowest = None if lowest_q is None else float(np.quantile(mus, lowest_q))
+        centre, lowest = shift_constants(cohort, speakers, k, lowest_q)
         print(f"top {k}: centre {centre:.4f}, lowest {'-' if lowest is None else f'{lowest:.4f}'}")
         for name, tr, vec, same in data:
             cells = []

@@ -6,8 +6,9 @@
 
 For each scoring (raw cosine; AS-norm, top ``--top-k``, against a cohort of training
 material: the first second of up to four 2 s pieces of speech of each LibriSpeech speaker
-outside the dev lists, and every eighth keyword of the Arabic train12 speakers, written once
-under ``--cohort-dir``; the same plus the Speech Commands words of the speakers
+outside the dev lists, and every eighth keyword of the Arabic train12 speakers: the
+``clean1s`` and ``arabic`` folders of ``export.cohort``'s audio, written once under
+``--cohort-dir``; the same plus the Speech Commands words of the speakers
 ``training.data.extra_split`` keeps for training), one threshold is set at ``--far`` of the
 ``--fit`` list's different-speaker trials, and every list's strangers accepted and true speakers
 refused at that threshold are printed, and each list's EER under that scoring. A measurement,
@@ -28,37 +29,6 @@ from rtverify.metrics import eer
 
 
 
-def build_cohort(root: Path, out: Path, per: int = 4) -> list[Path]:
-    """The cohort's audio (see above) as FLAC files under ``out/clean1s`` and ``out/arabic``
-    (kept: a second run only reads them); returns the two folders."""
-    import soundfile as sf
-
-    from export.calibrate_fall import speakers
-    from training.data import arabic_splits, speech_audio
-    from training.dev_lists import _read
-
-    folders = [out / "clean1s", out / "arabic"]
-    if all(d.is_dir() and any(d.iterdir()) for d in folders):
-        return folders
-    for d in folders:
-        d.mkdir(parents=True, exist_ok=True)
-    for spk, path in speakers(root).items():  # the LibriSpeech speakers outside the dev lists
-        x = speech_audio(_read(path))
-        for i in range(min(per, len(x) // 32000)):
-            sf.write(folders[0] / f"{spk}_{i}.flac", x[i * 32000:i * 32000 + 16000], 16000,
-                     subtype="PCM_16")
-    corpus = root / "arabic-speech-commands"
-    for spk in arabic_splits(corpus)["train12"]:
-        for f in sorted((corpus / spk).glob("*.flac"))[::8]:
-            sf.write(folders[1] / f"{spk}_{f.stem}.flac", _read(f), 16000, subtype="PCM_16")
-    return folders
-
-
-def _vectors(session, files, cache) -> np.ndarray:
-    e = embed_files(session, list(files), cache_dir=cache).vectors
-    return e[np.isfinite(e).all(axis=1)]
-
-
 def rates_at_one_threshold(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray],
                            fit: str, far: float) -> dict[str, tuple[float, float]]:
     """The threshold passing ``far`` of ``fit``'s different-speaker scores; per list, (strangers
@@ -74,6 +44,7 @@ def rates_at_one_threshold(scores: dict[str, np.ndarray], labels: dict[str, np.n
 
 def main(argv=None) -> int:
     from benchmarks.accuracy import parse_list
+    from export.cohort import build_audio, embed_rows
     from training.data import extra_split, from_manifest
 
     ap = argparse.ArgumentParser(description=__doc__,
@@ -83,8 +54,9 @@ def main(argv=None) -> int:
     ap.add_argument("--fit", required=True, metavar="TRIALS=ROOT")
     ap.add_argument("--list", action="append", default=[], metavar="TRIALS=ROOT")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--cohort-dir", type=Path, default=Path("runs/cohort-train"),
-                    help="where the cohort's audio is written once (default runs/cohort-train)")
+    ap.add_argument("--cohort-dir", type=Path, default=Path("runs/cohort"),
+                    help="export.cohort's audio, written there once when missing (default "
+                         "runs/cohort)")
     ap.add_argument("--far", type=float, default=0.005)
     ap.add_argument("--top-k", type=int, default=200)
     ap.add_argument("--cache", type=Path, default=Path("runs/evalcache"))
@@ -95,13 +67,13 @@ def main(argv=None) -> int:
         raise SystemExit(str(e)) from None
     if not (args.data / "librispeech-clean100-251spk" / "MANIFEST.tsv").is_file():
         raise SystemExit(f"{args.data}: not the shared data folder (no LibriSpeech manifest)")
-    folders = build_cohort(args.data, args.cohort_dir)
+    files = build_audio(args.data, args.cohort_dir)
+    folders = [args.cohort_dir / d for d in ("clean1s", "arabic")]
     session = EncoderSession(args.model, threads=1)
-    base = np.concatenate([_vectors(session, sorted(d.glob("*.*")), args.cache)
-                           for d in folders])
+    base = embed_rows(session, [f for f in files if f.parent in folders], args.cache)[0]
     kept = set(extra_split(args.speech_commands)["train"])
-    words = _vectors(session, [u.path for u in from_manifest(args.speech_commands)
-                               if u.speaker in kept], args.cache)
+    words = embed_rows(session, [u.path for u in from_manifest(args.speech_commands)
+                                 if u.speaker in kept], args.cache)[0]
     data = {}
     for name, trials, root in lists:
         t = read_trials(trials, root)

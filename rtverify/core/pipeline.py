@@ -275,8 +275,7 @@ class Verifier:
                 not np.allclose(turn.vector, total / norm, atol=1e-5):
             return None
         names = self._gallery("wide", self.voiceprints)[0]
-        shift = self.scorer.shift(turn.vector)[0]  # probe_shift: the pooled cosines, shifted
-        return top_scores(pooled - np.float32(shift) if shift else pooled, names,
+        return top_scores(self.scorer.shift_cosines(pooled, turn.vector), names,
                           self.TOP_SCORES)
 
     def _turn_scores(self, vectors: list[np.ndarray]) -> list[dict[str, float]] | None:
@@ -287,8 +286,8 @@ class Verifier:
             return None
         names, matrix, _ = self._gallery("wide", self.voiceprints)
         stack = np.stack(vectors)
-        return [top_scores(row - np.float32(shift) if shift else row, names, self.TOP_SCORES)
-                for row, shift in zip(gallery_scores(matrix, stack), self.scorer.shift(stack))]
+        return [top_scores(row, names, self.TOP_SCORES)
+                for row in self.scorer.shift_cosines(gallery_scores(matrix, stack), stack)]
 
     def _take_unfed(self) -> np.ndarray:
         """The segment audio not yet turned into rows, as one array (and forget it)."""

@@ -240,10 +240,7 @@ class Scorer:
         if cached is not None and cached[0] is raw:
             return cached[1]
         scorer = cls.from_sidecar(raw, session.path)
-        try:
-            session._scorer = (raw, scorer)
-        except AttributeError:  # a session that takes no attributes: made each time
-            pass
+        session._scorer = (raw, scorer)
         return scorer
 
     @classmethod
@@ -296,10 +293,14 @@ class Scorer:
                       weight=self.weight, centre=self.centre, lowest=self.lowest,
                       speakers=self.speakers[keep])
 
+    def _top(self, embeddings: np.ndarray) -> np.ndarray:
+        """The top-k cohort cosines of each row, ``(n, top_k)`` (in no order)."""
+        sims = np.atleast_2d(np.asarray(embeddings, dtype=np.float32)) @ self.cohort.T
+        return np.partition(sims, len(self.cohort) - self.top_k, axis=1)[:, -self.top_k:]
+
     def cohort_stats(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation of the top-k cohort cosines of each row, ``(n,)`` each."""
-        sims = np.atleast_2d(np.asarray(embeddings, dtype=np.float32)) @ self.cohort.T
-        top = np.partition(sims, len(self.cohort) - self.top_k, axis=1)[:, -self.top_k:]
+        top = self._top(embeddings)
         return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-4)
 
     def shift(self, embeddings: np.ndarray) -> np.ndarray:
@@ -308,8 +309,18 @@ class Scorer:
         n = len(np.atleast_2d(embeddings))
         if self.cohort is None or self.method != "probe_shift":
             return np.zeros(n)
-        mu, _ = self.cohort_stats(embeddings)
+        mu = self._top(embeddings).mean(axis=1)  # (what cohort_stats gives, without the sd)
         return self.weight * (np.maximum(mu.astype(np.float64), self.lowest) - self.centre)
+
+    def shift_cosines(self, raw: np.ndarray, heard: np.ndarray) -> np.ndarray:
+        """Scores from cosines already computed against the voices (a large gallery's matrix
+        product): ``raw`` ``(n,)`` of one heard embedding ``(dim,)``, or ``(m, n)`` of ``m``
+        heard rows ``(m, dim)``; the cosines themselves unless ``probe_shift``. Not for
+        AS-norm, which needs the voices' statistics (:meth:`matrix_scores`)."""
+        if self.cohort is None or self.method != "probe_shift":
+            return raw
+        shift = self.shift(heard)
+        return raw - (shift[0] if np.ndim(raw) == 1 else shift[:, None]).astype(raw.dtype)
 
     def pair_scores(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Scores of row ``i`` of ``a`` (enrolled side) against row ``i`` of ``b`` (heard)."""
@@ -358,7 +369,7 @@ class Scorer:
         if self.cohort is None or len(raw) == 0:
             return raw
         if self.method == "probe_shift":
-            return raw - np.float32(self.shift(embedding)[0])
+            return self.shift_cosines(raw, embedding)
         mu_v, sd_v = stats if stats is not None else self.cohort_stats(matrix)
         mu_t, sd_t = (float(x[0]) for x in self.cohort_stats(embedding))
         return 0.5 * ((raw - mu_v) / sd_v + (raw - mu_t) / sd_t)
