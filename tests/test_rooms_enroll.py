@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -122,3 +124,72 @@ def test_enroll_from_a_flac_on_stdin(tmp_path, clips):
                           env=env, input=buf.getvalue(), capture_output=True, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode()
     assert (tmp_path / "store" / "pipe.json").exists()
+
+
+def _voices(n_voices, parts_each, within, across, dim=64, seed=0):
+    """Unit part embeddings: ``n_voices`` voices whose centres have cosine ``across``, each
+    with ``parts_each`` parts at cosine ``within`` to their own centre; and the voice of each."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((dim, dim)))[0]
+    shared, own = basis[0], basis[1:n_voices + 1]
+    centres = np.sqrt(across) * shared + np.sqrt(1 - across) * own
+    vecs, who = [], []
+    for p in range(parts_each):
+        for v in range(n_voices):
+            noise = basis[n_voices + 1 + p * n_voices + v]
+            vecs.append(within * centres[v] + np.sqrt(1 - within ** 2) * noise)
+            who.append(v)
+    return np.array(vecs), who
+
+
+def _parts(vecs, speech_s=3.0):
+    """Decisions as ``several_voices`` reads them: 3 s parts, 4 s apart."""
+    return [SimpleNamespace(start_s=4.0 * i, end_s=4.0 * i + 3.0, speech_s=speech_s,
+                            embedding=v.astype(np.float32)) for i, v in enumerate(vecs)]
+
+
+def test_several_voices_in_turn_each_in_several_parts_are_refused():
+    """Three people in turn, each cut into two parts by pauses: every part resembles the mean
+    of all the others (a blend holding its own voice) well over the bar, as one voice's parts
+    do; grouped into voices, three groups. The rule before stop 27 (each part against the mean
+    of the rest) enrolled such a recording."""
+    from rtverify.apps.enroll import several_voices, voice_groups
+
+    # as measured on three LibriSpeech speakers in turn: parts of one voice 0.86-0.91 apart
+    # (cosine), of two voices 0.56-0.69
+    vecs, who = _voices(3, 2, within=0.95, across=0.7)
+    rest = [float(vecs[i] @ (m := np.delete(vecs, i, 0).sum(0)) / np.linalg.norm(m))
+            for i in range(len(vecs))]
+    assert min(rest) > 0.75  # what the old rule compared: all of it looked like one voice
+    groups = voice_groups(vecs, np.ones(len(vecs)), 0.75)
+    assert sorted(sorted(who[i] for i in g) for g in groups) == [[0, 0], [1, 1], [2, 2]]
+    msg = several_voices(_parts(vecs), 0.75)
+    assert msg is not None and "unlike the rest" in msg
+    assert len(re.findall(r"\d-\d+\.\d s", msg)) == 4  # the four parts outside one group
+
+
+def test_one_voice_in_many_parts_is_one_group():
+    from rtverify.apps.enroll import several_voices, voice_groups
+
+    vecs, _ = _voices(1, 8, within=0.9, across=0.55)
+    assert len(voice_groups(vecs, np.ones(len(vecs)), 0.75)) == 1
+    assert several_voices(_parts(vecs), 0.75) is None
+
+
+def test_a_stranger_in_two_parts_between_takes_is_named_twice(tmp_path, session, clips):
+    """alice, a stranger's first half, alice, the stranger's second half: both of the
+    stranger's parts are named (the old rule named one of them)."""
+    b = clips["strangers"][1]
+    half = len(b) // 2
+    gap = SIL[:SR // 2]
+    x = np.concatenate([clips["e1"], gap, b[:half], gap, clips["e2"], gap, b[half:]])
+    path = tmp_path / "takes.wav"
+    sf.write(path, x, SR)
+    with pytest.raises(InputError) as err:
+        enroll_files(session, [path])
+    msg = str(err.value)
+    first = (len(clips["e1"]) + len(gap)) / SR
+    second = (len(clips["e1"]) + 3 * len(gap) + half + len(clips["e2"])) / SR
+    named = [float(a) for a, _ in re.findall(r"(\d+\.\d)-(\d+\.\d) s", msg)]
+    assert len(named) == 2, msg
+    assert abs(named[0] - first) < 0.5 and abs(named[1] - second) < 0.5, msg

@@ -428,7 +428,14 @@ MIN_PART_SPEECH_S = 1.5
 def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> str | None:
     """Whether a recording's utterances (and turns) are different voices: None if they sound
     like one, else the times that disagree, in words (``"0.0-3.1 s and 3.1-6.0 s sound like
-    different speakers (similarity 0.41)"``)."""
+    different speakers (similarity 0.41)"``).
+
+    The parts are grouped into voices (:func:`voice_groups`: those whose mean embeddings reach
+    ``consistency`` join); the recording is one voice when one group holds them all. The parts
+    outside the group with the most speech are the ones named. (Until stop 27 each part was
+    compared with the mean of all the others, which a recording of several people in
+    turn, each cut into more than one part, passed: that mean is a blend of every voice, its
+    own included. ``python -m tools.voices_check``: README, "Enrolment that forgives".)"""
     parts = [d for d in decisions if d.embedding is not None and d.speech_s >= MIN_PART_SPEECH_S]
     if len(parts) < 2:
         return None
@@ -438,22 +445,38 @@ def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> st
 
     weights = np.array([d.speech_s for d in parts])
     vecs = np.stack([d.embedding for d in parts]).astype(np.float64)
-    cos = []
-    for i in range(len(parts)):
-        others = np.delete(np.arange(len(parts)), i)
-        mean = l2_normalize((vecs[others] * weights[others, None]).sum(axis=0))
-        cos.append(float(vecs[i] @ mean))
-    odd = [i for i in np.argsort(cos) if cos[i] < consistency]
-    if not odd:
+    groups = voice_groups(vecs, weights, consistency)
+    if len(groups) == 1:
         return None
-    worst = cos[odd[0]]
+    main = max(groups, key=lambda g: weights[g].sum())
+    centre = l2_normalize((vecs[main] * weights[main, None]).sum(axis=0))
+    odd = sorted(i for g in groups if g is not main for i in g)
+    worst = float(min(vecs[i] @ centre for i in odd))
     if len(parts) == 2:
         return (f"{span(parts[0])} and {span(parts[1])} sound like different speakers "
                 f"(similarity {worst:.2f})")
-    shown = ", ".join(span(parts[i]) for i in sorted(odd[:4]))
+    shown = ", ".join(span(parts[i]) for i in odd[:4])
     more = f" and {len(odd) - 4} more" if len(odd) > 4 else ""
     return (f"{shown}{more} {'sounds' if len(odd) == 1 else 'sound'} unlike the rest of it "
             f"(similarity {worst:.2f}, need {consistency:.2f})")
+
+
+def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list[int]]:
+    """Parts (rows of ``vecs``, unit embeddings, each weighted by its speech) grouped into
+    voices: starting from one group per part, the two groups whose speech-weighted mean
+    embeddings are most alike join while their cosine reaches ``bar``. Lists of row indices."""
+    groups = [[i] for i in range(len(vecs))]
+    while len(groups) > 1:
+        means = np.stack([l2_normalize((vecs[g] * weights[g, None]).sum(axis=0))
+                          for g in groups])
+        sims = means @ means.T
+        np.fill_diagonal(sims, -np.inf)
+        a, b = np.unravel_index(int(np.argmax(sims)), sims.shape)
+        if sims[a, b] < bar:
+            break
+        groups[a] = groups[a] + groups[b]
+        del groups[b]
+    return groups
 
 
 # -- from a live input ------------------------------------------------------------------------

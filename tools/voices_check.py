@@ -1,0 +1,105 @@
+"""How often ``enroll --input`` refuses a recording as several voices (issue 12), on LibriSpeech.
+
+    .venv/bin/python -m tools.voices_check --data ../shared/data [--model M] [--json out.json]
+
+Recordings, as a user might hand them to ``enroll --input``:
+
+* **one speaker**: each speaker's whole LibriSpeech utterance (8-17 s of read speech, one
+  recording per speaker, every speaker of ``librispeech-clean100-251spk`` with at least 8 s);
+  a refusal here is a false alarm;
+* **k speakers** (k = 2, 3, 5): a 4-8 s piece (cut at a quiet frame) of each of k speakers in
+  turn, 0.5-1 s of quiet between them, a low noise bed under all of it; **two speakers
+  alternating** (A B A B, 3-5 s pieces); and **k whole utterances** (k = 3, 5: each speaker's
+  whole 8-17 s, which the recording's pauses cut into several parts per voice). Each must be
+  refused.
+
+Prints the share refused of each kind (and writes it with ``--json``). The judgement is
+:func:`rtverify.apps.enroll.several_voices` on the recording's utterances as ``enroll_files``
+cuts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tools import room_streams as rs
+
+SR = rs.SR
+KINDS = {"2_speakers": 2, "3_speakers": 3, "5_speakers": 5, "2_alternating": 2, "3_whole": 3,
+         "5_whole": 5}
+"""Recordings of several voices, and how many speakers each joins."""
+
+
+def recording_voices(session, audio: np.ndarray, consistency: float) -> str | None:
+    """What ``enroll_files`` says of a recording's voices (None: one voice)."""
+    from rtverify.apps.enroll import several_voices
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import Chunk
+
+    rec = embed_recording(session, [Chunk(audio.astype(np.float32), 0.0)], join_pauses=False)
+    return several_voices(rec.decisions, consistency)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, default=Path("../shared/data"))
+    p.add_argument("--model", help="a shipped model's name or a path (default: the default)")
+    p.add_argument("--mixtures", type=int, default=60, help="recordings of each mixed kind")
+    p.add_argument("--seed", type=int, default=4)
+    p.add_argument("--kinds", default=",".join(KINDS), help="mixed kinds to build "
+                   f"(default: all of {', '.join(KINDS)})")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    from rtverify.apps.enroll import EnrollSettings
+    from rtverify.core.encoder import EncoderSession
+
+    session = EncoderSession(args.model)
+    consistency = EnrollSettings().for_model(session).consistency
+    corpus = args.data / "librispeech-clean100-251spk"
+    rows = [ln.split("\t") for ln in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
+    audio = {r[0]: rs._trim(rs._read(corpus / r[1])) for r in rows if float(r[2]) >= 8.0}
+    names = sorted(audio)
+    rng = np.random.default_rng(args.seed)
+
+    def piece(name: str, lo: float, hi: float) -> np.ndarray:
+        x = audio[name]
+        n = int(rng.uniform(lo, hi) * SR)
+        a = rs._quiet_cut(x, int(rng.integers(0, max(1, len(x) - n))))
+        return x[a:rs._quiet_cut(x, min(len(x), a + n))]
+
+    def joined(pieces: list[np.ndarray]) -> np.ndarray:
+        gaps = [np.zeros(int(rng.uniform(0.5, 1.0) * SR), np.float32) for _ in pieces]
+        x = np.concatenate([y for pair in zip(pieces, gaps) for y in pair])
+        return x + rs._bed(len(x), rng)
+
+    out: dict = {"model": session.model_id, "consistency": consistency}
+    one = [recording_voices(session, audio[n] + rs._bed(len(audio[n]), rng), consistency)
+           for n in names]
+    out["one_speaker"] = {"n": len(one), "refused": sum(v is not None for v in one)}
+    for kind in args.kinds.split(","):
+        if kind not in KINDS:
+            raise SystemExit(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        k = KINDS[kind]
+        said = []
+        for _ in range(args.mixtures):
+            who = list(rng.choice(names, size=k, replace=False))
+            if kind.endswith("whole"):
+                pieces = [audio[w] for w in who]
+            elif kind.endswith("alternating"):
+                pieces = [piece(who[i % 2], 3.0, 5.0) for i in range(4)]
+            else:
+                pieces = [piece(w, 4.0, 8.0) for w in who]
+            said.append(recording_voices(session, joined(pieces), consistency))
+        out[kind] = {"n": len(said), "refused": sum(v is not None for v in said)}
+    print(json.dumps(out, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
