@@ -142,8 +142,9 @@ def test_a_strangers_first_second_at_the_end_is_split_off(session, alice_print, 
 def test_without_edge_checks_the_strangers_second_rides_on_alice(session, alice_print, demo,
                                                                  conversation):
     """Control for the test above: find_turns alone cannot place a change 0.8 s from the end.
-    Measured on the LSTM without room training (``default-short``): the room-trained default
-    places this one with find_turns alone, which the test above accepts too."""
+    Measured on the LSTM without room training (``default-short``) and the gate before stop 27
+    (``SPLIT_FAR`` 0.05): the room-trained default, or today's gate, lets find_turns place this
+    one (0.5 s early), which the test above accepts too."""
     from rtverify.core.encoder import EncoderSession, l2_normalize
     from rtverify.core.pipeline import embed_recording
     from rtverify.core.turns import TurnConfig, TurnEmbedder
@@ -154,6 +155,7 @@ def test_without_edge_checks_the_strangers_second_rides_on_alice(session, alice_
                                    for f in demo["enroll"]))
     x, (join,) = _stranger_tail(demo, conversation)
     v = Verifier(session, {"alice": alice_print})
+    v.SPLIT_FAR = 0.05
     v._turn_cfg = TurnConfig(edge_rows=(), edge_cos=())
     v.embedder = TurnEmbedder(session, cfg=v._turn_cfg)
     ds = [e for e in v.process(chunks_of(x, 1600)) if isinstance(e, DecisionEvent)]
@@ -392,3 +394,15 @@ def test_a_cut_in_a_short_pause_holds_back_too(session, alice_print, demo, conve
     ds = [e for e in events if isinstance(e, DecisionEvent)]
     assert [d.end_reason for d in ds][-2:] == ["max_length", "pause"], _shown(ds)
     assert ds[-1].start_s == ds[-2].end_s and ds[-1].end_s == pytest.approx(cut.end_s)
+
+
+def test_a_window_just_under_the_threshold_is_worth_a_look_for_a_change(session):
+    """The gate before placing a change: one window at a voice's threshold and another 0.03
+    under it (stream 30 of the held-out turn streams: a stranger's 1.8 s rode on the target's
+    accepted turn while the gate asked for 0.05); windows all within 0.015 of each other are
+    one voice's, not worth the search."""
+    v = Verifier(session, {"alice": np.eye(session.dim, dtype=np.float32)[0]})
+    t = 0.8
+    assert v._worth(np.array([[t + 0.01], [t - 0.03]]), t)
+    assert not v._worth(np.array([[t + 0.005], [t - 0.01]]), t)
+    assert not v._worth(np.array([[t - 0.05], [t - 0.09]]), t)  # nobody near: two strangers

@@ -62,16 +62,34 @@ def main(argv=None) -> int:
     stream_names = {t.name for t in rs.speakers(args.data, 40)[0]}
     pool = [t for t in rs.speakers(args.data, args.split_speakers + 60, seed=77)[0]
             if t.name not in stream_names][:args.split_speakers]
+    def suspicion(rows):
+        """The highest ``suspect_cos`` at which ``listen`` would suspect a change in ``rows``:
+        the lowest cosine of a window to the mean of the windows before it, or between any two
+        windows (:class:`~rtverify.core.turns.TurnEmbedder`; its restarts, below
+        ``restart_cos``, are suspected at any bar anyway)."""
+        emb = TurnEmbedder(session, max_pending=8, cfg=replace(cfg, enabled=False))
+        emb.push_rows(rows)
+        emb.finish_keep()
+        w = np.stack(emb.windows).astype(np.float64) if emb.windows else np.zeros((0, 1))
+        if len(w) < 2:
+            return 1.0
+        run = np.cumsum(w, axis=0)[:-1]
+        run /= np.linalg.norm(run, axis=1, keepdims=True)
+        return float(min((w @ w.T).min(), np.einsum("ij,ij->i", run, w[1:]).min()))
+
     rng = np.random.default_rng(3)
     one, two, wcos = [], [], []
+    one_sus, two_sus = [], []
     for t in pool:
         x = np.concatenate(t.probes)
         for _ in range(3):
             n = int(rng.uniform(3.0, 6.0) * SR)
             if len(x) >= n:
                 a = int(rng.integers(0, len(x) - n + 1))
-                _, dist, sims = best_split(session, rows_of(x[a:a + n] + rs._bed(n, rng)), cfg)
+                rows = rows_of(x[a:a + n] + rs._bed(n, rng))
+                _, dist, sims = best_split(session, rows, cfg)
                 one.append(dist)
+                one_sus.append(suspicion(rows))
                 wcos.append(float(sims[np.triu_indices(len(sims), 1)].mean()))
         others = [u for u in pool if u is not t]
         for _ in range(3):
@@ -85,7 +103,9 @@ def main(argv=None) -> int:
                 continue
             gap = int(rng.uniform(0, 0.15) * SR)
             z = np.concatenate([p1, np.zeros(gap), p2])
-            cut, dist, _ = best_split(session, rows_of(z + rs._bed(len(z), rng)), cfg)
+            rows = rows_of(z + rs._bed(len(z), rng))
+            cut, dist, _ = best_split(session, rows, cfg)
+            two_sus.append(suspicion(rows))
             truth = (len(p1) + gap // 2) / 160  # rows: 10 ms in both front-ends
             two.append((dist, abs(cut - truth) if cut is not None else np.inf))
     one_a, two_a = np.array(one), np.array(two)
@@ -96,6 +116,15 @@ def main(argv=None) -> int:
         return {"bar": round(bar, 3), "one_speaker_over": round(float((one_a >= bar).mean()), 3),
                 "changes_found": round(float(found.mean()), 3),
                 "found_within_0.5s": round(float((found & (two_a[:, 1] <= 50)).mean()), 3)}
+
+    def suspect_figures(bar, split=cfg.split_distance):
+        """At suspicion bar ``bar`` and the model's split bar: how often one speaker's piece is
+        split (suspected and over the split bar) and how often two speakers' change is found."""
+        s1, s2 = np.array(one_sus) < bar, np.array(two_sus) < bar
+        return {"suspect_cos": bar, "one_speaker_suspected": round(float(s1.mean()), 3),
+                "one_speaker_split": round(float((s1 & (one_a >= split)).mean()), 3),
+                "two_speakers_suspected": round(float(s2.mean()), 3),
+                "changes_found": round(float((s2 & (two_a[:, 0] >= split)).mean()), 3)}
 
     lengths = [int(v) for v in args.edge_rows.split(",")]
 
@@ -145,6 +174,8 @@ def main(argv=None) -> int:
                            "two_speakers_p5_p10_p50": np.percentile(two_a[:, 0], [5, 10, 50]).round(3).tolist(),
                            "at_split_far": split_figures(split_bar),
                            "at_model_bar": split_figures(cfg.split_distance)},
+        "suspicion": [suspect_figures(b) for b in
+                      sorted({cfg.suspect_cos, 0.8, 0.85, 0.88, 0.9, 0.92, 1.01})],
         "window_cos_one_speaker_p5_p50": np.percentile(wcos, [5, 50]).round(3).tolist(),
         "edges": {"rows": lengths, "bars": [round(b, 3) for b in bars],
                   "own_edges_below_a_bar": round(float(fired(own).mean()), 3),
