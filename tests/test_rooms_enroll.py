@@ -193,3 +193,23 @@ def test_a_stranger_in_two_parts_between_takes_is_named_twice(tmp_path, session,
     named = [float(a) for a, _ in re.findall(r"(\d+\.\d)-(\d+\.\d) s", msg)]
     assert len(named) == 2, msg
     assert abs(named[0] - first) < 0.5 and abs(named[1] - second) < 0.5, msg
+
+
+def test_an_mp3_is_decoded_without_the_decoders_chatter(tmp_path, clips):
+    """libmpg123 (inside libsndfile) prints its notes on the process's stderr, five to ten
+    lines of "error: part2_3_length ... too large" for a sound file: verify of an MP3, by path
+    and on stdin, prints the answer and nothing on stderr."""
+    mp3 = tmp_path / "probe.mp3"
+    sf.write(mp3, np.concatenate([SIL, clips["e2"], SIL]), SR, format="MP3")
+    enrol = tmp_path / "enrol.flac"
+    sf.write(enrol, clips["e1"], SR)
+    env = {**os.environ, "RTVERIFY_HOME": str(tmp_path / "store")}
+    cli = [sys.executable, "-m", "rtverify"]
+    subprocess.run(cli + ["enroll", "--name", "alice", "--input", str(enrol), "--min-speech",
+                          "2"], cwd=REPO, env=env, check=True, capture_output=True, timeout=120)
+    for args, stdin in ((["--input", str(mp3)], None), (["--input", "-"], mp3.read_bytes())):
+        proc = subprocess.run(cli + ["verify", "--name", "alice"] + args, cwd=REPO, env=env,
+                              input=stdin, capture_output=True, timeout=120)
+        assert proc.returncode in (0, 1), proc.stderr.decode()
+        assert proc.stdout.decode().startswith("alice: "), proc.stdout.decode()
+        assert proc.stderr.decode() == "", proc.stderr.decode()

@@ -9,6 +9,7 @@ message that names the input.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -169,9 +170,11 @@ class _ResamplingSource:
         import soundfile as sf
 
         n_read = 0
+        quiet = getattr(f, "format", None) == "MP3"
         while True:
             try:
-                block = f.read(block_frames, dtype="float32", always_2d=True)
+                with native_stderr_muted(quiet):
+                    block = f.read(block_frames, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as err:
                 raise InputError(f"{self.name}: unreadable {what} data after "
                                  f"{n_read / self.rate_in_hz:.2f} s ({err})") from None
@@ -181,6 +184,36 @@ class _ResamplingSource:
             chunk = self._convert(block)
             if chunk is not None:
                 yield chunk
+
+
+@contextlib.contextmanager
+def native_stderr_muted(on: bool = True) -> Iterator[None]:
+    """While on, what native code writes to file descriptor 2 goes nowhere.
+
+    libsndfile decodes MP3 with libmpg123, which prints its decoder's notes there ("[src/
+    libmpg123/layer3.c:...] error: part2_3_length (864) too large for available bit count
+    (760)", five to ten lines for a sound LAME file) and libsndfile offers no switch to quiet it
+    (libsndfile issue 958); a user of ``verify --input talk.mp3`` saw them above the answer.
+    Only the MP3 decoding calls are wrapped, each a block long (milliseconds); a decoding error
+    still reaches the user as rtverify's own one-line error. Python's ``sys.stderr`` is flushed
+    first, so nothing written before is lost."""
+    if not on:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no descriptor 2 to save (a daemon): nothing to mute
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 class FileSource(_ResamplingSource):
