@@ -1,4 +1,5 @@
 import io
+import os
 import time
 
 import numpy as np
@@ -116,3 +117,47 @@ def test_absurd_sample_rate_is_refused(tmp_path, speech):
     sf.write(path, speech[:1000], 1000)
     with pytest.raises(InputError, match="sample rate 1000 Hz"):
         FileSource(path)
+
+
+def test_native_stderr_muted_hides_descriptor_2_and_restores_it(capfd):
+    from rtverify.io.sources import native_stderr_muted
+
+    os.write(2, b"before\n")
+    with native_stderr_muted():
+        os.write(2, b"decoder chatter\n")
+        with native_stderr_muted():  # nested: still muted, and restored only at the end
+            os.write(2, b"more chatter\n")
+        os.write(2, b"still muted\n")
+    os.write(2, b"after\n")
+    err = capfd.readouterr().err
+    assert err == "before\nafter\n", err
+
+
+def test_native_stderr_muted_from_two_threads_restores_the_real_descriptor(capfd):
+    """Two requests of a server decoding MP3 at once: the one that entered second must not
+    save the first one's /dev/null as "the" stderr and put it back last."""
+    import threading
+
+    from rtverify.io.sources import native_stderr_muted
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        with native_stderr_muted():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with native_stderr_muted():
+            second_in.set()
+            first_out.wait(5)
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    os.write(2, b"heard\n")
+    assert capfd.readouterr().err == "heard\n"

@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:  # --help, --version, usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else ExitCode.USAGE
     setup_logging(args.verbose)
+    if not args.verbose and args.command not in ("serve", "wyoming"):
+        from ..io import sources  # a terminal: libmpg123's notes are noise there
+
+        sources.MUTE_DECODER_NOTES = True
     func = getattr(args, "func", None)
     if func is None:
         parser.print_usage(sys.stderr)

@@ -170,7 +170,7 @@ class _ResamplingSource:
         import soundfile as sf
 
         n_read = 0
-        quiet = getattr(f, "format", None) == "MP3"
+        quiet = MUTE_DECODER_NOTES and getattr(f, "format", None) == "MP3"
         while True:
             try:
                 with native_stderr_muted(quiet):
@@ -186,6 +186,16 @@ class _ResamplingSource:
                 yield chunk
 
 
+MUTE_DECODER_NOTES = False
+"""Whether MP3 decoding runs with file descriptor 2 muted (:func:`native_stderr_muted`). The CLI
+sets it for the commands a person reads on a terminal (not ``-v``, not the services, whose
+other threads' log lines must not be lost while a request decodes an upload)."""
+
+_mute_lock = threading.Lock()
+_mute_depth = 0
+_mute_saved: int | None = None
+
+
 @contextlib.contextmanager
 def native_stderr_muted(on: bool = True) -> Iterator[None]:
     """While on, what native code writes to file descriptor 2 goes nowhere.
@@ -196,24 +206,34 @@ def native_stderr_muted(on: bool = True) -> Iterator[None]:
     (libsndfile issue 958); a user of ``verify --input talk.mp3`` saw them above the answer.
     Only the MP3 decoding calls are wrapped, each a block long (milliseconds); a decoding error
     still reaches the user as rtverify's own one-line error. Python's ``sys.stderr`` is flushed
-    first, so nothing written before is lost."""
+    first, so nothing written before is lost; nested and concurrent uses share one mute (the
+    descriptor is restored when the last one ends)."""
+    global _mute_depth, _mute_saved
     if not on:
         yield
         return
+    with _mute_lock:
+        if _mute_depth == 0:
+            try:
+                sys.stderr.flush()
+                saved = os.dup(2)
+            except (OSError, ValueError, AttributeError):  # no descriptor 2 (a daemon)
+                saved = None
+            if saved is not None:
+                null = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(null, 2)
+                os.close(null)
+            _mute_saved = saved
+        _mute_depth += 1
     try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no descriptor 2 to save (a daemon): nothing to mute
-        yield
-        return
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, 2)
         yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(null)
+        with _mute_lock:
+            _mute_depth -= 1
+            if _mute_depth == 0 and _mute_saved is not None:
+                os.dup2(_mute_saved, 2)
+                os.close(_mute_saved)
+                _mute_saved = None
 
 
 class FileSource(_ResamplingSource):
