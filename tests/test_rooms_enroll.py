@@ -213,3 +213,36 @@ def test_an_mp3_is_decoded_without_the_decoders_chatter(tmp_path, clips):
         assert proc.returncode in (0, 1), proc.stderr.decode()
         assert proc.stdout.decode().startswith("alice: "), proc.stdout.decode()
         assert proc.stderr.decode() == "", proc.stderr.decode()
+
+
+def test_two_files_of_each_of_two_people_are_refused_naming_the_others(tmp_path, session,
+                                                                     demo, clips):
+    """alice's two enrolment files and two halves of one stranger's line: each file had been
+    compared with the mean of the other three, a blend holding its own voice."""
+    b = clips["strangers"][1]
+    half = len(b) // 2
+    paths = [DEMO / demo["enroll"][0], tmp_path / "bob1.wav", DEMO / demo["enroll"][1],
+             tmp_path / "bob2.wav"]
+    sf.write(paths[1], b[:half], SR)
+    sf.write(paths[3], b[half:], SR)
+    with pytest.raises(InputError) as err:
+        enroll_files(session, paths, min_speech_s=2.0)
+    msg = str(err.value)
+    assert "bob1.wav" in msg and "bob2.wav" in msg and "enroll_" not in msg, msg
+    assert "do not sound like the other recordings" in msg and "\n" not in msg
+
+
+def test_takes_of_one_voice_that_agree_only_on_average_are_still_one_voice():
+    """Three takes 0.72 apart pairwise, 0.78 from the mean of the other two: no two of them
+    join (0.72 < 0.75), yet each agrees with the rest, as the rule before stop 27 judged it."""
+    from rtverify.apps.enroll import unlike_the_rest, voice_groups
+
+    rng = np.random.default_rng(1)
+    basis = np.linalg.qr(rng.standard_normal((16, 16)))[0]
+    c = np.sqrt(0.72)
+    vecs = np.array([c * basis[0] + np.sqrt(1 - 0.72) * basis[k] for k in (1, 2, 3)])
+    assert np.allclose((vecs @ vecs.T)[np.triu_indices(3, 1)], 0.72)
+    assert len(voice_groups(vecs, np.ones(3), 0.75)) == 3
+    assert unlike_the_rest(vecs, np.ones(3), 0.75) is None
+    far = np.vstack([vecs, basis[4]])  # and a fourth voice unlike all of them is named
+    assert unlike_the_rest(far, np.ones(4), 0.75)[0] == [3]

@@ -11,7 +11,10 @@ Recordings, as a user might hand them to ``enroll --input``:
   turn, 0.5-1 s of quiet between them, a low noise bed under all of it; **two speakers
   alternating** (A B A B, 3-5 s pieces); and **k whole utterances** (k = 3, 5: each speaker's
   whole 8-17 s, which the recording's pauses cut into several parts per voice). Each must be
-  refused.
+  refused;
+* **several files** (``enroll --input a b c ...``, each file one take): one speaker's utterance
+  cut into three files (``files_1x3``, every speaker: a refusal is a false alarm), and two
+  speakers' utterances each cut into two files, given A B A B (``files_2x2``: must be refused).
 
 Prints the share refused of each kind (and writes it with ``--json``). The judgement is
 :func:`rtverify.apps.enroll.several_voices` on the recording's utterances as ``enroll_files``
@@ -30,7 +33,7 @@ from tools import room_streams as rs
 
 SR = rs.SR
 KINDS = {"2_speakers": 2, "3_speakers": 3, "5_speakers": 5, "2_alternating": 2, "3_whole": 3,
-         "5_whole": 5}
+         "5_whole": 5, "files_2x2": 2}
 """Recordings of several voices, and how many speakers each joins."""
 
 
@@ -42,6 +45,27 @@ def recording_voices(session, audio: np.ndarray, consistency: float) -> str | No
 
     rec = embed_recording(session, [Chunk(audio.astype(np.float32), 0.0)], join_pauses=False)
     return several_voices(rec.decisions, consistency)
+
+
+def files_voices(session, files: list[np.ndarray], consistency: float) -> list[int] | None:
+    """What ``enroll_files`` says of several files' voices: the files outside the main voice
+    (None: one voice). Each file is a take, embedded as a recording."""
+    from rtverify.apps.enroll import unlike_the_rest
+    from rtverify.core.pipeline import embed_recording
+    from rtverify.io.sources import Chunk
+
+    vecs = [embed_recording(session, [Chunk(x.astype(np.float32), 0.0)]).vector for x in files]
+    vecs = [v for v in vecs if v is not None]  # (enroll refuses a file without speech itself)
+    if len(vecs) < 2:
+        return None
+    found = unlike_the_rest(np.stack(vecs), np.ones(len(vecs)), consistency)
+    return None if found is None else found[0]
+
+
+def _cut(x: np.ndarray, k: int) -> list[np.ndarray]:
+    """``x`` in ``k`` pieces of about equal length, cut at quiet frames."""
+    cuts = [0] + [rs._quiet_cut(x, i * len(x) // k) for i in range(1, k)] + [len(x)]
+    return [x[a:b] for a, b in zip(cuts, cuts[1:])]
 
 
 def main(argv=None) -> int:
@@ -80,6 +104,9 @@ def main(argv=None) -> int:
     one = [recording_voices(session, audio[n] + rs._bed(len(audio[n]), rng), consistency)
            for n in names]
     out["one_speaker"] = {"n": len(one), "refused": sum(v is not None for v in one)}
+    if "files_2x2" in args.kinds.split(","):
+        ones = [files_voices(session, _cut(audio[n], 3), consistency) for n in names]
+        out["files_1x3"] = {"n": len(ones), "refused": sum(v is not None for v in ones)}
     for kind in args.kinds.split(","):
         if kind not in KINDS:
             raise SystemExit(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
@@ -87,6 +114,10 @@ def main(argv=None) -> int:
         said = []
         for _ in range(args.mixtures):
             who = list(rng.choice(names, size=k, replace=False))
+            if kind == "files_2x2":
+                a, b = (_cut(audio[w], 2) for w in who)
+                said.append(files_voices(session, [a[0], b[0], a[1], b[1]], consistency))
+                continue
             if kind.endswith("whole"):
                 pieces = [audio[w] for w in who]
             elif kind.endswith("alternating"):

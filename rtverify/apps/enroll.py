@@ -313,17 +313,17 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         if take.level_dbfs < settings.quiet_dbfs:
             advice.append(f"{name}: the speech is very quiet ({take.level_dbfs:.0f} dBFS)")
         enrol.takes.append(take)
-    if len(enrol.takes) >= 2:
-        cos = []
-        for i, take in enumerate(enrol.takes):
-            others = [t.vector for j, t in enumerate(enrol.takes) if j != i]
-            cos.append(float(np.dot(take.vector, l2_normalize(np.mean(others, axis=0)))))
-        worst = int(np.argmin(cos))
-        if cos[worst] < settings.consistency:
+    if len(enrol.takes) >= 2:  # the files, as voices: two files of each of two people too
+        found = unlike_the_rest(np.stack([t.vector for t in enrol.takes]),
+                                np.ones(len(enrol.takes)), settings.consistency)
+        if found is not None:
+            odd, worst = found
+            names = [enrol.takes[i].source for i in odd]
             what = (f"{enrol.takes[0].source} and {enrol.takes[1].source} do not sound like the "
                     "same speaker" if len(enrol.takes) == 2 else
-                    f"{enrol.takes[worst].source}: does not sound like the other recordings")
-            raise InputError(f"{what} (similarity {cos[worst]:.2f}, need "
+                    f"{names[0]}: does not sound like the other recordings" if len(odd) == 1
+                    else f"{', '.join(names)} do not sound like the other recordings")
+            raise InputError(f"{what} (similarity {worst:.2f}, need "
                              f"{settings.consistency:.2f}); enroll one speaker at a time")
     if enrol.speech_s < need:
         names = ", ".join(os.fspath(p) for p in paths)
@@ -428,14 +428,11 @@ MIN_PART_SPEECH_S = 1.5
 def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> str | None:
     """Whether a recording's utterances (and turns) are different voices: None if they sound
     like one, else the times that disagree, in words (``"0.0-3.1 s and 3.1-6.0 s sound like
-    different speakers (similarity 0.41)"``).
+    different speakers (similarity 0.41)"``): :func:`unlike_the_rest` of its parts.
 
-    The parts are grouped into voices (:func:`voice_groups`: those whose mean embeddings reach
-    ``consistency`` join); the recording is one voice when one group holds them all. The parts
-    outside the group with the most speech are the ones named. (Until stop 27 each part was
-    compared with the mean of all the others, which a recording of several people in
-    turn, each cut into more than one part, passed: that mean is a blend of every voice, its
-    own included. ``python -m tools.voices_check``: README, "Enrolment that forgives".)"""
+    (Until stop 27 each part was compared with the mean of all the others, which a recording of
+    several people in turn, each cut into more than one part, passed: that mean is a blend
+    holding the part's own voice. ``python -m tools.voices_check``: README, stop 27.)"""
     parts = [d for d in decisions if d.embedding is not None and d.speech_s >= MIN_PART_SPEECH_S]
     if len(parts) < 2:
         return None
@@ -443,15 +440,11 @@ def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> st
     def span(d) -> str:
         return f"{d.start_s:.1f}-{d.end_s:.1f} s"
 
-    weights = np.array([d.speech_s for d in parts])
-    vecs = np.stack([d.embedding for d in parts]).astype(np.float64)
-    groups = voice_groups(vecs, weights, consistency)
-    if len(groups) == 1:
+    found = unlike_the_rest(np.stack([d.embedding for d in parts]),
+                            np.array([d.speech_s for d in parts]), consistency)
+    if found is None:
         return None
-    main = max(groups, key=lambda g: weights[g].sum())
-    centre = l2_normalize((vecs[main] * weights[main, None]).sum(axis=0))
-    odd = sorted(i for g in groups if g is not main for i in g)
-    worst = float(min(vecs[i] @ centre for i in odd))
+    odd, worst = found
     if len(parts) == 2:
         return (f"{span(parts[0])} and {span(parts[1])} sound like different speakers "
                 f"(similarity {worst:.2f})")
@@ -467,8 +460,7 @@ def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list
     embeddings are most alike join while their cosine reaches ``bar``. Lists of row indices."""
     groups = [[i] for i in range(len(vecs))]
     while len(groups) > 1:
-        means = np.stack([l2_normalize((vecs[g] * weights[g, None]).sum(axis=0))
-                          for g in groups])
+        means = np.stack([_weighted_mean(vecs, weights, g) for g in groups])
         sims = means @ means.T
         np.fill_diagonal(sims, -np.inf)
         a, b = np.unravel_index(int(np.argmax(sims)), sims.shape)
@@ -477,6 +469,42 @@ def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list
         groups[a] = groups[a] + groups[b]
         del groups[b]
     return groups
+
+
+def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
+                    ) -> tuple[list[int], float] | None:
+    """Whether parts (or takes) of what should be one voice are more than one: None if they
+    sound like one, else the indices of those outside the main voice and the lowest cosine
+    found.
+
+    The parts are grouped into voices (:func:`voice_groups`), and a group is another voice when
+    its mean embedding's cosine to the mean of the parts outside it is under ``bar``; the group
+    furthest under it is set aside and the rest judged again, until the rest agree. A group of
+    one part is so judged as before stop 27 (against the mean of all the others, so three takes
+    of one person 0.72 apart pairwise, 0.78 from the others' mean, still count as one voice),
+    but a voice cut into several parts is no longer measured against a mean that holds itself.
+    The main voice, the group with the most speech, is never the one set aside."""
+    vecs = np.asarray(vecs, np.float64)
+    weights = np.asarray(weights, np.float64)
+    groups = voice_groups(vecs, weights, bar)
+    main = max(groups, key=lambda g: float(weights[g].sum()))
+    odd: list[int] = []
+    worst = None
+    while len(groups) > 1:
+        cos = []
+        for g in groups:
+            rest = [i for h in groups if h is not g for i in h]
+            cos.append(float(_weighted_mean(vecs, weights, g) @ _weighted_mean(vecs, weights, rest)))
+        if min(cos) >= bar:
+            break
+        worst = min(cos) if worst is None else worst
+        k = min((i for i in range(len(groups)) if groups[i] is not main), key=lambda i: cos[i])
+        odd += groups.pop(k)
+    return (sorted(odd), worst) if odd else None
+
+
+def _weighted_mean(vecs: np.ndarray, weights: np.ndarray, rows: list[int]) -> np.ndarray:
+    return l2_normalize((vecs[rows] * weights[rows, None]).sum(axis=0))
 
 
 # -- from a live input ------------------------------------------------------------------------
