@@ -246,3 +246,22 @@ def test_takes_of_one_voice_that_agree_only_on_average_are_still_one_voice():
     assert unlike_the_rest(vecs, np.ones(3), 0.75) is None
     far = np.vstack([vecs, basis[4]])  # and a fourth voice unlike all of them is named
     assert unlike_the_rest(far, np.ones(4), 0.75)[0] == [3]
+
+
+def test_two_people_taking_turns_at_a_live_enrolment_do_not_make_one_voiceprint(
+        session, clips, alice_print):
+    """alice, a stranger, alice, the stranger again: each take had been weighed against the
+    mean of the others (a blend holding its own voice), so all four counted as one voice. Now
+    the stranger's two takes are a voice of their own: whatever enrolment keeps is alice."""
+    b = clips["strangers"][2]
+    half = len(b) // 2
+    first = clips["e1"][:int(3.9 * SR)]  # e1's first utterance: one take
+    x = np.concatenate([SIL, clips["e2"], SIL, b[:half], SIL, first, SIL, b[half:], SIL])
+    view = Recorder()
+    enrol = enroll_live(session, chunks_of(x, 480), EnrollSettings(takes=4, min_speech_s=3.0),
+                        view)
+    assert len(view.takes) >= 4
+    kept = enrol.takes
+    assert all(float(t.vector @ alice_print) > 0.8 for t in kept), \
+        [round(float(t.vector @ alice_print), 2) for t in kept]
+    assert not enrol.done or float(enrol.vector() @ alice_print) > 0.9

@@ -186,14 +186,13 @@ class Enrolment:
         """Indices into :attr:`pool` of the consistent majority, or None if there is none yet
         (two takes that disagree, with nothing to tell which is right)."""
         pool = self.pool
-        group = list(range(len(pool)))
-        while len(group) >= 2:
-            cos = [float(np.dot(pool[i].vector, l2_normalize(np.mean(
-                [pool[j].vector for j in group if j != i], axis=0)))) for i in group]
-            worst = int(np.argmin(cos))
-            if cos[worst] >= self.settings.consistency:
-                break
-            group.pop(worst)
+        if len(pool) < 2:
+            return list(range(len(pool))) or None
+        # the takes as voices (two people taking turns too: each take against the mean of the
+        # others, a blend holding its own voice, let them all through until stop 27)
+        found = unlike_the_rest(np.stack([t.vector for t in pool]), np.ones(len(pool)),
+                                self.settings.consistency)
+        group = [i for i in range(len(pool)) if found is None or i not in found[0]]
         return group if 2 * len(group) > len(pool) else None
 
     def offer(self, take: Take) -> str | None:
@@ -474,8 +473,7 @@ def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list
 def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
                     ) -> tuple[list[int], float] | None:
     """Whether parts (or takes) of what should be one voice are more than one: None if they
-    sound like one, else the indices of those outside the main voice and the lowest cosine
-    found.
+    sound like one, else the indices of those set aside and the lowest cosine found.
 
     The parts are grouped into voices (:func:`voice_groups`), and a group is another voice when
     its mean embedding's cosine to the mean of the parts outside it is under ``bar``; the group
@@ -483,11 +481,11 @@ def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
     one part is so judged as before stop 27 (against the mean of all the others, so three takes
     of one person 0.72 apart pairwise, 0.78 from the others' mean, still count as one voice),
     but a voice cut into several parts is no longer measured against a mean that holds itself.
-    The main voice, the group with the most speech, is never the one set aside."""
+    Of two groups (each as far from the other), the one with less speech is set aside, of two
+    alike the later."""
     vecs = np.asarray(vecs, np.float64)
     weights = np.asarray(weights, np.float64)
     groups = voice_groups(vecs, weights, bar)
-    main = max(groups, key=lambda g: float(weights[g].sum()))
     odd: list[int] = []
     worst = None
     while len(groups) > 1:
@@ -498,7 +496,10 @@ def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
         if min(cos) >= bar:
             break
         worst = min(cos) if worst is None else worst
-        k = min((i for i in range(len(groups)) if groups[i] is not main), key=lambda i: cos[i])
+        if len(groups) == 2:
+            k = 1 if weights[groups[1]].sum() <= weights[groups[0]].sum() else 0
+        else:
+            k = int(np.argmin(cos))
         odd += groups.pop(k)
     return (sorted(odd), worst) if odd else None
 
