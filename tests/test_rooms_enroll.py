@@ -5,6 +5,7 @@ a WAV/FLAC piped into ``enroll --input -`` is decoded."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import subprocess
@@ -265,3 +266,33 @@ def test_two_people_taking_turns_at_a_live_enrolment_do_not_make_one_voiceprint(
     assert all(float(t.vector @ alice_print) > 0.8 for t in kept), \
         [round(float(t.vector @ alice_print), 2) for t in kept]
     assert not enrol.done or float(enrol.vector() @ alice_print) > 0.9
+
+
+def test_verify_refuses_a_recording_where_strangers_speak_too(tmp_path, clips):
+    """alice's two enrolment sentences and a stranger's line in one file: pooled, it scores
+    over alice's threshold (before stop 27: ACCEPTED); now REJECTED with reason
+    ``several_voices`` and the stranger's times. alice's own two sentences still pass."""
+    env = {**os.environ, "RTVERIFY_HOME": str(tmp_path / "store")}
+    cli = [sys.executable, "-m", "rtverify"]
+    subprocess.run(cli + ["enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
+                          str(DEMO / "enroll_2.flac")], cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=120)
+    gap = SIL[:SR // 2]
+    mixed, own = tmp_path / "mixed.wav", tmp_path / "own.wav"
+    sf.write(mixed, np.concatenate([clips["e1"], gap, clips["e2"], gap, clips["strangers"][0]]),
+             SR)
+    sf.write(own, np.concatenate([clips["e1"], gap, clips["e2"]]), SR)
+    stranger_from = (len(clips["e1"]) + len(clips["e2"]) + 2 * len(gap)) / SR
+    out = {}
+    for path in (mixed, own):
+        proc = subprocess.run(cli + ["verify", "--name", "alice", "--input", str(path),
+                                     "--json"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=120)
+        out[path.name] = (proc.returncode, json.loads(proc.stdout))
+    rc, ans = out["mixed.wav"]
+    assert rc == 1 and not ans["accepted"] and ans["reason"] == "several_voices", ans
+    assert ans["voice_accepted"]  # the pooled score alone would have let it through
+    named = [float(a) for a in re.findall(r"(\d+\.\d)-\d+\.\d s", ans["several_voices"])]
+    assert named and all(abs(t - stranger_from) < 0.6 for t in named), (ans, stranger_from)
+    rc, ans = out["own.wav"]
+    assert rc == 0 and ans["accepted"] and "several_voices" not in ans, ans

@@ -146,9 +146,10 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
 
     recorder = RecordingSource(source, MAX_ANSWER_S) if challenge is not None else None
     expert = session.short_expert
-    kept = recorder or (RecordingSource(source, LIVE_RECORD_S, refuse=False)
-                        if expert is not None else None)  # for the short expert, if needed
-    rec = capture_speech(session, kept or source, live=live, timeout_s=timeout_s)
+    main = session
+    # the audio is kept for the short expert and for the several-voices check
+    kept = recorder or RecordingSource(source, LIVE_RECORD_S, refuse=False)
+    rec = capture_speech(session, kept, live=live, timeout_s=timeout_s)
     need_s = session.info.decision.min_speech_s
     if rec.vector is None or rec.speech_s < need_s:
         raise NotEnoughSpeech(f"{where}: {rec.speech_s:.1f} s of speech, at least "
@@ -168,13 +169,34 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     scores = Scorer.for_model(session).scores(rec.vector, prints)
     d = policy.decide(scores, rec.speech_s, rec.snr_db, policy.offsets_for(voice),
                       fall_db=rec.fall_db, enrol_falls=policy.falls_for(voice))
+    voices = several_voices_in(main, kept) if d.accepted else None
+    extra = {} if voices is None else {"several_voices": voices}
     if recorder is None:
+        if voices is not None:
+            return VerifyResult(rec, d, False, "several_voices", extra)
         return VerifyResult(rec, d, d.accepted, d.reason)
     from .liveness import check_answer
 
     heard = recogniser.recognise(recorder.samples, len(challenge))
     answered, edits = check_answer(heard, challenge)
-    reason = "wrong_challenge" if d.accepted and not answered else d.reason
-    return VerifyResult(rec, d, d.accepted and answered, reason,
+    reason = ("several_voices" if voices is not None else
+              "wrong_challenge" if d.accepted and not answered else d.reason)
+    return VerifyResult(rec, d, d.accepted and answered and voices is None, reason,
                         {"challenge": challenge, "heard": heard, "challenge_ok": answered,
-                         "challenge_edits": edits})
+                         "challenge_edits": edits, **extra})
+
+
+def several_voices_in(session: EncoderSession, kept: RecordingSource) -> str | None:
+    """Whether what ``verify`` heard holds more than one voice, in words (None: one voice, or
+    too long to check: more than :data:`LIVE_RECORD_S`). The recording's utterances as
+    ``listen`` cuts them, judged as ``enroll --input`` judges a recording
+    (:func:`~rtverify.apps.enroll.several_voices`, at the model's enrolment consistency bar):
+    a recording where the voice speaks a sentence and strangers the rest pooled into one
+    embedding that the voice's threshold accepted (stop 27: three LibriSpeech speakers' whole
+    utterances, the voice a third of the speech, scored 0.879 against 0.829)."""
+    from .enroll import EnrollSettings, several_voices
+
+    if kept.full:
+        return None
+    parts = embed_recording(session, [Chunk(kept.samples, 0.0)], join_pauses=False)
+    return several_voices(parts.decisions, EnrollSettings().for_model(session).consistency)

@@ -245,8 +245,10 @@ def cmd_verify(args) -> int:
         verdict = "ACCEPTED" if result.accepted else "REJECTED"
         sign = ">=" if d.accepted else "<"
         extra = ""
-        if said:
-            extra = (f"; challenge {challenge}: heard {said['heard'] or 'nothing'}, "
+        if said.get("several_voices"):
+            extra = f"; it holds more than one voice: {said['several_voices']}"
+        if said.get("challenge"):
+            extra += (f"; challenge {challenge}: heard {said['heard'] or 'nothing'}, "
                      + ("ok" if said["challenge_ok"] else "WRONG"))
         _say(f"{vp.name}: {verdict} (score {d.score:.3f} {sign} threshold {d.threshold:.3f}, "
              f"{rec.speech_s:.1f} s of speech in {where}{extra})")
