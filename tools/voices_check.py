@@ -16,9 +16,9 @@ Recordings, as a user might hand them to ``enroll --input``:
   cut into three files (``files_1x3``, every speaker: a refusal is a false alarm), and two
   speakers' utterances each cut into two files, given A B A B (``files_2x2``: must be refused).
 
-Prints the share refused of each kind (and writes it with ``--json``). The judgement is
-:func:`rtverify.apps.enroll.several_voices` on the recording's utterances as ``enroll_files``
-cuts them.
+Prints how many of each kind are refused (and writes it with ``--json``). The judgement is
+``enroll_files``': :func:`rtverify.apps.enroll.several_voices` on a recording's utterances as it
+cuts them, :func:`rtverify.apps.enroll.unlike_the_rest` over several files' embeddings.
 """
 
 from __future__ import annotations
