@@ -16,6 +16,10 @@ Recordings, as a user might hand them to ``enroll --input``:
   cut into three files (``files_1x3``, every speaker: a refusal is a false alarm), and two
   speakers' utterances each cut into two files, given A B A B (``files_2x2``: must be refused).
 
+``--condition reverb`` (a synthetic room, RT60 0.5-0.8 s, far field, as the dev lists' reverb)
+or ``--condition babble10`` (four other speakers' babble at 10 dB SNR) puts every recording, and
+each file, through that condition: one person's files in a hard room must still enrol.
+
 Prints how many of each kind are refused (and writes it with ``--json``). The judgement is
 ``enroll_files``': :func:`rtverify.apps.enroll.several_voices` on a recording's utterances as it
 cuts them, :func:`rtverify.apps.enroll.unlike_the_rest` over several files' embeddings.
@@ -76,6 +80,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=4)
     p.add_argument("--kinds", default=",".join(KINDS), help="mixed kinds to build "
                    f"(default: all of {', '.join(KINDS)})")
+    p.add_argument("--condition", choices=("clean", "reverb", "babble10"), default="clean",
+                   help="what every recording goes through (default clean)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     from rtverify.apps.enroll import EnrollSettings
@@ -88,6 +94,18 @@ def main(argv=None) -> int:
     audio = {r[0]: rs._trim(rs._read(corpus / r[1])) for r in rows if float(r[2]) >= 8.0}
     names = sorted(audio)
     rng = np.random.default_rng(args.seed)
+    room = np.random.default_rng(args.seed + 1)  # its own draws: the clean recordings stay as they were
+
+    def heard(x: np.ndarray) -> np.ndarray:
+        """``x`` through ``--condition``."""
+        from training import degrade
+
+        if args.condition == "reverb":
+            return degrade.reverb(x, room)
+        if args.condition == "babble10":
+            talkers = [audio[n] for n in room.choice(names, size=4, replace=False)]
+            return degrade.mix_at_snr(x, degrade.babble_noise(talkers, len(x), room), 10.0)
+        return x
 
     def piece(name: str, lo: float, hi: float) -> np.ndarray:
         x = audio[name]
@@ -100,12 +118,14 @@ def main(argv=None) -> int:
         x = np.concatenate([y for pair in zip(pieces, gaps) for y in pair])
         return x + rs._bed(len(x), rng)
 
-    out: dict = {"model": session.model_id, "consistency": consistency}
-    one = [recording_voices(session, audio[n] + rs._bed(len(audio[n]), rng), consistency)
+    out: dict = {"model": session.model_id, "consistency": consistency,
+                 "condition": args.condition}
+    one = [recording_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), consistency)
            for n in names]
     out["one_speaker"] = {"n": len(one), "refused": sum(v is not None for v in one)}
     if "files_2x2" in args.kinds.split(","):
-        ones = [files_voices(session, _cut(audio[n], 3), consistency) for n in names]
+        ones = [files_voices(session, [heard(x) for x in _cut(audio[n], 3)], consistency)
+                for n in names]
         out["files_1x3"] = {"n": len(ones), "refused": sum(v is not None for v in ones)}
     for kind in args.kinds.split(","):
         if kind not in KINDS:
@@ -116,7 +136,8 @@ def main(argv=None) -> int:
             who = list(rng.choice(names, size=k, replace=False))
             if kind == "files_2x2":
                 a, b = (_cut(audio[w], 2) for w in who)
-                said.append(files_voices(session, [a[0], b[0], a[1], b[1]], consistency))
+                said.append(files_voices(session, [heard(x) for x in (a[0], b[0], a[1], b[1])],
+                                         consistency))
                 continue
             if kind.endswith("whole"):
                 pieces = [audio[w] for w in who]
@@ -124,7 +145,7 @@ def main(argv=None) -> int:
                 pieces = [piece(who[i % 2], 3.0, 5.0) for i in range(4)]
             else:
                 pieces = [piece(w, 4.0, 8.0) for w in who]
-            said.append(recording_voices(session, joined(pieces), consistency))
+            said.append(recording_voices(session, heard(joined(pieces)), consistency))
         out[kind] = {"n": len(said), "refused": sum(v is not None for v in said)}
     print(json.dumps(out, indent=1))
     if args.json:
