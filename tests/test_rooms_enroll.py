@@ -296,3 +296,22 @@ def test_verify_refuses_a_recording_where_strangers_speak_too(tmp_path, clips):
     assert named and all(abs(t - stranger_from) < 0.6 for t in named), (ans, stranger_from)
     rc, ans = out["own.wav"]
     assert rc == 0 and ans["accepted"] and "several_voices" not in ans, ans
+
+
+def test_three_takes_of_one_voice_outweigh_two_unlike_takes_of_two_others():
+    """alice three times (0.9 apart) and two strangers 0.61 apart (not one voice): alice's
+    group sits furthest from the rest (the strangers' blend), yet it is the strangers who are
+    set aside, as the rule before stop 27 set them aside one by one."""
+    from rtverify.apps.enroll import unlike_the_rest
+
+    rng = np.random.default_rng(0)
+    b = np.linalg.qr(rng.standard_normal((32, 32)))[0]
+
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    alice, pair = unit(0.6 * b[0] + 0.8 * b[1]), unit(0.6 * b[0] + 0.8 * b[2])
+    takes = [unit(0.95 * alice + 0.31 * b[4 + i]) for i in range(3)]
+    takes += [unit(0.9 * pair + 0.44 * b[3]), unit(0.9 * pair - 0.44 * b[3])]
+    odd, worst = unlike_the_rest(np.array(takes), np.ones(5), 0.75)
+    assert odd == [3, 4] and worst < 0.75

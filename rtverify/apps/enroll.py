@@ -491,8 +491,9 @@ def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
     one part is so judged as before stop 27 (against the mean of all the others, so three takes
     of one person 0.72 apart pairwise, 0.78 from the others' mean, still count as one voice),
     but a voice cut into several parts is no longer measured against a mean that holds itself.
-    Of two groups (each as far from the other), the one with less speech is set aside, of two
-    alike the later."""
+    Of the groups under the bar, the one with the least speech is set aside first (of those
+    alike, the furthest under it, then the later): three takes of one voice are not set aside
+    for two unlike takes of two others, which sit closer to the rest than the three do."""
     vecs = np.asarray(vecs, np.float64)
     weights = np.asarray(weights, np.float64)
     groups = voice_groups(vecs, weights, bar)
@@ -504,11 +505,10 @@ def unlike_the_rest(vecs: np.ndarray, weights: np.ndarray, bar: float
         cos = [float(l2_normalize(own) @ l2_normalize(total - own)) for own in sums]
         if min(cos) >= bar:
             break
-        worst = min(cos) if worst is None else worst
-        if len(groups) == 2:
-            k = 1 if weights[groups[1]].sum() <= weights[groups[0]].sum() else 0
-        else:
-            k = int(np.argmin(cos))
+        if worst is None:
+            worst = min(cos)
+        k = min((i for i in range(len(groups)) if cos[i] < bar),
+                key=lambda i: (float(weights[groups[i]].sum()), round(cos[i], 9), -i))
         odd += groups.pop(k)
         total = total - sums.pop(k)
     return (sorted(odd), worst) if odd else None
