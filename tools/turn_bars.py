@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     stream_names = {t.name for t in rs.speakers(args.data, 40)[0]}
     pool = [t for t in rs.speakers(args.data, args.split_speakers + 60, seed=77)[0]
             if t.name not in stream_names][:args.split_speakers]
+
     def suspicion(rows):
         """The highest ``suspect_cos`` at which ``listen`` would suspect a change in ``rows``:
         the lowest cosine of a window to the mean of the windows before it, or between any two
@@ -70,9 +71,9 @@ def main(argv=None) -> int:
         emb = TurnEmbedder(session, max_pending=8, cfg=replace(cfg, enabled=False))
         emb.push_rows(rows)
         emb.finish_keep()
-        w = np.stack(emb.windows).astype(np.float64) if emb.windows else np.zeros((0, 1))
-        if len(w) < 2:
+        if len(emb.windows) < 2:
             return 1.0
+        w = np.stack(emb.windows).astype(np.float64)
         run = np.cumsum(w, axis=0)[:-1]
         run /= np.linalg.norm(run, axis=1, keepdims=True)
         return float(min((w @ w.T).min(), np.einsum("ij,ij->i", run, w[1:]).min()))

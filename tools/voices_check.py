@@ -21,8 +21,8 @@ or ``--condition babble10`` (four other speakers' babble at 10 dB SNR) puts ever
 each file, through that condition: one person's files in a hard room must still enrol.
 
 Prints how many of each kind are refused (and writes it with ``--json``). The judgement is
-``enroll_files``': :func:`rtverify.apps.enroll.several_voices` on a recording's utterances as it
-cuts them, :func:`rtverify.apps.enroll.unlike_the_rest` over several files' embeddings.
+``enroll_files``': :func:`rtverify.apps.enroll.recording_voices` of a recording,
+:func:`rtverify.apps.enroll.unlike_the_rest` over several files' embeddings.
 """
 
 from __future__ import annotations
@@ -41,14 +41,12 @@ KINDS = {"2_speakers": 2, "3_speakers": 3, "5_speakers": 5, "2_alternating": 2, 
 """Recordings of several voices, and how many speakers each joins."""
 
 
-def recording_voices(session, audio: np.ndarray, consistency: float) -> str | None:
+def audio_voices(session, audio: np.ndarray, consistency: float) -> str | None:
     """What ``enroll_files`` says of a recording's voices (None: one voice)."""
-    from rtverify.apps.enroll import several_voices
-    from rtverify.core.pipeline import embed_recording
+    from rtverify.apps.enroll import recording_voices
     from rtverify.io.sources import Chunk
 
-    rec = embed_recording(session, [Chunk(audio.astype(np.float32), 0.0)], join_pauses=False)
-    return several_voices(rec.decisions, consistency)
+    return recording_voices(session, [Chunk(audio.astype(np.float32), 0.0)], consistency)
 
 
 def files_voices(session, files: list[np.ndarray], consistency: float) -> list[int] | None:
@@ -94,7 +92,7 @@ def main(argv=None) -> int:
     audio = {r[0]: rs._trim(rs._read(corpus / r[1])) for r in rows if float(r[2]) >= 8.0}
     names = sorted(audio)
     rng = np.random.default_rng(args.seed)
-    room = np.random.default_rng(args.seed + 1)  # its own draws: the clean recordings stay as they were
+    room = np.random.default_rng(args.seed + 1)  # its own draws: the clean ones stay as they were
 
     def heard(x: np.ndarray) -> np.ndarray:
         """``x`` through ``--condition``."""
@@ -120,7 +118,7 @@ def main(argv=None) -> int:
 
     out: dict = {"model": session.model_id, "consistency": consistency,
                  "condition": args.condition}
-    one = [recording_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), consistency)
+    one = [audio_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), consistency)
            for n in names]
     out["one_speaker"] = {"n": len(one), "refused": sum(v is not None for v in one)}
     if "files_2x2" in args.kinds.split(","):
@@ -145,7 +143,7 @@ def main(argv=None) -> int:
                 pieces = [piece(who[i % 2], 3.0, 5.0) for i in range(4)]
             else:
                 pieces = [piece(w, 4.0, 8.0) for w in who]
-            said.append(recording_voices(session, heard(joined(pieces)), consistency))
+            said.append(audio_voices(session, heard(joined(pieces)), consistency))
         out[kind] = {"n": len(said), "refused": sum(v is not None for v in said)}
     print(json.dumps(out, indent=1))
     if args.json:

@@ -295,10 +295,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
-        # one voice per recording, judged utterance by utterance as ``listen`` cuts them: a
-        # pause is a surer boundary between two people than a change found inside a segment
-        voices = several_voices(embed_recording(session, chunks, join_pauses=False).decisions,
-                                settings.consistency)
+        voices = recording_voices(session, chunks, settings.consistency)
         if voices is not None:
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
                              "recording of one speaker")
@@ -424,6 +421,15 @@ MIN_PART_SPEECH_S = 1.5
 """Parts of a recording with less speech than this are not compared (too little to tell)."""
 
 
+def recording_voices(session: EncoderSession, chunks: Iterable[Chunk], consistency: float
+                     ) -> str | None:
+    """:func:`several_voices` of a recording, judged utterance by utterance as ``listen`` cuts
+    it (a pause is a surer boundary between two people than a change found inside a segment):
+    ``enroll --input`` of each file, and ``verify`` of what it accepted."""
+    return several_voices(embed_recording(session, chunks, join_pauses=False).decisions,
+                          consistency)
+
+
 def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> str | None:
     """Whether a recording's utterances (and turns) are different voices: None if they sound
     like one, else the times that disagree, in words (``"0.0-3.1 s and 3.1-6.0 s sound like
@@ -466,6 +472,7 @@ def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list
     sims = means @ means.T
     np.fill_diagonal(sims, -np.inf)
     groups: dict[int, list[int]] = {i: [i] for i in range(n)}
+    gone = np.zeros(n, bool)  # rows merged into another group
     while len(groups) > 1:
         a, b = sorted(np.unravel_index(int(np.argmax(sims)), sims.shape))
         if sims[a, b] < bar:
@@ -473,9 +480,10 @@ def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list
         groups[a] += groups.pop(b)
         sums[a] += sums[b]
         means[a] = l2_normalize(sums[a])
+        gone[b] = True
         sims[b, :] = sims[:, b] = -np.inf
         row = means @ means[a]
-        row[[i for i in range(n) if i not in groups or i == a]] = -np.inf
+        row[gone] = row[a] = -np.inf
         sims[a, :] = sims[:, a] = row
     return [groups[k] for k in sorted(groups)]
 

@@ -172,9 +172,8 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     voices = several_voices_in(main, kept) if d.accepted else None
     extra = {} if voices is None else {"several_voices": voices}
     if recorder is None:
-        if voices is not None:
-            return VerifyResult(rec, d, False, "several_voices", extra)
-        return VerifyResult(rec, d, d.accepted, d.reason)
+        return VerifyResult(rec, d, d.accepted and voices is None,
+                            d.reason if voices is None else "several_voices", extra)
     from .liveness import check_answer
 
     heard = recogniser.recognise(recorder.samples, len(challenge))
@@ -190,13 +189,13 @@ def several_voices_in(session: EncoderSession, kept: RecordingSource) -> str | N
     """Whether what ``verify`` heard holds more than one voice, in words (None: one voice, or
     too long to check: more than :data:`LIVE_RECORD_S`). The recording's utterances as
     ``listen`` cuts them, judged as ``enroll --input`` judges a recording
-    (:func:`~rtverify.apps.enroll.several_voices`, at the model's enrolment consistency bar):
+    (:func:`~rtverify.apps.enroll.recording_voices`, at the model's enrolment consistency bar):
     a recording where the voice speaks a sentence and strangers the rest pooled into one
     embedding that the voice's threshold accepted (stop 27: three LibriSpeech speakers' whole
     utterances, the voice a third of the speech, scored 0.879 against 0.829)."""
-    from .enroll import EnrollSettings, several_voices
+    from .enroll import EnrollSettings, recording_voices
 
     if kept.full:
         return None
-    parts = embed_recording(session, [Chunk(kept.samples, 0.0)], join_pauses=False)
-    return several_voices(parts.decisions, EnrollSettings().for_model(session).consistency)
+    return recording_voices(session, [Chunk(kept.samples, 0.0)],
+                            EnrollSettings().for_model(session).consistency)

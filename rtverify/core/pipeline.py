@@ -203,9 +203,9 @@ class Verifier:
     (SPLIT_NEAR was 0.02 until stop 22: a 1.6 s window of the room-trained default scores lower
     than the pooled turn it belongs to, and the gate skipped true changes whose split it had
     found; on six draws of issue 12's 40 turn streams 0.04 got 8 more of 1440 turns right than
-    0.02, 0.06 none more. SPLIT_FAR was 0.05 until stop 27: a stranger's 1.6 s window 0.03 under the
-    threshold did not count as clearly below it, and the stranger's 1.8 s rode on the target's
-    accepted turn; on the held-out turn streams, three draws, 0.02 got 4 more of 702
+    0.02, 0.06 none more. SPLIT_FAR was 0.05 until stop 27: a stranger's 1.6 s window 0.03
+    under the threshold did not count as clearly below it, and the stranger's 1.8 s rode on the
+    target's accepted turn; on the held-out turn streams, three draws, 0.02 got 4 more of 702
     turns right, on three new speaker draws of 40 streams 1 more of 720, none fewer anywhere;
     changes placed inside someone's turn 27 -> 31 and 38 -> 40: ``python -m
     tools.room_streams``, README "Real rooms".)"""
