@@ -155,6 +155,24 @@ def test_verify_reads_raw_pcm_from_stdin(store, clips):
     assert proc.returncode == 0, err(proc)
 
 
+def test_verify_reads_telephone_bytes_from_stdin(store, clips, tmp_path):
+    """A call recording as a PBX hands it out: 8 kHz mu-law, raw or in a WAV."""
+    import soundfile as sf
+
+    from rtverify.io.resample import StreamingResampler
+
+    x = StreamingResampler(16000, 8000).push(read16k(clips["alice"]))
+    path = tmp_path / "call.wav"
+    sf.write(path, x, 8000, subtype="ULAW")
+    wav = path.read_bytes()
+    raw = wav[wav.index(b"data") + 8:]
+    proc = rtv("verify", "--name", "alice", "--input", "-", "--rate", "8000", "--format", "ulaw",
+               store=store, stdin=raw)
+    assert proc.returncode == 0, err(proc)
+    proc = rtv("verify", "--name", "alice", "--input", "-", store=store, stdin=wav)
+    assert proc.returncode == 0, err(proc)
+
+
 def test_force_semantics(tmp_path, clips):
     root = tmp_path / "s"
     assert rtv("enroll", "--name", "bob", "--input", *ENROLL, store=root).returncode == 0

@@ -13,6 +13,7 @@ import soundfile as sf
 from conftest import DEMO, read16k
 from rtverify.errors import InputError
 from rtverify.io.sniff import mpeg_frame_length, sniff
+from rtverify.io.resample import StreamingResampler
 from rtverify.io.sources import StdinSource
 
 SR = 16000
@@ -74,7 +75,8 @@ def test_raw_pcm_that_starts_like_an_mpeg_frame_stays_raw():
 
 @pytest.mark.parametrize("fmt,subtype,rate,channels", [
     ("WAV", "PCM_16", 44100, 2), ("WAV", "FLOAT", 16000, 1), ("WAV", "PCM_24", 48000, 1),
-    ("WAV", "PCM_U8", 16000, 1), ("FLAC", "PCM_16", 22050, 1)])
+    ("WAV", "PCM_U8", 16000, 1), ("FLAC", "PCM_16", 22050, 1),
+    ("WAV", "ULAW", 8000, 1), ("WAV", "ALAW", 8000, 2)])
 def test_lossless_container_on_stdin_equals_the_file(tmp_path, speech, fmt, subtype, rate,
                                                      channels):
     from rtverify.io.resample import StreamingResampler
@@ -89,6 +91,36 @@ def test_lossless_container_on_stdin_equals_the_file(tmp_path, speech, fmt, subt
     assert src.container == fmt.lower()
     assert len(got) == len(want)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("subtype", ["ALAW", "ULAW"])
+def test_every_g711_code_decodes_as_libsndfile_does(tmp_path, subtype):
+    """Telephone WAVs (G.711) on stdin: each of the 256 codes gives libsndfile's value."""
+    from rtverify.io.sniff import pcm_to_float
+
+    path = tmp_path / "codes.wav"
+    sf.write(path, np.zeros(256), 8000, subtype=subtype)
+    data = bytearray(path.read_bytes())
+    at = data.index(b"data") + 8
+    data[at:at + 256] = bytes(range(256))  # every code once, in order
+    path.write_bytes(bytes(data))
+    want, _ = sf.read(path, dtype="float32")
+    got = pcm_to_float(bytes(range(256)), subtype.lower(), 1)[:, 0]
+    np.testing.assert_array_equal(got, want)
+    assert len(set(got.tolist())) >= 255  # (mu-law has a +0 and a -0)
+
+
+def test_raw_g711_on_stdin(speech, tmp_path):
+    """``--input - --rate 8000 --format ulaw``: raw telephone bytes (what a PBX hands out)."""
+    path = tmp_path / "a.wav"
+    sf.write(path, StreamingResampler(SR, 8000).push(speech), 8000, subtype="ULAW")
+    data = path.read_bytes()
+    raw = data[data.index(b"data") + 8:]
+    got = samples(StdinSource(Trickle(raw, 333), rate_hz=8000, sample_format="ulaw",
+                              sniff=False))
+    np.testing.assert_allclose(got, read16k(path), atol=1e-6)
+    with pytest.raises(InputError, match="unknown raw sample format 'vox'"):
+        StdinSource(io.BytesIO(raw), sample_format="vox")
 
 
 def test_wav_stream_with_open_length_is_streamed(speech, tmp_path):

@@ -137,8 +137,8 @@ def _add_raw(p: argparse.ArgumentParser) -> None:
                    help=f"sample rate (default {SAMPLE_RATE_HZ})")
     g.add_argument("--channels", type=_number(int, 0), metavar="N",
                    help="interleaved channels (default 1)")
-    g.add_argument("--format", choices=["s16", "s32", "f32"], help="little-endian sample format "
-                   "(default s16)")
+    g.add_argument("--format", choices=["s16", "s32", "f32", "alaw", "ulaw"],
+                   help="little-endian sample format, or G.711 telephone bytes (default s16)")
 
 
 def build_parser() -> argparse.ArgumentParser:

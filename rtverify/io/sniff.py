@@ -98,12 +98,14 @@ class WavFormat:
     rate_hz: int
     channels: int
     sample_format: str
-    """``u8``, ``s16``, ``s24``, ``s32``, ``f32`` or ``f64`` (little-endian)."""
+    """``u8``, ``s16``, ``s24``, ``s32``, ``f32`` or ``f64`` (little-endian), or ``alaw`` /
+    ``ulaw`` (G.711 A-law / mu-law bytes: telephone recordings)."""
     data_bytes: int | None
     """Length of the data chunk (bytes); None when the header leaves it open (a live stream)."""
 
 
 _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
+_WAVE_FORMAT_ALAW, _WAVE_FORMAT_MULAW = 6, 7
 
 
 def read_wav_header(read, name: str) -> tuple[WavFormat, bytes]:
@@ -139,13 +141,16 @@ def read_wav_header(read, name: str) -> tuple[WavFormat, bytes]:
             tag, channels, rate, bits = fmt
             kind = {(_WAVE_FORMAT_PCM, 8): "u8", (_WAVE_FORMAT_PCM, 16): "s16",
                     (_WAVE_FORMAT_PCM, 24): "s24", (_WAVE_FORMAT_PCM, 32): "s32",
-                    (_WAVE_FORMAT_FLOAT, 32): "f32", (_WAVE_FORMAT_FLOAT, 64): "f64"}.get(
+                    (_WAVE_FORMAT_FLOAT, 32): "f32", (_WAVE_FORMAT_FLOAT, 64): "f64",
+                    (_WAVE_FORMAT_ALAW, 8): "alaw", (_WAVE_FORMAT_MULAW, 8): "ulaw"}.get(
                 (tag, bits))
             if kind is None:
-                what = {_WAVE_FORMAT_PCM: "integer PCM", _WAVE_FORMAT_FLOAT: "float"}.get(
+                what = {_WAVE_FORMAT_PCM: "integer PCM", _WAVE_FORMAT_FLOAT: "float",
+                        _WAVE_FORMAT_ALAW: "A-law", _WAVE_FORMAT_MULAW: "mu-law"}.get(
                     tag, f"format tag {tag:#x}")
                 raise InputError(f"{name}: WAV holds {bits}-bit {what} samples, which stdin "
-                                 "cannot read (use 8/16/24/32-bit PCM or 32/64-bit float)")
+                                 "cannot read (use 8/16/24/32-bit PCM, 32/64-bit float or "
+                                 "8-bit A-law/mu-law)")
             if channels < 1:
                 raise InputError(f"{name}: WAV header says {channels} channels")
             return WavFormat(rate, channels, kind, None if open_ended else size), buf
@@ -164,8 +169,28 @@ def read_wav_header(read, name: str) -> tuple[WavFormat, bytes]:
             fmt = (tag, channels, rate, bits)
 
 
-SAMPLE_BYTES = {"u8": 1, "s16": 2, "s24": 3, "s32": 4, "f32": 4, "f64": 8}
-"""Bytes per sample of each little-endian sample format."""
+SAMPLE_BYTES = {"u8": 1, "s16": 2, "s24": 3, "s32": 4, "f32": 4, "f64": 8, "alaw": 1, "ulaw": 1}
+"""Bytes per sample of each sample format."""
+
+
+def _g711_tables():
+    """The 256 values of each G.711 code (ITU-T G.711's decoding, as 16-bit integers), float32
+    at full scale 1.0: ``(alaw, ulaw)``."""
+    import numpy as np
+
+    code = np.arange(256)
+    a = code ^ 0x55
+    exp, man = (a >> 4) & 7, a & 0x0F
+    mag = np.where(exp == 0, (man << 4) + 8, ((man << 4) + 0x108) << np.maximum(exp - 1, 0))
+    alaw = np.where(a & 0x80, mag, -mag)
+    u = ~code & 0xFF
+    exp, man = (u >> 4) & 7, u & 0x0F
+    mag = (((man << 3) + 0x84) << exp) - 0x84
+    ulaw = np.where(u & 0x80, -mag, mag)
+    return (alaw / 32768.0).astype(np.float32), (ulaw / 32768.0).astype(np.float32)
+
+
+_G711: tuple | None = None
 
 
 def pcm_to_float(data: bytes, sample_format: str, channels: int):
@@ -173,8 +198,13 @@ def pcm_to_float(data: bytes, sample_format: str, channels: int):
     full scale 1.0."""
     import numpy as np
 
+    global _G711
     if sample_format == "u8":
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif sample_format in ("alaw", "ulaw"):
+        if _G711 is None:
+            _G711 = _g711_tables()
+        x = _G711[sample_format == "ulaw"][np.frombuffer(data, dtype=np.uint8)]
     elif sample_format == "s24":
         b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)

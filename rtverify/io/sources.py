@@ -36,7 +36,10 @@ OVERFLOW_LOG_S = 10.0
 """Input overflows are logged at most this often (seconds); they are all counted."""
 
 RAW_FORMATS = {"s16": np.dtype("<i2"), "s32": np.dtype("<i4"), "f32": np.dtype("<f4")}
-"""Raw PCM sample formats (little-endian) accepted on stdin."""
+"""Raw PCM sample formats (little-endian) of the service streams; stdin takes these and
+:data:`G711_FORMATS`."""
+G711_FORMATS = ("alaw", "ulaw")
+"""Telephone codes (G.711 A-law, mu-law: a byte a sample) that stdin takes as raw input too."""
 
 
 @dataclass(frozen=True)
@@ -303,16 +306,16 @@ class StdinSource(_ResamplingSource):
 
     :param rate_hz: the raw stream's sample rate (hertz).
     :param channels: interleaved channels in the raw stream.
-    :param sample_format: ``s16``, ``s32`` or ``f32``.
+    :param sample_format: ``s16``, ``s32`` or ``f32``, or ``alaw`` / ``ulaw`` (G.711 bytes).
     :param sniff: look for a container first (False: always raw PCM).
     """
 
     def __init__(self, stream: BinaryIO | None = None, *, rate_hz: int = SAMPLE_RATE_HZ,
                  channels: int = 1, sample_format: str = "s16", block_ms: float = 30.0,
                  realtime: bool = False, name: str = "stdin", sniff: bool = True) -> None:
-        if sample_format not in RAW_FORMATS:
+        if sample_format not in RAW_FORMATS and sample_format not in G711_FORMATS:
             raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
-                             f"(use one of {', '.join(RAW_FORMATS)})")
+                             f"(use one of {', '.join((*RAW_FORMATS, *G711_FORMATS))})")
         if not 1 <= channels <= 64:
             raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
         super().__init__(name, _check_rate(rate_hz, name), realtime)
