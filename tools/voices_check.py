@@ -80,13 +80,16 @@ def main(argv=None) -> int:
                    f"(default: all of {', '.join(KINDS)})")
     p.add_argument("--condition", choices=("clean", "reverb", "babble10"), default="clean",
                    help="what every recording goes through (default clean)")
+    p.add_argument("--bar", type=float, help="judge with this cosine bar instead of the model's own "
+                   "(its sidecar's enrolment.voices_bar, else its consistency bar)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     from rtverify.apps.enroll import EnrollSettings
     from rtverify.core.encoder import EncoderSession
 
     session = EncoderSession(args.model)
-    consistency = EnrollSettings().for_model(session).consistency
+    consistency = args.bar if args.bar is not None else \
+        EnrollSettings().for_model(session).voices_bar
     corpus = args.data / "librispeech-clean100-251spk"
     rows = [ln.split("\t") for ln in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
     audio = {r[0]: rs._trim(rs._read(corpus / r[1])) for r in rows if float(r[2]) >= 8.0}

@@ -68,23 +68,34 @@ class EnrollSettings:
     """A take whose cosine to the mean of the kept takes is below this is refused (cosine).
     None: the model's own bar (:meth:`for_model`: the sidecar's ``enrolment.consistency``, else
     :data:`CONSISTENCY`): cosines are each model's own scale."""
+    voices_bar: float | None = None
+    """Parts of one recording, or the recordings of one enrolment, are different speakers when
+    their voices' mean embeddings are under this apart (cosine; :func:`unlike_the_rest`, for
+    ``enroll --input`` and ``verify``). None: the model's own (:meth:`for_model`: the sidecar's
+    ``enrolment.voices_bar``, else the consistency bar). Higher than the bar for one live take
+    against the others: a mean over several seconds of one voice wavers less than a 3 s take
+    (stop 28: 0.80 for the default, ``python -m tools.voices_check --bar``)."""
     timeout_s: float = 120.0
     """A live enrolment gives up after this long (seconds)."""
 
 
     def for_model(self, session: EncoderSession) -> "EnrollSettings":
-        """These settings with the model's own consistency bar where none was set."""
-        if self.consistency is not None:
+        """These settings with the model's own bars where none was set."""
+        if self.consistency is not None and self.voices_bar is not None:
             return self
         block = session.info.raw.get("enrolment") or {}
         try:
-            bar = float(block.get("consistency", CONSISTENCY))
-            if not -1.0 < bar < 1.0:
-                raise ValueError(f"{bar} is not a cosine bar in (-1, 1)")
+            bar = self.consistency if self.consistency is not None else \
+                float(block.get("consistency", CONSISTENCY))
+            voices = self.voices_bar if self.voices_bar is not None else \
+                float(block.get("voices_bar", bar))
+            for b in (bar, voices):
+                if not -1.0 < b < 1.0:
+                    raise ValueError(f"{b} is not a cosine bar in (-1, 1)")
         except (TypeError, ValueError, AttributeError) as err:
             raise ModelError(f"{session.path}: invalid enrolment block in its sidecar "
                              f"({err})") from None
-        return dataclasses.replace(self, consistency=bar)
+        return dataclasses.replace(self, consistency=bar, voices_bar=voices)
 
 
 CONSISTENCY = 0.70
@@ -295,7 +306,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
-        voices = recording_voices(session, chunks, settings.consistency)
+        voices = recording_voices(session, chunks, settings.voices_bar)
         if voices is not None:
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
                              "recording of one speaker")
@@ -311,7 +322,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         enrol.takes.append(take)
     if len(enrol.takes) >= 2:  # the files, as voices: two files of each of two people too
         found = unlike_the_rest(np.stack([t.vector for t in enrol.takes]),
-                                np.ones(len(enrol.takes)), settings.consistency)
+                                np.ones(len(enrol.takes)), settings.voices_bar)
         if found is not None:
             odd, worst = found
             names = [enrol.takes[i].source for i in odd]
@@ -320,7 +331,7 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                     f"{names[0]}: does not sound like the other recordings" if len(odd) == 1
                     else f"{', '.join(names)} do not sound like the other recordings")
             raise InputError(f"{what} (similarity {worst:.2f}, need "
-                             f"{settings.consistency:.2f}); enroll one speaker at a time")
+                             f"{settings.voices_bar:.2f}); enroll one speaker at a time")
     if enrol.speech_s < need:
         names = ", ".join(os.fspath(p) for p in paths)
         raise NotEnoughSpeech(f"{names}: {'holds' if len(paths) == 1 else 'hold'} "

@@ -189,7 +189,8 @@ def several_voices_in(session: EncoderSession, kept: RecordingSource) -> str | N
     """Whether what ``verify`` heard holds more than one voice, in words (None: one voice, or
     too long to check: more than :data:`LIVE_RECORD_S`). The recording's utterances as
     ``listen`` cuts them, judged as ``enroll --input`` judges a recording
-    (:func:`~rtverify.apps.enroll.recording_voices`, at the model's enrolment consistency bar):
+    (:func:`~rtverify.apps.enroll.recording_voices`, at the model's bar for voices,
+    ``enrolment.voices_bar``):
     a recording where the voice speaks a sentence and strangers the rest pooled into one
     embedding that the voice's threshold accepted (stop 27: three LibriSpeech speakers' whole
     utterances, the voice a third of the speech, scored 0.879 against 0.829)."""
@@ -198,4 +199,4 @@ def several_voices_in(session: EncoderSession, kept: RecordingSource) -> str | N
     if kept.full:
         return None
     return recording_voices(session, [Chunk(kept.samples, 0.0)],
-                            EnrollSettings().for_model(session).consistency)
+                            EnrollSettings().for_model(session).voices_bar)
