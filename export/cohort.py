@@ -111,6 +111,17 @@ def own_mus(vectors: np.ndarray, speakers: np.ndarray, top_k: int) -> np.ndarray
     return np.concatenate(mus)
 
 
+def own_means(vectors: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each cohort row's mean cosine with the rows of other speakers (how close a voice the
+    cohort does not hold sits to strangers in general)."""
+    out = []
+    for start in range(0, len(vectors), 512):
+        sims = vectors[start:start + 512] @ vectors.T
+        other = speakers[start:start + 512, None] != speakers[None, :]
+        out.append((sims * other).sum(axis=1) / np.maximum(other.sum(axis=1), 1))
+    return np.concatenate(out)
+
+
 def shift_constants(vectors: np.ndarray, speakers: np.ndarray, top_k: int,
                     lowest_quantile: float | None = LOWEST_QUANTILE
                     ) -> tuple[float, float | None]:

@@ -25,11 +25,11 @@ import numpy as np
 def main(argv=None) -> int:
     from benchmarks.accuracy import parse_list
     from export.cohort import (CONDITIONS, LOWEST_QUANTILE, build_audio, embed_rows,
-                               shift_constants, speaker_of)
+                               own_means, shift_constants, speaker_of)
     from rtverify.core.encoder import EncoderSession, resolve_model
     from rtverify.core.scoring import Scorer
     from rtverify.evaluation import embed_files, read_trials, score_trials
-    from rtverify.metrics import eer
+    from rtverify.metrics import eer, min_dcf
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,6 +47,11 @@ def main(argv=None) -> int:
     ap.add_argument("--enrol-weight", type=float, default=0.0,
                     help="also shift by this weight of the enrolled side's own mu (a voiceprint "
                          "that sounds like many voices scores lower; not what the runtime does)")
+    ap.add_argument("--enrol-stat", choices=("top", "mean"), default="top",
+                    help="what --enrol-weight shifts the enrolled side by: its own mu (top, the "
+                         "mean of its top-k cohort cosines) or the mean of its cosines with the "
+                         "whole cohort (mean: a Z-norm's mean, how close a voiceprint sits to "
+                         "strangers in general), each less the cohort's own median")
     ap.add_argument("--list", action="append", required=True, metavar="TRIALS=ROOT")
     args = ap.parse_args(argv)
     try:
@@ -70,24 +75,30 @@ def main(argv=None) -> int:
         vec = embed_files(session, [Path(root) / f for f in tr.takes],
                           cache_dir=args.cache).voiceprints(tr.takes, tr.files).vectors
         data.append((name, tr, vec, np.asarray(tr.labels) == 1))
+    mean_centre = float(np.median(own_means(cohort, speakers)))
     for k in top_ks:
         centre, lowest = shift_constants(cohort, speakers, k, lowest_q)
         print(f"top {k}: centre {centre:.4f}, lowest {'-' if lowest is None else f'{lowest:.4f}'}")
         for name, tr, vec, same in data:
             cells = []
             enrol = 0.0
-            if args.enrol_weight:  # the same shift, of the enrolled side, the same cohort
-                shift = Scorer(cohort, top_k=k, method="probe_shift", weight=args.enrol_weight,
-                               centre=centre, lowest=lowest)
+            if args.enrol_weight:  # a shift of the enrolled side, the same cohort
                 ok_rows = np.isfinite(vec).all(axis=1)
                 per_entry = np.zeros(len(vec))
-                per_entry[ok_rows] = shift.shift(vec[ok_rows])
+                if args.enrol_stat == "mean":
+                    per_entry[ok_rows] = args.enrol_weight * (
+                        (vec[ok_rows] @ cohort.T).mean(axis=1) - mean_centre)
+                else:
+                    shift = Scorer(cohort, top_k=k, method="probe_shift",
+                                   weight=args.enrol_weight, centre=centre, lowest=lowest)
+                    per_entry[ok_rows] = shift.shift(vec[ok_rows])
                 enrol = per_entry[tr.a]
             for w in weights:
                 sc = score_trials(tr, vec, Scorer(cohort, top_k=k, method="probe_shift",
                                                   weight=w, centre=centre, lowest=lowest))
                 sc = sc - enrol
-                cells.append(f"w {w:g} {100 * eer(sc[same], sc[~same])[0]:5.2f}")
+                cells.append(f"w {w:g} {100 * eer(sc[same], sc[~same])[0]:5.2f} "
+                             f"(minDCF {min_dcf(sc[same], sc[~same])[0]:.3f})")
             asn = score_trials(tr, vec, Scorer(cohort, top_k=k))
             cells.append(f"asnorm {100 * eer(asn[same], asn[~same])[0]:5.2f}")
             print(f"  {name:22s} " + "  ".join(cells), flush=True)

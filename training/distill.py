@@ -191,6 +191,24 @@ class _Trainable(torch.nn.Module):
         return emb, F.normalize(self.head(emb), dim=1)
 
 
+def head_encoder(student, head):
+    """What ``--export NAME --embedding head`` exports: the student's embedding taken through
+    its CAM++ head (``frames`` -> unit ``(batch, 192)``), the student's view of CAM++'s space
+    instead of the old encoder's. The same module tree as the student (its ONNX node names,
+    which quantisation picks layers by, stay), plus ``head``."""
+    from .model import SpeakerEncoder
+
+    class HeadEncoder(SpeakerEncoder):
+        def forward(self, frames: torch.Tensor) -> torch.Tensor:
+            out = self.head(F.normalize(self.raw_embedding(frames), dim=1))
+            return out / out.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    model = HeadEncoder(student.cfg)
+    model.load_state_dict(student.state_dict())
+    model.head = head
+    return model
+
+
 def make_student(mask: int = 0, kernel: int = 9):
     """The shipped default LSTM as a trainable student; with ``mask`` channels, the same
     network behind a learned spectral mask (:class:`~training.model.EncoderConfig`
@@ -389,6 +407,11 @@ def export(args) -> int:
         student.load_state_dict(interpolate(load_shipped_student(check=False).state_dict(),
                                             state["student"], alpha))
     student.eval()
+    model = student
+    if args.embedding == "head":
+        head = torch.nn.Linear(256, 192)
+        head.load_state_dict(state["head"])
+        model = head_encoder(student, head).eval()
     base = load_model_info(MODELS_DIR / "default.onnx").raw
     decision = base["decision"]
     if args.decision:
@@ -401,13 +424,15 @@ def export(args) -> int:
                                        + (f" + {args.anchor_weight} x clean anchor"
                                           if args.anchor_weight else ""),
                           "init": base["model_id"], "steps": state["step"],
+                          "embedding": "the student's embedding through its 256->192 CAM++ head"
+                                       if args.embedding == "head" else "the student's own",
                           "weights": f"{alpha} x distilled + (1 - that) x init (linear "
                                      "interpolation of the weights, WiSE-FT)",
                           "settings": state["settings"],
                           "data": "LibriSpeech speakers not held out by training.dev_lists + "
                                   "Arabic train12; degraded by training.degrade.random_degrade"}}
     out_dir = Path(args.export_dir) if args.export_dir else MODELS_DIR
-    path, side = write_model(student, out_dir, args.export, features=FeatureConfig(),
+    path, side = write_model(model, out_dir, args.export, features=FeatureConfig(),
                              window=WindowConfig(), decision=decision, extra=extra,
                              audio_files=list(DEFAULT_PARITY_AUDIO), quantize=True)
     print(f"wrote {path} ({side['model_id']})")
@@ -461,6 +486,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fresh", action="store_true", help="ignore <out>/last.pt")
     ap.add_argument("--export", metavar="NAME", help="export <out>/last.pt as NAME.onnx instead")
     ap.add_argument("--export-dir", help="directory for --export (default: rtverify/models)")
+    ap.add_argument("--embedding", choices=("student", "head"), default="student",
+                    help="--export: the student's own 256-d embedding (default), or that "
+                         "embedding through the CAM++ head (192-d: CAM++'s space)")
     ap.add_argument("--decision", type=Path, help="decision block JSON for --export")
     ap.add_argument("--alpha", type=float, default=1.0,
                     help="--export the weights alpha x distilled + (1 - alpha) x the shipped "
