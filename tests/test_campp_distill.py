@@ -188,6 +188,39 @@ def test_mask_student_starts_as_the_shipped_encoder_and_trains_only_its_mask(tmp
     assert side["encoder"]["mask_channels"] == 8 and side["encoder"]["mask_kernel"] == 5
 
 
+def test_the_campp_head_exports_as_the_embedding(tmp_path):
+    """``--export NAME --embedding head``: a 192-d model that computes the student's embedding
+    through its CAM++ head, as torch does; the student's own export stays 256-d."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    import onnxruntime as ort
+    import torch.nn.functional as F
+    from conftest import synthetic_teachers
+
+    from training import distill
+
+    out = tmp_path / "run"
+    synthetic_teachers(out)
+    distill.train(distill.parse_args(["--out", str(out), "--batch", "2", "--steps", "1"]))
+    for emb, dim in (("head", 192), ("student", 256)):
+        args = distill.parse_args(["--out", str(out), "--export", emb, "--export-dir",
+                                   str(tmp_path / "model"), "--embedding", emb])
+        assert distill.export(args) == 0
+        side = json.loads((tmp_path / "model" / f"{emb}.json").read_text())
+        assert side["embedding_dim"] == dim
+    state = torch.load(out / "last.pt", map_location="cpu", weights_only=False)
+    student = distill.make_student().eval()
+    student.load_state_dict(state["student"])
+    head = torch.nn.Linear(256, 192)
+    head.load_state_dict(state["head"])
+    rows = RNG(5).random((2, 160, 40), dtype=np.float32) ** 4 * 0.1
+    with torch.no_grad():
+        want = F.normalize(head(student(torch.from_numpy(rows))), dim=1).numpy()
+    sess = ort.InferenceSession(str(tmp_path / "model" / "head-fp32.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: rows})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
 @pytest.mark.train
 def test_soup_averages_the_students_and_refuses_a_different_one(tmp_path):
     torch = pytest.importorskip("torch")

@@ -100,6 +100,19 @@ def test_the_sweep_reports_raw_and_shifted_eers(tmp_path, capsys):
                  str(tmp_path / "cache"), "--top-k", "2", "--weights", "0", "--enrol-weight",
                  "0.5", "--list", f"{trials}={DEMO}"]) == 0
     assert "w 0 " in capsys.readouterr().out
+    assert main(["--model", "default-short", "--audio", str(audio), "--cache",
+                 str(tmp_path / "cache"), "--top-k", "2", "--weights", "0", "--enrol-weight",
+                 "0.5", "--enrol-stat", "mean", "--list", f"{trials}={DEMO}"]) == 0
+    assert "w 0 " in capsys.readouterr().out
+
+
+def test_own_means_leave_each_rows_own_speaker_out():
+    """The centre of ``--enrol-stat mean``: each row's mean cosine with other speakers' rows."""
+    from export.cohort import own_means
+
+    v = np.array([[1, 0], [1, 0], [0.6, 0.8], [0, 1]], dtype=np.float32)
+    got = own_means(v, np.array(["a", "a", "b", "b"]))
+    np.testing.assert_allclose(got, [0.3, 0.3, 0.6, 0.0], atol=1e-6)
 
 
 def test_the_package_ships_every_file_a_shipped_sidecar_names():
