@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         x = np.concatenate([y for pair in zip(pieces, gaps) for y in pair])
         return x + rs._bed(len(x), rng)
 
-    out: dict = {"model": session.model_id, "consistency": consistency,
+    out: dict = {"model": session.model_id, "bar": consistency,
                  "condition": args.condition}
     one = [audio_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), consistency)
            for n in names]
