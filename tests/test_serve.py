@@ -124,6 +124,35 @@ def test_chunk_size_rate_and_format_do_not_change_decisions(server, conversation
         assert abs(a["start_s"] - b["start_s"]) <= 0.06 and abs(a["score"] - b["score"]) < 0.05
 
 
+def test_a_call_streamed_as_mulaw_decides_like_its_linear_pcm(server, conversation16k):
+    """``format=ulaw&rate=8000``: what a telephone media stream sends, byte for byte; the same
+    call as 8 kHz s16 (the samples mu-law's bytes stand for) decides the same."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    x8 = resample_poly(conversation16k, 1, 2).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x8, 8000, format="RAW", subtype="ULAW")
+    ulaw = buf.getvalue()
+    decoded, _ = sf.read(io.BytesIO(ulaw), format="RAW", subtype="ULAW", samplerate=8000,
+                         channels=1, dtype="int16")
+    runs = {}
+    for fmt, data in (("ulaw", ulaw), ("s16", decoded.astype("<i2").tobytes())):
+        step = 1600 * (1 if fmt == "ulaw" else 2)
+        with connect(server, rate=8000, format=fmt) as ws:
+            for i in range(0, len(data), step):
+                ws.send(data[i:i + step])
+            ws.send(json.dumps({"type": "end"}))
+            runs[fmt] = [e for e in receive_all(ws) if e["event"] == "decision"]
+            assert ws.close_code == 1000
+    got, want = runs["ulaw"], runs["s16"]
+    assert len(want) >= 4 and any(d["accepted"] for d in want)
+    assert [(d["speaker"], d["accepted"], d["band"]) for d in got] == \
+        [(d["speaker"], d["accepted"], d["band"]) for d in want]
+    for a, b in zip(got, want):
+        assert abs(a["score"] - b["score"]) < 1e-3
+
+
 def test_name_and_threshold_parameters(server, conversation16k):
     events = stream(server, conversation16k[:16000 * 6], name="alice", threshold="0.99")
     ready, decisions = events[0], [e for e in events if e["event"] == "decision"]

@@ -12,7 +12,8 @@ import io
 import numpy as np
 
 from ..errors import InputError
-from ..io.sources import RAW_FORMATS, Chunk, StdinSource
+from ..io.sniff import pcm_to_float
+from ..io.sources import G711_FORMATS, RAW_FORMATS, Chunk, StdinSource
 
 CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"RIFX": "a WAV file", b"fLaC": "a FLAC file",
                    b"OggS": "an Ogg file", b"ID3": "an MP3 file", b"FORM": "an AIFF file",
@@ -28,7 +29,8 @@ class PcmDecoder(StdinSource):
 
     :param rate_hz: the sender's sample rate (hertz, 8000 to 192000).
     :param channels: interleaved channels (1 to 64).
-    :param sample_format: ``s16``, ``s32`` or ``f32``.
+    :param sample_format: ``s16``, ``s32`` or ``f32``, or ``ulaw`` / ``alaw`` (G.711 bytes, as
+        telephone systems stream a call: 8 kHz mu-law from a media stream needs no conversion).
     :param name: how error messages name the stream.
 
     Every message must hold whole sample frames (``channels`` samples each); a message that
@@ -44,8 +46,8 @@ class PcmDecoder(StdinSource):
 
     @property
     def _dtype(self) -> np.dtype:
-        """numpy dtype of the raw samples (the server takes s16, s32 and f32 only)."""
-        return RAW_FORMATS[self.sample_format]
+        """numpy dtype of the raw samples (a G.711 byte: uint8)."""
+        return RAW_FORMATS.get(self.sample_format, np.dtype(np.uint8))
 
     @property
     def frame_bytes(self) -> int:
@@ -69,6 +71,8 @@ class PcmDecoder(StdinSource):
     def push(self, data: bytes) -> Chunk | None:
         """Whole sample frames (checked by :meth:`check`) -> a chunk (None while the resampler
         holds everything)."""
+        if self.sample_format in G711_FORMATS:
+            return self._convert(pcm_to_float(data, self.sample_format, self.channels))
         raw = np.frombuffer(data, dtype=self._dtype).reshape(-1, self.channels)
         if self._dtype.kind == "i":
             block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
