@@ -69,6 +69,9 @@ def _pcm_bytes(chunk: Any, sample_format: str) -> bytes:
         return bytes(chunk)
     import numpy as np
 
+    if sample_format in ("ulaw", "alaw"):
+        raise RtverifyError(f"format {sample_format}: send the G.711 bytes themselves "
+                            "(bytes), not samples")
     samples = getattr(chunk, "samples", chunk)  # an rtverify Chunk, or an array
     a = np.asarray(samples)
     if sample_format == "f32":

@@ -33,6 +33,11 @@ def test_pcm_conversion():
     ints = np.array([1, -2, 3], np.int16)
     assert np.frombuffer(_pcm_bytes(ints, "s16"), "<i2").tolist() == [1, -2, 3]
     assert _pcm_bytes(b"\x01\x02", "s16") == b"\x01\x02"
+    # G.711 (format=ulaw|alaw) goes as the telephone bytes themselves; samples are refused
+    # rather than sent as 32-bit integers the server would read as four mu-law bytes each
+    assert _pcm_bytes(b"\xff\x7f", "ulaw") == b"\xff\x7f"
+    with pytest.raises(Exception, match="send the G.711 bytes"):
+        _pcm_bytes(x, "ulaw")
 
 
 def test_cli_parser_does_not_import_the_server():
