@@ -331,7 +331,8 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                     f"{names[0]}: does not sound like the other recordings" if len(odd) == 1
                     else f"{', '.join(names)} do not sound like the other recordings")
             raise InputError(f"{what} (similarity {worst:.2f}, need "
-                             f"{settings.voices_bar:.2f}); enroll one speaker at a time")
+                             f"{settings.voices_bar:.2f}); enroll one speaker at a time, each "
+                             "in their usual voice")
     if enrol.speech_s < need:
         names = ", ".join(os.fspath(p) for p in paths)
         raise NotEnoughSpeech(f"{names}: {'holds' if len(paths) == 1 else 'hold'} "
