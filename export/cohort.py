@@ -113,13 +113,14 @@ def own_mus(vectors: np.ndarray, speakers: np.ndarray, top_k: int) -> np.ndarray
 
 def own_means(vectors: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     """Each cohort row's mean cosine with the rows of other speakers (how close a voice the
-    cohort does not hold sits to strangers in general)."""
-    out = []
-    for start in range(0, len(vectors), 512):
-        sims = vectors[start:start + 512] @ vectors.T
-        other = speakers[start:start + 512, None] != speakers[None, :]
-        out.append((sims * other).sum(axis=1) / np.maximum(other.sum(axis=1), 1))
-    return np.concatenate(out)
+    cohort does not hold sits to strangers in general): a cosine is linear in the other row, so
+    that mean is the row against the sum of the rows less its own speaker's, over their count."""
+    vectors = np.asarray(vectors, np.float64)
+    names, which, counts = np.unique(speakers, return_inverse=True, return_counts=True)
+    own = np.zeros((len(names), vectors.shape[1]))
+    np.add.at(own, which, vectors)
+    others = vectors.sum(axis=0) - own[which]
+    return np.einsum("ij,ij->i", vectors, others) / np.maximum(len(vectors) - counts[which], 1)
 
 
 def shift_constants(vectors: np.ndarray, speakers: np.ndarray, top_k: int,

@@ -69,7 +69,9 @@ def _pcm_bytes(chunk: Any, sample_format: str) -> bytes:
         return bytes(chunk)
     import numpy as np
 
-    if sample_format in ("ulaw", "alaw"):
+    from .io.sniff import G711_FORMATS
+
+    if sample_format in G711_FORMATS:
         raise RtverifyError(f"format {sample_format}: send the G.711 bytes themselves "
                             "(bytes), not samples")
     samples = getattr(chunk, "samples", chunk)  # an rtverify Chunk, or an array

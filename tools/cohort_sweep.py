@@ -76,6 +76,7 @@ def main(argv=None) -> int:
                           cache_dir=args.cache).voiceprints(tr.takes, tr.files).vectors
         data.append((name, tr, vec, np.asarray(tr.labels) == 1))
     mean_centre = float(np.median(own_means(cohort, speakers)))
+    cohort_mean = cohort.mean(axis=0)  # a voiceprint's mean cosine with the cohort: v . this
     for k in top_ks:
         centre, lowest = shift_constants(cohort, speakers, k, lowest_q)
         print(f"top {k}: centre {centre:.4f}, lowest {'-' if lowest is None else f'{lowest:.4f}'}")
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
                 per_entry = np.zeros(len(vec))
                 if args.enrol_stat == "mean":
                     per_entry[ok_rows] = args.enrol_weight * (
-                        (vec[ok_rows] @ cohort.T).mean(axis=1) - mean_centre)
+                        vec[ok_rows] @ cohort_mean - mean_centre)
                 else:
                     shift = Scorer(cohort, top_k=k, method="probe_shift",
                                    weight=args.enrol_weight, centre=centre, lowest=lowest)

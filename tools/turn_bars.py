@@ -47,7 +47,8 @@ def main(argv=None) -> int:
     from rtverify.core.encoder import EncoderSession
     from dataclasses import replace
 
-    from rtverify.core.turns import TurnConfig, TurnEmbedder, best_split, edge_cosines
+    from rtverify.core.turns import (TurnConfig, TurnEmbedder, _min_pair_cos, best_split,
+                                     edge_cosines)
 
     session = EncoderSession(args.model)
     cfg = TurnConfig.for_model(session.info.raw)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
         w = np.stack(emb.windows).astype(np.float64)
         run = np.cumsum(w, axis=0)[:-1]
         run /= np.linalg.norm(run, axis=1, keepdims=True)
-        return float(min((w @ w.T).min(), np.einsum("ij,ij->i", run, w[1:]).min()))
+        return min(_min_pair_cos(emb.windows), float(np.einsum("ij,ij->i", run, w[1:]).min()))
 
     rng = np.random.default_rng(3)
     one, two, wcos = [], [], []

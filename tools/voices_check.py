@@ -41,15 +41,15 @@ KINDS = {"2_speakers": 2, "3_speakers": 3, "5_speakers": 5, "2_alternating": 2, 
 """Recordings of several voices, and how many speakers each joins."""
 
 
-def audio_voices(session, audio: np.ndarray, consistency: float) -> str | None:
+def audio_voices(session, audio: np.ndarray, bar: float) -> str | None:
     """What ``enroll_files`` says of a recording's voices (None: one voice)."""
     from rtverify.apps.enroll import recording_voices
     from rtverify.io.sources import Chunk
 
-    return recording_voices(session, [Chunk(audio.astype(np.float32), 0.0)], consistency)
+    return recording_voices(session, [Chunk(audio.astype(np.float32), 0.0)], bar)
 
 
-def files_voices(session, files: list[np.ndarray], consistency: float) -> list[int] | None:
+def files_voices(session, files: list[np.ndarray], bar: float) -> list[int] | None:
     """What ``enroll_files`` says of several files' voices: the files outside the main voice
     (None: one voice). Each file is a take, embedded as a recording."""
     from rtverify.apps.enroll import unlike_the_rest
@@ -60,7 +60,7 @@ def files_voices(session, files: list[np.ndarray], consistency: float) -> list[i
     vecs = [v for v in vecs if v is not None]  # (enroll refuses a file without speech itself)
     if len(vecs) < 2:
         return None
-    found = unlike_the_rest(np.stack(vecs), np.ones(len(vecs)), consistency)
+    found = unlike_the_rest(np.stack(vecs), np.ones(len(vecs)), bar)
     return None if found is None else found[0]
 
 
@@ -80,15 +80,15 @@ def main(argv=None) -> int:
                    f"(default: all of {', '.join(KINDS)})")
     p.add_argument("--condition", choices=("clean", "reverb", "babble10"), default="clean",
                    help="what every recording goes through (default clean)")
-    p.add_argument("--bar", type=float, help="judge with this cosine bar instead of the model's own "
-                   "(its sidecar's enrolment.voices_bar, else its consistency bar)")
+    p.add_argument("--bar", type=float, help="judge with this cosine bar instead of the "
+                   "model's own (its sidecar's enrolment.voices_bar, else its consistency bar)")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     from rtverify.apps.enroll import EnrollSettings
     from rtverify.core.encoder import EncoderSession
 
     session = EncoderSession(args.model)
-    consistency = args.bar if args.bar is not None else \
+    bar = args.bar if args.bar is not None else \
         EnrollSettings().for_model(session).voices_bar
     corpus = args.data / "librispeech-clean100-251spk"
     rows = [ln.split("\t") for ln in (corpus / "MANIFEST.tsv").read_text().splitlines()[1:]]
@@ -119,13 +119,13 @@ def main(argv=None) -> int:
         x = np.concatenate([y for pair in zip(pieces, gaps) for y in pair])
         return x + rs._bed(len(x), rng)
 
-    out: dict = {"model": session.model_id, "bar": consistency,
+    out: dict = {"model": session.model_id, "bar": bar,
                  "condition": args.condition}
-    one = [audio_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), consistency)
+    one = [audio_voices(session, heard(audio[n] + rs._bed(len(audio[n]), rng)), bar)
            for n in names]
     out["one_speaker"] = {"n": len(one), "refused": sum(v is not None for v in one)}
     if "files_2x2" in args.kinds.split(","):
-        ones = [files_voices(session, [heard(x) for x in _cut(audio[n], 3)], consistency)
+        ones = [files_voices(session, [heard(x) for x in _cut(audio[n], 3)], bar)
                 for n in names]
         out["files_1x3"] = {"n": len(ones), "refused": sum(v is not None for v in ones)}
     for kind in args.kinds.split(","):
@@ -137,8 +137,8 @@ def main(argv=None) -> int:
             who = list(rng.choice(names, size=k, replace=False))
             if kind == "files_2x2":
                 a, b = (_cut(audio[w], 2) for w in who)
-                said.append(files_voices(session, [heard(x) for x in (a[0], b[0], a[1], b[1])],
-                                         consistency))
+                said.append(files_voices(
+                    session, [heard(x) for x in (a[0], b[0], a[1], b[1])], bar))
                 continue
             if kind.endswith("whole"):
                 pieces = [audio[w] for w in who]
@@ -146,7 +146,7 @@ def main(argv=None) -> int:
                 pieces = [piece(who[i % 2], 3.0, 5.0) for i in range(4)]
             else:
                 pieces = [piece(w, 4.0, 8.0) for w in who]
-            said.append(audio_voices(session, heard(joined(pieces)), consistency))
+            said.append(audio_voices(session, heard(joined(pieces)), bar))
         out[kind] = {"n": len(said), "refused": sum(v is not None for v in said)}
     print(json.dumps(out, indent=1))
     if args.json:

@@ -433,16 +433,15 @@ MIN_PART_SPEECH_S = 1.5
 """Parts of a recording with less speech than this are not compared (too little to tell)."""
 
 
-def recording_voices(session: EncoderSession, chunks: Iterable[Chunk], consistency: float
+def recording_voices(session: EncoderSession, chunks: Iterable[Chunk], bar: float
                      ) -> str | None:
     """:func:`several_voices` of a recording, judged utterance by utterance as ``listen`` cuts
     it (a pause is a surer boundary between two people than a change found inside a segment):
     ``enroll --input`` of each file, and ``verify`` of what it accepted."""
-    return several_voices(embed_recording(session, chunks, join_pauses=False).decisions,
-                          consistency)
+    return several_voices(embed_recording(session, chunks, join_pauses=False).decisions, bar)
 
 
-def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> str | None:
+def several_voices(decisions: Sequence[DecisionEvent], bar: float) -> str | None:
     """Whether a recording's utterances (and turns) are different voices: None if they sound
     like one, else the times that disagree, in words (``"0.0-3.1 s and 3.1-6.0 s sound like
     different speakers (similarity 0.41)"``): :func:`unlike_the_rest` of its parts.
@@ -458,7 +457,7 @@ def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> st
         return f"{d.start_s:.1f}-{d.end_s:.1f} s"
 
     found = unlike_the_rest(np.stack([d.embedding for d in parts]),
-                            np.array([d.speech_s for d in parts]), consistency)
+                            np.array([d.speech_s for d in parts]), bar)
     if found is None:
         return None
     odd, worst = found
@@ -468,7 +467,7 @@ def several_voices(decisions: Sequence[DecisionEvent], consistency: float) -> st
     shown = ", ".join(span(parts[i]) for i in odd[:4])
     more = f" and {len(odd) - 4} more" if len(odd) > 4 else ""
     return (f"{shown}{more} {'sounds' if len(odd) == 1 else 'sound'} unlike the rest of it "
-            f"(similarity {worst:.2f}, need {consistency:.2f})")
+            f"(similarity {worst:.2f}, need {bar:.2f})")
 
 
 def voice_groups(vecs: np.ndarray, weights: np.ndarray, bar: float) -> list[list[int]]:

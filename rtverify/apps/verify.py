@@ -146,7 +146,6 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
 
     recorder = RecordingSource(source, MAX_ANSWER_S) if challenge is not None else None
     expert = session.short_expert
-    main = session
     # the audio is kept for the short expert and for the several-voices check
     kept = recorder or RecordingSource(source, LIVE_RECORD_S, refuse=False)
     rec = capture_speech(session, kept, live=live, timeout_s=timeout_s)
@@ -169,7 +168,7 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
     scores = Scorer.for_model(session).scores(rec.vector, prints)
     d = policy.decide(scores, rec.speech_s, rec.snr_db, policy.offsets_for(voice),
                       fall_db=rec.fall_db, enrol_falls=policy.falls_for(voice))
-    voices = several_voices_in(main, kept) if d.accepted else None
+    voices = several_voices_in(session, kept) if d.accepted else None
     extra = {} if voices is None else {"several_voices": voices}
     if recorder is None:
         return VerifyResult(rec, d, d.accepted and voices is None,

@@ -17,6 +17,7 @@ bitrate and rate fields must be valid and a second header must follow exactly on
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -173,6 +174,12 @@ SAMPLE_BYTES = {"u8": 1, "s16": 2, "s24": 3, "s32": 4, "f32": 4, "f64": 8, "alaw
 """Bytes per sample of each sample format."""
 
 
+G711_FORMATS = ("alaw", "ulaw")
+"""Telephone codes (G.711 A-law, mu-law: a byte a sample), read wherever raw PCM is: a WAV on
+stdin, raw stdin, ``serve``'s streams."""
+
+
+@functools.cache
 def _g711_tables():
     """The 256 values of each G.711 code (ITU-T G.711's decoding, as 16-bit integers), float32
     at full scale 1.0: ``(alaw, ulaw)``."""
@@ -190,21 +197,16 @@ def _g711_tables():
     return (alaw / 32768.0).astype(np.float32), (ulaw / 32768.0).astype(np.float32)
 
 
-_G711: tuple | None = None
-
 
 def pcm_to_float(data: bytes, sample_format: str, channels: int):
     """Little-endian PCM bytes (a whole number of sample frames) as float32 ``(n, channels)``,
     full scale 1.0."""
     import numpy as np
 
-    global _G711
     if sample_format == "u8":
         x = (np.frombuffer(data, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif sample_format in ("alaw", "ulaw"):
-        if _G711 is None:
-            _G711 = _g711_tables()
-        x = _G711[sample_format == "ulaw"][np.frombuffer(data, dtype=np.uint8)]
+    elif sample_format in G711_FORMATS:
+        x = _g711_tables()[sample_format == "ulaw"][np.frombuffer(data, dtype=np.uint8)]
     elif sample_format == "s24":
         b = np.frombuffer(data, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
         v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)

@@ -24,6 +24,7 @@ import numpy as np
 from ..config import SAMPLE_RATE_HZ
 from ..errors import DeviceError, InputError
 from .resample import StreamingResampler
+from .sniff import G711_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +36,9 @@ MAX_RATE_HZ = 192000
 OVERFLOW_LOG_S = 10.0
 """Input overflows are logged at most this often (seconds); they are all counted."""
 
-RAW_FORMATS = {"s16": np.dtype("<i2"), "s32": np.dtype("<i4"), "f32": np.dtype("<f4")}
-"""Raw PCM sample formats (little-endian) of the service streams; stdin takes these and
-:data:`G711_FORMATS`."""
-G711_FORMATS = ("alaw", "ulaw")
-"""Telephone codes (G.711 A-law, mu-law: a byte a sample) that stdin takes as raw input too."""
+RAW_FORMATS = ("s16", "s32", "f32", *G711_FORMATS)
+"""Raw sample formats of stdin and the service streams: little-endian PCM and the G.711 codes,
+all read by :func:`rtverify.io.sniff.pcm_to_float`."""
 
 
 @dataclass(frozen=True)
@@ -313,9 +312,9 @@ class StdinSource(_ResamplingSource):
     def __init__(self, stream: BinaryIO | None = None, *, rate_hz: int = SAMPLE_RATE_HZ,
                  channels: int = 1, sample_format: str = "s16", block_ms: float = 30.0,
                  realtime: bool = False, name: str = "stdin", sniff: bool = True) -> None:
-        if sample_format not in RAW_FORMATS and sample_format not in G711_FORMATS:
+        if sample_format not in RAW_FORMATS:
             raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
-                             f"(use one of {', '.join((*RAW_FORMATS, *G711_FORMATS))})")
+                             f"(use one of {', '.join(RAW_FORMATS)})")
         if not 1 <= channels <= 64:
             raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
         super().__init__(name, _check_rate(rate_hz, name), realtime)

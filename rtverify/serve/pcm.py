@@ -12,8 +12,8 @@ import io
 import numpy as np
 
 from ..errors import InputError
-from ..io.sniff import pcm_to_float
-from ..io.sources import G711_FORMATS, RAW_FORMATS, Chunk, StdinSource
+from ..io.sniff import SAMPLE_BYTES, pcm_to_float
+from ..io.sources import Chunk, StdinSource
 
 CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"RIFX": "a WAV file", b"fLaC": "a FLAC file",
                    b"OggS": "an Ogg file", b"ID3": "an MP3 file", b"FORM": "an AIFF file",
@@ -45,11 +45,6 @@ class PcmDecoder(StdinSource):
         self.bytes_in = 0
 
     @property
-    def _dtype(self) -> np.dtype:
-        """numpy dtype of the raw samples (a G.711 byte: uint8)."""
-        return RAW_FORMATS.get(self.sample_format, np.dtype(np.uint8))
-
-    @property
     def frame_bytes(self) -> int:
         """Bytes per sample frame (all channels of one instant)."""
         return self._frame_bytes
@@ -59,7 +54,8 @@ class PcmDecoder(StdinSource):
         if len(data) % self._frame_bytes:
             raise InputError(f"{self.name}: binary message of {len(data)} bytes is not a whole "
                              f"number of {self._frame_bytes}-byte sample frames "
-                             f"({self._dtype.itemsize * 8}-bit x {self.channels} channel(s))")
+                             f"({SAMPLE_BYTES[self.sample_format] * 8}-bit x {self.channels} "
+                             "channel(s))")
         if self.bytes_in == 0:
             for magic, what in CONTAINER_MAGIC.items():
                 if data.startswith(magic):
@@ -71,18 +67,12 @@ class PcmDecoder(StdinSource):
     def push(self, data: bytes) -> Chunk | None:
         """Whole sample frames (checked by :meth:`check`) -> a chunk (None while the resampler
         holds everything)."""
-        if self.sample_format in G711_FORMATS:
-            return self._convert(pcm_to_float(data, self.sample_format, self.channels))
-        raw = np.frombuffer(data, dtype=self._dtype).reshape(-1, self.channels)
-        if self._dtype.kind == "i":
-            block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
-        else:
-            block = raw.astype(np.float32)
-            finite = np.isfinite(block)
-            if finite.all() and block.size and float(np.max(np.abs(block))) > MAX_F32_ABS:
-                raise InputError(f"{self.name}: f32 sample values up to "
-                                 f"{float(np.max(np.abs(block))):.3g} are not audio (full "
-                                 "scale is 1.0); is the format right?")
+        block = pcm_to_float(data, self.sample_format, self.channels)  # as stdin reads them
+        if self.sample_format == "f32" and block.size and np.isfinite(block).all() and \
+                float(np.max(np.abs(block))) > MAX_F32_ABS:
+            raise InputError(f"{self.name}: f32 sample values up to "
+                             f"{float(np.max(np.abs(block))):.3g} are not audio (full scale "
+                             "is 1.0); is the format right?")
         return self._convert(block)
 
     def end(self) -> Chunk | None:

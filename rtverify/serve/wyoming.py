@@ -29,7 +29,8 @@ from ..core.pipeline import Verifier, pooled_band, pooled_fall_db, pooled_snr_db
 from ..core.scoring import Decision, DecisionPolicy
 from ..errors import InputError, RtverifyError
 from ..events import DecisionEvent
-from ..io.sources import RAW_FORMATS, Chunk, _check_rate, _ResamplingSource
+from ..io.sniff import pcm_to_float
+from ..io.sources import Chunk, _check_rate, _ResamplingSource
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class PcmStream(_ResamplingSource):
         if not 1 <= channels <= 64:
             raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
         super().__init__(name, _check_rate(rate, name), realtime=False)
-        self._dtype = RAW_FORMATS[fmt]
+        self._fmt = fmt
         self.channels = channels
         self._frame_bytes = width * channels
         self._pending = b""
@@ -70,9 +71,8 @@ class PcmStream(_ResamplingSource):
         self._pending = data[usable:]
         if usable == 0:
             return None
-        raw = np.frombuffer(data[:usable], dtype=self._dtype).reshape(-1, self.channels)
-        self.n_in += len(raw)
-        block = raw.astype(np.float32) / float(2 ** (8 * self._dtype.itemsize - 1))
+        block = pcm_to_float(data[:usable], self._fmt, self.channels)  # as stdin reads it
+        self.n_in += len(block)
         return self._convert(block)
 
     def finish(self) -> Chunk | None:
