@@ -190,6 +190,39 @@ def test_force_semantics(tmp_path, clips):
     assert sorted(p.name for p in root.iterdir()) == ["bob.json"]
 
 
+def test_enroll_add(tmp_path, clips):
+    """--add puts a recording's take into an enrolled voice: the voice it gives is the one the
+    two recordings enrolled together give; a stranger's take, an unknown name and --force with
+    it are refused and leave the voice as it was."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "both", "--input", *ENROLL, store=root).returncode == 0
+    assert rtv("enroll", "--name", "bob", "--input", ENROLL[0], store=root).returncode == 0
+    proc = rtv("enroll", "--name", "bob", "--add", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 0, err(proc)
+    assert "added 1 take" in out(proc) and "now 2 takes" in out(proc), out(proc)
+    bob, both = (json.loads((root / f"{n}.json").read_text()) for n in ("bob", "both"))
+    assert bob["n_takes"] == 2 and bob["speech_s"] == pytest.approx(both["speech_s"], abs=0.02)
+    for key in ("embedding", "embedding_narrowband"):
+        assert np.dot(bob[key], both[key]) > 0.99999, key
+    assert set(bob["models"]) == set(both["models"])
+    for mid in both["models"]:
+        assert np.dot(bob["models"][mid]["embedding"], both["models"][mid]["embedding"]) > 0.99999
+    before = (root / "bob.json").read_bytes()
+    proc = rtv("enroll", "--name", "bob", "--add", "--input", clips["stranger"], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "does not sound like 'bob'", "nothing was added")
+    proc = rtv("enroll", "--name", "nobody", "--add", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "'nobody' is not enrolled")
+    proc = rtv("enroll", "--name", "bob", "--add", "--force", "--input", ENROLL[1], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "--force", "--add")
+    proc = rtv("enroll", "--name", "bob", "--input", ENROLL[1], store=root)
+    one_line_error(proc, "already enrolled", "--add")
+    assert (root / "bob.json").read_bytes() == before
+    assert not (root / "nobody.json").exists()
+
+
 def test_failed_enrolment_writes_nothing(tmp_path, clips):
     root = tmp_path / "s"
     for args, code in ((["--input", clips["silence"]], 3), (["--input", clips["short"]], 3),

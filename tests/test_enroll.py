@@ -178,3 +178,61 @@ def test_the_consistency_bar_is_the_models_own(tmp_path, session):
         else:
             assert EnrollSettings().for_model(other).consistency == want
             assert EnrollSettings(consistency=0.6).for_model(other).consistency == 0.6
+
+
+def _voice(name, model_id, vec, *, n_takes=2, narrowband=None, models=None, speech_s=6.0):
+    from rtverify.store.voiceprints import Voiceprint
+
+    return Voiceprint(name=name, model_id=model_id, embedding=l2_normalize(vec).astype(np.float32),
+                      created="2026-01-01T00:00:00Z", speech_s=speech_s, n_takes=n_takes,
+                      narrowband=narrowband, models=models)
+
+
+def test_add_keeps_what_only_the_old_voice_lacks_or_has(session, clips):
+    """Adding to a voiceprint made before band-matched scoring (no narrowband vector) leaves it
+    without one (the new takes alone are not the voice), keeps another model's vector that the
+    new takes give none of, and leaves the first enrolment's date; a voice that holds nothing
+    for the session's model is refused."""
+    from rtverify.apps.enroll import add_to_voiceprint
+    from rtverify.errors import StoreError
+
+    enrol = enroll_files(session, [DEMO / "enroll_2.flac"], min_speech_s=1.0)
+    first = embed_recording(session, FileSource(DEMO / "enroll_1.flac")).vector
+    other = l2_normalize(np.arange(1, 9, dtype=np.float32))
+    old = _voice("bob", session.model_id, first, n_takes=1, models={"other-1": (other, None)})
+    new = add_to_voiceprint(old, enrol, session)
+    assert new.narrowband is None and new.created == old.created and new.n_takes == 2
+    assert np.array_equal(new.models["other-1"][0], other)
+    want = l2_normalize(first + enrol.takes[0].vector)
+    assert float(np.dot(new.embedding, want)) > 0.99999
+    # enrolled with another model, viewed from it: the file keeps its own model first
+    flipped = _voice("bob", "other-1", other, n_takes=1, models={session.model_id: (first, None)})
+    new = add_to_voiceprint(flipped, enrol, session)
+    assert new.model_id == "other-1" and np.array_equal(new.embedding, other)
+    assert float(np.dot(new.models[session.model_id][0], want)) > 0.99999
+    with pytest.raises(StoreError, match="re-enroll"):
+        add_to_voiceprint(_voice("bob", "other-1", other), enrol, session)
+
+
+def test_add_is_refused_when_the_voice_changed_meanwhile(tmp_path):
+    """Two writers adding to one voice at once: the later one's save would drop the other's
+    takes, so it is refused and says so; a voice removed meanwhile is not brought back."""
+    from rtverify.cli.commands import _replace_voice
+    from rtverify.errors import StoreError
+    from rtverify.store.voiceprints import VoiceprintStore
+
+    store = VoiceprintStore(tmp_path)
+    old = _voice("bob", "m-1", np.ones(4))
+    store.save(old)
+    read = store.load("bob")
+    store.save(_voice("bob", "m-1", np.arange(4.0) + 1, n_takes=3), force=True)  # the other add
+    with pytest.raises(StoreError, match="changed while takes were being added"):
+        _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=3))
+    assert store.load("bob").n_takes == 3
+    read = store.load("bob")
+    assert _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=4))
+    assert store.load("bob").n_takes == 4
+    store.remove("bob")
+    with pytest.raises(StoreError, match="removed while"):
+        _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=5))
+    assert not store.exists("bob")

@@ -343,6 +343,64 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     return enrol
 
 
+# -- adding takes to an enrolled voice ----------------------------------------------------------
+def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession,
+                      companions: Sequence[EncoderSession] = ()) -> Voiceprint:
+    """``old`` with ``enrol``'s takes added (``enroll --add``): every vector it holds becomes
+    ``l2_normalize(n_old * old + sum(new take vectors))``, the mean it would be had all the takes
+    been enrolled together (the old takes' spread is not kept, so each old take counts as the
+    voiceprint itself); speech and takes add up, the enrolment's room (``fall_db``) is their
+    speech-weighted mean, and ``created`` stays the first enrolment's.
+
+    Refused (:class:`InputError`, nothing changes) when a new take does not sound like the
+    enrolled voice: under the model's consistency bar, the bar a live take must meet against the
+    others. A voice that holds no vector of ``session``'s model is refused too (it was enrolled
+    with a model this installation does not ship: re-enroll it)."""
+    from .. import __version__
+    from ..errors import StoreError
+
+    view = old.for_model(session.model_id)
+    if view is None:
+        raise StoreError(f"voice {old.name!r} was enrolled with model {old.model_id}, which holds "
+                         f"no vector for {session.model_id}; re-enroll it with --force instead "
+                         "of adding to it")
+    bar = enrol.settings.consistency
+    for take in enrol.takes:
+        cos = float(np.dot(take.vector, view.embedding))
+        if cos < bar:
+            raise InputError(f"{take.source}: does not sound like {old.name!r} as enrolled "
+                             f"(similarity {cos:.2f}, need {bar:.2f}); nothing was added")
+    n_old, n_new = max(int(view.n_takes), 1), len(enrol.takes)
+
+    def merged(old_vec: np.ndarray | None, new_mean: np.ndarray | None) -> np.ndarray | None:
+        if old_vec is None:
+            return None  # a vector only the new takes have would not be the whole voice
+        if new_mean is None:
+            return old_vec
+        return l2_normalize(n_old * old_vec + n_new * new_mean).astype(np.float32)
+
+    models = {}
+    made = {other.model_id: _companion_vectors(other, enrol.takes) for other in companions}
+    for mid, (emb, nb) in (view.models or {}).items():
+        new = made.get(mid)
+        models[mid] = (merged(emb, None if new is None else new[0]),
+                       merged(nb, None if new is None else new[1]))
+    falls = dict(view.fall_db or {})
+    speech_old, speech_new = float(view.speech_s), enrol.speech_s
+    for mid, new_fall in [(session.model_id, enrol.fall_db())] + \
+            [(mid, m[2]) for mid, m in made.items() if m is not None]:
+        if mid in falls or mid == session.model_id:
+            pooled = speech_weighted([(falls.get(mid), speech_old), (new_fall, speech_new)])
+            if pooled is not None:
+                falls[mid] = pooled
+    added = dataclasses.replace(
+        view, embedding=merged(view.embedding, enrol.vector()),
+        narrowband=merged(view.narrowband, enrol.narrowband_vector()),
+        models=models or None, fall_db=falls or None, speech_s=speech_old + speech_new,
+        n_takes=n_old + n_new, rtverify_version=__version__)
+    return added.for_model(old.model_id)
+
+
 _COMPANIONS: dict[str, EncoderSession] = {}
 
 

@@ -85,11 +85,15 @@ def cmd_enroll(args) -> int:
 
     name = validate_name(args.name)
     store = _store(args)
-    if store.exists(name) and not args.force:
+    adding = getattr(args, "add", False)
+    old = store.load(name) if adding else None  # "not enrolled" is the error for --add
+    if not adding and store.exists(name) and not args.force:
         raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "
-                         "use --force to replace it")
+                         "use --force to replace it, or --add to add takes to it")
     defaults = EnrollSettings()
-    settings = EnrollSettings(takes=args.takes or defaults.takes,
+    if adding and args.min_speech is None:
+        args.min_speech = ADD_MIN_SPEECH_S
+    settings = EnrollSettings(takes=args.takes or (1 if adding else defaults.takes),
                               min_take_s=defaults.min_take_s if args.min_take is None
                               else args.min_take,
                               timeout_s=args.timeout or defaults.timeout_s)
@@ -121,13 +125,42 @@ def cmd_enroll(args) -> int:
         if not enrol.done:
             raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
                                   "nothing was saved")
-    from ..apps.enroll import companion_sessions
+    from ..apps.enroll import add_to_voiceprint, companion_sessions
 
+    if adding:
+        vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
+        path = _replace_voice(store, old, vp)
+        _say(f"added {plural(len(enrol.takes), 'take')} ({enrol.speech_s:.1f} s of speech) to "
+             f"{name!r}: now {plural(vp.n_takes, 'take')}, {vp.speech_s:.1f} s of speech, model "
+             f"{session.model_id} -> {path}")
+        return ExitCode.OK
     vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
     path = store.save(vp, force=args.force)
     _say(f"enrolled {name!r}: {plural(len(enrol.takes), 'take')}, {enrol.speech_s:.1f} s of speech, "
          f"model {session.model_id} -> {path}")
     return ExitCode.OK
+
+
+ADD_MIN_SPEECH_S = 1.0
+"""Speech ``enroll --add`` needs by default (seconds): the voice already holds an enrolment's
+worth; one sentence from a new room or microphone is worth adding."""
+
+
+def _replace_voice(store, old, vp):
+    """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
+    enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
+    so that neither change is silently lost."""
+    from ..store.voiceprints import to_json
+
+    try:
+        now = store.load(old.name)
+    except StoreError:
+        now = None
+    if now is None or to_json(now) != to_json(old):
+        what = "removed" if now is None else "changed"
+        raise StoreError(f"voice {old.name!r} was {what} while takes were being added; nothing "
+                         "was saved (run the command again)")
+    return store.save(vp, force=True)
 
 
 class _LineView:

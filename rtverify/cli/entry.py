@@ -159,12 +159,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "from stdin as a live stream.")
     p.add_argument("--name", required=True, help="name of the voice")
     p.add_argument("--input", nargs="+", metavar="FILE", help="recording(s), or - for stdin")
-    p.add_argument("--force", action="store_true", help="replace an existing voice of that name")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--force", action="store_true", help="replace an existing voice of that name")
+    how.add_argument("--add", action="store_true",
+                     help="add takes to an enrolled voice (e.g. from the room or microphone it "
+                          "will be used in); each must sound like the voice")
     p.add_argument("--device", metavar="D", help="input device index or name (`rtverify devices`)")
     p.add_argument("--takes", type=_number(int, 0), metavar="N",
-                   help="usable takes needed, live (default 3)")
+                   help="usable takes needed, live (default 3; 1 with --add)")
     p.add_argument("--min-speech", type=_number(float, 0), metavar="S",
-                   help="seconds of speech needed (default 10 live, 3 from recordings)")
+                   help="seconds of speech needed (default 10 live, 3 from recordings; "
+                        "1 with --add)")
     p.add_argument("--min-take", type=_number(float, 0, inclusive=True), metavar="S",
                    help="shortest usable live take, seconds of speech (default 1.0)")
     p.add_argument("--timeout", type=_number(float, 0), metavar="S",
