@@ -15,6 +15,9 @@ From ``<cond>-vp3.txt`` (three clean takes against one probe in the condition, s
 * ``<cond>-vp3clean4.txt``: the control, a fourth *clean* take instead (that clip's clean twin),
   to tell the room's share from one more take's.
 
+and, with the probes swapped for their clean twins (what the room take costs on clean speech),
+``<cond>-vp3base-cleanprobes.txt`` and ``<cond>-vp3add-cleanprobes.txt``.
+
 A target trial whose probe is the added take itself is left out of all three. A ``+``-joined
 voiceprint is enrolled as ``enroll`` enrolls takes together; ``enroll --add`` weights the old
 voiceprint as its number of takes instead (``l2(3 * l2(mean3) + take)``), the same direction up
@@ -64,6 +67,12 @@ def build(lines: list[str], cond: str) -> tuple[list[str], list[str], list[str]]
     return base, add, clean4
 
 
+def clean_probe(line: str) -> str:
+    """The trial with its probe's clean twin (``reverb/s/s_2.flac`` -> ``clean/s/s_2.flac``)."""
+    label, a, b = line.split()
+    return f"{label} {a} clean/{b.split('/', 1)[1]}"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tools.add_takes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,11 +83,14 @@ def main(argv=None) -> int:
     for cond in args.cond:
         src = args.dev / f"{cond}-vp3.txt"
         base, add, clean4 = build(src.read_text().splitlines(), cond)
-        for suffix, lines in (("base", base), ("add", add), ("clean4", clean4)):
+        clean = {k: [clean_probe(ln) for ln in v] for k, v in (("base", base), ("add", add))}
+        for suffix, lines in (("base", base), ("add", add), ("clean4", clean4),
+                              ("base-cleanprobes", clean["base"]),
+                              ("add-cleanprobes", clean["add"])):
             (args.dev / f"{cond}-vp3{suffix}.txt").write_text("\n".join(lines) + "\n")
         same = sum(ln.startswith("1 ") for ln in base)
         print(f"{cond}: {same} same / {len(base) - same} different -> "
-              f"{args.dev}/{cond}-vp3{{base,add,clean4}}.txt")
+              f"{args.dev}/{cond}-vp3{{base,add,clean4}}[-cleanprobes].txt")
     return 0
 
 
