@@ -236,3 +236,19 @@ def test_add_is_refused_when_the_voice_changed_meanwhile(tmp_path):
     with pytest.raises(StoreError, match="removed while"):
         _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=5))
     assert not store.exists("bob")
+
+
+def test_live_add_refuses_a_take_unlike_the_voice_as_it_comes(session, clips):
+    """enroll --add from a live input: a stranger's take is refused with the reason at once,
+    and the next take of the enrolled voice is kept."""
+    first = embed_recording(session, FileSource(DEMO / "enroll_1.flac")).vector
+    voice = _voice("bob", session.model_id, first, n_takes=1)
+    x = np.concatenate([SIL, clips["stranger"], SIL, clips["e2"], SIL])
+    view = Recorder()
+    enrol = enroll_live(session, chunks_of(x.astype(np.float32), 480),
+                        EnrollSettings(takes=1, min_speech_s=1.0), view, voice=voice)
+    assert enrol.done and len(enrol.takes) == 1
+    said = problems(view.takes)
+    assert said[-1] is None and any(p and "does not sound like 'bob' as enrolled" in p
+                                    for p in said[:-1]), said
+    assert float(np.dot(enrol.takes[0].vector, first)) >= enrol.settings.consistency

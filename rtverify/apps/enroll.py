@@ -145,6 +145,9 @@ class Enrolment:
     """Every live take that passed the quality checks, in order."""
     set_aside: list[tuple[Take, str]] = field(default_factory=list)
     """Takes left out of the majority, with the sentence that told the person so."""
+    voice: Voiceprint | None = None
+    """With ``enroll --add``: the enrolled voice (as the session's model sees it) that every
+    take must sound like, at the consistency bar."""
 
     def __post_init__(self) -> None:
         if self.settings.consistency is None:  # no model given: the default LSTM's bar
@@ -193,6 +196,17 @@ class Enrolment:
                     f"{s.min_snr_db:.0f} dB): find a quieter place")
         return None
 
+    def judge_against_voice(self, take: Take) -> str | None:
+        """Why a take cannot be added to :attr:`voice` (it does not sound like it), or None."""
+        if self.voice is None:
+            return None
+        cos = float(np.dot(take.vector, self.voice.embedding))
+        if cos >= self.settings.consistency:
+            return None
+        return (f"does not sound like {self.voice.name!r} as enrolled (similarity {cos:.2f}, need "
+                f"{self.settings.consistency:.2f}; perhaps another voice or a noise was picked "
+                "up): say it again")
+
     def _majority(self) -> list[int] | None:
         """Indices into :attr:`pool` of the consistent majority, or None if there is none yet
         (two takes that disagree, with nothing to tell which is right)."""
@@ -212,7 +226,7 @@ class Enrolment:
         Takes set aside on the way (an earlier take outside the new majority) are appended to
         :attr:`set_aside` with their message.
         """
-        problem = self.judge_quality(take)
+        problem = self.judge_quality(take) or self.judge_against_voice(take)
         if problem is not None:
             self.refused += 1
             return problem
@@ -344,6 +358,20 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
 
 
 # -- adding takes to an enrolled voice ----------------------------------------------------------
+def voice_to_add_to(old: Voiceprint, session: EncoderSession) -> Voiceprint:
+    """``old`` as ``session``'s model sees it (:meth:`Voiceprint.for_model`); a
+    :class:`StoreError` if it holds no vector of that model (enrolled with a model this
+    installation does not ship: it must be re-enrolled, not added to)."""
+    from ..errors import StoreError
+
+    view = old.for_model(session.model_id)
+    if view is None:
+        raise StoreError(f"voice {old.name!r} was enrolled with model {old.model_id}, which holds "
+                         f"no vector for {session.model_id}; re-enroll it with --force instead "
+                         "of adding to it")
+    return view
+
+
 def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession,
                       companions: Sequence[EncoderSession] = ()) -> Voiceprint:
     """``old`` with ``enrol``'s takes added (``enroll --add``): every vector it holds becomes
@@ -357,13 +385,8 @@ def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession
     others. A voice that holds no vector of ``session``'s model is refused too (it was enrolled
     with a model this installation does not ship: re-enroll it)."""
     from .. import __version__
-    from ..errors import StoreError
 
-    view = old.for_model(session.model_id)
-    if view is None:
-        raise StoreError(f"voice {old.name!r} was enrolled with model {old.model_id}, which holds "
-                         f"no vector for {session.model_id}; re-enroll it with --force instead "
-                         "of adding to it")
+    view = voice_to_add_to(old, session)
     bar = enrol.settings.consistency
     for take in enrol.takes:
         cos = float(np.dot(take.vector, view.embedding))
@@ -608,13 +631,16 @@ class EnrollView(Protocol):
 def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
                 settings: EnrollSettings,
                 view: EnrollView | None = None, *, min_speech_s: float | None = None,
-                takes: int | None = None, clock: Callable[[], float] = time.monotonic
-                ) -> Enrolment:
+                takes: int | None = None, clock: Callable[[], float] = time.monotonic,
+                voice: Voiceprint | None = None) -> Enrolment:
     """Collect takes from a stream (a microphone, or any chunk source) until enough are usable
-    or ``settings.timeout_s`` passes. Check :attr:`Enrolment.done` on the result."""
+    or ``settings.timeout_s`` passes. Check :attr:`Enrolment.done` on the result. With
+    ``voice`` (``enroll --add``), a take that does not sound like that enrolled voice is refused
+    as it comes, with the reason."""
     settings = settings.for_model(session)
     enrol = Enrolment(settings, settings.takes if takes is None else takes,
-                      settings.min_speech_s if min_speech_s is None else min_speech_s)
+                      settings.min_speech_s if min_speech_s is None else min_speech_s,
+                      voice=None if voice is None else voice_to_add_to(voice, session))
     verifier = Verifier(session, {}, max_pending=1, provisional=False, status_every_s=0.1)
     deadline = clock() + settings.timeout_s
     # The segmenter's floor is a low quantile of the last few seconds, so it creeps up while

@@ -98,6 +98,10 @@ def cmd_enroll(args) -> int:
                               else args.min_take,
                               timeout_s=args.timeout or defaults.timeout_s)
     session = _session(args)
+    if adding:
+        from ..apps.enroll import voice_to_add_to
+
+        voice_to_add_to(old, session)  # refused before anything is recorded
     files = args.input or []
     if files and files != ["-"]:
         _input_spec(args, files[0])  # refuses microphone/stdin options that do not apply
@@ -113,10 +117,12 @@ def cmd_enroll(args) -> int:
                 from ..ui.console import EnrollConsole
 
                 with EnrollConsole(*need, source.name) as view:
-                    enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
+                    enrol = enroll_live(session, source, settings, view, min_speech_s=need[1],
+                                        voice=old)
             else:
                 view = _LineView(source.name, *need, wait_for_audio=bool(files))
-                enrol = enroll_live(session, source, settings, view, min_speech_s=need[1])
+                enrol = enroll_live(session, source, settings, view, min_speech_s=need[1],
+                                    voice=old)
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
             return ExitCode.INTERRUPTED
