@@ -217,7 +217,7 @@ def test_add_keeps_what_only_the_old_voice_lacks_or_has(session, clips):
 def test_add_is_refused_when_the_voice_changed_meanwhile(tmp_path):
     """Two writers adding to one voice at once: the later one's save would drop the other's
     takes, so it is refused and says so; a voice removed meanwhile is not brought back."""
-    from rtverify.cli.commands import _replace_voice
+    from rtverify.apps.enroll import save_added
     from rtverify.errors import StoreError
     from rtverify.store.voiceprints import VoiceprintStore
 
@@ -227,14 +227,14 @@ def test_add_is_refused_when_the_voice_changed_meanwhile(tmp_path):
     read = store.load("bob")
     store.save(_voice("bob", "m-1", np.arange(4.0) + 1, n_takes=3), force=True)  # the other add
     with pytest.raises(StoreError, match="changed while takes were being added"):
-        _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=3))
+        save_added(store, read, _voice("bob", "m-1", np.ones(4), n_takes=3))
     assert store.load("bob").n_takes == 3
     read = store.load("bob")
-    assert _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=4))
+    assert save_added(store, read, _voice("bob", "m-1", np.ones(4), n_takes=4))
     assert store.load("bob").n_takes == 4
     store.remove("bob")
     with pytest.raises(StoreError, match="removed while"):
-        _replace_voice(store, read, _voice("bob", "m-1", np.ones(4), n_takes=5))
+        save_added(store, read, _voice("bob", "m-1", np.ones(4), n_takes=5))
     assert not store.exists("bob")
 
 

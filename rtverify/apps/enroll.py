@@ -424,6 +424,29 @@ def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession
     return added.for_model(old.model_id)
 
 
+ADD_MIN_SPEECH_S = 1.0
+"""Speech ``enroll --add`` needs by default (seconds): the voice already holds an enrolment's
+worth; one sentence from a new room or microphone is worth adding."""
+
+
+def save_added(store, old: Voiceprint, vp: Voiceprint):
+    """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
+    enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
+    so that neither change is silently lost."""
+    from ..errors import StoreError
+    from ..store.voiceprints import to_json
+
+    try:
+        now = store.load(old.name)
+    except StoreError:
+        now = None
+    if now is None or to_json(now) != to_json(old):
+        what = "removed" if now is None else "changed"
+        raise StoreError(f"voice {old.name!r} was {what} while takes were being added; nothing "
+                         "was saved (run the command again)")
+    return store.save(vp, force=True)
+
+
 _COMPANIONS: dict[str, EncoderSession] = {}
 
 

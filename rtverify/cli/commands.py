@@ -79,7 +79,7 @@ def _load_voices(args, session, store) -> dict:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from ..apps.enroll import EnrollSettings, enroll_files, enroll_live
+    from ..apps.enroll import ADD_MIN_SPEECH_S, EnrollSettings, enroll_files, enroll_live
     from ..events import plural
     from ..store.voiceprints import validate_name
 
@@ -131,11 +131,11 @@ def cmd_enroll(args) -> int:
         if not enrol.done:
             raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
                                   "nothing was saved")
-    from ..apps.enroll import add_to_voiceprint, companion_sessions
+    from ..apps.enroll import add_to_voiceprint, companion_sessions, save_added
 
     if adding:
         vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
-        path = _replace_voice(store, old, vp)
+        path = save_added(store, old, vp)
         _say(f"added {plural(len(enrol.takes), 'take')} ({enrol.speech_s:.1f} s of speech) to "
              f"{name!r}: now {plural(vp.n_takes, 'take')}, {vp.speech_s:.1f} s of speech, model "
              f"{session.model_id} -> {path}")
@@ -145,28 +145,6 @@ def cmd_enroll(args) -> int:
     _say(f"enrolled {name!r}: {plural(len(enrol.takes), 'take')}, {enrol.speech_s:.1f} s of speech, "
          f"model {session.model_id} -> {path}")
     return ExitCode.OK
-
-
-ADD_MIN_SPEECH_S = 1.0
-"""Speech ``enroll --add`` needs by default (seconds): the voice already holds an enrolment's
-worth; one sentence from a new room or microphone is worth adding."""
-
-
-def _replace_voice(store, old, vp):
-    """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
-    enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
-    so that neither change is silently lost."""
-    from ..store.voiceprints import to_json
-
-    try:
-        now = store.load(old.name)
-    except StoreError:
-        now = None
-    if now is None or to_json(now) != to_json(old):
-        what = "removed" if now is None else "changed"
-        raise StoreError(f"voice {old.name!r} was {what} while takes were being added; nothing "
-                         "was saved (run the command again)")
-    return store.save(vp, force=True)
 
 
 class _LineView:
