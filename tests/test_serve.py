@@ -374,6 +374,29 @@ def test_bad_http_input(server, strict, store, tmp_path):
     assert store_digest(store) == before
 
 
+def test_hours_of_audio_in_a_small_upload_are_refused_by_length(server, store, tmp_path):
+    """A few kilobytes of FLAC can hold hours of silence: decoded whole (16 kHz float32) they
+    would take gigabytes and minutes of a worker. Uploads are refused past max_upload_s of audio
+    (413), before they are decoded whole."""
+    before = store_digest(store)
+    bomb = tmp_path / "quiet.flac"
+    with sf.SoundFile(bomb, "w", 16000, 1, format="FLAC", subtype="PCM_16") as fh:
+        for _ in range(15):  # 15 minutes of digital silence: about 40 kB
+            fh.write(np.zeros(16000 * 60, np.int16))
+    assert bomb.stat().st_size < 100_000
+    c = Client(server.url)
+    for call in (lambda: c.enroll("eve", [DEMO / "enroll_1.flac", bomb]),
+                 lambda: c.verify("alice", bomb)):
+        t0 = time.monotonic()
+        with pytest.raises(ServerError) as exc:
+            call()
+        assert exc.value.code == 413, exc.value
+        assert "quiet.flac" in str(exc.value) and "max_upload_s" in str(exc.value)
+        assert time.monotonic() - t0 < 10
+    assert store_digest(store) == before
+    assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"]
+
+
 # -- exposure -------------------------------------------------------------------------------------
 def test_token_required_and_checked(store, tmp_path, conversation16k):
     token = tmp_path / "token"

@@ -528,6 +528,37 @@ class _TempFiles:
             self.paths.append(path)
             self.labels.append(label)
 
+    def check_lengths(self, max_s: float) -> None:
+        """Refuse (413) a recording longer than ``max_s`` seconds of audio, counting what it
+        decodes to (not what its header claims) and reading no further than the limit: a few
+        kilobytes of compressed silence can hold hours, gigabytes once decoded whole. A file
+        that is not audio is left to the sources, which say so in their words."""
+        import soundfile as sf
+
+        for path, label in zip(self.paths, self.labels):
+            try:
+                fh = sf.SoundFile(path)
+            except Exception:  # not audio: FileSource reports it in its words
+                continue
+            with fh:
+                rate, channels = fh.samplerate, max(1, fh.channels)
+                if rate <= 0:
+                    continue
+                limit = int(max_s * rate)
+                block = max(1, min(rate * 10, (1 << 22) // channels))  # at most 16 MB a read
+                frames = 0
+                while frames <= limit:
+                    try:
+                        n = len(fh.read(block, dtype="float32", always_2d=True))
+                    except Exception:  # a damaged file: FileSource reports it
+                        break
+                    if n == 0:
+                        break
+                    frames += n
+                if frames > limit:
+                    raise HttpError(413, f"{label}: longer than {max_s:g} s of audio "
+                                    "(max_upload_s)")
+
     def renamed(self, err: RtverifyError) -> RtverifyError:
         msg = str(err)
         for path, label in zip(self.paths, self.labels):
@@ -543,6 +574,7 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> d
 
     files = _TempFiles(uploads)
     try:
+        files.check_lengths(service.settings.max_upload_s)
         try:
             enrol = enroll_files(session, files.paths)
         except RtverifyError as err:
@@ -570,6 +602,7 @@ def verify_file(session, store, name: str, path: str, where: str,
 def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:
     files = _TempFiles(uploads)
     try:
+        files.check_lengths(service.settings.max_upload_s)
         return verify_file(session, service.store, name, files.paths[0], files.labels[0],
                            threshold)
     except RtverifyError as err:

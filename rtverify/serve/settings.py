@@ -36,6 +36,9 @@ class ServeSettings:
     """Largest HTTP request body (enrolment or verify upload, bytes)."""
     max_uploads: int = 10
     """Recordings in one enrolment request."""
+    max_upload_s: float = 600.0
+    """Longest uploaded recording (seconds of audio): a small compressed file can hold hours,
+    which decoded whole would take gigabytes; a longer one is refused (413)."""
     workers: int = 0
     """Worker processes (or threads) for the streams' CPU work; 0: one per core available."""
     worker_kind: str = "process"
