@@ -397,6 +397,34 @@ def test_hours_of_audio_in_a_small_upload_are_refused_by_length(server, store, t
     assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"]
 
 
+def test_connections_that_send_no_request_are_closed(strict, conversation16k):
+    """Connections that never send a whole request (half-open, or a request head dripped a byte
+    at a time) are closed after request_timeout_s, so they cannot hold the server's connection
+    slots: max_streams + 64 of them used to answer every HTTP request 503 until they went."""
+    import socket
+
+    host, port = strict.url[len("http://"):].rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=WAIT_S) for _ in range(80)]
+    drip = socket.create_connection((host, int(port)), timeout=WAIT_S)
+    try:
+        with connect(strict, format="f32") as ws:  # a stream open past the timeout lives on
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 12:  # default request_timeout_s: 10 s
+                ws.send(f32_bytes(conversation16k[:1600]))
+                with contextlib.suppress(OSError):  # once closed by the server
+                    drip.send(b"G")
+                time.sleep(0.5)
+            for s in idle + [drip]:
+                assert s.recv(100) == b""  # closed by the server
+            ws.send(json.dumps({"type": "end"}))
+            assert receive_all(ws)[-1]["event"] == "summary" and ws.close_code == 1000
+        assert Client(strict.url).health()["status"] == "ok"
+    finally:
+        for s in idle + [drip]:
+            s.close()
+
+
 # -- exposure -------------------------------------------------------------------------------------
 def test_token_required_and_checked(store, tmp_path, conversation16k):
     token = tmp_path / "token"

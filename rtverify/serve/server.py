@@ -713,6 +713,7 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     s = service.settings
     config = uvicorn.Config(
         build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
+        http=_request_deadline_protocol(s.request_timeout_s),
         ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
         ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
         timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
@@ -723,6 +724,63 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
                    c.streams, c.decisions, c.refused, c.requests)
     service.close()
     return c
+
+
+def _request_deadline_protocol(timeout_s: float):
+    """uvicorn's h11 protocol, with a deadline for each request head.
+
+    uvicorn times a connection out only between requests, and any byte received restarts that
+    timer; a connection that sends nothing (half-open) or drips a request head a byte at a time
+    lives for ever, holding one of ``limit_concurrency`` slots: enough of them and every HTTP
+    request is answered 503. Here a connection must send a whole request head within
+    ``timeout_s`` of opening or of its previous answer, whatever it sends meanwhile; a WebSocket
+    stream, once upgraded, has its own limits (idle_timeout_s)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # a request is being answered; the next head gets a new deadline
+            if not self.transport.is_closing():
+                logger.info("%s: no whole request within %g s (request_timeout_s); closed",
+                            "%s:%d" % self.client if self.client else "connection", timeout_s)
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a whole request head came
+
+        def handle_websocket_upgrade(self, event) -> None:
+            self._disarm()  # the stream's own limits apply from here
+            super().handle_websocket_upgrade(event)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return Protocol
 
 
 class _Server:
