@@ -425,6 +425,35 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
             s.close()
 
 
+def test_unknown_http_parameters_and_fields_are_refused(server, store):
+    """A misspelt option (``?treshold=0.95``) or an option sent as a form field (``-F
+    threshold=0.95``) is refused, as /v1/listen refuses an unknown parameter: ignored, the
+    request ran with the default threshold and said nothing."""
+    before = store_digest(store)
+    c = Client(server.url)
+    recording = c._file(DEMO / "enroll_2.flac")
+    for method, path, query in [("POST", "/v1/verify/alice", {"treshold": "0.95"}),
+                                ("POST", "/v1/voices/eve", {"forse": "true"}),
+                                ("GET", "/v1/voices", {"name": "alice"}),
+                                ("DELETE", "/v1/voices/alice", {"force": "true"}),
+                                ("GET", "/v1/health", {"verbose": "1"})]:
+        with pytest.raises(ServerError) as exc:
+            c._request(method, path, query=query,
+                       files=[recording] if method == "POST" else None)
+        assert exc.value.code == 400, (path, exc.value)
+        assert "unknown query parameter" in str(exc.value) and \
+            repr(next(iter(query))) in str(exc.value), (path, exc.value)
+    body = (b"--x\r\nContent-Disposition: form-data; name=\"threshold\"\r\n\r\n0.95\r\n"
+            b"--x\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.flac\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + recording[1] + b"\r\n--x--\r\n")
+    status, answer = _post(server.url + "/v1/verify/alice", body,
+                           "multipart/form-data; boundary=x")
+    assert status == 400 and "form field 'threshold'" in answer["error"], answer
+    assert "?threshold=" in answer["error"]
+    assert store_digest(store) == before
+    assert c.verify("alice", DEMO / "enroll_2.flac", threshold=0.5)["threshold"] == 0.5
+
+
 # -- exposure -------------------------------------------------------------------------------------
 def test_token_required_and_checked(store, tmp_path, conversation16k):
     token = tmp_path / "token"

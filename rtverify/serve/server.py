@@ -501,6 +501,11 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         raise HttpError(400, f"bad multipart body: {err.message}") from None
     out = []
     try:
+        unknown = sorted(set(form.keys()) - {"audio"})
+        if unknown:
+            raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
+                            "'audio' recordings; options go in the query (?threshold=, "
+                            "?force=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
@@ -615,12 +620,25 @@ def build_app(service: Service) -> Starlette:
     """The ASGI app over ``service``."""
     from ..store.voiceprints import validate_name
 
-    def guarded(handler):
+    def guarded(handler, known: tuple[str, ...] = ()):
+        """``handler`` behind the token check, refusing query parameters other than ``known``
+        (a misspelt ``threshold`` must not go unnoticed); ``access_token`` is always allowed
+        (and ignored: HTTP clients send the header)."""
         async def endpoint(request: Request):
             service.counters.requests += 1
             try:
                 if not service.authorized(request.headers, {}):
                     raise HttpError(401, "missing or wrong token (Authorization: Bearer ...)")
+                unknown = sorted(set(request.query_params.keys()) - set(known)
+                                 - {"access_token"})
+                if unknown:
+                    raise HttpError(400, f"unknown query parameter {unknown[0]!r} on "
+                                    f"{request.method} {request.url.path} (known: "
+                                    f"{', '.join(known) or 'none'})")
+                for key in known:
+                    if len(request.query_params.getlist(key)) > 1:
+                        raise HttpError(400, f"{key}: given "
+                                        f"{len(request.query_params.getlist(key))} times")
                 return await handler(request)
             except HttpError as err:
                 return JSONResponse({"error": str(err)}, status_code=err.status,
@@ -689,10 +707,10 @@ def build_app(service: Service) -> Starlette:
 
     routes = [
         Route("/v1/health", guarded(health), methods=["GET"]),
-        Route("/v1/voices", guarded(voices), methods=["GET"]),
-        Route("/v1/voices/{name}", guarded(enroll), methods=["POST"]),
+        Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
+        Route("/v1/voices/{name}", guarded(enroll, ("force", "model")), methods=["POST"]),
         Route("/v1/voices/{name}", guarded(delete), methods=["DELETE"]),
-        Route("/v1/verify/{name}", guarded(verify), methods=["POST"]),
+        Route("/v1/verify/{name}", guarded(verify, ("threshold", "model")), methods=["POST"]),
         WebSocketRoute("/v1/listen", listen),
     ]
     async def not_found(request: Request, exc):
