@@ -454,6 +454,24 @@ def test_unknown_http_parameters_and_fields_are_refused(server, store):
     assert c.verify("alice", DEMO / "enroll_2.flac", threshold=0.5)["threshold"] == 0.5
 
 
+def test_names_with_path_characters_are_refused_by_name(server, store):
+    """A name with a slash (sent encoded, as the client does), or none at all, is a bad voice
+    name (400 saying why), not 'no such endpoint' (404) or a bare redirect (307)."""
+    before = store_digest(store)
+    c = Client(server.url)
+    cases = [(lambda: c.enroll("a/b", [DEMO / "enroll_1.flac"]), "must not contain /"),
+             (lambda: c.enroll("../alice", [DEMO / "enroll_1.flac"]), "must not contain /"),
+             (lambda: c.enroll("", [DEMO / "enroll_1.flac"]), "voice name is empty"),
+             (lambda: c.verify("x/../alice", DEMO / "enroll_1.flac"), "must not contain /"),
+             (lambda: c.delete("alice/"), "must not contain /"),
+             (lambda: c.delete(""), "voice name is empty")]
+    for call, words in cases:
+        with pytest.raises(ServerError) as exc:
+            call()
+        assert exc.value.code == 400 and words in str(exc.value), (words, exc.value)
+    assert store_digest(store) == before
+
+
 # -- exposure -------------------------------------------------------------------------------------
 def test_token_required_and_checked(store, tmp_path, conversation16k):
     token = tmp_path / "token"

@@ -708,9 +708,12 @@ def build_app(service: Service) -> Starlette:
     routes = [
         Route("/v1/health", guarded(health), methods=["GET"]),
         Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
-        Route("/v1/voices/{name}", guarded(enroll, ("force", "model")), methods=["POST"]),
-        Route("/v1/voices/{name}", guarded(delete), methods=["DELETE"]),
-        Route("/v1/verify/{name}", guarded(verify, ("threshold", "model")), methods=["POST"]),
+        # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
+        # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "model")), methods=["POST"]),
+        Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
+        Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
+              methods=["POST"]),
         WebSocketRoute("/v1/listen", listen),
     ]
     async def not_found(request: Request, exc):
