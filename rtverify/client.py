@@ -179,9 +179,10 @@ class Client:
                threshold: float | None = None, model: str | None = None,
                status: bool = False) -> Iterator[dict]:
         """Stream ``chunks`` (bytes of raw PCM, or numpy arrays / rtverify Chunks converted to
-        ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield the server's events until its ``summary``. ``chunks`` are sent as
-        they come (a microphone paces itself). Ctrl-C while listening ends the stream and still
-        yields the summary."""
+        ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield
+        the server's events until its ``summary``. ``chunks`` are sent as they come (a
+        microphone paces itself). Ctrl-C while listening ends the stream and still yields the
+        summary."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
