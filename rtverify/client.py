@@ -76,6 +76,13 @@ def _pcm_bytes(chunk: Any, sample_format: str) -> bytes:
                             "(bytes), not samples")
     samples = getattr(chunk, "samples", chunk)  # an rtverify Chunk, or an array
     a = np.asarray(samples)
+    if a.dtype.kind == "i" and a.dtype.itemsize in (2, 4):
+        # int16 / int32 samples are full-scale integers (soundfile's dtype='int16'/'int32'):
+        # as another format they keep their loudness, not their numbers
+        full = "s16" if a.dtype.itemsize == 2 else "s32"
+        if sample_format == full:
+            return a.astype("<i2" if full == "s16" else "<i4").tobytes()
+        a = a.astype(np.float64) / float(2 ** (a.dtype.itemsize * 8 - 1))
     if sample_format == "f32":
         return a.astype("<f4").tobytes()
     if a.dtype.kind == "f":
@@ -172,9 +179,10 @@ class Client:
                threshold: float | None = None, model: str | None = None,
                status: bool = False) -> Iterator[dict]:
         """Stream ``chunks`` (bytes of raw PCM, or numpy arrays / rtverify Chunks converted to
-        ``format``) and yield the server's events until its ``summary``. ``chunks`` are sent as
-        they come (a microphone paces itself). Ctrl-C while listening ends the stream and still
-        yields the summary."""
+        ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield
+        the server's events until its ``summary``. ``chunks`` are sent as they come (a
+        microphone paces itself). Ctrl-C while listening ends the stream and still yields the
+        summary."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 

@@ -122,3 +122,26 @@ def test_client_calls(served):
     with pytest.raises(ServerError) as exc:
         list(c.listen([x], format="f32", names=["nobody"]))
     assert exc.value.code == 1008 and "not enrolled" in str(exc.value)
+
+
+def test_integer_samples_are_scaled_to_the_format(served):
+    """int16 / int32 arrays (what soundfile reads with dtype='int16') are full-scale integers:
+    converted to another format they keep their loudness. They used to be cast as numbers: as
+    f32 the server refused them (values up to 32767 are not audio), as s32 they arrived 96 dB
+    too quiet and nothing was heard, and int32 as s16 wrapped around."""
+    server, _ = served
+    import soundfile as sf
+
+    x16, rate = sf.read(DEMO / "conversation.flac", dtype="int16")
+    x16 = x16[:rate * 6]
+    x32 = x16.astype(np.int32) << 16
+    assert np.frombuffer(_pcm_bytes(x16, "f32"), "<f4").tolist() == (x16 / 32768).tolist()
+    assert np.frombuffer(_pcm_bytes(x16, "s32"), "<i4").tolist() == x32.tolist()
+    assert np.frombuffer(_pcm_bytes(x32, "s16"), "<i2").tolist() == x16.tolist()
+    c = Client(server.ws)
+    for samples in (x16, x32):
+        for fmt in ("s16", "s32", "f32"):
+            events = list(c.listen((samples[i:i + 1600] for i in range(0, len(samples), 1600)),
+                                   rate=rate, format=fmt))
+            assert [e["speaker"] for e in events if e["event"] == "decision"] == \
+                ["alice", "alice"], (samples.dtype, fmt)

@@ -374,6 +374,104 @@ def test_bad_http_input(server, strict, store, tmp_path):
     assert store_digest(store) == before
 
 
+def test_hours_of_audio_in_a_small_upload_are_refused_by_length(server, store, tmp_path):
+    """A few kilobytes of FLAC can hold hours of silence: decoded whole (16 kHz float32) they
+    would take gigabytes and minutes of a worker. Uploads are refused past max_upload_s of audio
+    (413), before they are decoded whole."""
+    before = store_digest(store)
+    bomb = tmp_path / "quiet.flac"
+    with sf.SoundFile(bomb, "w", 16000, 1, format="FLAC", subtype="PCM_16") as fh:
+        for _ in range(15):  # 15 minutes of digital silence: about 40 kB
+            fh.write(np.zeros(16000 * 60, np.int16))
+    assert bomb.stat().st_size < 100_000
+    c = Client(server.url)
+    for call in (lambda: c.enroll("eve", [DEMO / "enroll_1.flac", bomb]),
+                 lambda: c.verify("alice", bomb)):
+        t0 = time.monotonic()
+        with pytest.raises(ServerError) as exc:
+            call()
+        assert exc.value.code == 413, exc.value
+        assert "quiet.flac" in str(exc.value) and "max_upload_s" in str(exc.value)
+        assert time.monotonic() - t0 < 10
+    assert store_digest(store) == before
+    assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"]
+
+
+def test_connections_that_send_no_request_are_closed(strict, conversation16k):
+    """Connections that never send a whole request (half-open, or a request head dripped a byte
+    at a time) are closed after request_timeout_s, so they cannot hold the server's connection
+    slots: max_streams + 64 of them used to answer every HTTP request 503 until they went."""
+    import socket
+
+    host, port = strict.url[len("http://"):].rsplit(":", 1)
+    idle = [socket.create_connection((host, int(port)), timeout=WAIT_S) for _ in range(80)]
+    drip = socket.create_connection((host, int(port)), timeout=WAIT_S)
+    try:
+        with connect(strict, format="f32") as ws:  # a stream open past the timeout lives on
+            assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 12:  # default request_timeout_s: 10 s
+                ws.send(f32_bytes(conversation16k[:1600]))
+                with contextlib.suppress(OSError):  # once closed by the server
+                    drip.send(b"G")
+                time.sleep(0.5)
+            for s in idle + [drip]:
+                assert s.recv(100) == b""  # closed by the server
+            ws.send(json.dumps({"type": "end"}))
+            assert receive_all(ws)[-1]["event"] == "summary" and ws.close_code == 1000
+        assert Client(strict.url).health()["status"] == "ok"
+    finally:
+        for s in idle + [drip]:
+            s.close()
+
+
+def test_unknown_http_parameters_and_fields_are_refused(server, store):
+    """A misspelt option (``?treshold=0.95``) or an option sent as a form field (``-F
+    threshold=0.95``) is refused, as /v1/listen refuses an unknown parameter: ignored, the
+    request ran with the default threshold and said nothing."""
+    before = store_digest(store)
+    c = Client(server.url)
+    recording = c._file(DEMO / "enroll_2.flac")
+    for method, path, query in [("POST", "/v1/verify/alice", {"treshold": "0.95"}),
+                                ("POST", "/v1/voices/eve", {"forse": "true"}),
+                                ("GET", "/v1/voices", {"name": "alice"}),
+                                ("DELETE", "/v1/voices/alice", {"force": "true"}),
+                                ("GET", "/v1/health", {"verbose": "1"})]:
+        with pytest.raises(ServerError) as exc:
+            c._request(method, path, query=query,
+                       files=[recording] if method == "POST" else None)
+        assert exc.value.code == 400, (path, exc.value)
+        assert "unknown query parameter" in str(exc.value) and \
+            repr(next(iter(query))) in str(exc.value), (path, exc.value)
+    body = (b"--x\r\nContent-Disposition: form-data; name=\"threshold\"\r\n\r\n0.95\r\n"
+            b"--x\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.flac\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + recording[1] + b"\r\n--x--\r\n")
+    status, answer = _post(server.url + "/v1/verify/alice", body,
+                           "multipart/form-data; boundary=x")
+    assert status == 400 and "form field 'threshold'" in answer["error"], answer
+    assert "?threshold=" in answer["error"]
+    assert store_digest(store) == before
+    assert c.verify("alice", DEMO / "enroll_2.flac", threshold=0.5)["threshold"] == 0.5
+
+
+def test_names_with_path_characters_are_refused_by_name(server, store):
+    """A name with a slash (sent encoded, as the client does), or none at all, is a bad voice
+    name (400 saying why), not 'no such endpoint' (404) or a bare redirect (307)."""
+    before = store_digest(store)
+    c = Client(server.url)
+    cases = [(lambda: c.enroll("a/b", [DEMO / "enroll_1.flac"]), "must not contain /"),
+             (lambda: c.enroll("../alice", [DEMO / "enroll_1.flac"]), "must not contain /"),
+             (lambda: c.enroll("", [DEMO / "enroll_1.flac"]), "voice name is empty"),
+             (lambda: c.verify("x/../alice", DEMO / "enroll_1.flac"), "must not contain /"),
+             (lambda: c.delete("alice/"), "must not contain /"),
+             (lambda: c.delete(""), "voice name is empty")]
+    for call, words in cases:
+        with pytest.raises(ServerError) as exc:
+            call()
+        assert exc.value.code == 400 and words in str(exc.value), (words, exc.value)
+    assert store_digest(store) == before
+
+
 # -- exposure -------------------------------------------------------------------------------------
 def test_token_required_and_checked(store, tmp_path, conversation16k):
     token = tmp_path / "token"

@@ -79,12 +79,18 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--idle-timeout-s", type=_positive(float), default=d.idle_timeout_s,
                    metavar="S", help=f"close a stream silent for S seconds (default "
                    f"{d.idle_timeout_s:g})")
+    g.add_argument("--request-timeout-s", type=_positive(float), default=d.request_timeout_s,
+                   metavar="S", help=f"close a connection that sends no whole request (HTTP or "
+                   f"WebSocket handshake) within S seconds (default {d.request_timeout_s:g})")
     g.add_argument("--max-messages-per-s", type=_positive(float),
                    default=d.max_messages_per_s, metavar="R",
                    help=f"sustained messages per second per stream (default "
                    f"{d.max_messages_per_s:g}, bursts of {d.message_burst})")
     g.add_argument("--max-upload-bytes", type=_positive(int), default=d.max_upload_bytes,
                    metavar="B", help=f"largest HTTP upload (default {d.max_upload_bytes})")
+    g.add_argument("--max-upload-s", type=_positive(float), default=d.max_upload_s, metavar="S",
+                   help=f"longest uploaded recording in seconds of audio (default "
+                   f"{d.max_upload_s:g})")
     g.add_argument("--workers", type=_positive(int), metavar="N",
                    help="worker processes for the streams' CPU work (default: one per core)")
     g.add_argument("--worker-kind", choices=["process", "thread"], default=d.worker_kind,
@@ -134,8 +140,10 @@ def cmd_serve(args) -> int:
                              max_streams=args.max_streams,
                              max_message_bytes=args.max_message_bytes,
                              max_stream_s=args.max_stream_s, idle_timeout_s=args.idle_timeout_s,
+                             request_timeout_s=args.request_timeout_s,
                              max_messages_per_s=args.max_messages_per_s,
-                             max_upload_bytes=args.max_upload_bytes, workers=args.workers or 0,
+                             max_upload_bytes=args.max_upload_bytes,
+                             max_upload_s=args.max_upload_s, workers=args.workers or 0,
                              worker_kind=args.worker_kind)
     sessions = {}
     for path in args.model or [None]:

@@ -501,6 +501,11 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         raise HttpError(400, f"bad multipart body: {err.message}") from None
     out = []
     try:
+        unknown = sorted(set(form.keys()) - {"audio"})
+        if unknown:
+            raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
+                            "'audio' recordings; options go in the query (?threshold=, "
+                            "?force=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
@@ -528,6 +533,37 @@ class _TempFiles:
             self.paths.append(path)
             self.labels.append(label)
 
+    def check_lengths(self, max_s: float) -> None:
+        """Refuse (413) a recording longer than ``max_s`` seconds of audio, counting what it
+        decodes to (not what its header claims) and reading no further than the limit: a few
+        kilobytes of compressed silence can hold hours, gigabytes once decoded whole. A file
+        that is not audio is left to the sources, which say so in their words."""
+        import soundfile as sf
+
+        for path, label in zip(self.paths, self.labels):
+            try:
+                fh = sf.SoundFile(path)
+            except Exception:  # not audio: FileSource reports it in its words
+                continue
+            with fh:
+                rate, channels = fh.samplerate, max(1, fh.channels)
+                if rate <= 0:
+                    continue
+                limit = int(max_s * rate)
+                block = max(1, min(rate * 10, (1 << 22) // channels))  # at most 16 MB a read
+                frames = 0
+                while frames <= limit:
+                    try:
+                        n = len(fh.read(block, dtype="float32", always_2d=True))
+                    except Exception:  # a damaged file: FileSource reports it
+                        break
+                    if n == 0:
+                        break
+                    frames += n
+                if frames > limit:
+                    raise HttpError(413, f"{label}: longer than {max_s:g} s of audio "
+                                    "(max_upload_s)")
+
     def renamed(self, err: RtverifyError) -> RtverifyError:
         msg = str(err)
         for path, label in zip(self.paths, self.labels):
@@ -543,6 +579,7 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> d
 
     files = _TempFiles(uploads)
     try:
+        files.check_lengths(service.settings.max_upload_s)
         try:
             enrol = enroll_files(session, files.paths)
         except RtverifyError as err:
@@ -570,6 +607,7 @@ def verify_file(session, store, name: str, path: str, where: str,
 def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:
     files = _TempFiles(uploads)
     try:
+        files.check_lengths(service.settings.max_upload_s)
         return verify_file(session, service.store, name, files.paths[0], files.labels[0],
                            threshold)
     except RtverifyError as err:
@@ -582,12 +620,25 @@ def build_app(service: Service) -> Starlette:
     """The ASGI app over ``service``."""
     from ..store.voiceprints import validate_name
 
-    def guarded(handler):
+    def guarded(handler, known: tuple[str, ...] = ()):
+        """``handler`` behind the token check, refusing query parameters other than ``known``
+        (a misspelt ``threshold`` must not go unnoticed); ``access_token`` is always allowed
+        (and ignored: HTTP clients send the header)."""
         async def endpoint(request: Request):
             service.counters.requests += 1
             try:
                 if not service.authorized(request.headers, {}):
                     raise HttpError(401, "missing or wrong token (Authorization: Bearer ...)")
+                unknown = sorted(set(request.query_params.keys()) - set(known)
+                                 - {"access_token"})
+                if unknown:
+                    raise HttpError(400, f"unknown query parameter {unknown[0]!r} on "
+                                    f"{request.method} {request.url.path} (known: "
+                                    f"{', '.join(known) or 'none'})")
+                for key in known:
+                    if len(request.query_params.getlist(key)) > 1:
+                        raise HttpError(400, f"{key}: given "
+                                        f"{len(request.query_params.getlist(key))} times")
                 return await handler(request)
             except HttpError as err:
                 return JSONResponse({"error": str(err)}, status_code=err.status,
@@ -656,10 +707,13 @@ def build_app(service: Service) -> Starlette:
 
     routes = [
         Route("/v1/health", guarded(health), methods=["GET"]),
-        Route("/v1/voices", guarded(voices), methods=["GET"]),
-        Route("/v1/voices/{name}", guarded(enroll), methods=["POST"]),
-        Route("/v1/voices/{name}", guarded(delete), methods=["DELETE"]),
-        Route("/v1/verify/{name}", guarded(verify), methods=["POST"]),
+        Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
+        # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
+        # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "model")), methods=["POST"]),
+        Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
+        Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
+              methods=["POST"]),
         WebSocketRoute("/v1/listen", listen),
     ]
     async def not_found(request: Request, exc):
@@ -680,6 +734,7 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     s = service.settings
     config = uvicorn.Config(
         build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
+        http=_request_deadline_protocol(s.request_timeout_s),
         ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
         ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
         timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
@@ -690,6 +745,63 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
                    c.streams, c.decisions, c.refused, c.requests)
     service.close()
     return c
+
+
+def _request_deadline_protocol(timeout_s: float):
+    """uvicorn's h11 protocol, with a deadline for each request head.
+
+    uvicorn times a connection out only between requests, and any byte received restarts that
+    timer; a connection that sends nothing (half-open) or drips a request head a byte at a time
+    lives for ever, holding one of ``limit_concurrency`` slots: enough of them and every HTTP
+    request is answered 503. Here a connection must send a whole request head within
+    ``timeout_s`` of opening or of its previous answer, whatever it sends meanwhile; a WebSocket
+    stream, once upgraded, has its own limits (idle_timeout_s)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class Protocol(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.cycle is not None and not self.cycle.response_complete:
+                return  # a request is being answered; the next head gets a new deadline
+            if not self.transport.is_closing():
+                logger.info("%s: no whole request within %g s (request_timeout_s); closed",
+                            "%s:%d" % self.client if self.client else "connection", timeout_s)
+                self.transport.close()
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._disarm()  # a whole request head came
+
+        def handle_websocket_upgrade(self, event) -> None:
+            self._disarm()  # the stream's own limits apply from here
+            super().handle_websocket_upgrade(event)
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()
+
+    return Protocol
 
 
 class _Server:

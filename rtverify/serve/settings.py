@@ -25,6 +25,10 @@ class ServeSettings:
     """Longest stream (seconds of audio at 16 kHz); beyond it the stream is closed (1008)."""
     idle_timeout_s: float = 30.0
     """A stream that sends nothing for this long is closed (seconds)."""
+    request_timeout_s: float = 10.0
+    """A connection must send a whole request head (an HTTP request or the WebSocket handshake)
+    within this long of opening, or of its previous answer, or it is closed (seconds): idle and
+    half-open connections would otherwise hold the server's connection slots for ever."""
     max_messages_per_s: float = 500.0
     """Sustained message rate allowed on one stream (messages per second)."""
     message_burst: int = 2000
@@ -36,6 +40,9 @@ class ServeSettings:
     """Largest HTTP request body (enrolment or verify upload, bytes)."""
     max_uploads: int = 10
     """Recordings in one enrolment request."""
+    max_upload_s: float = 600.0
+    """Longest uploaded recording (seconds of audio): a small compressed file can hold hours,
+    which decoded whole would take gigabytes; a longer one is refused (413)."""
     workers: int = 0
     """Worker processes (or threads) for the streams' CPU work; 0: one per core available."""
     worker_kind: str = "process"
