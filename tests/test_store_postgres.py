@@ -260,6 +260,9 @@ def test_cli_on_a_postgresql_store(url, tmp_path, demo):
     assert r.returncode == 0 and json.loads(r.stdout.splitlines()[0])["name"] == "alice"
     r = run("verify", "--name", "alice", "--input", takes[0])
     assert r.returncode == 0, r.stdout + r.stderr
+    r = run("enroll", "--name", "alice", "--add", "--input", takes[1])
+    assert r.returncode == 0 and "now 3 takes" in r.stdout, r.stdout + r.stderr
+    assert open_store(url).load("alice").n_takes == 3
     r = run("voices", "remove", "alice")
     assert r.returncode == 0
     assert open_store(url).names() == []
