@@ -143,6 +143,8 @@ def test_model_and_dimension_checks(store):
     ("{not json", "not valid JSON"),
     ('{"format": "rtverify-voiceprint/1"}', "missing"),
     ("[1, 2]", "not a JSON object"),
+    # a number json reads but no float holds (numpy and math raise OverflowError on it)
+    (json.dumps({**vp("bad").to_dict(), "embedding": [10 ** 400] + [0.5] * 7}), "out of range"),
 ])
 def test_a_damaged_row_is_reported_by_name_and_skipped(store, url, doc, why):
     store.save(vp("good"))
