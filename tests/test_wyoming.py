@@ -466,3 +466,28 @@ def test_one_chunk_of_more_than_a_minute_is_refused_and_never_forwarded(gate, st
     assert "more than 60 s of audio" in got[0][1]["text"]
     assert len(stt.requests) == n
     assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+def test_name_is_matched_in_any_unicode_form(tmp_path, stt, alice_print, session, conversation):
+    """``--name`` typed in decomposed form (what some keyboards and macOS file names give: 'e' +
+    a combining accent) names the same voice as the store's composed one, as ``verify --name``
+    does: the gate serves it instead of starting with no voice."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("jos\u00e9", session.model_id, alice_print, "2025",
+                                           10.0, 2))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
+                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri,
+                             "--tag-speaker", "--name", "jose\u0301"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "1 voice(s)" in line, proc.stderr.read()
+        text, _, _ = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)))
+        assert text.startswith("jos\u00e9: heard"), text
+    finally:
+        proc.terminate()
+        proc.wait(10)
