@@ -307,8 +307,8 @@ def handler_factory(gate: Gate):
                 line = await self.reader.readline()
             except ValueError:  # longer than the reader's limit (64 KiB)
                 raise BadEvent("bad Wyoming event: header line too long") from None
-            if not line:
-                return None
+            if not line.endswith(b"\n"):
+                return None  # closed, or gone in the middle of a header
             try:
                 head = json.loads(line)
             except ValueError:
