@@ -143,6 +143,8 @@ def test_model_and_dimension_checks(store):
     ("{not json", "not valid JSON"),
     ('{"format": "rtverify-voiceprint/1"}', "missing"),
     ("[1, 2]", "not a JSON object"),
+    # a number json reads but no float holds (numpy and math raise OverflowError on it)
+    (json.dumps({**vp("bad").to_dict(), "embedding": [10 ** 400] + [0.5] * 7}), "out of range"),
 ])
 def test_a_damaged_row_is_reported_by_name_and_skipped(store, url, doc, why):
     store.save(vp("good"))
@@ -266,3 +268,19 @@ def test_cli_on_a_postgresql_store(url, tmp_path, demo):
     r = run("voices", "remove", "alice")
     assert r.returncode == 0
     assert open_store(url).names() == []
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://nobody@/x?host={d}&port=1&password=hunter2",
+    "postgresql://nobody@/x?password=hunter2&host={d}&port=1",
+    "postgres://nobody:hunter2@/x?host={d}&port=1",
+    "postgresql://nobody@/x?host={d}&port=1&PASSWORD=hunter2",
+])
+def test_a_password_in_the_query_string_is_never_shown(tmp_path, url):
+    """libpq takes the password as a query parameter too; messages (and the line a service
+    prints when it starts, which names ``store.root``) must not show it there either."""
+    s = open_store(url.format(d=tmp_path))
+    assert "hunter2" not in s.root and "x" in s.root
+    with pytest.raises(StoreError) as err:
+        s.names()
+    assert "cannot connect" in str(err.value) and "hunter2" not in str(err.value)

@@ -168,6 +168,11 @@ def _damaged_cases():
         "bools": {**d(), "embedding": [True] * 8},
         "other name": {**d(), "name": "alice"},
         "binary": "\xff\xfe\x00garbage",
+        # an integer too large for a float: json reads it, numpy and math cannot convert it
+        "huge int": {**d(), "embedding": [10 ** 400] + d()["embedding"][1:]},
+        "huge speech_s": {**d(), "speech_s": 10 ** 400},
+        "huge fall_db": {**d(), "fall_db": {MODEL: 10 ** 400}},
+        "huge narrowband": {**d(), "embedding_narrowband": [10 ** 400] * 8},
     }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import os
 import re
 import socket
@@ -331,3 +332,162 @@ def test_an_unreachable_stt_is_a_protocol_error(tmp_path, alice_print, session, 
         proc.terminate()
         _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err
+
+
+# -- hostile clients ---------------------------------------------------------------------------
+def _frame(etype, data=None, payload=b"", **header) -> bytes:
+    """One Wyoming event as raw bytes (a header line, its data, its payload), to send what the
+    wyoming client library would never produce."""
+    head = {"type": etype, "version": "1.0.0", **header}
+    body = b""
+    if data is not None:
+        body = json.dumps(data).encode()
+        head.setdefault("data_length", len(body))
+    if payload:
+        head.setdefault("payload_length", len(payload))
+    return json.dumps(head).encode() + b"\n" + body + payload
+
+
+def _exchange(uri, frames, until=("transcript",), timeout=30.0):
+    """Send raw frames on one connection; the events that come back until one of type ``until``
+    (or the gate closes the connection: ``closed``)."""
+    host, port = uri[len("tcp://"):].rsplit(":", 1)
+    got, buf = [], b""
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        for f in frames:
+            s.sendall(f)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            while b"\n" in buf:
+                line, rest = buf.split(b"\n", 1)
+                head = json.loads(line)
+                n = head.get("data_length") or 0
+                if len(rest) < n:
+                    break
+                data = json.loads(rest[:n]) if n else head.get("data", {})
+                buf = rest[n:]
+                got.append((head["type"], data))
+                if head["type"] in until:
+                    return got, False
+            else:
+                d = s.recv(65536)
+                if not d:
+                    return got, True
+                buf += d
+                continue
+            d = s.recv(65536)
+            if not d:
+                return got, True
+            buf += d
+    raise AssertionError(f"no {until} within {timeout} s: {got}")
+
+
+FMT = {"rate": 16000, "width": 2, "channels": 1}
+
+
+@pytest.mark.parametrize("start,why", [
+    ({"width": 2, "channels": 1}, "'rate'"),
+    ({"rate": "16000", "width": 2, "channels": 1}, "'rate'"),
+    ({"rate": None, "width": 2, "channels": 1}, "'rate'"),
+    ({"rate": 16000, "width": "2", "channels": 1}, "'width'"),
+    ({"rate": 16000, "width": 2, "channels": 1.5}, "'channels'"),
+])
+def test_malformed_audio_start_is_a_protocol_error(gate, conversation, start, why):
+    """Fields missing or of the wrong type: one error naming the field, no traceback, and the
+    same connection serves the next request."""
+    audio = pcm16(clip(conversation, 0.9, 5.7))
+    got, closed = _exchange(gate["uri"], [
+        _frame("audio-start", start), _frame("audio-chunk", FMT, b"\0\0" * 100),
+        _frame("audio-stop", {}),
+        _frame("transcribe", {"language": "xx"}), _frame("audio-start", FMT),
+        _frame("audio-chunk", FMT, audio), _frame("audio-stop", {})])
+    assert not closed, got
+    errors = [d["text"] for t, d in got if t == "error"]
+    assert len(errors) == 1 and "audio-start" in errors[0] and why in errors[0], errors
+    assert got[-1][0] == "transcript" and got[-1][1]["text"].startswith("alice: heard")
+    assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+@pytest.mark.parametrize("chunk,why", [
+    ({"width": 2, "channels": 1}, "'rate'"),
+    ({"rate": 16000, "width": 2, "channels": [1]}, "'channels'"),
+])
+def test_malformed_audio_chunk_is_a_protocol_error(gate, chunk, why):
+    got, closed = _exchange(gate["uri"], [
+        _frame("audio-start", FMT), _frame("audio-chunk", chunk, b"\0\0" * 100),
+        _frame("audio-stop", {}), _frame("describe")], until=("info",))
+    assert not closed, got
+    errors = [d["text"] for t, d in got if t == "error"]
+    assert len(errors) == 1 and "audio-chunk" in errors[0] and why in errors[0], errors
+    assert "Traceback" not in gate_log(gate)
+
+
+@pytest.mark.parametrize("frame,why", [
+    (b'{"data": {}}\n', "'type'"),
+    (b'{"type": 5}\n', "'type'"),
+    (b"hello\n", "not JSON"),
+    (b'{"type": "audio-chunk", "payload_length": "5"}\n', "payload_length '5'"),
+    (b'{"type": "audio-chunk", "payload_length": -5}\n', "payload_length -5"),
+    (b'{"type": "audio-start", "data_length": 2}\n[]', "not an object"),
+    (b'{"type": "audio-start", "data": [1]}\n', "not an object"),
+    (b'{"type": "audio-start", "data_length": 99999999999}\n', "more than"),
+    (b'{"type": "audio-chunk", "payload_length": 99999999999}\n', "more than"),
+])
+def test_a_malformed_event_is_one_error_then_the_connection_closes(gate, conversation, frame,
+                                                                   why):
+    """A header the gate cannot read (or a length it will not buffer) is answered at once, not
+    waited for: one error, the connection closed, the gate serving the next client."""
+    t0 = time.monotonic()
+    got, closed = _exchange(gate["uri"], [frame], until=())
+    assert closed and time.monotonic() - t0 < 10
+    assert [t for t, _ in got] == ["error"] and why in got[0][1]["text"], got
+    assert request(gate["uri"], pcm16(clip(conversation, 0.9, 5.7)))[0].startswith("alice: ")
+    assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+def test_one_chunk_of_more_than_a_minute_is_refused_and_never_forwarded(gate, stt, conversation):
+    """The 60 s bound holds for one large chunk as for many small ones: nothing verified or
+    forwarded. A chunk that alone holds more is not even read (an error, the connection
+    closed); one that crosses the bound is refused at audio-stop, the connection usable."""
+    audio = pcm16(clip(conversation, 0.9, 5.7))
+    n = len(stt.requests)
+    head = _frame("audio-chunk", FMT, audio * 13)  # 62 s: answered before its payload comes
+    got, closed = _exchange(gate["uri"], [
+        _frame("audio-start", FMT), head[:head.index(b"}\n") + 2 + len(json.dumps(FMT))]],
+        until=())
+    assert closed and [t for t, _ in got] == ["error"], got
+    assert "60 s of audio" in got[0][1]["text"]
+    big = audio * 13
+    got, closed = _exchange(gate["uri"], [  # 58 s, then one chunk of 4.8 s
+        _frame("audio-start", FMT), _frame("audio-chunk", FMT, big[:58 * 32000]),
+        _frame("audio-chunk", FMT, audio), _frame("audio-stop", {}), _frame("describe")],
+        until=("info",))
+    assert not closed and [t for t, _ in got] == ["error", "info"], got
+    assert "more than 60 s of audio" in got[0][1]["text"]
+    assert len(stt.requests) == n
+    assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+def test_name_is_matched_in_any_unicode_form(tmp_path, stt, alice_print, session, conversation):
+    """``--name`` typed in decomposed form (what some keyboards and macOS file names give: 'e' +
+    a combining accent) names the same voice as the store's composed one, as ``verify --name``
+    does: the gate serves it instead of starting with no voice."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("jos\u00e9", session.model_id, alice_print, "2025",
+                                           10.0, 2))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
+                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri,
+                             "--tag-speaker", "--name", "jose\u0301"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        line = proc.stdout.readline()
+        assert "serving" in line and "1 voice(s)" in line, proc.stderr.read()
+        text, _, _ = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)))
+        assert text.startswith("jos\u00e9: heard"), text
+    finally:
+        proc.terminate()
+        proc.wait(10)

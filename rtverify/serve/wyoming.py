@@ -17,6 +17,7 @@ Needs the ``wyoming`` extra (``pip install 'rtverify[wyoming]'``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,37 @@ PROGRAM = "rtverify-gate"
 MAX_AUDIO_S = 60.0
 """A request holding more audio than this (seconds) is refused: a voice command is short, and
 the audio is buffered for the STT."""
+
+
+MAX_DATA_BYTES = 1 << 20
+"""An event's JSON data larger than this is refused (it is a few fields)."""
+
+
+MAX_PAYLOAD_BYTES = 64 << 20
+"""No payload larger than this is read, whatever the format (a minute of 48 kHz stereo 32-bit
+audio is 23 MB)."""
+
+
+class BadEvent(InputError):
+    """An event the gate cannot read: its header, data or payload is malformed (the connection is
+    closed after one error, since the stream cannot be trusted to be in step any more)."""
+
+
+def audio_format(event, what: str) -> tuple[int | float, int, int]:
+    """``rate``, ``width``, ``channels`` of an audio-start or audio-chunk, checked as far as their
+    types (:class:`PcmStream` checks their values): :class:`InputError` naming the field."""
+    data = event.data
+    if not isinstance(data, dict):
+        raise InputError(f"{what}: its data is not an object")
+    out = []
+    for key, kinds in (("rate", (int, float)), ("width", int), ("channels", int)):
+        value = data.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise InputError(f"{what}: field {key!r} missing or not a number"
+                             if key == "rate" else
+                             f"{what}: field {key!r} missing or not an integer")
+        out.append(value)
+    return tuple(out)
 
 
 def wyoming_modules():
@@ -248,6 +280,83 @@ def handler_factory(gate: Gate):
             logger.warning("%s", text)
             await self.write_event(Error(text=text, code="rtverify").event())
 
+        async def run(self) -> None:
+            """The library's loop, reading events with :meth:`read_event`: a malformed one is
+            one error event, then the connection closes (never a traceback)."""
+            self._is_running = True
+            try:
+                while self._is_running:
+                    try:
+                        event = await self.read_event()
+                    except BadEvent as err:
+                        await self._error(str(err))
+                        break
+                    if event is None or not await self.handle_event(event):
+                        break
+            except ConnectionError:
+                pass  # the client went away
+            finally:
+                await self.disconnect()
+                self.writer.close()
+
+        async def read_event(self) -> Event | None:
+            """One event (the wyoming library's framing: a JSON header line, then
+            ``data_length`` bytes of JSON data, then ``payload_length`` bytes of payload), each
+            part checked; None when the client closed the connection."""
+            try:
+                line = await self.reader.readline()
+            except ValueError:  # longer than the reader's limit (64 KiB)
+                raise BadEvent("bad Wyoming event: header line too long") from None
+            if not line.endswith(b"\n"):
+                return None  # closed, or gone in the middle of a header
+            try:
+                head = json.loads(line)
+            except ValueError:
+                raise BadEvent("bad Wyoming event: header is not JSON") from None
+            if not isinstance(head, dict) or not isinstance(head.get("type"), str):
+                raise BadEvent("bad Wyoming event: header is not an object with a 'type'")
+            data = head.get("data")
+            data = {} if data is None else data
+            if not isinstance(data, dict):
+                raise BadEvent(f"bad Wyoming event {head['type']!r}: its data is not an object")
+            sizes = []
+            for key, limit in (("data_length", MAX_DATA_BYTES),
+                               ("payload_length", self._payload_limit())):
+                n = head.get(key)
+                n = 0 if n is None else n
+                if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+                    raise BadEvent(f"bad Wyoming event {head['type']!r}: {key} {n!r} is not "
+                                   "a byte count")
+                if n > limit:
+                    raise BadEvent(f"bad Wyoming event {head['type']!r}: {key} {n} is more "
+                                   f"than {limit} bytes"
+                                   + (f" ({MAX_AUDIO_S:g} s of audio)"
+                                      if key == "payload_length" else ""))
+                sizes.append(n)
+            try:
+                if sizes[0]:
+                    try:
+                        more = json.loads(await self.reader.readexactly(sizes[0]))
+                    except ValueError:
+                        raise BadEvent(f"bad Wyoming event {head['type']!r}: its data is not "
+                                       "JSON") from None
+                    if not isinstance(more, dict):
+                        raise BadEvent(f"bad Wyoming event {head['type']!r}: its data is not "
+                                       "an object")
+                    data = {**data, **more}
+                payload = await self.reader.readexactly(sizes[1]) if sizes[1] else None
+            except asyncio.IncompleteReadError:
+                return None  # the client went away mid-event
+            return Event(type=head["type"], data=data, payload=payload)
+
+        def _payload_limit(self) -> int:
+            """The largest payload read: :data:`MAX_AUDIO_S` of audio in the request's format
+            (at most :data:`MAX_PAYLOAD_BYTES`), else that much at 16 kHz, 16-bit mono."""
+            if self.stream is None:
+                return int(MAX_AUDIO_S * 16000) * 2
+            return min(MAX_PAYLOAD_BYTES,
+                       int(MAX_AUDIO_S * self.stream.rate_in_hz) * self.stream._frame_bytes)
+
         async def handle_event(self, event: Event) -> bool:
             try:
                 return await self._handle(event)
@@ -263,10 +372,9 @@ def handler_factory(gate: Gate):
             elif Transcribe.is_type(event.type):
                 self.transcribe = event
             elif AudioStart.is_type(event.type):
-                start = AudioStart.from_event(event)
                 self._reset()
                 self.failed = False
-                self.stream = PcmStream(start.rate, start.width, start.channels)
+                self.stream = PcmStream(*audio_format(event, "audio-start"))
                 # one request, one decision at audio-stop: its short pauses do not split it
                 self.verifier = Verifier(gate.session, {}, provisional=False, bands=True,
                                          segmenter=SegmenterConfig().for_recording())
@@ -278,16 +386,17 @@ def handler_factory(gate: Gate):
                     raise InputError("audio-chunk before audio-start")
                 if self.refused:
                     return True
-                chunk = AudioChunk.from_event(event)
-                if (chunk.rate, chunk.width, chunk.channels) != (
+                if audio_format(event, "audio-chunk") != (
                         self.stream.rate_in_hz, self.stream._frame_bytes // self.stream.channels,
                         self.stream.channels):
                     raise InputError("audio-chunk format differs from its audio-start")
-                self.audio.append(event)
-                if self.stream.seconds_in > MAX_AUDIO_S:
+                # counted before it is kept or verified: one large chunk is refused as well
+                frames = len(event.payload or b"") // self.stream._frame_bytes
+                if self.stream.seconds_in + frames / self.stream.rate_in_hz > MAX_AUDIO_S:
                     self.refused = f"more than {MAX_AUDIO_S:g} s of audio in one request"
                     return True
-                await self._run(self._feed, self.stream.push(chunk.audio))
+                self.audio.append(event)
+                await self._run(self._feed, self.stream.push(event.payload or b""))
             elif AudioStop.is_type(event.type):
                 if self.failed:
                     self.failed = False

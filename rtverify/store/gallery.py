@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -71,7 +72,8 @@ class Gallery:
         self.store = store
         self.model_id = model_id
         self.dim = int(dim)
-        self.only = set(names) if names else None
+        # as the stores name voices (NFC): a name typed in another Unicode form is the same voice
+        self.only = {unicodedata.normalize("NFC", n) for n in names} if names else None
         self.scorer = scorer or Scorer(None)
         self._write = threading.Lock()
         self._buf = np.zeros((0, self.dim), dtype=np.float32)

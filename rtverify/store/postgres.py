@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import unicodedata
 from dataclasses import dataclass
@@ -60,14 +61,15 @@ _SCHEMA_LOCK = 0x72747672  # pg_advisory_xact_lock key: two instances creating t
 
 
 def redact(url: str) -> str:
-    """The URL without its password (for messages)."""
+    """The URL without its password (for messages): neither ``user:password@`` nor libpq's
+    ``?password=`` query parameter."""
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.rsplit("@", 1)
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+        base, sep, query = url.partition("?")
+        parts = urlsplit(base)
+        if parts.password is not None:
+            netloc = parts.netloc.rsplit("@", 1)
+            base = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc[-1]}"))
+        return base + sep + re.sub(r"(?i)(^|&)(password=)[^&#]*", r"\1\2***", query)
     except ValueError:
         return "postgresql://(unparsable URL)"
 

@@ -201,7 +201,10 @@ class Voiceprint:
                 raise bad(f"{key} holds something other than numbers")
             if len(vec) != dim or len(vec) == 0:
                 raise bad(f"{key} has {len(vec)} values, embedding_dim says {dim}")
-            emb = np.asarray(vec, dtype=np.float64)
+            try:
+                emb = np.asarray(vec, dtype=np.float64)
+            except OverflowError:  # an integer JSON reads but no float holds
+                raise bad(f"{key} holds a number out of range") from None
             if not np.isfinite(emb).all():
                 raise bad(f"{key} has non-finite values")
             norm = float(np.linalg.norm(emb))
@@ -226,11 +229,11 @@ class Voiceprint:
                            if part.get("embedding_narrowband") is not None else None)
         speech_s = data.get("speech_s", 0.0)
         if not isinstance(speech_s, (int, float)) or isinstance(speech_s, bool) or \
-                not math.isfinite(speech_s):
+                not _finite(speech_s):
             raise bad("field 'speech_s' is not a number")
         falls = data.get("fall_db") or {}
         if not isinstance(falls, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                isinstance(v, (int, float)) and not isinstance(v, bool) and _finite(v)
                 and 0.0 < v < 100.0 for v in falls.values()):
             raise bad("field 'fall_db' is not an object of numbers between 0 and 100")
         return cls(name=data["name"], model_id=data["model_id"],
@@ -239,6 +242,14 @@ class Voiceprint:
                    rtverify_version=str(data.get("rtverify_version", "")),
                    narrowband=narrowband, models=models or None,
                    fall_db={k: float(v) for k, v in falls.items()} or None)
+
+
+def _finite(x: int | float) -> bool:
+    """``math.isfinite``, False (not OverflowError) for an integer too large for a float."""
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
 
 
 def to_json(vp: Voiceprint) -> str:
