@@ -148,6 +148,18 @@ def test_verify_exit_codes_for_no_speech_and_bad_input(store, clips, tmp_path):
     one_line_error(proc, "--rate", "stdin")
 
 
+def test_a_pipe_given_as_a_file_says_so_and_points_to_stdin(store, clips):
+    """`cat door.wav | rtverify verify --input /dev/stdin` (or `--input <(sox ...)`): the pipe
+    was called an 'empty file'; it is named for what it is, and `--input -` suggested."""
+    wav = clips["alice"].read_bytes()
+    for command in (["verify", "--name", "alice"], ["enroll", "--name", "bob"], ["listen"]):
+        proc = rtv(*command, "--input", "/dev/stdin", store=store, stdin=wav)
+        assert proc.returncode == 2, (command, err(proc))
+        one_line_error(proc, "/dev/stdin", "pipe", "--input -")
+    proc = rtv("verify", "--name", "alice", "--input", "-", store=store, stdin=wav)
+    assert proc.returncode == 0, err(proc)  # what it points to works
+
+
 def test_verify_reads_raw_pcm_from_stdin(store, clips):
     x = read16k(clips["alice"])
     pcm = (x * 32767).astype("<i2").tobytes()
