@@ -93,6 +93,23 @@ def test_help_version_and_usage_errors(tmp_path):
     assert rtv("listen", "--bogus", store=tmp_path).returncode == 2
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_store_is_a_usage_error_not_the_current_directory(tmp_path, capsys, where,
+                                                                      monkeypatch):
+    """`--store "$VOICES"` with the variable unset: the store was the current directory, which
+    enrol filled with the voice and made private (chmod 0700)."""
+    work = tmp_path / "project"
+    work.mkdir(mode=0o755)
+    os.chmod(work, 0o755)
+    monkeypatch.chdir(work)
+    argv = ["enroll", "--name", "alice", "--input", *ENROLL]
+    argv = ["--store", "", *argv] if where == "before" else [*argv, "--store", " "]
+    assert cli.main(argv) == 2
+    text = capsys.readouterr().err.strip()
+    assert text.startswith("rtverify: error: ") and "\n" not in text and "--store" in text, text
+    assert list(work.iterdir()) == [] and stat.S_IMODE(work.stat().st_mode) == 0o755
+
+
 def test_importing_the_cli_loads_nothing_heavy():
     code = ("import sys, rtverify.cli as c; c.build_parser(); "
             "print(sorted(m for m in ('numpy', 'onnxruntime', 'rich', 'scipy', 'soundfile', "
