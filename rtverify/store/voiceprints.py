@@ -341,10 +341,14 @@ class VoiceprintStore:
                     os.fsync(fh.fileno())
             except OSError as err:
                 raise StoreError(f"{final}: cannot write voiceprint ({err.strerror})") from None
-            if force:
-                os.replace(tmp, final)
-            else:
-                self._link_new(tmp, final, vp.name)
+            try:
+                if force:
+                    os.replace(tmp, final)
+                else:
+                    self._link_new(tmp, final, vp.name)
+            except OSError as err:  # e.g. a directory of that name in the way (--force)
+                raise StoreError(f"{final}: cannot put the voiceprint in place "
+                                 f"({err.strerror})") from None
             _fsync_dir(self.root)
         finally:
             if os.path.exists(tmp):
