@@ -219,6 +219,45 @@ def test_force_semantics(tmp_path, clips):
     assert sorted(p.name for p in root.iterdir()) == ["bob.json"]
 
 
+def rtv_unprivileged(*args, store, **kw):
+    """:func:`rtv` where file permissions hold: as root, without the capabilities that
+    override them (setpriv), so an unreadable store is unreadable."""
+    if os.geteuid() != 0:
+        return rtv(*args, store=store, **kw)
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    return subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner",
+                           sys.executable, "-m", "rtverify", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, timeout=120, text=True)
+
+
+def test_a_store_that_cannot_be_read_is_one_line_never_an_internal_error(tmp_path, clips):
+    """A store directory the user may not search (mode 000, or another user's): `verify` and
+    `enroll` ended in 'internal error: PermissionError' (exit 4, from an existence check and
+    from the symbolic-link check after a failed open); every command says it in one line, exit
+    2, and the voice is untouched."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "alice", "--input", *ENROLL, store=root).returncode == 0
+    before = (root / "alice.json").read_bytes()
+    os.chmod(root, 0)
+    try:
+        for args in (["verify", "--name", "alice", "--input", clips["alice"]],
+                     ["enroll", "--name", "alice", "--input", *ENROLL],
+                     ["enroll", "--name", "bob", "--force", "--input", *ENROLL],
+                     ["listen", "--input", clips["alice"]], ["voices"],
+                     ["voices", "remove", "alice"]):
+            proc = rtv_unprivileged(*args, store=root)
+            assert proc.returncode == 2, (args, err(proc))
+            one_line_error(proc, str(root), "Permission denied")
+    finally:
+        os.chmod(root, 0o700)
+    assert sorted(p.name for p in root.iterdir()) == ["alice.json"]
+    assert (root / "alice.json").read_bytes() == before
+
+
 def test_failed_enrolment_writes_nothing(tmp_path, clips):
     root = tmp_path / "s"
     for args, code in ((["--input", clips["silence"]], 3), (["--input", clips["short"]], 3),

@@ -410,7 +410,14 @@ class VoiceprintStore:
                       if p.name.endswith(SUFFIX) and not p.name.startswith("."))
 
     def exists(self, name: str) -> bool:
-        return self.path_for(name).exists()
+        path = self.path_for(name)
+        try:
+            os.lstat(path)  # a link or anything else of that name is taken, too
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:  # a store the user may not search (mode 000, another user's)
+            raise StoreError(f"{self.root}: cannot read the voice store ({err.strerror})") from None
+        return True
 
     def load(self, name: str, model_id: str | None = None, dim: int | None = None) -> Voiceprint:
         """One voice; :class:`StoreError` if it is missing, damaged, or (when ``model_id`` and
@@ -440,7 +447,11 @@ class VoiceprintStore:
             raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
                              "`rtverify voices` lists the enrolled ones") from None
         except OSError as err:
-            if path.is_symlink():
+            try:
+                link = path.is_symlink()
+            except OSError:  # the store itself cannot be searched: say what open said
+                link = False
+            if link:
                 raise StoreError(f"{path}: not a voiceprint (a symbolic link; voiceprints are "
                                  "regular files in the store)") from None
             raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None
