@@ -258,6 +258,20 @@ def test_a_store_that_cannot_be_read_is_one_line_never_an_internal_error(tmp_pat
     assert (root / "alice.json").read_bytes() == before
 
 
+def test_a_recording_that_cannot_be_opened_says_why(tmp_path, clips):
+    """A recording the user may not read was 'not a readable audio file (System error.)',
+    libsndfile's words, as if the file were damaged."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "alice", "--input", *ENROLL, store=root).returncode == 0
+    locked = tmp_path / "locked.wav"
+    locked.write_bytes(clips["alice"].read_bytes())
+    os.chmod(locked, 0)
+    for args in (["verify", "--name", "alice"], ["enroll", "--name", "bob"], ["listen"]):
+        proc = rtv_unprivileged(*args, "--input", locked, store=root)
+        assert proc.returncode == 2, (args, err(proc))
+        one_line_error(proc, "locked.wav", "cannot be opened (Permission denied)")
+
+
 def test_failed_enrolment_writes_nothing(tmp_path, clips):
     root = tmp_path / "s"
     for args, code in ((["--input", clips["silence"]], 3), (["--input", clips["short"]], 3),

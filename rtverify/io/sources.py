@@ -264,6 +264,11 @@ class FileSource(_ResamplingSource):
                              "standard input with --input - instead")
         if os.path.getsize(name) == 0:
             raise InputError(f"{name}: empty file")
+        try:  # libsndfile says only "System error." for a file it may not open
+            with open(name, "rb"):
+                pass
+        except OSError as err:
+            raise InputError(f"{name}: cannot be opened ({err.strerror})") from None
         try:
             self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
