@@ -403,6 +403,23 @@ def test_listen_console_without_a_terminal_prints_a_line_per_decision(store):
     assert lines[-1].startswith("6 decisions: 3 accepted (alice 3), 3 rejected")
 
 
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_listen_whose_reader_goes_away_ends_with_0_either_way(store, json_lines):
+    """`rtverify listen --input F | head -1`: with --json it ended 0, in the plain console with
+    1 (rich's broken-pipe handling exits 1), which the exit-code table keeps for 'rejected'."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rtverify", "listen", "--input", CONVERSATION,
+                               *(["--json"] if json_lines else [])], cwd=REPO, env=env,
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+
+
 def test_listen_threshold_override_and_name_selection(store):
     proc = rtv("listen", "--input", CONVERSATION, "--json", "--threshold", "0.3", store=store)
     decisions = [e for e in json_lines(proc) if e["event"] == "decision"]
