@@ -93,6 +93,23 @@ def test_help_version_and_usage_errors(tmp_path):
     assert rtv("listen", "--bogus", store=tmp_path).returncode == 2
 
 
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_an_empty_store_is_a_usage_error_not_the_current_directory(tmp_path, capsys, where,
+                                                                      monkeypatch):
+    """`--store "$VOICES"` with the variable unset: the store was the current directory, which
+    enrol filled with the voice and made private (chmod 0700)."""
+    work = tmp_path / "project"
+    work.mkdir(mode=0o755)
+    os.chmod(work, 0o755)
+    monkeypatch.chdir(work)
+    argv = ["enroll", "--name", "alice", "--input", *ENROLL]
+    argv = ["--store", "", *argv] if where == "before" else [*argv, "--store", " "]
+    assert cli.main(argv) == 2
+    text = capsys.readouterr().err.strip()
+    assert text.startswith("rtverify: error: ") and "\n" not in text and "--store" in text, text
+    assert list(work.iterdir()) == [] and stat.S_IMODE(work.stat().st_mode) == 0o755
+
+
 def test_importing_the_cli_loads_nothing_heavy():
     code = ("import sys, rtverify.cli as c; c.build_parser(); "
             "print(sorted(m for m in ('numpy', 'onnxruntime', 'rich', 'scipy', 'soundfile', "
@@ -146,6 +163,18 @@ def test_verify_exit_codes_for_no_speech_and_bad_input(store, clips, tmp_path):
                store=store)
     assert proc.returncode == 2
     one_line_error(proc, "--rate", "stdin")
+
+
+def test_a_pipe_given_as_a_file_says_so_and_points_to_stdin(store, clips):
+    """`cat door.wav | rtverify verify --input /dev/stdin` (or `--input <(sox ...)`): the pipe
+    was called an 'empty file'; it is named for what it is, and `--input -` suggested."""
+    wav = clips["alice"].read_bytes()
+    for command in (["verify", "--name", "alice"], ["enroll", "--name", "bob"], ["listen"]):
+        proc = rtv(*command, "--input", "/dev/stdin", store=store, stdin=wav)
+        assert proc.returncode == 2, (command, err(proc))
+        one_line_error(proc, "/dev/stdin", "pipe", "--input -")
+    proc = rtv("verify", "--name", "alice", "--input", "-", store=store, stdin=wav)
+    assert proc.returncode == 0, err(proc)  # what it points to works
 
 
 def test_verify_reads_raw_pcm_from_stdin(store, clips):
@@ -221,6 +250,59 @@ def test_enroll_add(tmp_path, clips):
     one_line_error(proc, "already enrolled", "--add")
     assert (root / "bob.json").read_bytes() == before
     assert not (root / "nobody.json").exists()
+
+
+def rtv_unprivileged(*args, store, **kw):
+    """:func:`rtv` where file permissions hold: as root, without the capabilities that
+    override them (setpriv), so an unreadable store is unreadable."""
+    if os.geteuid() != 0:
+        return rtv(*args, store=store, **kw)
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    return subprocess.run(["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner",
+                           sys.executable, "-m", "rtverify", *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, timeout=120, text=True)
+
+
+def test_a_store_that_cannot_be_read_is_one_line_never_an_internal_error(tmp_path, clips):
+    """A store directory the user may not search (mode 000, or another user's): `verify` and
+    `enroll` ended in 'internal error: PermissionError' (exit 4, from an existence check and
+    from the symbolic-link check after a failed open); every command says it in one line, exit
+    2, and the voice is untouched."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "alice", "--input", *ENROLL, store=root).returncode == 0
+    before = (root / "alice.json").read_bytes()
+    os.chmod(root, 0)
+    try:
+        for args in (["verify", "--name", "alice", "--input", clips["alice"]],
+                     ["enroll", "--name", "alice", "--input", *ENROLL],
+                     ["enroll", "--name", "bob", "--force", "--input", *ENROLL],
+                     ["listen", "--input", clips["alice"]], ["voices"],
+                     ["voices", "remove", "alice"]):
+            proc = rtv_unprivileged(*args, store=root)
+            assert proc.returncode == 2, (args, err(proc))
+            one_line_error(proc, str(root), "Permission denied")
+    finally:
+        os.chmod(root, 0o700)
+    assert sorted(p.name for p in root.iterdir()) == ["alice.json"]
+    assert (root / "alice.json").read_bytes() == before
+
+
+def test_a_recording_that_cannot_be_opened_says_why(tmp_path, clips):
+    """A recording the user may not read was 'not a readable audio file (System error.)',
+    libsndfile's words, as if the file were damaged."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "alice", "--input", *ENROLL, store=root).returncode == 0
+    locked = tmp_path / "locked.wav"
+    locked.write_bytes(clips["alice"].read_bytes())
+    os.chmod(locked, 0)
+    for args in (["verify", "--name", "alice"], ["enroll", "--name", "bob"], ["listen"]):
+        proc = rtv_unprivileged(*args, "--input", locked, store=root)
+        assert proc.returncode == 2, (args, err(proc))
+        one_line_error(proc, "locked.wav", "cannot be opened (Permission denied)")
 
 
 def test_failed_enrolment_writes_nothing(tmp_path, clips):
@@ -352,6 +434,23 @@ def test_listen_console_without_a_terminal_prints_a_line_per_decision(store):
     assert sum("ACCEPTED alice" in ln for ln in lines) == 3
     assert sum("rejected (best alice)" in ln for ln in lines) == 3
     assert lines[-1].startswith("6 decisions: 3 accepted (alice 3), 3 rejected")
+
+
+@pytest.mark.parametrize("json_lines", [False, True])
+def test_listen_whose_reader_goes_away_ends_with_0_either_way(store, json_lines):
+    """`rtverify listen --input F | head -1`: with --json it ended 0, in the plain console with
+    1 (rich's broken-pipe handling exits 1), which the exit-code table keeps for 'rejected'."""
+    r, w = os.pipe()
+    os.close(r)  # the reader is gone before the first line
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "rtverify", "listen", "--input", CONVERSATION,
+                               *(["--json"] if json_lines else [])], cwd=REPO, env=env,
+                              stdout=w, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "error" not in proc.stderr, proc.stderr
 
 
 def test_listen_threshold_override_and_name_selection(store):

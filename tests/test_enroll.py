@@ -129,6 +129,26 @@ def test_files_are_takes_averaged(session, demo):
     assert enrol.speech_s == pytest.approx(sum(t.speech_s for t in enrol.takes))
 
 
+def test_recordings_are_streamed_again_not_held_whole(session, demo, clips):
+    """Each pass over a recording (the several-voices check, the telephone band, the other
+    shipped models) reads the file afresh: a take keeps no audio. Holding the file's chunks
+    made ``enroll --input`` of an hour at 8 kHz peak at 300 MB (tests/test_bad_input_hour.py
+    allows 40 MB more than for 10 ms of the same file)."""
+    from rtverify.apps.enroll import _narrowband_chunks
+    from rtverify.core.scoring import narrowband_audio
+
+    enrol = enroll_files(session, [DEMO / f for f in demo["enroll"]])
+    assert all(t.audio is None and t.replay is not None for t in enrol.takes)
+    x = clips["e1"]
+    whole = narrowband_audio(x)
+    for size in (480, 7777, len(x)):  # streamed, the telephone band is the same samples
+        got = list(_narrowband_chunks(chunks_of(x, size)))
+        assert np.allclose(np.concatenate([c.samples for c in got]), whole, atol=1e-6)
+        assert len(np.concatenate([c.samples for c in got])) == len(x)
+        assert [c.start_s for c in got] == pytest.approx(
+            np.cumsum([0] + [len(c.samples) for c in got[:-1]]) / SR)
+
+
 def test_a_file_of_another_speaker_is_refused(tmp_path, session, demo, clips):
     wrong = tmp_path / "wrong.wav"
     sf.write(wrong, clips["stranger"], SR)

@@ -94,6 +94,7 @@ def test_realtime_pacing_takes_real_time(tmp_path, speech):
     (lambda p: p, "no such file"),
     (lambda p: (p.mkdir(), p)[1], "is a directory"),
     (lambda p: (p.write_bytes(b""), p)[1], "empty file"),
+    (lambda p: (os.mkfifo(p), p)[1], "is a pipe or device"),  # was "empty file", unopened
     (lambda p: (p.write_text("hello, I am text\n" * 20), p)[1], "not a readable audio file"),
 ])
 def test_bad_files_give_one_line_errors(tmp_path, make, message):

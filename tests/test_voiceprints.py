@@ -259,3 +259,18 @@ def test_links_fifos_and_directories_in_the_store_are_refused_not_followed(tmp_p
         store.load("dir", MODEL)
     voices, problems = store.load_usable(MODEL)
     assert list(voices) == ["alice"] and len(problems) == 3
+
+
+def test_a_directory_in_the_way_is_a_store_error_with_force_too(tmp_path):
+    """`enroll --force` over a NAME.json that is a directory was an internal error (exit 4:
+    IsADirectoryError from the rename); it is a store problem named by its path, and neither
+    the directory nor a temporary file is left changed or behind."""
+    store = VoiceprintStore(tmp_path)
+    (tmp_path / "alice.json").mkdir()
+    (tmp_path / "alice.json" / "keep").write_text("x")
+    for force in (False, True):
+        with pytest.raises(StoreError, match="alice.json") as err:
+            store.save(vp(), force=force)
+        assert "already enrolled" in str(err.value) or "Is a directory" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alice.json"]
+    assert (tmp_path / "alice.json" / "keep").read_text() == "x"

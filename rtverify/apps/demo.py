@@ -63,16 +63,14 @@ def grade(decisions: list[DecisionEvent], script: list[dict], enrolled: str, voi
 
 
 def run_demo(model: str | None = None, *, realtime: bool = True, console=None) -> int:
-    from rich.console import Console
-
-    from ..ui.console import ConsoleSink, ListenView, clock
+    from ..ui.console import ConsoleSink, ListenView, PipeConsole, clock
     from ..core.encoder import EncoderSession
     from .enroll import enroll_files
     from ..core.pipeline import Verifier
     from ..io.sources import FileSource
     from ..store.voiceprints import VoiceprintStore
 
-    console = console or Console()
+    console = console or PipeConsole()
     meta = json.loads((DEMO_DIR / "conversation.json").read_text(encoding="utf-8"))
     session = EncoderSession(model)
     with tempfile.TemporaryDirectory(prefix="rtverify-demo-") as tmp:

@@ -28,7 +28,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -126,9 +126,20 @@ class Take:
     audio: np.ndarray | None = field(default=None, repr=False, compare=False)
     """The take's samples (float32, 16 kHz), kept until the voiceprint is made so that the
     other shipped models can embed the same speech; None if not kept."""
+    replay: Callable[[], Iterable[Chunk]] | None = field(default=None, repr=False, compare=False)
+    """For a recording: reads its chunks afresh (the file is streamed again, never held whole
+    in memory), instead of :attr:`audio`."""
     fall_db: float | None = None
     """How steeply its speech fell silent (:func:`rtverify.core.scoring.fall_db`; None:
     unknown): the voiceprint keeps the takes' mean, the room it was enrolled in."""
+
+    def chunks(self) -> Iterable[Chunk] | None:
+        """The take's audio as chunks (:attr:`replay` or :attr:`audio`), None if not kept."""
+        if self.replay is not None:
+            return self.replay()
+        if self.audio is None or len(self.audio) == 0:
+            return None
+        return [Chunk(self.audio, 0.0)]
 
 
 @dataclass
@@ -315,20 +326,23 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     enrol = Enrolment(settings, need_takes=len(paths), need_speech_s=need)
     advice: list[str] = []  # said only if the enrolment succeeds (an error stays one line)
     for path in paths:
-        chunks = list(FileSource(path))
-        rec = embed_recording(session, chunks)
+        # Every pass streams the file afresh: an hour-long recording is never held whole (it
+        # was, as a list of chunks, since band-matched scoring: 300 MB for an hour at 8 kHz).
+        def replay(path=path) -> FileSource:
+            return FileSource(path)
+
+        rec = embed_recording(session, replay())
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
-        voices = recording_voices(session, chunks, settings.voices_bar)
+        voices = recording_voices(session, replay(), settings.voices_bar)
         if voices is not None:
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "
                              "recording of one speaker")
         levels = [d.level_dbfs for d in rec.decisions]
-        audio = np.concatenate([c.samples for c in chunks])
         take = Take(rec.vector, rec.speech_s, float(np.mean(levels)) if levels else -120.0,
-                    rec.clipped, name, narrowband=_narrowband_vector(session, audio),
-                    audio=audio, fall_db=rec.fall_db)
+                    rec.clipped, name, narrowband=_narrowband_vector(session, replay()),
+                    replay=replay, fall_db=rec.fall_db)
         if take.clipped:
             advice.append(f"{name}: the recording is clipped; the voiceprint may suffer")
         if take.level_dbfs < settings.quiet_dbfs:
@@ -471,28 +485,60 @@ def _companion_vectors(session: EncoderSession, takes: Sequence[Take]
     """Another model's voiceprint vectors (wideband, narrowband) of the same takes, pooled as
     the main one is, and the takes' steepest fall as that model's front-end reads it; None if
     some take's audio was not kept or holds no speech for it."""
-    if not takes or any(t.audio is None or len(t.audio) == 0 for t in takes):
+    if not takes or any(t.replay is None and (t.audio is None or len(t.audio) == 0)
+                        for t in takes):
         return None
     wide, narrow, falls = [], [], []
     for take in takes:
-        rec = embed_recording(session, [Chunk(take.audio, 0.0)])
+        rec = embed_recording(session, take.chunks())
         if rec.vector is None:
             return None
         wide.append(rec.vector)
         falls.append((rec.fall_db, rec.speech_s))
-        narrow.append(_narrowband_vector(session, take.audio))
+        narrow.append(_narrowband_vector(session, take.chunks()))
     nb = None if any(v is None for v in narrow) else l2_normalize(np.mean(narrow, axis=0))
     return l2_normalize(np.mean(wide, axis=0)), nb, speech_weighted(falls)
 
 
-def _narrowband_vector(session: EncoderSession, samples: np.ndarray) -> np.ndarray | None:
-    """Embedding of a take's audio (float32 ``(n,)`` at 16 kHz) low-passed to the telephone
-    band, through the same path as live audio."""
-    from ..core.scoring import narrowband_audio
+def _narrowband_vector(session: EncoderSession, audio: np.ndarray | Iterable[Chunk]
+                       ) -> np.ndarray | None:
+    """Embedding of a take's audio (float32 ``(n,)`` at 16 kHz, or its chunks, streamed)
+    low-passed to the telephone band, through the same path as live audio."""
+    if isinstance(audio, np.ndarray):
+        if len(audio) == 0:
+            return None
+        audio = [Chunk(audio, 0.0)]
+    return embed_recording(session, _narrowband_chunks(audio)).vector
 
-    if len(samples) == 0:
-        return None
-    return embed_recording(session, [Chunk(narrowband_audio(samples), 0.0)]).vector
+
+def _narrowband_chunks(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
+    """:func:`rtverify.core.scoring.narrowband_audio` of a stream of chunks, chunk by chunk (the
+    same samples: resampled to 8 kHz and back, cut or padded to the input's length)."""
+    from ..config import SAMPLE_RATE_HZ
+    from ..io.resample import StreamingResampler
+
+    down = StreamingResampler(SAMPLE_RATE_HZ, 8000)
+    up = StreamingResampler(8000, SAMPLE_RATE_HZ)
+    n_in = n_out = 0
+
+    def piece(samples: np.ndarray) -> Chunk | None:
+        nonlocal n_out
+        samples = np.asarray(samples, np.float32)[:max(0, n_in - n_out)]
+        if len(samples) == 0:
+            return None
+        chunk = Chunk(samples, n_out / SAMPLE_RATE_HZ)
+        n_out += len(samples)
+        return chunk
+
+    for chunk in chunks:
+        n_in += len(chunk.samples)
+        out = piece(up.push(down.push(np.asarray(chunk.samples, np.float32))))
+        if out is not None:
+            yield out
+    for tail in (up.push(down.flush()), up.flush(), np.zeros(max(0, n_in - n_out), np.float32)):
+        out = piece(tail)
+        if out is not None:
+            yield out
 
 
 class _Recorder:

@@ -113,12 +113,21 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a cosine between -1 and 1") from None
 
 
+def _store_spec(text: str) -> str:
+    """``--store``: an empty value (``--store "$VOICES"`` with the variable unset) would be the
+    current directory, which enrolment then fills with voices and makes private (0700)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give the voice store's directory (or leave "
+                                         "--store out for the default)")
+    return text
+
+
 def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     """--store and -v, on the top parser and again on every subcommand, so that they work before
     or after it (``rtverify voices --store DIR``). On a subcommand they default to SUPPRESS,
     so a value given before the subcommand is not reset by its absence after it."""
     dflt = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("--store", metavar="DIR", help="voiceprint directory, or postgresql://... "
+    p.add_argument("--store", metavar="DIR", type=_store_spec, help="voiceprint directory, or postgresql://... "
                    "(default: $RTVERIFY_HOME, else $XDG_DATA_HOME/rtverify)", **({"default": None} if top
                                                                       else dflt))
     p.add_argument("-v", "--verbose", action="count", help="debug logs on stderr",

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import queue
+import stat
 import sys
 import threading
 import time
@@ -256,8 +257,18 @@ class FileSource(_ResamplingSource):
             raise InputError(f"{name}: no such file")
         if os.path.isdir(name):
             raise InputError(f"{name}: is a directory, not an audio file")
+        if not stat.S_ISREG(os.stat(name).st_mode):
+            # a pipe (`--input <(sox ...)`, /dev/stdin from `cat x.wav |`) or a device: its size
+            # is 0, and it was called an empty file; libsndfile cannot read one anyway
+            raise InputError(f"{name}: is a pipe or device, not an audio file; send a stream to "
+                             "standard input with --input - instead")
         if os.path.getsize(name) == 0:
             raise InputError(f"{name}: empty file")
+        try:  # libsndfile says only "System error." for a file it may not open
+            with open(name, "rb"):
+                pass
+        except OSError as err:
+            raise InputError(f"{name}: cannot be opened ({err.strerror})") from None
         try:
             self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:

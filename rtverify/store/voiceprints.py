@@ -352,10 +352,14 @@ class VoiceprintStore:
                     os.fsync(fh.fileno())
             except OSError as err:
                 raise StoreError(f"{final}: cannot write voiceprint ({err.strerror})") from None
-            if force:
-                os.replace(tmp, final)
-            else:
-                self._link_new(tmp, final, vp.name)
+            try:
+                if force:
+                    os.replace(tmp, final)
+                else:
+                    self._link_new(tmp, final, vp.name)
+            except OSError as err:  # e.g. a directory of that name in the way (--force)
+                raise StoreError(f"{final}: cannot put the voiceprint in place "
+                                 f"({err.strerror})") from None
             _fsync_dir(self.root)
         finally:
             if os.path.exists(tmp):
@@ -417,7 +421,14 @@ class VoiceprintStore:
                       if p.name.endswith(SUFFIX) and not p.name.startswith("."))
 
     def exists(self, name: str) -> bool:
-        return self.path_for(name).exists()
+        path = self.path_for(name)
+        try:
+            os.lstat(path)  # a link or anything else of that name is taken, too
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:  # a store the user may not search (mode 000, another user's)
+            raise StoreError(f"{self.root}: cannot read the voice store ({err.strerror})") from None
+        return True
 
     def load(self, name: str, model_id: str | None = None, dim: int | None = None) -> Voiceprint:
         """One voice; :class:`StoreError` if it is missing, damaged, or (when ``model_id`` and
@@ -447,7 +458,11 @@ class VoiceprintStore:
             raise StoreError(f"voice {name!r} is not enrolled (store: {self.root}); "
                              "`rtverify voices` lists the enrolled ones") from None
         except OSError as err:
-            if path.is_symlink():
+            try:
+                link = path.is_symlink()
+            except OSError:  # the store itself cannot be searched: say what open said
+                link = False
+            if link:
                 raise StoreError(f"{path}: not a voiceprint (a symbolic link; voiceprints are "
                                  "regular files in the store)") from None
             raise StoreError(f"{path}: cannot read voiceprint ({err.strerror})") from None

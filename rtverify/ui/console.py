@@ -24,6 +24,16 @@ METER_DB = 60.0
 """The level meter spans this many decibels below full scale."""
 
 
+class PipeConsole(Console):
+    """A rich Console whose broken pipe (``rtverify listen | head -1``) is a
+    ``BrokenPipeError`` for the CLI to end on, as it does for ``--json`` (exit 0): rich's own
+    handling raises ``SystemExit(1)``, and 1 means "rejected"."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError()
+
+
 def clock(t_s: float) -> str:
     """Stream time as ``mm:ss.s`` (``h:mm:ss`` past an hour)."""
     if t_s >= 3600:
@@ -209,7 +219,7 @@ class ConsoleSink:
     def __init__(self, view: ListenView, console: Console | None = None,
                  refresh_s: float = 0.1) -> None:
         self.view = view
-        self.console = console or Console()
+        self.console = console or PipeConsole()
         self.refresh_s = refresh_s
         self.live: Live | None = None
         self._last = 0.0
