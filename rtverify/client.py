@@ -159,10 +159,15 @@ class Client:
     def voices(self) -> list[dict]:
         return self._request("GET", "/v1/voices")["voices"]
 
-    def enroll(self, name: str, paths: Iterable, *, force: bool = False) -> dict:
-        """Enrol ``name`` from recordings (what ``enroll --input ...`` does)."""
+    def enroll(self, name: str, paths: Iterable, *, force: bool = False,
+               add: bool = False) -> dict:
+        """Enrol ``name`` from recordings (what ``enroll --input ...`` does); ``force``
+        replaces an enrolled voice, ``add`` adds the recordings as takes to it (``enroll --add``;
+        the answer then has ``added: true`` and the voice's ``total_takes`` and
+        ``total_speech_s``)."""
         return self._request("POST", f"/v1/voices/{urllib.parse.quote(name, safe='')}",
-                             query={"force": "true" if force else None},
+                             query={"force": "true" if force else None,
+                                    "add": "true" if add else None},
                              files=[self._file(p) for p in paths])
 
     def delete(self, name: str) -> dict:

@@ -191,6 +191,75 @@ def test_http_health_voices_enrol_verify_delete(server, store):
     assert [v["name"] for v in c.voices()] == ["alice"]
 
 
+def _stranger(tmp_path):
+    """Another speaker's line (8770 in the demo's script), as a file named other.wav."""
+    other = tmp_path / "other.wav"
+    sf.write(other, sf.read(DEMO / "conversation.flac", dtype="float32")[0][
+        int(6.5 * 16000):int(11.3 * 16000)], 16000)
+    return other
+
+
+def test_http_enrol_add_takes_to_a_voice(server, store, tmp_path):
+    """``?add=true`` adds the uploads as takes to an enrolled voice, as ``enroll --add`` does;
+    a take of someone else, add with force, or a voice not enrolled change nothing."""
+    c = Client(server.url)
+    made = c.enroll("frank", [DEMO / "enroll_1.flac"])
+    try:
+        assert made["added"] is False and made["total_takes"] == 1
+        before = store_digest(store)
+        cases = [(lambda: c.enroll("frank", [_stranger(tmp_path)], add=True), 400,
+                  "other.wav: does not sound like 'frank'"),
+                 (lambda: c.enroll("frank", [DEMO / "enroll_2.flac"], add=True, force=True),
+                  400, "not both"),
+                 (lambda: c.enroll("nobody", [DEMO / "enroll_2.flac"], add=True), 404,
+                  "'nobody' is not enrolled")]
+        for call, status, words in cases:
+            with pytest.raises(ServerError) as exc:
+                call()
+            assert exc.value.code == status and words in str(exc.value), (words, exc.value)
+            assert str(tmp_path) not in str(exc.value) and "rtverify-serve" not in str(exc.value)
+        assert store_digest(store) == before
+        added = c.enroll("frank", [DEMO / "enroll_2.flac"], add=True)
+        assert added["event"] == "enroll" and added["added"] is True
+        assert added["replaced"] is False and added["takes"] == 1
+        assert added["total_takes"] == 2 and added["created"] == made["created"]
+        assert abs(added["total_speech_s"] - made["speech_s"] - added["speech_s"]) < 0.05
+        listed = {v["name"]: v for v in c.voices()}["frank"]
+        assert listed["n_takes"] == 2 and abs(listed["speech_s"] - added["total_speech_s"]) < 0.05
+        assert store_digest(store)["frank.json"] != before["frank.json"]
+        assert c.verify("frank", DEMO / "enroll_2.flac")["accepted"] is True
+    finally:
+        c.delete("frank")
+
+
+def test_enrol_add_refuses_a_voice_changed_meanwhile(tmp_path):
+    """The server reads the voice before the upload and saves the merge only if the stored voice
+    is still the one it read: another enrolment in between is not silently overwritten (409)."""
+    import dataclasses
+    import types
+
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.errors import StoreError
+    from rtverify.serve.server import _enroll_job, _status_for
+    from rtverify.serve.settings import ServeSettings
+    from rtverify.store.voiceprints import VoiceprintStore
+
+    root = tmp_path / "voices"
+    assert cli("enroll", "--name", "gina", "--input", str(DEMO / "enroll_1.flac"),
+               store=root).returncode == 0
+    store = VoiceprintStore(root)
+    old = store.load("gina")
+    store.save(dataclasses.replace(old, created="2001-01-01T00:00:00Z"), force=True)  # meanwhile
+    changed = store_digest(root)
+    service = types.SimpleNamespace(settings=ServeSettings(), store=store,
+                                    add_lock=threading.Lock())
+    upload = [("take.flac", (DEMO / "enroll_2.flac").read_bytes())]
+    with pytest.raises(StoreError) as exc:
+        _enroll_job(service, EncoderSession(None, threads=1), "gina", upload, False, old)
+    assert _status_for(exc.value) == 409 and "was changed" in str(exc.value)
+    assert store_digest(root) == changed
+
+
 def test_cli_enrolment_is_seen_by_the_running_server(server, store, conversation16k):
     r = cli("enroll", "--name", "dave", "--input", str(DEMO / "enroll_2.flac"), store=store)
     assert r.returncode == 0, r.stderr

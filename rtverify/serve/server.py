@@ -125,6 +125,8 @@ class Service:
         # the streams' work behind it
         self.upload_pool = ThreadPoolExecutor(max(1, settings.worker_count // 2),
                                               thread_name_prefix="rtverify-upload")
+        self.add_lock = threading.Lock()
+        """Held while takes added to a voice are saved (``?add=true``)."""
         self.streams: set[_Stream] = set()
         self.draining = False
         self.counters = Counters()
@@ -505,7 +507,7 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         if unknown:
             raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
                             "'audio' recordings; options go in the query (?threshold=, "
-                            "?force=true, ?model=)")
+                            "?force=true, ?add=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
@@ -566,7 +568,8 @@ class _TempFiles:
 
     def renamed(self, err: RtverifyError) -> RtverifyError:
         msg = str(err)
-        for path, label in zip(self.paths, self.labels):
+        # longest first: upload-1 is the start of upload-10
+        for path, label in sorted(zip(self.paths, self.labels), key=lambda p: -len(p[0])):
             msg = msg.replace(path, label)
         return type(err)(msg)
 
@@ -574,23 +577,36 @@ class _TempFiles:
         self._dir.cleanup()
 
 
-def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> dict:
-    from ..apps.enroll import companion_sessions, enroll_files
+def _enroll_job(service: Service, session, name: str, uploads, force: bool,
+                old=None) -> dict:
+    """Enrol ``name`` from ``uploads``; with ``old`` (the stored voice, read before the upload),
+    add them to it as ``enroll --add`` does."""
+    from ..apps.enroll import (ADD_MIN_SPEECH_S, add_to_voiceprint, companion_sessions,
+                               enroll_files, save_added)
 
     files = _TempFiles(uploads)
     try:
         files.check_lengths(service.settings.max_upload_s)
         try:
-            enrol = enroll_files(session, files.paths)
+            if old is None:
+                enrol = enroll_files(session, files.paths)
+                vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
+            else:
+                enrol = enroll_files(session, files.paths, min_speech_s=ADD_MIN_SPEECH_S)
+                vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
         except RtverifyError as err:
             raise files.renamed(err) from None
-        vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
-        service.store.save(vp, force=force)
+        if old is None:
+            service.store.save(vp, force=force)
+        else:
+            with service.add_lock:  # two adds through this server: the second sees the first
+                save_added(service.store, old, vp)
     finally:
         files.close()
     return {"event": "enroll", "name": name, "takes": len(enrol.takes),
             "speech_s": round(enrol.speech_s, 2), "model_id": session.model_id,
-            "created": vp.created, "replaced": force}
+            "created": vp.created, "replaced": force, "added": old is not None,
+            "total_takes": int(vp.n_takes), "total_speech_s": round(float(vp.speech_s), 2)}
 
 
 def verify_file(session, store, name: str, path: str, where: str,
@@ -675,14 +691,25 @@ def build_app(service: Service) -> Starlette:
         return JSONResponse({"voices": out})
 
     async def enroll(request: Request):
+        from ..apps.enroll import voice_to_add_to
+
         name = _name(request)
         force = _bool_param(request.query_params, "force")
+        add = _bool_param(request.query_params, "add")
+        if add and force:
+            raise HttpError(400, "add=true and force=true: add takes to the enrolled voice, or "
+                            "replace it, not both")
         session = service.session_for(request.query_params.get("model"))
-        if not force and await service.run(service.store.exists, name):
-            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace it")
+        old = None
+        if add:  # refused before the upload is read: not enrolled (404), no vector (409)
+            old = await service.run(service.store.load, name)
+            voice_to_add_to(old, session)
+        elif not force and await service.run(service.store.exists, name):
+            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace "
+                             "it, or add=true to add takes to it")
         uploads = await _uploads(request, service.settings, service.settings.max_uploads)
         return JSONResponse(await service.run_upload(_enroll_job, service, session, name, uploads,
-                                              force))
+                                                     force, old))
 
     async def delete(request: Request):
         name = _name(request)
@@ -710,7 +737,7 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
         # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
         # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
-        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "model")), methods=["POST"]),
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "model")), methods=["POST"]),
         Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
         Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
               methods=["POST"]),
