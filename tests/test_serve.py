@@ -260,6 +260,67 @@ def test_enrol_add_refuses_a_voice_changed_meanwhile(tmp_path):
     assert store_digest(root) == changed
 
 
+def test_store_errors_reach_clients_without_server_paths(server, store):
+    """Remote clients get the store's errors without the server's paths and in the API's words
+    (force=true, not --force): a voice not enrolled, a damaged voice, and an enrolment that loses
+    the race to another (the store refuses the second: 409)."""
+    import http.client
+
+    c = Client(server.url)
+    root = str(store)
+
+    def clean(text: str) -> None:
+        assert root not in text and "voices/" not in text and ".json" not in text, text
+        assert "--force" not in text and "rtverify enroll" not in text, text
+
+    cases = [(lambda: c.delete("nobody"), 404, "'nobody' is not enrolled"),
+             (lambda: c.verify("nobody", DEMO / "enroll_1.flac"), 404, "not enrolled"),
+             (lambda: c.enroll("nobody", [DEMO / "enroll_1.flac"], add=True), 404,
+              "not enrolled"),
+             (lambda: c.verify("broken", DEMO / "enroll_1.flac"), 409,
+              "voice 'broken': damaged voiceprint"),
+             (lambda: c.enroll("broken", [DEMO / "enroll_1.flac"], add=True), 409,
+              "damaged voiceprint"),
+             (lambda: c.enroll("alice", [DEMO / "enroll_1.flac"]), 409, "force=true")]
+    (store / "broken.json").write_text("{not json")
+    try:
+        for call, status, words in cases:
+            with pytest.raises(ServerError) as exc:
+                call()
+            assert exc.value.code == status and words in str(exc.value), (words, exc.value)
+            clean(str(exc.value))
+        problem = {v["name"]: v for v in c.voices()}["broken"]["problem"]
+        assert "damaged voiceprint" in problem
+        clean(problem)
+        with connect(server, name="nobody") as ws:
+            error, code = refusal(ws)
+        assert code == 1008 and "not enrolled" in error["error"]
+        clean(error["error"])
+        # an enrolment that passed the "already enrolled?" check, and meanwhile the voice came
+        body = b"".join(
+            b'--x\r\nContent-Disposition: form-data; name="audio"; filename="' + n.encode() +
+            b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + (DEMO / n).read_bytes() +
+            b"\r\n" for n in ("enroll_1.flac", "enroll_2.flac")) + b"--x--\r\n"
+        conn = http.client.HTTPConnection(server.url[len("http://"):], timeout=WAIT_S)
+        conn.putrequest("POST", "/v1/voices/hank")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:-100])
+        time.sleep(1.0)  # the server has checked that hank is not enrolled, and waits
+        (store / "hank.json").write_text("{}")
+        conn.send(body[-100:])
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 409 and "'hank' is already enrolled" in answer["error"], answer
+        assert "force=true" in answer["error"]
+        clean(answer["error"])
+    finally:
+        for name in ("broken", "hank"):
+            (store / f"{name}.json").unlink(missing_ok=True)
+
+
 def test_cli_enrolment_is_seen_by_the_running_server(server, store, conversation16k):
     r = cli("enroll", "--name", "dave", "--input", str(DEMO / "enroll_2.flac"), store=store)
     assert r.returncode == 0, r.stderr

@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -152,6 +153,31 @@ class Service:
                              f"{', '.join(self.sessions)})")
         return self.sessions[model]
 
+    def public(self, message: str, names=()) -> str:
+        """``message`` as a remote client gets it: the store's own paths (or database address)
+        taken out, the CLI's options in the API's words (``--force`` -> ``force=true``)."""
+        out = message
+        root = str(getattr(self.store, "root", "") or "")
+        for name in names:
+            try:
+                where = str(self.store.path_for(name))
+            except Exception:  # not a valid name: it names no path
+                continue
+            out = out.replace(f" ({where})", "").replace(f"{where}:", f"voice {name!r}:")
+            out = out.replace(where, f"voice {name!r}")
+        if root:
+            out = out.replace(f" (store: {root})", "").replace(root, "the voice store")
+        out = re.sub(r" ?\(rtverify enroll --name .*? --force \.\.\.\)", " with force=true", out)
+        out = re.sub(r"--(force|add)\b", r"\1=true", out)
+        if "use force=true to replace it" in out and "add=true" not in out:
+            out = out.replace("use force=true to replace it", "use force=true to replace it, "
+                              "or add=true to add takes to it")
+        out = out.replace("`rtverify voices` lists the enrolled ones",
+                          "GET /v1/voices lists the enrolled ones")
+        out = out.replace(" (--min-speech)", "").replace("(run the command again)",
+                                                         "(send the request again)")
+        return out
+
     async def run(self, func, *args):
         """``func(*args)`` on a helper thread (store reads)."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, func, *args)
@@ -272,11 +298,13 @@ class _Stream:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
 
-    async def _refuse(self, code: int, message: str) -> None:
+    async def _refuse(self, code: int, message: str, shown: str | None = None) -> None:
+        """Log ``message``, tell the client ``shown`` (default: the same) and close."""
         self.service.counters.refused += 1
         logger.info("%s: closed %d: %s", self.name, code, message)
-        await self._send({"event": "error", "error": message, "code": code})
-        await self._close(code, message)
+        shown = message if shown is None else shown
+        await self._send({"event": "error", "error": shown, "code": code})
+        await self._close(code, shown)
 
     # -- receiving --------------------------------------------------------------------
     def _fail(self, code: int, message: str) -> None:
@@ -373,8 +401,8 @@ class _Stream:
             self.status = _bool_param(q, "status")
             session = svc.session_for(q.get("model"))
             voices = await svc.run(load_voices, svc.store, session, q.getlist("name"))
-        except RtverifyError as err:
-            await self._refuse(CLOSE_POLICY, str(err))
+        except RtverifyError as err:  # the log has the store's paths, the client not
+            await self._refuse(CLOSE_POLICY, str(err), svc.public(str(err), q.getlist("name")))
             return False
         self.sid = next(svc._sids)
         spec = StreamSpec(session.model_id, voices, threshold, self.status,
@@ -661,7 +689,13 @@ def build_app(service: Service) -> Starlette:
                                     headers={"WWW-Authenticate": "Bearer"}
                                     if err.status == 401 else None)
             except RtverifyError as err:
-                return JSONResponse({"error": str(err)}, status_code=_status_for(err))
+                # the client gets the meaning without the server's paths, in the API's words;
+                # the log keeps the store's own message
+                name = request.path_params.get("name")
+                message = service.public(str(err), [name] if name else [])
+                if message != str(err):
+                    logger.info("%s %s: %s", request.method, request.url.path, err)
+                return JSONResponse({"error": message}, status_code=_status_for(err))
             except Exception as err:
                 logger.exception("%s %s: internal error", request.method, request.url.path)
                 return JSONResponse({"error": f"internal error: {type(err).__name__}"},
@@ -685,7 +719,8 @@ def build_app(service: Service) -> Starlette:
         out = []
         for e in entries:
             vp = e.voiceprint
-            out.append({"name": e.name, "usable": vp is not None, "problem": e.problem,
+            problem = None if e.problem is None else service.public(e.problem, [e.name])
+            out.append({"name": e.name, "usable": vp is not None, "problem": problem,
                         **({"created": vp.created, "model_id": vp.model_id,
                             "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})})
         return JSONResponse({"voices": out})
