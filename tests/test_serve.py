@@ -555,6 +555,35 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
             s.close()
 
 
+def test_a_full_server_answers_503_as_json(strict):
+    """With max_streams + 64 connections open, a request gets 503 with the JSON error body every
+    other error has (uvicorn's own answer was the plain text 'Service Unavailable')."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    host, port = strict.url[len("http://"):].rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=WAIT_S) for _ in range(70)]
+    try:
+        time.sleep(0.5)  # every one accepted by the server
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(strict.url + "/v1/health", timeout=WAIT_S)
+        assert exc.value.code == 503
+        assert exc.value.headers["Content-Type"] == "application/json"
+        assert "server busy" in json.loads(exc.value.read())["error"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            assert Client(strict.url).health()["status"] == "ok"
+            break
+        except ServerError:
+            time.sleep(0.1)
+    assert Client(strict.url).health()["status"] == "ok"
+
+
 def test_unknown_http_parameters_and_fields_are_refused(server, store):
     """A misspelt option (``?treshold=0.95``) or an option sent as a form field (``-F
     threshold=0.95``) is refused, as /v1/listen refuses an unknown parameter: ignored, the

@@ -823,6 +823,27 @@ def _request_deadline_protocol(timeout_s: float):
     class Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
 
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn answers a request over limit_concurrency with a plain-text 503; the same
+            # check made here answers it as every other error is answered, {"error": ...}
+            self._cap, self.limit_concurrency = self.limit_concurrency, None
+            app = self.app
+
+            async def capped(scope, receive, send) -> None:
+                cap = self._cap  # this request's task is in self.tasks already: > not >=
+                if cap is not None and (len(self.connections) >= cap or len(self.tasks) > cap):
+                    logger.warning("%d connections open (the limit, max_streams + 64); "
+                                   "a request was answered 503", cap)
+                    busy = JSONResponse(
+                        {"error": f"server busy: {cap} connections open (max_streams + 64); "
+                                  "try again later"}, status_code=503,
+                        headers={"Connection": "close", "Retry-After": "1"})
+                    return await busy(scope, receive, send)
+                return await app(scope, receive, send)
+
+            self.app = capped
+
         def _arm(self) -> None:
             self._disarm()
             self._deadline = self.loop.call_later(timeout_s, self._expired)
