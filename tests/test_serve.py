@@ -364,7 +364,7 @@ SOCKET_CASES = {
 def strict(store):
     s = Server(store, "--max-message-bytes", "65536", "--idle-timeout-s", "2",
                "--max-stream-s", "3", "--max-streams", "6", "--max-messages-per-s", "50",
-               "--max-upload-bytes", "1000000")
+               "--max-upload-bytes", "1000000", "--max-concurrent-uploads", "1")
     yield s
     assert s.stop() == 0
 
@@ -582,6 +582,51 @@ def test_a_full_server_answers_503_as_json(strict):
         except ServerError:
             time.sleep(0.1)
     assert Client(strict.url).health()["status"] == "ok"
+
+
+def test_concurrent_uploads_are_capped(strict, store):
+    """Uploads are held in memory whole: beyond max_concurrent_uploads at once (1 here) one more
+    is answered 503 (JSON), and a slot comes back when its upload is answered or its client goes
+    away mid-body. Without the cap, hundreds of 32 MiB uploads at once took gigabytes."""
+    import http.client
+
+    before = store_digest(store)
+    data = (DEMO / "enroll_2.flac").read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
+
+    def start() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(strict.url[len("http://"):], timeout=WAIT_S)
+        conn.putrequest("POST", "/v1/verify/alice")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:1000])
+        time.sleep(0.5)  # the server holds a slot while it waits for the rest
+        return conn
+
+    c = Client(strict.url)
+    conn = start()
+    with pytest.raises(ServerError) as exc:
+        c.verify("alice", DEMO / "enroll_2.flac")
+    assert exc.value.code == 503 and "max_concurrent_uploads" in str(exc.value)
+    assert c.health()["status"] == "ok"
+    conn.send(body[1000:])
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["accepted"] is True
+    conn.close()
+    assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+    start().close()  # gone mid-body: its slot comes back
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+            break
+        except ServerError as err:
+            assert err.code == 503 and time.monotonic() < deadline, err
+            time.sleep(0.2)
+    assert "Traceback" not in strict.stderr
+    assert store_digest(store) == before
 
 
 def test_unknown_http_parameters_and_fields_are_refused(server, store):

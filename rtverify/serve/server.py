@@ -23,6 +23,7 @@ Close codes of ``/v1/listen`` (an ``{"event": "error", "error": ...}`` message c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import json
@@ -37,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -126,6 +127,8 @@ class Service:
         # the streams' work behind it
         self.upload_pool = ThreadPoolExecutor(max(1, settings.worker_count // 2),
                                               thread_name_prefix="rtverify-upload")
+        self.uploading = 0
+        """HTTP uploads being received or processed (see :meth:`upload_slot`)."""
         self.add_lock = threading.Lock()
         """Held while takes added to a voice are saved (``?add=true``)."""
         self.streams: set[_Stream] = set()
@@ -177,6 +180,20 @@ class Service:
         out = out.replace(" (--min-speech)", "").replace("(run the command again)",
                                                          "(send the request again)")
         return out
+
+    @contextlib.contextmanager
+    def upload_slot(self):
+        """One of ``max_concurrent_uploads``, held while an upload is received and processed
+        (each is held in memory whole); none free: 503. Used on the event loop only."""
+        most = self.settings.max_concurrent_uploads
+        if self.uploading >= most:
+            raise HttpError(503, f"server busy: {most} uploads being received or processed "
+                            "(max_concurrent_uploads); try again later")
+        self.uploading += 1
+        try:
+            yield
+        finally:
+            self.uploading -= 1
 
     async def run(self, func, *args):
         """``func(*args)`` on a helper thread (store reads)."""
@@ -686,8 +703,11 @@ def build_app(service: Service) -> Starlette:
                 return await handler(request)
             except HttpError as err:
                 return JSONResponse({"error": str(err)}, status_code=err.status,
-                                    headers={"WWW-Authenticate": "Bearer"}
-                                    if err.status == 401 else None)
+                                    headers={401: {"WWW-Authenticate": "Bearer"},
+                                             503: {"Retry-After": "1"}}.get(err.status))
+            except ClientDisconnect:  # went away mid-upload: nobody to answer, nothing to log
+                logger.debug("%s %s: the client went away", request.method, request.url.path)
+                return Response(status_code=400)
             except RtverifyError as err:
                 # the client gets the meaning without the server's paths, in the API's words;
                 # the log keeps the store's own message
@@ -742,9 +762,10 @@ def build_app(service: Service) -> Starlette:
         elif not force and await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace "
                              "it, or add=true to add takes to it")
-        uploads = await _uploads(request, service.settings, service.settings.max_uploads)
-        return JSONResponse(await service.run_upload(_enroll_job, service, session, name, uploads,
-                                                     force, old))
+        with service.upload_slot():
+            uploads = await _uploads(request, service.settings, service.settings.max_uploads)
+            return JSONResponse(await service.run_upload(_enroll_job, service, session, name,
+                                                         uploads, force, old))
 
     async def delete(request: Request):
         name = _name(request)
@@ -757,9 +778,10 @@ def build_app(service: Service) -> Starlette:
         session = service.session_for(request.query_params.get("model"))
         if not await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is not enrolled")
-        uploads = await _uploads(request, service.settings, 1)
-        return JSONResponse(await service.run_upload(_verify_job, service, session, name, uploads,
-                                              threshold))
+        with service.upload_slot():
+            uploads = await _uploads(request, service.settings, 1)
+            return JSONResponse(await service.run_upload(_verify_job, service, session, name,
+                                                         uploads, threshold))
 
     async def listen(ws: WebSocket):
         try:
