@@ -794,7 +794,8 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
         # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
         # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
-        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "model")), methods=["POST"]),
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "model")),
+              methods=["POST"]),
         Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
         Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
               methods=["POST"]),
