@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -159,10 +160,15 @@ class Client:
     def voices(self) -> list[dict]:
         return self._request("GET", "/v1/voices")["voices"]
 
-    def enroll(self, name: str, paths: Iterable, *, force: bool = False) -> dict:
-        """Enrol ``name`` from recordings (what ``enroll --input ...`` does)."""
+    def enroll(self, name: str, paths: Iterable, *, force: bool = False,
+               add: bool = False) -> dict:
+        """Enrol ``name`` from recordings (what ``enroll --input ...`` does); ``force``
+        replaces an enrolled voice, ``add`` adds the recordings as takes to it (``enroll --add``;
+        the answer then has ``added: true`` and the voice's ``total_takes`` and
+        ``total_speech_s``)."""
         return self._request("POST", f"/v1/voices/{urllib.parse.quote(name, safe='')}",
-                             query={"force": "true" if force else None},
+                             query={"force": "true" if force else None,
+                                    "add": "true" if add else None},
                              files=[self._file(p) for p in paths])
 
     def delete(self, name: str) -> dict:
@@ -182,7 +188,9 @@ class Client:
         ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield
         the server's events until its ``summary``. ``chunks`` are sent as they come (a
         microphone paces itself). Ctrl-C while listening ends the stream and still yields the
-        summary."""
+        summary. A server that owes something for longer than ``timeout_s`` (its ``ready``, the
+        events after the end of the stream, or reading what is sent) raises
+        :class:`ServerError`; time spent waiting for ``chunks`` does not count."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
@@ -204,6 +212,16 @@ class Client:
             raise ServerError(f"{self.ws_url}: WebSocket refused ({err})") from None
         stop = threading.Event()
         failure: list[BaseException] = []
+        # what the server owes: an answer within timeout_s of the connection, of the last
+        # message it sent, and of the end of the stream; and reading what is sent (a send that
+        # blocks for timeout_s means it stopped). Waiting for the audio itself (a microphone, a
+        # quiet room without status events) is not the server's to answer.
+        clock = {"answer": time.monotonic(), "sending_since": None, "ended": None}
+
+        def sent(data) -> None:
+            clock["sending_since"] = time.monotonic()
+            ws.send(data)
+            clock["sending_since"] = None
 
         def send() -> None:
             try:
@@ -212,29 +230,50 @@ class Client:
                         break
                     data = _pcm_bytes(chunk, format)
                     if data:
-                        ws.send(data)
-                ws.send(json.dumps({"type": "end"}))
+                        sent(data)
+                sent(json.dumps({"type": "end"}))
+                clock["ended"] = time.monotonic()
             except ConnectionClosed:
                 pass
             except BaseException as err:  # the audio source failed: say so, end the stream
                 failure.append(err)
                 ws.close()
 
+        def hung() -> float | None:
+            """How long the server has owed an answer, if longer than timeout_s."""
+            now = time.monotonic()
+            owed = []
+            if not started:
+                owed.append(clock["answer"])
+            if clock["sending_since"] is not None:
+                owed.append(clock["sending_since"])
+            if clock["ended"] is not None:
+                owed.append(max(clock["ended"], clock["answer"]))
+            waited = max((now - t for t in owed), default=0.0)
+            return waited if waited > self.timeout_s else None
+
         sender = threading.Thread(target=send, name="rtverify-client-send", daemon=True)
         error: dict | None = None
+        poll = min(1.0, self.timeout_s / 4)
+        aborted = False
         try:
             started = False
             while True:
                 try:
-                    message = ws.recv(timeout=None if started else self.timeout_s)
+                    message = ws.recv(timeout=poll)
                 except KeyboardInterrupt:
                     stop.set()  # ends after the chunk being sent; the summary still comes
                     continue
                 except ConnectionClosed:
                     break
                 except TimeoutError:
-                    raise ServerError(f"{self.ws_url}: no answer within "
-                                      f"{self.timeout_s:g} s") from None
+                    if hung() is None:
+                        continue
+                    aborted = True
+                    _abort(ws)
+                    raise ServerError(f"{self.ws_url}: no answer from the server within "
+                                      f"{self.timeout_s:g} s (timeout_s)") from None
+                clock["answer"] = time.monotonic()
                 if isinstance(message, bytes):
                     continue
                 event = json.loads(message)
@@ -247,7 +286,8 @@ class Client:
                 yield event
         finally:
             stop.set()
-            ws.close()
+            if not aborted:
+                ws.close()
             if sender.is_alive():
                 sender.join(timeout=5.0)
         if failure:
@@ -258,6 +298,20 @@ class Client:
         if code not in (1000, 1001, None):
             raise ServerError(f"{self.ws_url}: stream closed with code {code} "
                               f"({ws.close_reason or 'no reason given'})", code)
+
+
+def _abort(ws) -> None:
+    """Drop the connection at once: a server that does not answer would not complete a close
+    handshake either, and a send blocked on it holds the connection's lock."""
+    import socket
+
+    try:
+        ws.socket.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    close_socket = getattr(ws, "close_socket", None)
+    if close_socket is not None:
+        close_socket()
 
 
 def listen(url: str, chunks: Iterable, *, token: str | None = None, **params) -> Iterator[dict]:

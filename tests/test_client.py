@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -145,3 +147,43 @@ def test_integer_samples_are_scaled_to_the_format(served):
                                    rate=rate, format=fmt))
             assert [e["speaker"] for e in events if e["event"] == "decision"] == \
                 ["alice", "alice"], (samples.dtype, fmt)
+
+
+@pytest.mark.parametrize("audio_s", [1, 600])
+def test_listen_gives_up_on_a_server_that_never_answers(audio_s):
+    """A server that accepts the stream, says ready and then answers nothing: listen raises
+    ServerError naming timeout_s, whether the end of the stream was sent (1 s of audio) or the
+    server stopped reading while it was being sent (600 s sent at once). It used to wait for
+    ever: after 'ready' the receives had no timeout."""
+    from websockets.sync.server import serve
+
+    release = threading.Event()
+
+    def handler(ws):
+        ws.send(json.dumps({"event": "ready"}))
+        release.wait(60)  # never reads, never answers
+
+    with serve(handler, "127.0.0.1", 0, max_size=None) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        chunk = np.zeros(16000, np.float32)
+        outcome: list = []
+
+        def run():
+            try:
+                outcome.append(list(Client(f"ws://127.0.0.1:{port}", timeout_s=1.0).listen(
+                    (chunk for _ in range(audio_s)), format="f32")))
+            except Exception as err:
+                outcome.append(err)
+
+        t0 = time.monotonic()
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        t.join(30)
+        elapsed = time.monotonic() - t0
+        release.set()
+        server.shutdown()
+    assert not t.is_alive(), "listen hung on a server that never answers"
+    err = outcome[0]
+    assert isinstance(err, ServerError) and "within 1 s (timeout_s)" in str(err), err
+    assert "\n" not in str(err) and elapsed < 10

@@ -191,6 +191,136 @@ def test_http_health_voices_enrol_verify_delete(server, store):
     assert [v["name"] for v in c.voices()] == ["alice"]
 
 
+def _stranger(tmp_path):
+    """Another speaker's line (8770 in the demo's script), as a file named other.wav."""
+    other = tmp_path / "other.wav"
+    sf.write(other, sf.read(DEMO / "conversation.flac", dtype="float32")[0][
+        int(6.5 * 16000):int(11.3 * 16000)], 16000)
+    return other
+
+
+def test_http_enrol_add_takes_to_a_voice(server, store, tmp_path):
+    """``?add=true`` adds the uploads as takes to an enrolled voice, as ``enroll --add`` does;
+    a take of someone else, add with force, or a voice not enrolled change nothing."""
+    c = Client(server.url)
+    made = c.enroll("frank", [DEMO / "enroll_1.flac"])
+    try:
+        assert made["added"] is False and made["total_takes"] == 1
+        before = store_digest(store)
+        cases = [(lambda: c.enroll("frank", [_stranger(tmp_path)], add=True), 400,
+                  "other.wav: does not sound like 'frank'"),
+                 (lambda: c.enroll("frank", [DEMO / "enroll_2.flac"], add=True, force=True),
+                  400, "not both"),
+                 (lambda: c.enroll("nobody", [DEMO / "enroll_2.flac"], add=True), 404,
+                  "'nobody' is not enrolled")]
+        for call, status, words in cases:
+            with pytest.raises(ServerError) as exc:
+                call()
+            assert exc.value.code == status and words in str(exc.value), (words, exc.value)
+            assert str(tmp_path) not in str(exc.value) and "rtverify-serve" not in str(exc.value)
+        assert store_digest(store) == before
+        added = c.enroll("frank", [DEMO / "enroll_2.flac"], add=True)
+        assert added["event"] == "enroll" and added["added"] is True
+        assert added["replaced"] is False and added["takes"] == 1
+        assert added["total_takes"] == 2 and added["created"] == made["created"]
+        assert abs(added["total_speech_s"] - made["speech_s"] - added["speech_s"]) < 0.05
+        listed = {v["name"]: v for v in c.voices()}["frank"]
+        assert listed["n_takes"] == 2 and abs(listed["speech_s"] - added["total_speech_s"]) < 0.05
+        assert store_digest(store)["frank.json"] != before["frank.json"]
+        assert c.verify("frank", DEMO / "enroll_2.flac")["accepted"] is True
+    finally:
+        c.delete("frank")
+
+
+def test_enrol_add_refuses_a_voice_changed_meanwhile(tmp_path):
+    """The server reads the voice before the upload and saves the merge only if the stored voice
+    is still the one it read: another enrolment in between is not silently overwritten (409)."""
+    import dataclasses
+    import types
+
+    from rtverify.core.encoder import EncoderSession
+    from rtverify.errors import StoreError
+    from rtverify.serve.server import _enroll_job, _status_for
+    from rtverify.serve.settings import ServeSettings
+    from rtverify.store.voiceprints import VoiceprintStore
+
+    root = tmp_path / "voices"
+    assert cli("enroll", "--name", "gina", "--input", str(DEMO / "enroll_1.flac"),
+               store=root).returncode == 0
+    store = VoiceprintStore(root)
+    old = store.load("gina")
+    store.save(dataclasses.replace(old, created="2001-01-01T00:00:00Z"), force=True)  # meanwhile
+    changed = store_digest(root)
+    service = types.SimpleNamespace(settings=ServeSettings(), store=store,
+                                    add_lock=threading.Lock())
+    upload = [("take.flac", (DEMO / "enroll_2.flac").read_bytes())]
+    with pytest.raises(StoreError) as exc:
+        _enroll_job(service, EncoderSession(None, threads=1), "gina", upload, False, old)
+    assert _status_for(exc.value) == 409 and "was changed" in str(exc.value)
+    assert store_digest(root) == changed
+
+
+def test_store_errors_reach_clients_without_server_paths(server, store):
+    """Remote clients get the store's errors without the server's paths and in the API's words
+    (force=true, not --force): a voice not enrolled, a damaged voice, and an enrolment that loses
+    the race to another (the store refuses the second: 409)."""
+    import http.client
+
+    c = Client(server.url)
+    root = str(store)
+
+    def clean(text: str) -> None:
+        assert root not in text and "voices/" not in text and ".json" not in text, text
+        assert "--force" not in text and "rtverify enroll" not in text, text
+
+    cases = [(lambda: c.delete("nobody"), 404, "'nobody' is not enrolled"),
+             (lambda: c.verify("nobody", DEMO / "enroll_1.flac"), 404, "not enrolled"),
+             (lambda: c.enroll("nobody", [DEMO / "enroll_1.flac"], add=True), 404,
+              "not enrolled"),
+             (lambda: c.verify("broken", DEMO / "enroll_1.flac"), 409,
+              "voice 'broken': damaged voiceprint"),
+             (lambda: c.enroll("broken", [DEMO / "enroll_1.flac"], add=True), 409,
+              "damaged voiceprint"),
+             (lambda: c.enroll("alice", [DEMO / "enroll_1.flac"]), 409, "force=true")]
+    (store / "broken.json").write_text("{not json")
+    try:
+        for call, status, words in cases:
+            with pytest.raises(ServerError) as exc:
+                call()
+            assert exc.value.code == status and words in str(exc.value), (words, exc.value)
+            clean(str(exc.value))
+        problem = {v["name"]: v for v in c.voices()}["broken"]["problem"]
+        assert "damaged voiceprint" in problem
+        clean(problem)
+        with connect(server, name="nobody") as ws:
+            error, code = refusal(ws)
+        assert code == 1008 and "not enrolled" in error["error"]
+        clean(error["error"])
+        # an enrolment that passed the "already enrolled?" check, and meanwhile the voice came
+        body = b"".join(
+            b'--x\r\nContent-Disposition: form-data; name="audio"; filename="' + n.encode() +
+            b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + (DEMO / n).read_bytes() +
+            b"\r\n" for n in ("enroll_1.flac", "enroll_2.flac")) + b"--x--\r\n"
+        conn = http.client.HTTPConnection(server.url[len("http://"):], timeout=WAIT_S)
+        conn.putrequest("POST", "/v1/voices/hank")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:-100])
+        time.sleep(1.0)  # the server has checked that hank is not enrolled, and waits
+        (store / "hank.json").write_text("{}")
+        conn.send(body[-100:])
+        resp = conn.getresponse()
+        answer = json.loads(resp.read())
+        conn.close()
+        assert resp.status == 409 and "'hank' is already enrolled" in answer["error"], answer
+        assert "force=true" in answer["error"]
+        clean(answer["error"])
+    finally:
+        for name in ("broken", "hank"):
+            (store / f"{name}.json").unlink(missing_ok=True)
+
+
 def test_cli_enrolment_is_seen_by_the_running_server(server, store, conversation16k):
     r = cli("enroll", "--name", "dave", "--input", str(DEMO / "enroll_2.flac"), store=store)
     assert r.returncode == 0, r.stderr
@@ -234,7 +364,7 @@ SOCKET_CASES = {
 def strict(store):
     s = Server(store, "--max-message-bytes", "65536", "--idle-timeout-s", "2",
                "--max-stream-s", "3", "--max-streams", "6", "--max-messages-per-s", "50",
-               "--max-upload-bytes", "1000000")
+               "--max-upload-bytes", "1000000", "--max-concurrent-uploads", "1")
     yield s
     assert s.stop() == 0
 
@@ -423,6 +553,80 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
     finally:
         for s in idle + [drip]:
             s.close()
+
+
+def test_a_full_server_answers_503_as_json(strict):
+    """With max_streams + 64 connections open, a request gets 503 with the JSON error body every
+    other error has (uvicorn's own answer was the plain text 'Service Unavailable')."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    host, port = strict.url[len("http://"):].rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=WAIT_S) for _ in range(70)]
+    try:
+        time.sleep(0.5)  # every one accepted by the server
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            urllib.request.urlopen(strict.url + "/v1/health", timeout=WAIT_S)
+        assert exc.value.code == 503
+        assert exc.value.headers["Content-Type"] == "application/json"
+        assert "server busy" in json.loads(exc.value.read())["error"]
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            assert Client(strict.url).health()["status"] == "ok"
+            break
+        except ServerError:
+            time.sleep(0.1)
+    assert Client(strict.url).health()["status"] == "ok"
+
+
+def test_concurrent_uploads_are_capped(strict, store):
+    """Uploads are held in memory whole: beyond max_concurrent_uploads at once (1 here) one more
+    is answered 503 (JSON), and a slot comes back when its upload is answered or its client goes
+    away mid-body. Without the cap, hundreds of 32 MiB uploads at once took gigabytes."""
+    import http.client
+
+    before = store_digest(store)
+    data = (DEMO / "enroll_2.flac").read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
+
+    def start() -> http.client.HTTPConnection:
+        conn = http.client.HTTPConnection(strict.url[len("http://"):], timeout=WAIT_S)
+        conn.putrequest("POST", "/v1/verify/alice")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        conn.send(body[:1000])
+        time.sleep(0.5)  # the server holds a slot while it waits for the rest
+        return conn
+
+    c = Client(strict.url)
+    conn = start()
+    with pytest.raises(ServerError) as exc:
+        c.verify("alice", DEMO / "enroll_2.flac")
+    assert exc.value.code == 503 and "max_concurrent_uploads" in str(exc.value)
+    assert c.health()["status"] == "ok"
+    conn.send(body[1000:])
+    resp = conn.getresponse()
+    assert resp.status == 200 and json.loads(resp.read())["accepted"] is True
+    conn.close()
+    assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+    start().close()  # gone mid-body: its slot comes back
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            assert c.verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+            break
+        except ServerError as err:
+            assert err.code == 503 and time.monotonic() < deadline, err
+            time.sleep(0.2)
+    assert "Traceback" not in strict.stderr
+    assert store_digest(store) == before
 
 
 def test_unknown_http_parameters_and_fields_are_refused(server, store):

@@ -88,6 +88,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                    f"{d.max_messages_per_s:g}, bursts of {d.message_burst})")
     g.add_argument("--max-upload-bytes", type=_positive(int), default=d.max_upload_bytes,
                    metavar="B", help=f"largest HTTP upload (default {d.max_upload_bytes})")
+    g.add_argument("--max-concurrent-uploads", type=_positive(int),
+                   default=d.max_concurrent_uploads, metavar="N",
+                   help=f"HTTP uploads received or processed at once; one more is answered 503 "
+                   f"(default {d.max_concurrent_uploads})")
     g.add_argument("--max-upload-s", type=_positive(float), default=d.max_upload_s, metavar="S",
                    help=f"longest uploaded recording in seconds of audio (default "
                    f"{d.max_upload_s:g})")
@@ -143,7 +147,9 @@ def cmd_serve(args) -> int:
                              request_timeout_s=args.request_timeout_s,
                              max_messages_per_s=args.max_messages_per_s,
                              max_upload_bytes=args.max_upload_bytes,
-                             max_upload_s=args.max_upload_s, workers=args.workers or 0,
+                             max_upload_s=args.max_upload_s,
+                             max_concurrent_uploads=args.max_concurrent_uploads,
+                             workers=args.workers or 0,
                              worker_kind=args.worker_kind)
     sessions = {}
     for path in args.model or [None]:

@@ -23,11 +23,13 @@ Close codes of ``/v1/listen`` (an ``{"event": "error", "error": ...}`` message c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import itertools
 import json
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -36,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -125,6 +127,10 @@ class Service:
         # the streams' work behind it
         self.upload_pool = ThreadPoolExecutor(max(1, settings.worker_count // 2),
                                               thread_name_prefix="rtverify-upload")
+        self.uploading = 0
+        """HTTP uploads being received or processed (see :meth:`upload_slot`)."""
+        self.add_lock = threading.Lock()
+        """Held while takes added to a voice are saved (``?add=true``)."""
         self.streams: set[_Stream] = set()
         self.draining = False
         self.counters = Counters()
@@ -149,6 +155,45 @@ class Service:
             raise ModelError(f"model {model!r} is not loaded by this server (it has: "
                              f"{', '.join(self.sessions)})")
         return self.sessions[model]
+
+    def public(self, message: str, names=()) -> str:
+        """``message`` as a remote client gets it: the store's own paths (or database address)
+        taken out, the CLI's options in the API's words (``--force`` -> ``force=true``)."""
+        out = message
+        root = str(getattr(self.store, "root", "") or "")
+        for name in names:
+            try:
+                where = str(self.store.path_for(name))
+            except Exception:  # not a valid name: it names no path
+                continue
+            out = out.replace(f" ({where})", "").replace(f"{where}:", f"voice {name!r}:")
+            out = out.replace(where, f"voice {name!r}")
+        if root:
+            out = out.replace(f" (store: {root})", "").replace(root, "the voice store")
+        out = re.sub(r" ?\(rtverify enroll --name .*? --force \.\.\.\)", " with force=true", out)
+        out = re.sub(r"--(force|add)\b", r"\1=true", out)
+        if "use force=true to replace it" in out and "add=true" not in out:
+            out = out.replace("use force=true to replace it", "use force=true to replace it, "
+                              "or add=true to add takes to it")
+        out = out.replace("`rtverify voices` lists the enrolled ones",
+                          "GET /v1/voices lists the enrolled ones")
+        out = out.replace(" (--min-speech)", "").replace("(run the command again)",
+                                                         "(send the request again)")
+        return out
+
+    @contextlib.contextmanager
+    def upload_slot(self):
+        """One of ``max_concurrent_uploads``, held while an upload is received and processed
+        (each is held in memory whole); none free: 503. Used on the event loop only."""
+        most = self.settings.max_concurrent_uploads
+        if self.uploading >= most:
+            raise HttpError(503, f"server busy: {most} uploads being received or processed "
+                            "(max_concurrent_uploads); try again later")
+        self.uploading += 1
+        try:
+            yield
+        finally:
+            self.uploading -= 1
 
     async def run(self, func, *args):
         """``func(*args)`` on a helper thread (store reads)."""
@@ -270,11 +315,13 @@ class _Stream:
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
 
-    async def _refuse(self, code: int, message: str) -> None:
+    async def _refuse(self, code: int, message: str, shown: str | None = None) -> None:
+        """Log ``message``, tell the client ``shown`` (default: the same) and close."""
         self.service.counters.refused += 1
         logger.info("%s: closed %d: %s", self.name, code, message)
-        await self._send({"event": "error", "error": message, "code": code})
-        await self._close(code, message)
+        shown = message if shown is None else shown
+        await self._send({"event": "error", "error": shown, "code": code})
+        await self._close(code, shown)
 
     # -- receiving --------------------------------------------------------------------
     def _fail(self, code: int, message: str) -> None:
@@ -371,8 +418,8 @@ class _Stream:
             self.status = _bool_param(q, "status")
             session = svc.session_for(q.get("model"))
             voices = await svc.run(load_voices, svc.store, session, q.getlist("name"))
-        except RtverifyError as err:
-            await self._refuse(CLOSE_POLICY, str(err))
+        except RtverifyError as err:  # the log has the store's paths, the client not
+            await self._refuse(CLOSE_POLICY, str(err), svc.public(str(err), q.getlist("name")))
             return False
         self.sid = next(svc._sids)
         spec = StreamSpec(session.model_id, voices, threshold, self.status,
@@ -505,7 +552,7 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         if unknown:
             raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
                             "'audio' recordings; options go in the query (?threshold=, "
-                            "?force=true, ?model=)")
+                            "?force=true, ?add=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
@@ -566,7 +613,8 @@ class _TempFiles:
 
     def renamed(self, err: RtverifyError) -> RtverifyError:
         msg = str(err)
-        for path, label in zip(self.paths, self.labels):
+        # longest first: upload-1 is the start of upload-10
+        for path, label in sorted(zip(self.paths, self.labels), key=lambda p: -len(p[0])):
             msg = msg.replace(path, label)
         return type(err)(msg)
 
@@ -574,23 +622,36 @@ class _TempFiles:
         self._dir.cleanup()
 
 
-def _enroll_job(service: Service, session, name: str, uploads, force: bool) -> dict:
-    from ..apps.enroll import companion_sessions, enroll_files
+def _enroll_job(service: Service, session, name: str, uploads, force: bool,
+                old=None) -> dict:
+    """Enrol ``name`` from ``uploads``; with ``old`` (the stored voice, read before the upload),
+    add them to it as ``enroll --add`` does."""
+    from ..apps.enroll import (ADD_MIN_SPEECH_S, add_to_voiceprint, companion_sessions,
+                               enroll_files, save_added)
 
     files = _TempFiles(uploads)
     try:
         files.check_lengths(service.settings.max_upload_s)
         try:
-            enrol = enroll_files(session, files.paths)
+            if old is None:
+                enrol = enroll_files(session, files.paths)
+                vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
+            else:
+                enrol = enroll_files(session, files.paths, min_speech_s=ADD_MIN_SPEECH_S)
+                vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
         except RtverifyError as err:
             raise files.renamed(err) from None
-        vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
-        service.store.save(vp, force=force)
+        if old is None:
+            service.store.save(vp, force=force)
+        else:
+            with service.add_lock:  # two adds through this server: the second sees the first
+                save_added(service.store, old, vp)
     finally:
         files.close()
     return {"event": "enroll", "name": name, "takes": len(enrol.takes),
             "speech_s": round(enrol.speech_s, 2), "model_id": session.model_id,
-            "created": vp.created, "replaced": force}
+            "created": vp.created, "replaced": force, "added": old is not None,
+            "total_takes": int(vp.n_takes), "total_speech_s": round(float(vp.speech_s), 2)}
 
 
 def verify_file(session, store, name: str, path: str, where: str,
@@ -642,10 +703,19 @@ def build_app(service: Service) -> Starlette:
                 return await handler(request)
             except HttpError as err:
                 return JSONResponse({"error": str(err)}, status_code=err.status,
-                                    headers={"WWW-Authenticate": "Bearer"}
-                                    if err.status == 401 else None)
+                                    headers={401: {"WWW-Authenticate": "Bearer"},
+                                             503: {"Retry-After": "1"}}.get(err.status))
+            except ClientDisconnect:  # went away mid-upload: nobody to answer, nothing to log
+                logger.debug("%s %s: the client went away", request.method, request.url.path)
+                return Response(status_code=400)
             except RtverifyError as err:
-                return JSONResponse({"error": str(err)}, status_code=_status_for(err))
+                # the client gets the meaning without the server's paths, in the API's words;
+                # the log keeps the store's own message
+                name = request.path_params.get("name")
+                message = service.public(str(err), [name] if name else [])
+                if message != str(err):
+                    logger.info("%s %s: %s", request.method, request.url.path, err)
+                return JSONResponse({"error": message}, status_code=_status_for(err))
             except Exception as err:
                 logger.exception("%s %s: internal error", request.method, request.url.path)
                 return JSONResponse({"error": f"internal error: {type(err).__name__}"},
@@ -669,20 +739,33 @@ def build_app(service: Service) -> Starlette:
         out = []
         for e in entries:
             vp = e.voiceprint
-            out.append({"name": e.name, "usable": vp is not None, "problem": e.problem,
+            problem = None if e.problem is None else service.public(e.problem, [e.name])
+            out.append({"name": e.name, "usable": vp is not None, "problem": problem,
                         **({"created": vp.created, "model_id": vp.model_id,
                             "speech_s": vp.speech_s, "n_takes": vp.n_takes} if vp else {})})
         return JSONResponse({"voices": out})
 
     async def enroll(request: Request):
+        from ..apps.enroll import voice_to_add_to
+
         name = _name(request)
         force = _bool_param(request.query_params, "force")
+        add = _bool_param(request.query_params, "add")
+        if add and force:
+            raise HttpError(400, "add=true and force=true: add takes to the enrolled voice, or "
+                            "replace it, not both")
         session = service.session_for(request.query_params.get("model"))
-        if not force and await service.run(service.store.exists, name):
-            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace it")
-        uploads = await _uploads(request, service.settings, service.settings.max_uploads)
-        return JSONResponse(await service.run_upload(_enroll_job, service, session, name, uploads,
-                                              force))
+        old = None
+        if add:  # refused before the upload is read: not enrolled (404), no vector (409)
+            old = await service.run(service.store.load, name)
+            voice_to_add_to(old, session)
+        elif not force and await service.run(service.store.exists, name):
+            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace "
+                             "it, or add=true to add takes to it")
+        with service.upload_slot():
+            uploads = await _uploads(request, service.settings, service.settings.max_uploads)
+            return JSONResponse(await service.run_upload(_enroll_job, service, session, name,
+                                                         uploads, force, old))
 
     async def delete(request: Request):
         name = _name(request)
@@ -695,9 +778,10 @@ def build_app(service: Service) -> Starlette:
         session = service.session_for(request.query_params.get("model"))
         if not await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is not enrolled")
-        uploads = await _uploads(request, service.settings, 1)
-        return JSONResponse(await service.run_upload(_verify_job, service, session, name, uploads,
-                                              threshold))
+        with service.upload_slot():
+            uploads = await _uploads(request, service.settings, 1)
+            return JSONResponse(await service.run_upload(_verify_job, service, session, name,
+                                                         uploads, threshold))
 
     async def listen(ws: WebSocket):
         try:
@@ -710,7 +794,8 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
         # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
         # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
-        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "model")), methods=["POST"]),
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "model")),
+              methods=["POST"]),
         Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
         Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
               methods=["POST"]),
@@ -760,6 +845,27 @@ def _request_deadline_protocol(timeout_s: float):
 
     class Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            # uvicorn answers a request over limit_concurrency with a plain-text 503; the same
+            # check made here answers it as every other error is answered, {"error": ...}
+            self._cap, self.limit_concurrency = self.limit_concurrency, None
+            app = self.app
+
+            async def capped(scope, receive, send) -> None:
+                cap = self._cap  # this request's task is in self.tasks already: > not >=
+                if cap is not None and (len(self.connections) >= cap or len(self.tasks) > cap):
+                    logger.warning("%d connections open (the limit, max_streams + 64); "
+                                   "a request was answered 503", cap)
+                    busy = JSONResponse(
+                        {"error": f"server busy: {cap} connections open (max_streams + 64); "
+                                  "try again later"}, status_code=503,
+                        headers={"Connection": "close", "Retry-After": "1"})
+                    return await busy(scope, receive, send)
+                return await app(scope, receive, send)
+
+            self.app = capped
 
         def _arm(self) -> None:
             self._disarm()

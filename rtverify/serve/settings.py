@@ -40,6 +40,9 @@ class ServeSettings:
     """Largest HTTP request body (enrolment or verify upload, bytes)."""
     max_uploads: int = 10
     """Recordings in one enrolment request."""
+    max_concurrent_uploads: int = 8
+    """HTTP uploads (enrolments, verifies) being received or processed at once; one more is
+    answered 503 (each is held in memory whole, up to ``max_upload_bytes``)."""
     max_upload_s: float = 600.0
     """Longest uploaded recording (seconds of audio): a small compressed file can hold hours,
     which decoded whole would take gigabytes; a longer one is refused (413)."""
