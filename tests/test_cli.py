@@ -472,6 +472,33 @@ def test_listen_with_no_voices_says_how_to_enroll(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_enroll_ends_cleanly_on_ctrl_c_or_sigterm(tmp_path, sig):
+    """A live enrolment from a pipe that stays open, stopped by Ctrl-C or SIGTERM (a service
+    manager, `timeout`): one line saying nothing was saved, exit 130, nothing written."""
+    root = tmp_path / "s"
+    env = {**os.environ, "RTVERIFY_HOME": str(root)}
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "enroll", "--name", "dora",
+                             "--input", "-"], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=interruptible)
+    try:
+        proc.stdin.write((read16k(ENROLL[0]) * 32767).astype("<i2").tobytes())
+        proc.stdin.flush()
+        line = proc.stderr.readline()  # the first take's feedback: it is running
+        assert b"recording from stdin" in line or b"take" in line, line
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr.decode()
+    assert "interrupted; nothing was saved" in stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert not root.exists() or not any(root.iterdir())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
     """Raw PCM on a pipe that stays open, cut in the middle of the second utterance: the first
     decision arrives, then the signal ends listen; the open utterance still gets its decision,

@@ -85,7 +85,7 @@ def cmd_enroll(args) -> int:
 
     name = validate_name(args.name)
     store = _store(args)
-    adding = getattr(args, "add", False)
+    adding = args.add
     old = store.load(name) if adding else None  # "not enrolled" is the error for --add
     if not adding and store.exists(name) and not args.force:
         raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "

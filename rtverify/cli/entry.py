@@ -270,6 +270,25 @@ class _GlobalSubparsers:
 
 
 # -- entry point ----------------------------------------------------------------------------------
+TERM_LIKE_CTRL_C = ("enroll", "verify", "eval", "voices", "devices")
+"""Commands that SIGTERM ends as Ctrl-C does (a message, exit 130; ``enroll`` saves nothing):
+``listen`` and ``demo`` end with their summary (:func:`rtverify.apps.listen.run`), the servers
+drain their connections."""
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _term_like_ctrl_c() -> None:
+    import signal
+
+    try:
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (tests calling main() in-process)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -282,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
 
         sources.MUTE_DECODER_NOTES = True
     func = getattr(args, "func", None)
+    if args.command in TERM_LIKE_CTRL_C:
+        _term_like_ctrl_c()
     if func is None:
         parser.print_usage(sys.stderr)
         print("rtverify: error: a command is required (rtverify --help lists them)",
