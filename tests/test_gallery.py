@@ -4,6 +4,7 @@ replacement/removal/compaction, score normalisation, and following a file or Pos
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -284,6 +285,51 @@ def test_a_settled_file_store_costs_one_stat_and_a_change_reads_one_file(tmp_pat
     assert list(g.scores(new, k=1)) == ["v3"] and len(g) == 50
     store.remove("v4")
     assert g.refresh() and "v4" not in g and loads == ["v3"]
+
+
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_the_watcher_survives_an_unexpected_error(tmp_path, monkeypatch, caplog, request, kind):
+    """Not only a store error: any exception while following the store is logged (once, with
+    its traceback) and the watcher goes on: a later enrolment is still seen."""
+    caplog.set_level(logging.DEBUG, logger="rtverify.store.gallery")
+    if kind == "file":
+        writer = store = VoiceprintStore(tmp_path / "voices")
+        read = "stamps"
+    else:
+        url = request.getfixturevalue("pg").new_database()
+        writer, store = open_store(url), open_store(url)
+        read = "changes"
+    rng = np.random.default_rng(8)
+    writer.save(vp("alice", unit(rng)))
+    g = Gallery(store, MODEL, DIM).start(poll_s=0.05)
+    try:
+        assert "alice" in g
+        failed = threading.Event()
+        real = getattr(store, read)
+
+        def flaky(*args, **kwargs):
+            if not failed.is_set():
+                failed.set()
+                raise ValueError("injected")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, read, flaky)
+        writer.save(vp("bob", unit(rng)))
+        assert failed.wait(5.0), "the watcher never read the store"
+        assert g.wait_for(lambda g: "bob" in g, 5.0), "the watcher stopped following the store"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "ValueError: injected" in errors[0].getMessage()
+        assert errors[0].exc_info is not None  # the traceback, for whoever debugs it
+        deadline = time.monotonic() + 5.0  # logged just after the refresh that saw bob
+        while not any("following the voice store again" in r.getMessage()
+                      for r in caplog.records):
+            assert time.monotonic() < deadline, "the recovery was not logged"
+            time.sleep(0.01)
+    finally:
+        g.close()
+        if kind != "file":
+            writer.close()
+            store.close()
 
 
 @pytest.fixture(scope="module")

@@ -314,13 +314,27 @@ class Gallery:
         self.refresh()
 
         def watch():
+            failing = None  # the unexpected failure last reported (each is logged once)
             while not self._stop.is_set():
                 try:
                     self._wait(poll_s)
                     if not self._stop.is_set():
                         self.refresh()
+                    if failing is not None:
+                        logger.warning("%s: following the voice store again", self.store.root)
+                        failing = None
                 except RtverifyError as err:  # the store went away for a while: keep serving
                     logger.warning("%s; retrying", err)
+                    self._stop.wait(min(5.0, 4 * poll_s))
+                except Exception as err:  # a bug must not stop the gallery following the store
+                    problem = f"{type(err).__name__}: {err}"
+                    if problem != failing:
+                        logger.exception("%s: unexpected error while following the voice store "
+                                         "(%s); still serving the voices loaded, retrying",
+                                         self.store.root, problem)
+                    else:
+                        logger.debug("%s: %s again; retrying", self.store.root, problem)
+                    failing = problem
                     self._stop.wait(min(5.0, 4 * poll_s))
 
         self._thread = threading.Thread(target=watch, name="rtverify-gallery", daemon=True)
