@@ -4,6 +4,8 @@ replacement/removal/compaction, score normalisation, and following a file or Pos
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
 import time
 
@@ -232,6 +234,102 @@ def test_follows_a_file_store(tmp_path):
         assert list(g.scores(b, k=1)) == ["bob"]
     finally:
         g.close()
+
+
+def test_a_same_size_rewrite_in_the_same_timestamp_tick_is_seen(tmp_path):
+    """A --force re-enrolment of the same size landing in the same timestamp tick as the last
+    look leaves the directory's (mtime, inode, size) as they were: the gallery still sees it
+    (the replaced file is a new inode), at once, not at the next write."""
+    store = VoiceprintStore(tmp_path / "voices")
+    rng = np.random.default_rng(4)
+    a, c = unit(rng), unit(rng)
+    b = a[::-1].copy()  # the same numbers in another order: a file of the same size
+    store.save(vp("alice", a))
+    store.save(vp("carol", c))
+    g = Gallery(store, MODEL, DIM)
+    assert g.refresh() and g.scores(a, k=2)["alice"] > 0.999
+    path = store.path_for("alice")
+    folder, before = os.stat(store.root), os.stat(path)
+    store.save(vp("alice", b), force=True)
+    os.utime(store.root, ns=(folder.st_atime_ns, folder.st_mtime_ns))  # the same tick
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(store.root)
+    assert (after.st_mtime_ns, after.st_ino, after.st_size) == \
+        (folder.st_mtime_ns, folder.st_ino, folder.st_size)  # what the gallery used to compare
+    assert os.stat(path).st_size == before.st_size
+    assert g.refresh()
+    assert g.scores(b, k=2)["alice"] > 0.999 and len(g) == 2
+    assert not g.refresh()
+
+
+def test_a_settled_file_store_costs_one_stat_and_a_change_reads_one_file(tmp_path, monkeypatch):
+    """Thousands of voices polled every second: while the directory's stamp is unchanged (and
+    old enough to trust) no voice file is looked at; a change reads only the file that changed."""
+    store = VoiceprintStore(tmp_path / "voices")
+    ref = voices(50, seed=6)
+    for name, vec in ref.items():
+        store.save(vp(name, vec))
+    old = time.time_ns() - 10 * 10**9
+    os.utime(store.root, ns=(old, old))  # written ten seconds ago
+    g = Gallery(store, MODEL, DIM)
+    assert g.refresh() and len(g) == 50
+    scans, loads = [], []
+    real_stamps, real_load = store.stamps, store.load
+    monkeypatch.setattr(store, "stamps", lambda: scans.append(1) or real_stamps())
+    monkeypatch.setattr(store, "load", lambda *a: loads.append(a[0]) or real_load(*a))
+    assert not g.refresh() and not g.refresh()
+    assert scans == [] and loads == []
+    new = unit(np.random.default_rng(7))
+    store.save(vp("v3", new), force=True)
+    assert g.refresh() and loads == ["v3"] and len(scans) == 1
+    assert list(g.scores(new, k=1)) == ["v3"] and len(g) == 50
+    store.remove("v4")
+    assert g.refresh() and "v4" not in g and loads == ["v3"]
+
+
+@pytest.mark.parametrize("kind", ["file", "postgres"])
+def test_the_watcher_survives_an_unexpected_error(tmp_path, monkeypatch, caplog, request, kind):
+    """Not only a store error: any exception while following the store is logged (once, with
+    its traceback) and the watcher goes on: a later enrolment is still seen."""
+    caplog.set_level(logging.DEBUG, logger="rtverify.store.gallery")
+    if kind == "file":
+        writer = store = VoiceprintStore(tmp_path / "voices")
+        read = "stamps"
+    else:
+        url = request.getfixturevalue("pg").new_database()
+        writer, store = open_store(url), open_store(url)
+        read = "changes"
+    rng = np.random.default_rng(8)
+    writer.save(vp("alice", unit(rng)))
+    g = Gallery(store, MODEL, DIM).start(poll_s=0.05)
+    try:
+        assert "alice" in g
+        failed = threading.Event()
+        real = getattr(store, read)
+
+        def flaky(*args, **kwargs):
+            if not failed.is_set():
+                failed.set()
+                raise ValueError("injected")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(store, read, flaky)
+        writer.save(vp("bob", unit(rng)))
+        assert failed.wait(5.0), "the watcher never read the store"
+        assert g.wait_for(lambda g: "bob" in g, 5.0), "the watcher stopped following the store"
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "ValueError: injected" in errors[0].getMessage()
+        assert errors[0].exc_info is not None  # the traceback, for whoever debugs it
+        deadline = time.monotonic() + 5.0  # logged just after the refresh that saw bob
+        while not any("following the voice store again" in r.getMessage()
+                      for r in caplog.records):
+            assert time.monotonic() < deadline, "the recovery was not logged"
+            time.sleep(0.01)
+    finally:
+        g.close()
+        if kind != "file":
+            writer.close()
+            store.close()
 
 
 @pytest.fixture(scope="module")

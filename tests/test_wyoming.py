@@ -491,3 +491,26 @@ def test_name_is_matched_in_any_unicode_form(tmp_path, stt, alice_print, session
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("failing", ["too_long", "stop_before_start"])
+def test_a_failed_request_does_not_pass_its_transcribe_settings_on(gate, stt, conversation,
+                                                                  failing):
+    """A request that ends in an error at audio-stop (more than 60 s of audio; an audio-stop
+    with no audio-start) drops its ``transcribe`` (its language) with the rest of its state: the
+    next request on the same connection, sending no ``transcribe``, reaches the STT without it."""
+    audio = pcm16(clip(conversation, 0.9, 5.7))
+    if failing == "too_long":
+        big = audio * 13
+        bad = [_frame("audio-start", FMT), _frame("audio-chunk", FMT, big[:58 * 32000]),
+               _frame("audio-chunk", FMT, audio), _frame("audio-stop", {})]
+    else:
+        bad = [_frame("audio-stop", {})]
+    n = len(stt.requests)
+    got, closed = _exchange(gate["uri"], [
+        _frame("transcribe", {"language": "xx"}), *bad,
+        _frame("audio-start", FMT), _frame("audio-chunk", FMT, audio), _frame("audio-stop", {})])
+    assert not closed and [t for t, _ in got] == ["error", "transcript"], got
+    assert got[-1][1]["text"].startswith("alice: heard")
+    assert len(stt.requests) == n + 1 and stt.requests[-1]["language"] is None
+    assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)

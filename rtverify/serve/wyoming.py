@@ -361,7 +361,10 @@ def handler_factory(gate: Gate):
             try:
                 return await self._handle(event)
             except RtverifyError as err:
+                # an error ends the request: none of its state (its transcribe settings
+                # included) may carry over to the next request on this connection
                 self._reset()
+                self.transcribe = None
                 self.failed = True
                 await self._error(str(err))
                 return True

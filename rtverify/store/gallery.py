@@ -10,13 +10,17 @@
   writer's thread; old snapshots keep the old matrix).
 * :meth:`Gallery.start` watches the store: a PostgreSQL store wakes it through LISTEN/NOTIFY and
   hands over only what changed since its version; a file store is polled (the directory's
-  modification stamp) and re-read whole when it changes.
+  stamp; each voice file's inode, modification time and size when the directory changed, or
+  changed too recently to be trusted) and only the files that changed are read again.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -24,7 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..core.scoring import Decision, DecisionPolicy, Scorer, top_scores, voiceprints_for_band
-from ..errors import RtverifyError
+from ..errors import InputError, RtverifyError, StoreError
+from .voiceprints import SUFFIX
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +38,11 @@ TOP_K = 5
 NARROW_CANDIDATES = 10
 """Narrowband input: the best voices by wideband score that are scored again against their
 narrowband voiceprints (count)."""
+SETTLED_NS = 1_000_000_000
+"""A file store's directory stamp is trusted (its files are not looked at one by one) once it is
+this much older than the look (nanoseconds): any later save or removal then lands in a later
+timestamp tick, so it changes the stamp. A younger one could still be joined by a write in the
+same tick, of the same size, that leaves it unchanged."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,10 @@ class Gallery:
         self._dead: list[int] = []
         self._n = 0
         self._version = None
+        self._stamps: dict | None = None  # a file store: its files' stamps when last read,
+        self._folder = None  # its directory's stamp then,
+        self._settled = False  # and whether that was old enough to be trusted
+        self._generation = itertools.count(1)  # a file store's versions
         self._snap = self._publish()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -231,15 +245,6 @@ class Gallery:
             self.changed.notify_all()
 
     # -- keeping up with the store ---------------------------------------------------------
-    def _store_version(self):
-        if hasattr(self.store, "version"):
-            return self.store.version()
-        try:  # a file store: the directory's stamp changes with every link, rename or unlink
-            st = self.store.root.stat()
-            return (st.st_mtime_ns, st.st_ino, st.st_size)
-        except OSError:
-            return None
-
     def refresh(self) -> bool:
         """Bring the gallery up to the store's version; True if anything changed."""
         if self.store is None:
@@ -256,13 +261,46 @@ class Gallery:
             self.apply(good, list(ch.removed) + [e.name for e in bad], full=ch.full,
                        version=ch.version)
             return True
-        version = self._store_version()
-        if version == self._version and self._snap.version is not None:
+        return self._refresh_files()
+
+    def _refresh_files(self) -> bool:
+        """A file store: each voice file's stamp (:meth:`VoiceprintStore.stamps`) against the
+        one it had when last read; only the voices whose files changed are read again.
+
+        Every save or removal changes the directory's stamp, so the files are only looked at
+        when it changed, or when it was too recent to be trusted: a ``--force`` re-enrolment
+        landing in the same timestamp tick as the last look, of the same size, leaves the
+        directory's stamp as it was (:data:`SETTLED_NS`)."""
+        try:
+            st = os.stat(self.store.root)
+            folder = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except OSError:  # missing, or unreadable: stamps() says which
+            folder = None
+        now_ns = time.time_ns()
+        if self._stamps is not None and folder == self._folder and self._settled:
             return False
-        usable, self.problems = self.store.load_usable(self.model_id, None, self.dim)
-        for problem in self.problems:
+        stamps = self.store.stamps()  # taken before the files are read: a later write is seen
+        settled = folder is not None and now_ns - folder[0] > SETTLED_NS
+        if stamps == self._stamps:
+            self._folder, self._settled = folder, settled
+            return False
+        old = self._stamps or {}
+        changed = sorted(n for n, st in stamps.items() if old.get(n) != st)
+        removed = [n for n in old if n not in stamps]
+        good, problems = [], []
+        for name in changed:
+            try:
+                good.append((name, self.store.load(name, self.model_id, self.dim).vector()))
+            except (StoreError, InputError) as err:
+                removed.append(name)
+                if os.path.lexists(self.store.root / (name + SUFFIX)):  # else: removed meanwhile
+                    problems.append(str(err))
+        self.problems = problems
+        for problem in problems:
             logger.warning("%s; skipped", problem)
-        self.apply(list(usable.items()), full=True, version=version)
+        self.apply(good, removed, full=self._stamps is None, version=next(self._generation))
+        # only now: if anything above failed, the next look reads these files again
+        self._stamps, self._folder, self._settled = stamps, folder, settled
         return True
 
     def _wait(self, poll_s: float) -> None:
@@ -276,13 +314,27 @@ class Gallery:
         self.refresh()
 
         def watch():
+            failing = None  # the unexpected failure last reported (each is logged once)
             while not self._stop.is_set():
                 try:
                     self._wait(poll_s)
                     if not self._stop.is_set():
                         self.refresh()
+                    if failing is not None:
+                        logger.warning("%s: following the voice store again", self.store.root)
+                        failing = None
                 except RtverifyError as err:  # the store went away for a while: keep serving
                     logger.warning("%s; retrying", err)
+                    self._stop.wait(min(5.0, 4 * poll_s))
+                except Exception as err:  # a bug must not stop the gallery following the store
+                    problem = f"{type(err).__name__}: {err}"
+                    if problem != failing:
+                        logger.exception("%s: unexpected error while following the voice store "
+                                         "(%s); still serving the voices loaded, retrying",
+                                         self.store.root, problem)
+                    else:
+                        logger.debug("%s: %s again; retrying", self.store.root, problem)
+                    failing = problem
                     self._stop.wait(min(5.0, 4 * poll_s))
 
         self._thread = threading.Thread(target=watch, name="rtverify-gallery", daemon=True)

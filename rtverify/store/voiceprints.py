@@ -420,6 +420,31 @@ class VoiceprintStore:
         return sorted(p.name[:-len(SUFFIX)] for p in files
                       if p.name.endswith(SUFFIX) and not p.name.startswith("."))
 
+    def stamps(self) -> dict[str, tuple[int, int, int, int]]:
+        """Each voice file's ``(inode, mtime_ns, ctime_ns, size)`` by name (as :meth:`names`),
+        without reading any: what a follower compares to see which voices changed. Every
+        :meth:`save` puts a new file (a new inode) in place, so a rewrite is seen even when it
+        lands in the same timestamp tick with the same size; one ``stat`` per voice."""
+        out = {}
+        try:
+            with os.scandir(self.root) as it:
+                for entry in it:
+                    if not entry.name.endswith(SUFFIX) or entry.name.startswith("."):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed meanwhile
+                        continue
+                    out[entry.name[:-len(SUFFIX)]] = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns,
+                                                      st.st_size)
+        except FileNotFoundError:
+            return {}
+        except NotADirectoryError:
+            raise StoreError(f"{self.root}: voice store is not a directory") from None
+        except OSError as err:
+            raise StoreError(f"{self.root}: cannot read the voice store ({err.strerror})") from None
+        return out
+
     def exists(self, name: str) -> bool:
         path = self.path_for(name)
         try:
