@@ -555,6 +555,67 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
             s.close()
 
 
+def test_a_dripped_body_is_answered_408_and_a_slow_honest_one_is_not(store):
+    """A body sent a few bytes a second after a quick head used to hold its upload slot (and
+    connection) for ever: it must come at min_body_bytes_per_s on average once
+    request_timeout_s has passed (2000 bytes/s after 1 s here), or it is answered 408 (JSON)
+    and closed, and the slot is free again. An upload slower than request_timeout_s but
+    above that rate is answered as usual."""
+    import http.client
+    import socket
+
+    data = (DEMO / "enroll_2.flac").read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
+    head = (b"POST /v1/verify/alice HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    s = Server(store, "-v", "--request-timeout-s", "1", "--min-body-bytes-per-s", "2000",
+               "--max-concurrent-uploads", "1")
+    try:
+        host, port = s.url[len("http://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=WAIT_S) as drip:
+            drip.sendall(head + body[:100])
+            t0, answer = time.monotonic(), b""
+            with contextlib.suppress(OSError):  # once closed by the server
+                for i in range(100, 200):  # 5 bytes/s for up to 20 s
+                    drip.sendall(body[i:i + 1])
+                    drip.settimeout(0.2)
+                    with contextlib.suppress(socket.timeout):
+                        answer = drip.recv(65536)
+                        break
+            drip.settimeout(WAIT_S)
+            with contextlib.suppress(OSError):
+                while chunk := drip.recv(65536):
+                    answer += chunk
+            elapsed = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        assert "min_body_bytes_per_s" in error, error
+        assert 0.9 < elapsed < 4, elapsed
+        # its slot is free, and an upload at 20 kB/s (over 3 s, three times
+        # request_timeout_s) is answered
+        conn = http.client.HTTPConnection(s.url[len("http://"):], timeout=WAIT_S)
+        t0 = time.monotonic()
+        conn.putrequest("POST", "/v1/verify/alice")
+        conn.putheader("Content-Type", "multipart/form-data; boundary=x")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders()
+        for i in range(0, len(body), 4000):
+            conn.send(body[i:i + 4000])
+            time.sleep(0.2)
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.read()
+        assert json.loads(resp.read())["accepted"] is True
+        assert time.monotonic() - t0 > 3
+        conn.close()
+        assert Client(s.url).health()["status"] == "ok"
+    finally:
+        assert s.stop() == 0
+    assert "slower than 2000 bytes/s (min_body_bytes_per_s); answered 408" in s.stderr, s.stderr
+    assert "Traceback" not in s.stderr
+
+
 def test_a_full_server_answers_503_as_json(strict):
     """With max_streams + 64 connections open, a request gets 503 with the JSON error body every
     other error has (uvicorn's own answer was the plain text 'Service Unavailable')."""

@@ -514,3 +514,76 @@ def test_a_failed_request_does_not_pass_its_transcribe_settings_on(gate, stt, co
     assert got[-1][1]["text"].startswith("alice: heard")
     assert len(stt.requests) == n + 1 and stt.requests[-1]["language"] is None
     assert gate["proc"].poll() is None and "Traceback" not in gate_log(gate)
+
+
+def test_a_bug_is_one_error_event_logged_once_and_the_gate_serves_on(tmp_path, stt, alice_print,
+                                                                    session, conversation):
+    """An exception that is not an rtverify error (a bug) inside a request: the client gets one
+    Wyoming error event and its connection closes, the gate logs it once with its traceback
+    naming the connection, and the next connection is served (an in-process gate, so that its
+    decision can be made to fail)."""
+    import contextlib
+    import logging
+
+    from rtverify.core.scoring import DecisionPolicy, Scorer
+    from rtverify.serve.wyoming import Gate, GateSettings, serve
+    from rtverify.store import open_store
+    from rtverify.store.gallery import Gallery
+    from rtverify.store.voiceprints import Voiceprint
+
+    store = open_store(str(tmp_path / "voices"))
+    store.save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0, 2))
+    gallery = Gallery(store, session.model_id, session.dim,
+                      scorer=Scorer.for_model(session)).start()
+    gate = Gate(session, gallery, DecisionPolicy(session.info.decision, None),
+                GateSettings(stt_uri=stt.uri, tag_speaker=True), workers=1)
+    decide, calls = gate.decide, []
+
+    def buggy(decisions):  # the first request's decision meets a bug
+        calls.append(1)
+        if len(calls) == 1:
+            return 1 / 0
+        return decide(decisions)
+
+    gate.decide = buggy
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler(logging.DEBUG)
+    collect.emit = records.append
+    log = logging.getLogger("rtverify.serve.wyoming")
+    log.addHandler(collect)
+    port = free_port()
+    uri = f"tcp://127.0.0.1:{port}"
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+
+    async def main():
+        with contextlib.suppress(asyncio.CancelledError):
+            await serve(gate, uri, lambda server: ready.set())
+
+    task = loop.create_task(main())
+    thread = threading.Thread(target=loop.run_until_complete, args=(task,), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(10)
+        audio = pcm16(clip(conversation, 0.9, 5.7))
+        got, closed = _exchange(uri, [_frame("transcribe", {"language": "xx"}),
+                                      _frame("audio-start", FMT),
+                                      _frame("audio-chunk", FMT, audio),
+                                      _frame("audio-stop", {})], until=())
+        assert closed and [t for t, _ in got] == ["error"], got
+        assert got[0][1]["text"] == "internal error; see the gate's log", got
+        assert got[0][1]["code"] == "rtverify"
+        bugs = [r for r in records if "internal error" in r.getMessage()]
+        assert len(bugs) == 1 and bugs[0].levelno == logging.ERROR, records
+        assert bugs[0].getMessage().startswith("127.0.0.1:")
+        assert bugs[0].exc_info and bugs[0].exc_info[0] is ZeroDivisionError
+        text, _, _ = request(uri, audio)  # a second connection is served
+        assert text.startswith("alice: heard"), text
+        assert len([r for r in records if r.levelno >= logging.ERROR]) == 1, records
+    finally:
+        log.removeHandler(collect)
+        loop.call_soon_threadsafe(task.cancel)
+        thread.join(10)
+        loop.close()
+        gallery.close()
+        gate.executor.shutdown(wait=False)

@@ -819,7 +819,7 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     s = service.settings
     config = uvicorn.Config(
         build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
-        http=_request_deadline_protocol(s.request_timeout_s),
+        http=_request_deadline_protocol(s.request_timeout_s, s.min_body_bytes_per_s),
         ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
         ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
         timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
@@ -832,19 +832,35 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     return c
 
 
-def _request_deadline_protocol(timeout_s: float):
-    """uvicorn's h11 protocol, with a deadline for each request head.
+def _request_deadline_protocol(timeout_s: float, min_body_rate: float):
+    """uvicorn's h11 protocol, with a deadline for each request head and a minimum rate for each
+    request body.
 
     uvicorn times a connection out only between requests, and any byte received restarts that
     timer; a connection that sends nothing (half-open) or drips a request head a byte at a time
     lives for ever, holding one of ``limit_concurrency`` slots: enough of them and every HTTP
     request is answered 503. Here a connection must send a whole request head within
     ``timeout_s`` of opening or of its previous answer, whatever it sends meanwhile; a WebSocket
-    stream, once upgraded, has its own limits (idle_timeout_s)."""
+    stream, once upgraded, has its own limits (idle_timeout_s).
+
+    A body, likewise, could come a byte at a time after a quick head, holding an upload slot (or
+    a connection) for ever. Its bytes must come at ``min_body_rate`` bytes/s on average, counted
+    from ``timeout_s`` after its head: ``t`` seconds after the head, at least
+    ``(t - timeout_s) * min_body_rate`` of them, or the whole body; else it is answered 408
+    (JSON) and the connection closed. A slow honest upload only needs to keep that average; a
+    body of N bytes sent at an even pace has ``timeout_s + N / min_body_rate`` seconds. While the
+    server itself is not reading (its buffer is full, or the app has not asked for the body of a
+    request that expects 100-continue) the client's clock starts again."""
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class Protocol(H11Protocol):
         _deadline: asyncio.TimerHandle | None = None
+        _body_timer: asyncio.TimerHandle | None = None
+        _body_cycle = None
+        """The request whose body is being timed."""
+        _body_t0 = 0.0
+        _body_bytes = 0
 
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
@@ -891,12 +907,70 @@ def _request_deadline_protocol(timeout_s: float):
 
         def connection_lost(self, exc) -> None:
             self._disarm()
+            self._stop_body_clock()
             super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)  # may complete a head, which starts its body's clock
+            # counted raw (framing included; the head's bytes too when a body follows them in
+            # the same read): at most a head's worth in the client's favour
+            self._body_bytes += len(data)
 
         def handle_events(self) -> None:
             super().handle_events()
-            if self.cycle is not None and not self.cycle.response_complete:
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
                 self._disarm()  # a whole request head came
+                if cycle.more_body and cycle is not self._body_cycle:
+                    self._stop_body_clock()
+                    self._body_cycle = cycle
+                    self._start_body_clock()
+
+        def _start_body_clock(self) -> None:
+            self._body_t0, self._body_bytes = self.loop.time(), 0
+            self._body_timer = self.loop.call_later(timeout_s, self._body_check)
+
+        def _stop_body_clock(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_check(self) -> None:
+            self._body_timer = None
+            cycle = self._body_cycle
+            if (cycle is not self.cycle or not cycle.more_body or cycle.response_complete
+                    or cycle.disconnected or self.transport.is_closing()):
+                return  # whole, answered, or gone (the head deadline covers what follows)
+            if self.flow.read_paused or cycle.waiting_for_100_continue:
+                self._start_body_clock()  # the server is not reading: not the client's delay
+                return
+            due = self._body_t0 + timeout_s + self._body_bytes / min_body_rate
+            if self.loop.time() < due:
+                self._body_timer = self.loop.call_at(due, self._body_check)
+                return
+            message = (f"request body slower than {min_body_rate:g} bytes/s on average after "
+                       f"{timeout_s:g} s (min_body_bytes_per_s); send it faster")
+            logger.info("%s: %s %s: %d body bytes in %.1f s, slower than %g bytes/s "
+                        "(min_body_bytes_per_s); answered 408 and closed",
+                        "%s:%d" % self.client if self.client else "connection",
+                        cycle.scope["method"], cycle.scope["path"], self._body_bytes,
+                        self.loop.time() - self._body_t0, min_body_rate)
+            if not cycle.response_started:
+                body = json.dumps({"error": message}).encode()
+                with contextlib.suppress(h11.LocalProtocolError):
+                    out = self.conn.send(h11.Response(
+                        status_code=408, reason=b"Request Timeout",
+                        headers=[(b"content-type", b"application/json"),
+                                 (b"content-length", str(len(body)).encode()),
+                                 (b"connection", b"close")]))
+                    out += self.conn.send(h11.Data(data=body))
+                    out += self.conn.send(h11.EndOfMessage())
+                    self.transport.write(out)
+            # the app, waiting for the body, is told the client went away (its later answer,
+            # if any, is dropped), as when the connection is lost
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self.transport.close()
 
         def handle_websocket_upgrade(self, event) -> None:
             self._disarm()  # the stream's own limits apply from here

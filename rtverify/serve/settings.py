@@ -29,6 +29,12 @@ class ServeSettings:
     """A connection must send a whole request head (an HTTP request or the WebSocket handshake)
     within this long of opening, or of its previous answer, or it is closed (seconds): idle and
     half-open connections would otherwise hold the server's connection slots for ever."""
+    min_body_bytes_per_s: float = 8192.0
+    """An HTTP request body must arrive at least this fast on average, counted from
+    ``request_timeout_s`` after its head (bytes per second), or it is answered 408 and its
+    connection closed: a body dripped a byte at a time would otherwise hold an upload slot for
+    ever. A slow upload that keeps the average is not cut off (N bytes at an even pace have
+    ``request_timeout_s + N / min_body_bytes_per_s`` seconds)."""
     max_messages_per_s: float = 500.0
     """Sustained message rate allowed on one stream (messages per second)."""
     message_burst: int = 2000

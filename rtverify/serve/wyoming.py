@@ -45,6 +45,10 @@ MAX_DATA_BYTES = 1 << 20
 """An event's JSON data larger than this is refused (it is a few fields)."""
 
 
+INTERNAL_ERROR = "internal error; see the gate's log"
+"""What a client is told when a bug ends its connection (the log has the traceback)."""
+
+
 MAX_PAYLOAD_BYTES = 64 << 20
 """No payload larger than this is read, whatever the format (a minute of 48 kHz stereo 32-bit
 audio is 23 MB)."""
@@ -280,9 +284,19 @@ def handler_factory(gate: Gate):
             logger.warning("%s", text)
             await self.write_event(Error(text=text, code="rtverify").event())
 
+        @property
+        def name(self) -> str:
+            """The connection, for the log: ``host:port`` of the client, else ``connection``."""
+            peer = self.writer.get_extra_info("peername")
+            if isinstance(peer, tuple) and len(peer) >= 2:
+                return f"{peer[0]}:{peer[1]}"
+            return "connection"
+
         async def run(self) -> None:
             """The library's loop, reading events with :meth:`read_event`: a malformed one is
-            one error event, then the connection closes (never a traceback)."""
+            one error event, then the connection closes (never a traceback). A bug (any other
+            exception) is logged once with its traceback, answered with one error event, and
+            closes this connection only; the gate serves the others."""
             self._is_running = True
             try:
                 while self._is_running:
@@ -295,6 +309,12 @@ def handler_factory(gate: Gate):
                         break
             except ConnectionError:
                 pass  # the client went away
+            except Exception:  # a bug: log it, close this connection, keep the others
+                logger.exception("%s: internal error", self.name)
+                try:
+                    await self.write_event(Error(text=INTERNAL_ERROR, code="rtverify").event())
+                except Exception:  # noqa: BLE001 - the client may be gone; it is logged
+                    pass
             finally:
                 await self.disconnect()
                 self.writer.close()
