@@ -312,7 +312,8 @@ class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
     own header sets the rate, channels and sample format (its data is then streamed as PCM),
-    FLAC, OGG and MP3 are decoded whole; anything else is raw PCM as given here.
+    FLAC, OGG, MP3, AIFF, CAF, W64 and AU are decoded whole; a container libsndfile cannot
+    decode (MP4/M4A, WebM...) is refused; anything else is raw PCM as given here.
 
     :param rate_hz: the raw stream's sample rate (hertz).
     :param channels: interleaved channels in the raw stream.
@@ -333,7 +334,8 @@ class StdinSource(_ResamplingSource):
         self._block_ms = block_ms
         self._sniff = sniff
         self.container = "raw"
-        """What the stream turned out to be: ``raw``, ``wav``, ``flac``, ``ogg`` or ``mp3``."""
+        """What the stream turned out to be: ``raw``, ``wav``, or one of
+        :data:`~rtverify.io.sniff.DECODED_KINDS`."""
         self._set_format(self.rate_in_hz, channels, sample_format)
 
     def _set_format(self, rate_hz: int, channels: int, sample_format: str) -> None:
@@ -387,9 +389,10 @@ class StdinSource(_ResamplingSource):
             logger.info("%s: WAV stream, %d Hz, %d channel(s), %s", self.name, fmt.rate_hz,
                         fmt.channels, fmt.sample_format)
             yield from self._pcm(rest + head[pos:], fmt.data_bytes)
-        elif kind in ("flac", "ogg", "mp3"):
+        elif kind in sniff.DECODED_KINDS:
             yield from self._decoded(head, kind)
         else:
+            sniff.refuse_unsupported(head, kind, self.name)
             yield from self._pcm(head, None)
 
     def _decoded(self, head: bytes, kind: str) -> Iterator[Chunk]:
