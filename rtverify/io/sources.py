@@ -9,6 +9,7 @@ message that names the input.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -36,6 +37,15 @@ MAX_RATE_HZ = 192000
 
 OVERFLOW_LOG_S = 10.0
 """Input overflows are logged at most this often (seconds); they are all counted."""
+
+OVER_FULL_SCALE = 64.0
+"""Float samples beyond this magnitude (36 dB over full scale 1.0) are not audio at a sane level:
+integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
+raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS`)."""
+
+_over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
+"""Inputs recently warned about being over full scale (enrolment reads each file several times;
+one warning is enough)."""
 
 RAW_FORMATS = ("s16", "s32", "f32", *G711_FORMATS)
 """Raw sample formats of stdin and the service streams: little-endian PCM and the G.711 codes,
@@ -138,6 +148,7 @@ class _ResamplingSource:
         self.overflows = 0
         self._resampler = StreamingResampler(rate_in_hz, SAMPLE_RATE_HZ)
         self._n_out = 0
+        self._over_seen = False
         self._pacer = _Pacer() if realtime else None
 
     @property
@@ -160,6 +171,14 @@ class _ResamplingSource:
             bad = "NaN" if np.isnan(block).any() else "infinite"
             raise InputError(f"{self.name}: contains {bad} sample values "
                              f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
+        if block.size and not self._over_seen and float(np.max(np.abs(block))) > OVER_FULL_SCALE:
+            self._over_seen = True
+            if self.name not in _over_warned:
+                _over_warned.append(self.name)
+                logger.warning("%s: sample values exceed %g (%.0f dB over full scale 1.0); read "
+                               "as they are, but the recording is probably scaled wrong (integer "
+                               "values stored as floats?)", self.name, OVER_FULL_SCALE,
+                               20 * np.log10(OVER_FULL_SCALE))
         mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
         return self._chunk(self._resampler.push(mono))
 
