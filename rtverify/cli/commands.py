@@ -276,13 +276,22 @@ def cmd_voices(args) -> int:
     import json
 
     from ..core.encoder import DEFAULT_MODEL, load_model_info
+    from ..store.voiceprints import validate_name
 
     store = _store(args)
     if args.action == "remove":
         if not args.names:
             raise InputError("voices remove: name the voice(s) to remove")
+        # all or nothing: every name is checked before any voice is removed
+        names = []
         for name in args.names:
-            _say(f"removed {name!r} ({store.remove(name)})")
+            try:
+                names.append(validate_name(name))
+            except InputError as err:
+                raise InputError(f"{err}; nothing was removed") from None
+        names = list(dict.fromkeys(names))
+        for name, where in zip(names, store.remove_all(names)):
+            _say(f"removed {name!r} ({where})")
         return ExitCode.OK
     if args.names:
         raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "

@@ -6,8 +6,13 @@ as noise made of its own header and compressed bytes. :func:`sniff` looks at the
 - ``RIFF....WAVE`` (and ``RF64``): the header is parsed here (:func:`read_wav_header`) and the
   data chunk is then streamed as raw PCM, so an endless WAV stream from a recorder still works
   chunk by chunk;
-- ``fLaC``, ``OggS``, ``ID3`` or two consecutive valid MPEG audio frame headers: the stream is
-  read to its end (up to :data:`MAX_CONTAINER_BYTES`) and decoded by libsndfile;
+- ``fLaC``, ``OggS``, ``ID3`` or two consecutive valid MPEG audio frame headers, AIFF/AIFC
+  (``FORM....AIFF``/``AIFC``), CAF (``caff``), Sony Wave64 (its ``riff`` and ``wave`` GUIDs) and
+  Sun AU (``.snd``): the stream is read to its end (up to :data:`MAX_CONTAINER_BYTES`) and
+  decoded by libsndfile;
+- MP4/M4A (``ftyp`` at byte 4), WebM/Matroska (EBML), AMR, MIDI and a RIFF file of another form
+  than WAVE (AVI, WebP...): refused in one line (:func:`refuse_unsupported`); libsndfile cannot
+  decode them, and read as raw PCM they were noise;
 - anything else is raw PCM, as before.
 
 A raw PCM stream cannot be mistaken for MP3 by accident: the frame-sync bytes ``FF Fx`` are what
@@ -75,20 +80,56 @@ def _looks_like_mpeg(head: bytes) -> bool:
     return mpeg_frame_length(head[n:n + 4]) is not None
 
 
+_W64_RIFF = b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb\x04\xc1\x00\x00"
+_W64_WAVE = b"wave\xf3\xac\xd3\x11\x8c\xd1\x00\xc0\x4f\x8e\xdb\x8a"
+"""Sony Wave64: the GUIDs of its ``riff`` chunk and ``wave`` form (the first 16 and the 16 after
+the 8-byte size)."""
+
+DECODED_KINDS = ("flac", "ogg", "mp3", "aiff", "caf", "w64", "au")
+"""Containers read whole and decoded by libsndfile (:func:`open_container`)."""
+
+UNSUPPORTED = {
+    "mp4": "an MP4/M4A/3GP file (ISO media: AAC, ALAC...)",
+    "webm": "a WebM/Matroska file",
+    "amr": "an AMR file",
+    "midi": "a MIDI file (notes, not sound)",
+}
+"""Containers recognised on stdin that libsndfile cannot decode: refused in one line rather than
+read as raw PCM (which ends in noise or "0.0 s of speech")."""
+
+
 def sniff(head: bytes) -> str:
-    """The kind of stream that starts with ``head``: ``wav``, ``flac``, ``ogg``, ``mp3`` or
-    ``raw``."""
+    """The kind of stream that starts with ``head``: ``wav``, one of :data:`DECODED_KINDS`,
+    one of :data:`UNSUPPORTED`, ``riff`` (a RIFF file that is not WAVE) or ``raw``."""
     if len(head) >= 12 and head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
         return "wav"
     if head[:4] == b"fLaC":
         return "flac"
     if head[:4] == b"OggS":
         return "ogg"
+    if len(head) >= 12 and head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[:8] == b"caff\x00\x01\x00\x00":  # CAF version 1, flags 0
+        return "caf"
+    if head[:16] == _W64_RIFF and head[24:40] == _W64_WAVE:
+        return "w64"
+    if head[:4] == b".snd" and len(head) >= 24 and struct.unpack(">I", head[4:8])[0] >= 24:
+        return "au"
     if head[:3] == b"ID3" and len(head) >= 10 and head[3] in (2, 3, 4) and \
             all(b < 0x80 for b in head[6:10]):
         return "mp3"
     if _looks_like_mpeg(head):
         return "mp3"
+    if head[4:8] == b"ftyp":
+        return "mp4"
+    if head[:4] == b"\x1a\x45\xdf\xa3":  # EBML
+        return "webm"
+    if head[:6] == b"#!AMR\n" or head[:9] == b"#!AMR-WB\n":
+        return "amr"
+    if head[:8] == b"MThd\x00\x00\x00\x06":
+        return "midi"
+    if len(head) >= 12 and head[:4] == b"RIFF":
+        return "riff"
     return "raw"
 
 
@@ -231,10 +272,25 @@ def open_container(data: bytes, kind: str, name: str):
 
     import soundfile as sf
 
-    label = {"flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}.get(kind, kind)
+    label = kind.upper()
     try:
         return sf.SoundFile(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         detail = str(err).split(":")[-1].strip() or type(err).__name__
         raise InputError(f"{name}: looks like {label} audio but cannot be decoded ({detail})"
                          ) from None
+
+
+def refuse_unsupported(head: bytes, kind: str, name: str) -> None:
+    """Raise the one-line :class:`InputError` for a container stdin recognises but cannot decode
+    (``kind`` from :func:`sniff`); return if ``kind`` is not one."""
+    if kind == "riff":
+        form = head[8:12].decode("latin-1")
+        what = f"a RIFF {form!r} file, not WAV audio" if form.isprintable() else \
+            "a RIFF file, not WAV audio"
+    elif kind in UNSUPPORTED:
+        what = UNSUPPORTED[kind]
+    else:
+        return
+    raise InputError(f"{name}: looks like {what}, which rtverify cannot decode; convert it to "
+                     "WAV or FLAC first (e.g. ffmpeg -i IN -f wav -)")

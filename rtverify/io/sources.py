@@ -9,6 +9,7 @@ message that names the input.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -36,6 +37,15 @@ MAX_RATE_HZ = 192000
 
 OVERFLOW_LOG_S = 10.0
 """Input overflows are logged at most this often (seconds); they are all counted."""
+
+OVER_FULL_SCALE = 64.0
+"""Float samples beyond this magnitude (36 dB over full scale 1.0) are not audio at a sane level:
+integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
+raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS`)."""
+
+_over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
+"""Inputs recently warned about being over full scale (enrolment reads each file several times;
+one warning is enough)."""
 
 RAW_FORMATS = ("s16", "s32", "f32", *G711_FORMATS)
 """Raw sample formats of stdin and the service streams: little-endian PCM and the G.711 codes,
@@ -138,6 +148,7 @@ class _ResamplingSource:
         self.overflows = 0
         self._resampler = StreamingResampler(rate_in_hz, SAMPLE_RATE_HZ)
         self._n_out = 0
+        self._over_seen = False
         self._pacer = _Pacer() if realtime else None
 
     @property
@@ -160,6 +171,14 @@ class _ResamplingSource:
             bad = "NaN" if np.isnan(block).any() else "infinite"
             raise InputError(f"{self.name}: contains {bad} sample values "
                              f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
+        if block.size and not self._over_seen and float(np.max(np.abs(block))) > OVER_FULL_SCALE:
+            self._over_seen = True
+            if self.name not in _over_warned:
+                _over_warned.append(self.name)
+                logger.warning("%s: sample values exceed %g (%.0f dB over full scale 1.0); read "
+                               "as they are, but the recording is probably scaled wrong (integer "
+                               "values stored as floats?)", self.name, OVER_FULL_SCALE,
+                               20 * np.log10(OVER_FULL_SCALE))
         mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
         return self._chunk(self._resampler.push(mono))
 
@@ -312,7 +331,8 @@ class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
     own header sets the rate, channels and sample format (its data is then streamed as PCM),
-    FLAC, OGG and MP3 are decoded whole; anything else is raw PCM as given here.
+    FLAC, OGG, MP3, AIFF, CAF, W64 and AU are decoded whole; a container libsndfile cannot
+    decode (MP4/M4A, WebM...) is refused; anything else is raw PCM as given here.
 
     :param rate_hz: the raw stream's sample rate (hertz).
     :param channels: interleaved channels in the raw stream.
@@ -333,7 +353,8 @@ class StdinSource(_ResamplingSource):
         self._block_ms = block_ms
         self._sniff = sniff
         self.container = "raw"
-        """What the stream turned out to be: ``raw``, ``wav``, ``flac``, ``ogg`` or ``mp3``."""
+        """What the stream turned out to be: ``raw``, ``wav``, or one of
+        :data:`~rtverify.io.sniff.DECODED_KINDS`."""
         self._set_format(self.rate_in_hz, channels, sample_format)
 
     def _set_format(self, rate_hz: int, channels: int, sample_format: str) -> None:
@@ -387,9 +408,10 @@ class StdinSource(_ResamplingSource):
             logger.info("%s: WAV stream, %d Hz, %d channel(s), %s", self.name, fmt.rate_hz,
                         fmt.channels, fmt.sample_format)
             yield from self._pcm(rest + head[pos:], fmt.data_bytes)
-        elif kind in ("flac", "ogg", "mp3"):
+        elif kind in sniff.DECODED_KINDS:
             yield from self._decoded(head, kind)
         else:
+            sniff.refuse_unsupported(head, kind, self.name)
             yield from self._pcm(head, None)
 
     def _decoded(self, head: bytes, kind: str) -> Iterator[Chunk]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, StoreError
-from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore,
-                          check_voiceprint, to_json, validate_name)
+from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore, _distinct,
+                          _not_enrolled, check_voiceprint, to_json, validate_name)
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +237,31 @@ class PostgresVoiceprintStore:
         if not self._run("remove from the voice store", delete):
             raise StoreError(f"voice {name!r} is not enrolled (store: {self.root})")
         return self.path_for(name)
+
+    def remove_all(self, names: list[str]) -> list[str]:
+        """Remove several voices in one transaction: all of them, or none when one is not
+        enrolled (naming every missing one)."""
+        names = _distinct(validate_name(n) for n in names)
+
+        def delete(conn):
+            found = {r[0] for r in conn.execute(
+                "SELECT name FROM rtverify_voiceprints WHERE name = ANY(%s) AND NOT deleted "
+                "FOR UPDATE", (names,)).fetchall()}
+            missing = [n for n in names if n not in found]
+            if missing:
+                return missing
+            version = conn.execute("UPDATE rtverify_store_meta SET version = version + 1 "
+                                   "WHERE id = 1 RETURNING version").fetchone()[0]
+            conn.execute("UPDATE rtverify_voiceprints SET deleted = true, doc = '', version = %s,"
+                         " updated = now() WHERE name = ANY(%s)", (version, names))
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(version)))
+            return []
+
+        missing = self._run("remove from the voice store", delete)
+        if missing:
+            raise StoreError(f"{_not_enrolled(missing)} (store: {self.root}); "
+                             "nothing was removed")
+        return [self.path_for(n) for n in names]
 
     def names(self) -> list[str]:
         rows = self._run("read the voice store", lambda conn: conn.execute(

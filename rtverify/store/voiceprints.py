@@ -90,6 +90,18 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _distinct(names) -> list[str]:
+    """``names`` without repeats, in their order."""
+    return list(dict.fromkeys(names))
+
+
+def _not_enrolled(names: list[str]) -> str:
+    """``voice 'x' is not enrolled`` / ``voices 'x', 'y' are not enrolled``."""
+    if len(names) == 1:
+        return f"voice {names[0]!r} is not enrolled"
+    return f"voices {', '.join(repr(n) for n in names)} are not enrolled"
+
+
 def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$RTVERIFY_HOME``, else ``$XDG_DATA_HOME/rtverify``, else ``~/.local/share/rtverify``."""
     env = os.environ if environ is None else environ
@@ -405,6 +417,25 @@ class VoiceprintStore:
             raise StoreError(f"{path}: cannot remove ({err.strerror})") from None
         _fsync_dir(self.root)
         return path
+
+    def remove_all(self, names: list[str]) -> list[Path]:
+        """Remove several voices, all or none: every name is checked (valid, enrolled) before
+        any file is removed, so one missing name removes nothing. (Another process removing one
+        of them in between still ends in an error naming what was removed.)"""
+        names = _distinct(validate_name(n) for n in names)
+        missing = [n for n in names if not self.exists(n)]
+        if missing:
+            raise StoreError(f"{_not_enrolled(missing)} (store: {self.root}); nothing was removed")
+        done: list[Path] = []
+        for name in names:
+            try:
+                done.append(self.remove(name))
+            except StoreError as err:
+                if not done:
+                    raise
+                removed = ", ".join(repr(n) for n in names[:len(done)])
+                raise StoreError(f"{err}; {removed} removed before that") from None
+        return done
 
     # -- reading ----------------------------------------------------------------------
     def names(self) -> list[str]:
