@@ -220,28 +220,9 @@ class PostgresVoiceprintStore:
             raise exists from None
         return self.path_for(name)
 
-    def remove(self, name: str) -> str:
-        name = validate_name(name)
-
-        def delete(conn):
-            if conn.execute("SELECT 1 FROM rtverify_voiceprints WHERE name = %s AND NOT deleted "
-                            "FOR UPDATE", (name,)).fetchone() is None:
-                return False
-            version = conn.execute("UPDATE rtverify_store_meta SET version = version + 1 "
-                                   "WHERE id = 1 RETURNING version").fetchone()[0]
-            conn.execute("UPDATE rtverify_voiceprints SET deleted = true, doc = '', version = %s,"
-                         " updated = now() WHERE name = %s", (version, name))
-            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(version)))
-            return True
-
-        if not self._run("remove from the voice store", delete):
-            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root})")
-        return self.path_for(name)
-
-    def remove_all(self, names: list[str]) -> list[str]:
-        """Remove several voices in one transaction: all of them, or none when one is not
-        enrolled (naming every missing one)."""
-        names = _distinct(validate_name(n) for n in names)
+    def _delete(self, names: list[str]) -> list[str]:
+        """Mark ``names`` deleted in one transaction, all of them or none: the ones not enrolled
+        (then nothing changed), or ``[]``."""
 
         def delete(conn):
             found = {r[0] for r in conn.execute(
@@ -257,7 +238,19 @@ class PostgresVoiceprintStore:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(version)))
             return []
 
-        missing = self._run("remove from the voice store", delete)
+        return self._run("remove from the voice store", delete)
+
+    def remove(self, name: str) -> str:
+        name = validate_name(name)
+        if self._delete([name]):
+            raise StoreError(f"voice {name!r} is not enrolled (store: {self.root})")
+        return self.path_for(name)
+
+    def remove_all(self, names: list[str]) -> list[str]:
+        """Remove several voices in one transaction: all of them, or none when one is not
+        enrolled (naming every missing one)."""
+        names = _distinct(validate_name(n) for n in names)
+        missing = self._delete(names)
         if missing:
             raise StoreError(f"{_not_enrolled(missing)} (store: {self.root}); "
                              "nothing was removed")
