@@ -580,3 +580,22 @@ def test_an_unexpected_exception_is_one_line_and_traceback_only_with_v(tmp_path,
                     "(run with -v for the traceback)")
     assert cli.main(["-v", "--store", str(tmp_path), "voices"]) == 4
     assert "Traceback" in capsys.readouterr().err
+
+
+def _subparsers(parser):
+    import argparse
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
+def test_help_says_what_the_options_take():
+    """README: `rtverify listen --model default-short` and `rtverify eval --model fusion` work
+    (every command resolves a shipped model's name), and `devices --json` prints one JSON
+    array (`[]` when there are none); `--help` said fewer names, 'an .onnx encoder' for eval
+    and wyoming, and 'one JSON object per device'."""
+    subs = _subparsers(cli.build_parser())
+    for command in ("enroll", "listen", "verify", "voices", "demo", "eval", "serve", "wyoming"):
+        text = " ".join(subs[command].format_help().split())
+        assert "default-short" in text and "fusion" in text, (command, text)
+    devices = " ".join(subs["devices"].format_help().split())
+    assert "JSON array" in devices and "object per device" not in devices

@@ -136,7 +136,7 @@ def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|PATH", help="a shipped encoder by name ('default', "
-                   "'campp', or 'fusion': both, scores fused) or an .onnx file with its .json "
+                   "'default-short', 'campp', or 'fusion': both, scores fused) or an .onnx file with its .json "
                    "sidecar beside it (or a fusion's .json); default: the shipped default")
 
 
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("devices", help="list audio input devices and their default rates")
-    p.add_argument("--json", action="store_true", help="one JSON object per device")
+    p.add_argument("--json", action="store_true", help="one JSON array of the devices ([] when there are none)")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="enroll a bundled voice and play a conversation through listen")

@@ -25,8 +25,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, type=Path, help="directory the paths are relative to")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--plot", type=Path, metavar="DET.png", help="draw a DET curve (matplotlib)")
-    p.add_argument("--model", type=Path, help="an .onnx encoder with its sidecar "
-                                              "(default: the shipped model)")
+    p.add_argument("--model", type=Path, metavar="NAME|PATH",
+                   help="a shipped model's name (default, default-short, campp, fusion) or an "
+                        ".onnx encoder with its sidecar (default: the shipped default)")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default: 1)")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="keep embeddings here between runs (keyed by model and settings)")

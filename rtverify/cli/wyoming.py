@@ -47,7 +47,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                    help="languages announced when the STT cannot be asked (default en)")
     p.add_argument("--stt-timeout", type=float, default=30.0, metavar="S",
                    help="seconds to wait for the STT (default 30)")
-    p.add_argument("--model", help="encoder .onnx (default: the shipped model)")
+    p.add_argument("--model", metavar="NAME|PATH", help="a shipped model's name (default, "
+                   "default-short, campp, fusion) or an encoder .onnx (default: the shipped "
+                   "default)")
     p.add_argument("--workers", type=int, default=2, help="threads that run the verifier "
                    "(default 2)")
     p.set_defaults(func=cmd_wyoming)
