@@ -293,3 +293,32 @@ def test_a_silent_device_is_given_longer_to_start_than_to_keep_going(fake_sd):
         for _ in source:
             pass
     assert source.position_s == pytest.approx(0.5, abs=0.05)
+
+
+def test_listen_at_a_silent_microphone_ends_when_its_reader_goes_away(tmp_path, voices):
+    """`rtverify listen --json | head -1` in a quiet room: nothing more is written, so no write
+    ever met the closed pipe and listen (and the shell pipeline waiting on it) went on until
+    somebody spoke. It ends, with 0, once the reader is gone."""
+    import shutil
+
+    shutil.copytree(voices, tmp_path / "voices")
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"script": [{"audio": [0.0] * 1600, "then": "silence"}],
+                                "speed": 1.0}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKES), str(REPO)]),
+           "FAKE_SOUNDDEVICE_SCRIPT": str(path), "RTVERIFY_HOME": str(tmp_path / "voices")}
+    for args in (["--json"], []):
+        proc = subprocess.Popen([sys.executable, "-m", "rtverify", "listen", *args], cwd=REPO,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            assert proc.stdout.readline(), proc.stderr.read()  # `ready`, or the console's title
+            proc.stdout.close()  # head -1 has what it wanted
+            t0 = time.monotonic()
+            proc.wait(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stderr = proc.stderr.read().decode()
+        assert proc.returncode == 0, stderr
+        assert time.monotonic() - t0 < 5 and "Traceback" not in stderr and "error" not in stderr

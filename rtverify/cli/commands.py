@@ -215,11 +215,58 @@ def cmd_listen(args) -> int:
 
         sink = ConsoleSink(ListenView("rtverify listen", source.name, ready.voices,
                                       ready.threshold, tally=verifier.tally))
+    watch = _ReaderWatch(source) if spec.path is None else None
     try:
         run(verifier, source, sink, ready)
     finally:
+        if watch is not None:
+            watch.stop()
         verifier.close()
     return ExitCode.OK
+
+
+class _ReaderWatch:
+    """Ends ``listen`` at the microphone when the reader of its stdout goes away
+    (``rtverify listen --json | head -1``). A write to the closed pipe ends it anyway (exit 0),
+    but at the microphone nothing is written while the room is silent, so it went on listening,
+    and the shell pipeline waited on it, until somebody spoke. A thread polls stdout for the
+    error a pipe reports once its reader has closed it, and then closes the source: the run
+    ends as a stream does, and writing the summary meets the broken pipe."""
+
+    POLL_S = 0.25
+
+    def __init__(self, source) -> None:
+        import select
+        import threading
+
+        self._source = source
+        self._done = threading.Event()
+        try:
+            fd = sys.stdout.fileno()
+            self._poll = select.poll()
+            self._poll.register(fd, 0)  # POLLERR/POLLHUP/POLLNVAL are reported regardless
+        except (AttributeError, OSError, ValueError):  # no real stdout (tests in-process)
+            return
+        threading.Thread(target=self._run, name="rtverify-stdout-watch", daemon=True).start()
+
+    def _run(self) -> None:
+        import select
+
+        while not self._done.is_set():
+            try:
+                events = self._poll.poll(self.POLL_S * 1000)
+            except OSError:
+                return
+            if any(ev & (select.POLLERR | select.POLLHUP) for _, ev in events):
+                if not self._done.is_set():
+                    logger.debug("the reader of stdout went away; stopping")
+                    self._source.close()
+                return
+            if events:  # POLLNVAL: nothing to watch
+                return
+
+    def stop(self) -> None:
+        self._done.set()
 
 
 def cmd_verify(args) -> int:
