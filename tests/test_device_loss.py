@@ -92,3 +92,8 @@ def test_listen_survives_the_microphone_going_away_and_coming_back(pulse, tmp_pa
     outages = sum(e["event"] == "input_lost" and e["attempt"] == 0 for e in events)
     assert events[-1]["event"] == "summary" and events[-1]["input_lost"] == outages >= 1
     assert "reopening it in" in stderr and "audio is back" in stderr and "Traceback" not in stderr
+    # the attempts to reopen it print only rtverify's lines: ALSA's and PortAudio's own (8-10
+    # an attempt) are muted; the few PortAudio's thread prints as the device goes are not ours
+    said = stderr.splitlines()
+    first_ours = next(i for i, line in enumerate(said) if line.startswith("rtverify:"))
+    assert all(line.startswith("rtverify:") for line in said[first_ours:]), stderr

@@ -209,9 +209,11 @@ class _ResamplingSource:
 
 
 MUTE_DECODER_NOTES = False
-"""Whether MP3 decoding runs with file descriptor 2 muted (:func:`native_stderr_muted`). The CLI
-sets it for the commands a person reads on a terminal (not ``-v``, not the services, whose
-other threads' log lines must not be lost while a request decodes an upload)."""
+"""Whether MP3 decoding, and opening an audio input device, run with file descriptor 2 muted
+(:func:`native_stderr_muted`): libmpg123's decoder notes, and ALSA's and PortAudio's lines at
+each attempt to open a device (8-10 of them every 10 s while a lost microphone stays gone).
+The CLI sets it for the commands a person reads on a terminal (not ``-v``, not the services,
+whose other threads' log lines must not be lost while a request decodes an upload)."""
 
 _mute_lock = threading.Lock()
 _mute_depth = 0
@@ -226,7 +228,8 @@ def native_stderr_muted(on: bool = True) -> Iterator[None]:
     libmpg123/layer3.c:...] error: part2_3_length (864) too large for available bit count
     (760)", five to ten lines for a sound LAME file) and libsndfile offers no switch to quiet it
     (libsndfile issue 958); a user of ``verify --input talk.mp3`` saw them above the answer.
-    Only the MP3 decoding calls are wrapped, each a block long (milliseconds); a decoding error
+    Only the MP3 decoding calls (each a block long, milliseconds) and the opening of an audio
+    device (:class:`MicrophoneSource`: ALSA prints at every failed probe) are wrapped; an error
     still reaches the user as rtverify's own one-line error. Python's ``sys.stderr`` is flushed
     first, so nothing written before is lost; nested and concurrent uses share one mute (the
     descriptor is restored when the last one ends)."""
@@ -482,7 +485,8 @@ class StdinSource(_ResamplingSource):
 def _sounddevice():
     """Import sounddevice, turning a missing PortAudio into a DeviceError."""
     try:
-        import sounddevice as sd
+        with native_stderr_muted(MUTE_DECODER_NOTES):  # PortAudio's start-up probes ALSA
+            import sounddevice as sd
     except OSError as err:  # PortAudio library not found
         raise DeviceError(f"audio devices unavailable: {err} "
                           "(install PortAudio, e.g. apt-get install libportaudio2)") from None
@@ -537,7 +541,8 @@ class MicrophoneSource(_ResamplingSource):
             device = int(device)
         label = "default input" if device is None else f"input device {device!r}"
         try:
-            info = sd.query_devices(device, "input")
+            with native_stderr_muted(MUTE_DECODER_NOTES):
+                info = sd.query_devices(device, "input")
         except Exception as err:
             _portaudio_said(err)
             if device is None:
@@ -549,8 +554,9 @@ class MicrophoneSource(_ResamplingSource):
         rate = SAMPLE_RATE_HZ
         channels = 1
         try:
-            sd.check_input_settings(device=info["index"], samplerate=rate, channels=1,
-                                    dtype="float32")
+            with native_stderr_muted(MUTE_DECODER_NOTES):
+                sd.check_input_settings(device=info["index"], samplerate=rate, channels=1,
+                                        dtype="float32")
         except Exception:
             rate = int(info["default_samplerate"])
             channels = 1 if info["max_input_channels"] >= 1 else 0
@@ -568,11 +574,12 @@ class MicrophoneSource(_ResamplingSource):
         self.level_dbfs = -120.0
         """Level of the most recent block (dB relative to full scale), for meters."""
         try:
-            self._stream = sd.InputStream(device=self.device_index, channels=channels,
-                                          samplerate=rate, dtype="float32",
-                                          blocksize=max(1, int(rate * block_ms / 1000)),
-                                          callback=self._callback)
-            self._stream.start()
+            with native_stderr_muted(MUTE_DECODER_NOTES):  # ALSA's lines at a failed open
+                self._stream = sd.InputStream(device=self.device_index, channels=channels,
+                                              samplerate=rate, dtype="float32",
+                                              blocksize=max(1, int(rate * block_ms / 1000)),
+                                              callback=self._callback)
+                self._stream.start()
         except Exception as err:
             _portaudio_said(err)
             raise DeviceError(f"{name}: cannot open for recording at {rate} Hz (is it in use, "
