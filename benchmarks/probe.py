@@ -88,15 +88,33 @@ class _NoEncoder:
         return v
 
 
+def _pipeline_parts():
+    """``EncoderSession``, ``Verifier``, ``FileSource`` of the runtime this probe runs against:
+    the levers' baseline (``benchmarks.levers``, a commit before the layout of 2 December) has
+    them at the package's top level, this checkout under ``core``/``io``. Which one is told by
+    the package's own folder: an editable install would otherwise lend the old tree this
+    checkout's ``rtverify.core``, which cannot import the old ``rtverify.config``."""
+    from pathlib import Path
+
+    import rtverify
+
+    if (Path(rtverify.__file__).parent / "core").is_dir():
+        from rtverify.core.encoder import EncoderSession
+        from rtverify.core.pipeline import Verifier
+        from rtverify.io.sources import FileSource
+    else:  # the layout before 2 December
+        from rtverify.encoder import EncoderSession
+        from rtverify.pipeline import Verifier
+        from rtverify.sources import FileSource
+    return EncoderSession, Verifier, FileSource
+
+
 def cmd_pipeline(args) -> dict:
     """FileSource -> Verifier in this process, as fast as possible (what listen does without the
     process start and the JSON output)."""
     import numpy as np
 
-    from rtverify.core.encoder import EncoderSession
-    from rtverify.core.pipeline import Verifier
-    from rtverify.io.sources import FileSource
-
+    EncoderSession, Verifier, FileSource = _pipeline_parts()
     session = EncoderSession(args.model, threads=args.threads)
     if args.no_encoder:
         session = _NoEncoder(session)

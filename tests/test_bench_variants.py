@@ -37,3 +37,29 @@ def test_extra_trials_lists_are_named_by_their_file_and_bad_ones_refused(tmp_pat
         with pytest.raises(SystemExit) as e:
             main(["run", "--skip-speed", "--list", spec])
         assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_the_levers_probe_runs_against_the_layout_before_core(tmp_path):
+    """benchmarks.levers copies the probe into an old commit's tree (before rtverify/core): it
+    must take that tree's EncoderSession/Verifier/FileSource, not this checkout's rtverify.core
+    (which an editable install would lend it, and which cannot import the old config)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    pkg = tmp_path / "rtverify"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    for mod, name in (("encoder", "EncoderSession"), ("pipeline", "Verifier"),
+                      ("sources", "FileSource")):
+        (pkg / f"{mod}.py").write_text(f"class {name}:\n    OLD = True\n")
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("__init__.py", "probe.py"):
+        shutil.copyfile(REPO / "benchmarks" / name, tmp_path / "benchmarks" / name)
+    code = ("from benchmarks.probe import _pipeline_parts; "
+            "print(all(getattr(c, 'OLD', False) for c in _pipeline_parts()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "True", out.stderr
