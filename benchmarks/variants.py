@@ -109,5 +109,8 @@ def make_variant(name: str, out_dir: Path, base: Path = DEFAULT_MODEL) -> Path:
         # shipped default routes under 0.8 s of clean speech to it; a hop variant cannot)
         new.pop("short_expert", None)
     new.pop("export_parity", None)  # measured on the base model only
+    norm = new.get("score_norm") or {}
+    if isinstance(norm.get("cohort"), str):  # relative to the sidecar: the base model's, there
+        norm["cohort"] = str((base.parent / norm["cohort"]).resolve())
     sidecar_path(out).write_text(json.dumps(new, indent=2) + "\n")
     return out

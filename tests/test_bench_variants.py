@@ -20,6 +20,11 @@ def test_a_hop_variant_of_the_default_loads_without_its_short_expert(tmp_path):
     s = EncoderSession(path)
     assert s.short_expert is None and s.expert_decides(0.3, None) is False
     assert EncoderSession().short_expert is not None  # the shipped one keeps it
+    # its scores are the default's, cohort shift included: the cohort is the base model's file
+    # (relative in the shipped sidecar, so the variant names it in full)
+    from rtverify.core.scoring import Scorer
+
+    assert Scorer.for_model(s).cohort is not None
 
 
 def test_extra_trials_lists_are_named_by_their_file_and_bad_ones_refused(tmp_path, capsys):
