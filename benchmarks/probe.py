@@ -76,9 +76,17 @@ class _NoEncoder:
     """Stands in for the encoder (unit vectors at no cost): what is left is the pipeline's own
     overhead (reading, VAD, features, windows, scoring)."""
 
+    short_expert = None  # its windows would be the real encoder's cost again
+    companion_ids: tuple[str, ...] = ()
+
     def __init__(self, real) -> None:
-        self.info, self.path, self.model_id = real.info, real.path, real.model_id
-        self.features, self.window, self.dim = real.features, real.window, real.dim
+        self._real = real
+
+    def __getattr__(self, name: str):  # the rest as the session has it (features, window, ...)
+        return getattr(self._real, name)
+
+    def expert_decides(self, speech_s, snr_db) -> bool:
+        return False
 
     def embed(self, frames):
         import numpy as np

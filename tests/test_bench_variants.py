@@ -68,3 +68,18 @@ def test_the_levers_probe_runs_against_the_layout_before_core(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "True", out.stderr
+
+
+def test_the_pipeline_probe_runs_without_the_encoder():
+    """benchmarks.levers' 'no encoder' probe (the pipeline's own overhead) stands in for every
+    part of the session the Verifier uses, not only the ones it used when it was written."""
+    import subprocess
+    import sys
+
+    from conftest import DEMO, REPO
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.probe", "pipeline", "--input",
+                          str(DEMO / "conversation.flac"), "--no-encoder"], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1])["decisions"] >= 5
