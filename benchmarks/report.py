@@ -11,7 +11,8 @@ from pathlib import Path
 from . import REPO
 
 TARGETS = {
-    "throughput_ratio": 2.0,  # whole pipeline vs resemblyzer's embed_utterance, same audio/threads
+    "throughput_ratio": 2.0,  # whole pipeline vs resemblyzer's embed_utterance, same audio, one
+    # thread (issue 11's "on one thread"; other thread counts are printed, not judged)
     "decision_p95_ms": 30.0,
     "help_s": 0.3,
     "peak_rss_mb": 150.0,
@@ -55,6 +56,8 @@ def check_targets(res: dict, primary: str) -> list[dict]:
     if tp:
         rz = tp["resemblyzer"]
         for th, e in tp["rtverify"][primary].items():
+            if th != "1":  # the target is one thread's; with two, torch spreads resemblyzer's
+                continue   # matrix products and rtverify's windows already run in parallel
             r = e["ratio_vs_embed_raw"]
             busy = (th != "1" and "1" in rz and rz[th]["embed_raw_s"] > rz["1"]["embed_raw_s"])
             add(f"throughput >= 2x resemblyzer embed_utterance, {th} thread(s) [{primary}]",
