@@ -471,6 +471,15 @@ def test_listen_with_no_voices_says_how_to_enroll(tmp_path):
     one_line_error(proc, "no usable voice", "rtverify enroll")
 
 
+def signalled(proc, sig):
+    """Send ``sig``, wait for the process to end, then read the rest of its output. Its stdin
+    stays open until it has exited: closing it first could end the stream before the signal is
+    handled (a race on a busy machine), which is not what is tested."""
+    proc.send_signal(sig)
+    proc.wait(timeout=30)
+    return proc.communicate(timeout=30)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_enroll_ends_cleanly_on_ctrl_c_or_sigterm(tmp_path, sig):
     """A live enrolment from a pipe that stays open, stopped by Ctrl-C or SIGTERM (a service
@@ -486,9 +495,7 @@ def test_enroll_ends_cleanly_on_ctrl_c_or_sigterm(tmp_path, sig):
         proc.stdin.flush()
         line = proc.stderr.readline()  # the first take's feedback: it is running
         assert b"recording from stdin" in line or b"take" in line, line
-        proc.send_signal(sig)
-        proc.wait(timeout=30)
-        _, stderr = proc.communicate(timeout=30)
+        _, stderr = signalled(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -517,11 +524,7 @@ def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
             assert line, proc.stderr.read().decode()
             events.append(json.loads(line))
         time.sleep(1.5)  # let it take in the rest of what was written
-        proc.send_signal(sig)
-        # stdin stays open until it has exited: closing it first could end the stream before
-        # the signal is handled (a race on a busy machine), which is not what is tested here
-        proc.wait(timeout=30)
-        rest, stderr = proc.communicate(timeout=30)
+        rest, stderr = signalled(proc, sig)
     finally:
         if proc.poll() is None:
             proc.kill()
