@@ -113,6 +113,18 @@ def test_a_lost_microphone_is_reopened_and_the_open_utterance_ends_with_a_gap(
     assert len(fake_sd.streams) == 2 and all(not s.active for s in fake_sd.streams)
 
 
+def test_a_name_several_devices_match_is_said_to_be_ambiguous(fake_sd):
+    """--device with part of a name that more than one input device has: not "not found" (it
+    was found, twice), but a request for more of the name or the index."""
+    from rtverify.io.sources import MicrophoneSource
+
+    with pytest.raises(DeviceError, match="'ambiguous': names several input devices; give more"):
+        MicrophoneSource("ambiguous")
+    with pytest.raises(DeviceError, match="not found"):
+        fake_sd.script[:] = [{"fail": "missing"}]
+        MicrophoneSource("nosuch")
+
+
 def test_giving_up_after_the_retry_limit(fake_sd, lines):
     fake_sd.speed = 8.0
     fake_sd.script[:] = [{"audio": lines[0][:SR], "then": "die"}] + [{"fail": "missing"}] * 5

@@ -548,6 +548,9 @@ class MicrophoneSource(_ResamplingSource):
             if device is None:
                 raise DeviceError("no default input device: not found; connect a microphone or "
                                   "pick one with --device (`rtverify devices` lists them)") from None
+            if isinstance(device, str) and str(err).startswith("Multiple"):
+                raise DeviceError(f"{label}: names several input devices; give more of the "
+                                  "name, or its index (`rtverify devices` lists them)") from None
             raise DeviceError(f"{label}: not found, or it is not an input; `rtverify devices` "
                               "lists them") from None
         name = f"{info['name']} (#{info['index']})"

@@ -67,6 +67,9 @@ def _missing() -> bool:
 def query_devices(device=None, kind=None):
     if device is None and kind is None:
         return [dict(DEVICE)]
+    if device == "ambiguous":  # what sounddevice raises for a name that several devices match
+        raise ValueError("Multiple input devices found for 'ambiguous':\n"
+                         "[0] ambiguous one\n[1] ambiguous two")
     if _missing():
         raise PortAudioError(f"No input device matching {device!r}")
     return dict(DEVICE)
