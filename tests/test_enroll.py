@@ -134,15 +134,14 @@ def test_recordings_are_streamed_again_not_held_whole(session, demo, clips):
     shipped models) reads the file afresh: a take keeps no audio. Holding the file's chunks
     made ``enroll --input`` of an hour at 8 kHz peak at 300 MB (tests/test_bad_input_hour.py
     allows 40 MB more than for 10 ms of the same file)."""
-    from rtverify.apps.enroll import _narrowband_chunks
-    from rtverify.core.scoring import narrowband_audio
+    from rtverify.core.scoring import narrowband_audio, narrowband_chunks
 
     enrol = enroll_files(session, [DEMO / f for f in demo["enroll"]])
     assert all(t.audio is None and t.replay is not None for t in enrol.takes)
     x = clips["e1"]
     whole = narrowband_audio(x)
     for size in (480, 7777, len(x)):  # streamed, the telephone band is the same samples
-        got = list(_narrowband_chunks(chunks_of(x, size)))
+        got = list(narrowband_chunks(chunks_of(x, size)))
         assert np.allclose(np.concatenate([c.samples for c in got]), whole, atol=1e-6)
         assert len(np.concatenate([c.samples for c in got])) == len(x)
         assert [c.start_s for c in got] == pytest.approx(

@@ -28,7 +28,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -508,37 +508,9 @@ def _narrowband_vector(session: EncoderSession, audio: np.ndarray | Iterable[Chu
         if len(audio) == 0:
             return None
         audio = [Chunk(audio, 0.0)]
-    return embed_recording(session, _narrowband_chunks(audio)).vector
+    from ..core.scoring import narrowband_chunks
 
-
-def _narrowband_chunks(chunks: Iterable[Chunk]) -> Iterator[Chunk]:
-    """:func:`rtverify.core.scoring.narrowband_audio` of a stream of chunks, chunk by chunk (the
-    same samples: resampled to 8 kHz and back, cut or padded to the input's length)."""
-    from ..config import SAMPLE_RATE_HZ
-    from ..io.resample import StreamingResampler
-
-    down = StreamingResampler(SAMPLE_RATE_HZ, 8000)
-    up = StreamingResampler(8000, SAMPLE_RATE_HZ)
-    n_in = n_out = 0
-
-    def piece(samples: np.ndarray) -> Chunk | None:
-        nonlocal n_out
-        samples = np.asarray(samples, np.float32)[:max(0, n_in - n_out)]
-        if len(samples) == 0:
-            return None
-        chunk = Chunk(samples, n_out / SAMPLE_RATE_HZ)
-        n_out += len(samples)
-        return chunk
-
-    for chunk in chunks:
-        n_in += len(chunk.samples)
-        out = piece(up.push(down.push(np.asarray(chunk.samples, np.float32))))
-        if out is not None:
-            yield out
-    for tail in (up.push(down.flush()), up.flush(), np.zeros(max(0, n_in - n_out), np.float32)):
-        out = piece(tail)
-        if out is not None:
-            yield out
+    return embed_recording(session, narrowband_chunks(audio)).vector
 
 
 class _Recorder:

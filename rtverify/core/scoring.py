@@ -631,12 +631,40 @@ def warn_no_narrowband(name: str) -> None:
 def narrowband_audio(samples: np.ndarray, rate_hz: int = 16000) -> np.ndarray:
     """``samples`` (float32 ``(n,)`` at ``rate_hz``) as an 8 kHz telephone-band recording would
     carry them: resampled to 8 kHz and back, the same path an 8 kHz input takes (float32
-    ``(n,)``)."""
+    ``(n,)``): :func:`narrowband_chunks` of them whole."""
+    from ..io.sources import Chunk
+
+    out = [c.samples for c in narrowband_chunks([Chunk(np.asarray(samples, np.float32), 0.0)],
+                                                rate_hz)]
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def narrowband_chunks(chunks, rate_hz: int = 16000):
+    """:func:`narrowband_audio` of a stream of chunks (``Chunk``), chunk by chunk, so that a
+    recording is never held whole: resampled to 8 kHz and back, cut or padded to the input's
+    length, each piece stamped with its stream time."""
     from ..io.resample import StreamingResampler
+    from ..io.sources import Chunk
 
     down = StreamingResampler(rate_hz, 8000)
-    low = np.concatenate([down.push(np.asarray(samples, np.float32)), down.flush()])
     up = StreamingResampler(8000, rate_hz)
-    out = np.concatenate([up.push(low), up.flush()])
-    n = len(samples)
-    return np.pad(out[:n], (0, max(0, n - len(out)))).astype(np.float32)
+    n_in = n_out = 0
+
+    def piece(samples: np.ndarray):
+        nonlocal n_out
+        samples = np.asarray(samples, np.float32)[:max(0, n_in - n_out)]
+        if len(samples) == 0:
+            return None
+        chunk = Chunk(samples, n_out / rate_hz)
+        n_out += len(samples)
+        return chunk
+
+    for chunk in chunks:
+        n_in += len(chunk.samples)
+        out = piece(up.push(down.push(np.asarray(chunk.samples, np.float32))))
+        if out is not None:
+            yield out
+    for tail in (up.push(down.flush()), up.flush(), np.zeros(max(0, n_in - n_out), np.float32)):
+        out = piece(tail)
+        if out is not None:
+            yield out
