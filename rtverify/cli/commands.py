@@ -323,20 +323,13 @@ def cmd_voices(args) -> int:
     import json
 
     from ..core.encoder import DEFAULT_MODEL, load_model_info
-    from ..store.voiceprints import validate_name
+    from ..store.voiceprints import names_to_remove
 
     store = _store(args)
     if args.action == "remove":
         if not args.names:
             raise InputError("voices remove: name the voice(s) to remove")
-        # all or nothing: every name is checked before any voice is removed
-        names = []
-        for name in args.names:
-            try:
-                names.append(validate_name(name))
-            except InputError as err:
-                raise InputError(f"{err}; nothing was removed") from None
-        names = list(dict.fromkeys(names))
+        names = names_to_remove(args.names)  # all or nothing: the store checks every name first
         for name, where in zip(names, store.remove_all(names)):
             _say(f"removed {name!r} ({where})")
         return ExitCode.OK

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, StoreError
-from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore, _distinct,
-                          _not_enrolled, check_voiceprint, to_json, validate_name)
+from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore,
+                          _not_enrolled, check_voiceprint, names_to_remove, to_json, validate_name)
 
 logger = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class PostgresVoiceprintStore:
     def remove_all(self, names: list[str]) -> list[str]:
         """Remove several voices in one transaction: all of them, or none when one is not
         enrolled (naming every missing one)."""
-        names = _distinct(validate_name(n) for n in names)
+        names = names_to_remove(names)
         missing = self._delete(names)
         if missing:
             raise StoreError(f"{_not_enrolled(missing)} (store: {self.root}); "

@@ -90,9 +90,17 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _distinct(names) -> list[str]:
-    """``names`` without repeats, in their order."""
-    return list(dict.fromkeys(names))
+def names_to_remove(names) -> list[str]:
+    """The voice names of a ``remove_all`` (every store's, and ``voices remove``'s), checked and
+    without repeats, in their order; an invalid one is an :class:`InputError` that says nothing
+    was removed."""
+    out = []
+    for name in names:
+        try:
+            out.append(validate_name(name))
+        except InputError as err:
+            raise InputError(f"{err}; nothing was removed") from None
+    return list(dict.fromkeys(out))
 
 
 def _not_enrolled(names: list[str]) -> str:
@@ -422,7 +430,7 @@ class VoiceprintStore:
         """Remove several voices, all or none: every name is checked (valid, enrolled) before
         any file is removed, so one missing name removes nothing. (Another process removing one
         of them in between still ends in an error naming what was removed.)"""
-        names = _distinct(validate_name(n) for n in names)
+        names = names_to_remove(names)
         missing = [n for n in names if not self.exists(n)]
         if missing:
             raise StoreError(f"{_not_enrolled(missing)} (store: {self.root}); nothing was removed")
