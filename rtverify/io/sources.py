@@ -41,7 +41,7 @@ OVERFLOW_LOG_S = 10.0
 OVER_FULL_SCALE = 64.0
 """Float samples beyond this magnitude (36 dB over full scale 1.0) are not audio at a sane level:
 integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
-raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS`)."""
+raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS` is this bar)."""
 
 _over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
 """Inputs recently warned about being over full scale (enrolment reads each file several times;

@@ -13,15 +13,16 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.sniff import SAMPLE_BYTES, pcm_to_float
-from ..io.sources import Chunk, StdinSource
+from ..io.sources import OVER_FULL_SCALE, Chunk, StdinSource
 
 CONTAINER_MAGIC = {b"RIFF": "a WAV file", b"RIFX": "a WAV file", b"fLaC": "a FLAC file",
                    b"OggS": "an Ogg file", b"ID3": "an MP3 file", b"FORM": "an AIFF file",
                    b"\x1aE\xdf\xa3": "a WebM/Matroska file", b"caff": "a CAF file"}
 """Starts of encoded files a client may send by mistake instead of raw samples."""
 
-MAX_F32_ABS = 64.0
-"""f32 samples beyond this magnitude are not audio (full scale is 1.0)."""
+MAX_F32_ABS = OVER_FULL_SCALE
+"""f32 samples beyond this magnitude are not audio (full scale is 1.0): a stream is refused,
+where a recording is read with a warning (:data:`rtverify.io.sources.OVER_FULL_SCALE`)."""
 
 
 class PcmDecoder(StdinSource):
