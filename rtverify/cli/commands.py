@@ -326,6 +326,25 @@ def cmd_voices(args) -> int:
     from ..store.voiceprints import names_to_remove
 
     store = _store(args)
+    copy_only = [opt for opt, given in (("--to", args.to is not None), ("--force", args.force))
+                 if given]
+    if args.action != "copy" and copy_only:
+        raise InputError(f"voices {args.action}: {' and '.join(copy_only)} only go with "
+                         "`voices copy --to STORE`")
+    if args.action == "copy":
+        from ..store import open_store
+        from ..store.transfer import copy_voices
+
+        if args.to is None:
+            raise InputError("voices copy: give the store to copy into, --to DIR or "
+                             "--to postgresql://...")
+        dest = open_store(args.to)
+        done = copy_voices(store, dest, args.names, force=args.force)
+        for name, where in done:
+            _say(f"copied {name!r} ({where})")
+        _say(f"copied {len(done)} voice{'s' if len(done) != 1 else ''} from {store.root} "
+             f"to {dest.root}")
+        return ExitCode.OK
     if args.action == "remove":
         if not args.names:
             raise InputError("voices remove: name the voice(s) to remove")
@@ -335,7 +354,7 @@ def cmd_voices(args) -> int:
         return ExitCode.OK
     if args.names:
         raise InputError(f"voices: unexpected argument(s) {' '.join(args.names)!r}; "
-                         "use `voices remove NAME`")
+                         "use `voices remove NAME` or `voices copy --to STORE NAME`")
     info = load_model_info(args.model or DEFAULT_MODEL)
     entries = store.entries(info.model_id, info.embedding_dim)
     if args.json:

@@ -235,10 +235,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_raw(p)
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("voices", help="list enrolled voices; `voices remove NAME`")
-    p.add_argument("action", nargs="?", choices=["list", "remove"], default="list")
+    p = sub.add_parser("voices", help="list enrolled voices; `voices remove NAME`; "
+                       "`voices copy --to STORE`",
+                       epilog="examples:\n"
+                       "  rtverify voices                          list the voices in the store\n"
+                       "  rtverify voices remove alice bob         remove voices (all or none)\n"
+                       "  rtverify voices copy --to postgresql://rtverify@db/voices\n"
+                       "                                           every voice into a shared store\n"
+                       "  rtverify --store postgresql://... voices copy --to ~/backup alice\n"
+                       "                                           one voice into a directory",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("action", nargs="?", choices=["list", "remove", "copy"], default="list")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--json", action="store_true", help="one JSON object per voice")
+    p.add_argument("--to", metavar="STORE", type=_store_spec,
+                   help="copy: the store to copy the voices into (a directory, or "
+                        "postgresql://...); every voice unless NAMEs are given")
+    p.add_argument("--force", action="store_true",
+                   help="copy: replace voices of the same name already in --to")
     _add_model(p)
     p.set_defaults(func=cmd_voices)
 
@@ -292,7 +306,12 @@ def _term_like_ctrl_c() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "command", None) == "voices" and not any(
+                x.startswith("-") for x in extra):
+            args.names = [*args.names, *extra]  # `voices copy --to DIR alice bob`: names last
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exit_:  # --help, --version, usage errors (2)
         return exit_.code if isinstance(exit_.code, int) else ExitCode.USAGE
     setup_logging(args.verbose)

@@ -357,7 +357,11 @@ class VoiceprintStore:
         final = self.path_for(vp.name)
         self.ensure_dir()
         self._remove_stale_temp_files()
-        data = to_json(vp).encode("utf-8")
+        doc = to_json(vp)
+        # what is written must read back (as the PostgreSQL store checks): never put a
+        # voiceprint in place that every later read would refuse as damaged
+        Voiceprint.from_dict(json.loads(doc), str(final))
+        data = doc.encode("utf-8")
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{vp.name}.", suffix=".tmp", dir=self.root)
         except OSError as err:
