@@ -1,0 +1,182 @@
+"""rtverify inside a Python program: what ``listen`` and ``verify`` do, without the CLI or a server.
+
+An assistant that answers only its owner, a door lock, a meeting tool: feed it the audio you
+already have (numpy arrays from your own capture, at your rate) and act on the events::
+
+    import rtverify.api as rtv
+
+    with rtv.Listener(names=["alice"]) as heard:          # the default model and voice store
+        for block in my_audio():                          # int16 or float arrays, mono
+            for event in heard.feed(block):
+                if event.kind == "decision" and event.accepted:
+                    print(event.speaker, "spoke from", event.start_s, "to", event.end_s)
+        for event in heard.finish():                      # the end: the last utterance decided
+            ...
+        result = heard.verify("alice", "door.wav")        # one decision for a recording
+        print(result.accepted, result.decision.score)
+
+Events are those of ``listen --json`` (:mod:`rtverify.events`, by ``event.kind``: ``decision``,
+``provisional``, ``dropped``, ``speech_start``; ``event.to_dict()`` is the JSON line). Errors a caller can cause
+(a voice not enrolled, a bad rate, NaN samples, too little speech) are
+:class:`~rtverify.errors.RtverifyError` subclasses whose message is one line. One
+:class:`Listener` is one stream and one loaded model: keep it for the program's life (the model
+loads in about a second); a second stream wants a second Listener. Not thread-safe.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import numpy as np
+
+from .apps.verify import VerifyResult
+from .config import SAMPLE_RATE_HZ
+from .errors import InputError, StoreError
+from .events import Event
+from .io.sources import Chunk, FileSource, _check_rate, _ResamplingSource, as_source
+
+__all__ = ["Listener", "VerifyResult"]
+
+_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
+
+
+def as_float_block(samples, name: str) -> np.ndarray:
+    """``samples`` (int16, int32 or float, shape ``(n,)`` or ``(n, channels)``) as float32
+    ``(n, channels)`` at full scale 1.0; anything else is an :class:`InputError`."""
+    a = np.asarray(samples)
+    if a.dtype in _INT_SCALE:
+        a = a.astype(np.float32) / _INT_SCALE[a.dtype]
+    elif a.dtype.kind == "f":
+        a = a.astype(np.float32, copy=False)
+    else:
+        raise InputError(f"{name}: samples of type {a.dtype} are not supported (int16, int32 "
+                         "or float, full scale 1.0)")
+    if a.ndim == 1:
+        return a[:, None]
+    if a.ndim == 2 and 1 <= a.shape[1] <= 64:
+        return a
+    raise InputError(f"{name}: samples of shape {a.shape} are not audio (give (n,) for mono or "
+                     "(n, channels) with at most 64 channels)")
+
+
+class ArrayStream(_ResamplingSource):
+    """Arrays pushed by the caller as 16 kHz mono :class:`Chunk` s: the mixing, resampling and
+    checks (NaN, infinities, over full scale) of every other source."""
+
+    def __init__(self, rate_hz: int, name: str = "audio") -> None:
+        super().__init__(name, _check_rate(rate_hz, name), realtime=False)
+
+    def push(self, samples) -> Chunk | None:
+        block = as_float_block(samples, self.name)
+        return self._convert(block) if len(block) else None
+
+    def finish(self) -> Chunk | None:
+        return self._finish()
+
+
+class Listener:
+    """A loaded model, the voices to listen for, and one audio stream.
+
+    :param names: the enrolled voices to listen for (each must load); None: every usable voice
+        in the store (at least one).
+    :param store: a voice store directory or ``postgresql://...`` URL; None: the default
+        (``$RTVERIFY_HOME``, else ``$XDG_DATA_HOME/rtverify``), as the CLI's ``--store``.
+    :param model: a shipped model's name (``default``, ``default-short``, ``campp``,
+        ``fusion``) or an ``.onnx`` path; None: the default.
+    :param threshold: a cosine overriding the model's calibrated thresholds (for experiments;
+        None keeps them).
+    :param rate_hz: the sample rate of the arrays :meth:`feed` gets (8000 to 192000 Hz).
+    :param threads: onnxruntime threads (None: the CLI's default).
+    """
+
+    def __init__(self, names: Iterable[str] | None = None, *, store: str | os.PathLike | None = None,
+                 model: str | os.PathLike | None = None, threshold: float | None = None,
+                 rate_hz: int = SAMPLE_RATE_HZ, threads: int | None = None) -> None:
+        from .config import check_threshold
+        from .core.encoder import DEFAULT_MODEL, EncoderSession
+        from .core.pipeline import Verifier
+        from .store import open_store
+
+        if threshold is not None:
+            try:
+                threshold = check_threshold(float(threshold))
+            except (TypeError, ValueError):
+                raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
+                                 "1") from None
+        self.rate_hz = _check_rate(rate_hz, "rate_hz")
+        self.threshold = threshold
+        self.store = open_store(os.fspath(store) if store is not None else None)
+        self.session = EncoderSession(model if model is not None else DEFAULT_MODEL,
+                                      threads=threads)
+        names = list(names) if names is not None else None
+        if names is not None and not names:
+            raise InputError("names: give at least one voice, or None for every voice")
+        voices, self.problems = self.store.load_usable(self.session.model_id, names,
+                                                       self.session.dim,
+                                                       self.session.companion_ids)
+        if not voices:
+            raise StoreError(f"no usable voice enrolled in {self.store.root}; enroll one first "
+                             "(rtverify enroll --name NAME [--input FILE ...])")
+        self._verifier = Verifier(self.session, voices, threshold=threshold)
+        self._stream = ArrayStream(self.rate_hz)
+
+    @property
+    def voices(self) -> list[str]:
+        """The names listened for."""
+        return sorted(self._verifier.voiceprints)
+
+    @property
+    def model_id(self) -> str:
+        return self.session.model_id
+
+    def feed(self, samples) -> list[Event]:
+        """Take the next block of the stream (any length; int16, int32 or float at full scale
+        1.0, mono ``(n,)`` or ``(n, channels)``, at ``rate_hz``) and return the events it
+        completed: an utterance is decided at its end, within a few milliseconds."""
+        chunk = self._stream.push(samples)
+        return self._verifier.push(chunk) if chunk is not None else []
+
+    def finish(self) -> list[Event]:
+        """End the stream: the utterance still open is decided. Feeding again starts a new
+        stream (times from 0 again)."""
+        events = []
+        tail = self._stream.finish()
+        if tail is not None:
+            events.extend(self._verifier.push(tail))
+        events.extend(self._verifier.finish())
+        self._stream = ArrayStream(self.rate_hz)
+        return events
+
+    def verify(self, name: str, audio, rate_hz: int | None = None, *,
+               timeout_s: float | None = None) -> VerifyResult:
+        """One decision, as ``rtverify verify``: is ``audio`` (a recording's path, or an array
+        as :meth:`feed` takes at ``rate_hz``, default this listener's) the enrolled voice
+        ``name``? Any enrolled voice may be named, not only those listened for. Raises
+        :class:`~rtverify.errors.NotEnoughSpeech` when it holds too little speech to decide."""
+        from .apps.verify import verify
+        from .config import VERIFY_TIMEOUT_S
+
+        vp = self.store.load(name, self.session.model_id, self.session.dim)
+        if isinstance(audio, (str, os.PathLike)):
+            source = FileSource(audio)
+            where = os.fspath(audio)
+        else:
+            stream = ArrayStream(rate_hz if rate_hz is not None else self.rate_hz)
+            chunks = [c for c in (stream.push(audio), stream.finish()) if c is not None]
+            source, where = as_source(chunks), "audio"
+        try:
+            return verify(self.session, vp, source, where, live=False,
+                          threshold=self.threshold,
+                          timeout_s=timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S)
+        finally:
+            source.close()
+
+    def close(self) -> None:
+        self._verifier.close()
+
+    def __enter__(self) -> "Listener":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

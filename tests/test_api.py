@@ -1,0 +1,137 @@
+"""``rtverify.api``: the pipeline in a Python program. The same decisions as ``rtverify listen``
+on the same recording, whatever the block size, sample type and rate a caller feeds; ``verify``
+as the CLI's; a caller's mistakes are one-line errors of rtverify's own."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from conftest import DEMO
+from test_cli import err, out, rtv
+from rtverify.api import Listener
+from rtverify.errors import InputError, NotEnoughSpeech, RtverifyError, StoreError
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("api-store")
+    proc = rtv("enroll", "--name", "alice", "--input", DEMO / "enroll_1.flac",
+               DEMO / "enroll_2.flac", store=root)
+    assert proc.returncode == 0, err(proc)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cli_decisions(store):
+    proc = rtv("listen", "--input", DEMO / "conversation.flac", "--json", "--name", "alice",
+               store=store)
+    assert proc.returncode == 0, err(proc)
+    lines = [json.loads(line) for line in out(proc).splitlines()]
+    return [d for d in lines if d["event"] == "decision"]
+
+
+def heard(listener, x, block):
+    events = []
+    for i in range(0, len(x), block):
+        events += listener.feed(x[i:i + block])
+    return events + listener.finish()
+
+
+def decisions(events):
+    return [e.to_dict() for e in events if e.kind == "decision"]
+
+
+def test_listener_decides_as_listen_does_whatever_the_blocks(store, cli_decisions, demo):
+    x16, rate = sf.read(DEMO / demo["conversation"], dtype="int16")
+    assert rate == 16000
+    script = [(s["start_s"], s["end_s"], s["speaker"] == demo["enrolled_speaker"])
+              for s in demo["script"]]
+    with Listener(names=["alice"], store=store) as lis:
+        assert lis.voices == ["alice"]
+        for block, samples in ((160, x16), (4096, x16), (1234, x16.astype(np.float32) / 32768)):
+            got = decisions(heard(lis, samples, block))
+            assert len(got) == len(cli_decisions) >= len(script), block
+            for d, c in zip(got, cli_decisions):
+                assert abs(d["score"] - c["score"]) < 1e-3, (block, d, c)
+                assert abs(d["start_s"] - c["start_s"]) < 0.05  # times from the stream's start
+                # the script's turn it overlaps most says who spoke
+                is_alice = max(script, key=lambda t: min(t[1], d["end_s"]) -
+                               max(t[0], d["start_s"]))[2]
+                assert d["accepted"] == c["accepted"] == is_alice, (block, d)
+                assert d["speaker"] == ("alice" if is_alice else None)
+            assert {t[2] for t in script} == {True, False}
+
+
+def test_listener_at_another_rate_and_in_stereo(store, demo):
+    x, _ = sf.read(DEMO / demo["conversation"], dtype="float32")
+    x48 = resample_poly(x, 3, 1).astype(np.float32)
+    stereo = np.stack([x48, x48], axis=1)
+    with Listener(store=store, rate_hz=48000) as lis:  # every voice: alice alone here
+        got = decisions(heard(lis, stereo, 4800))
+    assert len(got) >= len(demo["script"])
+    for d in got:
+        turn = max(demo["script"], key=lambda t: min(t["end_s"], d["end_s"]) -
+                   max(t["start_s"], d["start_s"]))
+        assert d["accepted"] == (turn["speaker"] == demo["enrolled_speaker"]), d
+
+
+def test_verify_a_path_and_an_array_alike(store, demo, tmp_path):
+    with Listener(names=["alice"], store=store) as lis:
+        by_path = lis.verify("alice", DEMO / "enroll_2.flac")
+        x, rate = sf.read(DEMO / "enroll_2.flac", dtype="int16")
+        by_array = lis.verify("alice", x, rate)
+        assert by_path.accepted and by_array.accepted
+        assert abs(by_path.decision.score - by_array.decision.score) < 1e-4
+        proc = rtv("verify", "--name", "alice", "--input", DEMO / "enroll_2.flac", "--json",
+                   store=store)
+        assert abs(json.loads(out(proc))["score"] - by_path.decision.score) < 1e-3
+        # a stranger's turn from the conversation is refused
+        conv, _ = sf.read(DEMO / demo["conversation"], dtype="float32")
+        turn = next(s for s in demo["script"] if s["speaker"] != demo["enrolled_speaker"])
+        stranger = conv[int(turn["start_s"] * 16000):int(turn["end_s"] * 16000)]
+        assert not lis.verify("alice", stranger).accepted
+        with pytest.raises(NotEnoughSpeech, match="of speech"):
+            lis.verify("alice", np.zeros(16000, np.float32))
+
+
+def test_a_callers_mistakes_are_one_line_errors(store, tmp_path):
+    def one_line(exc_info, *words):
+        text = str(exc_info.value)
+        assert "\n" not in text, text
+        for w in words:
+            assert w in text, (w, text)
+
+    with pytest.raises(StoreError) as e:
+        Listener(names=["bob"], store=store)
+    one_line(e, "'bob'", "not enrolled")
+    with pytest.raises(StoreError) as e:
+        Listener(store=tmp_path / "empty")
+    one_line(e, "no usable voice", "enroll")
+    with pytest.raises(InputError) as e:
+        Listener(names=[], store=store)
+    one_line(e, "at least one voice")
+    for rate in (0, 7999.5, 10**7):
+        with pytest.raises(InputError) as e:
+            Listener(store=store, rate_hz=rate)
+        one_line(e, "sample rate")
+    with pytest.raises(InputError) as e:
+        Listener(store=store, threshold=3)
+    one_line(e, "between -1 and 1")
+    with Listener(store=store) as lis:
+        bad = [(np.array(["a", "b"]), "type <U1"), (np.zeros((4, 3, 2), np.float32), "shape"),
+               (np.zeros((10, 100), np.float32), "64 channels"),
+               (np.array([0.0, np.nan], np.float32), "NaN"),
+               (np.array([0.0, np.inf]), "infinite")]
+        for samples, word in bad:
+            with pytest.raises(InputError) as e:
+                lis.feed(samples)
+            one_line(e, word)
+        assert lis.feed(np.zeros(0, np.int16)) == []
+        with pytest.raises(RtverifyError) as e:
+            lis.verify("alice", tmp_path / "missing.wav")
+        one_line(e, "missing.wav")
