@@ -124,7 +124,7 @@ class SegmenterConfig:
     ``eval``, calibration: :meth:`for_recording`), a pause must be this long to end a segment
     (milliseconds). Nobody waits there for a decision after each utterance, and speech on both
     sides of a short pause embeds better as one stretch than as two short ones averaged (dev
-    clean 2 s, default model: 4.62 -> 3.72 % EER, README)."""
+    clean 2 s, default model: 4.62 -> 3.72 % EER, docs/history.md)."""
     level_without_dc: bool = True
     """Frame levels (gate, noise floor, segment level) are measured after removing the frame's
     mean: a DC offset is not sound, and a recording with a large one (some LibriSpeech files sit
@@ -183,7 +183,7 @@ class WindowConfig:
     """Spectrogram rows per encoder window (rows; 160 = 1.6 s at a 10 ms hop)."""
     hop_frames: int = 160
     """Rows between the starts of consecutive windows while speech goes on. 160 (no overlap)
-    measured as accurate as 80 (README, "Model card") for half the encoder work; a segment's
+    measured as accurate as 80 (docs/history.md, "Runtime-path choices") for half the encoder work; a segment's
     end-aligned tail window still covers its last rows."""
     min_tail_frames: int = 40
     """At the end of a segment, a last window aligned to the end is added if at least this many
@@ -195,7 +195,7 @@ class WindowConfig:
     it; ``"none"``: its own rows, unpadded; ``"reflect"``: its rows, then reversed, repeated up to
     a window. The LSTM's final state depends on what surrounds short speech, so averaging a few
     views steadies the embedding of short utterances (chosen on a non-reported Arabic list:
-    README, "Model card")."""
+    docs/history.md, "Runtime-path choices")."""
 
     SHORT_VIEWS = ("end", "start", "none", "reflect")
 

@@ -102,7 +102,7 @@ CONSISTENCY = 0.70
 """The default LSTM's consistency bar (cosine): on LibriSpeech 3 s crops (251 speakers, two
 crops of one recording each) no same-speaker pair falls below it and 3.2 % of different-speaker
 pairs reach it. A model's sidecar may carry its own (``enrolment.consistency``; CAM++'s 0.40:
-0.4 % and 0.25 %, see README "Enrolment bars per model")."""
+0.4 % and 0.25 %, see docs/history.md, "Enrolment bars per model")."""
 
 
 @dataclass(frozen=True)
@@ -570,7 +570,7 @@ def several_voices(decisions: Sequence[DecisionEvent], bar: float) -> str | None
 
     (Until stop 27 each part was compared with the mean of all the others, which a recording of
     several people in turn, each cut into more than one part, passed: that mean is a blend
-    holding the part's own voice. ``python -m tools.voices_check``: README, stop 27.)"""
+    holding the part's own voice. ``python -m tools.voices_check``: docs/history.md, stop 27.)"""
     parts = [d for d in decisions if d.embedding is not None and d.speech_s >= MIN_PART_SPEECH_S]
     if len(parts) < 2:
         return None
