@@ -252,6 +252,32 @@ def test_enroll_add(tmp_path, clips):
     assert not (root / "nobody.json").exists()
 
 
+def test_enroll_add_vouch(tmp_path, clips):
+    """--add --vouch: a take under the bar (the same person angry, hoarse...; here a stranger's
+    line stands in for one) is added with a warning naming it, where --add alone refuses it and
+    says --vouch exists; --vouch without --add is a usage error that changes nothing."""
+    root = tmp_path / "s"
+    assert rtv("enroll", "--name", "bob", "--input", *ENROLL, store=root).returncode == 0
+    before = (root / "bob.json").read_bytes()
+    proc = rtv("enroll", "--name", "bob", "--add", "--input", clips["stranger"], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "does not sound like 'bob'", "nothing was added", "--vouch")
+    assert (root / "bob.json").read_bytes() == before
+    proc = rtv("enroll", "--name", "bob", "--vouch", "--input", clips["stranger"], store=root)
+    assert proc.returncode == 2
+    one_line_error(proc, "--vouch goes with --add")
+    assert (root / "bob.json").read_bytes() == before
+    proc = rtv("enroll", "--name", "bob", "--add", "--vouch", "--input", clips["stranger"],
+               clips["alice"], store=root)
+    assert proc.returncode == 0, err(proc)
+    assert "added 2 takes" in out(proc) and "now 4 takes" in out(proc), out(proc)
+    warned = [ln for ln in err(proc).splitlines() if "as you vouched" in ln]
+    assert any("stranger.wav" in ln and "under the bar" in ln for ln in warned), err(proc)
+    assert "Traceback" not in err(proc)
+    after = json.loads((root / "bob.json").read_text())
+    assert after["n_takes"] == 4 and after["embedding"] != json.loads(before)["embedding"]
+
+
 def rtv_unprivileged(*args, store, **kw):
     """:func:`rtv` where file permissions hold: as root, without the capabilities that
     override them (setpriv), so an unreadable store is unreadable."""

@@ -271,3 +271,20 @@ def test_live_add_refuses_a_take_unlike_the_voice_as_it_comes(session, clips):
     assert said[-1] is None and any(p and "does not sound like 'bob' as enrolled" in p
                                     for p in said[:-1]), said
     assert float(np.dot(enrol.takes[0].vector, first)) >= enrol.settings.consistency
+
+
+def test_live_add_vouched_keeps_a_take_unlike_the_voice(session, clips, caplog):
+    """enroll --add --vouch from a live input: the take under the bar is kept (the person
+    vouched for it), with a warning that names it and its similarity."""
+    first = embed_recording(session, FileSource(DEMO / "enroll_1.flac")).vector
+    voice = _voice("bob", session.model_id, first, n_takes=1)
+    x = np.concatenate([SIL, clips["stranger"], SIL])
+    with caplog.at_level("WARNING", logger="rtverify"):
+        enrol = enroll_live(session, chunks_of(x.astype(np.float32), 480),
+                            EnrollSettings(takes=1, min_speech_s=1.0), Recorder(), voice=voice,
+                            vouched=True)
+    assert enrol.done and len(enrol.takes) == 1
+    cos = float(np.dot(enrol.takes[0].vector, first))
+    assert cos < enrol.settings.consistency
+    assert any("as you vouched" in r.getMessage() and f"{cos:.2f}" in r.getMessage()
+               for r in caplog.records), caplog.text

@@ -159,6 +159,10 @@ class Enrolment:
     voice: Voiceprint | None = None
     """With ``enroll --add``: the enrolled voice (as the session's model sees it) that every
     take must sound like, at the consistency bar."""
+    vouched: bool = False
+    """With ``enroll --add --vouch``: the person vouches that the takes are the enrolled voice's
+    (in another mood, whispering, hoarse), so a take under the consistency bar against
+    :attr:`voice` is kept, with a warning, instead of refused."""
 
     def __post_init__(self) -> None:
         if self.settings.consistency is None:  # no model given: the default LSTM's bar
@@ -214,9 +218,15 @@ class Enrolment:
         cos = float(np.dot(take.vector, self.voice.embedding))
         if cos >= self.settings.consistency:
             return None
+        if self.vouched:
+            logger.warning("take at %s: similarity %.2f to %r as enrolled, under the bar %.2f; "
+                           "kept, as you vouched (--vouch)", take.source, cos, self.voice.name,
+                           self.settings.consistency)
+            return None
         return (f"does not sound like {self.voice.name!r} as enrolled (similarity {cos:.2f}, need "
                 f"{self.settings.consistency:.2f}; perhaps another voice or a noise was picked "
-                "up): say it again")
+                "up): say it again (or, if it is you in another mood or voice, run with "
+                "--vouch)")
 
     def _majority(self) -> list[int] | None:
         """Indices into :attr:`pool` of the consistent majority, or None if there is none yet
@@ -314,12 +324,14 @@ class Enrolment:
 # -- from recordings --------------------------------------------------------------------------
 def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                  settings: EnrollSettings = EnrollSettings(), *,
-                 min_speech_s: float | None = None) -> Enrolment:
+                 min_speech_s: float | None = None, vouched: bool = False) -> Enrolment:
     """Each recording is one take (all its utterances pooled, as ``verify`` does).
 
     Raises :class:`NotEnoughSpeech` if a recording holds no speech or all of them hold less than
     ``min_speech_s`` (default ``settings.file_min_speech_s``), and :class:`InputError` if one does
-    not sound like the others (a wrong file is far likelier than a changed voice).
+    not sound like the others (a wrong file is far likelier than a changed voice); with
+    ``vouched`` (``enroll --add --vouch``: the person says they are all theirs, in other moods or
+    voices) that is a warning instead. A recording that holds several voices is refused always.
     """
     settings = settings.for_model(session)
     need = settings.file_min_speech_s if min_speech_s is None else min_speech_s
@@ -358,9 +370,13 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                     "same speaker" if len(enrol.takes) == 2 else
                     f"{names[0]}: does not sound like the other recordings" if len(odd) == 1
                     else f"{', '.join(names)} do not sound like the other recordings")
-            raise InputError(f"{what} (similarity {worst:.2f}, need "
-                             f"{settings.voices_bar:.2f}); enroll one speaker at a time, each "
-                             "in their usual voice")
+            if vouched:
+                logger.warning("%s (similarity %.2f, under %.2f); kept, as you vouched "
+                               "(--vouch)", what, worst, settings.voices_bar)
+            else:
+                raise InputError(f"{what} (similarity {worst:.2f}, need "
+                                 f"{settings.voices_bar:.2f}); enroll one speaker at a time, each "
+                                 "in their usual voice")
     if enrol.speech_s < need:
         names = ", ".join(os.fspath(p) for p in paths)
         raise NotEnoughSpeech(f"{names}: {'holds' if len(paths) == 1 else 'hold'} "
@@ -387,7 +403,8 @@ def voice_to_add_to(old: Voiceprint, session: EncoderSession) -> Voiceprint:
 
 
 def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession,
-                      companions: Sequence[EncoderSession] = ()) -> Voiceprint:
+                      companions: Sequence[EncoderSession] = (), *,
+                      vouched: bool = False) -> Voiceprint:
     """``old`` with ``enrol``'s takes added (``enroll --add``): every vector it holds becomes
     ``l2_normalize(n_old * old + sum(new take vectors))``, the mean it would be had all the takes
     been enrolled together (the old takes' spread is not kept, so each old take counts as the
@@ -396,17 +413,23 @@ def add_to_voiceprint(old: Voiceprint, enrol: Enrolment, session: EncoderSession
 
     Refused (:class:`InputError`, nothing changes) when a new take does not sound like the
     enrolled voice: under the model's consistency bar, the bar a live take must meet against the
-    others. A voice that holds no vector of ``session``'s model is refused too (it was enrolled
-    with a model this installation does not ship: re-enroll it)."""
+    others; with ``vouched`` (``--vouch``: the person says the takes are theirs, in another mood
+    or voice) such a take is added with a warning. A voice that holds no vector of ``session``'s
+    model is refused too (it was enrolled with a model this installation does not ship:
+    re-enroll it)."""
     from .. import __version__
 
     view = voice_to_add_to(old, session)
     bar = enrol.settings.consistency
     for take in enrol.takes:
         cos = float(np.dot(take.vector, view.embedding))
-        if cos < bar:
+        if cos < bar and vouched:
+            logger.warning("%s: similarity %.2f to %r as enrolled, under the bar %.2f; added, "
+                           "as you vouched (--vouch)", take.source, cos, old.name, bar)
+        elif cos < bar:
             raise InputError(f"{take.source}: does not sound like {old.name!r} as enrolled "
-                             f"(similarity {cos:.2f}, need {bar:.2f}); nothing was added")
+                             f"(similarity {cos:.2f}, need {bar:.2f}); nothing was added (if "
+                             "it is them in another mood or voice, add it with --vouch)")
     n_old, n_new = max(int(view.n_takes), 1), len(enrol.takes)
 
     def merged(old_vec: np.ndarray | None, new_mean: np.ndarray | None) -> np.ndarray | None:
@@ -673,15 +696,16 @@ def enroll_live(session: EncoderSession, source: FrameSource | Iterable[Chunk],
                 settings: EnrollSettings,
                 view: EnrollView | None = None, *, min_speech_s: float | None = None,
                 takes: int | None = None, clock: Callable[[], float] = time.monotonic,
-                voice: Voiceprint | None = None) -> Enrolment:
+                voice: Voiceprint | None = None, vouched: bool = False) -> Enrolment:
     """Collect takes from a stream (a microphone, or any chunk source) until enough are usable
     or ``settings.timeout_s`` passes. Check :attr:`Enrolment.done` on the result. With
     ``voice`` (``enroll --add``), a take that does not sound like that enrolled voice is refused
-    as it comes, with the reason."""
+    as it comes, with the reason (with ``vouched``, kept with a warning)."""
     settings = settings.for_model(session)
     enrol = Enrolment(settings, settings.takes if takes is None else takes,
                       settings.min_speech_s if min_speech_s is None else min_speech_s,
-                      voice=None if voice is None else voice_to_add_to(voice, session))
+                      voice=None if voice is None else voice_to_add_to(voice, session),
+                      vouched=vouched)
     verifier = Verifier(session, {}, max_pending=1, provisional=False, status_every_s=0.1)
     deadline = clock() + settings.timeout_s
     # The segmenter's floor is a low quantile of the last few seconds, so it creeps up while

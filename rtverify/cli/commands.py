@@ -86,6 +86,9 @@ def cmd_enroll(args) -> int:
     name = validate_name(args.name)
     store = _store(args)
     adding = args.add
+    if args.vouch and not adding:
+        raise InputError("--vouch goes with --add: it keeps added takes that do not sound like "
+                         "the voice as enrolled")
     old = store.load(name) if adding else None  # "not enrolled" is the error for --add
     if not adding and store.exists(name) and not args.force:
         raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "
@@ -107,7 +110,8 @@ def cmd_enroll(args) -> int:
         _input_spec(args, files[0])  # refuses microphone/stdin options that do not apply
         if "-" in files:
             raise InputError("--input -: raw stdin cannot be mixed with recordings")
-        enrol = enroll_files(session, files, settings, min_speech_s=args.min_speech)
+        enrol = enroll_files(session, files, settings, min_speech_s=args.min_speech,
+                             vouched=args.vouch)
     else:
         source = _input_spec(args, "-" if files else None).open()
         need = (settings.takes, settings.min_speech_s if args.min_speech is None
@@ -118,11 +122,11 @@ def cmd_enroll(args) -> int:
 
                 with EnrollConsole(*need, source.name) as view:
                     enrol = enroll_live(session, source, settings, view, min_speech_s=need[1],
-                                        voice=old)
+                                        voice=old, vouched=args.vouch)
             else:
                 view = _LineView(source.name, *need, wait_for_audio=bool(files))
                 enrol = enroll_live(session, source, settings, view, min_speech_s=need[1],
-                                    voice=old)
+                                    voice=old, vouched=args.vouch)
         except KeyboardInterrupt:
             print("rtverify: interrupted; nothing was saved", file=sys.stderr)
             return ExitCode.INTERRUPTED
@@ -134,7 +138,8 @@ def cmd_enroll(args) -> int:
     from ..apps.enroll import add_to_voiceprint, companion_sessions, save_added
 
     if adding:
-        vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
+        vp = add_to_voiceprint(old, enrol, session, companion_sessions(session),
+                               vouched=args.vouch)
         path = save_added(store, old, vp)
         _say(f"added {plural(len(enrol.takes), 'take')} ({enrol.speech_s:.1f} s of speech) to "
              f"{name!r}: now {plural(vp.n_takes, 'take')}, {vp.speech_s:.1f} s of speech, model "

@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--add", action="store_true",
                      help="add takes to an enrolled voice (e.g. from the room or microphone it "
                           "will be used in); each must sound like the voice")
+    p.add_argument("--vouch", action="store_true",
+                   help="with --add: keep takes even when they do not sound like the voice as "
+                        "enrolled (you vouch they are this person's: angry, excited, whispering, "
+                        "hoarse); each is named with a warning")
     p.add_argument("--device", metavar="D", help="input device index or name (`rtverify devices`)")
     p.add_argument("--takes", type=_number(int, 0), metavar="N",
                    help="usable takes needed, live (default 3; 1 with --add)")
