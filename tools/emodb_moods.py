@@ -9,7 +9,8 @@ then heard angry, happy, sad. This writes that protocol for each of EmoDB's ten 
 voiceprints of the same speaker's files, each tried against the same probes:
 
 * ``neutral3``: three neutral takes (what a calm enrolment gives);
-* ``neutral3+WF``: those three and one angry and one happy take (``enroll --add`` twice);
+* ``neutral3+WF``: those three and one angry and one happy take (``enroll --add --vouch``);
+* ``neutral3+WFT``: and a sad one too;
 * ``mixed3``: one neutral, one angry, one happy take;
 
 The probes are each speaker's files that none of the voiceprints holds (the same for all three):
@@ -40,12 +41,13 @@ def enrolments(files: list[str]) -> dict[str, dict[str, list[str]]]:
         by.setdefault(spk, {}).setdefault(emo, []).append(f)
     out = {}
     for spk, emos in sorted(by.items()):
-        n, w, h = emos.get("N", []), emos.get("W", []), emos.get("F", [])
-        if len(n) < 3 or not w or not h:
-            print(f"speaker {spk}: too few neutral, angry or happy files; left out",
+        n, w, h, t = (emos.get(e, []) for e in "NWFT")
+        if len(n) < 3 or not w or not h or not t:
+            print(f"speaker {spk}: too few neutral, angry, happy or sad files; left out",
                   file=sys.stderr)
             continue
         out[spk] = {"neutral3": n[:3], "neutral3+WF": n[:3] + [w[0], h[0]],
+                    "neutral3+WFT": n[:3] + [w[0], h[0], t[0]],
                     "mixed3": [n[0], w[0], h[0]]}
     return out
 
