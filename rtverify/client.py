@@ -161,14 +161,16 @@ class Client:
         return self._request("GET", "/v1/voices")["voices"]
 
     def enroll(self, name: str, paths: Iterable, *, force: bool = False,
-               add: bool = False) -> dict:
+               add: bool = False, vouch: bool = False) -> dict:
         """Enrol ``name`` from recordings (what ``enroll --input ...`` does); ``force``
         replaces an enrolled voice, ``add`` adds the recordings as takes to it (``enroll --add``;
         the answer then has ``added: true`` and the voice's ``total_takes`` and
-        ``total_speech_s``)."""
+        ``total_speech_s``); ``vouch`` with ``add`` keeps takes that do not sound like the
+        voice as enrolled (``enroll --add --vouch``: the same person in another mood)."""
         return self._request("POST", f"/v1/voices/{urllib.parse.quote(name, safe='')}",
                              query={"force": "true" if force else None,
-                                    "add": "true" if add else None},
+                                    "add": "true" if add else None,
+                                    "vouch": "true" if vouch else None},
                              files=[self._file(p) for p in paths])
 
     def delete(self, name: str) -> dict:

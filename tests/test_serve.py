@@ -209,6 +209,10 @@ def test_http_enrol_add_takes_to_a_voice(server, store, tmp_path):
         before = store_digest(store)
         cases = [(lambda: c.enroll("frank", [_stranger(tmp_path)], add=True), 400,
                   "other.wav: does not sound like 'frank'"),
+                 (lambda: c.enroll("frank", [_stranger(tmp_path)], add=True), 400,
+                  "add it with vouch=true"),
+                 (lambda: c.enroll("frank", [_stranger(tmp_path)], vouch=True), 400,
+                  "vouch=true goes with add=true"),
                  (lambda: c.enroll("frank", [DEMO / "enroll_2.flac"], add=True, force=True),
                   400, "not both"),
                  (lambda: c.enroll("nobody", [DEMO / "enroll_2.flac"], add=True), 404,
@@ -228,6 +232,9 @@ def test_http_enrol_add_takes_to_a_voice(server, store, tmp_path):
         assert listed["n_takes"] == 2 and abs(listed["speech_s"] - added["total_speech_s"]) < 0.05
         assert store_digest(store)["frank.json"] != before["frank.json"]
         assert c.verify("frank", DEMO / "enroll_2.flac")["accepted"] is True
+        # vouched for (the same person in another mood, says the caller): kept
+        vouched = c.enroll("frank", [_stranger(tmp_path)], add=True, vouch=True)
+        assert vouched["added"] is True and vouched["total_takes"] == 3
     finally:
         c.delete("frank")
 

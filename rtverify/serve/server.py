@@ -171,7 +171,7 @@ class Service:
         if root:
             out = out.replace(f" (store: {root})", "").replace(root, "the voice store")
         out = re.sub(r" ?\(rtverify enroll --name .*? --force \.\.\.\)", " with force=true", out)
-        out = re.sub(r"--(force|add)\b", r"\1=true", out)
+        out = re.sub(r"--(force|add|vouch)\b", r"\1=true", out)
         if "use force=true to replace it" in out and "add=true" not in out:
             out = out.replace("use force=true to replace it", "use force=true to replace it, "
                               "or add=true to add takes to it")
@@ -552,7 +552,7 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         if unknown:
             raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
                             "'audio' recordings; options go in the query (?threshold=, "
-                            "?force=true, ?add=true, ?model=)")
+                            "?force=true, ?add=true, ?vouch=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
@@ -623,9 +623,9 @@ class _TempFiles:
 
 
 def _enroll_job(service: Service, session, name: str, uploads, force: bool,
-                old=None) -> dict:
+                old=None, vouched: bool = False) -> dict:
     """Enrol ``name`` from ``uploads``; with ``old`` (the stored voice, read before the upload),
-    add them to it as ``enroll --add`` does."""
+    add them to it as ``enroll --add`` does (``vouched``: as ``--add --vouch``)."""
     from ..apps.enroll import (ADD_MIN_SPEECH_S, add_to_voiceprint, companion_sessions,
                                enroll_files, save_added)
 
@@ -637,8 +637,10 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool,
                 enrol = enroll_files(session, files.paths)
                 vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
             else:
-                enrol = enroll_files(session, files.paths, min_speech_s=ADD_MIN_SPEECH_S)
-                vp = add_to_voiceprint(old, enrol, session, companion_sessions(session))
+                enrol = enroll_files(session, files.paths, min_speech_s=ADD_MIN_SPEECH_S,
+                                     vouched=vouched)
+                vp = add_to_voiceprint(old, enrol, session, companion_sessions(session),
+                                       vouched=vouched)
         except RtverifyError as err:
             raise files.renamed(err) from None
         if old is None:
@@ -751,6 +753,10 @@ def build_app(service: Service) -> Starlette:
         name = _name(request)
         force = _bool_param(request.query_params, "force")
         add = _bool_param(request.query_params, "add")
+        vouch = _bool_param(request.query_params, "vouch")
+        if vouch and not add:
+            raise HttpError(400, "vouch=true goes with add=true: it keeps added takes that do "
+                            "not sound like the voice as enrolled")
         if add and force:
             raise HttpError(400, "add=true and force=true: add takes to the enrolled voice, or "
                             "replace it, not both")
@@ -765,7 +771,7 @@ def build_app(service: Service) -> Starlette:
         with service.upload_slot():
             uploads = await _uploads(request, service.settings, service.settings.max_uploads)
             return JSONResponse(await service.run_upload(_enroll_job, service, session, name,
-                                                         uploads, force, old))
+                                                         uploads, force, old, vouch))
 
     async def delete(request: Request):
         name = _name(request)
@@ -794,7 +800,7 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/voices", guarded(voices, ("model",)), methods=["GET"]),
         # {name:path}: a name with a slash, or none, reaches validate_name and is refused as a
         # voice name (400 saying why), not as an unknown endpoint or with a bare redirect
-        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "model")),
+        Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "vouch", "model")),
               methods=["POST"]),
         Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
         Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
