@@ -1,5 +1,6 @@
 """The rtverify command, run as a user runs it: a subprocess, exit codes, stdout/stderr."""
 
+import contextlib
 import json
 import os
 import signal
@@ -561,6 +562,75 @@ def test_listen_ends_cleanly_on_ctrl_c_or_sigterm(store, sig):
     assert all(d["speaker"] == "alice" for d in decisions)
     assert events[-1]["event"] == "summary" and events[-1]["interrupted"] is True
     assert b"Traceback" not in stderr
+
+
+def _pending(pid: int, sig: int) -> bool:
+    """Whether ``sig``, sent to the running process ``pid``, is still waiting to be delivered."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # gone
+        return False
+    masks = [line.split()[1] for line in status.splitlines()
+             if line.startswith(("ShdPnd:", "SigPnd:"))]
+    return any(int(mask, 16) >> (sig - 1) & 1 for mask in masks)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("argv", [["listen", "--input", "-"], ["demo", "--fast"]],
+                         ids=["listen", "demo"])
+def test_a_signal_while_the_model_loads_ends_like_ctrl_c(tmp_path, argv, sig):
+    """SIGTERM (a service manager, `timeout`) while listen or demo was still loading the model,
+    before their own handler was installed, killed them silently with exit 143; Ctrl-C there
+    said 'interrupted' and exited 130. SIGTERM now does what Ctrl-C does.
+
+    The model's sidecar is a FIFO: once the test's open of it for writing succeeds, the command
+    is reading it, in the middle of loading the model, whatever the machine's load. The signal
+    goes then; once it has been delivered the real sidecar is written, so that a read the signal
+    did not interrupt (it may be handled just before the read, or by another thread) returns
+    and the command, running Python again, acts on it."""
+    import errno
+
+    from rtverify.core.encoder import DEFAULT_MODEL, sidecar_path
+
+    model, sidecar = tmp_path / "m.onnx", tmp_path / "m.json"
+    model.symlink_to(DEFAULT_MODEL)
+    os.mkfifo(sidecar)
+    env = {**os.environ, "RTVERIFY_HOME": str(tmp_path / "store")}
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", argv[0], "--model", str(model),
+                             *argv[1:]], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=interruptible)
+    writer = None
+    try:
+        deadline = time.monotonic() + 60
+        while writer is None:
+            try:  # succeeds only once the command has the FIFO open for reading
+                writer = os.open(sidecar, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError as error:
+                assert error.errno == errno.ENXIO, error
+                assert proc.poll() is None, proc.communicate(timeout=30)
+                assert time.monotonic() < deadline, "the model's sidecar was never opened"
+                time.sleep(0.05)
+        proc.send_signal(sig)
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _pending(proc.pid, sig) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        text = sidecar_path(DEFAULT_MODEL).read_bytes()
+        assert len(text) < 65536  # fits in the FIFO whether or not it is read
+        with contextlib.suppress(BrokenPipeError):  # the command has closed it, or is gone
+            assert os.write(writer, text) == len(text)
+        os.close(writer)
+        writer = None
+        proc.wait(timeout=30)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        if writer is not None:
+            os.close(writer)
+    assert proc.returncode == 130, (proc.returncode, stderr.decode())
+    assert stderr.decode().splitlines() == ["rtverify: interrupted"], stderr.decode()
 
 
 def test_demo_runs_to_the_end_and_grades_itself():

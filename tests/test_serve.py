@@ -623,6 +623,51 @@ def test_a_dripped_body_is_answered_408_and_a_slow_honest_one_is_not(store):
     assert "Traceback" not in s.stderr
 
 
+def test_a_steady_body_longer_than_max_body_s_is_answered_408(store):
+    """A body that keeps min_body_bytes_per_s could still take as long as its size allows: an
+    upload at the 32 MiB cap sent at exactly 8192 bytes/s held its upload slot for over an hour.
+    Whatever its rate, a body must be whole within max_body_s of its head (2 s here), or it is
+    answered 408 (JSON, naming the setting) and closed, and its slot is free again. Sent at about
+    20 kB/s (well above the minimum rate, whose first check is only due after the default 10 s
+    request_timeout_s), the 484 kB body would take some 24 s."""
+    import socket
+
+    data = (DEMO / "conversation.flac").read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
+    head = (b"POST /v1/verify/alice HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    s = Server(store, "-v", "--max-body-s", "2", "--max-concurrent-uploads", "1")
+    try:
+        host, port = s.url[len("http://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=WAIT_S) as steady:
+            steady.sendall(head)
+            t0, answer = time.monotonic(), b""
+            with contextlib.suppress(OSError):  # once closed by the server
+                for i in range(0, len(body), 4000):  # 4000 bytes each 0.2 s: about 20 kB/s
+                    steady.sendall(body[i:i + 4000])
+                    steady.settimeout(0.2)
+                    with contextlib.suppress(socket.timeout):
+                        answer = steady.recv(65536)
+                        break
+            steady.settimeout(WAIT_S)
+            with contextlib.suppress(OSError):
+                while chunk := steady.recv(65536):
+                    answer += chunk
+            elapsed = time.monotonic() - t0
+        assert answer.startswith(b"HTTP/1.1 408 "), answer
+        error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+        assert "max_body_s" in error, error
+        assert 1.9 < elapsed < 8, elapsed
+        # its slot is free again: a quick upload is answered
+        assert Client(s.url).verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+    finally:
+        assert s.stop() == 0
+    assert "not whole within 2 s (max_body_s); answered 408" in s.stderr, s.stderr
+    assert "Traceback" not in s.stderr
+
+
 def test_a_full_server_answers_503_as_json(strict):
     """With max_streams + 64 connections open, a request gets 503 with the JSON error body every
     other error has (uvicorn's own answer was the plain text 'Service Unavailable')."""

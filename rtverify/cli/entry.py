@@ -288,10 +288,12 @@ class _GlobalSubparsers:
 
 
 # -- entry point ----------------------------------------------------------------------------------
-TERM_LIKE_CTRL_C = ("enroll", "verify", "eval", "voices", "devices")
-"""Commands that SIGTERM ends as Ctrl-C does (a message, exit 130; ``enroll`` saves nothing):
-``listen`` and ``demo`` end with their summary (:func:`rtverify.apps.listen.run`), the servers
-drain their connections."""
+TERM_LIKE_CTRL_C = ("enroll", "verify", "eval", "voices", "devices", "listen", "demo")
+"""Commands that SIGTERM ends as Ctrl-C does, from their start (a message, exit 130; ``enroll``
+saves nothing). Once ``listen`` and ``demo`` run their stream, :func:`rtverify.apps.listen.run`
+takes SIGTERM over and they end with their summary, as at Ctrl-C; before that (loading the
+model, the voices) SIGTERM used to kill them silently (exit 143). The servers drain their
+connections instead."""
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -87,6 +87,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                    help=f"an HTTP request body must arrive at R bytes/s on average after the "
                    f"first --request-timeout-s, or it is answered 408 (default "
                    f"{d.min_body_bytes_per_s:g})")
+    g.add_argument("--max-body-s", type=_positive(float), default=d.max_body_s, metavar="S",
+                   help=f"an HTTP request body must arrive whole within S seconds of its "
+                   f"headers, whatever its rate, or it is answered 408 (default "
+                   f"{d.max_body_s:g})")
     g.add_argument("--max-messages-per-s", type=_positive(float),
                    default=d.max_messages_per_s, metavar="R",
                    help=f"sustained messages per second per stream (default "
@@ -151,6 +155,7 @@ def cmd_serve(args) -> int:
                              max_stream_s=args.max_stream_s, idle_timeout_s=args.idle_timeout_s,
                              request_timeout_s=args.request_timeout_s,
                              min_body_bytes_per_s=args.min_body_bytes_per_s,
+                             max_body_s=args.max_body_s,
                              max_messages_per_s=args.max_messages_per_s,
                              max_upload_bytes=args.max_upload_bytes,
                              max_upload_s=args.max_upload_s,

@@ -825,7 +825,8 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     s = service.settings
     config = uvicorn.Config(
         build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
-        http=_request_deadline_protocol(s.request_timeout_s, s.min_body_bytes_per_s),
+        http=_request_deadline_protocol(s.request_timeout_s, s.min_body_bytes_per_s,
+                                        s.max_body_s),
         ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
         ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
         timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
@@ -838,9 +839,9 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
     return c
 
 
-def _request_deadline_protocol(timeout_s: float, min_body_rate: float):
-    """uvicorn's h11 protocol, with a deadline for each request head and a minimum rate for each
-    request body.
+def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_s: float):
+    """uvicorn's h11 protocol, with a deadline for each request head, and a minimum rate and a
+    time limit for each request body.
 
     uvicorn times a connection out only between requests, and any byte received restarts that
     timer; a connection that sends nothing (half-open) or drips a request head a byte at a time
@@ -854,9 +855,11 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float):
     from ``timeout_s`` after its head: ``t`` seconds after the head, at least
     ``(t - timeout_s) * min_body_rate`` of them, or the whole body; else it is answered 408
     (JSON) and the connection closed. A slow honest upload only needs to keep that average; a
-    body of N bytes sent at an even pace has ``timeout_s + N / min_body_rate`` seconds. While the
-    server itself is not reading (its buffer is full, or the app has not asked for the body of a
-    request that expects 100-continue) the client's clock starts again."""
+    body of N bytes sent at an even pace has ``timeout_s + N / min_body_rate`` seconds. However
+    steady, a body must also be whole within ``max_body_s`` of its head, or it is answered 408
+    the same way: at the minimum rate alone, an upload at the size cap held its slot for over
+    an hour. While the server itself is not reading (its buffer is full, or the app has not asked
+    for the body of a request that expects 100-continue) the client's clock starts again."""
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -934,7 +937,8 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float):
 
         def _start_body_clock(self) -> None:
             self._body_t0, self._body_bytes = self.loop.time(), 0
-            self._body_timer = self.loop.call_later(timeout_s, self._body_check)
+            self._body_timer = self.loop.call_later(min(timeout_s, max_body_s),
+                                                    self._body_check)
 
         def _stop_body_clock(self) -> None:
             if self._body_timer is not None:
@@ -950,17 +954,30 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float):
             if self.flow.read_paused or cycle.waiting_for_100_continue:
                 self._start_body_clock()  # the server is not reading: not the client's delay
                 return
+            now, whole_by = self.loop.time(), self._body_t0 + max_body_s
             due = self._body_t0 + timeout_s + self._body_bytes / min_body_rate
-            if self.loop.time() < due:
-                self._body_timer = self.loop.call_at(due, self._body_check)
+            where = "%s:%d" % self.client if self.client else "connection"
+            if now >= whole_by:
+                message = (f"request body not whole within {max_body_s:g} s (max_body_s); "
+                           "send it faster, or a shorter recording")
+                logger.info("%s: %s %s: %d body bytes in %.1f s, not whole within %g s "
+                            "(max_body_s); answered 408 and closed", where,
+                            cycle.scope["method"], cycle.scope["path"], self._body_bytes,
+                            now - self._body_t0, max_body_s)
+            elif now < due:
+                self._body_timer = self.loop.call_at(min(due, whole_by), self._body_check)
                 return
-            message = (f"request body slower than {min_body_rate:g} bytes/s on average after "
-                       f"{timeout_s:g} s (min_body_bytes_per_s); send it faster")
-            logger.info("%s: %s %s: %d body bytes in %.1f s, slower than %g bytes/s "
-                        "(min_body_bytes_per_s); answered 408 and closed",
-                        "%s:%d" % self.client if self.client else "connection",
-                        cycle.scope["method"], cycle.scope["path"], self._body_bytes,
-                        self.loop.time() - self._body_t0, min_body_rate)
+            else:
+                message = (f"request body slower than {min_body_rate:g} bytes/s on average "
+                           f"after {timeout_s:g} s (min_body_bytes_per_s); send it faster")
+                logger.info("%s: %s %s: %d body bytes in %.1f s, slower than %g bytes/s "
+                            "(min_body_bytes_per_s); answered 408 and closed", where,
+                            cycle.scope["method"], cycle.scope["path"], self._body_bytes,
+                            now - self._body_t0, min_body_rate)
+            self._answer_408(cycle, message)
+
+        def _answer_408(self, cycle, message: str) -> None:
+            """Answer ``message`` as a JSON 408 (unless the app has begun its answer) and close."""
             if not cycle.response_started:
                 body = json.dumps({"error": message}).encode()
                 with contextlib.suppress(h11.LocalProtocolError):

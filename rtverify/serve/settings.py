@@ -35,6 +35,13 @@ class ServeSettings:
     connection closed: a body dripped a byte at a time would otherwise hold an upload slot for
     ever. A slow upload that keeps the average is not cut off (N bytes at an even pace have
     ``request_timeout_s + N / min_body_bytes_per_s`` seconds)."""
+    max_body_s: float = 300.0
+    """Longest an HTTP request body may take to arrive, whatever its rate, counted from the end
+    of its head (seconds); longer, it is answered 408 and its connection closed. The average
+    rate alone let an upload at ``max_upload_bytes`` (32 MiB) dripped at exactly
+    ``min_body_bytes_per_s`` hold one of the ``max_concurrent_uploads`` slots for over an hour.
+    300 s lets a minute of 16 kHz 16-bit WAV (1.9 MB) through even at the minimum rate (about
+    240 s), and a body at the 32 MiB cap needs about 112 kB/s (0.9 Mbit/s, a slow uplink)."""
     max_messages_per_s: float = 500.0
     """Sustained message rate allowed on one stream (messages per second)."""
     message_burst: int = 2000
