@@ -225,6 +225,26 @@ class Client:
             ws.send(data)
             clock["sending_since"] = None
 
+        # Audio and the end of the stream go through one lock, so that nothing follows the
+        # end: the sender ends it after its chunks, or the listening thread does on Ctrl-C /
+        # SIGTERM while the sender waits for audio that does not come (a silent `--input -`).
+        sending = threading.Lock()
+
+        def send_audio(data) -> None:
+            with sending:
+                if clock["ended"] is None:
+                    sent(data)
+
+        def end_stream(wait_s: float | None = None) -> None:
+            if not sending.acquire(timeout=-1 if wait_s is None else wait_s):
+                return  # a send is under way: the sender ends the stream after it (stop is set)
+            try:
+                if clock["ended"] is None:
+                    sent(json.dumps({"type": "end"}))
+                    clock["ended"] = time.monotonic()
+            finally:
+                sending.release()
+
         def send() -> None:
             try:
                 for chunk in chunks:
@@ -232,9 +252,8 @@ class Client:
                         break
                     data = _pcm_bytes(chunk, format)
                     if data:
-                        sent(data)
-                sent(json.dumps({"type": "end"}))
-                clock["ended"] = time.monotonic()
+                        send_audio(data)
+                end_stream()
             except ConnectionClosed:
                 pass
             except BaseException as err:  # the audio source failed: say so, end the stream
@@ -264,7 +283,12 @@ class Client:
                 try:
                     message = ws.recv(timeout=poll)
                 except KeyboardInterrupt:
-                    stop.set()  # ends after the chunk being sent; the summary still comes
+                    stop.set()  # the stream ends now (or after the chunk being sent) and
+                    if started:  # the summary still comes
+                        try:
+                            end_stream(wait_s=1.0)
+                        except ConnectionClosed:
+                            pass
                     continue
                 except ConnectionClosed:
                     break
@@ -290,8 +314,8 @@ class Client:
             stop.set()
             if not aborted:
                 ws.close()
-            if sender.is_alive():
-                sender.join(timeout=5.0)
+            if sender.is_alive():  # not for long if it only waits for audio after the end
+                sender.join(timeout=0.2 if clock["ended"] is not None else 5.0)
         if failure:
             raise failure[0]
         if error is not None:

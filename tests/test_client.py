@@ -187,3 +187,34 @@ def test_listen_gives_up_on_a_server_that_never_answers(audio_s):
     err = outcome[0]
     assert isinstance(err, ServerError) and "within 1 s (timeout_s)" in str(err), err
     assert "\n" not in str(err) and elapsed < 10
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_listen_server_ends_at_a_signal_while_stdin_is_silent(served, sig):
+    """`listen --server --input -` with stdin open and silent (a pipe nobody writes yet):
+    Ctrl-C or SIGTERM ends the stream at once, with the server's summary and exit 0, as local
+    `listen` does. It used to wait, for ever, for audio to end the stream after."""
+    import os
+    import signal
+
+    server, _ = served
+    r_fd, w_fd = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rtverify", "listen", "--server", server.ws, "--input", "-",
+         "--json"], stdin=r_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    os.close(r_fd)
+    try:
+        first = proc.stdout.readline()  # the server's ready: the stream is open
+        assert json.loads(first)["event"] == "ready", first
+        time.sleep(0.3)
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=15)
+    finally:
+        os.close(w_fd)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, err
+    events = [json.loads(line) for line in out.decode().splitlines()]
+    assert events and events[-1]["event"] == "summary", out
+    assert b"Traceback" not in err

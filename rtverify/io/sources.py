@@ -330,6 +330,18 @@ class FileSource(_ResamplingSource):
         self._file.close()
 
 
+def _raw_stdin() -> BinaryIO:
+    """Standard input as an unbuffered reader of descriptor 0 that never closes it. Not
+    ``sys.stdin.buffer``: a thread blocked reading that (``listen --server --input -`` while
+    stdin is silent, ended by Ctrl-C) holds its lock, and the interpreter then aborts at exit
+    ("could not acquire lock for <stdin> at interpreter shutdown"). Falls back to
+    ``sys.stdin.buffer`` when standard input has no descriptor (tests that replace it)."""
+    try:
+        return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
+        return sys.stdin.buffer
+
+
 class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
@@ -352,7 +364,7 @@ class StdinSource(_ResamplingSource):
         if not 1 <= channels <= 64:
             raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
         super().__init__(name, _check_rate(rate_hz, name), realtime)
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._stream = stream if stream is not None else _raw_stdin()
         self._block_ms = block_ms
         self._sniff = sniff
         self.container = "raw"
