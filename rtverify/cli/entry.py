@@ -37,6 +37,7 @@ examples:
   rtverify enroll --name bob --input b.wav --store /srv/voices   global options go anywhere
   rtverify verify --name alice --input door.wav     exit 0 accepted, 1 rejected, 3 too little speech
   rtverify voices                                   list enrolled voices;  voices remove NAME
+  rtverify voices copy --to postgresql://db/voices  copy every voice into another store
   rtverify devices                                  input devices and their default rates
 
 exit codes: 0 ok/accepted, 1 rejected (verify), 2 usage or input error, 3 not enough speech,
