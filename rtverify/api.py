@@ -14,6 +14,7 @@ already have (numpy arrays from your own capture, at your rate) and act on the e
             ...
         result = heard.verify("alice", "door.wav")        # one decision for a recording
         print(result.accepted, result.decision.score)
+        heard.enroll("bob", [take1, take2])               # enrol from arrays (or paths)
 
 Events are those of ``listen --json`` (:mod:`rtverify.events`, by ``event.kind``: ``decision``,
 ``provisional``, ``dropped``, ``speech_start``; ``event.to_dict()`` is the JSON line). Errors a caller can cause
@@ -26,6 +27,7 @@ loads in about a second); a second stream wants a second Listener. Not thread-sa
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable
 
 import numpy as np
@@ -171,6 +173,66 @@ class Listener:
                           timeout_s=timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S)
         finally:
             source.close()
+
+    def enroll(self, name: str, recordings: Iterable, rate_hz: int | None = None, *,
+               force: bool = False, add: bool = False, vouch: bool = False):
+        """Enrol ``name`` from ``recordings`` (paths, or arrays as :meth:`feed` takes at
+        ``rate_hz``, default this listener's), each one take, as ``rtverify enroll --input``
+        does: the same checks (3 s of speech, one voice per recording, takes that sound alike)
+        and one-line errors, nothing written unless it succeeds. ``force`` replaces an
+        enrolled voice; ``add`` adds the takes to it (``enroll --add``; ``vouch``: ``--vouch``).
+        Returns the :class:`~rtverify.store.voiceprints.Voiceprint` written. The voices this
+        listener listens for stay those it was made with: make a new Listener to hear it."""
+        import tempfile
+
+        import soundfile as sf
+
+        from .apps.enroll import (ADD_MIN_SPEECH_S, EnrollSettings, enroll_files,
+                                  save_enrolment, voice_to_add_to)
+        from .errors import RtverifyError
+        from .store.voiceprints import validate_name
+
+        name = validate_name(name)
+        if vouch and not add:
+            raise InputError("vouch goes with add: it keeps added takes that do not sound like "
+                             "the voice as enrolled")
+        if add and force:
+            raise InputError("add and force: add takes to the enrolled voice, or replace it, "
+                             "not both")
+        recordings = list(recordings)
+        if not recordings:
+            raise InputError("recordings: give at least one recording")
+        old = self.store.load(name) if add else None  # "not enrolled" is the error for add
+        if old is not None:
+            voice_to_add_to(old, self.session)
+        elif not force and self.store.exists(name):
+            raise StoreError(f"voice {name!r} is already enrolled; use force=True to replace "
+                             "it, or add=True to add takes to it")
+        with tempfile.TemporaryDirectory(prefix="rtverify-enroll-") as tmp:
+            paths = []
+            for i, rec in enumerate(recordings, 1):
+                if isinstance(rec, (str, os.PathLike)):
+                    paths.append(os.fspath(rec))
+                    continue
+                rate = _check_rate(rate_hz if rate_hz is not None else self.rate_hz,
+                                   f"recording {i}")
+                block = as_float_block(rec, f"recording {i}")
+                if not np.isfinite(block).all():
+                    raise InputError(f"recording {i}: contains NaN or infinite sample values")
+                path = os.path.join(tmp, f"recording {i}.wav")
+                sf.write(path, block, rate, subtype="FLOAT")
+                paths.append(path)
+            try:
+                enrol = enroll_files(self.session, paths, EnrollSettings(),
+                                     min_speech_s=ADD_MIN_SPEECH_S if add else None,
+                                     vouched=vouch)
+                # (the other models embed the takes again from the files: still here)
+                vp, _ = save_enrolment(self.store, self.session, name, enrol, old=old,
+                                       force=force, vouched=vouch)
+            except RtverifyError as err:  # the caller's words: its arrays, its arguments
+                text = re.sub(r"(recording \d+)\.wav", r"\1", str(err).replace(tmp + os.sep, ""))
+                raise type(err)(re.sub(r"--(force|add|vouch)\b", r"\1=True", text)) from None
+        return vp
 
     def close(self) -> None:
         self._verifier.close()

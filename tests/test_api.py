@@ -135,3 +135,43 @@ def test_a_callers_mistakes_are_one_line_errors(store, tmp_path):
         with pytest.raises(RtverifyError) as e:
             lis.verify("alice", tmp_path / "missing.wav")
         one_line(e, "missing.wav")
+
+
+def test_enroll_from_arrays_and_paths_as_the_cli_does(store, demo, tmp_path):
+    """Listener.enroll: arrays (any rate) or paths, the CLI's checks and one-line errors,
+    nothing written on a refusal; the voice it writes is the one `enroll --input` writes."""
+    own = tmp_path / "own"
+    proc = rtv("enroll", "--name", "cli", "--input", DEMO / "enroll_1.flac",
+               DEMO / "enroll_2.flac", store=own)
+    assert proc.returncode == 0, err(proc)
+    takes = [sf.read(DEMO / f, dtype="float32")[0] for f in demo["enroll"]]
+    conv, _ = sf.read(DEMO / demo["conversation"], dtype="float32")
+    turn = next(s for s in demo["script"] if s["speaker"] != demo["enrolled_speaker"])
+    stranger = conv[int(turn["start_s"] * 16000):int(turn["end_s"] * 16000)]
+    with Listener(names=["cli"], store=own) as lis:
+        vp = lis.enroll("bob", [resample_poly(t, 1, 2).astype(np.float32) for t in takes], 8000)
+        assert vp.n_takes == 2 and vp.speech_s > 5
+        vp48 = lis.enroll("carol", [resample_poly(t, 3, 1).astype(np.float32) for t in takes],
+                          48000)
+        by_cli = lis.store.load("cli")
+        assert float(np.dot(vp48.embedding, by_cli.embedding)) > 0.99
+        assert set(vp48.models or {}) == set(by_cli.models or {})  # every shipped model's
+        assert lis.verify("carol", DEMO / "enroll_2.flac").accepted
+        before = {p.name: p.read_bytes() for p in own.iterdir()}
+        with pytest.raises(StoreError, match="'bob' is already enrolled"):
+            lis.enroll("bob", takes, 16000)
+        with pytest.raises(InputError) as e:
+            lis.enroll("dave", [takes[0], stranger], 16000)
+        assert "recording 2" in str(e.value) and "rtverify-enroll-" not in str(e.value)
+        with pytest.raises(InputError, match="recording 1: does not sound like 'bob'.*add it with vouch=True"):
+            lis.enroll("bob", [stranger], 16000, add=True)
+        with pytest.raises(InputError, match="vouch goes with add"):
+            lis.enroll("bob", [stranger], 16000, vouch=True)
+        with pytest.raises(InputError, match="NaN"):
+            lis.enroll("erin", [np.full(16000, np.nan, np.float32)], 16000)
+        with pytest.raises(RtverifyError, match="missing.wav"):
+            lis.enroll("erin", [tmp_path / "missing.wav"])
+        assert {p.name: p.read_bytes() for p in own.iterdir()} == before
+        added = lis.enroll("bob", [stranger], 16000, add=True, vouch=True)
+        assert added.n_takes == 3
+        assert lis.voices == ["cli"]  # the listener's voices are those it was made with

@@ -484,6 +484,21 @@ def save_added(store, old: Voiceprint, vp: Voiceprint):
     return store.save(vp, force=True)
 
 
+def save_enrolment(store, session: EncoderSession, name: str, enrol: Enrolment, *,
+                   old: Voiceprint | None = None, force: bool = False,
+                   vouched: bool = False) -> tuple[Voiceprint, object]:
+    """Save what ``enrol`` collected as ``name``'s voice (every shipped model's vectors): a new
+    voice (``force`` replaces one), or with ``old`` (the stored voice, read before the takes
+    were collected) the takes added to it (``enroll --add``; ``vouched``: ``--vouch``). Returns
+    the voiceprint written and where."""
+    companions = companion_sessions(session)
+    if old is None:
+        vp = enrol.voiceprint(name, session.model_id, companions)
+        return vp, store.save(vp, force=force)
+    vp = add_to_voiceprint(old, enrol, session, companions, vouched=vouched)
+    return vp, save_added(store, old, vp)
+
+
 _COMPANIONS: dict[str, EncoderSession] = {}
 
 

@@ -135,18 +135,15 @@ def cmd_enroll(args) -> int:
         if not enrol.done:
             raise NotEnoughSpeech(f"enrolment of {name!r} ended with {enrol.shortfall()}; "
                                   "nothing was saved")
-    from ..apps.enroll import add_to_voiceprint, companion_sessions, save_added
+    from ..apps.enroll import save_enrolment
 
+    vp, path = save_enrolment(store, session, name, enrol, old=old, force=args.force,
+                              vouched=args.vouch)
     if adding:
-        vp = add_to_voiceprint(old, enrol, session, companion_sessions(session),
-                               vouched=args.vouch)
-        path = save_added(store, old, vp)
         _say(f"added {plural(len(enrol.takes), 'take')} ({enrol.speech_s:.1f} s of speech) to "
              f"{name!r}: now {plural(vp.n_takes, 'take')}, {vp.speech_s:.1f} s of speech, model "
              f"{session.model_id} -> {path}")
         return ExitCode.OK
-    vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
-    path = store.save(vp, force=args.force)
     _say(f"enrolled {name!r}: {plural(len(enrol.takes), 'take')}, {enrol.speech_s:.1f} s of speech, "
          f"model {session.model_id} -> {path}")
     return ExitCode.OK
