@@ -561,6 +561,27 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
         for s in idle + [drip]:
             s.close()
 
+def _send_until_answered(sock, pieces, every_s: float = 0.2) -> tuple[bytes, float]:
+    """Send ``pieces`` one each ``every_s`` until the server answers (or closes), then read the
+    whole answer; returns it and the seconds it took."""
+    import contextlib
+    import socket
+
+    t0, answer = time.monotonic(), b""
+    with contextlib.suppress(OSError):  # once closed by the server
+        for piece in pieces:
+            sock.sendall(piece)
+            sock.settimeout(every_s)
+            with contextlib.suppress(socket.timeout):
+                answer = sock.recv(65536)
+                break
+    sock.settimeout(WAIT_S)
+    with contextlib.suppress(OSError):
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer, time.monotonic() - t0
+
+
 
 def test_a_dripped_body_is_answered_408_and_a_slow_honest_one_is_not(store):
     """A body sent a few bytes a second after a quick head used to hold its upload slot (and
@@ -583,19 +604,8 @@ def test_a_dripped_body_is_answered_408_and_a_slow_honest_one_is_not(store):
         host, port = s.url[len("http://"):].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=WAIT_S) as drip:
             drip.sendall(head + body[:100])
-            t0, answer = time.monotonic(), b""
-            with contextlib.suppress(OSError):  # once closed by the server
-                for i in range(100, 200):  # 5 bytes/s for up to 20 s
-                    drip.sendall(body[i:i + 1])
-                    drip.settimeout(0.2)
-                    with contextlib.suppress(socket.timeout):
-                        answer = drip.recv(65536)
-                        break
-            drip.settimeout(WAIT_S)
-            with contextlib.suppress(OSError):
-                while chunk := drip.recv(65536):
-                    answer += chunk
-            elapsed = time.monotonic() - t0
+            # 5 bytes/s for up to 20 s
+            answer, elapsed = _send_until_answered(drip, [body[i:i + 1] for i in range(100, 200)])
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
         assert "min_body_bytes_per_s" in error, error
@@ -643,19 +653,9 @@ def test_a_steady_body_longer_than_max_body_s_is_answered_408(store):
         host, port = s.url[len("http://"):].rsplit(":", 1)
         with socket.create_connection((host, int(port)), timeout=WAIT_S) as steady:
             steady.sendall(head)
-            t0, answer = time.monotonic(), b""
-            with contextlib.suppress(OSError):  # once closed by the server
-                for i in range(0, len(body), 4000):  # 4000 bytes each 0.2 s: about 20 kB/s
-                    steady.sendall(body[i:i + 4000])
-                    steady.settimeout(0.2)
-                    with contextlib.suppress(socket.timeout):
-                        answer = steady.recv(65536)
-                        break
-            steady.settimeout(WAIT_S)
-            with contextlib.suppress(OSError):
-                while chunk := steady.recv(65536):
-                    answer += chunk
-            elapsed = time.monotonic() - t0
+            # 4000 bytes each 0.2 s: about 20 kB/s
+            answer, elapsed = _send_until_answered(
+                steady, [body[i:i + 4000] for i in range(0, len(body), 4000)])
         assert answer.startswith(b"HTTP/1.1 408 "), answer
         error = json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
         assert "max_body_s" in error, error

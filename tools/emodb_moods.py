@@ -27,7 +27,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tools.emodb_trials import NAME
+from tools.emodb_trials import NAME, emodb_files
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
             "T": "sadness", "N": "neutral"}
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wav", type=Path, required=True, help="folder of EmoDB .wav files")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    files = sorted(p.name for p in args.wav.glob("*.wav") if NAME.match(p.name))
+    files = emodb_files(args.wav)
     prints = enrolments(files)
     if len(prints) < 2:
         raise SystemExit(f"{args.wav}: fewer than two EmoDB speakers with 3 neutral, an angry "

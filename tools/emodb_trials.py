@@ -24,13 +24,18 @@ from pathlib import Path
 NAME = re.compile(r"^(\d\d)([ab]\d\d)([WLEAFTN])([a-z])\.wav$")
 
 
+def emodb_files(wav: Path) -> list[str]:
+    """The EmoDB-named ``.wav`` files in ``wav``, sorted."""
+    return sorted(p.name for p in wav.glob("*.wav") if NAME.match(p.name))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wav", type=Path, required=True, help="folder of EmoDB .wav files")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    files = sorted(p.name for p in args.wav.glob("*.wav") if NAME.match(p.name))
+    files = emodb_files(args.wav)
     if len(files) < 2:
         raise SystemExit(f"{args.wav}: no EmoDB-named .wav files (like 03a01Fa.wav)")
     lines = [f"{int(a[:2] == b[:2])} {a} {b}" for a, b in itertools.combinations(files, 2)]
