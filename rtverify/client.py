@@ -185,12 +185,14 @@ class Client:
     def listen(self, chunks: Iterable, *, rate: int = 16000, channels: int = 1,
                format: str = "s16", names: Iterable[str] | None = None,
                threshold: float | None = None, model: str | None = None,
-               status: bool = False) -> Iterator[dict]:
+               status: bool = False, interrupt: threading.Event | None = None
+               ) -> Iterator[dict]:
         """Stream ``chunks`` (bytes of raw PCM, or numpy arrays / rtverify Chunks converted to
         ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield
         the server's events until its ``summary``. ``chunks`` are sent as they come (a
         microphone paces itself). Ctrl-C while listening ends the stream and still yields the
-        summary. A server that owes something for longer than ``timeout_s`` (its ``ready``, the
+        summary, as does setting ``interrupt`` (checked at least once a second: what a signal
+        handler can do without raising inside the connection's code). A server that owes something for longer than ``timeout_s`` (its ``ready``, the
         events after the end of the stream, or reading what is sent) raises
         :class:`ServerError`; time spent waiting for ``chunks`` does not count."""
         from websockets.exceptions import ConnectionClosed
@@ -279,16 +281,21 @@ class Client:
         aborted = False
         try:
             started = False
+            def end_now() -> None:
+                stop.set()  # the stream ends now (or after the chunk being sent) and the
+                if started:  # summary still comes
+                    try:
+                        end_stream(wait_s=1.0)
+                    except ConnectionClosed:
+                        pass
+
             while True:
+                if interrupt is not None and interrupt.is_set() and not stop.is_set():
+                    end_now()
                 try:
                     message = ws.recv(timeout=poll)
                 except KeyboardInterrupt:
-                    stop.set()  # the stream ends now (or after the chunk being sent) and
-                    if started:  # the summary still comes
-                        try:
-                            end_stream(wait_s=1.0)
-                        except ConnectionClosed:
-                            pass
+                    end_now()
                     continue
                 except ConnectionClosed:
                     break
@@ -353,15 +360,16 @@ def verify(url: str, name: str, path, *, token: str | None = None,
 
 def stream_to_server(url: str, source, *, names=None, threshold=None, model=None,
                      token: str | None = None, status: bool = False,
-                     write=print) -> dict:
+                     write=print, interrupt: threading.Event | None = None) -> dict:
     """``listen --server``: send ``source`` (16 kHz float32 chunks: the microphone, a recording
     or stdin) to the server and write every event it decides as one JSON line. Returns the
-    summary."""
+    summary. Setting ``interrupt`` ends the stream (the summary still comes)."""
     summary: dict = {}
     try:
         for event in Client(url, token=token).listen(source, rate=16000, format="f32",
                                                      names=names, threshold=threshold,
-                                                     model=model, status=status):
+                                                     model=model, status=status,
+                                                     interrupt=interrupt):
             write(json.dumps(event, ensure_ascii=False))
             if event.get("event") == "summary":
                 summary = event
@@ -403,6 +411,26 @@ def listen_command(args) -> int:
             print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
                   f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
 
-    stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
-                     token=token, status=args.status, write=write)
+    # Ctrl-C and SIGTERM end the stream through an event the listening loop checks, never as
+    # an exception raised wherever the main thread happens to be (inside the WebSocket's own
+    # code, it left the client waiting); a second one ends at once.
+    import signal
+
+    interrupt = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if interrupt.is_set():
+            raise KeyboardInterrupt
+        interrupt.set()
+
+    try:
+        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread (tests calling main() in-process)
+        previous = {}
+    try:
+        stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
+                         token=token, status=args.status, write=write, interrupt=interrupt)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return ExitCode.OK

@@ -190,7 +190,8 @@ def test_listen_gives_up_on_a_server_that_never_answers(audio_s):
 
 
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_listen_server_ends_at_a_signal_while_stdin_is_silent(served, sig):
+@pytest.mark.parametrize("after_s", [0.0, 0.3, 1.1])  # in and between the client's 1 s waits
+def test_listen_server_ends_at_a_signal_while_stdin_is_silent(served, sig, after_s):
     """`listen --server --input -` with stdin open and silent (a pipe nobody writes yet):
     Ctrl-C or SIGTERM ends the stream at once, with the server's summary and exit 0, as local
     `listen` does. It used to wait, for ever, for audio to end the stream after."""
@@ -206,7 +207,7 @@ def test_listen_server_ends_at_a_signal_while_stdin_is_silent(served, sig):
     try:
         first = proc.stdout.readline()  # the server's ready: the stream is open
         assert json.loads(first)["event"] == "ready", first
-        time.sleep(0.3)
+        time.sleep(after_s)
         proc.send_signal(getattr(signal, sig))
         out, err = proc.communicate(timeout=15)
     finally:
