@@ -15,6 +15,8 @@ already have (numpy arrays from your own capture, at your rate) and act on the e
         result = heard.verify("alice", "door.wav")        # one decision for a recording
         print(result.accepted, result.decision.score)
         heard.enroll("bob", [take1, take2])               # enrol from arrays (or paths)
+        for event in heard.microphone():                  # or the microphone, as `listen`
+            ...
 
 Events are those of ``listen --json`` (:mod:`rtverify.events`, by ``event.kind``: ``decision``,
 ``provisional``, ``dropped``, ``speech_start``; ``event.to_dict()`` is the JSON line). Errors a caller can cause
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -149,6 +151,33 @@ class Listener:
         events.extend(self._verifier.finish())
         self._stream = ArrayStream(self.rate_hz)
         return events
+
+    def microphone(self, device: int | str | None = None, *,
+                   retries: int | None = None) -> Iterator[Event]:
+        """Listen at a microphone as ``rtverify listen`` does: opens it now (the default input,
+        or ``device``: an index or part of a name, see ``rtverify devices``; a device that
+        cannot be opened is a :class:`~rtverify.errors.DeviceError` here) and returns the
+        events as they come, reopening the device when it stops delivering audio (``input_lost``
+        / ``input_restored`` events; ``retries`` attempts per outage, None: for ever). Ctrl-C
+        ends it after the utterance under way is decided; breaking out of the loop closes the
+        device. One stream at a time: it starts afresh, and :meth:`feed` after it does too."""
+        from .io.inputs import InputSpec
+
+        source = InputSpec(device=device, reconnect=True, retries=retries).open()
+        self._verifier.reset()
+        self._stream = ArrayStream(self.rate_hz)
+
+        def events() -> Iterator[Event]:
+            try:
+                try:
+                    yield from self._verifier.process(source)  # ends with finish()
+                except KeyboardInterrupt:
+                    yield from self._verifier.finish()
+            finally:
+                source.close()
+                self._verifier.reset()
+
+        return events()
 
     def verify(self, name: str, audio, rate_hz: int | None = None, *,
                timeout_s: float | None = None) -> VerifyResult:

@@ -172,3 +172,60 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
                    for d in decisions), (line, offset, decisions)
     assert any(e["event"] == "provisional" for e in events)  # live path: windows one by one
 
+
+
+API_SCRIPT = """
+import json, sys
+from rtverify.api import Listener
+from rtverify.errors import DeviceError
+
+lis = Listener(names=["alice"], store=sys.argv[1])
+try:
+    lis.microphone("no-such-microphone-xyz")
+except DeviceError as err:
+    print("device error:", err, flush=True)
+events = lis.microphone("pulse")
+print("open", flush=True)
+for e in events:
+    if e.kind == "decision":
+        print(json.dumps(e.to_dict()), flush=True)
+print("done", flush=True)
+"""
+
+
+def test_the_python_api_listens_at_the_virtual_microphone(pulse, demo, tmp_path):
+    """rtverify.api: Listener.microphone hears what the microphone hears, decides as listen
+    does, and Ctrl-C ends it after the utterance under way; a device that is not there is a
+    DeviceError at once, in one line."""
+    store = tmp_path / "voices"
+    enrolled = subprocess.run(
+        [sys.executable, "-m", "rtverify", "--store", str(store), "enroll", "--name", "alice",
+         "--input", *(str(DEMO / f) for f in demo["enroll"])], cwd=REPO, env=pulse,
+        capture_output=True, text=True, timeout=120)
+    assert enrolled.returncode == 0, enrolled.stderr
+    proc = subprocess.Popen([sys.executable, "-c", API_SCRIPT, str(store)], cwd=REPO, env=pulse,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
+    try:
+        said = proc.stdout.readline()
+        assert said.startswith("device error: ") and "no-such-microphone-xyz" in said, \
+            said + proc.stderr.read()
+        assert proc.stdout.readline() == "open\n", proc.stderr.read()
+        play(pulse, demo["conversation"])
+        time.sleep(2.0)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "done" and "Traceback" not in err, (lines[-3:], err)
+    decisions = [d for d in map(json.loads, lines[:-1]) if d["reason"] != "too_short"]
+    script = demo["script"]
+    assert len(decisions) >= len(script), decisions
+    offset = best_offset(decisions, script)
+    for d in decisions:
+        truth = speaker_at(script, d["start_s"] - offset, d["end_s"] - offset)
+        assert truth is not None, f"decision in silence (offset {offset:.2f} s): {d}"
+        assert d["accepted"] == (truth == demo["enrolled_speaker"]), f"{truth}: {d}"
