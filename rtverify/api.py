@@ -19,11 +19,11 @@ already have (numpy arrays from your own capture, at your rate) and act on the e
             ...
 
 Events are those of ``listen --json`` (:mod:`rtverify.events`, by ``event.kind``: ``decision``,
-``provisional``, ``dropped``, ``speech_start``; ``event.to_dict()`` is the JSON line). Errors a caller can cause
-(a voice not enrolled, a bad rate, NaN samples, too little speech) are
+``provisional``, ``dropped``, ``speech_start``; ``event.to_dict()`` is the JSON line). Errors a
+caller can cause (a voice not enrolled, a bad rate, NaN samples, too little speech) are
 :class:`~rtverify.errors.RtverifyError` subclasses whose message is one line. One
-:class:`Listener` is one stream and one loaded model: keep it for the program's life (the model
-loads in about a second); a second stream wants a second Listener. Not thread-safe.
+:class:`Listener` is one loaded model and one stream at a time: keep it for the program's life
+(the model loads in about a second); two streams at once want two Listeners. Not thread-safe.
 """
 
 from __future__ import annotations
@@ -94,8 +94,8 @@ class Listener:
     :param threads: onnxruntime threads (None: the CLI's default).
     """
 
-    def __init__(self, names: Iterable[str] | None = None, *, store: str | os.PathLike | None = None,
-                 model: str | os.PathLike | None = None, threshold: float | None = None,
+    def __init__(self, names: Iterable[str] | None = None, *,
+                 store: str | os.PathLike | None = None, model: str | os.PathLike | None = None, threshold: float | None = None,
                  rate_hz: int = SAMPLE_RATE_HZ, threads: int | None = None) -> None:
         from .config import check_threshold
         from .core.encoder import DEFAULT_MODEL, EncoderSession

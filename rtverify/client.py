@@ -192,9 +192,10 @@ class Client:
         the server's events until its ``summary``. ``chunks`` are sent as they come (a
         microphone paces itself). Ctrl-C while listening ends the stream and still yields the
         summary, as does setting ``interrupt`` (checked at least once a second: what a signal
-        handler can do without raising inside the connection's code). A server that owes something for longer than ``timeout_s`` (its ``ready``, the
-        events after the end of the stream, or reading what is sent) raises
-        :class:`ServerError`; time spent waiting for ``chunks`` does not count."""
+        handler can do without raising inside the connection's code). A server that owes
+        something for longer than ``timeout_s`` (its ``ready``, the events after the end of the
+        stream, or reading what is sent) raises :class:`ServerError`; time spent waiting for
+        ``chunks`` does not count."""
         from websockets.exceptions import ConnectionClosed
         from websockets.sync.client import connect
 
