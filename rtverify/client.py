@@ -317,6 +317,8 @@ class Client:
                 if event.get("event") == "ready" and not started:
                     started = True
                     sender.start()
+                    if stop.is_set():  # interrupted before the stream opened: end it now, not
+                        end_now()      # after a chunk that a silent source may never give
                 yield event
         finally:
             stop.set()
