@@ -200,6 +200,8 @@ class Client:
         from websockets.sync.client import connect
 
         query = [("rate", rate), ("channels", channels), ("format", format)]
+        if isinstance(names, str):  # one name, not its characters
+            names = [names]
         query += [("name", n) for n in (names or [])]
         if threshold is not None:
             query.append(("threshold", threshold))

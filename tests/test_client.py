@@ -251,3 +251,13 @@ def test_listen_interrupted_before_ready_ends_the_stream(served):
         t.join(15.0)
     assert not alive, got
     assert got and got[0] == "ready" and got[-1] == "summary", got
+
+
+def test_listen_takes_one_name_as_a_string(served):
+    """Client.listen(names="alice") listens for alice; it used to ask for the voices 'a', 'l',
+    'i', 'c', 'e' (the string iterated) and fail with "voice 'a' is not enrolled"."""
+    server, _ = served
+    chunks = [np.zeros(1600, np.float32)] * 5
+    events = list(Client(server.url, timeout_s=20).listen(chunks, names="alice"))
+    assert events[0]["event"] == "ready" and events[0]["voices"] == ["alice"], events[0]
+    assert events[-1]["event"] == "summary", events[-1]
