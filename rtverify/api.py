@@ -49,8 +49,9 @@ def as_float_block(samples, name: str) -> np.ndarray:
     """``samples`` (int16, int32 or float, shape ``(n,)`` or ``(n, channels)``) as float32
     ``(n, channels)`` at full scale 1.0; anything else is an :class:`InputError`."""
     a = np.asarray(samples)
-    if a.dtype in _INT_SCALE:
-        a = a.astype(np.float32) / _INT_SCALE[a.dtype]
+    native = a.dtype.newbyteorder("=")  # big-endian int16 ('>i2') is int16 too
+    if native in _INT_SCALE:
+        a = a.astype(np.float32) / _INT_SCALE[native]
     elif a.dtype.kind == "f":
         a = a.astype(np.float32, copy=False)
     else:
@@ -82,8 +83,8 @@ class ArrayStream(_ResamplingSource):
 class Listener:
     """A loaded model, the voices to listen for, and one audio stream.
 
-    :param names: the enrolled voices to listen for (each must load); None: every usable voice
-        in the store (at least one).
+    :param names: the enrolled voices to listen for (each must load; one name may be given as
+        a string); None: every usable voice in the store (at least one).
     :param store: a voice store directory or ``postgresql://...`` URL; None: the default
         (``$RTVERIFY_HOME``, else ``$XDG_DATA_HOME/rtverify``), as the CLI's ``--store``.
     :param model: a shipped model's name (``default``, ``default-short``, ``campp``,
@@ -113,6 +114,8 @@ class Listener:
         self.store = open_store(os.fspath(store) if store is not None else None)
         self.session = EncoderSession(model if model is not None else DEFAULT_MODEL,
                                       threads=threads)
+        if isinstance(names, str):  # one name, not its characters
+            names = [names]
         names = list(names) if names is not None else None
         if names is not None and not names:
             raise InputError("names: give at least one voice, or None for every voice")
@@ -228,6 +231,11 @@ class Listener:
         if add and force:
             raise InputError("add and force: add takes to the enrolled voice, or replace it, "
                              "not both")
+        if isinstance(recordings, (str, os.PathLike)):  # one path, not its characters
+            recordings = [recordings]
+        elif isinstance(recordings, np.ndarray):
+            raise InputError("recordings: give a list of recordings (arrays or paths), each one "
+                             "take, not one array")
         recordings = list(recordings)
         if not recordings:
             raise InputError("recordings: give at least one recording")

@@ -200,6 +200,8 @@ class Client:
         from websockets.sync.client import connect
 
         query = [("rate", rate), ("channels", channels), ("format", format)]
+        if isinstance(names, str):  # one name, not its characters
+            names = [names]
         query += [("name", n) for n in (names or [])]
         if threshold is not None:
             query.append(("threshold", threshold))
@@ -317,6 +319,8 @@ class Client:
                 if event.get("event") == "ready" and not started:
                     started = True
                     sender.start()
+                    if stop.is_set():  # interrupted before the stream opened: end it now, not
+                        end_now()      # after a chunk that a silent source may never give
                 yield event
         finally:
             stop.set()

@@ -175,3 +175,27 @@ def test_enroll_from_arrays_and_paths_as_the_cli_does(store, demo, tmp_path):
         added = lis.enroll("bob", [stranger], 16000, add=True, vouch=True)
         assert added.n_takes == 3
         assert lis.voices == ["cli"]  # the listener's voices are those it was made with
+
+
+def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tmp_path):
+    """What a Python caller plausibly writes: names="alice" (one name, not the voices 'a', 'l',
+    ...), enroll(name, "take.wav") (one path, not its characters), big-endian int16 (int16
+    still), a rate as text or None (a one-line InputError, not numpy's TypeError)."""
+    with Listener(names="alice", store=store) as lis:
+        assert lis.voices == ["alice"]
+        x16, _ = sf.read(DEMO / demo["conversation"], dtype="int16")
+        little = decisions(heard(lis, x16, 4096))
+        big = decisions(heard(lis, x16.astype(">i2"), 4096))
+        assert little and [d["score"] for d in big] == [d["score"] for d in little]
+        for rate in ("16000", [16000]):  # (None: the listener's rate)
+            with pytest.raises(InputError, match="sample rate .* not a number"):
+                lis.verify("alice", x16, rate)
+        with pytest.raises(InputError, match="not one array"):
+            lis.enroll("erin", np.zeros(48000, np.float32))
+        vp = lis.enroll("erin", str(DEMO / "enroll_1.flac"))  # 3.5 s of speech: one take
+        assert vp.n_takes == 1 and (store / "erin.json").exists()
+        assert lis.store.load("erin").n_takes == 1
+        lis.store.remove("erin")
+    for rate in ("16000", None):
+        with pytest.raises(InputError, match="sample rate"):
+            Listener(store=store, rate_hz=rate)

@@ -219,3 +219,45 @@ def test_listen_server_ends_at_a_signal_while_stdin_is_silent(served, sig, after
     events = [json.loads(line) for line in out.decode().splitlines()]
     assert events and events[-1]["event"] == "summary", out
     assert b"Traceback" not in err
+
+
+def test_listen_interrupted_before_ready_ends_the_stream(served):
+    """`interrupt` set before the server's ``ready`` (a Ctrl-C or SIGTERM while connecting),
+    with a source that gives no audio yet: the stream ends at once with the summary. It used
+    to start the sender and wait, for ever, for a chunk to end the stream after."""
+    server, _ = served
+    released = threading.Event()
+
+    def silent():
+        released.wait(30.0)
+        return
+        yield b""
+
+    interrupt = threading.Event()
+    interrupt.set()
+    got: list[str] = []
+
+    def run() -> None:
+        for event in Client(server.url, timeout_s=10).listen(silent(), interrupt=interrupt):
+            got.append(event["event"])
+
+    t = threading.Thread(target=run, daemon=True)
+    try:
+        t.start()
+        t.join(8.0)
+        alive = t.is_alive()
+    finally:
+        released.set()
+        t.join(15.0)
+    assert not alive, got
+    assert got and got[0] == "ready" and got[-1] == "summary", got
+
+
+def test_listen_takes_one_name_as_a_string(served):
+    """Client.listen(names="alice") listens for alice; it used to ask for the voices 'a', 'l',
+    'i', 'c', 'e' (the string iterated) and fail with "voice 'a' is not enrolled"."""
+    server, _ = served
+    chunks = [np.zeros(1600, np.float32)] * 5
+    events = list(Client(server.url, timeout_s=20).listen(chunks, names="alice"))
+    assert events[0]["event"] == "ready" and events[0]["voices"] == ["alice"], events[0]
+    assert events[-1]["event"] == "summary", events[-1]

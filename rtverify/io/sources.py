@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import numbers
 import os
 import queue
 import stat
@@ -117,6 +118,9 @@ def as_source(chunks: "FrameSource | Iterable[Chunk]") -> FrameSource:
 
 
 def _check_rate(rate_hz: float, name: str) -> int:
+    if not isinstance(rate_hz, numbers.Real):  # a caller's "16000" or None (rtverify.api)
+        raise InputError(f"{name}: sample rate {rate_hz!r} is not a number (need an integer "
+                         f"rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
     if not np.isfinite(rate_hz) or rate_hz != int(rate_hz) or not (
             MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ):
         raise InputError(f"{name}: sample rate {rate_hz:g} Hz is not supported "
