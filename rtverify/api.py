@@ -53,7 +53,12 @@ def as_float_block(samples, name: str) -> np.ndarray:
     if native in _INT_SCALE:
         a = a.astype(np.float32) / _INT_SCALE[native]
     elif a.dtype.kind == "f":
-        a = a.astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):
+            wide = a
+            a = a.astype(np.float32, copy=False)
+            if a is not wide and np.isfinite(wide).all() and not np.isfinite(a).all():
+                raise InputError(f"{name}: sample values up to {float(np.max(np.abs(wide))):.3g},"
+                                 " far over full scale 1.0 (integers stored as floats?)")
     else:
         raise InputError(f"{name}: samples of type {a.dtype} are not supported (int16, int32 "
                          "or float, full scale 1.0)")

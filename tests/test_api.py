@@ -126,7 +126,8 @@ def test_a_callers_mistakes_are_one_line_errors(store, tmp_path):
         bad = [(np.array(["a", "b"]), "type <U1"), (np.zeros((4, 3, 2), np.float32), "shape"),
                (np.zeros((10, 100), np.float32), "64 channels"),
                (np.array([0.0, np.nan], np.float32), "NaN"),
-               (np.array([0.0, np.inf]), "infinite")]
+               (np.array([0.0, np.inf]), "infinite"),
+               (np.array([0.0, 1e300]), "far over full scale")]
         for samples, word in bad:
             with pytest.raises(InputError) as e:
                 lis.feed(samples)

@@ -75,6 +75,9 @@ def test_cli_copies_every_voice_and_refuses_to_overwrite(tmp_path):
                    "--force")
     assert {p.name: p.read_bytes() for p in dst.iterdir()} == before
     # --force replaces only the voice named (names may follow the options)
+    proc = rtv("voices", "copy", "--to", dst, "alice", store=src)  # one name taken: "it"
+    assert proc.returncode == 2
+    one_line_error(proc, "'alice' is already enrolled", "use --force to replace it there")
     proc = rtv("voices", "copy", "--to", dst, "--force", "alice", store=src)
     assert proc.returncode == 0, err(proc)
     assert "copied 1 voice from" in out(proc)
@@ -109,7 +112,7 @@ def test_cli_usage_errors(tmp_path):
         (("voices", "copy"), ["--to DIR"]),
         (("voices", "copy", "--to", src), ["the store the voices are in"]),
         (("voices", "copy", "--to", str(src) + "/."), ["the store the voices are in"]),
-        (("voices", "copy", "--to", ""), ["--to", "empty"]),
+        (("voices", "copy", "--to", ""), ["--to", "empty", "copy the voices into"]),
         (("voices", "--to", tmp_path / "x"), ["--to only go with `voices copy"]),
         (("voices", "remove", "alice", "--force"), ["--force only go with"]),
         (("voices", "copy", "--to", tmp_path / "x", "--bogus"), ["unrecognized arguments: --bogus"]),

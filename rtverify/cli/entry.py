@@ -123,6 +123,14 @@ def _store_spec(text: str) -> str:
     return text
 
 
+def _to_store_spec(text: str) -> str:
+    """``voices copy --to``: an empty value (an unset variable) would be the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty; give the directory or postgresql://... URL to "
+                                         "copy the voices into")
+    return text
+
+
 def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     """--store and -v, on the top parser and again on every subcommand, so that they work before
     or after it (``rtverify voices --store DIR``). On a subcommand they default to SUPPRESS,
@@ -253,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "remove", "copy"], default="list")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--json", action="store_true", help="one JSON object per voice")
-    p.add_argument("--to", metavar="STORE", type=_store_spec,
+    p.add_argument("--to", metavar="STORE", type=_to_store_spec,
                    help="copy: the store to copy the voices into (a directory, or "
                         "postgresql://...); every voice unless NAMEs are given")
     p.add_argument("--force", action="store_true",

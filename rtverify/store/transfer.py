@@ -83,8 +83,9 @@ def copy_voices(source, dest, names: Iterable[str] | None = None, *, force: bool
         if taken:
             noun = "voice" if len(taken) == 1 else "voices"
             verb = "is" if len(taken) == 1 else "are"
+            them = "it" if len(taken) == 1 else "them"
             raise StoreError(f"{noun} {_quoted(taken)} {verb} already enrolled in {dest.root}; "
-                             "nothing was copied (use --force to replace them there)")
+                             f"nothing was copied (use --force to replace {them} there)")
     done: list[tuple[str, object]] = []
     for vp in voices:
         try:
