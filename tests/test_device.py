@@ -110,6 +110,23 @@ def best_offset(decisions, script):
     return max((k * 0.02 for k in range(0, 501)), key=overlap)
 
 
+def check_decisions(decisions, demo):
+    """Every decision (JSON) right against the demo conversation's script, as heard at the
+    microphone (its times shifted by when playing began), and every line of it decided."""
+    script = demo["script"]
+    assert len(decisions) >= len(script), decisions
+    offset = best_offset(decisions, script)
+    for d in decisions:
+        truth = speaker_at(script, d["start_s"] - offset, d["end_s"] - offset)
+        assert truth is not None, f"decision in silence (offset {offset:.2f} s): {d}"
+        want = truth == demo["enrolled_speaker"]
+        assert d["accepted"] == want and d["speaker"] == ("alice" if want else None), \
+            f"{truth}: {json.dumps(d)}"
+    for line in script:  # every line of the script got a decision
+        assert any(d["start_s"] - offset < line["end_s"] and d["end_s"] - offset > line["start_s"]
+                   for d in decisions), (line, offset, decisions)
+
+
 def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
     # -- enroll from the microphone while the bundled takes play into it --------------------------
     # The bundled takes hold 7.3 s of speech in three utterances: ask for all of it (the default
@@ -158,18 +175,7 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
     events = [json.loads(line) for line in out.splitlines() if line.strip()]
     assert events[-1]["event"] == "summary", events[-3:]
     decisions = [e for e in events if e["event"] == "decision" and e["reason"] != "too_short"]
-    script = demo["script"]
-    assert len(decisions) >= len(script), decisions
-    offset = best_offset(decisions, script)
-    for d in decisions:
-        truth = speaker_at(script, d["start_s"] - offset, d["end_s"] - offset)
-        assert truth is not None, f"decision in silence (offset {offset:.2f} s): {d}"
-        want = truth == demo["enrolled_speaker"]
-        assert d["accepted"] == want and d["speaker"] == ("alice" if want else None), \
-            f"{truth}: {json.dumps(d)}"
-    for line in script:  # every line of the script got a decision
-        assert any(d["start_s"] - offset < line["end_s"] and d["end_s"] - offset > line["start_s"]
-                   for d in decisions), (line, offset, decisions)
+    check_decisions(decisions, demo)
     assert any(e["event"] == "provisional" for e in events)  # live path: windows one by one
 
 
@@ -222,10 +228,4 @@ def test_the_python_api_listens_at_the_virtual_microphone(pulse, demo, tmp_path)
     lines = out.splitlines()
     assert lines[-1] == "done" and "Traceback" not in err, (lines[-3:], err)
     decisions = [d for d in map(json.loads, lines[:-1]) if d["reason"] != "too_short"]
-    script = demo["script"]
-    assert len(decisions) >= len(script), decisions
-    offset = best_offset(decisions, script)
-    for d in decisions:
-        truth = speaker_at(script, d["start_s"] - offset, d["end_s"] - offset)
-        assert truth is not None, f"decision in silence (offset {offset:.2f} s): {d}"
-        assert d["accepted"] == (truth == demo["enrolled_speaker"]), f"{truth}: {d}"
+    check_decisions(decisions, demo)
