@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError, StoreError
-from .voiceprints import Voiceprint, validate_name
+from .voiceprints import Voiceprint, names_to_remove, voices_are
 
 
 def _quoted(names: Iterable[str]) -> str:
@@ -50,20 +50,11 @@ def copy_voices(source, dest, names: Iterable[str] | None = None, *, force: bool
         raise InputError(f"--to names the store the voices are in ({dest.root}); "
                          "give another directory or database")
     if names:
-        wanted: list[str] = []
-        for name in names:
-            try:
-                wanted.append(validate_name(name))
-            except InputError as err:
-                raise InputError(f"{err}; nothing was copied") from None
-        wanted = list(dict.fromkeys(wanted))
-        enrolled = set(source.names())
-        missing = [n for n in wanted if n not in enrolled]
+        wanted = names_to_remove(names, "nothing was copied")
+        missing = [n for n in wanted if not source.exists(n)]
         if missing:
-            noun = "voice" if len(missing) == 1 else "voices"
-            verb = "is" if len(missing) == 1 else "are"
-            raise StoreError(f"{noun} {_quoted(missing)} {verb} not enrolled (store: "
-                             f"{source.root}); nothing was copied")
+            raise StoreError(f"{voices_are(missing, 'not enrolled')} (store: {source.root}); "
+                             "nothing was copied")
     else:
         wanted = source.names()
         if not wanted:
@@ -81,10 +72,8 @@ def copy_voices(source, dest, names: Iterable[str] | None = None, *, force: bool
     if not force:
         taken = [vp.name for vp in voices if dest.exists(vp.name)]
         if taken:
-            noun = "voice" if len(taken) == 1 else "voices"
-            verb = "is" if len(taken) == 1 else "are"
             them = "it" if len(taken) == 1 else "them"
-            raise StoreError(f"{noun} {_quoted(taken)} {verb} already enrolled in {dest.root}; "
+            raise StoreError(f"{voices_are(taken, f'already enrolled in {dest.root}')}; "
                              f"nothing was copied (use --force to replace {them} there)")
     done: list[tuple[str, object]] = []
     for vp in voices:

@@ -90,24 +90,28 @@ def validate_name(name: str) -> str:
     return name
 
 
-def names_to_remove(names) -> list[str]:
-    """The voice names of a ``remove_all`` (every store's, and ``voices remove``'s), checked and
-    without repeats, in their order; an invalid one is an :class:`InputError` that says nothing
-    was removed."""
+def names_to_remove(names, undone: str = "nothing was removed") -> list[str]:
+    """The voice names of a command on several voices, all or none (every store's
+    ``remove_all``, ``voices remove``, ``voices copy``), checked and without repeats, in their
+    order; an invalid one is an :class:`InputError` that ends with ``undone``."""
     out = []
     for name in names:
         try:
             out.append(validate_name(name))
         except InputError as err:
-            raise InputError(f"{err}; nothing was removed") from None
+            raise InputError(f"{err}; {undone}") from None
     return list(dict.fromkeys(out))
 
 
-def _not_enrolled(names: list[str]) -> str:
-    """``voice 'x' is not enrolled`` / ``voices 'x', 'y' are not enrolled``."""
+def voices_are(names: list[str], state: str) -> str:
+    """``voice 'x' is <state>`` / ``voices 'x', 'y' are <state>``."""
     if len(names) == 1:
-        return f"voice {names[0]!r} is not enrolled"
-    return f"voices {', '.join(repr(n) for n in names)} are not enrolled"
+        return f"voice {names[0]!r} is {state}"
+    return f"voices {', '.join(repr(n) for n in names)} are {state}"
+
+
+def _not_enrolled(names: list[str]) -> str:
+    return voices_are(names, "not enrolled")
 
 
 def default_store_dir(environ: Mapping[str, str] | None = None) -> Path:
