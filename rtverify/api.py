@@ -42,16 +42,12 @@ from .io.sources import Chunk, FileSource, _check_rate, _ResamplingSource, as_so
 
 __all__ = ["Listener", "VerifyResult"]
 
-_INT_SCALE = {np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
-
-
 def as_float_block(samples, name: str) -> np.ndarray:
     """``samples`` (int16, int32 or float, shape ``(n,)`` or ``(n, channels)``) as float32
     ``(n, channels)`` at full scale 1.0; anything else is an :class:`InputError`."""
     a = np.asarray(samples)
-    native = a.dtype.newbyteorder("=")  # big-endian int16 ('>i2') is int16 too
-    if native in _INT_SCALE:
-        a = a.astype(np.float32) / _INT_SCALE[native]
+    if a.dtype.kind == "i" and a.dtype.itemsize in (2, 4):  # either byte order ('>i2' too)
+        a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1))  # as pcm_to_float
     elif a.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
             wide = a
@@ -101,8 +97,9 @@ class Listener:
     """
 
     def __init__(self, names: Iterable[str] | None = None, *,
-                 store: str | os.PathLike | None = None, model: str | os.PathLike | None = None, threshold: float | None = None,
-                 rate_hz: int = SAMPLE_RATE_HZ, threads: int | None = None) -> None:
+                 store: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
+                 threshold: float | None = None, rate_hz: int = SAMPLE_RATE_HZ,
+                 threads: int | None = None) -> None:
         from .config import check_threshold
         from .core.encoder import DEFAULT_MODEL, EncoderSession
         from .core.pipeline import Verifier
@@ -225,7 +222,7 @@ class Listener:
         import soundfile as sf
 
         from .apps.enroll import (ADD_MIN_SPEECH_S, EnrollSettings, enroll_files,
-                                  save_enrolment, voice_to_add_to)
+                                  save_enrolment, voice_to_add_to, voice_to_enrol)
         from .errors import RtverifyError
         from .store.voiceprints import validate_name
 
@@ -244,27 +241,21 @@ class Listener:
         recordings = list(recordings)
         if not recordings:
             raise InputError("recordings: give at least one recording")
-        old = self.store.load(name) if add else None  # "not enrolled" is the error for add
-        if old is not None:
-            voice_to_add_to(old, self.session)
-        elif not force and self.store.exists(name):
-            raise StoreError(f"voice {name!r} is already enrolled; use force=True to replace "
-                             "it, or add=True to add takes to it")
         with tempfile.TemporaryDirectory(prefix="rtverify-enroll-") as tmp:
-            paths = []
-            for i, rec in enumerate(recordings, 1):
-                if isinstance(rec, (str, os.PathLike)):
-                    paths.append(os.fspath(rec))
-                    continue
-                rate = _check_rate(rate_hz if rate_hz is not None else self.rate_hz,
-                                   f"recording {i}")
-                block = as_float_block(rec, f"recording {i}")
-                if not np.isfinite(block).all():
-                    raise InputError(f"recording {i}: contains NaN or infinite sample values")
-                path = os.path.join(tmp, f"recording {i}.wav")
-                sf.write(path, block, rate, subtype="FLOAT")
-                paths.append(path)
             try:
+                old = voice_to_enrol(self.store, name, force=force, add=add)
+                if old is not None:
+                    voice_to_add_to(old, self.session)
+                paths = []
+                for i, rec in enumerate(recordings, 1):
+                    if isinstance(rec, (str, os.PathLike)):
+                        paths.append(os.fspath(rec))
+                        continue
+                    rate = _check_rate(rate_hz if rate_hz is not None else self.rate_hz,
+                                       f"recording {i}")
+                    path = os.path.join(tmp, f"recording {i}.wav")  # NaN: found when read
+                    sf.write(path, as_float_block(rec, f"recording {i}"), rate, subtype="FLOAT")
+                    paths.append(path)
                 enrol = enroll_files(self.session, paths, EnrollSettings(),
                                      min_speech_s=ADD_MIN_SPEECH_S if add else None,
                                      vouched=vouch)

@@ -388,6 +388,22 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
 
 
 # -- adding takes to an enrolled voice ----------------------------------------------------------
+def voice_to_enrol(store, name: str, *, force: bool = False,
+                   add: bool = False) -> Voiceprint | None:
+    """What enrolling ``name`` starts from, checked before any audio is read, the same for the
+    CLI, ``serve`` and :mod:`rtverify.api` (each puts the options in its own words): with
+    ``add`` the stored voice (a voice not enrolled is the error), else None, refusing a voice
+    already enrolled unless ``force``."""
+    from ..errors import StoreError
+
+    if add:
+        return store.load(name)
+    if not force and store.exists(name):
+        raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "
+                         "use --force to replace it, or --add to add takes to it")
+    return None
+
+
 def voice_to_add_to(old: Voiceprint, session: EncoderSession) -> Voiceprint:
     """``old`` as ``session``'s model sees it (:meth:`Voiceprint.for_model`); a
     :class:`StoreError` if it holds no vector of that model (enrolled with a model this

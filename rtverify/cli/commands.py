@@ -79,7 +79,8 @@ def _load_voices(args, session, store) -> dict:
 
 # -- commands -------------------------------------------------------------------------------------
 def cmd_enroll(args) -> int:
-    from ..apps.enroll import ADD_MIN_SPEECH_S, EnrollSettings, enroll_files, enroll_live
+    from ..apps.enroll import (ADD_MIN_SPEECH_S, EnrollSettings, enroll_files, enroll_live,
+                               voice_to_add_to, voice_to_enrol)
     from ..events import plural
     from ..store.voiceprints import validate_name
 
@@ -89,10 +90,7 @@ def cmd_enroll(args) -> int:
     if args.vouch and not adding:
         raise InputError("--vouch goes with --add: it keeps added takes that do not sound like "
                          "the voice as enrolled")
-    old = store.load(name) if adding else None  # "not enrolled" is the error for --add
-    if not adding and store.exists(name) and not args.force:
-        raise StoreError(f"voice {name!r} is already enrolled ({store.path_for(name)}); "
-                         "use --force to replace it, or --add to add takes to it")
+    old = voice_to_enrol(store, name, force=args.force, add=adding)  # before the model loads
     defaults = EnrollSettings()
     if adding and args.min_speech is None:
         args.min_speech = ADD_MIN_SPEECH_S
@@ -102,8 +100,6 @@ def cmd_enroll(args) -> int:
                               timeout_s=args.timeout or defaults.timeout_s)
     session = _session(args)
     if adding:
-        from ..apps.enroll import voice_to_add_to
-
         voice_to_add_to(old, session)  # refused before anything is recorded
     files = args.input or []
     if files and files != ["-"]:

@@ -748,7 +748,7 @@ def build_app(service: Service) -> Starlette:
         return JSONResponse({"voices": out})
 
     async def enroll(request: Request):
-        from ..apps.enroll import voice_to_add_to
+        from ..apps.enroll import voice_to_add_to, voice_to_enrol
 
         name = _name(request)
         force = _bool_param(request.query_params, "force")
@@ -761,13 +761,11 @@ def build_app(service: Service) -> Starlette:
             raise HttpError(400, "add=true and force=true: add takes to the enrolled voice, or "
                             "replace it, not both")
         session = service.session_for(request.query_params.get("model"))
-        old = None
-        if add:  # refused before the upload is read: not enrolled (404), no vector (409)
-            old = await service.run(service.store.load, name)
+        # refused before the upload is read: not enrolled (404), enrolled (409), no vector (409)
+        old = await service.run(lambda: voice_to_enrol(service.store, name, force=force,
+                                                        add=add))
+        if old is not None:
             voice_to_add_to(old, session)
-        elif not force and await service.run(service.store.exists, name):
-            raise StoreError(f"voice {name!r} is already enrolled; use force=true to replace "
-                             "it, or add=true to add takes to it")
         with service.upload_slot():
             uploads = await _uploads(request, service.settings, service.settings.max_uploads)
             return JSONResponse(await service.run_upload(_enroll_job, service, session, name,
