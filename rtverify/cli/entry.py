@@ -114,21 +114,20 @@ def _threshold(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a cosine between -1 and 1") from None
 
 
-def _store_spec(text: str) -> str:
-    """``--store``: an empty value (``--store "$VOICES"`` with the variable unset) would be the
-    current directory, which enrolment then fills with voices and makes private (0700)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("empty; give the voice store's directory (or leave "
-                                         "--store out for the default)")
-    return text
+def _store_arg(hint: str):
+    """A store argument's type (``--store``, ``voices copy --to``): an empty value (``--store
+    "$VOICES"`` with the variable unset) would be the current directory, which enrolment then
+    fills with voices and makes private (0700); it is refused with ``hint``."""
+    def check(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"empty; {hint}")
+        return text
+    return check
 
 
-def _to_store_spec(text: str) -> str:
-    """``voices copy --to``: an empty value (an unset variable) would be the current directory."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("empty; give the directory or postgresql://... URL to "
-                                         "copy the voices into")
-    return text
+_store_spec = _store_arg("give the voice store's directory (or leave --store out for the "
+                         "default)")
+_to_store_spec = _store_arg("give the directory or postgresql://... URL to copy the voices into")
 
 
 def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -145,8 +144,9 @@ def _global_options(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", metavar="NAME|PATH", help="a shipped encoder by name ('default', "
-                   "'default-short', 'campp', or 'fusion': both, scores fused) or an .onnx file with its .json "
-                   "sidecar beside it (or a fusion's .json); default: the shipped default")
+                   "'default-short', 'campp', or 'fusion': both, scores fused) or an .onnx file "
+                   "with its .json sidecar beside it (or a fusion's .json); default: the shipped "
+                   "default")
 
 
 def _add_raw(p: argparse.ArgumentParser) -> None:
@@ -270,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("devices", help="list audio input devices and their default rates")
-    p.add_argument("--json", action="store_true", help="one JSON array of the devices ([] when there are none)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON array of the devices ([] when there are none)")
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("demo", help="enroll a bundled voice and play a conversation through listen")

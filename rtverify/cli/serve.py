@@ -66,8 +66,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--token-file", metavar="F", help="file holding the bearer token clients "
                    "must send (Authorization: Bearer TOKEN)")
     p.add_argument("--model", metavar="NAME|PATH", action="append", help="a shipped model's name "
-                   "(default, default-short, campp, fusion) or an encoder .onnx (repeatable; the first is the "
-                   "default, clients choose with ?model=MODEL_ID)")
+                   "(default, default-short, campp, fusion) or an encoder .onnx (repeatable; "
+                   "the first is the default, clients choose with ?model=MODEL_ID)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-streams", type=_positive(int), default=d.max_streams, metavar="N",
                    help=f"concurrent streams (default {d.max_streams})")

@@ -954,24 +954,20 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_
                 return
             now, whole_by = self.loop.time(), self._body_t0 + max_body_s
             due = self._body_t0 + timeout_s + self._body_bytes / min_body_rate
-            where = "%s:%d" % self.client if self.client else "connection"
             if now >= whole_by:
-                message = (f"request body not whole within {max_body_s:g} s (max_body_s); "
-                           "send it faster, or a shorter recording")
-                logger.info("%s: %s %s: %d body bytes in %.1f s, not whole within %g s "
-                            "(max_body_s); answered 408 and closed", where,
-                            cycle.scope["method"], cycle.scope["path"], self._body_bytes,
-                            now - self._body_t0, max_body_s)
+                why, setting = f"not whole within {max_body_s:g} s", "max_body_s"
+                message = f"request body {why} ({setting}); send it faster, or a shorter recording"
             elif now < due:
                 self._body_timer = self.loop.call_at(min(due, whole_by), self._body_check)
                 return
             else:
-                message = (f"request body slower than {min_body_rate:g} bytes/s on average "
-                           f"after {timeout_s:g} s (min_body_bytes_per_s); send it faster")
-                logger.info("%s: %s %s: %d body bytes in %.1f s, slower than %g bytes/s "
-                            "(min_body_bytes_per_s); answered 408 and closed", where,
-                            cycle.scope["method"], cycle.scope["path"], self._body_bytes,
-                            now - self._body_t0, min_body_rate)
+                why, setting = f"slower than {min_body_rate:g} bytes/s", "min_body_bytes_per_s"
+                message = (f"request body {why} on average after {timeout_s:g} s ({setting}); "
+                           "send it faster")
+            logger.info("%s: %s %s: %d body bytes in %.1f s, %s (%s); answered 408 and closed",
+                        "%s:%d" % self.client if self.client else "connection",
+                        cycle.scope["method"], cycle.scope["path"], self._body_bytes,
+                        now - self._body_t0, why, setting)
             self._answer_408(cycle, message)
 
         def _answer_408(self, cycle, message: str) -> None:
