@@ -23,11 +23,9 @@ EmoDB's file names say who and how (``03a01Fa.wav``: speaker 03, text a01, emoti
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
-from tools.emodb_trials import NAME, emodb_files
+from tools.emodb_trials import NAME, emodb_args
 
 EMOTIONS = {"W": "anger", "L": "boredom", "E": "disgust", "A": "fear", "F": "happiness",
             "T": "sadness", "N": "neutral"}
@@ -53,12 +51,7 @@ def enrolments(files: list[str]) -> dict[str, dict[str, list[str]]]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--wav", type=Path, required=True, help="folder of EmoDB .wav files")
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    files = emodb_files(args.wav)
+    args, files = emodb_args(__doc__, argv)
     prints = enrolments(files)
     if len(prints) < 2:
         raise SystemExit(f"{args.wav}: fewer than two EmoDB speakers with 3 neutral, an angry "

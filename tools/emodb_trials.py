@@ -29,13 +29,18 @@ def emodb_files(wav: Path) -> list[str]:
     return sorted(p.name for p in wav.glob("*.wav") if NAME.match(p.name))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
+def emodb_args(doc: str, argv=None) -> tuple[argparse.Namespace, list[str]]:
+    """The EmoDB tools' arguments (``--wav``, ``--out``) and the EmoDB files in ``--wav``."""
+    ap = argparse.ArgumentParser(description=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wav", type=Path, required=True, help="folder of EmoDB .wav files")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    files = emodb_files(args.wav)
+    return args, emodb_files(args.wav)
+
+
+def main(argv=None) -> int:
+    args, files = emodb_args(__doc__, argv)
     if len(files) < 2:
         raise SystemExit(f"{args.wav}: no EmoDB-named .wav files (like 03a01Fa.wav)")
     lines = [f"{int(a[:2] == b[:2])} {a} {b}" for a, b in itertools.combinations(files, 2)]

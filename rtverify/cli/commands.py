@@ -330,6 +330,7 @@ def cmd_voices(args) -> int:
         raise InputError(f"voices {args.action}: {' and '.join(copy_only)} only go with "
                          "`voices copy --to STORE`")
     if args.action == "copy":
+        from ..events import plural
         from ..store import open_store
         from ..store.transfer import copy_voices
 
@@ -340,8 +341,7 @@ def cmd_voices(args) -> int:
         done = copy_voices(store, dest, args.names, force=args.force)
         for name, where in done:
             _say(f"copied {name!r} ({where})")
-        _say(f"copied {len(done)} voice{'s' if len(done) != 1 else ''} from {store.root} "
-             f"to {dest.root}")
+        _say(f"copied {plural(len(done), 'voice')} from {store.root} to {dest.root}")
         return ExitCode.OK
     if args.action == "remove":
         if not args.names:
