@@ -101,6 +101,15 @@ def play(env, name):
     subprocess.run(["paplay", "-d", "vmic", str(DEMO / name)], env=env, check=True, timeout=120)
 
 
+def play_then_interrupt(proc, env, demo):
+    """Play the demo conversation into the microphone ``proc`` listens at, then Ctrl-C it;
+    returns its ``(stdout, stderr)``."""
+    play(env, demo["conversation"])
+    time.sleep(2.0)  # the last utterance ends with a pause of at least 0.45 s, then decides
+    proc.send_signal(signal.SIGINT)
+    return proc.communicate(timeout=30)
+
+
 def best_offset(decisions, script):
     """The shift (s) between listen's stream time and the script that overlaps them most."""
     def overlap(off):
@@ -164,10 +173,7 @@ def test_enroll_then_listen_through_a_virtual_microphone(pulse, demo):
         assert ready.get("event") == "ready" and ready["source"].startswith("pulse"), \
             listen.stderr.read()
         assert ready["realtime"] is True and ready["voices"] == ["alice"]
-        play(pulse, demo["conversation"])
-        time.sleep(2.0)  # the last utterance ends with a pause of at least 0.45 s, then decides
-        listen.send_signal(signal.SIGINT)
-        out, err = listen.communicate(timeout=30)
+        out, err = play_then_interrupt(listen, pulse, demo)
     finally:
         if listen.poll() is None:
             listen.kill()
@@ -217,10 +223,7 @@ def test_the_python_api_listens_at_the_virtual_microphone(pulse, demo, tmp_path)
         assert said.startswith("device error: ") and "no-such-microphone-xyz" in said, \
             said + proc.stderr.read()
         assert proc.stdout.readline() == "open\n", proc.stderr.read()
-        play(pulse, demo["conversation"])
-        time.sleep(2.0)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        out, err = play_then_interrupt(proc, pulse, demo)
     finally:
         if proc.poll() is None:
             proc.kill()

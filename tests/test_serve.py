@@ -561,6 +561,18 @@ def test_connections_that_send_no_request_are_closed(strict, conversation16k):
         for s in idle + [drip]:
             s.close()
 
+def _verify_request(path) -> tuple[bytes, bytes]:
+    """The head and the multipart body of ``POST /v1/verify/alice`` with the recording at
+    ``path``, for tests that send them by hand (slowly)."""
+    data = path.read_bytes()
+    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
+    head = (b"POST /v1/verify/alice HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    return head, body
+
+
 def _send_until_answered(sock, pieces, every_s: float = 0.2) -> tuple[bytes, float]:
     """Send ``pieces`` one each ``every_s`` until the server answers (or closes), then read the
     whole answer; returns it and the seconds it took."""
@@ -592,12 +604,7 @@ def test_a_dripped_body_is_answered_408_and_a_slow_honest_one_is_not(store):
     import http.client
     import socket
 
-    data = (DEMO / "enroll_2.flac").read_bytes()
-    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
-    head = (b"POST /v1/verify/alice HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=x\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head, body = _verify_request(DEMO / "enroll_2.flac")
     s = Server(store, "-v", "--request-timeout-s", "1", "--min-body-bytes-per-s", "2000",
                "--max-concurrent-uploads", "1")
     try:
@@ -642,12 +649,7 @@ def test_a_steady_body_longer_than_max_body_s_is_answered_408(store):
     request_timeout_s), the 484 kB body would take some 24 s."""
     import socket
 
-    data = (DEMO / "conversation.flac").read_bytes()
-    body = (b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.flac"\r\n'
-            b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n--x--\r\n")
-    head = (b"POST /v1/verify/alice HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: multipart/form-data; boundary=x\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(body))
+    head, body = _verify_request(DEMO / "conversation.flac")
     s = Server(store, "-v", "--max-body-s", "2", "--max-concurrent-uploads", "1")
     try:
         host, port = s.url[len("http://"):].rsplit(":", 1)
