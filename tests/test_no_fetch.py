@@ -48,11 +48,11 @@ def test_enroll_listen_and_verify_open_no_connection(tmp_path, connections, caps
 def test_the_client_connects_only_to_its_server(connections):
     from rtverify.client import Client, ServerError
 
-    with socket.socket() as s:  # a loopback port nobody listens on
+    with socket.socket() as s:  # a loopback port nobody listens on, held so none can take it
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(ServerError, match="cannot reach the server"):
-        Client(f"http://127.0.0.1:{port}", timeout_s=2).voices()
+        with pytest.raises(ServerError, match="cannot reach the server"):
+            Client(f"http://127.0.0.1:{port}", timeout_s=2).voices()
     assert _inet(connections) and all(a[:2] == ("127.0.0.1", port)
                                       for a in _inet(connections))
 

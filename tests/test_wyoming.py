@@ -6,6 +6,7 @@ comes back (tagged), a stranger's audio never leaves the gate and gets the refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -40,6 +41,45 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port nobody listens on, held bound for the test so that nothing (the gate
+    under test, or a connection's own ephemeral port) can take it meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def deaf_port():
+    """A loopback port that accepts connections and never reads from them (a hung service):
+    its receive buffer is small, so a client writing to it soon blocks."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        held = []
+        stop = threading.Event()
+
+        def accept():
+            s.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    held.append(s.accept()[0])
+                except OSError:
+                    pass
+
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        try:
+            yield s.getsockname()[1]
+        finally:
+            stop.set()
+            t.join(5)
+            for c in held:
+                c.close()
 
 
 def pcm16(x: np.ndarray) -> bytes:
@@ -300,6 +340,9 @@ def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, a
     (["--name", "nobody"], "voice 'nobody' is not enrolled"),
     (["--tag-format", "{who}"], "--tag-format"),
     (["--threshold", "nan"], "--threshold"),
+    (["--uri", "tcp://127.0.0.1:1"], "this gate's own address"),
+    (["--uri", "tcp://localhost:1"], "this gate's own address"),
+    (["--uri", "tcp://0.0.0.0:1", "--allow-network"], "this gate's own address"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, why):
     r = subprocess.run([sys.executable, "-m", "rtverify", "--store", str(tmp_path / "none"),
@@ -309,28 +352,61 @@ def test_bad_arguments_are_one_line(tmp_path, args, why):
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def _gate_with_stt(store, port, stt_port, *extra):
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
+                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri",
+                             f"tcp://127.0.0.1:{stt_port}", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert "serving" in proc.stdout.readline()
+    return proc
+
+
 def test_an_unreachable_stt_is_a_protocol_error(tmp_path, alice_print, session, conversation):
     from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
 
     store = tmp_path / "voices"
     VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
                                            2))
-    port, dead = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
-                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri",
-                             f"tcp://127.0.0.1:{dead}"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert "serving" in proc.stdout.readline()
-        info = asyncio.run(_describe(f"tcp://127.0.0.1:{port}"))  # falls back to --language
-        assert info.asr[0].models[0].languages == ["en"]
-        _, _, events = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)),
-                               until_error=True)
-        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
-        assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
+    with closed_port() as dead:
+        proc = _gate_with_stt(store, free_port(), dead)
+        try:
+            uri = proc.args[proc.args.index("--uri") + 1]
+            info = asyncio.run(_describe(uri))  # falls back to --language
+            assert info.asr[0].models[0].languages == ["en"]
+            _, _, events = request(uri, pcm16(clip(conversation, 0.9, 5.7)), until_error=True)
+            errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+            assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+
+
+def test_a_hung_stt_is_one_error_within_the_timeout(tmp_path, alice_print, session,
+                                                     conversation):
+    """An STT service that accepts the connection and never reads the audio: the gate's writes
+    block, and --stt-timeout still bounds the whole exchange (the client hears one error)."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    with deaf_port() as deaf:
+        proc = _gate_with_stt(store, free_port(), deaf, "--stt-timeout", "2")
+        try:
+            uri = proc.args[proc.args.index("--uri") + 1]
+            # 38 s of alice at 48 kHz, stereo, 32-bit (14.6 MB, forwarded as it came): more
+            # than the sockets between the gate and the deaf service can buffer
+            x = np.repeat(np.tile(clip(conversation, 0.9, 5.7), 8), 3)
+            pcm = (np.clip(x, -1, 1) * 2**31 * 0.99).astype("<i4").repeat(2).tobytes()
+            _, ms, events = request(uri, pcm, rate=48000, width=4, channels=2,
+                                    chunk_bytes=48000, until_error=True)
+            errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+            assert len(errors) == 1 and "no transcript within 2 s" in errors[0], errors
+            assert ms < 20000, ms
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err
 
 

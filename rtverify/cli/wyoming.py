@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import socket
 from urllib.parse import urlsplit
 
@@ -46,7 +47,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--language", action="extend", nargs="+", metavar="LANG",
                    help="languages announced when the STT cannot be asked (default en)")
     p.add_argument("--stt-timeout", type=float, default=30.0, metavar="S",
-                   help="seconds to wait for the STT (default 30)")
+                   help="seconds the STT gets for a whole request, connecting and sending "
+                        "included (default 30)")
     p.add_argument("--model", metavar="NAME|PATH", help="a shipped model's name (default, "
                    "default-short, campp, fusion) or an encoder .onnx (default: the shipped "
                    "default)")
@@ -80,6 +82,33 @@ def _check_uri(uri: str, allow_network: bool, what: str) -> None:
                          "another machine (and keep the port off untrusted networks)")
 
 
+def _addresses(host: str, port: int) -> set[str]:
+    try:
+        return {ai[4][0].split("%")[0] for ai in socket.getaddrinfo(host, port)}
+    except socket.gaierror:
+        return set()
+
+
+def _check_not_itself(uri: str, stt_uri: str) -> None:
+    """``--stt-uri`` naming the gate's own address would forward every accepted request back to
+    the gate, which forwards it again: each client would wait out the timeout for nothing."""
+    gate, stt = urlsplit(uri), urlsplit(stt_uri)
+    if gate.scheme != stt.scheme:
+        return
+    if gate.scheme == "unix":
+        same = os.path.realpath(gate.path) == os.path.realpath(stt.path)
+    else:
+        if gate.port != stt.port:
+            return
+        mine, theirs = _addresses(gate.hostname, gate.port), _addresses(stt.hostname, stt.port)
+        anywhere = any(ipaddress.ip_address(a).is_unspecified for a in mine)
+        same = bool(mine & theirs) or (anywhere and any(ipaddress.ip_address(a).is_loopback
+                                                        for a in theirs))
+    if same:
+        raise InputError(f"--stt-uri {stt_uri!r} is this gate's own address (--uri {uri!r}); "
+                         "name the speech-to-text service the gate forwards to")
+
+
 def cmd_wyoming(args) -> int:
     import asyncio
 
@@ -95,6 +124,7 @@ def cmd_wyoming(args) -> int:
     wyoming_modules()
     _check_uri(args.uri, args.allow_network, "--uri")
     _check_uri(args.stt_uri, True, "--stt-uri")
+    _check_not_itself(args.uri, args.stt_uri)
     try:
         check_threshold(args.threshold)
     except ValueError as err:

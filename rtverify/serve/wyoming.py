@@ -216,33 +216,55 @@ class Gate:
         return Info(asr=[prog]).event()
 
     async def transcribe_upstream(self, transcribe_event, audio_events) -> str:
-        from wyoming.asr import Transcript
-        from wyoming.client import AsyncClient
-        from wyoming.error import Error
+        from urllib.parse import urlsplit
 
-        timeout = self.settings.stt_timeout_s
+        from wyoming.asr import Transcript
+        from wyoming.error import Error
+        from wyoming.event import async_read_event, async_write_event
+
+        timeout, uri = self.settings.stt_timeout_s, self.settings.stt_uri
+        writer = None
+
+        async def exchange() -> str:
+            nonlocal writer
+            parts = urlsplit(uri)
+            if parts.scheme == "unix":
+                reader, writer = await asyncio.open_unix_connection(parts.path)
+            else:
+                reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+            await async_write_event(transcribe_event, writer)
+            for event in audio_events:
+                await async_write_event(event, writer)
+            while True:
+                event = await async_read_event(reader)
+                if event is None:
+                    raise RtverifyError(f"{uri}: the STT service closed the connection without "
+                                        "a transcript")
+                if Transcript.is_type(event.type):
+                    return Transcript.from_event(event).text
+                if Error.is_type(event.type):
+                    raise RtverifyError(f"{uri}: the STT service failed: "
+                                        f"{Error.from_event(event).text}")
+
+        # One deadline for the whole exchange, connecting included: a service that accepts the
+        # connection but never reads the audio (the socket fills) or never answers cannot hold
+        # the client. A connection left with audio unsent is aborted, not closed (closing would
+        # wait for the service to read it).
+        done = False
         try:
-            async with AsyncClient.from_uri(self.settings.stt_uri, connect_timeout=timeout,
-                                            read_timeout=timeout) as client:
-                await client.write_event(transcribe_event)
-                for event in audio_events:
-                    await client.write_event(event)
-                while True:
-                    event = await client.read_event()
-                    if event is None:
-                        raise RtverifyError(f"{self.settings.stt_uri}: the STT service closed "
-                                            "the connection without a transcript")
-                    if Transcript.is_type(event.type):
-                        return Transcript.from_event(event).text
-                    if Error.is_type(event.type):
-                        raise RtverifyError(f"{self.settings.stt_uri}: the STT service failed: "
-                                            f"{Error.from_event(event).text}")
+            text = await asyncio.wait_for(exchange(), timeout)
+            done = True
+            return text
         except asyncio.TimeoutError:
-            raise RtverifyError(f"{self.settings.stt_uri}: no transcript within "
-                                f"{timeout:g} s") from None
+            raise RtverifyError(f"{uri}: no transcript within {timeout:g} s") from None
         except OSError as err:
-            raise RtverifyError(f"{self.settings.stt_uri}: cannot reach the STT service "
+            raise RtverifyError(f"{uri}: cannot reach the STT service "
                                 f"({err.strerror or err})") from None
+        finally:
+            if writer is not None and done:
+                writer.close()
+            elif writer is not None:
+                writer.transport.abort()
 
 
 def handler_factory(gate: Gate):
