@@ -385,7 +385,7 @@ def stream_to_server(url: str, source, *, names=None, threshold=None, model=None
     return summary
 
 
-def listen_command(args) -> int:
+def listen_command(args, hooks=None) -> int:
     """``rtverify listen --server URL``: the microphone (or ``--input``) streamed to a server,
     its events written as ``listen`` writes them (JSON lines with ``--json``, else one line per
     decision and the summary)."""
@@ -404,17 +404,20 @@ def listen_command(args) -> int:
         token = read_token(args.token_file)
 
     def write(line: str) -> None:
+        event = json.loads(line) if (hooks or not args.json) else None
         if args.json:
             print(line, flush=True)
-            return
-        event = json.loads(line)
-        if event["event"] == "decision":
+        elif event["event"] == "decision":
             who = event["speaker"] or f"unknown (best {event['best']})"
             print(f"{event['start_s']:7.2f}-{event['end_s']:7.2f} s  {who}  score "
                   f"{event['score']}  {event['reason']}", flush=True)
         elif event["event"] == "summary":
             print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
                   f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
+        if hooks and event["event"] == "ready":
+            hooks.source = event.get("source") or ""
+        elif hooks and event["event"] == "decision":
+            hooks.decision(event)
 
     # Ctrl-C and SIGTERM end the stream through an event the listening loop checks, never as
     # an exception raised wherever the main thread happens to be (inside the WebSocket's own
@@ -436,6 +439,8 @@ def listen_command(args) -> int:
         stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
                          token=token, status=args.status, write=write, interrupt=interrupt)
     finally:
+        if hooks:
+            hooks.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return ExitCode.OK

@@ -20,8 +20,9 @@ WAIT_S = 30.0
 """Longest any single wait in these tests (seconds)."""
 
 
-def cli(*args, store: Path, timeout: float = 120.0, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def cli(*args, store: Path, timeout: float = 120.0, env_extra: dict | None = None,
+        **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "rtverify", "--store", str(store), *args],
                           capture_output=True, text=True, timeout=timeout, env=env, **kw)
 

@@ -176,10 +176,13 @@ class _LineView:
 
 
 def cmd_listen(args) -> int:
+    from ..hooks import Hooks
+
+    hooks = Hooks(args.on_accept, args.on_reject)  # checked before anything is loaded
     if args.server:  # the server decides; see rtverify.client
         from ..client import listen_command
 
-        return listen_command(args)
+        return listen_command(args, hooks)
     from ..apps.listen import run
     from ..core.encoder import default_threads
     from ..core.pipeline import Verifier
@@ -213,6 +216,10 @@ def cmd_listen(args) -> int:
 
         sink = ConsoleSink(ListenView("rtverify listen", source.name, ready.voices,
                                       ready.threshold, tally=verifier.tally))
+    if hooks:
+        from ..hooks import HookSink
+
+        sink = HookSink(sink, hooks)
     watch = _ReaderWatch(source) if spec.path is None else None
     try:
         run(verifier, source, sink, ready)

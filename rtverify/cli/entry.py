@@ -220,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", metavar="URL", help="send the audio to `rtverify serve` at URL "
                    "(ws://HOST:PORT) and print its decisions instead of deciding here")
     p.add_argument("--token-file", metavar="F", help="with --server: the server's bearer token")
+    p.add_argument("--on-accept", metavar="CMD", help="run this shell command on each accepted "
+                   "decision ($RTVERIFY_SPEAKER, $RTVERIFY_SCORE, ... in its environment, the "
+                   "decision's JSON on its stdin; e.g. 'notify-send \"$RTVERIFY_SPEAKER\"')")
+    p.add_argument("--on-reject", metavar="CMD", help="run this shell command on each utterance "
+                   "heard and refused (an unknown voice; not sounds or too-short utterances)")
     _add_model(p)
     _add_raw(p)
     p.set_defaults(func=cmd_listen)

@@ -1,0 +1,196 @@
+"""Commands run on decisions: ``listen --on-accept CMD`` and ``--on-reject CMD``.
+
+A voice lock opens the door when its owner speaks, an assistant wakes, a meeting tool logs who
+said what: each is one shell command run on each decision, without a line of JSON parsing. The
+command runs through ``/bin/sh -c`` (so ``$RTVERIFY_SPEAKER``, pipes and redirections work) with
+
+* ``RTVERIFY_EVENT`` (``accept`` or ``reject``), ``RTVERIFY_SPEAKER`` (the accepted voice; empty
+  on a rejection), ``RTVERIFY_BEST``, ``RTVERIFY_SCORE``, ``RTVERIFY_THRESHOLD``,
+  ``RTVERIFY_MARGIN``, ``RTVERIFY_START_S``, ``RTVERIFY_END_S``, ``RTVERIFY_SPEECH_S`` and
+  ``RTVERIFY_SOURCE`` in its environment,
+* the decision's JSON object (``listen --json``'s line) on its standard input,
+* its standard output sent to listen's standard error, so ``--json``'s lines stay clean.
+
+Commands run beside listening, never in its way: listen does not wait for one to finish before
+hearing the next utterance. At most :data:`MAX_RUNNING` run at once (a decision that finds that
+many still running is skipped, with a warning); one that fails (exit status not 0) is a warning
+naming the command's option and the decision; at the end listen waits up to :data:`WAIT_S` for
+those still running, then leaves them to finish. ``--on-reject`` runs for utterances heard and
+refused (``below_threshold``), not for sounds dropped or utterances too short to decide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+MAX_RUNNING = 8
+"""Hook commands running at once; a decision that finds this many still running is skipped."""
+WAIT_S = 10.0
+"""At the end, how long listen waits for hook commands still running."""
+
+_SHELL_WORDS = {"!", "{", "(", "if", "for", "while", "until", "case", "exec", "cd", "export",
+                "set", "test", "[", "echo", "printf", ":", "true", "false", ".", "eval",
+                "read", "trap", "umask", "ulimit", "command", "exit", "wait"}
+"""Shell syntax and builtins a command may begin with (not looked up on PATH)."""
+
+
+def check_command(cmd: str | None, option: str) -> str | None:
+    """``cmd`` if it can run, else an :class:`InputError` naming ``option``: empty, unbalanced
+    quotes, or a first word that is neither a shell builtin nor found (on PATH, or as a path to
+    an executable file)."""
+    if cmd is None:
+        return None
+    try:
+        words = shlex.split(cmd)
+    except ValueError as err:
+        raise InputError(f"{option} {cmd!r}: {err}") from None
+    if not words:
+        raise InputError(f"{option} is empty: give a command to run")
+    first = words[0]
+    if "=" in first or first in _SHELL_WORDS:
+        return cmd
+    if "/" in first:
+        if not (os.path.isfile(first) and os.access(first, os.X_OK)):
+            raise InputError(f"{option} {cmd!r}: {first} is not an executable file")
+    elif shutil.which(first) is None:
+        raise InputError(f"{option} {cmd!r}: command {first!r} not found")
+    return cmd
+
+
+class Hooks:
+    """The commands given for accepted and rejected decisions, and those still running."""
+
+    def __init__(self, on_accept: str | None = None, on_reject: str | None = None,
+                 source: str = "") -> None:
+        self.commands = {"accept": check_command(on_accept, "--on-accept"),
+                         "reject": check_command(on_reject, "--on-reject")}
+        self.source = source
+        self.running: list[tuple[subprocess.Popen, str, str]] = []
+        """(process, its option, the decision it was run for) for each command not yet
+        reaped."""
+        self.started = 0
+        self.failed = 0
+        self.skipped = 0
+
+    def __bool__(self) -> bool:
+        return any(self.commands.values())
+
+    def decision(self, event: dict) -> None:
+        """Run the command for one decision (``listen --json``'s object), if one is given."""
+        self._reap()
+        if event.get("accepted"):
+            kind = "accept"
+        elif event.get("reason") == "below_threshold":
+            kind = "reject"
+        else:
+            return
+        cmd = self.commands[kind]
+        if cmd is None:
+            return
+        option, what = f"--on-{kind}", _what(event)
+        if len(self.running) >= MAX_RUNNING:
+            self.skipped += 1
+            logger.warning("%s: %d commands still running; not run for %s", option,
+                           len(self.running), what)
+            return
+        env = dict(os.environ, RTVERIFY_EVENT=kind, RTVERIFY_SOURCE=self.source,
+                   **{f"RTVERIFY_{key.upper()}": _text(event.get(key))
+                      for key in ("speaker", "best", "score", "threshold", "margin", "start_s",
+                                  "end_s", "speech_s")})
+        try:
+            proc = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, stdin=subprocess.PIPE,
+                                    stdout=_stderr_fd())
+        except OSError as err:
+            self.failed += 1
+            logger.warning("%s: cannot run %r for %s (%s)", option, cmd, what,
+                           err.strerror or err)
+            return
+        self.started += 1
+        try:
+            proc.stdin.write((json.dumps(event, ensure_ascii=False) + "\n").encode())
+        except OSError:  # it did not read its input (and may have exited already)
+            pass
+        finally:
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass
+        self.running.append((proc, option, what))
+
+    def _reap(self) -> None:
+        still = []
+        for proc, option, what in self.running:
+            code = proc.poll()
+            if code is None:
+                still.append((proc, option, what))
+            elif code != 0:
+                self.failed += 1
+                logger.warning("%s exited with status %d for %s", option, code, what)
+        self.running = still
+
+    def close(self, wait_s: float = WAIT_S) -> None:
+        """Wait up to ``wait_s`` for the commands still running (reporting those that failed),
+        then leave the rest to finish on their own."""
+        deadline = time.monotonic() + wait_s
+        while self.running and time.monotonic() < deadline:
+            self._reap()
+            if self.running:
+                time.sleep(0.02)
+        self._reap()
+        if self.running:
+            logger.warning("%d hook command(s) still running after %g s; left to finish",
+                           len(self.running), wait_s)
+
+
+class HookSink:
+    """A listen sink (see :mod:`rtverify.apps.listen`) that hands every event to ``inner`` and
+    then runs ``hooks`` for each decision; closing closes ``inner``, then waits for the
+    hooks."""
+
+    def __init__(self, inner, hooks: Hooks) -> None:
+        self.inner, self.hooks = inner, hooks
+
+    def start(self, ready) -> None:
+        self.hooks.source = ready.source
+        self.inner.start(ready)
+
+    def handle(self, event) -> None:
+        from .events import DecisionEvent, event_dict
+
+        self.inner.handle(event)
+        if isinstance(event, DecisionEvent):
+            self.hooks.decision(event_dict(event))
+
+    def close(self, summary) -> None:
+        try:
+            self.inner.close(summary)
+        finally:
+            self.hooks.close()
+
+
+def _what(event: dict) -> str:
+    who = event.get("speaker") or f"unknown (best {event.get('best')})"
+    start = event.get("start_s")
+    return f"{who} at {start:.2f} s" if isinstance(start, (int, float)) else who
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value)
+
+
+def _stderr_fd():
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stderr (tests in-process)
+        return None
