@@ -9,7 +9,8 @@ command runs through ``/bin/sh -c`` (so ``$RTVERIFY_SPEAKER``, pipes and redirec
   ``RTVERIFY_MARGIN``, ``RTVERIFY_START_S``, ``RTVERIFY_END_S``, ``RTVERIFY_SPEECH_S`` and
   ``RTVERIFY_SOURCE`` in its environment,
 * the decision's JSON object (``listen --json``'s line) on its standard input,
-* its standard output sent to listen's standard error, so ``--json``'s lines stay clean.
+* its standard output and error relayed, line by line, to listen's standard error, so
+  ``--json``'s lines stay clean and the live console prints them above its view.
 
 Commands run beside listening, never in its way: listen does not wait for one to finish before
 hearing the next utterance. At most :data:`MAX_RUNNING` run at once (a decision that finds that
@@ -28,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 from .errors import InputError
@@ -79,6 +81,7 @@ class Hooks:
         self.running: list[tuple[subprocess.Popen, str, str]] = []
         """(process, its option, the decision it was run for) for each command not yet
         reaped."""
+        self.relays: list[threading.Thread] = []
         self.started = 0
         self.failed = 0
         self.skipped = 0
@@ -110,7 +113,7 @@ class Hooks:
                                   "end_s", "speech_s")})
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, stdin=subprocess.PIPE,
-                                    stdout=_stderr_fd())
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         except OSError as err:
             self.failed += 1
             logger.warning("%s: cannot run %r for %s (%s)", option, cmd, what,
@@ -126,6 +129,10 @@ class Hooks:
                 proc.stdin.close()
             except OSError:
                 pass
+        relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True,
+                                 name="rtverify-hook-output")
+        relay.start()
+        self.relays = [t for t in self.relays if t.is_alive()] + [relay]
         self.running.append((proc, option, what))
 
     def _reap(self) -> None:
@@ -148,6 +155,8 @@ class Hooks:
             if self.running:
                 time.sleep(0.02)
         self._reap()
+        for relay in self.relays:  # what the finished ones wrote, before listen's last words
+            relay.join(0.5)
         if self.running:
             logger.warning("%d hook command(s) still running after %g s; left to finish",
                            len(self.running), wait_s)
@@ -189,8 +198,13 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def _stderr_fd():
+def _relay(pipe) -> None:
+    """A hook's output, line by line, to ``sys.stderr`` (through Python, so that the live
+    console's redirection prints it above the view instead of across it)."""
     try:
-        return sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # a captured stderr (tests in-process)
-        return None
+        with pipe:
+            for line in iter(pipe.readline, b""):
+                sys.stderr.write(line.decode(errors="replace"))
+                sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed under us: nothing left to tell
+        pass

@@ -88,9 +88,16 @@ def test_sink_on_a_terminal_redraws_and_ends_with_the_summary(events):
     assert "6 decisions: 3 accepted (alice 3), 3 rejected, 0 too short, 2 overflows" in out
 
 
+HOOKS = ("--on-accept 'echo hook-ran-for-$RTVERIFY_SPEAKER' "
+         "--on-reject 'echo hook-refused-$RTVERIFY_BEST >&2; exit 4'")
+
+
 @pytest.mark.slow
-def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
-    """The real thing in a real terminal: tmux 80x24, screen read back with capture-pane."""
+@pytest.mark.parametrize("hooks", ["", HOOKS], ids=["plain", "hooks"])
+def test_listen_under_tmux_is_readable_at_80x24(tmp_path, hooks):
+    """The real thing in a real terminal: tmux 80x24, screen read back with capture-pane. With
+    --on-accept/--on-reject, what the commands print (and the warning for the one that fails)
+    comes above the view, never across it."""
     if shutil.which("tmux") is None:
         if os.environ.get("RTVERIFY_REQUIRE_DEVICE_TEST") == "1":
             pytest.fail("tmux is required (RTVERIFY_REQUIRE_DEVICE_TEST=1) but not installed")
@@ -104,15 +111,15 @@ def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
     sf.write(clip, read16k(DEMO / "conversation.flac")[: int(11.8 * SR)], SR)
     sock = str(tmp_path / "tmux.sock")
     done = tmp_path / "done"
-    cmd = (f"RTVERIFY_HOME={store} {sys.executable} -m rtverify listen --input {clip} --realtime;"
+    cmd = (f"RTVERIFY_HOME={store} {sys.executable} -m rtverify listen --input {clip} --realtime {hooks};"
            f" touch {done}; sleep 30")
     tmux = ["tmux", "-S", sock]
     subprocess.run(tmux + ["new-session", "-d", "-x", "80", "-y", "24", "-c", str(REPO), cmd],
                    check=True, timeout=30, env={**env, "TERM": "xterm-256color"})
     try:
-        def screen():
-            return subprocess.run(tmux + ["capture-pane", "-p"], capture_output=True, text=True,
-                                  timeout=10).stdout
+        def screen(*scrollback):
+            return subprocess.run(tmux + ["capture-pane", "-p", *scrollback],
+                                  capture_output=True, text=True, timeout=10).stdout
 
         deadline = time.monotonic() + 60
         during = ""
@@ -122,6 +129,7 @@ def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
                 during = text
             time.sleep(0.2)
         final = screen()
+        above = screen("-S", "-100")
     finally:
         subprocess.run(tmux + ["kill-server"], capture_output=True, timeout=10)
     assert done.exists(), final
@@ -129,10 +137,18 @@ def test_listen_under_tmux_is_readable_at_80x24(tmp_path):
     for text in (during, final):
         lines = text.rstrip("\n").split("\n")
         assert len(lines) <= 24 and max(map(len, lines)) <= 80
-        assert "rtverify listen" in lines[0] and "level" in text
+        top = next(i for i, line in enumerate(lines) if "rtverify listen" in line)
+        assert top == 0 or hooks, text  # the commands' lines may stand above the view ...
+        assert not any(c in "".join(lines[:top]) for c in "╭╰│─"), text  # ... never pieces of it
+        assert text.count("rtverify listen") == 1 and "level" in text, text  # one view
     assert "✔ alice" in final and "✘ rejected" in final
     assert "3 decisions: 2 accepted (alice 2), 1 rejected" in final
     assert "Traceback" not in final
+    if hooks:
+        head = above[:above.index("rtverify listen")]  # printed above the view
+        assert head.count("hook-ran-for-alice") == 2 and "hook-refused-alice" in head, above
+        # the failure is reaped when the stream has ended: its warning follows the summary
+        assert "--on-reject exited with status 4 for unknown (best alice)" in above, above
 
 
 def test_an_error_mid_stream_still_closes_the_live_view(events):
