@@ -773,6 +773,20 @@ def test_unknown_http_parameters_and_fields_are_refused(server, store):
     assert c.verify("alice", DEMO / "enroll_2.flac", threshold=0.5)["threshold"] == 0.5
 
 
+@pytest.mark.parametrize("flag", ["force", "add", "vouch"])
+def test_a_flag_without_a_value_is_refused_not_read_as_false(server, store, flag):
+    """``POST /v1/voices/alice?force`` (a flag written as on a command line) was read as
+    ``force=false``: the sender meant the opposite. It is a 400 saying how to write it, and the
+    store is untouched."""
+    before = store_digest(store)
+    c = Client(server.url)
+    recording = c._file(DEMO / "enroll_2.flac")
+    with pytest.raises(ServerError) as exc:
+        c._request("POST", "/v1/voices/alice", query={flag: ""}, files=[recording])
+    assert exc.value.code == 400 and f"?{flag}=true" in str(exc.value), exc.value
+    assert store_digest(store) == before
+
+
 def test_names_with_path_characters_are_refused_by_name(server, store):
     """A name with a slash (sent encoded, as the client does), or none at all, is a bad voice
     name (400 saying why), not 'no such endpoint' (404) or a bare redirect (307)."""

@@ -248,9 +248,12 @@ def _threshold_param(query) -> float | None:
 
 
 def _bool_param(query, key: str) -> bool:
-    text = (query.get(key) or "false").lower()
+    """``key``'s value: true/1/yes or false/0/no (absent: false). A key without a value
+    (``?force``) is refused rather than read as false, which its sender hardly meant."""
+    text = query.get(key, "false").lower()
     if text not in ("true", "false", "1", "0", "yes", "no"):
-        raise InputError(f"{key} {query.get(key)!r}: must be true or false")
+        raise InputError(f"{key} {query.get(key)!r}: must be true or false"
+                         + (f" (?{key}=true)" if not text else ""))
     return text in ("true", "1", "yes")
 
 
