@@ -414,9 +414,7 @@ def listen_command(args, hooks=None) -> int:
         elif event["event"] == "summary":
             print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
                   f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
-        if hooks and event["event"] == "ready":
-            hooks.source = event.get("source") or ""
-        elif hooks and event["event"] == "decision":
+        if hooks and event["event"] == "decision":
             hooks.decision(event)
 
     # Ctrl-C and SIGTERM end the stream through an event the listening loop checks, never as
@@ -436,11 +434,16 @@ def listen_command(args, hooks=None) -> int:
     except ValueError:  # not the main thread (tests calling main() in-process)
         previous = {}
     try:
-        stream_to_server(args.server, spec.open(), names=args.name, threshold=threshold,
+        source = spec.open()
+        if hooks:  # what this machine listened to, not the server's name for the connection
+            hooks.source = source.name
+        stream_to_server(args.server, source, names=args.name, threshold=threshold,
                          token=token, status=args.status, write=write, interrupt=interrupt)
     finally:
         if hooks:
-            hooks.close()
+            from .hooks import INTERRUPTED_WAIT_S, WAIT_S
+
+            hooks.close(INTERRUPTED_WAIT_S if interrupt.is_set() else WAIT_S)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return ExitCode.OK

@@ -16,7 +16,8 @@ Commands run beside listening, never in its way: listen does not wait for one to
 hearing the next utterance. At most :data:`MAX_RUNNING` run at once (a decision that finds that
 many still running is skipped, with a warning); one that fails (exit status not 0) is a warning
 naming the command's option and the decision; at the end listen waits up to :data:`WAIT_S` for
-those still running, then leaves them to finish. ``--on-reject`` runs for utterances heard and
+those still running (:data:`INTERRUPTED_WAIT_S` after Ctrl-C or SIGTERM), then leaves them to
+finish. ``--on-reject`` runs for utterances heard and
 refused (``below_threshold``), not for sounds dropped or utterances too short to decide.
 """
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -40,11 +42,16 @@ MAX_RUNNING = 8
 """Hook commands running at once; a decision that finds this many still running is skipped."""
 WAIT_S = 10.0
 """At the end, how long listen waits for hook commands still running."""
+INTERRUPTED_WAIT_S = 1.0
+"""The same after Ctrl-C or SIGTERM."""
 
-_SHELL_WORDS = {"!", "{", "(", "if", "for", "while", "until", "case", "exec", "cd", "export",
+_SHELL_WORDS = {"!", "{", "(", "if", "alias", "type", "hash", "times", "shift", "return", "for", "while", "until", "case", "exec", "cd", "export",
                 "set", "test", "[", "echo", "printf", ":", "true", "false", ".", "eval",
                 "read", "trap", "umask", "ulimit", "command", "exit", "wait"}
 """Shell syntax and builtins a command may begin with (not looked up on PATH)."""
+_PLAIN_WORD = re.compile(r"[\w.,+@%/-]+")
+"""A first word looked up before listening: nothing in it the shell would expand or treat as
+syntax (``$HOME/bin/x``, ``~/x``, ``(cmd)``, ``>file cmd``, ``VAR=1 cmd`` are left to it)."""
 
 
 def check_command(cmd: str | None, option: str) -> str | None:
@@ -60,8 +67,8 @@ def check_command(cmd: str | None, option: str) -> str | None:
     if not words:
         raise InputError(f"{option} is empty: give a command to run")
     first = words[0]
-    if "=" in first or first in _SHELL_WORDS:
-        return cmd
+    if first in _SHELL_WORDS or not _PLAIN_WORD.fullmatch(first):
+        return cmd  # syntax, a builtin, or a word the shell expands ($HOME/..., ~/...): its own
     if "/" in first:
         if not (os.path.isfile(first) and os.access(first, os.X_OK)):
             raise InputError(f"{option} {cmd!r}: {first} is not an executable file")
@@ -111,6 +118,7 @@ class Hooks:
                    **{f"RTVERIFY_{key.upper()}": _text(event.get(key))
                       for key in ("speaker", "best", "score", "threshold", "margin", "start_s",
                                   "end_s", "speech_s")})
+        proc = None
         try:
             proc = subprocess.Popen(["/bin/sh", "-c", cmd], env=env, stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -119,7 +127,14 @@ class Hooks:
             logger.warning("%s: cannot run %r for %s (%s)", option, cmd, what,
                            err.strerror or err)
             return
-        self.started += 1
+        finally:  # tracked at once: Ctrl-C or SIGTERM may end listen on the next line
+            if proc is not None:
+                self.running.append((proc, option, what))
+                self.started += 1
+                relay = threading.Thread(target=_relay, args=(proc,), daemon=True,
+                                         name="rtverify-hook-output")
+                relay.start()
+                self.relays = [t for t in self.relays if t.is_alive()] + [relay]
         try:
             proc.stdin.write((json.dumps(event, ensure_ascii=False) + "\n").encode())
         except OSError:  # it did not read its input (and may have exited already)
@@ -129,11 +144,6 @@ class Hooks:
                 proc.stdin.close()
             except OSError:
                 pass
-        relay = threading.Thread(target=_relay, args=(proc.stdout,), daemon=True,
-                                 name="rtverify-hook-output")
-        relay.start()
-        self.relays = [t for t in self.relays if t.is_alive()] + [relay]
-        self.running.append((proc, option, what))
 
     def _reap(self) -> None:
         still = []
@@ -149,6 +159,10 @@ class Hooks:
     def close(self, wait_s: float = WAIT_S) -> None:
         """Wait up to ``wait_s`` for the commands still running (reporting those that failed),
         then leave the rest to finish on their own."""
+        self._reap()
+        if self.running and wait_s > 0:
+            logger.warning("waiting up to %g s for %d hook command(s) still running "
+                           "(Ctrl-C leaves them)", wait_s, len(self.running))
         deadline = time.monotonic() + wait_s
         while self.running and time.monotonic() < deadline:
             self._reap()
@@ -184,8 +198,8 @@ class HookSink:
     def close(self, summary) -> None:
         try:
             self.inner.close(summary)
-        finally:
-            self.hooks.close()
+        finally:  # after Ctrl-C or SIGTERM, whoever stops listen does not wait 10 s more
+            self.hooks.close(INTERRUPTED_WAIT_S if summary.interrupted else WAIT_S)
 
 
 def _what(event: dict) -> str:
@@ -198,13 +212,28 @@ def _text(value) -> str:
     return "" if value is None else str(value)
 
 
-def _relay(pipe) -> None:
+RELAY_BYTES = 65536
+"""The longest piece of a hook's output relayed at once (a line, or this much of a longer one)."""
+
+
+def _relay(proc: subprocess.Popen) -> None:
     """A hook's output, line by line, to ``sys.stderr`` (through Python, so that the live
-    console's redirection prints it above the view instead of across it)."""
+    console's redirection prints it above the view instead of across it, and never lost to an
+    MP3 decoder's muted descriptor 2); output that does not end a line gets one, so listen's
+    own messages start on their own. Reaps the command when its output ends."""
+    from .io.sources import write_stderr
+
+    last = b"\n"
     try:
-        with pipe:
-            for line in iter(pipe.readline, b""):
-                sys.stderr.write(line.decode(errors="replace"))
-                sys.stderr.flush()
+        with proc.stdout as pipe:
+            for piece in iter(lambda: pipe.readline(RELAY_BYTES), b""):
+                write_stderr(piece.decode(errors="replace"))
+                last = piece
+            if not last.endswith(b"\n"):
+                write_stderr("\n")
     except (OSError, ValueError):  # stderr closed under us: nothing left to tell
+        pass
+    try:
+        proc.wait()  # no zombie until the next decision
+    except OSError:
         pass

@@ -60,11 +60,11 @@ def test_listen_at_a_server_runs_the_commands_here(store, tmp_path):
     pytest.importorskip("starlette")
     server = Server(store)
     try:
-        r = cli("listen", "--server", server.ws, "--input", str(DEMO / "conversation.flac"),
-                "--json", "--on-accept", ON_ACCEPT, "--on-reject", ON_REJECT, store=store,
+        conv = str(DEMO / "conversation.flac")
+        r = cli("listen", "--server", server.ws, "--input", conv, "--json", "--on-accept",
+                ON_ACCEPT, "--on-reject", ON_REJECT, store=store,
                 env_extra={"OUT": str(tmp_path)})
-        ready = json.loads(r.stdout.splitlines()[0])
-        _check_hooks_ran(r, tmp_path, ready["source"])
+        _check_hooks_ran(r, tmp_path, conv)  # the source listened to here, not the connection
     finally:
         server.stop()
 
@@ -82,7 +82,9 @@ def test_a_command_that_cannot_run_is_one_line_before_listening(store, cmd, why)
 
 
 def test_shell_forms_are_taken_as_they_are():
-    for cmd in ("FOO=1 env", "if true; then echo x; fi", "echo $RTVERIFY_SPEAKER", "sh -c true"):
+    for cmd in ("FOO=1 env", "if true; then echo x; fi", "echo $RTVERIFY_SPEAKER", "sh -c true",
+                "$HOME/bin/unlock.sh", '"$SCRIPT" --now', "~/bin/unlock.sh", "(sleep 1; true) &",
+                ">/tmp/x echo hi", "# nothing", "alias x=y"):
         assert check_command(cmd, "--on-accept") == cmd
     with pytest.raises(InputError, match="--on-accept"):
         check_command("no-such-command-anywhere", "--on-accept")
@@ -115,3 +117,77 @@ def test_commands_never_pile_up_and_the_end_waits_a_bounded_time(monkeypatch, ca
                     "start_s": 6.0})
     hooks.close()
     assert (tmp_path / "rejected").exists() and hooks.started == 3
+
+
+def test_output_is_relayed_in_bounded_pieces_each_ending_a_line(monkeypatch):
+    """A command printing megabytes without a newline is relayed in pieces of at most
+    RELAY_BYTES (it was read whole, as one line, into memory), and output that does not end a
+    line gets a newline so listen's own messages start on their own."""
+    import rtverify.hooks as hooks_mod
+    import rtverify.io.sources as sources
+
+    pieces = []
+    monkeypatch.setattr(sources, "write_stderr", pieces.append)
+    hooks = Hooks(on_accept="head -c 200000 /dev/zero | tr '\\0' x; printf '\\nlast'")
+    hooks.decision({"accepted": True, "reason": "accepted", "speaker": "alice", "start_s": 0.0})
+    hooks.close()
+    assert hooks.failed == 0
+    assert max(map(len, pieces)) <= hooks_mod.RELAY_BYTES
+    assert "".join(pieces) == "x" * 200000 + "\nlast\n"
+
+
+def test_no_line_is_lost_while_an_mp3_is_decoded(store, tmp_path):
+    """Decoding an MP3 points descriptor 2 at /dev/null for each block (libmpg123's chatter);
+    a command's output relayed meanwhile from another thread went there too."""
+    import numpy as np
+    import soundfile as sf
+
+    from conftest import SR, read16k
+
+    mp3 = tmp_path / "conversation.mp3"
+    sf.write(mp3, read16k(DEMO / "conversation.flac"), SR, format="MP3")
+    cmd = 'i=0; while [ $i -lt 1500 ]; do echo "line-$i"; i=$((i+1)); done'
+    r = cli("listen", "--input", str(mp3), "--json", "--on-accept", cmd, store=store)
+    assert r.returncode == 0, r.stderr
+    accepted = sum(1 for line in r.stdout.splitlines()
+                   if json.loads(line)["event"] == "decision" and json.loads(line)["accepted"])
+    assert accepted >= 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("line-")]
+    assert len(lines) == 1500 * accepted, (len(lines), accepted)
+    assert np.all([f"line-{i}" in lines for i in (0, 749, 1499)])
+
+
+def test_sigterm_does_not_wait_out_the_commands(store, tmp_path):
+    """After SIGTERM (or Ctrl-C) listen waits 1 s for commands still running, not 10, and says
+    it is waiting; the commands are left to finish."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "listen",
+                             "--input", str(DEMO / "conversation.flac"), "--realtime", "--json",
+                             "--on-accept", f"touch {tmp_path}/started; sleep 20"],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        for line in proc.stdout:  # the first accepted decision has started a command
+            event = json.loads(line)
+            if event["event"] == "decision" and event["accepted"]:
+                break
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "waiting up to 1 s for 1 hook command(s) still running" in err, err
+    assert took < 6, took  # was 10 s and more
+    assert json.loads(out.splitlines()[-1])["interrupted"] is True

@@ -343,6 +343,7 @@ def test_a_fleet_gate_uses_a_voice_enrolled_on_another_instance(tmp_path, stt, a
     (["--uri", "tcp://127.0.0.1:1"], "this gate's own address"),
     (["--uri", "tcp://localhost:1"], "this gate's own address"),
     (["--uri", "tcp://0.0.0.0:1", "--allow-network"], "this gate's own address"),
+    (["--uri", "unix://gate.sock"], "use unix:///absolute/path"),
 ])
 def test_bad_arguments_are_one_line(tmp_path, args, why):
     r = subprocess.run([sys.executable, "-m", "rtverify", "--store", str(tmp_path / "none"),
@@ -350,6 +351,49 @@ def test_bad_arguments_are_one_line(tmp_path, args, why):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and why in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("gate,stt,itself", [
+    ("tcp://127.0.0.1:7", "tcp://127.0.0.1:7", True),
+    ("tcp://127.0.0.1:7", "tcp://localhost:7", True),
+    ("tcp://127.0.0.1:7", "tcp://0.0.0.0:7", True),  # connecting to 0.0.0.0 reaches this host
+    ("tcp://127.0.0.1:7", "tcp://[::ffff:127.0.0.1]:7", True),  # IPv4-mapped
+    ("tcp://0.0.0.0:7", "tcp://127.0.0.1:7", True),
+    ("tcp://[::]:7", "tcp://[::1]:7", True),
+    ("tcp://[::]:7", "tcp://127.0.0.1:7", False),  # an IPv6 listener is IPv6-only
+    ("tcp://0.0.0.0:7", "tcp://[::1]:7", False),
+    ("tcp://127.0.0.1:7", "tcp://127.0.0.1:8", False),
+    ("tcp://0.0.0.0:7", "tcp://192.0.2.77:7", False),  # another machine (TEST-NET-1)
+    ("tcp://127.0.0.1:7", "tcp://no-such-host.invalid:7", False),
+    ("unix:///tmp/rtv-gate.sock", "unix:///tmp/../tmp/rtv-gate.sock", True),
+    ("unix:///tmp/rtv-gate.sock", "unix:///tmp/rtv-stt.sock", False),
+    ("unix:///tmp/rtv-gate.sock", "tcp://127.0.0.1:7", False),
+])
+def test_the_gate_refuses_an_stt_address_that_reaches_itself(gate, stt, itself):
+    from rtverify.cli.wyoming import _check_not_itself
+    from rtverify.errors import InputError
+
+    if itself:
+        with pytest.raises(InputError, match="this gate's own address"):
+            _check_not_itself(gate, stt)
+    else:
+        _check_not_itself(gate, stt)
+
+
+def test_the_gate_counts_its_machines_own_address_as_itself():
+    """A gate on 0.0.0.0 is reached through every address of the machine's interfaces."""
+    from rtverify.cli.wyoming import _check_not_itself
+    from rtverify.errors import InputError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: only the route is looked up
+        except OSError:
+            pytest.skip("no IPv4 route off loopback on this machine")
+        own = s.getsockname()[0]
+    with pytest.raises(InputError, match="this gate's own address"):
+        _check_not_itself("tcp://0.0.0.0:7", f"tcp://{own}:7")
+    _check_not_itself("tcp://127.0.0.1:7", f"tcp://{own}:7")  # not if it listens on loopback
 
 
 def _gate_with_stt(store, port, stt_port, *extra):

@@ -63,6 +63,8 @@ def _check_uri(uri: str, allow_network: bool, what: str) -> None:
     if parts.scheme not in ("tcp", "unix"):
         raise InputError(f"{what} {uri!r}: use tcp://HOST:PORT or unix://PATH")
     if parts.scheme == "unix":
+        if parts.netloc or not parts.path:  # unix://gate.sock: the name went to the host part
+            raise InputError(f"{what} {uri!r}: use unix:///absolute/path (three slashes)")
         return
     try:
         port = parts.port
@@ -82,16 +84,46 @@ def _check_uri(uri: str, allow_network: bool, what: str) -> None:
                          "another machine (and keep the port off untrusted networks)")
 
 
-def _addresses(host: str, port: int) -> set[str]:
+def _addresses(host: str, port: int) -> set:
+    """``host``'s addresses, IPv4-mapped IPv6 ones as IPv4 (empty when it does not resolve)."""
     try:
-        return {ai[4][0].split("%")[0] for ai in socket.getaddrinfo(host, port)}
-    except socket.gaierror:
+        found = {ipaddress.ip_address(ai[4][0].split("%")[0])
+                 for ai in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
         return set()
+    return {getattr(a, "ipv4_mapped", None) or a for a in found}
+
+
+def _is_local(addr) -> bool:
+    """Whether a connection to ``addr`` reaches this machine: loopback, unspecified (0.0.0.0
+    and :: connect to the machine itself) or an address of one of its interfaces (one a socket
+    can bind)."""
+    if addr.is_loopback or addr.is_unspecified:
+        return True
+    family = socket.AF_INET if addr.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((str(addr), 0))
+        return True
+    except OSError:
+        return False
+
+
+def _reaches(stt, gate) -> bool:
+    """Whether connecting to ``stt`` (an address) reaches a listener bound to ``gate``, on the
+    same port. A listener on an unspecified address takes its family's local addresses (an
+    IPv6 one only IPv6: asyncio binds it IPv6-only); a connection to an unspecified address
+    goes to the machine itself."""
+    if stt.version != gate.version:
+        return False
+    if stt == gate or stt.is_unspecified:
+        return True
+    return gate.is_unspecified and _is_local(stt)
 
 
 def _check_not_itself(uri: str, stt_uri: str) -> None:
-    """``--stt-uri`` naming the gate's own address would forward every accepted request back to
-    the gate, which forwards it again: each client would wait out the timeout for nothing."""
+    """``--stt-uri`` reaching the gate itself would forward every accepted request back to the
+    gate, which forwards it again: each client would wait out the timeout for nothing."""
     gate, stt = urlsplit(uri), urlsplit(stt_uri)
     if gate.scheme != stt.scheme:
         return
@@ -101,9 +133,7 @@ def _check_not_itself(uri: str, stt_uri: str) -> None:
         if gate.port != stt.port:
             return
         mine, theirs = _addresses(gate.hostname, gate.port), _addresses(stt.hostname, stt.port)
-        anywhere = any(ipaddress.ip_address(a).is_unspecified for a in mine)
-        same = bool(mine & theirs) or (anywhere and any(ipaddress.ip_address(a).is_loopback
-                                                        for a in theirs))
+        same = any(_reaches(b, a) for a in mine for b in theirs)
     if same:
         raise InputError(f"--stt-uri {stt_uri!r} is this gate's own address (--uri {uri!r}); "
                          "name the speech-to-text service the gate forwards to")

@@ -265,6 +265,18 @@ def native_stderr_muted(on: bool = True) -> Iterator[None]:
                 _mute_saved = None
 
 
+def write_stderr(text: str) -> None:
+    """Write ``text`` to Python's stderr from any thread, even while :func:`native_stderr_muted`
+    points descriptor 2 at /dev/null for a decoding call in another thread (it goes to the saved
+    descriptor then, not nowhere)."""
+    with _mute_lock:
+        if _mute_saved is not None and sys.stderr is sys.__stderr__:
+            os.write(_mute_saved, text.encode(sys.stderr.encoding or "utf-8", "replace"))
+        else:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+
+
 class FileSource(_ResamplingSource):
     """A recording in any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any rate from 8 to
     192 kHz, any channel count and sample format.
