@@ -27,6 +27,15 @@ def cli(*args, store: Path, timeout: float = 120.0, env_extra: dict | None = Non
                           capture_output=True, text=True, timeout=timeout, env=env, **kw)
 
 
+def alice_store(tmp_path_factory, label: str) -> Path:
+    """A fresh store with the demo's alice enrolled from both her takes (module fixtures)."""
+    store = tmp_path_factory.mktemp(label) / "voices"
+    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
+            str(DEMO / "enroll_2.flac"), store=store)
+    assert r.returncode == 0, r.stderr
+    return store
+
+
 class Server:
     """``rtverify serve --port 0`` in a child process; ``url``/``ws`` once it listens."""
 

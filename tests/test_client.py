@@ -14,7 +14,7 @@ import pytest
 from rtverify.client import Client, ServerError, _base_urls, _pcm_bytes
 from rtverify.io.sources import FileSource
 
-from serve_helpers import DEMO, Server, cli  # noqa: E402
+from serve_helpers import DEMO, Server, alice_store, cli  # noqa: E402
 
 
 def test_addresses():
@@ -54,10 +54,7 @@ def test_cli_parser_does_not_import_the_server():
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     pytest.importorskip("starlette")
-    store = tmp_path_factory.mktemp("client") / "voices"
-    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
-            str(DEMO / "enroll_2.flac"), store=store)
-    assert r.returncode == 0, r.stderr
+    store = alice_store(tmp_path_factory, "client")
     s = Server(store)
     yield s, store
     assert s.stop() == 0

@@ -11,7 +11,7 @@ import pytest
 from rtverify.errors import InputError
 from rtverify.hooks import Hooks, check_command
 
-from serve_helpers import DEMO, Server, cli  # noqa: E402
+from serve_helpers import DEMO, Server, alice_store, cli  # noqa: E402
 
 ON_ACCEPT = 'cat > "$OUT/accept-$RTVERIFY_START_S.json"; echo noise-on-stdout'
 ON_REJECT = ('echo "$RTVERIFY_EVENT|$RTVERIFY_SPEAKER|$RTVERIFY_BEST|$RTVERIFY_SCORE|'
@@ -20,11 +20,7 @@ ON_REJECT = ('echo "$RTVERIFY_EVENT|$RTVERIFY_SPEAKER|$RTVERIFY_BEST|$RTVERIFY_S
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    store = tmp_path_factory.mktemp("hooks") / "voices"
-    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
-            str(DEMO / "enroll_2.flac"), store=store)
-    assert r.returncode == 0, r.stderr
-    return store
+    return alice_store(tmp_path_factory, "hooks")
 
 
 def _check_hooks_ran(r, out, source):

@@ -20,8 +20,8 @@ import soundfile as sf
 pytest.importorskip("starlette")
 pytest.importorskip("websockets")
 
-from serve_helpers import (DEMO, WAIT_S, Server, cli, connect, f32_bytes,  # noqa: E402
-                           receive_all, refusal, store_digest)
+from serve_helpers import (DEMO, Server, WAIT_S, alice_store, cli, connect,  # noqa: E402
+                           f32_bytes, receive_all, refusal, store_digest)
 
 from rtverify.client import Client, ServerError  # noqa: E402
 from rtverify.io.sources import FileSource  # noqa: E402
@@ -31,11 +31,7 @@ CHUNK = 1600  # 0.1 s at 16 kHz
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    store = tmp_path_factory.mktemp("serve") / "voices"
-    r = cli("enroll", "--name", "alice", "--input", str(DEMO / "enroll_1.flac"),
-            str(DEMO / "enroll_2.flac"), store=store)
-    assert r.returncode == 0, r.stderr
-    return store
+    return alice_store(tmp_path_factory, "serve")
 
 
 @pytest.fixture(scope="module")
