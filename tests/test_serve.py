@@ -254,8 +254,7 @@ def test_enrol_add_refuses_a_voice_changed_meanwhile(tmp_path):
     old = store.load("gina")
     store.save(dataclasses.replace(old, created="2001-01-01T00:00:00Z"), force=True)  # meanwhile
     changed = store_digest(root)
-    service = types.SimpleNamespace(settings=ServeSettings(), store=store,
-                                    add_lock=threading.Lock())
+    service = types.SimpleNamespace(settings=ServeSettings(), store=store)
     upload = [("take.flac", (DEMO / "enroll_2.flac").read_bytes())]
     with pytest.raises(StoreError) as exc:
         _enroll_job(service, EncoderSession(None, threads=1), "gina", upload, False, old)

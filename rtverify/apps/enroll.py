@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -482,6 +483,12 @@ ADD_MIN_SPEECH_S = 1.0
 worth; one sentence from a new room or microphone is worth adding."""
 
 
+_SAVING_ADDED = threading.Lock()
+"""Held while added takes are checked against the stored voice and saved, so that two adds in
+one process (the server's uploads, a program's threads) cannot both pass the check: the second
+sees the first."""
+
+
 def save_added(store, old: Voiceprint, vp: Voiceprint):
     """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
     enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
@@ -489,15 +496,16 @@ def save_added(store, old: Voiceprint, vp: Voiceprint):
     from ..errors import StoreError
     from ..store.voiceprints import to_json
 
-    try:
-        now = store.load(old.name)
-    except StoreError:
-        now = None
-    if now is None or to_json(now) != to_json(old):
-        what = "removed" if now is None else "changed"
-        raise StoreError(f"voice {old.name!r} was {what} while takes were being added; nothing "
-                         "was saved (run the command again)")
-    return store.save(vp, force=True)
+    with _SAVING_ADDED:
+        try:
+            now = store.load(old.name)
+        except StoreError:
+            now = None
+        if now is None or to_json(now) != to_json(old):
+            what = "removed" if now is None else "changed"
+            raise StoreError(f"voice {old.name!r} was {what} while takes were being added; "
+                             "nothing was saved (run the command again)")
+        return store.save(vp, force=True)
 
 
 def save_enrolment(store, session: EncoderSession, name: str, enrol: Enrolment, *,

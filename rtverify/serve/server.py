@@ -129,8 +129,6 @@ class Service:
                                               thread_name_prefix="rtverify-upload")
         self.uploading = 0
         """HTTP uploads being received or processed (see :meth:`upload_slot`)."""
-        self.add_lock = threading.Lock()
-        """Held while takes added to a voice are saved (``?add=true``)."""
         self.streams: set[_Stream] = set()
         self.draining = False
         self.counters = Counters()
@@ -629,8 +627,7 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool,
                 old=None, vouched: bool = False) -> dict:
     """Enrol ``name`` from ``uploads``; with ``old`` (the stored voice, read before the upload),
     add them to it as ``enroll --add`` does (``vouched``: as ``--add --vouch``)."""
-    from ..apps.enroll import (ADD_MIN_SPEECH_S, add_to_voiceprint, companion_sessions,
-                               enroll_files, save_added)
+    from ..apps.enroll import ADD_MIN_SPEECH_S, enroll_files, save_enrolment
 
     files = _TempFiles(uploads)
     try:
@@ -638,19 +635,13 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool,
         try:
             if old is None:
                 enrol = enroll_files(session, files.paths)
-                vp = enrol.voiceprint(name, session.model_id, companion_sessions(session))
             else:
                 enrol = enroll_files(session, files.paths, min_speech_s=ADD_MIN_SPEECH_S,
                                      vouched=vouched)
-                vp = add_to_voiceprint(old, enrol, session, companion_sessions(session),
-                                       vouched=vouched)
+            vp, _ = save_enrolment(service.store, session, name, enrol, old=old, force=force,
+                                   vouched=vouched)
         except RtverifyError as err:
             raise files.renamed(err) from None
-        if old is None:
-            service.store.save(vp, force=force)
-        else:
-            with service.add_lock:  # two adds through this server: the second sees the first
-                save_added(service.store, old, vp)
     finally:
         files.close()
     return {"event": "enroll", "name": name, "takes": len(enrol.takes),
