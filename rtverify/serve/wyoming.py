@@ -177,22 +177,13 @@ class Gate:
 
     async def describe_upstream(self):
         """The real STT's models (so Home Assistant offers its languages), or None."""
-        from wyoming.client import AsyncClient
         from wyoming.info import Describe, Info
 
         try:
-            async with AsyncClient.from_uri(self.settings.stt_uri, connect_timeout=3,
-                                            read_timeout=3) as client:
-                await client.write_event(Describe().event())
-                while True:
-                    event = await client.read_event()
-                    if event is None:
-                        return None
-                    if Info.is_type(event.type):
-                        return Info.from_event(event)
-        except (OSError, asyncio.TimeoutError, ValueError) as err:
-            logger.warning("%s: cannot describe the STT service (%s)", self.settings.stt_uri,
-                           err or type(err).__name__)
+            return Info.from_event(await self.ask_stt([Describe().event()], Info, "description",
+                                                      timeout_s=3))
+        except (RtverifyError, ValueError) as err:
+            logger.warning("cannot describe the STT service (%s)", err)
             return None
 
     async def info_event(self):
@@ -216,47 +207,55 @@ class Gate:
         return Info(asr=[prog]).event()
 
     async def transcribe_upstream(self, transcribe_event, audio_events) -> str:
+        from wyoming.asr import Transcript
+
+        answer = await self.ask_stt([transcribe_event, *audio_events], Transcript, "transcript",
+                                    timeout_s=self.settings.stt_timeout_s)
+        return Transcript.from_event(answer).text
+
+    async def ask_stt(self, events, answer, what: str, timeout_s: float):
+        """Send ``events`` to the STT service and return its first event of type ``answer`` (a
+        wyoming message class; ``what`` names it in errors), all within one deadline,
+        connecting included: a service that accepts the connection but never reads (the socket
+        fills) or never answers cannot hold the client. Anything else (unreachable, closed
+        without an answer, an error event, the deadline) is one :class:`RtverifyError` naming
+        the service. A connection left with data unsent is aborted, not closed (closing would
+        wait for the service to read it)."""
         from urllib.parse import urlsplit
 
-        from wyoming.asr import Transcript
         from wyoming.error import Error
         from wyoming.event import async_read_event, async_write_event
 
-        timeout, uri = self.settings.stt_timeout_s, self.settings.stt_uri
+        uri = self.settings.stt_uri
         writer = None
 
-        async def exchange() -> str:
+        async def exchange():
             nonlocal writer
             parts = urlsplit(uri)
             if parts.scheme == "unix":
                 reader, writer = await asyncio.open_unix_connection(parts.path)
             else:
                 reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-            await async_write_event(transcribe_event, writer)
-            for event in audio_events:
+            for event in events:
                 await async_write_event(event, writer)
             while True:
                 event = await async_read_event(reader)
                 if event is None:
                     raise RtverifyError(f"{uri}: the STT service closed the connection without "
-                                        "a transcript")
-                if Transcript.is_type(event.type):
-                    return Transcript.from_event(event).text
+                                        f"a {what}")
+                if answer.is_type(event.type):
+                    return event
                 if Error.is_type(event.type):
                     raise RtverifyError(f"{uri}: the STT service failed: "
                                         f"{Error.from_event(event).text}")
 
-        # One deadline for the whole exchange, connecting included: a service that accepts the
-        # connection but never reads the audio (the socket fills) or never answers cannot hold
-        # the client. A connection left with audio unsent is aborted, not closed (closing would
-        # wait for the service to read it).
         done = False
         try:
-            text = await asyncio.wait_for(exchange(), timeout)
+            event = await asyncio.wait_for(exchange(), timeout_s)
             done = True
-            return text
+            return event
         except asyncio.TimeoutError:
-            raise RtverifyError(f"{uri}: no transcript within {timeout:g} s") from None
+            raise RtverifyError(f"{uri}: no {what} within {timeout_s:g} s") from None
         except OSError as err:
             raise RtverifyError(f"{uri}: cannot reach the STT service "
                                 f"({err.strerror or err})") from None
