@@ -17,8 +17,8 @@ hearing the next utterance. At most :data:`MAX_RUNNING` run at once (a decision 
 many still running is skipped, with a warning); one that fails (exit status not 0) is a warning
 naming the command's option and the decision; at the end listen waits up to :data:`WAIT_S` for
 those still running (:data:`INTERRUPTED_WAIT_S` after Ctrl-C or SIGTERM), then leaves them to
-finish. ``--on-reject`` runs for utterances heard and
-refused (``below_threshold``), not for sounds dropped or utterances too short to decide.
+finish. ``--on-reject`` runs for utterances heard and refused (``below_threshold``), not for
+sounds dropped or utterances too short to decide.
 """
 
 from __future__ import annotations
@@ -45,10 +45,11 @@ WAIT_S = 10.0
 INTERRUPTED_WAIT_S = 1.0
 """The same after Ctrl-C or SIGTERM."""
 
-_SHELL_WORDS = {"!", "{", "(", "if", "alias", "type", "hash", "times", "shift", "return", "for", "while", "until", "case", "exec", "cd", "export",
-                "set", "test", "[", "echo", "printf", ":", "true", "false", ".", "eval",
-                "read", "trap", "umask", "ulimit", "command", "exit", "wait"}
-"""Shell syntax and builtins a command may begin with (not looked up on PATH)."""
+_SHELL_WORDS = {"if", "for", "while", "until", "case", "alias", "type", "hash", "times", "shift",
+                "return", "exec", "cd", "export", "set", "test", "echo", "printf", "true",
+                "false", ".", "eval", "read", "trap", "umask", "ulimit", "command", "exit", "wait"}
+"""Shell keywords and builtins a command may begin with (not looked up on PATH; syntax such as
+``(``, ``{``, ``!`` or ``[`` is no plain word, see :data:`_PLAIN_WORD`)."""
 _PLAIN_WORD = re.compile(r"[\w.,+@%/-]+")
 """A first word looked up before listening: nothing in it the shell would expand or treat as
 syntax (``$HOME/bin/x``, ``~/x``, ``(cmd)``, ``>file cmd``, ``VAR=1 cmd`` are left to it)."""
@@ -221,7 +222,7 @@ def _relay(proc: subprocess.Popen) -> None:
     console's redirection prints it above the view instead of across it, and never lost to an
     MP3 decoder's muted descriptor 2); output that does not end a line gets one, so listen's
     own messages start on their own. Reaps the command when its output ends."""
-    from .io.sources import write_stderr
+    from .io.stderr import write_stderr
 
     last = b"\n"
     try:

@@ -47,16 +47,20 @@ $XDG_DATA_HOME/rtverify (~/.local/share/rtverify).
 
 
 # -- logging --------------------------------------------------------------------------------------
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is now (the live console redirects it while it draws)."""
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is now (the live console redirects it while it draws),
+    through :func:`rtverify.io.stderr.write_stderr`: a line logged from another thread while an
+    MP3 block is decoded with descriptor 2 muted still arrives."""
 
-    @property
-    def stream(self):
-        return sys.stderr
+    def emit(self, record: logging.LogRecord) -> None:
+        from ..io.stderr import write_stderr
 
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
+        try:
+            write_stderr(self.format(record) + "\n")
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 class _Formatter(logging.Formatter):
