@@ -183,18 +183,19 @@ class HookSink:
     hooks."""
 
     def __init__(self, inner, hooks: Hooks) -> None:
+        from .events import DecisionEvent, event_dict
+
         self.inner, self.hooks = inner, hooks
+        self._decision, self._as_dict = DecisionEvent, event_dict  # imported once, not per event
 
     def start(self, ready) -> None:
         self.hooks.source = ready.source
         self.inner.start(ready)
 
     def handle(self, event) -> None:
-        from .events import DecisionEvent, event_dict
-
         self.inner.handle(event)
-        if isinstance(event, DecisionEvent):
-            self.hooks.decision(event_dict(event))
+        if isinstance(event, self._decision):
+            self.hooks.decision(self._as_dict(event))
 
     def close(self, summary) -> None:
         try:
