@@ -35,6 +35,7 @@ import threading
 import time
 
 from .errors import InputError
+from .io.stderr import write_stderr
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +224,6 @@ def _relay(proc: subprocess.Popen) -> None:
     console's redirection prints it above the view instead of across it, and never lost to an
     MP3 decoder's muted descriptor 2); output that does not end a line gets one, so listen's
     own messages start on their own. Reaps the command when its output ends."""
-    from .io.stderr import write_stderr
-
     last = b"\n"
     try:
         with proc.stdout as pipe:

@@ -120,10 +120,8 @@ def test_output_is_relayed_in_bounded_pieces_each_ending_a_line(monkeypatch):
     RELAY_BYTES (it was read whole, as one line, into memory), and output that does not end a
     line gets a newline so listen's own messages start on their own."""
     import rtverify.hooks as hooks_mod
-    import rtverify.io.stderr as stderr
-
-    pieces = []
-    monkeypatch.setattr(stderr, "write_stderr", pieces.append)
+    pieces = []  # what the relay writes (listen's own log lines go their way)
+    monkeypatch.setattr(hooks_mod, "write_stderr", pieces.append)
     hooks = Hooks(on_accept="head -c 200000 /dev/zero | tr '\\0' x; printf '\\nlast'")
     hooks.decision({"accepted": True, "reason": "accepted", "speaker": "alice", "start_s": 0.0})
     hooks.close()
