@@ -98,6 +98,7 @@ class StandIn:
     def __init__(self) -> None:
         self.port = free_port()
         self.requests: list[dict] = []
+        self.describes = 0
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         outer = self
@@ -109,6 +110,7 @@ class StandIn:
 
             async def handle_event(self, event: Event) -> bool:
                 if Describe.is_type(event.type):
+                    outer.describes += 1
                     model = AsrModel(name="stand-in", attribution=Attribution("test", ""),
                                      installed=True, description=None, version="1",
                                      languages=["xx", "en"])
@@ -451,6 +453,126 @@ def test_a_hung_stt_is_one_error_within_the_timeout(tmp_path, alice_print, sessi
         finally:
             proc.terminate()
             _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+
+
+def _established(*ports: int, remote_only: bool = False) -> int:
+    """TCP connections in the established state with either end (``remote_only``: the far end)
+    on one of ``ports`` (Linux's /proc tables)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            local, remote, state = row.split()[1:4]
+            ends = {int(remote.rsplit(":", 1)[1], 16)}
+            if not remote_only:
+                ends.add(int(local.rsplit(":", 1)[1], 16))
+            n += state == "01" and bool(ends & set(ports))
+    return n
+
+
+def test_two_gates_pointed_at_each_other_refuse_the_loop(tmp_path, alice_print, session,
+                                                          conversation):
+    """A misconfiguration a fleet can make: gate A's --stt-uri is gate B and B's is A. A describe
+    is answered at once (not after the description deadline), an enrolled speaker's request
+    gets one error naming the loop (not the STT deadline), and afterwards nothing goes on
+    asking in circles (before: thousands of connections a second, for ever)."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    pa, pb = free_port(), free_port()
+    a = _gate_with_stt(store, pa, pb, "--stt-timeout", "8")
+    b = _gate_with_stt(store, pb, pa, "--stt-timeout", "8")
+    try:
+        t0 = time.perf_counter()
+        info = asyncio.run(_describe(f"tcp://127.0.0.1:{pa}"))
+        describe_s = time.perf_counter() - t0
+        assert info.asr[0].models[0].languages == ["en"]  # nobody real to ask: the fallback
+        _, ms, events = request(f"tcp://127.0.0.1:{pa}", pcm16(clip(conversation, 0.9, 5.7)),
+                                until_error=True)
+        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+        assert len(errors) == 1 and "a loop of speaker gates" in errors[0], errors
+        time.sleep(1.0)
+        assert _established(pa, pb) == 0
+    finally:
+        for proc in (a, b):
+            proc.terminate()
+        errs = [proc.communicate(timeout=10)[1] for proc in (a, b)]
+    assert describe_s < 2.5 and ms < 6000, (describe_s, ms)
+    assert not any("Traceback" in e for e in errs)
+    assert sum(e.count("a loop of speaker gates") for e in errs) >= 1, errs
+
+
+def test_a_client_that_leaves_ends_the_gates_question_to_the_stt(tmp_path, alice_print, session,
+                                                                 conversation):
+    """Home Assistant gives up on a slow STT and closes the connection: the gate stops asking
+    the STT on its behalf then, not at --stt-timeout."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    audio = pcm16(clip(conversation, 0.9, 5.7))
+
+    async def ask_then_leave(uri, deaf):
+        async with AsyncClient.from_uri(uri, connect_timeout=10, read_timeout=60) as client:
+            await client.write_event(Transcribe(language="xx").event())
+            await client.write_event(AudioStart(rate=16000, width=2, channels=1).event())
+            await client.write_event(AudioChunk(rate=16000, width=2, channels=1,
+                                                audio=audio).event())
+            await client.write_event(AudioStop().event())
+            for _ in range(300):  # until the gate has accepted her and asks the STT
+                if _established(deaf, remote_only=True) == 1:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the gate never asked the STT")
+        for k in range(100):  # gone: the gate's question must end too (its end of it)
+            if _established(deaf, remote_only=True) == 0:
+                return k * 0.1
+            await asyncio.sleep(0.1)
+        raise AssertionError("the gate still asks the STT 10 s after its client left")
+
+    with deaf_port() as deaf:
+        proc = _gate_with_stt(store, free_port(), deaf, "--stt-timeout", "60")
+        try:
+            uri = proc.args[proc.args.index("--uri") + 1]
+            asyncio.run(ask_then_leave(uri, deaf))
+            info = asyncio.run(_describe(uri))  # and it serves on
+            assert info.asr[0].models
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+    assert "Traceback" not in err
+
+
+def test_a_burst_of_describes_asks_the_stt_once(tmp_path, alice_print, session):
+    """Describes are answered from one question to the STT (concurrent ones wait for it, later
+    ones reuse it): a burst of clients, or a loop of gates, never multiplies the questions."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    stt = StandIn()
+    proc = _gate_with_stt(store, free_port(), stt.port)
+    try:
+        uri = proc.args[proc.args.index("--uri") + 1]
+
+        async def burst():
+            return await asyncio.gather(*(_describe(uri) for _ in range(6)))
+
+        infos = asyncio.run(burst()) + [asyncio.run(_describe(uri)) for _ in range(2)]
+        assert all(i.asr[0].models[0].name == "stand-in" for i in infos)
+        assert stt.describes == 1, stt.describes
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=10)
     assert "Traceback" not in err
 
 

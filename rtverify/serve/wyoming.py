@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -52,6 +53,20 @@ INTERNAL_ERROR = "internal error; see the gate's log"
 MAX_PAYLOAD_BYTES = 64 << 20
 """No payload larger than this is read, whatever the format (a minute of 48 kHz stereo 32-bit
 audio is 23 MB)."""
+
+
+VIA_KEY = "rtverify_gates"
+"""The data field in which a gate passes on, with the ``describe`` and ``transcribe`` it forwards,
+the ids of the gates the request has been through (its own last). Other Wyoming services ignore
+an unknown field; a gate that finds its own id there is in a loop of gates."""
+
+MAX_GATES = 8
+"""A request that has been through this many gates is refused (a chain that long is a loop the
+ids did not reveal, e.g. through a proxy that drops the field)."""
+
+DESCRIPTION_TTL_S = 60.0
+"""How long the STT service's description is reused: every ``describe`` in that time is answered
+from it, and concurrent ones share one question to the service."""
 
 
 class BadEvent(InputError):
@@ -164,6 +179,37 @@ class Gate:
         self.settings = settings
         self.executor = ThreadPoolExecutor(max(1, workers), thread_name_prefix="rtverify-gate")
         self.results: list[GateResult] = []
+        self.gate_id = uuid.uuid4().hex[:16]
+        """This process's id in :data:`VIA_KEY` (random: two gates never share one)."""
+        self._describing: asyncio.Future | None = None
+        self._described: tuple[float, object] | None = None  # (when, Info) of the last success
+        self._loop_warned = False
+
+    def via(self, event) -> list[str]:
+        """The gates ``event`` (a received ``describe`` or ``transcribe``) has been through."""
+        got = (event.data or {}).get(VIA_KEY) if event is not None else None
+        return [str(g) for g in got] if isinstance(got, list) else []
+
+    def loop_error(self, via: list[str]) -> str | None:
+        """Why a request that came through ``via`` must not be forwarded again, or None."""
+        if self.gate_id in via:
+            text = (f"a loop of speaker gates: the STT service at {self.settings.stt_uri} "
+                    f"leads back to this gate (point --stt-uri at the real speech-to-text)")
+        elif len(via) >= MAX_GATES:
+            text = f"a request through {len(via)} speaker gates: a loop? (at most {MAX_GATES})"
+        else:
+            return None
+        if not self._loop_warned:  # once: every request through the loop would repeat it
+            self._loop_warned = True
+            logger.warning("%s", text)
+        return text
+
+    def forwarded(self, event, via: list[str]):
+        """``event`` (a wyoming Event) with this gate appended to the gates it went through."""
+        from wyoming.event import Event
+
+        return Event(type=event.type, data={**(event.data or {}), VIA_KEY: [*via, self.gate_id]},
+                     payload=event.payload)
 
     def decide(self, decisions: list[DecisionEvent]) -> tuple[Decision, float]:
         vector, speech_s = pooled(decisions)
@@ -175,23 +221,38 @@ class Gate:
         return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db,
                                    band=pooled_band(decisions), fall_db=fall), speech_s
 
-    async def describe_upstream(self):
-        """The real STT's models (so Home Assistant offers its languages), or None."""
+    async def describe_upstream(self, via: list[str] = ()):
+        """The real STT's models (so Home Assistant offers its languages), or None. A description
+        is reused for :data:`DESCRIPTION_TTL_S`, and describes that come while one is asked wait
+        for that one (a burst of clients, or a loop of gates, asks the service once)."""
+        loop = asyncio.get_running_loop()
+        if self._described is not None and loop.time() - self._described[0] < DESCRIPTION_TTL_S:
+            return self._described[1]
+        if self._describing is None or self._describing.done():
+            self._describing = asyncio.ensure_future(self._ask_description(list(via)))
+        # shielded: a waiter that goes away does not cancel the others' question
+        return await asyncio.shield(self._describing)
+
+    async def _ask_description(self, via: list[str]):
         from wyoming.info import Describe, Info
 
         try:
-            return Info.from_event(await self.ask_stt([Describe().event()], Info, "description",
-                                                      timeout_s=3))
+            info = Info.from_event(await self.ask_stt(
+                [self.forwarded(Describe().event(), via)], Info, "description", timeout_s=3))
         except (RtverifyError, ValueError) as err:
             logger.warning("cannot describe the STT service (%s)", err)
             return None
+        self._described = (asyncio.get_running_loop().time(), info)
+        return info
 
-    async def info_event(self):
+    async def info_event(self, via: list[str] = ()):
+        """This gate's description: the STT service's models behind this program (its own
+        fallback model when the service cannot be asked, or when asking it would be a loop)."""
         from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
         from .. import __version__
 
-        upstream = await self.describe_upstream()
+        upstream = None if self.loop_error(list(via)) else await self.describe_upstream(via)
         models = []
         if upstream is not None:
             for prog in upstream.asr:
@@ -209,7 +270,11 @@ class Gate:
     async def transcribe_upstream(self, transcribe_event, audio_events) -> str:
         from wyoming.asr import Transcript
 
-        answer = await self.ask_stt([transcribe_event, *audio_events], Transcript, "transcript",
+        via = self.via(transcribe_event)
+        if (loop := self.loop_error(via)) is not None:
+            raise RtverifyError(loop)
+        answer = await self.ask_stt([self.forwarded(transcribe_event, via), *audio_events],
+                                    Transcript, "transcript",
                                     timeout_s=self.settings.stt_timeout_s)
         return Transcript.from_event(answer).text
 
@@ -292,6 +357,20 @@ def handler_factory(gate: Gate):
 
         async def _run(self, fn, *args):
             return await asyncio.get_running_loop().run_in_executor(gate.executor, fn, *args)
+
+        async def _while_client_waits(self, coro):
+            """``coro``'s result; cancelled if the client goes away meanwhile (its connection
+            reaches end of file), so that a question to the STT service on behalf of nobody
+            (e.g. of a gate whose own deadline passed) ends with its asker."""
+            task = asyncio.ensure_future(coro)
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=0.2)
+                if done:
+                    return task.result()
+                if self.reader.at_eof():
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise ConnectionResetError("the client went away")
 
         def _feed(self, chunk: Chunk | None, final: bool = False) -> None:
             if chunk is not None:
@@ -412,7 +491,8 @@ def handler_factory(gate: Gate):
 
         async def _handle(self, event: Event) -> bool:
             if Describe.is_type(event.type):
-                await self.write_event(await gate.info_event())
+                info = await self._while_client_waits(gate.info_event(gate.via(event)))
+                await self.write_event(info)
             elif Transcribe.is_type(event.type):
                 self.transcribe = event
             elif AudioStart.is_type(event.type):
@@ -461,7 +541,8 @@ def handler_factory(gate: Gate):
             text, forwarded = gate.settings.refusal_text, False
             if decision.accepted:
                 transcribe = self.transcribe or Transcribe().event()
-                text = await gate.transcribe_upstream(transcribe, self.audio + [stop_event])
+                text = await self._while_client_waits(
+                    gate.transcribe_upstream(transcribe, self.audio + [stop_event]))
                 forwarded = True
                 if gate.settings.tag_speaker:
                     text = gate.settings.tag_format.format(speaker=decision.speaker, text=text)
