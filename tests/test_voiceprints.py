@@ -43,6 +43,20 @@ def test_bad_names_are_refused_with_the_reason(name, why):
     assert why in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("char,most", [("x", 64), ("é", 64), ("李", 64), ("😀", 60)])
+def test_every_valid_name_fits_the_store_as_a_file_name(tmp_path, char, most):
+    """A name the checks let through is one the file store can hold (its file and its temporary
+    file, within a file system's 255 bytes), so a voice enrolled in PostgreSQL can always be
+    copied to a directory; a longer one is refused as a name, not blamed on the store."""
+    store = VoiceprintStore(tmp_path)
+    name = char * most
+    store.save(vp(name))
+    assert store.load(name).name == name and store.names() == [name]
+    if most < 64:
+        with pytest.raises(InputError, match="bytes"):
+            validate_name(char * (most + 1))
+
+
 def test_unicode_names_are_canonical():
     decomposed = "jose\u0301"
     assert validate_name(decomposed) == "josé"

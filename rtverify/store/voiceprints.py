@@ -61,6 +61,9 @@ logger = logging.getLogger(__name__)
 FORMAT = "rtverify-voiceprint/1"
 SUFFIX = ".json"
 MAX_NAME_CHARS = 64
+MAX_NAME_BYTES = 240
+"""In UTF-8: the temporary file ``.NAME.XXXXXXXX.tmp`` must fit a file system's 255-byte file
+names (60 four-byte characters such as emoji; 64 of any other script)."""
 MAX_FILE_BYTES = 1 << 20
 """A voiceprint is a few kilobytes; anything much larger is not one (and is not read whole)."""
 STALE_TEMP_S = 3600.0
@@ -71,9 +74,10 @@ _FORBIDDEN = set('/\\:*?"<>|')  # separators, plus what other file systems refus
 def validate_name(name: str) -> str:
     """Return the voice name in canonical (NFC) form, or raise :class:`InputError` saying why not.
 
-    Allowed: 1 to 64 printable characters (letters of any script, digits, spaces, ``-_.'``...),
-    not starting with a dot, a dash or a space, not ending with a space, without path separators,
-    ``..``, control characters or characters that file systems refuse.
+    Allowed: 1 to 64 printable characters, at most 240 bytes in UTF-8 (letters of any script,
+    digits, spaces, ``-_.'``...), not starting with a dot, a dash or a space, not ending with a
+    space, without path separators, ``..``, control characters or characters that file systems
+    refuse.
     """
     if not isinstance(name, str):
         raise InputError(f"voice name {name!r}: must be text")
@@ -83,6 +87,9 @@ def validate_name(name: str) -> str:
         raise InputError("voice name is empty")
     if len(name) > MAX_NAME_CHARS:
         raise InputError(f"voice name {shown}: longer than {MAX_NAME_CHARS} characters")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InputError(f"voice name {shown}: longer than {MAX_NAME_BYTES} bytes in UTF-8 "
+                         "(too long for a file name)")
     if not name.isprintable():
         raise InputError(f"voice name {shown}: contains control or unprintable characters")
     bad = sorted(set(name) & _FORBIDDEN)
