@@ -125,6 +125,14 @@ def test_two_instances_enrolling_one_name_cannot_both_win(url):
         s.close()
 
 
+def test_two_instances_adding_to_one_voice_at_once_never_lose_an_add(url):
+    """Two instances of a fleet adding takes to one voice at once: one wins, the other is
+    refused (the check and the write are one transaction), never both with one add lost."""
+    from test_voiceprints import adds_at_once
+
+    adds_at_once(url)
+
+
 def test_model_and_dimension_checks(store):
     store.save(vp("old", model_id="model-b"))
     store.save(vp("small", dim=4))

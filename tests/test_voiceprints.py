@@ -1,6 +1,8 @@
 """The voiceprint store: names, atomic private files, model ids, damaged files."""
 
+import dataclasses
 import json
+import multiprocessing
 import os
 import stat
 import threading
@@ -39,6 +41,20 @@ def test_bad_names_are_refused_with_the_reason(name, why):
     with pytest.raises(InputError) as err:
         validate_name(name)
     assert why in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("char,most", [("x", 64), ("é", 64), ("李", 64), ("😀", 60)])
+def test_every_valid_name_fits_the_store_as_a_file_name(tmp_path, char, most):
+    """A name the checks let through is one the file store can hold (its file and its temporary
+    file, within a file system's 255 bytes), so a voice enrolled in PostgreSQL can always be
+    copied to a directory; a longer one is refused as a name, not blamed on the store."""
+    store = VoiceprintStore(tmp_path)
+    name = char * most
+    store.save(vp(name))
+    assert store.load(name).name == name and store.names() == [name]
+    if most < 64:
+        with pytest.raises(InputError, match="bytes"):
+            validate_name(char * (most + 1))
 
 
 def test_unicode_names_are_canonical():
@@ -103,6 +119,59 @@ def test_concurrent_creates_of_one_name_have_exactly_one_winner(tmp_path):
     winners = [r for r in results if r is not None]
     assert len(results) == 8 and len(winners) == 1
     assert np.allclose(store.load("alice").embedding, vp(seed=winners[0]).embedding, atol=1e-7)
+
+
+def _add_takes_at_once(spec, k, barrier, results):
+    """One process of ``enroll --add``: read the voice, wait for the other, save the takes."""
+    from rtverify.apps.enroll import save_added
+    from rtverify.store import open_store
+
+    store = open_store(spec)
+    old = store.load("alice")
+    added = dataclasses.replace(vp("alice", seed=100 + k), n_takes=old.n_takes + 1)
+    barrier.wait(timeout=60)
+    try:
+        save_added(store, old, added)
+        results.put((k, "ok"))
+    except StoreError as err:
+        results.put((k, str(err)))
+
+
+def adds_at_once(spec, rounds=4):
+    """Two processes add takes to one voice at the same moment, ``rounds`` times: each time one
+    must win and the other be refused, never both "succeed" with one add silently lost."""
+    from rtverify.apps.enroll import save_added  # noqa: F401  (imported once, before the forks)
+    from rtverify.store import open_store
+
+    ctx = multiprocessing.get_context("fork")
+    for r in range(rounds):
+        store = open_store(spec)
+        store.save(vp("alice", seed=r), force=True)
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [ctx.Process(target=_add_takes_at_once, args=(spec, k, barrier, results))
+                 for k in (1, 2)]
+        for p in procs:
+            p.start()
+        got = sorted(results.get(timeout=60) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+        winners = [k for k, res in got if res == "ok"]
+        assert len(winners) == 1, got
+        assert all("changed while takes were being added" in res for _, res in got
+                   if res != "ok"), got
+        stored = store.load("alice")
+        assert stored.n_takes == 3
+        assert np.allclose(stored.embedding, vp("alice", seed=100 + winners[0]).embedding,
+                           atol=1e-7)
+        if hasattr(store, "close"):
+            store.close()
+
+
+def test_two_processes_adding_to_one_voice_at_once_never_lose_an_add(tmp_path):
+    """``enroll --add`` twice at once (two processes): the second saw the voice as it was before
+    the first saved, so saving it would silently drop the first one's takes; the check and the
+    write are one step under the store's lock, so it is refused instead."""
+    adds_at_once(str(tmp_path / "voices"))
 
 
 def test_remove(tmp_path):

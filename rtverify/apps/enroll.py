@@ -492,20 +492,18 @@ sees the first."""
 def save_added(store, old: Voiceprint, vp: Voiceprint):
     """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
     enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
-    so that neither change is silently lost."""
+    so that neither change is silently lost. The store checks and writes in one step (its write
+    lock, or one transaction), so two processes or instances adding at once cannot both pass."""
     from ..errors import StoreError
-    from ..store.voiceprints import to_json
+    from ..store.voiceprints import VoiceChanged
 
     with _SAVING_ADDED:
         try:
-            now = store.load(old.name)
-        except StoreError:
-            now = None
-        if now is None or to_json(now) != to_json(old):
-            what = "removed" if now is None else "changed"
+            return store.save(vp, force=True, replacing=old)
+        except VoiceChanged as err:
+            what = "removed" if err.removed else "changed"
             raise StoreError(f"voice {old.name!r} was {what} while takes were being added; "
-                             "nothing was saved (run the command again)")
-        return store.save(vp, force=True)
+                             "nothing was saved (run the command again)") from None
 
 
 def save_enrolment(store, session: EncoderSession, name: str, enrol: Enrolment, *,

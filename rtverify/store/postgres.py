@@ -32,7 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import InputError, StoreError
 from .voiceprints import (MAX_FILE_BYTES, StoreEntry, Voiceprint, VoiceprintStore,
-                          _not_enrolled, check_voiceprint, names_to_remove, to_json, validate_name)
+                          _not_enrolled, check_voiceprint, names_to_remove, same_voiceprint,
+                          to_json, validate_name)
 
 logger = logging.getLogger(__name__)
 
@@ -177,9 +178,12 @@ class PostgresVoiceprintStore:
         self._run("open the voice store", lambda conn: None)
         return self.root
 
-    def save(self, vp: Voiceprint, *, force: bool = False) -> str:
+    def save(self, vp: Voiceprint, *, force: bool = False,
+             replacing: Voiceprint | None = None) -> str:
         """Write ``vp`` in one transaction. Without ``force`` an existing voice of that name is
-        refused (by the database's unique key, so two instances cannot both win)."""
+        refused (by the database's unique key, so two instances cannot both win). With
+        ``replacing`` (and ``force``), only if the stored voice still is ``replacing``, checked
+        in the same transaction (:class:`~rtverify.store.voiceprints.VoiceChanged` if not)."""
         name = validate_name(vp.name)
         doc = to_json(vp)
         # what is written must read back: never store a voiceprint the readers would refuse
@@ -191,6 +195,18 @@ class PostgresVoiceprintStore:
         def write(conn):
             version = conn.execute("UPDATE rtverify_store_meta SET version = version + 1 "
                                    "WHERE id = 1 RETURNING version").fetchone()[0]
+            if replacing is not None:
+                # every writer holds the meta row until it commits, so this reads the voice as
+                # the last write left it, and none can change it before this one commits
+                row = conn.execute("SELECT doc FROM rtverify_voiceprints WHERE name = %s AND "
+                                   "NOT deleted", (name,)).fetchone()
+                now = None
+                if row is not None:
+                    try:
+                        now = self._parse(name, row[0], None, None)
+                    except (StoreError, InputError):
+                        pass
+                same_voiceprint(now, replacing, name)
             sql = ("INSERT INTO rtverify_voiceprints (name, model_id, embedding_dim, doc, version)"
                    " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET"
                    " model_id = EXCLUDED.model_id, embedding_dim = EXCLUDED.embedding_dim,"

@@ -31,6 +31,7 @@ and the directory is fsynced, so a crash at any moment leaves the old file or th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -50,11 +51,19 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, StoreError
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: writers are not serialised (creating a voice still is, by link)
+    fcntl = None
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "rtverify-voiceprint/1"
 SUFFIX = ".json"
 MAX_NAME_CHARS = 64
+MAX_NAME_BYTES = 240
+"""In UTF-8: the temporary file ``.NAME.XXXXXXXX.tmp`` must fit a file system's 255-byte file
+names (60 four-byte characters such as emoji; 64 of any other script)."""
 MAX_FILE_BYTES = 1 << 20
 """A voiceprint is a few kilobytes; anything much larger is not one (and is not read whole)."""
 STALE_TEMP_S = 3600.0
@@ -65,9 +74,10 @@ _FORBIDDEN = set('/\\:*?"<>|')  # separators, plus what other file systems refus
 def validate_name(name: str) -> str:
     """Return the voice name in canonical (NFC) form, or raise :class:`InputError` saying why not.
 
-    Allowed: 1 to 64 printable characters (letters of any script, digits, spaces, ``-_.'``...),
-    not starting with a dot, a dash or a space, not ending with a space, without path separators,
-    ``..``, control characters or characters that file systems refuse.
+    Allowed: 1 to 64 printable characters, at most 240 bytes in UTF-8 (letters of any script,
+    digits, spaces, ``-_.'``...), not starting with a dot, a dash or a space, not ending with a
+    space, without path separators, ``..``, control characters or characters that file systems
+    refuse.
     """
     if not isinstance(name, str):
         raise InputError(f"voice name {name!r}: must be text")
@@ -77,6 +87,9 @@ def validate_name(name: str) -> str:
         raise InputError("voice name is empty")
     if len(name) > MAX_NAME_CHARS:
         raise InputError(f"voice name {shown}: longer than {MAX_NAME_CHARS} characters")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise InputError(f"voice name {shown}: longer than {MAX_NAME_BYTES} bytes in UTF-8 "
+                         "(too long for a file name)")
     if not name.isprintable():
         raise InputError(f"voice name {shown}: contains control or unprintable characters")
     bad = sorted(set(name) & _FORBIDDEN)
@@ -294,6 +307,23 @@ class StoreEntry:
     """One-line message (naming the file) when the voice is unusable under the current model."""
 
 
+class VoiceChanged(StoreError):
+    """``save(..., replacing=old)`` found the stored voice changed since ``old`` was read (or
+    removed: :attr:`removed`); nothing was written."""
+
+    def __init__(self, name: str, removed: bool) -> None:
+        super().__init__(f"voice {name!r} was {'removed' if removed else 'changed'} since it "
+                         "was read; nothing was saved")
+        self.removed = removed
+
+
+def same_voiceprint(now: Voiceprint | None, old: Voiceprint, name: str) -> None:
+    """Raise :class:`VoiceChanged` unless ``now`` (the stored voice, None if it is not there or
+    cannot be read) is ``old``."""
+    if now is None or to_json(now) != to_json(old):
+        raise VoiceChanged(name, removed=now is None)
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
@@ -355,9 +385,31 @@ class VoiceprintStore:
                              f"({err.strerror})") from None
         return self.root
 
-    def save(self, vp: Voiceprint, *, force: bool = False) -> Path:
+    @contextlib.contextmanager
+    def _write_lock(self):
+        """Serialise the writers of this store (every process's ``save`` and ``remove``): an
+        exclusive ``flock`` on the store directory itself, so no lock file is left in it. Where
+        the directory cannot be locked (no ``flock``), writes go on unserialised."""
+        fd = None
+        if fcntl is not None:
+            try:
+                fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as err:
+                logger.debug("%s: cannot lock the voice store (%s)", self.root, err.strerror)
+        try:
+            yield
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def save(self, vp: Voiceprint, *, force: bool = False,
+             replacing: Voiceprint | None = None) -> Path:
         """Write ``vp`` atomically. Without ``force`` an existing voice of that name is refused
-        (checked by the final link itself, so two enrolments cannot both win)."""
+        (checked by the final link itself, so two enrolments cannot both win). With
+        ``replacing`` (and ``force``), ``vp`` is written only if the stored voice still is
+        ``replacing``, checked under the store's write lock (:class:`VoiceChanged` if not), so
+        that two read-modify-writes (``enroll --add``) cannot both win and lose one change."""
         final = self.path_for(vp.name)
         self.ensure_dir()
         self._remove_stale_temp_files()
@@ -380,15 +432,22 @@ class VoiceprintStore:
                     os.fsync(fh.fileno())
             except OSError as err:
                 raise StoreError(f"{final}: cannot write voiceprint ({err.strerror})") from None
-            try:
-                if force:
-                    os.replace(tmp, final)
-                else:
-                    self._link_new(tmp, final, vp.name)
-            except OSError as err:  # e.g. a directory of that name in the way (--force)
-                raise StoreError(f"{final}: cannot put the voiceprint in place "
-                                 f"({err.strerror})") from None
-            _fsync_dir(self.root)
+            with self._write_lock():
+                if replacing is not None:
+                    try:
+                        now = self.load(vp.name)
+                    except (StoreError, InputError):
+                        now = None
+                    same_voiceprint(now, replacing, vp.name)
+                try:
+                    if force:
+                        os.replace(tmp, final)
+                    else:
+                        self._link_new(tmp, final, vp.name)
+                except OSError as err:  # e.g. a directory of that name in the way (--force)
+                    raise StoreError(f"{final}: cannot put the voiceprint in place "
+                                     f"({err.strerror})") from None
+                _fsync_dir(self.root)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -426,7 +485,8 @@ class VoiceprintStore:
     def remove(self, name: str) -> Path:
         path = self.path_for(name)
         try:
-            path.unlink()
+            with self._write_lock():
+                path.unlink()
         except FileNotFoundError:
             raise StoreError(f"voice {name!r} is not enrolled (store: {self.root})") from None
         except OSError as err:
