@@ -261,6 +261,22 @@ def test_damaged_file_is_reported_by_name_and_the_others_keep_working(tmp_path, 
     assert len(problems) == 1 and "bad.json" in problems[0] and "\n" not in problems[0]
 
 
+def test_a_voice_of_a_newer_rtverify_says_so_and_is_left_alone(tmp_path):
+    """A store shared with a newer rtverify (a fleet upgraded one machine first): its voices
+    are not called damaged, the message says to upgrade, and nothing here touches the file."""
+    store = VoiceprintStore(tmp_path)
+    store.save(vp("alice"))
+    newer = FORMAT.rsplit("/", 1)[0] + "/2"
+    _write(tmp_path / "bad.json", {**_good_dict(), "format": newer})
+    before = (tmp_path / "bad.json").read_bytes()
+    with pytest.raises(StoreError, match=r"bad.json: a voiceprint of a newer rtverify "
+                                         r"\(rtverify-voiceprint/2; .*upgrade rtverify"):
+        store.load("bad", MODEL)
+    voices, problems = store.load_usable(MODEL)
+    assert list(voices) == ["alice"] and len(problems) == 1 and "damaged" not in problems[0]
+    assert (tmp_path / "bad.json").read_bytes() == before
+
+
 def test_huge_file_is_not_read_whole(tmp_path):
     store = VoiceprintStore(tmp_path)
     (tmp_path / "big.json").write_bytes(b" " * (2 << 20))

@@ -224,8 +224,13 @@ class Voiceprint:
 
         if not isinstance(data, dict):
             raise bad("not a JSON object")
-        if data.get("format") != FORMAT:
-            raise bad(f"format is {data.get('format')!r}, expected {FORMAT!r}")
+        fmt = data.get("format")
+        if fmt != FORMAT:
+            newer = _format_version(fmt)
+            if newer is not None and newer > _format_version(FORMAT):
+                raise StoreError(f"{where}: a voiceprint of a newer rtverify ({fmt}; this "
+                                 f"version reads {FORMAT}): upgrade rtverify to use it")
+            raise bad(f"format is {fmt!r}, expected {FORMAT!r}")
         for key, kind in (("name", str), ("model_id", str), ("created", str),
                           ("embedding", list), ("embedding_dim", int), ("n_takes", int)):
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
@@ -322,6 +327,12 @@ def same_voiceprint(now: Voiceprint | None, old: Voiceprint, name: str) -> None:
     cannot be read) is ``old``."""
     if now is None or to_json(now) != to_json(old):
         raise VoiceChanged(name, removed=now is None)
+
+
+def _format_version(fmt: object) -> int | None:
+    """N of ``rtverify-voiceprint/N``, else None."""
+    head, _, n = fmt.rpartition("/") if isinstance(fmt, str) else ("", "", "")
+    return int(n) if head == FORMAT.rpartition("/")[0] and n.isdigit() else None
 
 
 def _fsync_dir(path: Path) -> None:
