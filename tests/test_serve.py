@@ -445,6 +445,20 @@ def test_dropped_connections_cost_nothing(server, conversation16k):
             if e["event"] == "decision"] == ["alice", "alice"]
 
 
+def test_deeply_nested_json_is_refused_not_left_hanging(server):
+    """A text message of nested brackets makes json.loads raise RecursionError, not ValueError:
+    it killed the stream's reader, and the stream hung with its max_streams slot held for ever,
+    even after the client left."""
+    with connect(server) as ws:
+        assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+        error, code = refusal(ws, "[" * 100000 + "]" * 100000, timeout=10)
+    assert code == 1003 and "unknown text message" in error["error"], error
+    deadline = time.monotonic() + WAIT_S
+    while Client(server.url).health()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Client(server.url).health()["streams"] == 0
+
+
 # -- bad input over HTTP --------------------------------------------------------------------------
 def _post(url: str, body: bytes, ctype: str, method: str = "POST") -> tuple[int, dict]:
     import urllib.error

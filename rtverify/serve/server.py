@@ -331,6 +331,13 @@ class _Stream:
         self.wake.set()
 
     async def _read(self) -> None:
+        try:
+            await self._receive()
+        except Exception:  # a bug: the stream must not wait for a reader that is gone
+            logger.exception("%s: internal error reading the stream", self.name)
+            self._fail(CLOSE_INTERNAL, "internal error (logged by the server)")
+
+    async def _receive(self) -> None:
         s = self.service.settings
         bucket = _Bucket(s.max_messages_per_s, s.message_burst)
         rate = self.decoder.rate_in_hz
@@ -381,7 +388,7 @@ class _Stream:
                                       f"{s.max_message_bytes} bytes (max_message_bytes)")
                 try:
                     obj = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # deep nesting: RecursionError
                     obj = None
                 if isinstance(obj, dict) and obj.get("type") == "end" and len(obj) == 1:
                     self.ended = True
