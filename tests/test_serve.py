@@ -459,6 +459,42 @@ def test_deeply_nested_json_is_refused_not_left_hanging(server):
     assert Client(server.url).health()["streams"] == 0
 
 
+def test_max_streams_holds_for_streams_opened_at_once(store):
+    """max_streams was checked before the stream's voices were loaded and its worker set up, and
+    counted it only after: 320 connections opened at once all got a stream past a cap of 256."""
+    import asyncio
+
+    import websockets
+
+    s = Server(store, "--max-streams", "3", "--workers", "1")
+
+    async def opening(answered: list, everyone: asyncio.Event, n: int):
+        async with websockets.connect(f"{s.ws}/v1/listen", open_timeout=WAIT_S,
+                                      max_size=None) as ws:
+            answered.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)))
+            if len(answered) == n:
+                everyone.set()
+            await asyncio.wait_for(everyone.wait(), WAIT_S)  # all still open until all answered
+
+    async def burst(n: int) -> list:
+        answered, everyone = [], asyncio.Event()
+        await asyncio.gather(*[opening(answered, everyone, n) for _ in range(n)])
+        return answered
+
+    try:
+        answers = asyncio.run(burst(30))
+        assert len(answers) == 30
+        refused = [a for a in answers if a["event"] == "error"]
+        assert len(answers) - len(refused) == 3, [a["event"] for a in answers]
+        assert all(a["code"] == 1013 and "max_streams" in a["error"] for a in refused)
+        deadline = time.monotonic() + WAIT_S
+        while Client(s.url).health()["streams"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Client(s.url).health()["streams"] == 0
+    finally:
+        assert s.stop() == 0
+
+
 # -- bad input over HTTP --------------------------------------------------------------------------
 def _post(url: str, body: bytes, ctype: str, method: str = "POST") -> tuple[int, dict]:
     import urllib.error

@@ -410,6 +410,9 @@ class _Stream:
             await self._refuse(CLOSE_TRY_LATER, f"server busy: {svc.settings.max_streams} "
                                "streams open (max_streams); try again later")
             return False
+        # counted from here (run() lets it go): streams opened at once, each checked before
+        # the others had loaded their voices, all got past the cap
+        svc.streams.add(self)
         try:
             unknown = sorted(set(q.keys()) - set(LISTEN_PARAMS))
             if unknown:
@@ -449,9 +452,14 @@ class _Stream:
     async def run(self) -> None:
         svc = self.service
         await self.ws.accept()
-        if not await self._open():
+        opened = False
+        try:
+            opened = await self._open()
+        finally:
+            if not opened:  # refused (or failed) while opening: its slot is free again
+                svc.streams.discard(self)
+        if not opened:
             return
-        svc.streams.add(self)
         svc.counters.streams += 1
         reader = self._reader = asyncio.create_task(self._read())
         self._finished = False
