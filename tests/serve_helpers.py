@@ -36,13 +36,33 @@ def alice_store(tmp_path_factory, label: str) -> Path:
     return store
 
 
-class Server:
-    """``rtverify serve --port 0`` in a child process; ``url``/``ws`` once it listens."""
+_SMALL_SNDBUF = """
+import os, runpy, socket
+create = socket.create_server
+def small(*args, **kwargs):
+    sock = create(*args, **kwargs)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, int(os.environ["SERVE_TEST_SNDBUF"]))
+    return sock
+socket.create_server = small
+runpy.run_module("rtverify", run_name="__main__", alter_sys=True)
+"""
+"""``python -m rtverify`` whose listening socket (so every connection it accepts) has a send
+buffer of $SERVE_TEST_SNDBUF bytes: a client that reads nothing fills it with a few kilobytes
+of events, where the kernel's own tuning lets megabytes through first."""
 
-    def __init__(self, store: Path, *args: str) -> None:
+
+class Server:
+    """``rtverify serve --port 0`` in a child process; ``url``/``ws`` once it listens.
+    ``sndbuf``: the send buffer of its sockets (bytes; default: the kernel's)."""
+
+    def __init__(self, store: Path, *args: str, sndbuf: int | None = None) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        main = ["-m", "rtverify"]
+        if sndbuf is not None:
+            env["SERVE_TEST_SNDBUF"] = str(sndbuf)
+            main = ["-c", _SMALL_SNDBUF]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtverify", "--store", str(store), "serve", "--port", "0",
+            [sys.executable, *main, "--store", str(store), "serve", "--port", "0",
              *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._collect, daemon=True)

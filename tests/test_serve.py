@@ -445,6 +445,126 @@ def test_dropped_connections_cost_nothing(server, conversation16k):
             if e["event"] == "decision"] == ["alice", "alice"]
 
 
+def test_deeply_nested_json_is_refused_not_left_hanging(server):
+    """A text message of nested brackets makes json.loads raise RecursionError, not ValueError:
+    it killed the stream's reader, and the stream hung with its max_streams slot held for ever,
+    even after the client left."""
+    with connect(server) as ws:
+        assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
+        error, code = refusal(ws, "[" * 100000 + "]" * 100000, timeout=10)
+    assert code == 1003 and "unknown text message" in error["error"], error
+    deadline = time.monotonic() + WAIT_S
+    while Client(server.url).health()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Client(server.url).health()["streams"] == 0
+
+
+def test_max_streams_holds_for_streams_opened_at_once(store):
+    """max_streams was checked before the stream's voices were loaded and its worker set up, and
+    counted it only after: 320 connections opened at once all got a stream past a cap of 256."""
+    import asyncio
+
+    import websockets
+
+    s = Server(store, "--max-streams", "3", "--workers", "1")
+
+    async def opening(answered: list, everyone: asyncio.Event, n: int):
+        async with websockets.connect(f"{s.ws}/v1/listen", open_timeout=WAIT_S,
+                                      max_size=None) as ws:
+            answered.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT_S)))
+            if len(answered) == n:
+                everyone.set()
+            await asyncio.wait_for(everyone.wait(), WAIT_S)  # all still open until all answered
+
+    async def burst(n: int) -> list:
+        answered, everyone = [], asyncio.Event()
+        await asyncio.gather(*[opening(answered, everyone, n) for _ in range(n)])
+        return answered
+
+    try:
+        answers = asyncio.run(burst(30))
+        assert len(answers) == 30
+        refused = [a for a in answers if a["event"] == "error"]
+        assert len(answers) - len(refused) == 3, [a["event"] for a in answers]
+        assert all(a["code"] == 1013 and "max_streams" in a["error"] for a in refused)
+        deadline = time.monotonic() + WAIT_S
+        while Client(s.url).health()["streams"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Client(s.url).health()["streams"] == 0
+    finally:
+        assert s.stop() == 0
+
+
+def _raw_websocket(url: str, path: str, buffer_bytes: int):
+    """A WebSocket opened by hand on a socket with small buffers (so that it can stop reading);
+    returns it and a function framing one binary message as a client must (masked)."""
+    import base64
+    import socket
+    import struct
+
+    host, port = url[len("http://"):].rsplit(":", 1)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, buffer_bytes)
+    sock.settimeout(WAIT_S)
+    sock.connect((host, int(port)))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                 f"\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+
+    def binary(payload: bytes) -> bytes:
+        mask = os.urandom(4)
+        masked = (np.frombuffer(payload, np.uint8)
+                  ^ np.resize(np.frombuffer(mask, np.uint8), len(payload))).tobytes()
+        return struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + mask + masked
+
+    return sock, binary
+
+
+def test_a_client_that_never_reads_is_dropped(store, conversation16k):
+    """A client that streams audio but reads none of the events: once the socket's buffers were
+    full, the server waited to send for ever, stopped reading (back-pressure), and its idle
+    timeout never fired; the stream and its connection were held until the client went away.
+    Now what is not taken within idle_timeout_s drops the connection."""
+    import socket
+
+    s = Server(store, "--idle-timeout-s", "2", "--workers", "1", sndbuf=4096)
+    try:
+        sock, binary = _raw_websocket(s.url, "/v1/listen?status=true", 4096)
+        pcm = (np.clip(conversation16k, -1, 1) * 32767).astype("<i2").tobytes()
+        sock.settimeout(2)
+        sent_s = 0.0
+        with contextlib.suppress(socket.timeout, OSError):  # until the server stops reading
+            while sent_s < 3600:  # 10 status events a second: ample to fill the buffers
+                sock.sendall(binary(pcm))
+                sent_s += len(conversation16k) / 16000
+        # from here the client reads nothing and sends nothing: the server must let it go
+        sock.settimeout(0.5)
+        dropped, deadline = False, time.monotonic() + WAIT_S
+        while not dropped and time.monotonic() < deadline:
+            try:
+                sock.send(binary(b"\x00\x00"))  # refused by a reset connection
+                time.sleep(0.2)
+            except (ConnectionResetError, BrokenPipeError):
+                dropped = True
+            except (socket.timeout, BlockingIOError):
+                pass
+        sock.close()
+        assert dropped, f"still connected after {WAIT_S} s (sent {sent_s:.0f} s of audio)"
+        deadline = time.monotonic() + WAIT_S
+        while Client(s.url).health()["streams"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert Client(s.url).health()["streams"] == 0
+        assert Client(s.url).verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
+    finally:
+        assert s.stop() == 0
+    assert "Traceback" not in s.stderr, s.stderr
+
+
 # -- bad input over HTTP --------------------------------------------------------------------------
 def _post(url: str, body: bytes, ctype: str, method: str = "POST") -> tuple[int, dict]:
     import urllib.error

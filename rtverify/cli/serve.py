@@ -77,8 +77,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                    metavar="S", help=f"longest stream in seconds of audio (default "
                    f"{d.max_stream_s:g})")
     g.add_argument("--idle-timeout-s", type=_positive(float), default=d.idle_timeout_s,
-                   metavar="S", help=f"close a stream silent for S seconds (default "
-                   f"{d.idle_timeout_s:g})")
+                   metavar="S", help=f"close a stream silent (or not reading) for S seconds "
+                   f"(default {d.idle_timeout_s:g})")
     g.add_argument("--request-timeout-s", type=_positive(float), default=d.request_timeout_s,
                    metavar="S", help=f"close a connection that sends no whole request (HTTP or "
                    f"WebSocket handshake) within S seconds (default {d.request_timeout_s:g})")

@@ -331,6 +331,13 @@ class _Stream:
         self.wake.set()
 
     async def _read(self) -> None:
+        try:
+            await self._receive()
+        except Exception:  # a bug: the stream must not wait for a reader that is gone
+            logger.exception("%s: internal error reading the stream", self.name)
+            self._fail(CLOSE_INTERNAL, "internal error (logged by the server)")
+
+    async def _receive(self) -> None:
         s = self.service.settings
         bucket = _Bucket(s.max_messages_per_s, s.message_burst)
         rate = self.decoder.rate_in_hz
@@ -381,7 +388,7 @@ class _Stream:
                                       f"{s.max_message_bytes} bytes (max_message_bytes)")
                 try:
                     obj = json.loads(text)
-                except ValueError:
+                except (ValueError, RecursionError):  # deep nesting: RecursionError
                     obj = None
                 if isinstance(obj, dict) and obj.get("type") == "end" and len(obj) == 1:
                     self.ended = True
@@ -403,6 +410,9 @@ class _Stream:
             await self._refuse(CLOSE_TRY_LATER, f"server busy: {svc.settings.max_streams} "
                                "streams open (max_streams); try again later")
             return False
+        # counted from here (run() lets it go): streams opened at once, each checked before
+        # the others had loaded their voices, all got past the cap
+        svc.streams.add(self)
         try:
             unknown = sorted(set(q.keys()) - set(LISTEN_PARAMS))
             if unknown:
@@ -442,9 +452,14 @@ class _Stream:
     async def run(self) -> None:
         svc = self.service
         await self.ws.accept()
-        if not await self._open():
+        opened = False
+        try:
+            opened = await self._open()
+        finally:
+            if not opened:  # refused (or failed) while opening: its slot is free again
+                svc.streams.discard(self)
+        if not opened:
             return
-        svc.streams.add(self)
         svc.counters.streams += 1
         reader = self._reader = asyncio.create_task(self._read())
         self._finished = False
@@ -819,7 +834,7 @@ def run_server(service: Service, *, ready=None, sock=None) -> Counters:
         build_app(service), host=s.host, port=s.port, log_level="warning", access_log=False,
         http=_request_deadline_protocol(s.request_timeout_s, s.min_body_bytes_per_s,
                                         s.max_body_s),
-        ws="websockets-sansio", ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
+        ws=_stream_protocol(s.idle_timeout_s), ws_max_size=max(s.max_message_bytes * 4, 1 << 16),
         ws_per_message_deflate=False, lifespan="off", limit_concurrency=s.max_streams + 64,
         timeout_graceful_shutdown=int(s.shutdown_grace_s) + 1, log_config=None)
     server = _Server(config, service, ready)
@@ -991,6 +1006,50 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_
             super().on_response_complete()
             if not self.transport.is_closing():
                 self._arm()
+
+    return Protocol
+
+
+def _stream_protocol(unread_s: float):
+    """uvicorn's WebSocket protocol (websockets-sansio), dropping a client that reads nothing.
+
+    uvicorn's send waits until the client has taken what was written before it writes more, for
+    ever, and its close waits for written data to go out: a client that streamed audio but read
+    none of the events held its stream and connection for as long as it stayed connected (once
+    the socket's buffers were full the stream waited to send, so it stopped reading its audio,
+    and its idle timeout never fired). Here a send that cannot go out within ``unread_s``
+    (``idle_timeout_s``) drops the connection, and so does a close whose data is still unread
+    that long after."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class Transport:
+        """The connection's transport, whose close gives up on data the client does not read."""
+
+        def __init__(self, transport, loop) -> None:
+            self._transport, self._loop = transport, loop
+
+        def __getattr__(self, name):
+            return getattr(self._transport, name)
+
+        def close(self) -> None:
+            self._transport.close()
+            if self._transport.get_write_buffer_size():
+                self._loop.call_later(unread_s, self._transport.abort)  # no-op once closed
+
+    class Protocol(WebSocketsSansIOProtocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(Transport(transport, self.loop))
+
+        async def send(self, message) -> None:
+            if not self.writable.is_set():
+                try:
+                    await _within(self.writable.wait(), unread_s)
+                except (TimeoutError, asyncio.TimeoutError):
+                    logger.info("%s: read nothing of what was sent to it for %g s "
+                                "(idle_timeout_s); dropped",
+                                "%s:%d" % self.client if self.client else "ws", unread_s)
+                    self.transport.abort()  # the app's send then fails: the client is gone
+            await super().send(message)
 
     return Protocol
 

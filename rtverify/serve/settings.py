@@ -24,7 +24,8 @@ class ServeSettings:
     max_stream_s: float = 4 * 3600.0
     """Longest stream (seconds of audio at 16 kHz); beyond it the stream is closed (1008)."""
     idle_timeout_s: float = 30.0
-    """A stream that sends nothing for this long is closed (seconds)."""
+    """A stream that sends nothing for this long is closed (seconds); one that reads nothing of
+    what the server sends it for this long is dropped."""
     request_timeout_s: float = 10.0
     """A connection must send a whole request head (an HTTP request or the WebSocket handshake)
     within this long of opening, or of its previous answer, or it is closed (seconds): idle and
