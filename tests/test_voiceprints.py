@@ -269,8 +269,8 @@ def test_a_voice_of_a_newer_rtverify_says_so_and_is_left_alone(tmp_path):
     newer = FORMAT.rsplit("/", 1)[0] + "/2"
     _write(tmp_path / "bad.json", {**_good_dict(), "format": newer})
     before = (tmp_path / "bad.json").read_bytes()
-    with pytest.raises(StoreError, match=r"bad.json: a voiceprint of a newer rtverify "
-                                         r"\(rtverify-voiceprint/2; .*upgrade rtverify"):
+    with pytest.raises(StoreError, match=r"bad.json: a voiceprint in a newer rtverify's "
+                                         r"format \(rtverify-voiceprint/2; .*upgrade rtverify"):
         store.load("bad", MODEL)
     voices, problems = store.load_usable(MODEL)
     assert list(voices) == ["alice"] and len(problems) == 1 and "damaged" not in problems[0]

@@ -1041,9 +1041,12 @@ def _stream_protocol(unread_s: float):
             super().connection_made(Transport(transport, self.loop))
 
         async def send(self, message) -> None:
-            if not self.writable.is_set():
+            # ``writable`` is uvicorn's write flow control (0.52.1 on); an older uvicorn has
+            # none to wait on here
+            writable = getattr(self, "writable", None)
+            if writable is not None and not writable.is_set():
                 try:
-                    await _within(self.writable.wait(), unread_s)
+                    await _within(writable.wait(), unread_s)
                 except (TimeoutError, asyncio.TimeoutError):
                     logger.info("%s: read nothing of what was sent to it for %g s "
                                 "(idle_timeout_s); dropped",

@@ -228,8 +228,8 @@ class Voiceprint:
         if fmt != FORMAT:
             newer = _format_version(fmt)
             if newer is not None and newer > _format_version(FORMAT):
-                raise StoreError(f"{where}: a voiceprint of a newer rtverify ({fmt}; this "
-                                 f"version reads {FORMAT}): upgrade rtverify to use it")
+                raise StoreError(f"{where}: a voiceprint in a newer rtverify's format ({fmt}; "
+                                 f"this version reads {FORMAT}): upgrade rtverify to use it")
             raise bad(f"format is {fmt!r}, expected {FORMAT!r}")
         for key, kind in (("name", str), ("model_id", str), ("created", str),
                           ("embedding", list), ("embedding_dim", int), ("n_takes", int)):
