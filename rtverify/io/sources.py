@@ -44,6 +44,11 @@ OVER_FULL_SCALE = 64.0
 integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
 raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS` is this bar)."""
 
+MAX_SAMPLE_ABS = 1e12
+"""Float samples beyond this magnitude are refused: far past any integer scale stored as floats
+(32-bit PCM reaches 2.1e9), and near where the level and spectrum arithmetic overflows (about
+1e17: the speech was then measured as silence, with numpy's warnings on stderr)."""
+
 _over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
 """Inputs recently warned about being over full scale (enrolment reads each file several times;
 one warning is enough)."""
@@ -175,7 +180,12 @@ class _ResamplingSource:
             bad = "NaN" if np.isnan(block).any() else "infinite"
             raise InputError(f"{self.name}: contains {bad} sample values "
                              f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
-        if block.size and not self._over_seen and float(np.max(np.abs(block))) > OVER_FULL_SCALE:
+        peak = float(np.max(np.abs(block))) if block.size else 0.0
+        if peak > MAX_SAMPLE_ABS:
+            raise InputError(f"{self.name}: sample values reach {peak:.3g} (around "
+                             f"{self._n_out / SAMPLE_RATE_HZ:.2f} s), beyond {MAX_SAMPLE_ABS:g} "
+                             "times full scale: not audio (a damaged or mislabelled file?)")
+        if not self._over_seen and peak > OVER_FULL_SCALE:
             self._over_seen = True
             if self.name not in _over_warned:
                 _over_warned.append(self.name)
