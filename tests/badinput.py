@@ -164,6 +164,13 @@ def build(case: str, d: Path, speech: np.ndarray) -> Path:
                                          "float32": "FLOAT"}[case])
     elif case == "float_absurd":  # finite, but squares overflow: not audio at any scale
         sf.write(p, speech * 1e20, SR, subtype="FLOAT")
+    elif case in ("mp3_cut_short", "stdin_mp3_cut_short"):
+        # the first 200 bytes of an MP3 (a download cut short): libmpg123 prints its own note
+        # ("a one-frame stream? Duh...") while libsndfile opens it
+        full = d / "full.mp3"
+        sf.write(full, speech, SR, format="MP3")
+        p = d / f"{case}.mp3"
+        p.write_bytes(full.read_bytes()[:200])
     elif case in ("float_nan", "float_inf"):
         x = speech.copy()
         x[int(2.5 * SR)] = np.nan if case == "float_nan" else np.inf
@@ -207,6 +214,8 @@ CASES = [
     Case("float_nan", "error", ("NaN",)),
     Case("float_inf", "error", ("infinite",)),
     Case("float_absurd", "error", ("sample values", "not audio")),
+    Case("mp3_cut_short", "error", ("not a readable audio file",)),
+    Case("stdin_mp3_cut_short", "error", ("MP3", "cannot be decoded"), stdin=True),
     Case("rate_8000", "speech", lossy=True),
     Case("rate_11025", "speech"),
     Case("rate_44100", "speech"),

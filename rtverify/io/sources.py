@@ -223,9 +223,10 @@ class _ResamplingSource:
 
 
 MUTE_DECODER_NOTES = False
-"""Whether MP3 decoding, and opening an audio input device, run with file descriptor 2 muted
-(:func:`native_stderr_muted`): libmpg123's decoder notes, and ALSA's and PortAudio's lines at
-each attempt to open a device (8-10 of them every 10 s while a lost microphone stays gone).
+"""Whether MP3 decoding, opening a recording, and opening an audio input device, run with file
+descriptor 2 muted (:func:`native_stderr_muted`): libmpg123's decoder notes, and ALSA's and
+PortAudio's lines at each attempt to open a device (8-10 of them every 10 s while a lost
+microphone stays gone).
 The CLI sets it for the commands a person reads on a terminal (not ``-v``, not the services,
 whose other threads' log lines must not be lost while a request decodes an upload)."""
 
@@ -260,7 +261,10 @@ class FileSource(_ResamplingSource):
         except OSError as err:
             raise InputError(f"{name}: cannot be opened ({err.strerror})") from None
         try:
-            self._file = sf.SoundFile(name)
+            # libmpg123 prints at the opening too ("a one-frame stream? Duh...", "Xing stream
+            # size off"), before the format is known: every opening is muted (milliseconds)
+            with native_stderr_muted(MUTE_DECODER_NOTES):
+                self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
             detail = str(err).split(":")[-1].strip() or type(err).__name__
             raise InputError(f"{name}: not a readable audio file ({detail})") from None
@@ -410,7 +414,9 @@ class StdinSource(_ResamplingSource):
                 raise InputError(f"{self.name}: {kind.upper()} stream larger than "
                                  f"{MAX_CONTAINER_BYTES >> 20} MiB; give it as a file instead")
             parts.append(data)
-        with open_container(b"".join(parts), kind, self.name) as f:
+        with native_stderr_muted(MUTE_DECODER_NOTES and kind == "mp3"):  # as FileSource's
+            f = open_container(b"".join(parts), kind, self.name)
+        with f:
             self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
             logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
                         f.samplerate, f.channels)
