@@ -317,7 +317,8 @@ def _raw_stdin() -> BinaryIO:
 class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
-    own header sets the rate, channels and sample format (its data is then streamed as PCM),
+    own header sets the rate, channels and sample format (its data is then streamed as PCM; a
+    codec such as IMA ADPCM, or over 64 channels, is decoded whole instead),
     FLAC, OGG, MP3, AIFF, CAF, W64 and AU are decoded whole; a container libsndfile cannot
     decode (MP4/M4A, WebM...) is refused; anything else is raw PCM as given here.
 
@@ -381,6 +382,7 @@ class StdinSource(_ResamplingSource):
         self.container = kind
         if kind == "wav":
             pos = 0
+            more: list[bytes] = []  # read past the head: all of it, should libsndfile decode it
 
             def read(n: int) -> bytes:
                 nonlocal pos
@@ -388,9 +390,15 @@ class StdinSource(_ResamplingSource):
                     out = head[pos:pos + n]
                     pos += len(out)
                     return out
-                return self._read(n)
+                more.append(self._read(n))
+                return more[-1]
 
-            fmt, rest = sniff.read_wav_header(read, self.name)
+            try:
+                fmt, rest = sniff.read_wav_header(read, self.name)
+            except sniff.WavNotStreamable as err:  # ADPCM, GSM...: as a file by path is read
+                logger.info("%s; decoding it whole", err)
+                yield from self._decoded(head + b"".join(more), "wav")
+                return
             self._set_format(fmt.rate_hz, fmt.channels, fmt.sample_format)
             logger.info("%s: WAV stream, %d Hz, %d channel(s), %s", self.name, fmt.rate_hz,
                         fmt.channels, fmt.sample_format)
