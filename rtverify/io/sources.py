@@ -44,6 +44,11 @@ OVER_FULL_SCALE = 64.0
 integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
 raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS` is this bar)."""
 
+MAX_BLOCK_SAMPLES = 1 << 20
+"""Most samples (frames times channels) read from a recording at a time: a block is a second
+of frames (less when paced), but a second of a 1024-channel 192 kHz file is 786 MB of float32.
+At 4 MiB, a second of up to 21 channels at 48 kHz is still one block."""
+
 MAX_SAMPLE_ABS = 1e12
 """Float samples beyond this magnitude are refused: far past any integer scale stored as floats
 (32-bit PCM reaches 2.1e9), and near where the level and spectrum arithmetic overflows (about
@@ -281,7 +286,8 @@ class FileSource(_ResamplingSource):
         """Duration the header claims (seconds); a truncated file may hold less."""
         if block_ms is None:
             block_ms = 100.0 if realtime else 1000.0
-        self._block = max(1, int(rate * block_ms / 1000))
+        self._block = max(1, min(int(rate * block_ms / 1000),
+                                 MAX_BLOCK_SAMPLES // self.channels))
 
     def __iter__(self) -> Iterator[Chunk]:
         try:
@@ -428,7 +434,8 @@ class StdinSource(_ResamplingSource):
             self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
             logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
                         f.samplerate, f.channels)
-            n_read = yield from self._read_sound(f, max(1, self.rate_in_hz), kind.upper())
+            block = max(1, min(self.rate_in_hz, MAX_BLOCK_SAMPLES // f.channels))
+            n_read = yield from self._read_sound(f, block, kind.upper())
         if n_read == 0:
             raise InputError(f"{self.name}: {kind.upper()} stream holds no audio samples")
         chunk = self._finish()
