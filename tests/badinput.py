@@ -162,6 +162,15 @@ def build(case: str, d: Path, speech: np.ndarray) -> Path:
     elif case in ("pcm_u8", "pcm_24", "float32"):
         sf.write(p, speech, SR, subtype={"pcm_u8": "PCM_U8", "pcm_24": "PCM_24",
                                          "float32": "FLOAT"}[case])
+    elif case == "float_absurd":  # finite, but squares overflow: not audio at any scale
+        sf.write(p, speech * 1e20, SR, subtype="FLOAT")
+    elif case in ("mp3_cut_short", "stdin_mp3_cut_short"):
+        # the first 200 bytes of an MP3 (a download cut short): libmpg123 prints its own note
+        # ("a one-frame stream? Duh...") while libsndfile opens it
+        full = d / "full.mp3"
+        sf.write(full, speech, SR, format="MP3")
+        p = d / f"{case}.mp3"
+        p.write_bytes(full.read_bytes()[:200])
     elif case in ("float_nan", "float_inf"):
         x = speech.copy()
         x[int(2.5 * SR)] = np.nan if case == "float_nan" else np.inf
@@ -204,6 +213,9 @@ CASES = [
     Case("float32", "speech"),
     Case("float_nan", "error", ("NaN",)),
     Case("float_inf", "error", ("infinite",)),
+    Case("float_absurd", "error", ("sample values", "not audio")),
+    Case("mp3_cut_short", "error", ("not a readable audio file",)),
+    Case("stdin_mp3_cut_short", "error", ("MP3", "cannot be decoded"), stdin=True),
     Case("rate_8000", "speech", lossy=True),
     Case("rate_11025", "speech"),
     Case("rate_44100", "speech"),
@@ -250,6 +262,11 @@ def check(case: Case, command: str, run: Run, path: Path, store: Path, before: d
     a successful enrolment. ``reference``: ``verify --json`` on the plain WAV of the speech."""
     label = "stdin" if case.stdin else path.name
     assert "Traceback" not in run.stderr, run.stderr
+    # every line on stderr is rtverify's own (not a decoder's notes, not a Python warning);
+    # a live enrolment from stdin reports its takes
+    foreign = [ln for ln in run.stderr.splitlines() if ln.strip() and not ln.startswith(
+        ("rtverify: ", "recording from ", "take at "))]
+    assert not foreign, run.stderr
     assert run.returncode != 4, run.stderr  # an internal error is a bug, whatever the input
     enrolled = store / f"{PROBE}.json"
     if command == "enroll" and run.returncode == 0:

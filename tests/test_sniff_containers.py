@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -52,6 +53,41 @@ def test_container_on_stdin_equals_the_file(tmp_path, speech, fmt, subtype, kind
     assert src.container == kind
     assert len(got) == len(want)
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("subtype", ["IMA_ADPCM", "MS_ADPCM", "GSM610"])
+def test_compressed_wav_on_stdin_equals_the_file(tmp_path, speech, subtype):
+    """A WAV of a codec the streaming header reader cannot turn into PCM (IMA ADPCM from voice
+    recorders, MS ADPCM, GSM 6.10) was refused on stdin ("WAV holds 4-bit format tag 0x11
+    samples, which stdin cannot read") while the same file by path was read: it is decoded
+    whole by libsndfile, as by path."""
+    rate = 8000 if subtype == "GSM610" else 22050
+    path = tmp_path / "a.wav"
+    sf.write(path, StreamingResampler(SR, rate).push(speech), rate, format="WAV",
+             subtype=subtype)
+    src = StdinSource(Trickle(path.read_bytes(), 1000))
+    got = samples(src)
+    want = read16k(path)
+    assert src.container == "wav"
+    assert len(got) == len(want)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_wav_with_more_channels_than_a_stream_takes_is_decoded_whole(tmp_path, speech):
+    """A WAV header on stdin saying 65535 channels was streamed as such (a 3 GB read asked for
+    each block, "0.0 s of speech" at the end); over 64 channels it goes to libsndfile, which
+    reads what it can (up to 1024) and refuses the rest in one line, as by path."""
+    x = StreamingResampler(SR, 8000).push(speech)[:8000]
+    path = tmp_path / "many.wav"
+    sf.write(path, np.stack([x] * 100, 1), 8000, subtype="PCM_16")
+    got = samples(StdinSource(io.BytesIO(path.read_bytes())))
+    np.testing.assert_allclose(got, read16k(path), atol=1e-6)
+    data = bytearray(path.read_bytes())
+    data[22:24] = struct.pack("<H", 65535)
+    with pytest.raises(InputError) as caught:
+        samples(StdinSource(io.BytesIO(bytes(data))))
+    msg = str(caught.value)
+    assert msg.startswith("stdin: ") and "WAV" in msg and "\n" not in msg, msg
 
 
 @pytest.mark.parametrize("name", sorted(UNDECODABLE))

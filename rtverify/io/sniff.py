@@ -146,6 +146,15 @@ class WavFormat:
     """Length of the data chunk (bytes); None when the header leaves it open (a live stream)."""
 
 
+class WavNotStreamable(InputError):
+    """A WAV header whose samples :func:`read_wav_header`'s caller cannot stream as PCM itself
+    (a codec such as IMA ADPCM or GSM 6.10, or more than :data:`MAX_STREAM_CHANNELS`
+    channels): decode the whole stream with libsndfile instead, as a file by path is."""
+
+
+MAX_STREAM_CHANNELS = 64
+"""Most channels of a stream read as PCM here (raw stdin's own limit)."""
+
 _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 1, 3, 0xFFFE
 _WAVE_FORMAT_ALAW, _WAVE_FORMAT_MULAW = 6, 7
 
@@ -154,7 +163,8 @@ def read_wav_header(read, name: str) -> tuple[WavFormat, bytes]:
     """Parse a RIFF/WAVE header from ``read(n) -> bytes`` (the 12-byte RIFF header included).
 
     :return: the format, and the bytes already read past the start of the data chunk.
-    :raises InputError: the header is truncated or describes samples that cannot be read.
+    :raises InputError: the header is truncated or describes samples that cannot be read;
+        :class:`WavNotStreamable` when libsndfile may still decode them.
     """
     buf = b""
 
@@ -190,11 +200,14 @@ def read_wav_header(read, name: str) -> tuple[WavFormat, bytes]:
                 what = {_WAVE_FORMAT_PCM: "integer PCM", _WAVE_FORMAT_FLOAT: "float",
                         _WAVE_FORMAT_ALAW: "A-law", _WAVE_FORMAT_MULAW: "mu-law"}.get(
                     tag, f"format tag {tag:#x}")
-                raise InputError(f"{name}: WAV holds {bits}-bit {what} samples, which stdin "
-                                 "cannot read (use 8/16/24/32-bit PCM, 32/64-bit float or "
-                                 "8-bit A-law/mu-law)")
+                raise WavNotStreamable(f"{name}: WAV holds {bits}-bit {what} samples, which "
+                                       "stdin cannot stream (use 8/16/24/32-bit PCM, 32/64-bit "
+                                       "float or 8-bit A-law/mu-law)")
             if channels < 1:
                 raise InputError(f"{name}: WAV header says {channels} channels")
+            if channels > MAX_STREAM_CHANNELS:
+                raise WavNotStreamable(f"{name}: WAV header says {channels} channels, more than "
+                                       f"stdin streams ({MAX_STREAM_CHANNELS})")
             return WavFormat(rate, channels, kind, None if open_ended else size), buf
         body_size = size + (size & 1)  # chunks are padded to an even length
         skipped += body_size

@@ -44,6 +44,16 @@ OVER_FULL_SCALE = 64.0
 integer values written as floats, say. A recording is still read, with a warning; ``serve``'s
 raw streams refuse them (:data:`rtverify.serve.pcm.MAX_F32_ABS` is this bar)."""
 
+MAX_BLOCK_SAMPLES = 1 << 20
+"""Most samples (frames times channels) read from a recording at a time: a block is a second
+of frames (less when paced), but a second of a 1024-channel 192 kHz file is 786 MB of float32.
+At 4 MiB, a second of up to 21 channels at 48 kHz is still one block."""
+
+MAX_SAMPLE_ABS = 1e12
+"""Float samples beyond this magnitude are refused: far past any integer scale stored as floats
+(32-bit PCM reaches 2.1e9), and near where the level and spectrum arithmetic overflows (about
+1e17: the speech was then measured as silence, with numpy's warnings on stderr)."""
+
 _over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
 """Inputs recently warned about being over full scale (enrolment reads each file several times;
 one warning is enough)."""
@@ -175,7 +185,12 @@ class _ResamplingSource:
             bad = "NaN" if np.isnan(block).any() else "infinite"
             raise InputError(f"{self.name}: contains {bad} sample values "
                              f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
-        if block.size and not self._over_seen and float(np.max(np.abs(block))) > OVER_FULL_SCALE:
+        peak = float(np.max(np.abs(block))) if block.size else 0.0
+        if peak > MAX_SAMPLE_ABS:
+            raise InputError(f"{self.name}: sample values reach {peak:.3g} (around "
+                             f"{self._n_out / SAMPLE_RATE_HZ:.2f} s), beyond {MAX_SAMPLE_ABS:g} "
+                             "times full scale: not audio (a damaged or mislabelled file?)")
+        if not self._over_seen and peak > OVER_FULL_SCALE:
             self._over_seen = True
             if self.name not in _over_warned:
                 _over_warned.append(self.name)
@@ -213,9 +228,10 @@ class _ResamplingSource:
 
 
 MUTE_DECODER_NOTES = False
-"""Whether MP3 decoding, and opening an audio input device, run with file descriptor 2 muted
-(:func:`native_stderr_muted`): libmpg123's decoder notes, and ALSA's and PortAudio's lines at
-each attempt to open a device (8-10 of them every 10 s while a lost microphone stays gone).
+"""Whether MP3 decoding, opening a recording, and opening an audio input device, run with file
+descriptor 2 muted (:func:`native_stderr_muted`): libmpg123's decoder notes, and ALSA's and
+PortAudio's lines at each attempt to open a device (8-10 of them every 10 s while a lost
+microphone stays gone).
 The CLI sets it for the commands a person reads on a terminal (not ``-v``, not the services,
 whose other threads' log lines must not be lost while a request decodes an upload)."""
 
@@ -250,7 +266,10 @@ class FileSource(_ResamplingSource):
         except OSError as err:
             raise InputError(f"{name}: cannot be opened ({err.strerror})") from None
         try:
-            self._file = sf.SoundFile(name)
+            # libmpg123 prints at the opening too ("a one-frame stream? Duh...", "Xing stream
+            # size off"), before the format is known: every opening is muted (milliseconds)
+            with native_stderr_muted(MUTE_DECODER_NOTES):
+                self._file = sf.SoundFile(name)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as err:
             detail = str(err).split(":")[-1].strip() or type(err).__name__
             raise InputError(f"{name}: not a readable audio file ({detail})") from None
@@ -267,7 +286,8 @@ class FileSource(_ResamplingSource):
         """Duration the header claims (seconds); a truncated file may hold less."""
         if block_ms is None:
             block_ms = 100.0 if realtime else 1000.0
-        self._block = max(1, int(rate * block_ms / 1000))
+        self._block = max(1, min(int(rate * block_ms / 1000),
+                                 MAX_BLOCK_SAMPLES // self.channels))
 
     def __iter__(self) -> Iterator[Chunk]:
         try:
@@ -303,7 +323,8 @@ def _raw_stdin() -> BinaryIO:
 class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
-    own header sets the rate, channels and sample format (its data is then streamed as PCM),
+    own header sets the rate, channels and sample format (its data is then streamed as PCM; a
+    codec such as IMA ADPCM, or over 64 channels, is decoded whole instead),
     FLAC, OGG, MP3, AIFF, CAF, W64 and AU are decoded whole; a container libsndfile cannot
     decode (MP4/M4A, WebM...) is refused; anything else is raw PCM as given here.
 
@@ -367,6 +388,7 @@ class StdinSource(_ResamplingSource):
         self.container = kind
         if kind == "wav":
             pos = 0
+            more: list[bytes] = []  # read past the head: all of it, should libsndfile decode it
 
             def read(n: int) -> bytes:
                 nonlocal pos
@@ -374,9 +396,15 @@ class StdinSource(_ResamplingSource):
                     out = head[pos:pos + n]
                     pos += len(out)
                     return out
-                return self._read(n)
+                more.append(self._read(n))
+                return more[-1]
 
-            fmt, rest = sniff.read_wav_header(read, self.name)
+            try:
+                fmt, rest = sniff.read_wav_header(read, self.name)
+            except sniff.WavNotStreamable as err:  # ADPCM, GSM...: as a file by path is read
+                logger.info("%s; decoding it whole", err)
+                yield from self._decoded(head + b"".join(more), "wav")
+                return
             self._set_format(fmt.rate_hz, fmt.channels, fmt.sample_format)
             logger.info("%s: WAV stream, %d Hz, %d channel(s), %s", self.name, fmt.rate_hz,
                         fmt.channels, fmt.sample_format)
@@ -400,11 +428,14 @@ class StdinSource(_ResamplingSource):
                 raise InputError(f"{self.name}: {kind.upper()} stream larger than "
                                  f"{MAX_CONTAINER_BYTES >> 20} MiB; give it as a file instead")
             parts.append(data)
-        with open_container(b"".join(parts), kind, self.name) as f:
+        with native_stderr_muted(MUTE_DECODER_NOTES and kind == "mp3"):  # as FileSource's
+            f = open_container(b"".join(parts), kind, self.name)
+        with f:
             self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
             logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
                         f.samplerate, f.channels)
-            n_read = yield from self._read_sound(f, max(1, self.rate_in_hz), kind.upper())
+            block = max(1, min(self.rate_in_hz, MAX_BLOCK_SAMPLES // f.channels))
+            n_read = yield from self._read_sound(f, block, kind.upper())
         if n_read == 0:
             raise InputError(f"{self.name}: {kind.upper()} stream holds no audio samples")
         chunk = self._finish()

@@ -25,11 +25,12 @@ def native_stderr_muted(on: bool = True) -> Iterator[None]:
     libmpg123/layer3.c:...] error: part2_3_length (864) too large for available bit count
     (760)", five to ten lines for a sound LAME file) and libsndfile offers no switch to quiet it
     (libsndfile issue 958); a user of ``verify --input talk.mp3`` saw them above the answer.
-    Only the MP3 decoding calls (each a block long, milliseconds) and the opening of an audio
-    device (:class:`MicrophoneSource`: ALSA prints at every failed probe) are wrapped; an error
-    still reaches the user as rtverify's own one-line error. Python's ``sys.stderr`` is flushed
-    first, so nothing written before is lost; nested and concurrent uses share one mute (the
-    descriptor is restored when the last one ends)."""
+    Only the MP3 decoding calls (each a block long, milliseconds), the opening of a recording
+    (libmpg123 prints there too) and the opening of an audio device (:class:`MicrophoneSource`:
+    ALSA prints at every failed probe) are wrapped; an error still reaches the user as
+    rtverify's own one-line error. Python's ``sys.stderr`` is flushed first, so nothing written
+    before is lost; nested and concurrent uses share one mute (the descriptor is restored when
+    the last one ends)."""
     global _mute_depth, _mute_saved
     if not on:
         yield
