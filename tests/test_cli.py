@@ -185,6 +185,48 @@ def test_verify_reads_raw_pcm_from_stdin(store, clips):
     assert proc.returncode == 0, err(proc)
 
 
+def _verify_a_recorder(store, pcm: bytes, *extra, limit_s: float = 60.0):
+    """`arecord ... | rtverify verify --input - --live`: stdin that never ends (``pcm``, then
+    silence for as long as the command reads)."""
+    env = {**os.environ, "RTVERIFY_HOME": str(store), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "verify", "--name", "alice",
+                             "--input", "-", "--json", *extra], cwd=REPO, env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    try:
+        proc.stdin.write(pcm)
+        zeros = bytes(3200)  # 0.1 s
+        while proc.poll() is None and time.monotonic() - t0 < limit_s:
+            proc.stdin.write(zeros)
+            proc.stdin.flush()
+            time.sleep(0.01)
+    except BrokenPipeError:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stdout, stderr = proc.communicate(timeout=10)
+    return proc.returncode, stdout.decode(), stderr.decode(), time.monotonic() - t0
+
+
+def test_verify_live_decides_a_recorder_on_stdin_after_the_pause(store, clips):
+    """A recorder piped into verify never reaches an end: with --live the decision comes after
+    the pause that follows the speech, as at the microphone (without it, verify read on for
+    ever)."""
+    pcm = (read16k(clips["alice"]) * 32767).astype("<i2").tobytes()
+    code, stdout, stderr, took = _verify_a_recorder(store, pcm, "--live")
+    assert code == 0, stderr
+    assert json.loads(stdout)["accepted"] is True and took < 50, (stdout, took)
+    code, _, stderr, took = _verify_a_recorder(store, b"", "--live", "--timeout", "2")
+    assert code == 3 and "speech" in stderr and took < 50, (code, stderr, took)
+
+
+def test_verify_live_is_only_for_stdin(store, clips):
+    proc = rtv("verify", "--name", "alice", "--input", clips["alice"], "--live", store=store)
+    assert proc.returncode == 2
+    one_line_error(proc, "--live", "--input -")
+
+
 def test_verify_reads_telephone_bytes_from_stdin(store, clips, tmp_path):
     """A call recording as a PBX hands it out: 8 kHz mu-law, raw or in a WAV."""
     import soundfile as sf

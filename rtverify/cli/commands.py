@@ -280,6 +280,9 @@ def cmd_verify(args) -> int:
     from ..apps.verify import verify
 
     spec = _input_spec(args, args.input)
+    if args.live and spec.path != "-":
+        raise InputError("--live: only with --input - (a recording is read to its end; the "
+                         "microphone is live already)")
     challenge, recogniser = None, None
     if args.challenge is not None:
         from ..apps.liveness import DigitRecognizer, make_challenge, parse_challenge
@@ -302,7 +305,10 @@ def cmd_verify(args) -> int:
     elif spec.path is None:
         print(f"Listening on {source.name}: speak now", file=sys.stderr, flush=True)
     try:
-        result = verify(session, vp, source, where, live=spec.live, threshold=args.threshold,
+        # a recorder on stdin: decided after a pause, not at an end that never comes (a
+        # random challenge is answered live, so stdin then is a recorder too)
+        live = spec.live or args.live or (challenge is not None and args.challenge == "random")
+        result = verify(session, vp, source, where, live=live, threshold=args.threshold,
                         timeout_s=args.timeout or VERIFY_TIMEOUT_S, challenge=challenge,
                         recogniser=recogniser)
     finally:

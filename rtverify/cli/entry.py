@@ -246,10 +246,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="liveness: without a value, print 5 random digits the speaker must say "
                    "(microphone or stdin); with DIGITS, the ones the speaker was shown. Needs "
                    "the 'liveness' extra (pocketsphinx)")
+    p.add_argument("--live", action="store_true",
+                   help="with --input -: stdin is a recorder that goes on (arecord ... |): "
+                   "decide after the pause that follows the first utterance, as at the "
+                   "microphone (without it stdin is read to its end, as a file); implied by "
+                   "--challenge without digits")
     p.add_argument("--device", metavar="D", help="input device index or name (microphone)")
     p.add_argument("--timeout", type=_number(float, 0), metavar="S",
-                   help="microphone: give up when nobody speaks for S seconds (default "
-                   f"{VERIFY_TIMEOUT_S:g})")
+                   help="microphone or --live: give up when nobody speaks for S seconds "
+                   f"(default {VERIFY_TIMEOUT_S:g})")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     p.add_argument("--threshold", type=_threshold, metavar="X",
                    help="override the model's threshold")
