@@ -441,9 +441,7 @@ def listen_command(args, hooks=None) -> int:
                          token=token, status=args.status, write=write, interrupt=interrupt)
     finally:
         if hooks:
-            from .hooks import INTERRUPTED_WAIT_S, WAIT_S
-
-            hooks.close(INTERRUPTED_WAIT_S if interrupt.is_set() else WAIT_S)
+            hooks.close(interrupted=interrupt.is_set())
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return ExitCode.OK

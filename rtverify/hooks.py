@@ -158,9 +158,12 @@ class Hooks:
                 logger.warning("%s exited with status %d for %s", option, code, what)
         self.running = still
 
-    def close(self, wait_s: float = WAIT_S) -> None:
-        """Wait up to ``wait_s`` for the commands still running (reporting those that failed),
-        then leave the rest to finish on their own."""
+    def close(self, wait_s: float | None = None, *, interrupted: bool = False) -> None:
+        """Wait up to ``wait_s`` (default :data:`WAIT_S`, :data:`INTERRUPTED_WAIT_S` when listen
+        was ``interrupted`` by Ctrl-C or SIGTERM) for the commands still running (reporting
+        those that failed), then leave the rest to finish on their own."""
+        if wait_s is None:
+            wait_s = INTERRUPTED_WAIT_S if interrupted else WAIT_S
         self._reap()
         if self.running and wait_s > 0:
             logger.warning("waiting up to %g s for %d hook command(s) still running "
@@ -202,7 +205,7 @@ class HookSink:
         try:
             self.inner.close(summary)
         finally:  # after Ctrl-C or SIGTERM, whoever stops listen does not wait 10 s more
-            self.hooks.close(INTERRUPTED_WAIT_S if summary.interrupted else WAIT_S)
+            self.hooks.close(interrupted=summary.interrupted)
 
 
 def _what(event: dict) -> str:

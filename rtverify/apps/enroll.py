@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -483,27 +482,21 @@ ADD_MIN_SPEECH_S = 1.0
 worth; one sentence from a new room or microphone is worth adding."""
 
 
-_SAVING_ADDED = threading.Lock()
-"""Held while added takes are checked against the stored voice and saved, so that two adds in
-one process (the server's uploads, a program's threads) cannot both pass the check: the second
-sees the first."""
-
-
 def save_added(store, old: Voiceprint, vp: Voiceprint):
     """Write ``vp`` over ``old`` unless the stored voice changed since ``old`` was read (another
     enrolment, ``--add`` or removal in between): then nothing is written and the error says so,
     so that neither change is silently lost. The store checks and writes in one step (its write
-    lock, or one transaction), so two processes or instances adding at once cannot both pass."""
+    lock, or one transaction), so two adds at once (threads, processes or fleet instances)
+    cannot both pass."""
     from ..errors import StoreError
     from ..store.voiceprints import VoiceChanged
 
-    with _SAVING_ADDED:
-        try:
-            return store.save(vp, force=True, replacing=old)
-        except VoiceChanged as err:
-            what = "removed" if err.removed else "changed"
-            raise StoreError(f"voice {old.name!r} was {what} while takes were being added; "
-                             "nothing was saved (run the command again)") from None
+    try:
+        return store.save(vp, force=True, replacing=old)
+    except VoiceChanged as err:
+        what = "removed" if err.removed else "changed"
+        raise StoreError(f"voice {old.name!r} was {what} while takes were being added; "
+                         "nothing was saved (run the command again)") from None
 
 
 def save_enrolment(store, session: EncoderSession, name: str, enrol: Enrolment, *,

@@ -17,6 +17,7 @@ import traceback
 from .. import __version__
 from ..config import SAMPLE_RATE_HZ, VERIFY_TIMEOUT_S, check_threshold
 from ..errors import ExitCode, RtverifyError
+from ..io.stderr import write_stderr
 from . import eval as eval_cli
 from . import serve as serve_cli
 from . import wyoming as wyoming_cli
@@ -53,8 +54,6 @@ class _StderrHandler(logging.Handler):
     MP3 block is decoded with descriptor 2 muted still arrives."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        from ..io.stderr import write_stderr
-
         try:
             write_stderr(self.format(record) + "\n")
         except RecursionError:

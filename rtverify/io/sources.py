@@ -26,7 +26,7 @@ import numpy as np
 from ..config import SAMPLE_RATE_HZ
 from ..errors import DeviceError, InputError
 from .resample import StreamingResampler
-from .sniff import G711_FORMATS
+from .sniff import G711_FORMATS, MAX_STREAM_CHANNELS
 from .stderr import native_stderr_muted, write_stderr  # noqa: F401  (their home: io.stderr)
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,12 @@ MAX_SAMPLE_ABS = 1e12
 """Float samples beyond this magnitude are refused: far past any integer scale stored as floats
 (32-bit PCM reaches 2.1e9), and near where the level and spectrum arithmetic overflows (about
 1e17: the speech was then measured as silence, with numpy's warnings on stderr)."""
+
+def _block_frames(frames: int, channels: int) -> int:
+    """``frames`` per read, fewer if that many of ``channels`` would pass
+    :data:`MAX_BLOCK_SAMPLES`."""
+    return max(1, min(frames, MAX_BLOCK_SAMPLES // channels))
+
 
 _over_warned: "collections.deque[str]" = collections.deque(maxlen=32)
 """Inputs recently warned about being over full scale (enrolment reads each file several times;
@@ -286,8 +292,7 @@ class FileSource(_ResamplingSource):
         """Duration the header claims (seconds); a truncated file may hold less."""
         if block_ms is None:
             block_ms = 100.0 if realtime else 1000.0
-        self._block = max(1, min(int(rate * block_ms / 1000),
-                                 MAX_BLOCK_SAMPLES // self.channels))
+        self._block = _block_frames(int(rate * block_ms / 1000), self.channels)
 
     def __iter__(self) -> Iterator[Chunk]:
         try:
@@ -340,8 +345,9 @@ class StdinSource(_ResamplingSource):
         if sample_format not in RAW_FORMATS:
             raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
                              f"(use one of {', '.join(RAW_FORMATS)})")
-        if not 1 <= channels <= 64:
-            raise InputError(f"{name}: channel count {channels} is not supported (1 to 64)")
+        if not 1 <= channels <= MAX_STREAM_CHANNELS:
+            raise InputError(f"{name}: channel count {channels} is not supported (1 to "
+                             f"{MAX_STREAM_CHANNELS})")
         super().__init__(name, _check_rate(rate_hz, name), realtime)
         self._stream = stream if stream is not None else _raw_stdin()
         self._block_ms = block_ms
@@ -434,8 +440,8 @@ class StdinSource(_ResamplingSource):
             self._set_format(_check_rate(f.samplerate, self.name), f.channels, "f32")
             logger.info("%s: %s stream, %d Hz, %d channel(s)", self.name, kind.upper(),
                         f.samplerate, f.channels)
-            block = max(1, min(self.rate_in_hz, MAX_BLOCK_SAMPLES // f.channels))
-            n_read = yield from self._read_sound(f, block, kind.upper())
+            n_read = yield from self._read_sound(f, _block_frames(self.rate_in_hz, f.channels),
+                                                 kind.upper())
         if n_read == 0:
             raise InputError(f"{self.name}: {kind.upper()} stream holds no audio samples")
         chunk = self._finish()

@@ -914,7 +914,7 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_
                 return  # a request is being answered; the next head gets a new deadline
             if not self.transport.is_closing():
                 logger.info("%s: no whole request within %g s (request_timeout_s); closed",
-                            "%s:%d" % self.client if self.client else "connection", timeout_s)
+                            _peer(self.client), timeout_s)
                 self.transport.close()
 
         def connection_made(self, transport) -> None:
@@ -974,7 +974,7 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_
                 message = (f"request body {why} on average after {timeout_s:g} s ({setting}); "
                            "send it faster")
             logger.info("%s: %s %s: %d body bytes in %.1f s, %s (%s); answered 408 and closed",
-                        "%s:%d" % self.client if self.client else "connection",
+                        _peer(self.client),
                         cycle.scope["method"], cycle.scope["path"], self._body_bytes,
                         now - self._body_t0, why, setting)
             self._answer_408(cycle, message)
@@ -1008,6 +1008,11 @@ def _request_deadline_protocol(timeout_s: float, min_body_rate: float, max_body_
                 self._arm()
 
     return Protocol
+
+
+def _peer(client) -> str:
+    """A uvicorn protocol's client, ``host:port``, for the log."""
+    return "%s:%d" % client if client else "connection"
 
 
 def _stream_protocol(unread_s: float):
@@ -1050,7 +1055,7 @@ def _stream_protocol(unread_s: float):
                 except (TimeoutError, asyncio.TimeoutError):
                     logger.info("%s: read nothing of what was sent to it for %g s "
                                 "(idle_timeout_s); dropped",
-                                "%s:%d" % self.client if self.client else "ws", unread_s)
+                                _peer(self.client), unread_s)
                     self.transport.abort()  # the app's send then fails: the client is gone
             await super().send(message)
 

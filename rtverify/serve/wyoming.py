@@ -23,6 +23,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -181,8 +182,8 @@ class Gate:
         self.results: list[GateResult] = []
         self.gate_id = uuid.uuid4().hex[:16]
         """This process's id in :data:`VIA_KEY` (random: two gates never share one)."""
-        self._describing: asyncio.Future | None = None
-        self._described: tuple[float, object] | None = None  # (when, Info) of the last success
+        self._describing: asyncio.Future | None = None  # the last question (its Info, or None)
+        self._described_at = 0.0  # when the last question was answered with a description
         self._loop_warned = False
 
     def via(self, event) -> list[str]:
@@ -190,7 +191,7 @@ class Gate:
         got = (event.data or {}).get(VIA_KEY) if event is not None else None
         return [str(g) for g in got] if isinstance(got, list) else []
 
-    def loop_error(self, via: list[str]) -> str | None:
+    def loop_error(self, via: Sequence[str]) -> str | None:
         """Why a request that came through ``via`` must not be forwarded again, or None."""
         if self.gate_id in via:
             text = (f"a loop of speaker gates: the STT service at {self.settings.stt_uri} "
@@ -204,7 +205,7 @@ class Gate:
             logger.warning("%s", text)
         return text
 
-    def forwarded(self, event, via: list[str]):
+    def forwarded(self, event, via: Sequence[str]):
         """``event`` (a wyoming Event) with this gate appended to the gates it went through."""
         from wyoming.event import Event
 
@@ -221,19 +222,20 @@ class Gate:
         return self.gallery.decide(vector, speech_s, self.policy, snr_db=snr_db,
                                    band=pooled_band(decisions), fall_db=fall), speech_s
 
-    async def describe_upstream(self, via: list[str] = ()):
+    async def describe_upstream(self, via: Sequence[str] = ()):
         """The real STT's models (so Home Assistant offers its languages), or None. A description
         is reused for :data:`DESCRIPTION_TTL_S`, and describes that come while one is asked wait
         for that one (a burst of clients, or a loop of gates, asks the service once)."""
-        loop = asyncio.get_running_loop()
-        if self._described is not None and loop.time() - self._described[0] < DESCRIPTION_TTL_S:
-            return self._described[1]
-        if self._describing is None or self._describing.done():
-            self._describing = asyncio.ensure_future(self._ask_description(list(via)))
+        asked = self._describing
+        if asked is not None and asked.done() and asked.result() is not None and \
+                asyncio.get_running_loop().time() - self._described_at < DESCRIPTION_TTL_S:
+            return asked.result()
+        if asked is None or asked.done():
+            self._describing = asyncio.ensure_future(self._ask_description(via))
         # shielded: a waiter that goes away does not cancel the others' question
         return await asyncio.shield(self._describing)
 
-    async def _ask_description(self, via: list[str]):
+    async def _ask_description(self, via: Sequence[str]):
         from wyoming.info import Describe, Info
 
         try:
@@ -242,17 +244,17 @@ class Gate:
         except (RtverifyError, ValueError) as err:
             logger.warning("cannot describe the STT service (%s)", err)
             return None
-        self._described = (asyncio.get_running_loop().time(), info)
+        self._described_at = asyncio.get_running_loop().time()
         return info
 
-    async def info_event(self, via: list[str] = ()):
+    async def info_event(self, via: Sequence[str] = ()):
         """This gate's description: the STT service's models behind this program (its own
         fallback model when the service cannot be asked, or when asking it would be a loop)."""
         from wyoming.info import AsrModel, AsrProgram, Attribution, Info
 
         from .. import __version__
 
-        upstream = None if self.loop_error(list(via)) else await self.describe_upstream(via)
+        upstream = None if self.loop_error(via) else await self.describe_upstream(via)
         models = []
         if upstream is not None:
             for prog in upstream.asr:
