@@ -427,6 +427,14 @@ def test_limits_idle_length_and_streams(strict, conversation16k):
             assert code == 1013 and "max_streams" in error["error"]
 
 
+def _streams_left(url: str) -> int:
+    """The server's open streams once they are gone (or after WAIT_S: how many are left)."""
+    deadline = time.monotonic() + WAIT_S
+    while Client(url).health()["streams"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Client(url).health()["streams"]
+
+
 def test_dropped_connections_cost_nothing(server, conversation16k):
     """Clients that vanish mid-stream (mid-utterance) leave no stream behind."""
     import socket
@@ -437,10 +445,7 @@ def test_dropped_connections_cost_nothing(server, conversation16k):
             ws.send(f32_bytes(conversation16k[16000:16000 * 3]))
             if i % 2:
                 ws.socket.shutdown(socket.SHUT_RDWR)  # no close handshake at all
-    deadline = time.monotonic() + WAIT_S
-    while Client(server.url).health()["streams"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert Client(server.url).health()["streams"] == 0
+    assert _streams_left(server.url) == 0
     assert [e["speaker"] for e in stream(server, conversation16k[:16000 * 6])
             if e["event"] == "decision"] == ["alice", "alice"]
 
@@ -453,10 +458,7 @@ def test_deeply_nested_json_is_refused_not_left_hanging(server):
         assert json.loads(ws.recv(timeout=WAIT_S))["event"] == "ready"
         error, code = refusal(ws, "[" * 100000 + "]" * 100000, timeout=10)
     assert code == 1003 and "unknown text message" in error["error"], error
-    deadline = time.monotonic() + WAIT_S
-    while Client(server.url).health()["streams"] and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert Client(server.url).health()["streams"] == 0
+    assert _streams_left(server.url) == 0
 
 
 def test_max_streams_holds_for_streams_opened_at_once(store):
@@ -487,10 +489,7 @@ def test_max_streams_holds_for_streams_opened_at_once(store):
         refused = [a for a in answers if a["event"] == "error"]
         assert len(answers) - len(refused) == 3, [a["event"] for a in answers]
         assert all(a["code"] == 1013 and "max_streams" in a["error"] for a in refused)
-        deadline = time.monotonic() + WAIT_S
-        while Client(s.url).health()["streams"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert Client(s.url).health()["streams"] == 0
+        assert _streams_left(s.url) == 0
     finally:
         assert s.stop() == 0
 
@@ -555,10 +554,7 @@ def test_a_client_that_never_reads_is_dropped(store, conversation16k):
                 pass
         sock.close()
         assert dropped, f"still connected after {WAIT_S} s (sent {sent_s:.0f} s of audio)"
-        deadline = time.monotonic() + WAIT_S
-        while Client(s.url).health()["streams"] and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert Client(s.url).health()["streams"] == 0
+        assert _streams_left(s.url) == 0
         assert Client(s.url).verify("alice", DEMO / "enroll_2.flac")["accepted"] is True
     finally:
         assert s.stop() == 0

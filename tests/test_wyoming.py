@@ -21,7 +21,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DEMO, SR, read16k
+from conftest import SR
 
 wyoming = pytest.importorskip("wyoming", reason="the wyoming extra is not installed")
 
@@ -398,62 +398,60 @@ def test_the_gate_counts_its_machines_own_address_as_itself():
     _check_not_itself("tcp://127.0.0.1:7", f"tcp://{own}:7")  # not if it listens on loopback
 
 
-def _gate_with_stt(store, port, stt_port, *extra):
+@pytest.fixture
+def alice_voices(tmp_path, alice_print, session):
+    """A store holding one voice, alice (the demo's voiceprint)."""
+    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
+
+    store = tmp_path / "voices"
+    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
+                                           2))
+    return store
+
+
+@contextlib.contextmanager
+def _gate_running(store, stt_port, *extra, port=None):
+    """The CLI's gate on ``port`` (a free one by default) in front of ``tcp://127.0.0.1:
+    stt_port``; yields ``{"uri", "port"}``, given its ``stderr`` once it has stopped, which must
+    hold no traceback."""
+    port = port or free_port()
     proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
                              "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri",
                              f"tcp://127.0.0.1:{stt_port}", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    assert "serving" in proc.stdout.readline()
-    return proc
+    gate = {"uri": f"tcp://127.0.0.1:{port}", "port": port}
+    try:
+        assert "serving" in proc.stdout.readline()
+        yield gate
+    finally:
+        proc.terminate()
+        gate["stderr"] = proc.communicate(timeout=10)[1]
+    assert "Traceback" not in gate["stderr"]
 
 
-def test_an_unreachable_stt_is_a_protocol_error(tmp_path, alice_print, session, conversation):
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
-                                           2))
-    with closed_port() as dead:
-        proc = _gate_with_stt(store, free_port(), dead)
-        try:
-            uri = proc.args[proc.args.index("--uri") + 1]
-            info = asyncio.run(_describe(uri))  # falls back to --language
-            assert info.asr[0].models[0].languages == ["en"]
-            _, _, events = request(uri, pcm16(clip(conversation, 0.9, 5.7)), until_error=True)
-            errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
-            assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
-        finally:
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
-    assert "Traceback" not in err
+def test_an_unreachable_stt_is_a_protocol_error(alice_voices, conversation):
+    with closed_port() as dead, _gate_running(alice_voices, dead) as gate:
+        info = asyncio.run(_describe(gate["uri"]))  # falls back to --language
+        assert info.asr[0].models[0].languages == ["en"]
+        _, _, events = request(gate["uri"], pcm16(clip(conversation, 0.9, 5.7)),
+                               until_error=True)
+        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+        assert len(errors) == 1 and "cannot reach the STT service" in errors[0]
 
 
-def test_a_hung_stt_is_one_error_within_the_timeout(tmp_path, alice_print, session,
-                                                     conversation):
+def test_a_hung_stt_is_one_error_within_the_timeout(alice_voices, conversation):
     """An STT service that accepts the connection and never reads the audio: the gate's writes
     block, and --stt-timeout still bounds the whole exchange (the client hears one error)."""
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
-                                           2))
-    with deaf_port() as deaf:
-        proc = _gate_with_stt(store, free_port(), deaf, "--stt-timeout", "2")
-        try:
-            uri = proc.args[proc.args.index("--uri") + 1]
-            # 38 s of alice at 48 kHz, stereo, 32-bit (14.6 MB, forwarded as it came): more
-            # than the sockets between the gate and the deaf service can buffer
-            x = np.repeat(np.tile(clip(conversation, 0.9, 5.7), 8), 3)
-            pcm = (np.clip(x, -1, 1) * 2**31 * 0.99).astype("<i4").repeat(2).tobytes()
-            _, ms, events = request(uri, pcm, rate=48000, width=4, channels=2,
-                                    chunk_bytes=48000, until_error=True)
-            errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
-            assert len(errors) == 1 and "no transcript within 2 s" in errors[0], errors
-            assert ms < 20000, ms
-        finally:
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
-    assert "Traceback" not in err
+    with deaf_port() as deaf, _gate_running(alice_voices, deaf, "--stt-timeout", "2") as gate:
+        # 38 s of alice at 48 kHz, stereo, 32-bit (14.6 MB, forwarded as it came): more than
+        # the sockets between the gate and the deaf service can buffer
+        x = np.repeat(np.tile(clip(conversation, 0.9, 5.7), 8), 3)
+        pcm = (np.clip(x, -1, 1) * 2**31 * 0.99).astype("<i4").repeat(2).tobytes()
+        _, ms, events = request(gate["uri"], pcm, rate=48000, width=4, channels=2,
+                                chunk_bytes=48000, until_error=True)
+        errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
+        assert len(errors) == 1 and "no transcript within 2 s" in errors[0], errors
+        assert ms < 20000, ms
 
 
 def _established(*ports: int, remote_only: bool = False) -> int:
@@ -474,49 +472,32 @@ def _established(*ports: int, remote_only: bool = False) -> int:
     return n
 
 
-def test_two_gates_pointed_at_each_other_refuse_the_loop(tmp_path, alice_print, session,
-                                                          conversation):
+def test_two_gates_pointed_at_each_other_refuse_the_loop(alice_voices, conversation):
     """A misconfiguration a fleet can make: gate A's --stt-uri is gate B and B's is A. A describe
     is answered at once (not after the description deadline), an enrolled speaker's request
     gets one error naming the loop (not the STT deadline), and afterwards nothing goes on
     asking in circles (before: thousands of connections a second, for ever)."""
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
-                                           2))
     pa, pb = free_port(), free_port()
-    a = _gate_with_stt(store, pa, pb, "--stt-timeout", "8")
-    b = _gate_with_stt(store, pb, pa, "--stt-timeout", "8")
-    try:
+    with _gate_running(alice_voices, pb, "--stt-timeout", "8", port=pa) as a, \
+            _gate_running(alice_voices, pa, "--stt-timeout", "8", port=pb) as b:
         t0 = time.perf_counter()
-        info = asyncio.run(_describe(f"tcp://127.0.0.1:{pa}"))
+        info = asyncio.run(_describe(a["uri"]))
         describe_s = time.perf_counter() - t0
         assert info.asr[0].models[0].languages == ["en"]  # nobody real to ask: the fallback
-        _, ms, events = request(f"tcp://127.0.0.1:{pa}", pcm16(clip(conversation, 0.9, 5.7)),
+        _, ms, events = request(a["uri"], pcm16(clip(conversation, 0.9, 5.7)),
                                 until_error=True)
         errors = [Error.from_event(e).text for e in events if Error.is_type(e.type)]
         assert len(errors) == 1 and "a loop of speaker gates" in errors[0], errors
         time.sleep(1.0)
         assert _established(pa, pb) == 0
-    finally:
-        for proc in (a, b):
-            proc.terminate()
-        errs = [proc.communicate(timeout=10)[1] for proc in (a, b)]
     assert describe_s < 2.5 and ms < 6000, (describe_s, ms)
-    assert not any("Traceback" in e for e in errs)
+    errs = [a["stderr"], b["stderr"]]
     assert sum(e.count("a loop of speaker gates") for e in errs) >= 1, errs
 
 
-def test_a_client_that_leaves_ends_the_gates_question_to_the_stt(tmp_path, alice_print, session,
-                                                                 conversation):
+def test_a_client_that_leaves_ends_the_gates_question_to_the_stt(alice_voices, conversation):
     """Home Assistant gives up on a slow STT and closes the connection: the gate stops asking
     the STT on its behalf then, not at --stt-timeout."""
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
-                                           2))
     audio = pcm16(clip(conversation, 0.9, 5.7))
 
     async def ask_then_leave(uri, deaf):
@@ -538,42 +519,23 @@ def test_a_client_that_leaves_ends_the_gates_question_to_the_stt(tmp_path, alice
             await asyncio.sleep(0.1)
         raise AssertionError("the gate still asks the STT 10 s after its client left")
 
-    with deaf_port() as deaf:
-        proc = _gate_with_stt(store, free_port(), deaf, "--stt-timeout", "60")
-        try:
-            uri = proc.args[proc.args.index("--uri") + 1]
-            asyncio.run(ask_then_leave(uri, deaf))
-            info = asyncio.run(_describe(uri))  # and it serves on
-            assert info.asr[0].models
-        finally:
-            proc.terminate()
-            _, err = proc.communicate(timeout=10)
-    assert "Traceback" not in err
+    with deaf_port() as deaf, _gate_running(alice_voices, deaf, "--stt-timeout", "60") as gate:
+        asyncio.run(ask_then_leave(gate["uri"], deaf))
+        info = asyncio.run(_describe(gate["uri"]))  # and it serves on
+        assert info.asr[0].models
 
 
-def test_a_burst_of_describes_asks_the_stt_once(tmp_path, alice_print, session):
+def test_a_burst_of_describes_asks_the_stt_once(alice_voices):
     """Describes are answered from one question to the STT (concurrent ones wait for it, later
     ones reuse it): a burst of clients, or a loop of gates, never multiplies the questions."""
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print, "2025", 10.0,
-                                           2))
     stt = StandIn()
-    proc = _gate_with_stt(store, free_port(), stt.port)
-    try:
-        uri = proc.args[proc.args.index("--uri") + 1]
-
+    with _gate_running(alice_voices, stt.port) as gate:
         async def burst():
-            return await asyncio.gather(*(_describe(uri) for _ in range(6)))
+            return await asyncio.gather(*(_describe(gate["uri"]) for _ in range(6)))
 
-        infos = asyncio.run(burst()) + [asyncio.run(_describe(uri)) for _ in range(2)]
+        infos = asyncio.run(burst()) + [asyncio.run(_describe(gate["uri"])) for _ in range(2)]
         assert all(i.asr[0].models[0].name == "stand-in" for i in infos)
         assert stt.describes == 1, stt.describes
-    finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=10)
-    assert "Traceback" not in err
 
 
 # -- hostile clients ---------------------------------------------------------------------------
