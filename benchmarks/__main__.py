@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.cli import user_errors
+
 from . import CACHE, DATA, REPO
 
 
@@ -79,6 +81,7 @@ def _extra_list(spec: str):
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+@user_errors("benchmarks")
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)

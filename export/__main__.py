@@ -7,12 +7,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from rtverify.config import FeatureConfig, WindowConfig
 from rtverify.core.encoder import MODELS_DIR
+from training.cli import read_json, user_errors
 
 from .onnx_export import DEFAULT_PARITY_AUDIO, ParityError, write_model
 
@@ -26,6 +26,7 @@ def _with_level(model, level_dbfs: float | None, two_sided: bool):
     return model.with_level(target, target if two_sided else model.cfg.level_ceiling).eval()
 
 
+@user_errors("export")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         extra["encoder"] = model.cfg.to_dict()
     decision = {"threshold": 0.75, "min_speech_s": 0.5}
     if args.decision:
-        decision = json.loads(args.decision.read_text())
+        decision = read_json(args.decision, "--decision")
     if args.extra:
-        extra.update(json.loads(args.extra.read_text()))
+        extra.update(read_json(args.extra, "--extra"))
     try:
         path, sidecar = write_model(model, args.out, args.name, features=features, window=window,
                                     decision=decision, extra=extra, audio_files=list(args.audio),

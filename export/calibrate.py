@@ -79,6 +79,7 @@ from rtverify.evaluation import embed_chunks, progress_bar
 from rtverify.metrics import eer
 from rtverify.core.scoring import Scorer
 from rtverify.io.sources import Chunk, FileSource
+from training.cli import user_errors
 
 CALIB6 = ("00000022", "00000023", "00000024", "00000027", "00000029", "00000030")
 CORPUS = "arabic-speech-commands"
@@ -511,6 +512,7 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(","))
 
 
+@user_errors("export.calibrate")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.calibrate", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -53,6 +53,7 @@ from rtverify.core.encoder import EncoderSession, l2_normalize, resolve_model
 from rtverify.core.pipeline import speech_weighted
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import embed_chunks, progress_bar
+from training.cli import user_errors
 
 from .calibrate import Scored, as_chunks, offsets_by_snr, save_fit, write_fit
 
@@ -190,6 +191,7 @@ def by_condition(sc: Scored, decision, points) -> list[dict]:
     return out
 
 
+@user_errors("export.calibrate_fall")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.calibrate_fall", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -38,6 +38,7 @@ from rtverify.config import SegmenterConfig
 from rtverify.core.encoder import EncoderSession, l2_normalize, load_model_info, resolve_model
 from rtverify.core.scoring import Scorer
 from rtverify.evaluation import progress_bar
+from training.cli import user_errors
 
 from .calibrate import monotone_fit, save_fit, write_fit, write_sidecar
 from .calibrate_fall import RATE, TAKE_S, TAKES, _embed, _read, speakers
@@ -276,6 +277,7 @@ def short_expert_main(args, model_path: Path) -> int:
     return 0
 
 
+@user_errors("export.calibrate_like")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.calibrate_like", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

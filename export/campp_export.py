@@ -23,6 +23,7 @@ import torch
 from rtverify.config import WindowConfig
 from rtverify.core.encoder import MODELS_DIR
 from rtverify.core.fbank import FbankConfig, fbank
+from training.cli import read_json, user_errors
 
 from .onnx_export import (DEFAULT_PARITY_AUDIO, OPSET, ParityError, _sidecar, check_parity,
                           load_audio)
@@ -114,6 +115,7 @@ def min_cosine(a_path: Path, b_path: Path, batches) -> float:
     return worst
 
 
+@user_errors("export.campp_export")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.campp_export", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -132,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     model = CamppEncoder(load_campp(args.weights)).eval()
     decision = {"threshold": 0.45, "min_speech_s": 0.5}
     if args.decision:
-        decision = json.loads(args.decision.read_text())
+        decision = read_json(args.decision, "--decision")
     extra = {"segment_context_ms": SEGMENT_CONTEXT_MS, "turns": TURNS, "enrolment": ENROLMENT,
              "attribution": ATTRIBUTION,
              "encoder": {"architecture": "CAMPPlus", "embedding_dim": 192, "n_mels": 80,
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
              "training": {"objective": "as published by 3D-Speaker (not fine-tuned here)",
                           "data": "3D-Speaker zh-en common corpus (not the shared audio)"}}
     if args.extra:
-        extra.update(json.loads(args.extra.read_text()))
+        extra.update(read_json(args.extra, "--extra"))
     args.out.mkdir(parents=True, exist_ok=True)
     batches = parity_batches(DEFAULT_PARITY_AUDIO)
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.cli import user_errors
+
 LOWEST_QUANTILE = 0.05
 """``mu`` counts no lower than this quantile of the cohort's own (the ``lowest`` of the block)."""
 CONDITIONS = ("clean", "babble5", "reverb", "tel8k", "shoebox", "clean1s")
@@ -133,6 +135,7 @@ def shift_constants(vectors: np.ndarray, speakers: np.ndarray, top_k: int,
     return float(np.median(mus)), lowest
 
 
+@user_errors("export.cohort")
 def main(argv=None) -> int:
     from rtverify.core.encoder import EncoderSession, resolve_model
 

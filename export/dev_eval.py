@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from training.cli import user_errors
+
 SHARED = ("librispeech-251-3s", "arabic-test-1s", "arabic-val-1s", "fsdd-8k")
 DEV = ("clean-2s", "clean-1s", "babble5-2s", "reverb-2s", "tel8k-2s", "shoebox-2s",
        "clean-vp3", "clean1s-vp3", "babble5-vp3", "reverb-vp3", "tel8k-vp3", "shoebox-vp3")
@@ -30,6 +32,7 @@ def lists(data: Path, dev: Path):
     yield "dev-librispeech-heldout-3s", dev / "librispeech-heldout-3s.txt", data
 
 
+@user_errors("export.dev_eval")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,6 +27,7 @@ import numpy as np
 from rtverify.core.encoder import MODELS_DIR, SIDECAR_FORMAT, EncoderSession
 from rtverify.core.fusion import ConcatFeatureConfig, FUSION_KEY, fusion_model_id
 from rtverify.core.turns import TurnConfig
+from training.cli import user_errors
 
 DEFAULT_PARTS = (("default-short", 0.4), ("campp", 0.6))
 TURN_COSINES = ("suspect_cos", "restart_cos", "split_distance", "edge_cos")
@@ -123,6 +124,7 @@ def _parts(text: str) -> list[tuple[str, float]]:
     return out
 
 
+@user_errors("export.fusion")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m export.fusion", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

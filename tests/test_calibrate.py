@@ -208,3 +208,28 @@ def test_calibration_and_heldout_speakers_do_not_overlap(tmp_path):
     calib, held = speakers(tmp_path), speakers(tmp_path, held_out=True)
     assert sorted(held) == ["100", "105", "110"]
     assert not set(calib) & set(held) and len(calib) + len(held) == 12
+
+
+@pytest.mark.parametrize("sidecar", [False, True], ids=["alone", "with-a-sidecar"])
+@pytest.mark.parametrize("module", ["export.calibrate", "export.calibrate_like",
+                                    "export.calibrate_fall", "export.cohort"])
+def test_calibrating_a_model_that_is_not_onnx_is_a_one_line_error(module, sidecar, tmp_path,
+                                                                  capsys):
+    """A training checkpoint given as --model (with or without a sidecar copied beside it): one
+    line naming the file, exit code 2, nothing written."""
+    import importlib
+    import shutil
+
+    from rtverify.core.encoder import MODELS_DIR
+
+    model = tmp_path / "best.pt"
+    model.write_bytes(b"PK\x03\x04 not an ONNX graph")
+    if sidecar:
+        shutil.copy(MODELS_DIR / "default.json", tmp_path / "best.json")
+    out = tmp_path / "out"
+    rc = importlib.import_module(module).main(["--root", str(tmp_path), "--model", str(model),
+                                               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1 and "best." in err, err
+    assert not out.exists()

@@ -391,3 +391,62 @@ def test_a_bad_validation_list_is_a_value_error_naming_its_line(tmp_path, eval_r
     bad.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac gone.flac\n")
     with pytest.raises(ValueError, match=r"bad.txt:2: gone.flac: no such file"):
         Validator(str(bad), str(eval_root), FeatureConfig(), WindowConfig())
+
+
+# -- the command lines with bad input: one line naming the problem, exit code 2 ----------------
+def one_line_error(rc, capsys, *says) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    assert rc == 2, err
+    last = err.strip().splitlines()[-1]
+    for s in says:
+        assert s in last, err
+    return last
+
+
+def speaker_folders(root: Path, n_speakers: int = 3, n_clips: int = 2) -> Path:
+    rng = np.random.default_rng(4)
+    for k in range(n_speakers):
+        (root / f"spk{k}").mkdir(parents=True)
+        for i, clip in enumerate(synthetic_speaker(k, n_clips, rng)):
+            write_audio(root / f"spk{k}" / f"{i}.wav", clip, SR)
+    return root
+
+
+TINY_CLI = ["--val-trials", "", "--steps", "1", "--pairs-per-batch", "2", "--layers", "1",
+            "--hidden", "8", "--proj", "8"]
+
+
+@pytest.fixture
+def no_shared_data(monkeypatch):
+    """The trainer's held-out-speaker checks read the shared Arabic corpus: not needed here."""
+    monkeypatch.setattr(Trainer, "_check_data", lambda self, utts: None)
+
+
+def test_a_corpus_with_a_file_that_is_not_audio_is_named(tmp_path, capsys, no_shared_data):
+    from training.__main__ import main as training_main
+
+    corpus = speaker_folders(tmp_path / "corpus")
+    (corpus / "spk1" / "empty.wav").write_bytes(b"")
+    rc = training_main(["pairs", "--data", str(corpus), "--out", str(tmp_path / "run"), *TINY_CLI])
+    one_line_error(rc, capsys, "empty.wav: empty file")
+
+
+def test_export_names_a_malformed_decision_or_extra_file(bank, tmp_path, capsys):
+    from export.__main__ import main as export_main
+
+    tiny_trainer(bank, tmp_path / "run", objective="pairs", steps=1, pairs_per_batch=4).run()
+    bad = tmp_path / "decision.json"
+    bad.write_text("{threshold: 0.7}\n")
+    for flag in ("--decision", "--extra"):
+        rc = export_main(["--checkpoint", str(tmp_path / "run" / "last.pt"), flag, str(bad),
+                          "--out", str(tmp_path / "m")])
+        one_line_error(rc, capsys, f"{flag} {bad}: not valid JSON")
+    assert not (tmp_path / "m").exists()
+
+
+def test_dev_lists_name_a_root_that_is_not_the_shared_data(tmp_path, capsys):
+    from training.dev_lists import main
+
+    rc = main(["--root", str(tmp_path / "none"), "--out", str(tmp_path / "dev")])
+    one_line_error(rc, capsys, str(tmp_path / "none"), "No such file or directory")

@@ -18,6 +18,8 @@ import os
 import sys
 from pathlib import Path
 
+from .cli import message, user_errors
+
 OBJECTIVE_DEFAULTS = {
     # the seed: a 2-layer LSTM and a dense layer, trained from scratch on log spectrograms
     "pairs": dict(name="pairs", data=["arabic:train18"], init="scratch", layers=2, hidden=256,
@@ -83,6 +85,7 @@ def run_eval(args) -> int:
     return 0
 
 
+@user_errors("training")
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -98,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             trainer.resume(trainer.out / "last.pt")
             print(f"resumed {trainer.out / 'last.pt'} at step {trainer.step}", file=sys.stderr)
         trainer.run()
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"training: {err}", file=sys.stderr)
+    except RuntimeError as err:  # torch's own, e.g. a process group that cannot form
+        print(f"training: {message(err)}", file=sys.stderr)
         return 2
     finally:
         from .distributed import cleanup

@@ -21,8 +21,10 @@ from rtverify.evaluation import entry_vectors, read_trials, score_trials
 from rtverify.metrics import compute_metrics
 
 from .campp import embed_utterance, load_campp
+from .cli import user_errors
 
 
+@user_errors("training.campp_eval")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -47,6 +47,7 @@ import numpy as np
 import soundfile as sf
 
 from . import degrade
+from .cli import user_errors
 from .data import speech_audio
 
 LIBRI = "librispeech-clean100-251spk"
@@ -178,12 +179,13 @@ def build(root: Path, out: Path, seed: int = 11) -> dict[str, Path]:
     return lists
 
 
-def main() -> int:
+@user_errors("training.dev_lists")
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--out", type=Path, default=Path("runs/dev"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     for cond, p in build(args.root, args.out).items():
         lines = p.read_text().splitlines()
         print(f"{p}: {sum(ln.startswith('1') for ln in lines)} same / "

@@ -32,7 +32,6 @@ student, head, optimiser, rng); a run resumes from it by default.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ from rtverify.core.fbank import cmn, fbank
 from rtverify.core.features import mel_spectrogram
 
 from . import degrade
+from .cli import read_json, user_errors
 from .dev_lists import LIBRI, heldout_speakers
 
 WINDOW_S = 1.6
@@ -415,7 +415,7 @@ def export(args) -> int:
     base = load_model_info(MODELS_DIR / "default.onnx").raw
     decision = base["decision"]
     if args.decision:
-        decision = json.loads(args.decision.read_text())
+        decision = read_json(args.decision, "--decision")
     extra = {"encoder": student.cfg.to_dict(), "attribution": base["attribution"],
              "training": {"objective": "distillation, 1 - cosine to clean-audio teachers "
                                        f"(old encoder + {args.campp_weight} x CAM++ via a 256->192 head)"
@@ -498,6 +498,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+@user_errors("training.distill")
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.export:

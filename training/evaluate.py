@@ -21,6 +21,8 @@ from typing import Sequence
 from rtverify import evaluation as ev
 from rtverify.metrics import accuracy
 
+from .cli import user_errors
+
 logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -84,10 +86,9 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+@user_errors("training.evaluate")
 def main(argv: list[str] | None = None) -> int:
     import argparse
-
-    from rtverify.errors import RtverifyError
 
     ap = argparse.ArgumentParser(prog="python -m training.evaluate",
                                  description="EER of ONNX models through the runtime path")
@@ -97,13 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write all results to this file")
     args = ap.parse_args(argv)
     results = {}
-    try:
-        for m in args.models:
-            results[m.stem] = evaluate_model(m, args.lists, root=args.root)
-            print(json.dumps(results[m.stem]), flush=True)
-    except RtverifyError as err:
-        print(f"training.evaluate: {err}", file=sys.stderr)
-        return 2
+    for m in args.models:
+        results[m.stem] = evaluate_model(m, args.lists, root=args.root)
+        print(json.dumps(results[m.stem]), flush=True)
     print(format_table(results))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from .cli import user_errors
+
 
 def soup(checkpoints: list[Path]) -> dict:
     states = [torch.load(c, map_location="cpu", weights_only=False) for c in checkpoints]
@@ -31,6 +33,7 @@ def soup(checkpoints: list[Path]) -> dict:
     return out
 
 
+@user_errors("training.soup")
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.soup", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
