@@ -241,3 +241,41 @@ def test_soup_averages_the_students_and_refuses_a_different_one(tmp_path):
         main(["--out", str(tmp_path / "x"), str(a), str(ckpt("d", 1.0, keys=("w",)))])
     with pytest.raises(SystemExit, match="no such checkpoint"):
         main(["--out", str(tmp_path / "x"), str(tmp_path / "none.pt")])
+
+
+@pytest.mark.train
+def test_distill_names_a_foreign_or_unusable_checkpoint_in_one_line(tmp_path, capsys):
+    """Resuming from another kind of checkpoint, from a truncated one, or with another student
+    (--mask) is a one-line error that leaves last.pt as it was; so is exporting none."""
+    torch = pytest.importorskip("torch")
+    from conftest import synthetic_teachers
+
+    from training import distill
+    from training.train import TrainConfig
+
+    def one_line(rc, *says):
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        assert all(s in err.strip().splitlines()[-1] for s in says), err
+
+    out = tmp_path / "run"
+    synthetic_teachers(out)
+    assert distill.main(["--out", str(out), "--batch", "2", "--steps", "1"]) == 0
+    good = (out / "last.pt").read_bytes()
+    one_line(distill.main(["--out", str(out), "--batch", "2", "--steps", "2", "--mask", "4"]),
+             "last.pt", "--mask")
+    assert (out / "last.pt").read_bytes() == good
+    (out / "last.pt").write_bytes(good[:len(good) // 2])
+    one_line(distill.main(["--out", str(out), "--batch", "2", "--steps", "2"]),
+             "last.pt: not a readable checkpoint")
+    torch.save({"format": "rtverify-train/1", "config": TrainConfig().to_dict()}, out / "last.pt")
+    one_line(distill.main(["--out", str(out), "--batch", "2", "--steps", "2"]),
+             "last.pt: not a training.distill checkpoint")
+    one_line(distill.main(["--out", str(out), "--export", "x", "--export-dir",
+                           str(tmp_path / "m")]), "not a training.distill checkpoint")
+    one_line(distill.main(["--out", str(tmp_path / "none"), "--export", "x"]),
+             "no such checkpoint")
+    from training.soup import main as soup_main
+
+    one_line(soup_main(["--out", str(tmp_path / "soup"), str(out / "last.pt")]),
+             "not a training.distill checkpoint")

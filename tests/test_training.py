@@ -423,6 +423,27 @@ def no_shared_data(monkeypatch):
     monkeypatch.setattr(Trainer, "_check_data", lambda self, utts: None)
 
 
+def test_training_and_export_name_a_missing_or_foreign_checkpoint(tmp_path, capsys):
+    from export.__main__ import main as export_main
+    from training.__main__ import main as training_main
+
+    missing = tmp_path / "none.pt"
+    text = tmp_path / "notes.pt"
+    text.write_text("not a checkpoint\n")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    torch.save({"step": 1, "student": {"w": torch.ones(2)}}, tmp_path / "distilled.pt")
+    one_line_error(training_main(["eval", str(missing)]), capsys, "none.pt: no such checkpoint")
+    one_line_error(training_main(["eval", str(text)]), capsys, "notes.pt: not a readable checkpoint")
+    one_line_error(export_main(["--checkpoint", str(empty), "--out", str(tmp_path / "m")]), capsys,
+                   "empty.pt: not a readable checkpoint")
+    one_line_error(export_main(["--checkpoint", str(missing), "--out", str(tmp_path / "m")]),
+                   capsys, "none.pt: no such checkpoint")
+    one_line_error(export_main(["--checkpoint", str(tmp_path / "distilled.pt"), "--out",
+                                str(tmp_path / "m")]), capsys, "a training.distill checkpoint")
+    assert not (tmp_path / "m").exists()
+
+
 def test_a_corpus_with_a_file_that_is_not_audio_is_named(tmp_path, capsys, no_shared_data):
     from training.__main__ import main as training_main
 

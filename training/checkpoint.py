@@ -43,14 +43,39 @@ def save(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load(path: str | os.PathLike) -> dict[str, Any]:
+def read(path: str | os.PathLike, *, weights_only: bool = True) -> Any:
+    """``torch.load`` of a checkpoint file; a missing, truncated, empty or non-torch file is a
+    FileNotFoundError or ValueError naming it (not whatever the unpickler happens to raise)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # RuntimeError, UnpicklingError, EOFError, KeyError, ...
+        raise ValueError(f"{path}: not a readable checkpoint (truncated, or not written by "
+                         f"torch.save: {type(err).__name__})") from None
+
+
+def load(path: str | os.PathLike) -> dict[str, Any]:
+    ckpt = read(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        hint = (": a training.distill checkpoint, exported by python -m training.distill "
+                "--out ITS_FOLDER --export NAME" if isinstance(ckpt, dict) and "student" in ckpt
+                else "")
         raise ValueError(f"{path}: not an rtverify training checkpoint "
-                         f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})")
+                         f"(format {ckpt.get('format') if isinstance(ckpt, dict) else None!r})"
+                         + hint)
+    return ckpt
+
+
+def load_distilled(path: str | os.PathLike) -> dict[str, Any]:
+    """A ``training.distill`` checkpoint (``<out>/last.pt``, or a ``training.soup`` of several):
+    a dict with the ``student``'s weights."""
+    ckpt = read(path, weights_only=False)
+    if not isinstance(ckpt, dict) or "student" not in ckpt:
+        hint = (": a python -m training checkpoint, exported by python -m export --checkpoint"
+                if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT else "")
+        raise ValueError(f"{path}: not a training.distill checkpoint (no student){hint}")
     return ckpt
 
 

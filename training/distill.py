@@ -283,9 +283,16 @@ def train(args) -> torch.nn.Module:
     step = 0
     ckpt = out / "last.pt"
     if ckpt.is_file() and not args.fresh:
-        from .checkpoint import restore_rng
+        from .checkpoint import load_distilled, restore_rng
 
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_distilled(ckpt)
+        # the options that make another network (settings are kept as text; none: no mask)
+        saved = {"mask": "0", **state.get("settings", {})}
+        for key in ("mask", "mask_kernel") if args.mask or saved["mask"] != "0" else ():
+            if saved.get(key) != str(getattr(args, key)):
+                raise ValueError(f"{ckpt}: its student was trained with --{key.replace('_', '-')} "
+                                 f"{saved.get(key)}, this run asks for {getattr(args, key)}: give "
+                                 "the same, or --fresh / another --out to start anew")
         student.load_state_dict(state["student"])
         head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
@@ -392,10 +399,11 @@ def export(args) -> int:
     from rtverify.config import WindowConfig
     from rtverify.core.encoder import MODELS_DIR, load_model_info
 
+    from .checkpoint import load_distilled
     from .from_onnx import load_shipped_student
 
     torch.set_num_threads(1)
-    state = torch.load(args.out / "last.pt", map_location="cpu", weights_only=False)
+    state = load_distilled(args.out / "last.pt")
     settings = state.get("settings", {})
     student = make_student(int(settings.get("mask", 0) or 0), int(settings.get("mask_kernel", 9)))
     student.load_state_dict(state["student"])

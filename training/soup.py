@@ -16,11 +16,12 @@ from pathlib import Path
 
 import torch
 
+from .checkpoint import load_distilled
 from .cli import user_errors
 
 
 def soup(checkpoints: list[Path]) -> dict:
-    states = [torch.load(c, map_location="cpu", weights_only=False) for c in checkpoints]
+    states = [load_distilled(c) for c in checkpoints]
     keys = set(states[0]["student"])
     for c, s in zip(checkpoints, states):
         if set(s["student"]) != keys:
