@@ -453,6 +453,21 @@ def test_a_corpus_with_a_file_that_is_not_audio_is_named(tmp_path, capsys, no_sh
     one_line_error(rc, capsys, "empty.wav: empty file")
 
 
+def test_a_malformed_manifest_is_named(tmp_path, capsys, no_shared_data):
+    from training.__main__ import main as training_main
+    from training.data import from_manifest
+
+    corpus = speaker_folders(tmp_path / "corpus")
+    (corpus / "MANIFEST.tsv").write_text("speaker,path\nspk0,spk0/0.wav\n")  # commas, not tabs
+    with pytest.raises(ValueError, match="MANIFEST.tsv: .*speaker.*path"):
+        from_manifest(corpus)
+    rc = training_main(["pairs", "--data", str(corpus), "--out", str(tmp_path / "run"), *TINY_CLI])
+    one_line_error(rc, capsys, "MANIFEST.tsv")
+    (corpus / "MANIFEST.tsv").write_text("speaker\tpath\nspk0\n")  # a short row
+    with pytest.raises(ValueError, match="MANIFEST.tsv:2"):
+        from_manifest(corpus)
+
+
 def test_export_names_a_malformed_decision_or_extra_file(bank, tmp_path, capsys):
     from export.__main__ import main as export_main
 

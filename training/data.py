@@ -67,9 +67,18 @@ def from_folder(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTEN
 def from_manifest(corpus: str | os.PathLike) -> list[Utterance]:
     """The utterances of a shared corpus folder's ``MANIFEST.tsv`` (paths relative to it)."""
     corpus = Path(corpus)
-    with open(corpus / "MANIFEST.tsv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return [Utterance(r["speaker"], corpus / r["path"]) for r in rows]
+    manifest = corpus / "MANIFEST.tsv"
+    with open(manifest, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        if not {"speaker", "path"} <= set(reader.fieldnames or ()):
+            raise ValueError(f"{manifest}: expected tab-separated columns 'speaker' and 'path' "
+                             f"in its first line, got {reader.fieldnames}")
+        utts = []
+        for r in reader:
+            if not r["speaker"] or not r["path"]:
+                raise ValueError(f"{manifest}:{reader.line_num}: no speaker or path")
+            utts.append(Utterance(r["speaker"], corpus / r["path"]))
+    return utts
 
 
 def arabic_splits(corpus: str | os.PathLike = ARABIC) -> dict[str, list[str]]:
