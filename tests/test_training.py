@@ -468,6 +468,21 @@ def test_a_malformed_manifest_is_named(tmp_path, capsys, no_shared_data):
         from_manifest(corpus)
 
 
+def test_a_new_run_never_overwrites_the_checkpoints_of_an_earlier_one(tmp_path, capsys,
+                                                                      no_shared_data):
+    """Forgetting --resume must not replace a finished run's last.pt/best.pt with step 1 of a
+    new one."""
+    from training.__main__ import main as training_main
+
+    corpus = speaker_folders(tmp_path / "corpus")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"an earlier run's checkpoint")
+    rc = training_main(["pairs", "--data", str(corpus), "--out", str(run), *TINY_CLI])
+    one_line_error(rc, capsys, str(run), "--resume")
+    assert (run / "last.pt").read_bytes() == b"an earlier run's checkpoint"
+
+
 def test_export_names_a_malformed_decision_or_extra_file(bank, tmp_path, capsys):
     from export.__main__ import main as export_main
 

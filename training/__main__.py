@@ -91,12 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "eval":
         return run_eval(args)
-    from .train import TrainConfig, Trainer
+    from .train import RUNS, TrainConfig, Trainer
 
     values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if k != "objective"}
     cfg = TrainConfig(objective=args.command, **values)
+    out = args.out if args.out is not None else RUNS / cfg.name
+    held = [f for f in ("last.pt", "best.pt") if (out / f).exists()]
+    if held and not args.resume:  # a new run would write over them from its first checkpoint
+        raise ValueError(f"{out} already holds a run ({', '.join(held)}): continue it with "
+                         "--resume, or start a new one under another --name/--out")
     try:
-        trainer = Trainer(cfg, args.out)
+        trainer = Trainer(cfg, out)
         if args.resume:
             trainer.resume(trainer.out / "last.pt")
             print(f"resumed {trainer.out / 'last.pt'} at step {trainer.step}", file=sys.stderr)
