@@ -244,6 +244,42 @@ def test_soup_averages_the_students_and_refuses_a_different_one(tmp_path):
 
 
 @pytest.mark.train
+def test_a_crash_while_caching_the_teachers_leaves_no_half_written_cache(tmp_path, monkeypatch):
+    """Killed while ``teachers.npz`` is being written (here: the write raises half-way), the next
+    run must not find a truncated cache it cannot read: it builds the cache again and trains."""
+    pytest.importorskip("torch")
+    from conftest import synthetic_teachers
+
+    from training import distill
+
+    synthetic_teachers(tmp_path / "made")
+    with np.load(tmp_path / "made" / "teachers.npz") as z:
+        made = {k: z[k] for k in z.files}
+    monkeypatch.setattr(distill, "collect_windows", lambda root, extra=(): (made["wins"],
+                                                                             made["ids"]))
+    monkeypatch.setattr(distill, "teacher_embeddings", lambda wins, log: (made["old"],
+                                                                           made["campp"]))
+    real_savez = np.savez
+
+    def killed_while_writing(file, **arrays):
+        real_savez(file, **arrays)
+        name = str(file) if str(file).endswith(".npz") else f"{file}.npz"
+        with open(name, "r+b") as f:
+            f.truncate(1000)  # what a kill -9 in the middle of the write leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", killed_while_writing)
+    out = tmp_path / "run"
+    args = ["--out", str(out), "--batch", "2", "--steps", "1"]
+    with pytest.raises(KeyboardInterrupt):
+        distill.train(distill.parse_args(args))
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert not (out / "teachers.npz").exists()
+    distill.train(distill.parse_args(args))  # starts again cleanly
+    assert (out / "last.pt").is_file()
+
+
+@pytest.mark.train
 def test_distill_names_a_foreign_or_unusable_checkpoint_in_one_line(tmp_path, capsys):
     """Resuming from another kind of checkpoint, from a truncated one, or with another student
     (--mask) is a one-line error that leaves last.pt as it was; so is exporting none."""

@@ -32,7 +32,9 @@ student, head, optimiser, rng); a run resumes from it by default.
 from __future__ import annotations
 
 import argparse
+import os
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -254,10 +256,16 @@ def train(args) -> torch.nn.Module:
         wins, ids = collect_windows(args.root, tuple(args.extra))
         log(f"{len(wins)} windows of {WINDOW_S} s from {ids.max() + 1} speakers")
         t_old, t_cam = teacher_embeddings(wins, log)
-        np.savez(cache, wins=wins, ids=ids, old=t_old, campp=t_cam)
+        tmp = cache.with_suffix(".tmp.npz")  # a crash while writing leaves no half cache
+        np.savez(tmp, wins=wins, ids=ids, old=t_old, campp=t_cam)
+        os.replace(tmp, cache)
     distributed.barrier()  # the other ranks read what rank 0 cached
-    z = np.load(cache)
-    wins, ids, t_cam = z["wins"], z["ids"], z["campp"]
+    try:
+        with np.load(cache) as z:
+            wins, ids, t_cam = z["wins"], z["ids"], z["campp"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{cache}: unreadable teacher cache ({type(err).__name__}); delete it "
+                         "to build it again") from None
     if d.world_size > 1:
         log(f"{d.world_size} processes ({dev.type}), {args.batch} windows each: "
             f"effective batch {args.batch * d.world_size}")
