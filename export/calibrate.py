@@ -68,6 +68,7 @@ import argparse
 import json
 import os
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -497,11 +498,20 @@ def write_fit(model_path: Path, raw: dict, key: str, block: dict, **decision) ->
 
 def load_scores(path: Path) -> tuple[Scored, Scored | None]:
     """The :class:`Scored` arrays a run saved in ``scores.npz`` (length; noisy or None)."""
-    with np.load(path, allow_pickle=False) as z:
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile) as err:  # empty, truncated, not an .npz
+        raise ValueError(f"--from-scores {path}: not a readable .npz ({type(err).__name__})"
+                         ) from None
+    with z:
         def part(prefix):
             keys = {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
             return Scored(**keys) if keys else None
-        return part("length_"), part("snr_")
+        length = part("length_")
+        if length is None:
+            raise ValueError(f"--from-scores {path}: no length scores (not the scores.npz an "
+                             "export.calibrate run writes)")
+        return length, part("snr_")
 
 
 def _floats(text: str) -> tuple[float, ...]:

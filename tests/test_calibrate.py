@@ -233,3 +233,20 @@ def test_calibrating_a_model_that_is_not_onnx_is_a_one_line_error(module, sideca
     assert rc == 2 and "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1 and "best." in err, err
     assert not out.exists()
+
+
+def test_refitting_from_a_file_that_is_not_a_scores_npz_is_a_one_line_error(tmp_path, capsys):
+    from export.calibrate import main
+
+    empty, text, other = tmp_path / "empty.npz", tmp_path / "text.npz", tmp_path / "other.npz"
+    empty.write_bytes(b"")
+    text.write_text("not numpy\n")
+    np.savez(other, wins=np.zeros(3))
+    for path, says in ((empty, "not a readable .npz"), (text, "not a readable .npz"),
+                       (other, "no length scores")):
+        assert main(["--root", str(tmp_path), "--from-scores", str(path), "--out",
+                     str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert f"--from-scores {path}: {says}" in err
+    assert not (tmp_path / "out").exists()
