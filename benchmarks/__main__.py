@@ -24,6 +24,10 @@ def cmd_run(args) -> int:
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    # where the results go, before minutes of measuring (not after)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out}: a folder (give the results file, e.g. latest.json)")
     variants = args.variants.split(",") if args.variants else (
         ["default"] if args.quick else default_variants())
     models = {v: make_variant(v, CACHE / "models") for v in variants}
@@ -72,6 +76,20 @@ def cmd_run(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """``--reps``, one of ``--threads``: a whole number >= 1."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _counts(text: str) -> str:
+    """``--threads``: whole numbers >= 1, comma-separated (kept as the text)."""
+    for t in text.split(","):
+        _count(t)
+    return text
+
+
 def _extra_list(spec: str):
     from .accuracy import parse_list
 
@@ -104,8 +122,10 @@ def main(argv=None) -> int:
                    "the shipped model, the other hop of 80/160, int8, int8 with the other hop; "
                    "a shipped model's name, e.g. campp, is that model)")
     r.add_argument("--primary", default="default", help="model the targets are checked on")
-    r.add_argument("--threads", default="1,2", help="thread counts (default 1,2)")
-    r.add_argument("--reps", type=int, help="interleaved repetitions (default 3; --quick 1)")
+    r.add_argument("--threads", default="1,2", type=_counts,
+                   help="thread counts (default 1,2)")
+    r.add_argument("--reps", type=_count,
+                   help="interleaved repetitions (default 3; --quick 1)")
     r.add_argument("--minutes", type=float, help="speech in the long recording (default 10)")
     r.add_argument("--skip-levers", action="store_true", help="skip the in-process lever runs")
     r.add_argument("--baseline", default=None, help="commit to compare the pipeline code with "

@@ -103,3 +103,30 @@ def test_the_throughput_target_is_one_threads():
     res["throughput"]["rtverify"]["default"]["1"] = row(1.9)
     assert not [t for t in check_targets(res, "default") if t["target"].startswith("throughput")
                 ][0]["pass"]
+
+
+def test_run_refuses_bad_options_in_one_line_before_measuring(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    from benchmarks import variants
+    from benchmarks.__main__ import main
+
+    quick = ["run", "--skip-accuracy", "--skip-speed", "--out", str(tmp_path / "r.json")]
+    assert main([*quick, "--variants", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
+        "benchmarks: unknown variant 'nosuch': use default, int8, hopN or int8-hopN"
+    for flag, value in (("--threads", "abc"), ("--threads", "1,0"), ("--reps", "-1")):
+        with pytest.raises(SystemExit) as e:
+            main([*quick, flag, value])
+        assert e.value.code == 2 and f"argument {flag}" in capsys.readouterr().err
+
+    def measured(*a):
+        raise AssertionError("measured before finding that --out cannot be written")
+
+    monkeypatch.setattr(variants, "make_variant", measured)
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file" / "r.json", tmp_path):
+        assert main(["run", "--skip-accuracy", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(out.parent if out.name == "r.json" else out) in err
