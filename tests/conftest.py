@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -66,6 +67,23 @@ def synthetic_teachers(out: Path, n: int = 24) -> None:
     out.mkdir(parents=True)
     np.savez(out / "teachers.npz", wins=wins, ids=ids, old=np.zeros((n, 256), np.float32),
              campp=cam)
+
+
+def fsync_log(monkeypatch) -> list:
+    """Records ``os.fsync`` (of which file) and ``os.replace`` (onto which), in order."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
 
 
 def write_audio(path: Path, samples: np.ndarray, rate: int, subtype: str | None = None) -> Path:

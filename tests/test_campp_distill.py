@@ -315,3 +315,23 @@ def test_distill_names_a_foreign_or_unusable_checkpoint_in_one_line(tmp_path, ca
 
     one_line(soup_main(["--out", str(tmp_path / "soup"), str(out / "last.pt")]),
              "not a training.distill checkpoint")
+
+
+@pytest.mark.train
+def test_distill_and_soup_checkpoints_are_on_disk_before_they_replace_the_last_one(
+        tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    from conftest import fsync_log, synthetic_teachers
+
+    from training import distill
+    from training.soup import main as soup_main
+
+    out = tmp_path.resolve() / "run"
+    synthetic_teachers(out)
+    events = fsync_log(monkeypatch)
+    distill.train(distill.parse_args(["--out", str(out), "--batch", "2", "--steps", "1"]))
+    assert events[-3:] == [("fsync", str(out / "last.pt.tmp")), ("replace", str(out / "last.pt")),
+                           ("fsync", str(out))]
+    assert soup_main(["--out", str(out / "soup"), str(out / "last.pt")]) == 0
+    assert events[-3:] == [("fsync", str(out / "soup" / "last.pt.tmp")),
+                           ("replace", str(out / "soup" / "last.pt")), ("fsync", str(out / "soup"))]

@@ -501,3 +501,18 @@ def test_dev_lists_name_a_root_that_is_not_the_shared_data(tmp_path, capsys):
 
     rc = main(["--root", str(tmp_path / "none"), "--out", str(tmp_path / "dev")])
     one_line_error(rc, capsys, str(tmp_path / "none"), "No such file or directory")
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_good_one(tmp_path, monkeypatch):
+    """A crash of the machine (not just the process) right after the rename must not leave an
+    empty last.pt: the new file is fsynced before it replaces the old, and the rename after."""
+    from conftest import fsync_log
+
+    from training import checkpoint as ckpt_io
+
+    folder = tmp_path.resolve()
+    events = fsync_log(monkeypatch)
+    ckpt_io.save(folder / "last.pt", {"step": 3})
+    assert events == [("fsync", str(folder / "last.pt.tmp")), ("replace", str(folder / "last.pt")),
+                      ("fsync", str(folder))]
+    assert ckpt_io.load(folder / "last.pt")["step"] == 3

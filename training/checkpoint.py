@@ -34,13 +34,29 @@ def restore_rng(state: dict, rng: np.random.Generator) -> None:
     random.setstate(state["python"])
 
 
-def save(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
-    """Write ``ckpt`` to ``path`` atomically (a crash never leaves half a checkpoint)."""
+def write(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` of ``obj`` to ``path``, atomic and durable: a temporary file beside it,
+    fsynced, renamed over it, the folder fsynced. A crash at any moment (a killed process, or
+    the machine's: without the fsyncs the rename can reach the disk before the data) leaves the
+    previous file or the new one, never half or none."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": FORMAT, **ckpt}, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def save(path: str | os.PathLike, ckpt: dict[str, Any]) -> None:
+    """Write a training checkpoint ``ckpt`` to ``path`` (:func:`write`)."""
+    write(path, {"format": FORMAT, **ckpt})
 
 
 def read(path: str | os.PathLike, *, weights_only: bool = True) -> Any:

@@ -369,12 +369,12 @@ def train(args) -> torch.nn.Module:
 
             ranks = distributed.gather_object(rng_state(rng))  # every rank's stream, for resume
             if d.is_main:
-                tmp = ckpt.with_suffix(".tmp")
-                torch.save({"step": step, "student": student.state_dict(),
-                            "head": head.state_dict(), "opt": opt.state_dict(),
-                            "rng": ranks[0], "rng_ranks": ranks, "world_size": d.world_size,
-                            "settings": {k: str(v) for k, v in vars(args).items()}}, tmp)
-                tmp.replace(ckpt)
+                from .checkpoint import write
+
+                write(ckpt, {"step": step, "student": student.state_dict(),
+                             "head": head.state_dict(), "opt": opt.state_dict(),
+                             "rng": ranks[0], "rng_ranks": ranks, "world_size": d.world_size,
+                             "settings": {k: str(v) for k, v in vars(args).items()}})
             distributed.barrier()
     log("done")
     if d.is_main:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from .checkpoint import load_distilled
+from .checkpoint import load_distilled, write
 from .cli import user_errors
 
 
@@ -45,7 +43,7 @@ def main(argv=None) -> int:
     if missing:
         raise SystemExit(f"{missing[0]}: no such checkpoint")
     args.out.mkdir(parents=True, exist_ok=True)
-    torch.save(soup(args.checkpoints), args.out / "last.pt")
+    write(args.out / "last.pt", soup(args.checkpoints))
     print(f"{args.out / 'last.pt'}: the average of {len(args.checkpoints)} students")
     return 0
 
