@@ -468,19 +468,38 @@ def test_a_malformed_manifest_is_named(tmp_path, capsys, no_shared_data):
         from_manifest(corpus)
 
 
-def test_a_new_run_never_overwrites_the_checkpoints_of_an_earlier_one(tmp_path, capsys,
-                                                                      no_shared_data):
-    """Forgetting --resume must not replace a finished run's last.pt/best.pt with step 1 of a
-    new one."""
+def test_the_same_command_again_resumes_and_never_overwrites_an_earlier_run(tmp_path, capsys,
+                                                                           no_shared_data):
+    """Training resumes by default: the command that was killed, run again, goes on from its
+    last.pt (no --resume needed). A last.pt it cannot continue, or a best.pt without a last.pt,
+    is refused in one line and left as it was, never replaced by step 1 of a new run."""
     from training.__main__ import main as training_main
 
     corpus = speaker_folders(tmp_path / "corpus")
     run = tmp_path / "run"
-    run.mkdir()
+    cmd = ["pairs", "--data", str(corpus), "--out", str(run), *TINY_CLI, "--ckpt-every", "1"]
+    assert training_main(cmd) == 0
+    capsys.readouterr()
+    assert training_main([*cmd, "--steps", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed" in err and "at step 1" in err, err
+    import torch
+
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == 2
+
     (run / "last.pt").write_bytes(b"an earlier run's checkpoint")
-    rc = training_main(["pairs", "--data", str(corpus), "--out", str(run), *TINY_CLI])
-    one_line_error(rc, capsys, str(run), "--resume")
+    rc = training_main(cmd)
+    one_line_error(rc, capsys, str(run / "last.pt"))
     assert (run / "last.pt").read_bytes() == b"an earlier run's checkpoint"
+
+    (run / "last.pt").unlink()
+    (run / "best.pt").write_bytes(b"an earlier run's best")
+    rc = training_main(cmd)
+    one_line_error(rc, capsys, str(run), "best.pt")
+    assert (run / "best.pt").read_bytes() == b"an earlier run's best"
+
+    rc = training_main([*cmd, "--out", str(tmp_path / "new"), "--resume"])
+    one_line_error(rc, capsys, "no run to resume")
 
 
 def test_export_names_a_malformed_decision_or_extra_file(bank, tmp_path, capsys):

@@ -2,7 +2,7 @@
 
     python -m training pairs --name pairs-seed            # the seed's Siamese baseline, from scratch
     python -m training ge2e --name ge2e-ft                 # fine-tune the pretrained GE2E encoder
-    python -m training ge2e --name ge2e-ft --resume        # continue from runs/ge2e-ft/last.pt
+    python -m training ge2e --name ge2e-ft                 # again: continues from runs/ge2e-ft/last.pt
     python -m training eval runs/ge2e-ft/best.pt           # EERs through the runtime path
 
 Checkpoints, config.json and metrics.jsonl go to runs/<name>/. Set OMP_NUM_THREADS=1 on a shared
@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     for objective in ("pairs", "ge2e"):
         p = sub.add_parser(objective, help=f"train with the {objective} objective")
         d = {**TrainConfig().to_dict(), **OBJECTIVE_DEFAULTS[objective]}
-        p.add_argument("--resume", action="store_true", help="continue from runs/<name>/last.pt")
+        p.add_argument("--resume", action="store_true",
+                       help="require a run to continue: runs/<name>/last.pt (a run folder that "
+                            "holds one is continued anyway)")
         p.add_argument("--out", type=Path, help="run folder (default: runs/<name>)")
         for key, f in fields.items():
             if key == "objective":
@@ -96,13 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if k != "objective"}
     cfg = TrainConfig(objective=args.command, **values)
     out = args.out if args.out is not None else RUNS / cfg.name
-    held = [f for f in ("last.pt", "best.pt") if (out / f).exists()]
-    if held and not args.resume:  # a new run would write over them from its first checkpoint
-        raise ValueError(f"{out} already holds a run ({', '.join(held)}): continue it with "
-                         "--resume, or start a new one under another --name/--out")
+    resume = (out / "last.pt").exists()  # resumed by default: a killed run goes on
+    if args.resume and not resume:
+        raise ValueError(f"{out / 'last.pt'}: no run to resume")
+    if not resume and (out / "best.pt").exists():  # a new run would write over it
+        raise ValueError(f"{out} already holds a run's best.pt but no last.pt to continue "
+                         "from: start a new run under another --name/--out")
     try:
         trainer = Trainer(cfg, out)
-        if args.resume:
+        if resume:
             trainer.resume(trainer.out / "last.pt")
             print(f"resumed {trainer.out / 'last.pt'} at step {trainer.step}", file=sys.stderr)
         trainer.run()
