@@ -200,3 +200,13 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
     for rate in ("16000", None):
         with pytest.raises(InputError, match="sample rate"):
             Listener(store=store, rate_hz=rate)
+
+
+def test_threads_out_of_range_are_one_line_errors(store):
+    """threads=10**6 had onnxruntime start a million threads (eval's --threads 1000000: 24 GB
+    resident, killed after 7 minutes); -1 and 0 were quietly 1, "2" and 2.5 quietly 2. Each is
+    refused before a session is made (65: one over the limit, harmless on the code before)."""
+    for threads in (65, 0, -1, 2.5, "2", True):
+        with pytest.raises(InputError, match="threads .*from 1 to 64"):
+            Listener(store=store, threads=threads)
+    assert Listener(store=store, threads=np.int64(2)).session.threads == 2

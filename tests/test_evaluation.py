@@ -487,6 +487,10 @@ def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
     trials.write_text(trials_text(demo, blip=False))
     assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
                  "0"]) == 2
+    # nor more than MAX_THREADS (--threads 1000000 had onnxruntime start a million threads: 24 GB
+    # resident and 7 minutes until the kernel killed it; 65 is enough to show it is refused)
+    assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
+                 "65"]) == 2
 
 
 def test_eval_tells_trials_too_short_to_decide_from_refused_ones(tmp_path, clip_root, demo,
