@@ -200,6 +200,10 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
     for rate in ("16000", None):
         with pytest.raises(InputError, match="sample rate"):
             Listener(store=store, rate_hz=rate)
+    # an int too big for a float, or not finite: numpy's TypeError from isfinite before
+    for rate in (10**400, -10**400, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="sample rate .* not supported"):
+            Listener(store=store, rate_hz=rate)
 
 
 def test_threads_out_of_range_are_one_line_errors(store):

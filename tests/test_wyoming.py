@@ -236,6 +236,10 @@ def test_pcm_stream_refuses_bad_formats():
         PcmStream(16000, 3, 1)
     with pytest.raises(InputError, match="sample rate"):
         PcmStream(4000, 2, 1)
+    # a JSON integer beyond a float's range (an audio-start "rate" of 401 digits) was numpy's
+    # TypeError from isfinite
+    with pytest.raises(InputError, match="sample rate beyond 1e308 Hz"):
+        PcmStream(10**400, 2, 1)
 
 
 def test_describes_itself_as_the_stt_it_fronts(gate):

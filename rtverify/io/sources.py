@@ -137,9 +137,14 @@ def _check_rate(rate_hz: float, name: str) -> int:
     if not isinstance(rate_hz, numbers.Real):  # a caller's "16000" or None (rtverify.api)
         raise InputError(f"{name}: sample rate {rate_hz!r} is not a number (need an integer "
                          f"rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
-    if not np.isfinite(rate_hz) or rate_hz != int(rate_hz) or not (
-            MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ):
-        raise InputError(f"{name}: sample rate {rate_hz:g} Hz is not supported "
+    # the range first: NaN and infinities fail it, and an int too big for a float (10**400:
+    # numpy's TypeError in isfinite) never reaches the arithmetic
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ or rate_hz != int(rate_hz):
+        try:
+            shown = f"{rate_hz:g}"
+        except OverflowError:
+            shown = "beyond 1e308"
+        raise InputError(f"{name}: sample rate {shown} Hz is not supported "
                          f"(need an integer rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
     return int(rate_hz)
 
