@@ -66,6 +66,14 @@ def as_float_block(samples, name: str) -> np.ndarray:
                      "(n, channels) with at most 64 channels)")
 
 
+def _as_list(values, what: str, wanted: str) -> list:
+    """``list(values)``, or an :class:`InputError` for what is not iterable (a caller's 5)."""
+    try:
+        return list(values)
+    except TypeError:
+        raise InputError(f"{what} {values!r}: give {wanted}") from None
+
+
 class ArrayStream(_ResamplingSource):
     """Arrays pushed by the caller as 16 kHz mono :class:`Chunk` s: the mixing, resampling and
     checks (NaN, infinities, over full scale) of every other source."""
@@ -111,14 +119,19 @@ class Listener:
             except (TypeError, ValueError):
                 raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
                                  "1") from None
+        for what, value in (("store", store), ("model", model)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise InputError(f"{what} {value!r}: give a path or a name as text, or None for "
+                                 "the default")
         self.rate_hz = _check_rate(rate_hz, "rate_hz")
         self.threshold = threshold
         self.store = open_store(os.fspath(store) if store is not None else None)
         self.session = EncoderSession(model if model is not None else DEFAULT_MODEL,
                                       threads=threads)
-        if isinstance(names, str):  # one name, not its characters
+        if isinstance(names, (str, bytes)):  # one name, not its characters (nor bytes)
             names = [names]
-        names = list(names) if names is not None else None
+        names = _as_list(names, "names", "a voice name or a list of them") \
+            if names is not None else None
         if names is not None and not names:
             raise InputError("names: give at least one voice, or None for every voice")
         voices, self.problems = self.store.load_usable(self.session.model_id, names,
@@ -238,7 +251,7 @@ class Listener:
         elif isinstance(recordings, np.ndarray):
             raise InputError("recordings: give a list of recordings (arrays or paths), each one "
                              "take, not one array")
-        recordings = list(recordings)
+        recordings = _as_list(recordings, "recordings", "a list of recordings (arrays or paths)")
         if not recordings:
             raise InputError("recordings: give at least one recording")
         with tempfile.TemporaryDirectory(prefix="rtverify-enroll-") as tmp:

@@ -193,6 +193,9 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
                 lis.verify("alice", x16, rate)
         with pytest.raises(InputError, match="not one array"):
             lis.enroll("erin", np.zeros(48000, np.float32))
+        for recordings in (5, None):  # TypeError: 'int' object is not iterable, before
+            with pytest.raises(InputError, match="recordings .*: give a list of recordings"):
+                lis.enroll("erin", recordings)
         vp = lis.enroll("erin", str(DEMO / "enroll_1.flac"))  # 3.5 s of speech: one take
         assert vp.n_takes == 1 and (store / "erin.json").exists()
         assert lis.store.load("erin").n_takes == 1
@@ -200,6 +203,14 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
     for rate in ("16000", None):
         with pytest.raises(InputError, match="sample rate"):
             Listener(store=store, rate_hz=rate)
+    # arguments of the wrong type: Python's TypeErrors before ("voice name 97" for b"alice")
+    for kwargs, words in (({"names": 5}, "names 5: give a voice name"),
+                          ({"names": b"alice"}, "voice name b'alice': must be text"),
+                          ({"store": 123}, "store 123: give a path"),
+                          ({"model": 3}, "model 3: give a path or a name"),
+                          ({"model": b"campp"}, "model b'campp'")):
+        with pytest.raises(InputError, match=words):
+            Listener(**({"store": store} | kwargs))
     # an int too big for a float, or not finite: numpy's TypeError from isfinite before
     for rate in (10**400, -10**400, float("inf"), float("nan")):
         with pytest.raises(InputError, match="sample rate .* not supported"):
