@@ -28,12 +28,15 @@ numpy only (no torch); rich for the progress bar, matplotlib for ``--plot`` alon
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple, Sequence
@@ -212,8 +215,11 @@ class EmbeddingCache:
     :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
+        if Path(directory).exists() and not Path(directory).is_dir():
+            raise InputError(f"{directory}: embedding cache is not a directory")
         self.path = Path(directory) / f"{key}.npz"
         self.entries: dict[str, tuple[np.ndarray, float, bool, float, float, str]] = {}
+        self.unwritable = False
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
@@ -224,7 +230,8 @@ class EmbeddingCache:
                                    snr, fall, z["stamps"]):
                         self.entries[str(row[0])] = (row[1], float(row[2]), bool(row[3]),
                                                      float(row[4]), float(row[5]), str(row[6]))
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                    zlib.error) as err:  # (a truncated or damaged file: BadZipFile, zlib.error)
                 logger.warning("%s: ignoring unreadable embedding cache (%s)", self.path, err)
         self.dirty = False
 
@@ -248,18 +255,29 @@ class EmbeddingCache:
         self.dirty = True
 
     def save(self) -> None:
-        if not self.dirty:
+        """Write the entries; a cache that cannot be written is a warning (once), not the end
+        of the run whose embeddings it was to keep."""
+        if not self.dirty or self.unwritable:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.entries)
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, paths=np.array(keys), vectors=np.stack([self.entries[k][0] for k in keys]),
-                 speech_s=np.array([self.entries[k][1] for k in keys]),
-                 short_only=np.array([self.entries[k][2] for k in keys]),
-                 snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
-                 fall_db=np.array([self.entries[k][4] for k in keys], dtype=np.float64),
-                 stamps=np.array([self.entries[k][5] for k in keys]))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, paths=np.array(keys),
+                     vectors=np.stack([self.entries[k][0] for k in keys]),
+                     speech_s=np.array([self.entries[k][1] for k in keys]),
+                     short_only=np.array([self.entries[k][2] for k in keys]),
+                     snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
+                     fall_db=np.array([self.entries[k][4] for k in keys], dtype=np.float64),
+                     stamps=np.array([self.entries[k][5] for k in keys]))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # (a disk that filled up: not its part-file too)
+            self.unwritable = True
+            logger.warning("%s: cannot write the embedding cache (%s); this run's embeddings "
+                           "are not kept", err.filename or self.path, err.strerror or err)
+            return
         self.dirty = False
 
 

@@ -493,6 +493,48 @@ def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
                  "65"]) == 2
 
 
+def test_a_damaged_or_unwritable_cache_costs_the_cache_not_the_run(tmp_path, clip_root, demo,
+                                                                  capsys):
+    """--cache: a damaged file (cut short, as by a copy or a full disk) had ended the run with
+    `internal error: BadZipFile` (exit 4); a cache that cannot be written (read-only, or a
+    directory in the way) with PermissionError / IsADirectoryError after all the embedding; a
+    --cache that is a file with FileExistsError. Now the first two are a warning and the same
+    report, the last a one-line error before anything is embedded."""
+    from rtverify.cli.entry import main
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    argv = ["eval", "--trials", str(trials), "--root", str(clip_root), "--json", "--cache"]
+    cache = tmp_path / "cache"
+
+    def report():
+        out, err = capsys.readouterr()
+        r = json.loads(out)
+        r.pop("seconds"), r.pop("seconds_embedding")
+        return r, err
+
+    assert main(argv + [str(cache)]) == 0
+    fresh, _ = report()
+    saved = sorted(cache.glob("*.npz"))
+    assert saved
+    for f in saved:
+        f.write_bytes(f.read_bytes()[:300])
+    assert main(argv + [str(cache)]) == 0
+    r, err = report()
+    assert r == fresh and "ignoring unreadable embedding cache (File is not a zip" in err
+    for f in saved:  # rewritten whole
+        assert np.load(f)["vectors"].shape[0] > 0
+        f.unlink()
+        f.mkdir()
+    assert main(argv + [str(cache)]) == 0
+    r, err = report()
+    assert r == fresh and "cannot write the embedding cache (Is a directory)" in err
+    not_dir = tmp_path / "file"
+    not_dir.write_text("")
+    assert main(argv + [str(not_dir)]) == 2
+    assert "embedding cache is not a directory" in capsys.readouterr().err
+
+
 def test_eval_tells_trials_too_short_to_decide_from_refused_ones(tmp_path, clip_root, demo,
                                                                  capsys):
     trials = tmp_path / "t.txt"
