@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import shutil
 
 import numpy as np
@@ -129,6 +130,36 @@ def test_bad_trials_name_file_and_line(tmp_path, root, text, message):
     assert message in str(err.value)
     assert str(err.value).startswith(str(p))
     assert "\n" not in str(err.value)
+
+
+def test_an_endless_trials_file_is_refused_at_its_first_long_line(root):
+    """`--trials /dev/zero` (or /dev/urandom) had been read whole before a line was looked at:
+    8.7 GB in 4 s, until the machine ran out. Here a pipe offers 64 MiB of NULs: refused at
+    the first line, having read less than 1 MiB of it."""
+    import threading
+
+    r, w = os.pipe()
+    written = [0]
+
+    def writer():
+        block = b"\0" * (1 << 16)
+        try:
+            while written[0] < 64 << 20:
+                written[0] += os.write(w, block)
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(InputError, match=r":1: a line longer than 65536 characters"):
+            ev.read_trials(f"/dev/fd/{r}", root)
+        assert written[0] < 1 << 20, written[0]
+    finally:
+        os.close(r)
+        t.join(10)
 
 
 def test_a_voiceprint_of_several_takes_is_one_entry(tmp_path, root):
