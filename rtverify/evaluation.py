@@ -46,7 +46,7 @@ import numpy as np
 from .config import SegmenterConfig
 from .errors import InputError
 from .metrics import (P_TARGET, Metrics, accuracy, compute_metrics, eer,  # noqa: F401
-                      error_rates, min_dcf, plot_det)
+                      check_plot_path, error_rates, min_dcf, plot_det)
 
 logger = logging.getLogger(__name__)
 
@@ -676,6 +676,8 @@ def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: in
     from .core.scoring import Scorer
 
     read_trials(trials, root)  # fail fast, before loading the model
+    if plot:
+        check_plot_path(plot)
     session = EncoderSession(model, threads=threads)
     scorer = Scorer.for_model(session) if score_norm else Scorer(None)
     r = evaluate(trials, root, session, scorer=scorer, cache_dir=cache_dir, progress=progress)

@@ -454,6 +454,25 @@ def test_eval_text_report_and_plot(tmp_path, clip_root, demo, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_plot_that_cannot_be_written_is_refused_before_the_embedding(tmp_path, clip_root,
+                                                                       demo, capsys):
+    """--plot det.xyz had been matplotlib's ValueError after the whole evaluation (exit 4, the
+    report lost); --plot DIR wrote DIR.png beside the directory."""
+    pytest.importorskip("matplotlib")
+    from rtverify.cli.entry import main
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    argv = ["eval", "--trials", str(trials), "--root", str(clip_root), "--plot"]
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    assert main(argv + [str(plots / "det.xyz")]) == 2
+    assert "det.xyz: --plot cannot write .xyz images (it writes" in capsys.readouterr().err
+    assert main(argv + [str(plots)]) == 2
+    assert "plots: is a directory" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png")) and not list(plots.iterdir())
+
+
 def test_eval_errors_are_one_line(tmp_path, clip_root):
     trials = tmp_path / "t.txt"
     trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac nothere.flac\n")
