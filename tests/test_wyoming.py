@@ -634,6 +634,9 @@ def test_malformed_audio_chunk_is_a_protocol_error(gate, chunk, why):
     (b'{"data": {}}\n', "'type'"),
     (b'{"type": 5}\n', "'type'"),
     (b"hello\n", "not JSON"),
+    # nested deeper than Python's recursion limit: json's RecursionError, an internal error
+    (b"[" * 20000 + b"\n", "header is not JSON"),
+    (b'{"type": "audio-start", "data_length": 20000}\n' + b"[" * 20000, "data is not JSON"),
     (b'{"type": "audio-chunk", "payload_length": "5"}\n', "payload_length '5'"),
     (b'{"type": "audio-chunk", "payload_length": -5}\n', "payload_length -5"),
     (b'{"type": "audio-start", "data_length": 2}\n[]', "not an object"),
