@@ -212,6 +212,11 @@ class Listener:
         device. One stream at a time: it starts afresh, and :meth:`feed` after it does too."""
         from .io.inputs import InputSpec
 
+        if retries is not None and (isinstance(retries, bool) or
+                                    not isinstance(retries, (int, np.integer)) or retries < 0):
+            # (checked now: a "3" had been a TypeError at the first outage, mid-stream)
+            raise InputError(f"retries {retries!r}: give a whole number of attempts (0 or "
+                             "more), or None to retry for ever")
         source = InputSpec(device=device, reconnect=True, retries=retries).open()
         self._verifier.reset()
         self._stream = ArrayStream(self.rate_hz)

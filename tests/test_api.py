@@ -211,6 +211,10 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
                           ({"model": b"campp"}, "model b'campp'")):
         with pytest.raises(InputError, match=words):
             Listener(**({"store": store} | kwargs))
+    with Listener(store=store) as lis:  # checked before a device is opened
+        for retries in ("3", -1, 1.5, True):  # "3" was a TypeError at the first outage
+            with pytest.raises(InputError, match="retries .*whole number of attempts"):
+                lis.microphone(retries=retries)
     # an int too big for a float, or not finite: numpy's TypeError from isfinite before
     for rate in (10**400, -10**400, float("inf"), float("nan")):
         with pytest.raises(InputError, match="sample rate .* not supported"):
