@@ -164,6 +164,8 @@ def test_enroll_from_arrays_and_paths_as_the_cli_does(store, demo, tmp_path):
         with pytest.raises(InputError) as e:
             lis.enroll("dave", [takes[0], stranger], 16000)
         assert "recording 2" in str(e.value) and "rtverify-enroll-" not in str(e.value)
+        with pytest.raises(InputError, match="^recording 2: the same recording as recording 1;"):
+            lis.enroll("dave", [takes[0], takes[0]], 16000)  # (once counted as two takes)
         with pytest.raises(InputError, match="recording 1: does not sound like 'bob'.*add it with vouch=True"):
             lis.enroll("bob", [stranger], 16000, add=True)
         with pytest.raises(InputError, match="vouch goes with add"):
