@@ -66,6 +66,22 @@ def as_float_block(samples, name: str) -> np.ndarray:
                      "(n, channels) with at most 64 channels)")
 
 
+def _as_list(values, what: str, wanted: str) -> list:
+    """``list(values)``, or an :class:`InputError` for what is not iterable (a caller's 5)."""
+    try:
+        return list(values)
+    except TypeError:
+        raise InputError(f"{what} {values!r}: give {wanted}") from None
+
+
+def _and_tail(stream: "ArrayStream", chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """``chunks``, then the tail ``stream.finish()`` gives once they are taken."""
+    yield from chunks
+    tail = stream.finish()
+    if tail is not None:
+        yield tail
+
+
 class ArrayStream(_ResamplingSource):
     """Arrays pushed by the caller as 16 kHz mono :class:`Chunk` s: the mixing, resampling and
     checks (NaN, infinities, over full scale) of every other source."""
@@ -73,9 +89,30 @@ class ArrayStream(_ResamplingSource):
     def __init__(self, rate_hz: int, name: str = "audio") -> None:
         super().__init__(name, _check_rate(rate_hz, name), realtime=False)
 
-    def push(self, samples) -> Chunk | None:
-        block = as_float_block(samples, self.name)
-        return self._convert(block) if len(block) else None
+    SLICE_S = 1.0
+    """Seconds of input converted at a time: an hour given in one block had been converted
+    whole, holding about 8 times its size (10 minutes of 48 kHz stereo int16, 110 MiB: 858 MiB
+    more at the peak)."""
+
+    def push(self, samples) -> Iterator[Chunk]:
+        """The chunks of ``samples``, made a slice at a time as they are taken. Every slice is
+        checked first (here, not when taken), so a block with a NaN is refused whole."""
+        a = np.asarray(samples)
+        step = max(1, int(self.rate_in_hz * self.SLICE_S))
+        if a.ndim == 0 or len(a) <= step:
+            block = as_float_block(a, self.name)
+            chunk = self._convert(block) if len(block) else None
+            return iter([chunk] if chunk is not None else [])
+        t0 = self.position_s
+        for i in range(0, len(a), step):
+            self._check(as_float_block(a[i:i + step], self.name), t0 + i / self.rate_in_hz)
+        return self._slices(a, step)
+
+    def _slices(self, a: np.ndarray, step: int) -> Iterator[Chunk]:
+        for i in range(0, len(a), step):
+            chunk = self._convert(as_float_block(a[i:i + step], self.name))
+            if chunk is not None:
+                yield chunk
 
     def finish(self) -> Chunk | None:
         return self._finish()
@@ -111,14 +148,19 @@ class Listener:
             except (TypeError, ValueError):
                 raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
                                  "1") from None
+        for what, value in (("store", store), ("model", model)):
+            if value is not None and not isinstance(value, (str, os.PathLike)):
+                raise InputError(f"{what} {value!r}: give a path or a name as text, or None for "
+                                 "the default")
         self.rate_hz = _check_rate(rate_hz, "rate_hz")
         self.threshold = threshold
         self.store = open_store(os.fspath(store) if store is not None else None)
         self.session = EncoderSession(model if model is not None else DEFAULT_MODEL,
                                       threads=threads)
-        if isinstance(names, str):  # one name, not its characters
+        if isinstance(names, (str, bytes)):  # one name, not its characters (nor bytes)
             names = [names]
-        names = list(names) if names is not None else None
+        names = _as_list(names, "names", "a voice name or a list of them") \
+            if names is not None else None
         if names is not None and not names:
             raise InputError("names: give at least one voice, or None for every voice")
         voices, self.problems = self.store.load_usable(self.session.model_id, names,
@@ -143,8 +185,10 @@ class Listener:
         """Take the next block of the stream (any length; int16, int32 or float at full scale
         1.0, mono ``(n,)`` or ``(n, channels)``, at ``rate_hz``) and return the events it
         completed: an utterance is decided at its end, within a few milliseconds."""
-        chunk = self._stream.push(samples)
-        return self._verifier.push(chunk) if chunk is not None else []
+        events = []
+        for chunk in self._stream.push(samples):
+            events.extend(self._verifier.push(chunk))
+        return events
 
     def finish(self) -> list[Event]:
         """End the stream: the utterance still open is decided. Feeding again starts a new
@@ -168,6 +212,11 @@ class Listener:
         device. One stream at a time: it starts afresh, and :meth:`feed` after it does too."""
         from .io.inputs import InputSpec
 
+        if retries is not None and (isinstance(retries, bool) or
+                                    not isinstance(retries, (int, np.integer)) or retries < 0):
+            # (checked now: a "3" had been a TypeError at the first outage, mid-stream)
+            raise InputError(f"retries {retries!r}: give a whole number of attempts (0 or "
+                             "more), or None to retry for ever")
         source = InputSpec(device=device, reconnect=True, retries=retries).open()
         self._verifier.reset()
         self._stream = ArrayStream(self.rate_hz)
@@ -199,8 +248,7 @@ class Listener:
             where = os.fspath(audio)
         else:
             stream = ArrayStream(rate_hz if rate_hz is not None else self.rate_hz)
-            chunks = [c for c in (stream.push(audio), stream.finish()) if c is not None]
-            source, where = as_source(chunks), "audio"
+            source, where = as_source(_and_tail(stream, stream.push(audio))), "audio"
         try:
             return verify(self.session, vp, source, where, live=False,
                           threshold=self.threshold,
@@ -238,7 +286,7 @@ class Listener:
         elif isinstance(recordings, np.ndarray):
             raise InputError("recordings: give a list of recordings (arrays or paths), each one "
                              "take, not one array")
-        recordings = list(recordings)
+        recordings = _as_list(recordings, "recordings", "a list of recordings (arrays or paths)")
         if not recordings:
             raise InputError("recordings: give at least one recording")
         with tempfile.TemporaryDirectory(prefix="rtverify-enroll-") as tmp:

@@ -28,22 +28,25 @@ numpy only (no torch); rich for the progress bar, matplotlib for ``--plot`` alon
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
 import time
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
 from .config import SegmenterConfig
 from .errors import InputError
 from .metrics import (P_TARGET, Metrics, accuracy, compute_metrics, eer,  # noqa: F401
-                      error_rates, min_dcf, plot_det)
+                      check_plot_path, error_rates, min_dcf, plot_det)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,21 @@ TAKE_SEP = "+"
 MAX_TAKES = 20
 
 
+MAX_LINE_CHARS = 1 << 16
+"""The longest line of a trials file: 20 takes of long paths fit; /dev/zero, or a recording
+given as the list, does not (read whole, /dev/zero had taken 8.7 GB in 4 s)."""
+
+
+def _trial_lines(path: Path) -> Iterator[str]:
+    """The lines of a trials file, read one at a time, each at most :data:`MAX_LINE_CHARS`."""
+    with open(path, encoding="utf-8", newline=None) as f:
+        for n, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), ""), 1):
+            if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                raise InputError(f"{path}:{n}: a line longer than {MAX_LINE_CHARS} characters: "
+                                 "not a trials file")
+            yield line
+
+
 def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
     """Parse and check a trials file; every audio file must exist under ``root``.
 
@@ -85,7 +103,7 @@ def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
     if not root.is_dir():
         raise InputError(f"{root}: trials root is not a directory")
     try:
-        text = path.read_text(encoding="utf-8")
+        lines = list(_trial_lines(path))
     except FileNotFoundError:
         raise InputError(f"{path}: no such trials file") from None
     except (OSError, UnicodeDecodeError) as err:
@@ -94,7 +112,7 @@ def read_trials(path: str | os.PathLike, root: str | os.PathLike) -> Trials:
     labels: list[int] = []
     a: list[int] = []
     b: list[int] = []
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -212,8 +230,11 @@ class EmbeddingCache:
     :func:`settings_key`; the benchmarks keep the reference encoder's embeddings in it too."""
 
     def __init__(self, directory: str | os.PathLike, key: str) -> None:
+        if Path(directory).exists() and not Path(directory).is_dir():
+            raise InputError(f"{directory}: embedding cache is not a directory")
         self.path = Path(directory) / f"{key}.npz"
         self.entries: dict[str, tuple[np.ndarray, float, bool, float, float, str]] = {}
+        self.unwritable = False
         if self.path.is_file():
             try:
                 with np.load(self.path, allow_pickle=False) as z:
@@ -224,7 +245,8 @@ class EmbeddingCache:
                                    snr, fall, z["stamps"]):
                         self.entries[str(row[0])] = (row[1], float(row[2]), bool(row[3]),
                                                      float(row[4]), float(row[5]), str(row[6]))
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile,
+                    zlib.error) as err:  # (a truncated or damaged file: BadZipFile, zlib.error)
                 logger.warning("%s: ignoring unreadable embedding cache (%s)", self.path, err)
         self.dirty = False
 
@@ -248,18 +270,29 @@ class EmbeddingCache:
         self.dirty = True
 
     def save(self) -> None:
-        if not self.dirty:
+        """Write the entries; a cache that cannot be written is a warning (once), not the end
+        of the run whose embeddings it was to keep."""
+        if not self.dirty or self.unwritable:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = sorted(self.entries)
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, paths=np.array(keys), vectors=np.stack([self.entries[k][0] for k in keys]),
-                 speech_s=np.array([self.entries[k][1] for k in keys]),
-                 short_only=np.array([self.entries[k][2] for k in keys]),
-                 snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
-                 fall_db=np.array([self.entries[k][4] for k in keys], dtype=np.float64),
-                 stamps=np.array([self.entries[k][5] for k in keys]))
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, paths=np.array(keys),
+                     vectors=np.stack([self.entries[k][0] for k in keys]),
+                     speech_s=np.array([self.entries[k][1] for k in keys]),
+                     short_only=np.array([self.entries[k][2] for k in keys]),
+                     snr_db=np.array([self.entries[k][3] for k in keys], dtype=np.float64),
+                     fall_db=np.array([self.entries[k][4] for k in keys], dtype=np.float64),
+                     stamps=np.array([self.entries[k][5] for k in keys]))
+            os.replace(tmp, self.path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # (a disk that filled up: not its part-file too)
+            self.unwritable = True
+            logger.warning("%s: cannot write the embedding cache (%s); this run's embeddings "
+                           "are not kept", err.filename or self.path, err.strerror or err)
+            return
         self.dirty = False
 
 
@@ -643,6 +676,8 @@ def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: in
     from .core.scoring import Scorer
 
     read_trials(trials, root)  # fail fast, before loading the model
+    if plot:
+        check_plot_path(plot)
     session = EncoderSession(model, threads=threads)
     scorer = Scorer.for_model(session) if score_norm else Scorer(None)
     r = evaluate(trials, root, session, scorer=scorer, cache_dir=cache_dir, progress=progress)

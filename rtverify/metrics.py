@@ -115,14 +115,35 @@ def compute_metrics(scores: np.ndarray, labels: np.ndarray) -> Metrics:
 
 # ------------------------------------------------------------------------------------------
 
-def plot_det(scores: np.ndarray, labels: np.ndarray, out: str | os.PathLike, title: str) -> None:
-    """A DET curve (probit axes) to ``out``; needs matplotlib (the ``plot`` extra)."""
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise InputError("--plot needs matplotlib: pip install 'rtverify[plot]'") from None
+    return plt
+
+
+def check_plot_path(out: str | os.PathLike) -> None:
+    """Refuse, before an evaluation's embedding, a ``--plot`` that :func:`plot_det` could not
+    write after it (``det.xyz`` was matplotlib's ValueError, and the report lost; a directory
+    became ``DIR.png`` beside it)."""
+    _pyplot()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if os.path.isdir(out):
+        raise InputError(f"{out}: is a directory; --plot wants an image file (DET.png)")
+    kind = os.path.splitext(os.fspath(out))[1][1:].lower()
+    known = FigureCanvasBase.get_supported_filetypes()
+    if kind and kind not in known:
+        raise InputError(f"{out}: --plot cannot write .{kind} images (it writes "
+                         f"{', '.join(sorted(known))})")
+
+
+def plot_det(scores: np.ndarray, labels: np.ndarray, out: str | os.PathLike, title: str) -> None:
+    """A DET curve (probit axes) to ``out``; needs matplotlib (the ``plot`` extra)."""
+    plt = _pyplot()
     from scipy.stats import norm
 
     _, p_miss, p_fa = error_rates(scores[labels == 1], scores[labels == 0])

@@ -164,6 +164,8 @@ def test_enroll_from_arrays_and_paths_as_the_cli_does(store, demo, tmp_path):
         with pytest.raises(InputError) as e:
             lis.enroll("dave", [takes[0], stranger], 16000)
         assert "recording 2" in str(e.value) and "rtverify-enroll-" not in str(e.value)
+        with pytest.raises(InputError, match="^recording 2: the same recording as recording 1;"):
+            lis.enroll("dave", [takes[0], takes[0]], 16000)  # (once counted as two takes)
         with pytest.raises(InputError, match="recording 1: does not sound like 'bob'.*add it with vouch=True"):
             lis.enroll("bob", [stranger], 16000, add=True)
         with pytest.raises(InputError, match="vouch goes with add"):
@@ -193,6 +195,9 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
                 lis.verify("alice", x16, rate)
         with pytest.raises(InputError, match="not one array"):
             lis.enroll("erin", np.zeros(48000, np.float32))
+        for recordings in (5, None):  # TypeError: 'int' object is not iterable, before
+            with pytest.raises(InputError, match="recordings .*: give a list of recordings"):
+                lis.enroll("erin", recordings)
         vp = lis.enroll("erin", str(DEMO / "enroll_1.flac"))  # 3.5 s of speech: one take
         assert vp.n_takes == 1 and (store / "erin.json").exists()
         assert lis.store.load("erin").n_takes == 1
@@ -200,3 +205,62 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
     for rate in ("16000", None):
         with pytest.raises(InputError, match="sample rate"):
             Listener(store=store, rate_hz=rate)
+    # arguments of the wrong type: Python's TypeErrors before ("voice name 97" for b"alice")
+    for kwargs, words in (({"names": 5}, "names 5: give a voice name"),
+                          ({"names": b"alice"}, "voice name b'alice': must be text"),
+                          ({"store": 123}, "store 123: give a path"),
+                          ({"model": 3}, "model 3: give a path or a name"),
+                          ({"model": b"campp"}, "model b'campp'")):
+        with pytest.raises(InputError, match=words):
+            Listener(**({"store": store} | kwargs))
+    with Listener(store=store) as lis:  # checked before a device is opened
+        for retries in ("3", -1, 1.5, True):  # "3" was a TypeError at the first outage
+            with pytest.raises(InputError, match="retries .*whole number of attempts"):
+                lis.microphone(retries=retries)
+    # an int too big for a float, or not finite: numpy's TypeError from isfinite before
+    for rate in (10**400, -10**400, float("inf"), float("nan")):
+        with pytest.raises(InputError, match="sample rate .* not supported"):
+            Listener(store=store, rate_hz=rate)
+
+
+def test_threads_out_of_range_are_one_line_errors(store):
+    """threads=10**6 had onnxruntime start a million threads (eval's --threads 1000000: 24 GB
+    resident, killed after 7 minutes); -1 and 0 were quietly 1, "2" and 2.5 quietly 2. Each is
+    refused before a session is made (65: one over the limit, harmless on the code before)."""
+    for threads in (65, 0, -1, 2.5, "2", True):
+        with pytest.raises(InputError, match="threads .*from 1 to 64"):
+            Listener(store=store, threads=threads)
+    assert Listener(store=store, threads=np.int64(2)).session.threads == 2
+
+
+def test_a_long_block_is_taken_a_slice_at_a_time(store, demo):
+    """Ten minutes of 48 kHz stereo int16 in one feed() or verify() had been converted whole:
+    858 MiB more at the peak for 110 MiB of input. Two minutes here (22 MiB): the memory Python
+    allocates meanwhile stays under the input's size, the decisions are those of 1 s blocks, and
+    a NaN deep in the block still refuses all of it (the stream untouched), saying where."""
+    import tracemalloc
+
+    x, _ = sf.read(DEMO / demo["conversation"], dtype="float32")
+    x48 = (resample_poly(x, 3, 1) * 32767).astype(np.int16)
+    mono = np.tile(x48, int(120 * 48000 / len(x48)) + 1)[:120 * 48000]
+    block = np.stack([mono, mono], axis=1)
+    def said(events):
+        return [(d["start_s"], d["score"], d["accepted"]) for d in decisions(events)]
+
+    with Listener(names="alice", store=store, rate_hz=48000) as lis:
+        by_second = said(heard(lis, block, 48000))
+        tracemalloc.start()
+        try:
+            whole = said(lis.feed(block) + lis.finish())
+            score = lis.verify("alice", block).decision.score
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < block.nbytes, (peak / 2**20, block.nbytes / 2**20)
+        assert whole == by_second and len(whole) > 20
+        assert 0 < score < 1
+        bad = block[:5 * 48000].astype(np.float32) / 32768
+        bad[int(3.5 * 48000)] = np.nan
+        with pytest.raises(InputError, match=r"NaN sample values \(around 3\.00 s\)"):
+            lis.feed(bad)
+        assert said(heard(lis, block, 48000)) == by_second  # from 0 s, as before

@@ -168,6 +168,22 @@ def test_too_little_speech_in_files(tmp_path, session, demo, clips):
         enroll_files(session, [DEMO / demo["enroll"][0], silent])
 
 
+def test_one_recording_given_twice_is_refused_not_counted_twice(tmp_path, session, clips):
+    """2.2 s of speech given twice (the same path, another path to it, or a copy) had been
+    enrolled as two takes and 4.4 s, past the 3 s --min-speech."""
+    import shutil
+
+    short = tmp_path / "short.wav"
+    sf.write(short, clips["e1"][: int(2.6 * SR)], SR)
+    with pytest.raises(NotEnoughSpeech, match="3.0 s are needed"):
+        enroll_files(session, [short])
+    shutil.copy(short, tmp_path / "copy.wav")
+    for again in (short, tmp_path / "." / "short.wav", tmp_path / "copy.wav"):
+        with pytest.raises(InputError, match=f"{again.name}: the same recording as "
+                           f".*short.wav; give each take once"):
+            enroll_files(session, [short, again])
+
+
 def test_the_consistency_bar_is_the_models_own(tmp_path, session):
     """Cosines are each model's own scale: a sidecar's ``enrolment.consistency`` is the bar for
     that model (CAM++ ships 0.40), the default LSTM's is 0.70, a bar given explicitly wins, and a

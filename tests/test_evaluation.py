@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import shutil
 
 import numpy as np
@@ -129,6 +130,36 @@ def test_bad_trials_name_file_and_line(tmp_path, root, text, message):
     assert message in str(err.value)
     assert str(err.value).startswith(str(p))
     assert "\n" not in str(err.value)
+
+
+def test_an_endless_trials_file_is_refused_at_its_first_long_line(root):
+    """`--trials /dev/zero` (or /dev/urandom) had been read whole before a line was looked at:
+    8.7 GB in 4 s, until the machine ran out. Here a pipe offers 64 MiB of NULs: refused at
+    the first line, having read less than 1 MiB of it."""
+    import threading
+
+    r, w = os.pipe()
+    written = [0]
+
+    def writer():
+        block = b"\0" * (1 << 16)
+        try:
+            while written[0] < 64 << 20:
+                written[0] += os.write(w, block)
+        except BrokenPipeError:
+            pass
+        finally:
+            os.close(w)
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(InputError, match=r":1: a line longer than 65536 characters"):
+            ev.read_trials(f"/dev/fd/{r}", root)
+        assert written[0] < 1 << 20, written[0]
+    finally:
+        os.close(r)
+        t.join(10)
 
 
 def test_a_voiceprint_of_several_takes_is_one_entry(tmp_path, root):
@@ -423,6 +454,25 @@ def test_eval_text_report_and_plot(tmp_path, clip_root, demo, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_plot_that_cannot_be_written_is_refused_before_the_embedding(tmp_path, clip_root,
+                                                                       demo, capsys):
+    """--plot det.xyz had been matplotlib's ValueError after the whole evaluation (exit 4, the
+    report lost); --plot DIR wrote DIR.png beside the directory."""
+    pytest.importorskip("matplotlib")
+    from rtverify.cli.entry import main
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    argv = ["eval", "--trials", str(trials), "--root", str(clip_root), "--plot"]
+    plots = tmp_path / "plots"
+    plots.mkdir()
+    assert main(argv + [str(plots / "det.xyz")]) == 2
+    assert "det.xyz: --plot cannot write .xyz images (it writes" in capsys.readouterr().err
+    assert main(argv + [str(plots)]) == 2
+    assert "plots: is a directory" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*.png")) and not list(plots.iterdir())
+
+
 def test_eval_errors_are_one_line(tmp_path, clip_root):
     trials = tmp_path / "t.txt"
     trials.write_text("1 enroll_1.flac enroll_2.flac\n0 enroll_1.flac nothere.flac\n")
@@ -487,6 +537,52 @@ def test_eval_refuses_zero_threads_in_one_line(tmp_path, clip_root, demo):
     trials.write_text(trials_text(demo, blip=False))
     assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
                  "0"]) == 2
+    # nor more than MAX_THREADS (--threads 1000000 had onnxruntime start a million threads: 24 GB
+    # resident and 7 minutes until the kernel killed it; 65 is enough to show it is refused)
+    assert main(["eval", "--trials", str(trials), "--root", str(clip_root), "--threads",
+                 "65"]) == 2
+
+
+def test_a_damaged_or_unwritable_cache_costs_the_cache_not_the_run(tmp_path, clip_root, demo,
+                                                                  capsys):
+    """--cache: a damaged file (cut short, as by a copy or a full disk) had ended the run with
+    `internal error: BadZipFile` (exit 4); a cache that cannot be written (read-only, or a
+    directory in the way) with PermissionError / IsADirectoryError after all the embedding; a
+    --cache that is a file with FileExistsError. Now the first two are a warning and the same
+    report, the last a one-line error before anything is embedded."""
+    from rtverify.cli.entry import main
+
+    trials = tmp_path / "t.txt"
+    trials.write_text(trials_text(demo, blip=False))
+    argv = ["eval", "--trials", str(trials), "--root", str(clip_root), "--json", "--cache"]
+    cache = tmp_path / "cache"
+
+    def report():
+        out, err = capsys.readouterr()
+        r = json.loads(out)
+        r.pop("seconds"), r.pop("seconds_embedding")
+        return r, err
+
+    assert main(argv + [str(cache)]) == 0
+    fresh, _ = report()
+    saved = sorted(cache.glob("*.npz"))
+    assert saved
+    for f in saved:
+        f.write_bytes(f.read_bytes()[:300])
+    assert main(argv + [str(cache)]) == 0
+    r, err = report()
+    assert r == fresh and "ignoring unreadable embedding cache (File is not a zip" in err
+    for f in saved:  # rewritten whole
+        assert np.load(f)["vectors"].shape[0] > 0
+        f.unlink()
+        f.mkdir()
+    assert main(argv + [str(cache)]) == 0
+    r, err = report()
+    assert r == fresh and "cannot write the embedding cache (Is a directory)" in err
+    not_dir = tmp_path / "file"
+    not_dir.write_text("")
+    assert main(argv + [str(not_dir)]) == 2
+    assert "embedding cache is not a directory" in capsys.readouterr().err
 
 
 def test_eval_tells_trials_too_short_to_decide_from_refused_ones(tmp_path, clip_root, demo,

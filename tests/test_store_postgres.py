@@ -153,6 +153,8 @@ def test_model_and_dimension_checks(store):
     ("[1, 2]", "not a JSON object"),
     # a number json reads but no float holds (numpy and math raise OverflowError on it)
     (json.dumps({**vp("bad").to_dict(), "embedding": [10 ** 400] + [0.5] * 7}), "out of range"),
+    # nesting deeper than Python's recursion limit: json's RecursionError before
+    ('{"embedding": ' + "[" * 10000 + "]" * 10000 + "}", "not valid JSON"),
 ])
 def test_a_damaged_row_is_reported_by_name_and_skipped(store, url, doc, why):
     store.save(vp("good"))

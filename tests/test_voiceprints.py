@@ -242,6 +242,9 @@ def _damaged_cases():
         "huge speech_s": {**d(), "speech_s": 10 ** 400},
         "huge fall_db": {**d(), "fall_db": {MODEL: 10 ** 400}},
         "huge narrowband": {**d(), "embedding_narrowband": [10 ** 400] * 8},
+        # nesting deeper than Python's recursion limit: json's RecursionError, which had ended
+        # `rtverify voices` and `listen` as an internal error (exit 4)
+        "deep nesting": '{"embedding": ' + "[" * 10000 + "]" * 10000 + "}",
     }
 
 

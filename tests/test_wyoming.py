@@ -236,6 +236,10 @@ def test_pcm_stream_refuses_bad_formats():
         PcmStream(16000, 3, 1)
     with pytest.raises(InputError, match="sample rate"):
         PcmStream(4000, 2, 1)
+    # a JSON integer beyond a float's range (an audio-start "rate" of 401 digits) was numpy's
+    # TypeError from isfinite
+    with pytest.raises(InputError, match="sample rate beyond 1e308 Hz"):
+        PcmStream(10**400, 2, 1)
 
 
 def test_describes_itself_as_the_stt_it_fronts(gate):
@@ -630,6 +634,9 @@ def test_malformed_audio_chunk_is_a_protocol_error(gate, chunk, why):
     (b'{"data": {}}\n', "'type'"),
     (b'{"type": 5}\n', "'type'"),
     (b"hello\n", "not JSON"),
+    # nested deeper than Python's recursion limit: json's RecursionError, an internal error
+    (b"[" * 20000 + b"\n", "header is not JSON"),
+    (b'{"type": "audio-start", "data_length": 20000}\n' + b"[" * 20000, "data is not JSON"),
     (b'{"type": "audio-chunk", "payload_length": "5"}\n', "payload_length '5'"),
     (b'{"type": "audio-chunk", "payload_length": -5}\n', "payload_length -5"),
     (b'{"type": "audio-start", "data_length": 2}\n[]', "not an object"),

@@ -322,6 +322,12 @@ class Enrolment:
 
 
 # -- from recordings --------------------------------------------------------------------------
+SAME_TAKE = 0.99999
+"""Takes whose embeddings are this alike are one recording given twice (different recordings
+measured at most 0.990: two overlapping 3 s crops of one LibriSpeech utterance; one Arabic
+keyword said again by its speaker at most 0.979; identical audio 1.0)."""
+
+
 def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
                  settings: EnrollSettings = EnrollSettings(), *,
                  min_speech_s: float | None = None, vouched: bool = False) -> Enrolment:
@@ -331,7 +337,8 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
     ``min_speech_s`` (default ``settings.file_min_speech_s``), and :class:`InputError` if one does
     not sound like the others (a wrong file is far likelier than a changed voice); with
     ``vouched`` (``enroll --add --vouch``: the person says they are all theirs, in other moods or
-    voices) that is a warning instead. A recording that holds several voices is refused always.
+    voices) that is a warning instead. A recording that holds several voices is refused always,
+    and so is one given twice (:data:`SAME_TAKE`).
     """
     settings = settings.for_model(session)
     need = settings.file_min_speech_s if min_speech_s is None else min_speech_s
@@ -347,6 +354,10 @@ def enroll_files(session: EncoderSession, paths: Sequence[str | os.PathLike],
         name = os.fspath(path)
         if rec.vector is None:
             raise NotEnoughSpeech(f"{name}: no speech found in the recording")
+        same = next((t for t in enrol.takes if float(t.vector @ rec.vector) > SAME_TAKE), None)
+        if same is not None:  # (its speech counted twice had passed --min-speech: 2.2 s as 4.4)
+            raise InputError(f"{name}: the same recording as {same.source}; give each take "
+                             "once")
         voices = recording_voices(session, replay(), settings.voices_bar)
         if voices is not None:
             raise InputError(f"{name}: holds more than one voice ({voices}); enroll from a "

@@ -42,8 +42,10 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run ``rtverify eval``; returns the exit code (0). Problems raise
     :class:`~rtverify.errors.RtverifyError`."""
-    if args.threads < 1:
-        raise InputError(f"--threads must be at least 1, got {args.threads}")
+    from ..core.encoder import MAX_THREADS
+
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise InputError(f"--threads must be from 1 to {MAX_THREADS}, got {args.threads}")
     from ..evaluation import run_eval
 
     print(run_eval(args.trials, args.root, model=args.model, threads=args.threads,

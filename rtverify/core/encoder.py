@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..config import DecisionConfig, FeatureConfig, SegmenterConfig, WindowConfig
-from ..errors import ModelError
+from ..errors import InputError, ModelError
 from .fbank import FbankConfig, StreamingFbank
 from .fusion import (ConcatFeatureConfig, FusionSession, StreamingConcat, feature_config,
                      is_fusion_sidecar)
@@ -50,6 +50,15 @@ def default_threads() -> int:
     if not value.isdigit() or not 1 <= int(value) <= MAX_THREADS:
         raise ModelError(f"{THREADS_ENV}={value!r}: must be a whole number from 1 to {MAX_THREADS}")
     return int(value)
+
+
+def check_threads(threads, what: str = "threads") -> int:
+    """``threads`` as an int from 1 to :data:`MAX_THREADS`, else an :class:`InputError` (a
+    million had onnxruntime start a million threads: 24 GB, for minutes)."""
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or \
+            not 1 <= threads <= MAX_THREADS:
+        raise InputError(f"{what} {threads!r}: must be a whole number from 1 to {MAX_THREADS}")
+    return int(threads)
 
 
 def shipped_models() -> list[str]:
@@ -259,7 +268,7 @@ class EncoderSession:
         if not path.is_file():
             raise ModelError(f"{path}: {what} not found")
         self.path = path
-        self.threads = max(1, int(default_threads() if threads is None else threads))
+        self.threads = default_threads() if threads is None else check_threads(threads)
         return path
 
     def __init__(self, model_path: str | os.PathLike | None = None, *,

@@ -137,9 +137,14 @@ def _check_rate(rate_hz: float, name: str) -> int:
     if not isinstance(rate_hz, numbers.Real):  # a caller's "16000" or None (rtverify.api)
         raise InputError(f"{name}: sample rate {rate_hz!r} is not a number (need an integer "
                          f"rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
-    if not np.isfinite(rate_hz) or rate_hz != int(rate_hz) or not (
-            MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ):
-        raise InputError(f"{name}: sample rate {rate_hz:g} Hz is not supported "
+    # the range first: NaN and infinities fail it, and an int too big for a float (10**400:
+    # numpy's TypeError in isfinite) never reaches the arithmetic
+    if not MIN_RATE_HZ <= rate_hz <= MAX_RATE_HZ or rate_hz != int(rate_hz):
+        try:
+            shown = f"{rate_hz:g}"
+        except OverflowError:
+            shown = "beyond 1e308"
+        raise InputError(f"{name}: sample rate {shown} Hz is not supported "
                          f"(need an integer rate from {MIN_RATE_HZ} to {MAX_RATE_HZ} Hz)")
     return int(rate_hz)
 
@@ -185,17 +190,22 @@ class _ResamplingSource:
             self._pacer.wait_until(chunk.end_s)
         return chunk
 
-    def _convert(self, block: np.ndarray) -> Chunk | None:
-        """``block``: float array ``(n, channels)`` at the input rate."""
+    def _check(self, block: np.ndarray, at_s: float) -> float:
+        """``block``'s peak, or an InputError for NaN, infinities or values that are not audio
+        (``at_s``: where the block starts, in stream seconds)."""
         if not np.isfinite(block).all():
             bad = "NaN" if np.isnan(block).any() else "infinite"
-            raise InputError(f"{self.name}: contains {bad} sample values "
-                             f"(around {self._n_out / SAMPLE_RATE_HZ:.2f} s)")
+            raise InputError(f"{self.name}: contains {bad} sample values (around {at_s:.2f} s)")
         peak = float(np.max(np.abs(block))) if block.size else 0.0
         if peak > MAX_SAMPLE_ABS:
             raise InputError(f"{self.name}: sample values reach {peak:.3g} (around "
-                             f"{self._n_out / SAMPLE_RATE_HZ:.2f} s), beyond {MAX_SAMPLE_ABS:g} "
+                             f"{at_s:.2f} s), beyond {MAX_SAMPLE_ABS:g} "
                              "times full scale: not audio (a damaged or mislabelled file?)")
+        return peak
+
+    def _convert(self, block: np.ndarray) -> Chunk | None:
+        """``block``: float array ``(n, channels)`` at the input rate."""
+        peak = self._check(block, self._n_out / SAMPLE_RATE_HZ)
         if not self._over_seen and peak > OVER_FULL_SCALE:
             self._over_seen = True
             if self.name not in _over_warned:

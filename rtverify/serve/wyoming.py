@@ -433,7 +433,7 @@ def handler_factory(gate: Gate):
                 return None  # closed, or gone in the middle of a header
             try:
                 head = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting: RecursionError
                 raise BadEvent("bad Wyoming event: header is not JSON") from None
             if not isinstance(head, dict) or not isinstance(head.get("type"), str):
                 raise BadEvent("bad Wyoming event: header is not an object with a 'type'")
@@ -459,7 +459,7 @@ def handler_factory(gate: Gate):
                 if sizes[0]:
                     try:
                         more = json.loads(await self.reader.readexactly(sizes[0]))
-                    except ValueError:
+                    except (ValueError, RecursionError):
                         raise BadEvent(f"bad Wyoming event {head['type']!r}: its data is not "
                                        "JSON") from None
                     if not isinstance(more, dict):

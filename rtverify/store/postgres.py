@@ -289,7 +289,7 @@ class PostgresVoiceprintStore:
             raise StoreError(f"{where}: damaged voiceprint (larger than {MAX_FILE_BYTES} bytes)")
         try:
             data = json.loads(doc)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # (deep nesting: RecursionError)
             raise StoreError(f"{where}: damaged voiceprint (not valid JSON: {err})") from None
         vp = Voiceprint.from_dict(data, where)
         if unicodedata.normalize("NFC", vp.name) != name:

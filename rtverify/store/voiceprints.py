@@ -582,7 +582,7 @@ class VoiceprintStore:
             raise StoreError(f"{path}: damaged voiceprint (larger than {MAX_FILE_BYTES} bytes)")
         try:
             data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
+        except (UnicodeDecodeError, ValueError, RecursionError) as err:  # (deep nesting)
             raise StoreError(f"{path}: damaged voiceprint (not valid JSON: {err})") from None
         vp = Voiceprint.from_dict(data, str(path))
         if unicodedata.normalize("NFC", vp.name) != path.name[:-len(SUFFIX)]:
