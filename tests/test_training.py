@@ -535,3 +535,23 @@ def test_a_checkpoint_is_on_disk_before_it_replaces_the_last_good_one(tmp_path, 
     assert events == [("fsync", str(folder / "last.pt.tmp")), ("replace", str(folder / "last.pt")),
                       ("fsync", str(folder))]
     assert ckpt_io.load(folder / "last.pt")["step"] == 3
+
+
+def test_a_recording_replaced_under_its_name_is_read_again_not_taken_from_the_cache(tmp_path):
+    """The training audio cache is keyed by the files' sizes and times too: a user who fixes a
+    recording in their corpus (same name) trains on the new audio, not the cached old one."""
+    rng = np.random.default_rng(7)
+    corpus = tmp_path / "corpus"
+    (corpus / "spk0").mkdir(parents=True)
+    first, second = synthetic_speaker(0, 2, rng)
+    path = corpus / "spk0" / "0.wav"
+    write_audio(path, first, SR)
+    utts = [Utterance("spk0", path)]
+    cache = tmp_path / "cache"
+    before = AudioBank.load(utts, cache_dir=cache, progress=False).clips[0][0]
+    assert len(list(cache.glob("speech-*.npz"))) == 1
+    again = AudioBank.load(utts, cache_dir=cache, progress=False).clips[0][0]  # from the cache
+    np.testing.assert_array_equal(before, again)
+    write_audio(path, second[: len(second) // 2], SR)  # another recording, same name
+    after = AudioBank.load(utts, cache_dir=cache, progress=False).clips[0][0]
+    assert len(after) != len(before)

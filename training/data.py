@@ -165,12 +165,24 @@ def speech_audio(audio: np.ndarray) -> np.ndarray:
     return np.concatenate(segs) if segs else audio
 
 
+def _stamp(path) -> str:
+    """A recording's size and modification time: a file replaced under the same name is read
+    again, not taken from the cache (as ``rtverify eval``'s cache does). A missing file is left
+    for the reading to name."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 @dataclass
 class AudioBank:
     """Speech of every utterance in memory, grouped by speaker (float32, 16 kHz).
 
     Built once from the files (segmenter-trimmed) and cached as ``.npz`` under ``runs/cache``
-    keyed by the file list, so later runs start at once.
+    keyed by the file list and each file's size and modification time, so later runs start at
+    once and a recording replaced under the same name is read again.
     """
 
     speakers: list[str]
@@ -182,8 +194,8 @@ class AudioBank:
     def load(cls, utts: Sequence[Utterance], cache_dir: Path | None = CACHE_DIR,
              progress: bool = True) -> "AudioBank":
         utts = sorted(utts, key=lambda u: (u.speaker, str(u.path)))
-        key = hashlib.sha256("\n".join(f"{u.speaker}\t{u.path}" for u in utts).encode()
-                             ).hexdigest()[:16]
+        key = hashlib.sha256("\n".join(f"{u.speaker}\t{u.path}\t{_stamp(u.path)}" for u in utts
+                                       ).encode()).hexdigest()[:16]
         cache = cache_dir / f"speech-{key}.npz" if cache_dir is not None else None
         if cache is not None and cache.is_file():
             with np.load(cache) as z:
