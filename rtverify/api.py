@@ -275,6 +275,9 @@ class Listener:
         from .store.voiceprints import validate_name
 
         name = validate_name(name)
+        for flag, value in (("force", force), ("add", add), ("vouch", vouch)):
+            if not isinstance(value, (bool, np.bool_)):  # force="no" is true, and replaced
+                raise InputError(f"{flag}={value!r}: give True or False")
         if vouch and not add:
             raise InputError("vouch goes with add: it keeps added takes that do not sound like "
                              "the voice as enrolled")

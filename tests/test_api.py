@@ -198,6 +198,10 @@ def test_a_name_a_path_and_a_rate_given_as_a_python_caller_would(store, demo, tm
         for recordings in (5, None):  # TypeError: 'int' object is not iterable, before
             with pytest.raises(InputError, match="recordings .*: give a list of recordings"):
                 lis.enroll("erin", recordings)
+        for flag in ("force", "add", "vouch"):  # force="no" was true: alice replaced
+            with pytest.raises(InputError, match=f"{flag}='no': give True or False"):
+                lis.enroll("alice", str(DEMO / "enroll_1.flac"), **{flag: "no"})
+        assert lis.store.load("alice").n_takes == 2  # as the fixture enrolled her
         vp = lis.enroll("erin", str(DEMO / "enroll_1.flac"))  # 3.5 s of speech: one take
         assert vp.n_takes == 1 and (store / "erin.json").exists()
         assert lis.store.load("erin").n_takes == 1
