@@ -33,6 +33,9 @@ def test_names_resolve_to_shipped_models_and_paths_still_work(tmp_path):
     assert resolve_model(str(DEFAULT_MODEL)) == DEFAULT_MODEL
     with pytest.raises(ModelError, match="no shipped model.*campp"):
         resolve_model("campq")
+    for empty in ("", " "):  # "" was the path "." (".: model file not found")
+        with pytest.raises(ModelError, match="give a shipped model's name .*default"):
+            resolve_model(empty)
     with pytest.raises(ModelError, match="not found"):
         EncoderSession(tmp_path / "missing.onnx")
     assert load_model_info("campp").embedding_dim == 192

@@ -30,6 +30,9 @@ def test_challenges_are_random_digits():
     for bad in ("12", "abc", "1" * 13, "٣١٤"):
         with pytest.raises(InputError, match="--challenge"):
             parse_challenge(bad)
+    with pytest.raises(InputError) as err:  # 5000 digits were echoed whole on the error line
+        parse_challenge("1" * 5000)
+    assert len(str(err.value)) < 120
 
 
 def test_edit_distance_and_tolerance():

@@ -76,7 +76,10 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
     if model is None:
         return DEFAULT_MODEL
     text = os.fspath(model)
-    if text and os.sep not in text and "/" not in text and not text.endswith((".onnx", ".json")):
+    if not text.strip():  # Path("") is "." (".: model file not found")
+        raise ModelError(f"--model {text!r}: give a shipped model's name "
+                         f"({', '.join(shipped_models())}) or a file")
+    if os.sep not in text and "/" not in text and not text.endswith((".onnx", ".json")):
         shipped = MODELS_DIR / f"{text}.onnx"
         if shipped.is_file():
             return shipped
