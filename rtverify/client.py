@@ -42,6 +42,26 @@ class ServerError(RtverifyError):
         self.code = code
 
 
+MAX_ANSWER_BYTES = 64 << 20
+"""The most an HTTP answer may hold (a fleet's voice list is a few MB); more is refused."""
+
+
+def _answer(text, where: str) -> dict:
+    """A server's answer or event as a dict, or a one-line :class:`ServerError` saying it was
+    not one (a proxy's HTML page, a truncated body, a hostile server's nested brackets)."""
+    try:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ServerError(f"{where}: the server's answer is not JSON (is this an rtverify "
+                          f"server?)") from None
+    if not isinstance(value, dict):
+        raise ServerError(f"{where}: the server's answer is not a JSON object (is this an "
+                          f"rtverify server?)")
+    return value
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Follows no redirect: the client talks to the server it was given and to nothing else
     (urllib would otherwise go wherever a ``Location`` points, the bearer token with it)."""
@@ -132,14 +152,21 @@ class Client:
         req = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
             with self._opener.open(req, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read().decode("utf-8"))
+                body = resp.read(MAX_ANSWER_BYTES + 1)
+                if len(body) > MAX_ANSWER_BYTES:
+                    raise ServerError(f"{self.http_url}: the server's answer is larger than "
+                                      f"{MAX_ANSWER_BYTES >> 20} MiB")
+                return _answer(body, self.http_url)
         except urllib.error.HTTPError as err:
             if 300 <= err.code < 400:
                 raise ServerError(f"{self.http_url}: the server answered with a redirect (HTTP "
                                   f"{err.code}); the client follows none", err.code) from None
             try:
-                message = json.loads(err.read().decode("utf-8"))["error"]
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                message = json.loads(err.read(65536).decode("utf-8"))["error"]
+                if not isinstance(message, str):
+                    raise TypeError
+                message = " ".join(message.split())[:500]
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
                 message = f"HTTP {err.code} {err.reason}"
             raise ServerError(message, err.code) from None
         except (urllib.error.URLError, OSError) as err:
@@ -312,7 +339,10 @@ class Client:
                 clock["answer"] = time.monotonic()
                 if isinstance(message, bytes):
                     continue
-                event = json.loads(message)
+                event = _answer(message, self.ws_url)
+                if not isinstance(event.get("event"), str):
+                    raise ServerError(f"{self.ws_url}: the server sent an event without its "
+                                      f"name (is this an rtverify server?)")
                 if event.get("event") == "error":
                     error = event
                     continue
@@ -331,7 +361,9 @@ class Client:
         if failure:
             raise failure[0]
         if error is not None:
-            raise ServerError(error.get("error", "refused"), error.get("code"))
+            message, code = error.get("error"), error.get("code")
+            raise ServerError(" ".join(message.split())[:500] if isinstance(message, str)
+                              else "refused", code if isinstance(code, int) else None)
         code = ws.close_code
         if code not in (1000, 1001, None):
             raise ServerError(f"{self.ws_url}: stream closed with code {code} "
@@ -385,6 +417,18 @@ def stream_to_server(url: str, source, *, names=None, threshold=None, model=None
     return summary
 
 
+def _plain(event: dict) -> str | None:
+    """The line ``listen --server`` prints for a decision or the summary (None for others)."""
+    if event["event"] == "decision":
+        who = event["speaker"] or f"unknown (best {event['best']})"
+        return (f"{event['start_s']:7.2f}-{event['end_s']:7.2f} s  {who}  score "
+                f"{event['score']}  {event['reason']}")
+    if event["event"] == "summary":
+        return (f"{event['decisions']} decisions: {event['accepted']} accepted, "
+                f"{event['rejected']} rejected, {event['too_short']} too short")
+    return None
+
+
 def listen_command(args, hooks=None) -> int:
     """``rtverify listen --server URL``: the microphone (or ``--input``) streamed to a server,
     its events written as ``listen`` writes them (JSON lines with ``--json``, else one line per
@@ -407,13 +451,16 @@ def listen_command(args, hooks=None) -> int:
         event = json.loads(line) if (hooks or not args.json) else None
         if args.json:
             print(line, flush=True)
-        elif event["event"] == "decision":
-            who = event["speaker"] or f"unknown (best {event['best']})"
-            print(f"{event['start_s']:7.2f}-{event['end_s']:7.2f} s  {who}  score "
-                  f"{event['score']}  {event['reason']}", flush=True)
-        elif event["event"] == "summary":
-            print(f"{event['decisions']} decisions: {event['accepted']} accepted, "
-                  f"{event['rejected']} rejected, {event['too_short']} too short", flush=True)
+            text = None
+        else:
+            try:
+                text = _plain(event)
+            except (KeyError, TypeError, ValueError):  # a field missing, or of another type
+                raise ServerError(f"{args.server}: the server's {event['event'][:40]!r} event "
+                                  f"is not as rtverify serve sends it (is this an rtverify "
+                                  f"server?)") from None
+        if text is not None:
+            print(text, flush=True)
         if hooks and event["event"] == "decision":
             hooks.decision(event)
 

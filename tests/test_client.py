@@ -258,3 +258,106 @@ def test_listen_takes_one_name_as_a_string(served):
     events = list(Client(server.url, timeout_s=20).listen(chunks, names="alice"))
     assert events[0]["event"] == "ready" and events[0]["voices"] == ["alice"], events[0]
     assert events[-1]["event"] == "summary", events[-1]
+
+
+def _fake_ws_server(messages):
+    """A WebSocket server that answers every stream with ``messages`` (text frames), then
+    closes: what a proxy, another service on the port or a hostile server might send."""
+    from websockets.sync.server import serve
+
+    def handler(ws):
+        for m in messages:
+            ws.send(m)
+        try:
+            while True:
+                ws.recv(timeout=0.5)
+        except Exception:
+            pass
+
+    server = serve(handler, "127.0.0.1", 0, max_size=None)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+_NOT_RTVERIFY = [
+    pytest.param(["<html>502 Bad Gateway</html>"], "is not JSON", id="html"),
+    pytest.param(["[" * 100_000 + "]" * 100_000], "is not JSON", id="nested"),
+    pytest.param(['[1, 2, 3]'], "not a JSON object", id="list"),
+    pytest.param(['{"speaker": "alice"}'], "without its name", id="no-name"),
+    pytest.param(['{"event": 7}'], "without its name", id="name-not-text"),
+]
+
+
+@pytest.mark.parametrize("messages, says", _NOT_RTVERIFY)
+def test_listen_refuses_what_is_not_an_rtverify_event_in_one_line(messages, says):
+    """A server whose events are not rtverify's: Client.listen raises ServerError naming the
+    fault, and ``listen --server`` says it in one line, exit 2 (it was an 'internal error:
+    JSONDecodeError', AttributeError or RecursionError, as if rtverify had a bug)."""
+    server = _fake_ws_server(messages)
+    try:
+        port = server.socket.getsockname()[1]
+        with pytest.raises(ServerError) as exc:
+            list(Client(f"ws://127.0.0.1:{port}", timeout_s=5.0).listen(
+                [np.zeros(16000, np.float32)], format="f32"))
+        assert says in str(exc.value) and "\n" not in str(exc.value)
+        r = cli("listen", "--server", f"ws://127.0.0.1:{port}", "--input",
+                str(DEMO / "conversation.flac"), store=DEMO / "no-store")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and says in r.stderr and "internal" not in r.stderr
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("event", [
+    {"event": "decision", "speaker": "alice"},                      # fields missing
+    {"event": "decision", "speaker": None, "best": "bob", "start_s": "soon", "end_s": 1,
+     "score": 0.9, "reason": "below_threshold"},                    # a field of another type
+    {"event": "summary", "decisions": 1},
+])
+def test_listen_server_names_an_event_it_cannot_print(event):
+    """``listen --server`` without --json prints decisions and the summary: one whose fields
+    are missing or of another type is a one-line error naming the event, not a KeyError."""
+    server = _fake_ws_server([json.dumps({"event": "ready"}), json.dumps(event)])
+    try:
+        port = server.socket.getsockname()[1]
+        r = cli("listen", "--server", f"ws://127.0.0.1:{port}", "--input",
+                str(DEMO / "conversation.flac"), store=DEMO / "no-store")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and f"'{event['event']}' event is not" in r.stderr
+    finally:
+        server.shutdown()
+
+
+def test_http_answers_that_are_not_rtverify_are_one_line_errors():
+    """The HTTP calls against a server answering HTML, a JSON list, or an error body that is
+    not rtverify's: ServerError in one line, never a JSONDecodeError or a TypeError."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = {"/html": (200, b"<html>hello</html>"), "/list": (200, b"[1]"),
+              "/deep": (200, b"[" * 100_000),
+              "/err": (500, json.dumps({"error": {"nested": "x\ny"}}).encode())}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            for prefix, (code, body) in bodies.items():
+                if self.path.startswith(prefix):
+                    self.send_response(code)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
+
+        def log_message(self, *a):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        port = httpd.server_address[1]
+        for prefix, says in [("/html", "not JSON"), ("/list", "not a JSON object"),
+                             ("/deep", "not JSON"), ("/err", "HTTP 500")]:
+            with pytest.raises(ServerError) as exc:
+                Client(f"http://127.0.0.1:{port}{prefix}").health()
+            assert says in str(exc.value) and "\n" not in str(exc.value), (prefix, exc.value)
+    finally:
+        httpd.shutdown()
