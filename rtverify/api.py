@@ -238,9 +238,11 @@ class Listener:
         """One decision, as ``rtverify verify``: is ``audio`` (a recording's path, or an array
         as :meth:`feed` takes at ``rate_hz``, default this listener's) the enrolled voice
         ``name``? Any enrolled voice may be named, not only those listened for. Raises
-        :class:`~rtverify.errors.NotEnoughSpeech` when it holds too little speech to decide."""
+        :class:`~rtverify.errors.NotEnoughSpeech` when it holds too little speech to decide.
+        A recording or array is read to its end, so ``timeout_s`` (``verify --timeout``, which
+        bounds the wait for speech at a microphone) has nothing to bound here; it is accepted
+        and ignored, as it always was."""
         from .apps.verify import verify
-        from .config import VERIFY_TIMEOUT_S
 
         vp = self.store.load(name, self.session.model_id, self.session.dim)
         if isinstance(audio, (str, os.PathLike)):
@@ -251,8 +253,7 @@ class Listener:
             source, where = as_source(_and_tail(stream, stream.push(audio))), "audio"
         try:
             return verify(self.session, vp, source, where, live=False,
-                          threshold=self.threshold,
-                          timeout_s=timeout_s if timeout_s is not None else VERIFY_TIMEOUT_S)
+                          threshold=self.threshold)
         finally:
             source.close()
 
