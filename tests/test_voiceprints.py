@@ -140,10 +140,11 @@ def _add_takes_at_once(spec, k, barrier, results):
 def adds_at_once(spec, rounds=4):
     """Two processes add takes to one voice at the same moment, ``rounds`` times: each time one
     must win and the other be refused, never both "succeed" with one add silently lost."""
-    from rtverify.apps.enroll import save_added  # noqa: F401  (imported once, before the forks)
     from rtverify.store import open_store
 
-    ctx = multiprocessing.get_context("fork")
+    # Not "fork": the test process runs threads (a fork of it can inherit a held lock, and
+    # Python 3.12 warns of it); "forkserver" starts the two writers clean, as two commands.
+    ctx = multiprocessing.get_context("forkserver")
     for r in range(rounds):
         store = open_store(spec)
         store.save(vp("alice", seed=r), force=True)
