@@ -129,15 +129,18 @@ class Listener:
         ``fusion``) or an ``.onnx`` path; None: the default.
     :param threshold: a cosine overriding the model's calibrated thresholds (for experiments;
         None keeps them).
+    :param margin: added to every threshold the model calibrated, as ``--margin`` (-0.2 to
+        0.2; positive: fewer strangers let in, the enrolled voice refused more often). Not with
+        ``threshold``.
     :param rate_hz: the sample rate of the arrays :meth:`feed` gets (8000 to 192000 Hz).
     :param threads: onnxruntime threads (None: the CLI's default).
     """
 
     def __init__(self, names: Iterable[str] | None = None, *,
                  store: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
-                 threshold: float | None = None, rate_hz: int = SAMPLE_RATE_HZ,
-                 threads: int | None = None) -> None:
-        from .config import check_threshold
+                 threshold: float | None = None, margin: float | None = None,
+                 rate_hz: int = SAMPLE_RATE_HZ, threads: int | None = None) -> None:
+        from .config import check_margin, check_threshold
         from .core.encoder import DEFAULT_MODEL, EncoderSession
         from .core.pipeline import Verifier
         from .store import open_store
@@ -148,12 +151,20 @@ class Listener:
             except (TypeError, ValueError):
                 raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
                                  "1") from None
+        try:
+            margin = check_margin(margin)
+        except ValueError as err:
+            raise InputError(str(err)) from None
+        if threshold is not None and margin:
+            raise InputError("threshold and margin: a threshold replaces the model's "
+                             "thresholds, a margin moves them; give one")
         for what, value in (("store", store), ("model", model)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise InputError(f"{what} {value!r}: give a path or a name as text, or None for "
                                  "the default")
         self.rate_hz = _check_rate(rate_hz, "rate_hz")
         self.threshold = threshold
+        self.margin = margin
         self.store = open_store(os.fspath(store) if store is not None else None)
         self.session = EncoderSession(model if model is not None else DEFAULT_MODEL,
                                       threads=threads)
@@ -169,7 +180,7 @@ class Listener:
         if not voices:
             raise StoreError(f"no usable voice enrolled in {self.store.root}; enroll one first "
                              "(rtverify enroll --name NAME [--input FILE ...])")
-        self._verifier = Verifier(self.session, voices, threshold=threshold)
+        self._verifier = Verifier(self.session, voices, threshold=threshold, margin=margin)
         self._stream = ArrayStream(self.rate_hz)
 
     @property
@@ -253,7 +264,7 @@ class Listener:
             source, where = as_source(_and_tail(stream, stream.push(audio))), "audio"
         try:
             return verify(self.session, vp, source, where, live=False,
-                          threshold=self.threshold)
+                          threshold=self.threshold, margin=self.margin)
         finally:
             source.close()
 

@@ -203,17 +203,20 @@ class Client:
     def delete(self, name: str) -> dict:
         return self._request("DELETE", f"/v1/voices/{urllib.parse.quote(name, safe='')}")
 
-    def verify(self, name: str, path, *, threshold: float | None = None) -> dict:
-        """Is the recording at ``path`` NAME? The dict ``verify --json`` prints."""
+    def verify(self, name: str, path, *, threshold: float | None = None,
+               margin: float | None = None) -> dict:
+        """Is the recording at ``path`` NAME? The dict ``verify --json`` prints. ``margin``:
+        added to the model's thresholds, as ``verify --margin``."""
         return self._request("POST", f"/v1/verify/{urllib.parse.quote(name, safe='')}",
-                             query={"threshold": threshold}, files=[self._file(path)])
+                             query={"threshold": threshold, "margin": margin or None},
+                             files=[self._file(path)])
 
     # -- WebSocket ----------------------------------------------------------------------
     def listen(self, chunks: Iterable, *, rate: int = 16000, channels: int = 1,
                format: str = "s16", names: Iterable[str] | None = None,
                threshold: float | None = None, model: str | None = None,
-               status: bool = False, interrupt: threading.Event | None = None
-               ) -> Iterator[dict]:
+               status: bool = False, interrupt: threading.Event | None = None,
+               margin: float | None = None) -> Iterator[dict]:
         """Stream ``chunks`` (bytes of raw PCM, or numpy arrays / rtverify Chunks converted to
         ``format``: floats full scale at 1.0, int16 / int32 at their own full scale) and yield
         the server's events until its ``summary``. ``chunks`` are sent as they come (a
@@ -232,6 +235,8 @@ class Client:
         query += [("name", n) for n in (names or [])]
         if threshold is not None:
             query.append(("threshold", threshold))
+        if margin:
+            query.append(("margin", margin))
         if model is not None:
             query.append(("model", model))
         if status:
@@ -390,14 +395,15 @@ def listen(url: str, chunks: Iterable, *, token: str | None = None, **params) ->
 
 
 def verify(url: str, name: str, path, *, token: str | None = None,
-           threshold: float | None = None) -> dict:
+           threshold: float | None = None, margin: float | None = None) -> dict:
     """:meth:`Client.verify` on the server at ``url``."""
-    return Client(url, token=token).verify(name, path, threshold=threshold)
+    return Client(url, token=token).verify(name, path, threshold=threshold, margin=margin)
 
 
 def stream_to_server(url: str, source, *, names=None, threshold=None, model=None,
                      token: str | None = None, status: bool = False,
-                     write=print, interrupt: threading.Event | None = None) -> dict:
+                     write=print, interrupt: threading.Event | None = None,
+                     margin: float | None = None) -> dict:
     """``listen --server``: send ``source`` (16 kHz float32 chunks: the microphone, a recording
     or stdin) to the server and write every event it decides as one JSON line. Returns the
     summary. Setting ``interrupt`` ends the stream (the summary still comes)."""
@@ -406,7 +412,7 @@ def stream_to_server(url: str, source, *, names=None, threshold=None, model=None
         for event in Client(url, token=token).listen(source, rate=16000, format="f32",
                                                      names=names, threshold=threshold,
                                                      model=model, status=status,
-                                                     interrupt=interrupt):
+                                                     interrupt=interrupt, margin=margin):
             write(json.dumps(event, ensure_ascii=False))
             if event.get("event") == "summary":
                 summary = event
@@ -485,7 +491,8 @@ def listen_command(args, hooks=None) -> int:
         if hooks:  # what this machine listened to, not the server's name for the connection
             hooks.source = source.name
         stream_to_server(args.server, source, names=args.name, threshold=threshold,
-                         token=token, status=args.status, write=write, interrupt=interrupt)
+                         token=token, status=args.status, write=write, interrupt=interrupt,
+                         margin=args.margin)
     finally:
         if hooks:
             hooks.close(interrupted=interrupt.is_set())

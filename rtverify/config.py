@@ -27,6 +27,24 @@ def check_threshold(value: float | None) -> float | None:
     return value
 
 
+MAX_MARGIN = 0.2
+"""The most ``--margin`` may move the model's thresholds, up or down (cosine)."""
+
+
+def check_margin(value: float | None) -> float:
+    """``value`` (0 for None) if it is a usable ``--margin``: a finite cosine offset within
+    +-:data:`MAX_MARGIN`, added to every threshold the model calibrated; else ValueError naming
+    it. The one rule for ``--margin``, the server's ``margin`` and
+    :class:`~rtverify.core.scoring.DecisionPolicy`."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not \
+            (math.isfinite(value) and -MAX_MARGIN <= value <= MAX_MARGIN):
+        raise ValueError(f"margin {value!r}: must be a number between -{MAX_MARGIN:g} and "
+                         f"{MAX_MARGIN:g} (added to the model's thresholds)")
+    return float(value)
+
+
 def _from_dict(cls, data: Mapping[str, Any]):
     """Build dataclass ``cls`` from a mapping, refusing unknown keys (they are typos or drift)."""
     names = {f.name for f in dataclasses.fields(cls)}

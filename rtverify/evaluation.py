@@ -554,9 +554,11 @@ def decision_scores(trials: Trials, root, emb: FileEmbeddings, session, scorer,
 
 
 def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = SegmenterConfig(),
-             scorer=None, cache_dir=None, progress: bool = False) -> dict:
+             scorer=None, cache_dir=None, progress: bool = False, margin: float = 0.0) -> dict:
     """The whole evaluation; returns the ``--json`` object (plus ``scores``/``labels`` arrays
-    under ``_scores``/``_labels`` for plotting)."""
+    under ``_scores``/``_labels`` for plotting). ``margin`` raises every threshold of the
+    model's (``listen --margin``) for the rates at its thresholds; the EER and minDCF do not
+    depend on it."""
     from .core.scoring import Scorer
 
     t0 = time.perf_counter()
@@ -573,6 +575,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
                                                           segmenter, cache_dir, progress)
     if expert is not None:
         t_embed = time.perf_counter() - t0
+    thresholds = thresholds + float(margin or 0.0)  # inf (no decision) stays inf
     rates = model_threshold_rates(trials, emb, scores, session.info.decision, thresholds)
     m = compute_metrics(scores, trials.labels)
     same = np.asarray(trials.labels) == 1
@@ -584,7 +587,7 @@ def evaluate(trials_path, root, session, *, segmenter: SegmenterConfig = Segment
         "eer": m.eer, "threshold_eer": m.threshold_eer, "eer_margin": eer_margin,
         "min_dcf": m.min_dcf, "threshold_min_dcf": m.threshold_min_dcf, "p_target": P_TARGET,
         "accuracy_at_eer": m.accuracy_at_eer,
-        "accuracy_at_model_threshold": rates["accuracy"],
+        "accuracy_at_model_threshold": rates["accuracy"], "margin": float(margin or 0.0),
         "far_at_model_threshold": rates["far"], "frr_at_model_threshold": rates["frr"],
         "trials_not_decided": round(rates["undecided"] * m.trials),
         "far_at_model_threshold_decided": _finite_or_none(rates["far_decided"]),
@@ -632,7 +635,8 @@ def format_report(r: dict) -> str:
                    f"{r['threshold_min_dcf']:.4f})"),
         ("accuracy", f"{100 * r['accuracy_at_eer']:.2f} % at the EER threshold, "
                      f"{100 * r['accuracy_at_model_threshold']:.2f} % at the model's own "
-                     f"(false accepts {100 * r['far_at_model_threshold']:.2f} %, false "
+                     + (f"raised by {r['margin']:+.3f} " if r.get("margin") else "")
+                     + f"(false accepts {100 * r['far_at_model_threshold']:.2f} %, false "
                      f"rejects {100 * r['frr_at_model_threshold']:.2f} %)"),
         ("decided", f"{r['trials'] - r['trials_not_decided']} trials (the rest have too little "
                     "speech to decide, as listen says too_short: no verdict on the voice); of "
@@ -659,7 +663,8 @@ def format_report(r: dict) -> str:
 
 def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: int = 1,
              cache_dir: Path | None = None, score_norm: bool = True, plot: Path | None = None,
-             as_json: bool = False, progress: bool = False) -> str:
+             as_json: bool = False, progress: bool = False, margin: float | None = None
+             ) -> str:
     """Everything ``rtverify eval`` does once its arguments are parsed (by
     :mod:`rtverify.cli.eval`): returns the text to print, one JSON object with ``as_json``, else
     the report. Problems raise :class:`~rtverify.errors.RtverifyError` (one line).
@@ -671,6 +676,8 @@ def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: in
         cosine).
     :param plot: also draw a DET curve to this image file (matplotlib).
     :param progress: show a progress bar on stderr.
+    :param margin: raise the model's thresholds by this much for the rates at them (as
+        ``listen --margin``).
     """
     from .core.encoder import EncoderSession
     from .core.scoring import Scorer
@@ -680,7 +687,8 @@ def run_eval(trials: Path, root: Path, *, model: Path | None = None, threads: in
         check_plot_path(plot)
     session = EncoderSession(model, threads=threads)
     scorer = Scorer.for_model(session) if score_norm else Scorer(None)
-    r = evaluate(trials, root, session, scorer=scorer, cache_dir=cache_dir, progress=progress)
+    r = evaluate(trials, root, session, scorer=scorer, cache_dir=cache_dir, progress=progress,
+                 margin=margin or 0.0)
     scores, labels = r.pop("_scores"), r.pop("_labels")
     if plot:
         plot_det(scores, labels, plot, f"{Path(trials).name} — {r['model_id']}")

@@ -81,6 +81,20 @@ def test_listen_server_decides_like_listen(served, tmp_path):
     assert text.returncode == 0 and "alice" in text.stdout and "decisions:" in text.stdout
 
 
+def test_listen_server_passes_its_margin_to_the_server(served, tmp_path):
+    """``listen --server URL --margin X`` decides as ``listen --margin X`` does here."""
+    server, store = served
+    runs = [cli("listen", *where, "--input", str(DEMO / "conversation.flac"), "--json",
+                "--margin", "0.2", store=s)
+            for where, s in (((), store), (("--server", server.ws), tmp_path / "empty"))]
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    local, remote = ([e for e in map(json.loads, r.stdout.splitlines())
+                      if e["event"] == "decision"] for r in runs)
+    assert local and not any(d["accepted"] for d in local + remote)
+    assert [d["threshold"] for d in remote] == pytest.approx([d["threshold"] for d in local],
+                                                             abs=2e-4)
+
+
 def test_listen_server_raw_stdin(served):
     server, store = served
     import soundfile as sf

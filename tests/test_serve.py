@@ -156,6 +156,33 @@ def test_name_and_threshold_parameters(server, conversation16k):
     assert decisions and all(d["threshold"] == 0.99 and not d["accepted"] for d in decisions)
 
 
+def test_margin_parameter_moves_the_models_thresholds(server, conversation16k):
+    """?margin= (listen --margin): the same utterances, each threshold raised by it; with
+    ?threshold= too, or out of range, the stream is refused (1008); /v1/verify takes it too."""
+    x = conversation16k[:16000 * 6]
+    base = [e for e in stream(server, x, name="alice") if e["event"] == "decision"]
+    events = stream(server, x, name="alice", margin="0.2")
+    high = [e for e in events if e["event"] == "decision"]
+    assert "+0.200 (margin)" in events[0]["threshold"]
+    assert any(d["accepted"] for d in base) and not any(d["accepted"] for d in high)
+    assert [d["threshold"] for d in high] == pytest.approx([d["threshold"] + 0.2 for d in base],
+                                                           abs=2e-4)
+    for params, says in (({"margin": "0.5"}, "between -0.2 and 0.2"),
+                         ({"margin": "x"}, "not a number"),
+                         ({"margin": "0.01", "threshold": "0.7"}, "give one")):
+        with connect(server, format="f32", **params) as ws:
+            error = receive_all(ws)[0]
+            assert ws.close_code == 1008 and says in error["error"], (params, error)
+    c = Client(server.url)
+    plain = c.verify("alice", DEMO / "enroll_2.flac")
+    raised = c.verify("alice", DEMO / "enroll_2.flac", margin=0.2)
+    assert plain["accepted"] and not raised["accepted"]
+    assert raised["threshold"] == pytest.approx(plain["threshold"] + 0.2, abs=2e-4)
+    with pytest.raises(ServerError) as exc:
+        c.verify("alice", DEMO / "enroll_2.flac", margin=0.5)
+    assert exc.value.code == 400 and "margin" in str(exc.value)
+
+
 # -- HTTP -----------------------------------------------------------------------------------------
 def test_http_health_voices_enrol_verify_delete(server, store):
     c = Client(server.url)

@@ -138,7 +138,8 @@ class VerifyResult:
 
 def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource, where: str, *,
            live: bool, threshold: float | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
-           challenge: str | None = None, recogniser=None) -> VerifyResult:
+           challenge: str | None = None, recogniser=None,
+           margin: float | None = None) -> VerifyResult:
     """Capture ``source`` and decide. Raises :class:`NotEnoughSpeech` when it held too little
     speech to decide. With ``challenge`` (digits) and ``recogniser`` (a
     :class:`~rtverify.apps.liveness.DigitRecognizer`), the digits must be said too."""
@@ -159,7 +160,7 @@ def verify(session: EncoderSession, voiceprint: Voiceprint, source: FrameSource,
         short = embed_recording(expert[0], [Chunk(kept.samples, 0.0)]) if seen else None
         if short is not None and short.vector is not None:
             session, voiceprint, rec = expert[0], seen, short
-    policy = DecisionPolicy(session.info.decision, threshold)
+    policy = DecisionPolicy(session.info.decision, threshold, margin)
     voice = {voiceprint.name: voiceprint.vector()}
     prints, missing = voiceprints_for_band(voice, rec.band)  # as listen scores narrowband input
     if missing:

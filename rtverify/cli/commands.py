@@ -60,9 +60,11 @@ def _input_spec(args, path: str | None, *, realtime: bool = False, retries: int 
                      sample_format=args.format or "s16", retries=retries, reconnect=reconnect)
 
 
-def _threshold_text(session, override: float | None) -> str:
+def _threshold_text(session, override: float | None, margin: float | None = None) -> str:
     if override is not None:
         return f"{override:.2f}"
+    if margin:
+        return f"{session.info.decision.describe()}, {margin:+.3f} (margin)"
     return session.info.decision.describe()
 
 
@@ -201,12 +203,12 @@ def cmd_listen(args) -> int:
     source = spec.open()
     logger.debug("listening to %s (%s) for %s", source.name,
                  "live" if spec.live else "as fast as possible", ", ".join(sorted(voices)))
-    verifier = Verifier(session, voices, threshold=args.threshold,
+    verifier = Verifier(session, voices, threshold=args.threshold, margin=args.margin,
                         max_pending=1 if spec.live else 8,
                         status_every_s=0.1 if (args.status or not args.json) else 0.0,
                         workers=workers)
     ready = Ready(source.name, session.model_id, sorted(voices),
-                  _threshold_text(session, args.threshold), spec.live)
+                  _threshold_text(session, args.threshold, args.margin), spec.live)
     if args.json:
         from ..ui.jsonl import JsonSink
 
@@ -309,8 +311,8 @@ def cmd_verify(args) -> int:
         # random challenge is answered live, so stdin then is a recorder too)
         live = spec.live or args.live or (challenge is not None and args.challenge == "random")
         result = verify(session, vp, source, where, live=live, threshold=args.threshold,
-                        timeout_s=args.timeout or VERIFY_TIMEOUT_S, challenge=challenge,
-                        recogniser=recogniser)
+                        margin=args.margin, timeout_s=args.timeout or VERIFY_TIMEOUT_S,
+                        challenge=challenge, recogniser=recogniser)
     finally:
         source.close()
     d, rec, said = result.decision, result.recording, result.challenge

@@ -31,6 +31,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads (default: 1)")
     p.add_argument("--cache", type=Path, metavar="DIR",
                    help="keep embeddings here between runs (keyed by model and settings)")
+    p.add_argument("--margin", type=float, metavar="X",
+                   help="report the accuracy, false accepts and false rejects at the model's "
+                        "thresholds raised by X, as listen --margin X decides (-0.2 to 0.2)")
     p.add_argument("--no-norm", action="store_true",
                    help="plain cosine scores even if the model ships score normalisation "
                         "(the default's cohort shift; its thresholds assume the shift, so the "
@@ -46,9 +49,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not 1 <= args.threads <= MAX_THREADS:
         raise InputError(f"--threads must be from 1 to {MAX_THREADS}, got {args.threads}")
+    from ..config import check_margin
+
+    try:
+        check_margin(args.margin)
+    except ValueError as err:
+        raise InputError(f"--margin: {err}") from None
     from ..evaluation import run_eval
 
     print(run_eval(args.trials, args.root, model=args.model, threads=args.threads,
                    cache_dir=args.cache, score_norm=not args.no_norm, plot=args.plot,
-                   as_json=args.json, progress=sys.stderr.isatty()))
+                   as_json=args.json, progress=sys.stderr.isatty(), margin=args.margin))
     return 0

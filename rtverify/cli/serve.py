@@ -19,8 +19,8 @@ examples:
   curl -s -F audio=@door.wav localhost:8765/v1/verify/alice                  verify
   curl -s -X DELETE localhost:8765/v1/voices/alice
 
-WebSocket /v1/listen?rate=16000&channels=1&format=s16&name=alice&threshold=0.6: binary messages of
-raw little-endian PCM, then the text message {"type": "end"}. TLS: put a reverse proxy in front
+WebSocket /v1/listen?rate=16000&channels=1&format=s16&name=alice&margin=0.02: binary messages of
+raw little-endian PCM, then the text message {"type": "end"} (margin, or threshold: as listen's). TLS: put a reverse proxy in front
 (README, "rtverify serve"). Logs go to stderr; SIGTERM gives open streams their summary first.
 """
 

@@ -64,6 +64,7 @@ class Verifier:
         (:attr:`~rtverify.core.scoring.VoiceVector.companions`).
     :param segmenter: VAD and segmentation settings.
     :param threshold: overrides the model's calibrated threshold.
+    :param margin: added to every threshold the model calibrated (``--margin``).
     :param max_pending: windows embedded together (1 = each as soon as it is complete).
     :param status_every_s: stream time between :class:`Status` events (0 disables them).
     :param workers: threads that embed and decide finished utterances while the main thread
@@ -80,12 +81,12 @@ class Verifier:
 
     def __init__(self, session: EncoderSession, voiceprints: Mapping[str, np.ndarray] | None = None,
                  *, segmenter: SegmenterConfig = SegmenterConfig(), threshold: float | None = None,
-                 max_pending: int = 1, provisional: bool = True,
+                 margin: float | None = None, max_pending: int = 1, provisional: bool = True,
                  status_every_s: float = 0.0, workers: int = 0, bands: bool = False) -> None:
         self.session = session
         self.voiceprints = dict(voiceprints or {})
         self._galleries: dict[str, tuple] = {}
-        self.policy = DecisionPolicy(session.info.decision, threshold)
+        self.policy = DecisionPolicy(session.info.decision, threshold, margin)
         self._offsets = self.policy.offsets_for(self.voiceprints)  # by enrolled speech
         self._falls = self.policy.falls_for(self.voiceprints)  # the enrolments' rooms
         # how steeply each utterance's speech falls: where the model judges rooms by it, and for
@@ -113,11 +114,11 @@ class Verifier:
         self.tally = Tally()
         """Counts of the events this verifier has handed out (what :meth:`summary` reports)."""
         self._band_warned: set[str] = set()
-        self._short = self._short_expert(segmenter, threshold)
+        self._short = self._short_expert(segmenter, threshold, margin)
         self.reset()
 
-    def _short_expert(self, segmenter: SegmenterConfig, threshold: float | None
-                      ) -> "Verifier | None":
+    def _short_expert(self, segmenter: SegmenterConfig, threshold: float | None,
+                      margin: float | None = None) -> "Verifier | None":
         """The scorer of short utterances when the model names a ``short_expert`` (a Verifier
         of that model over the voices' vectors for it, used for its scores and thresholds
         only; which utterances it decides: :meth:`EncoderSession.expert_decides`); None
@@ -137,7 +138,7 @@ class Verifier:
                 ", ".join(map(repr, missing[:3])) + (" ..." if len(missing) > 3 else ""),
                 "s" if len(missing) == 1 else "", sub.model_id, below, self.session.model_id)
             return None
-        return Verifier(sub, voices, segmenter=segmenter, threshold=threshold,
+        return Verifier(sub, voices, segmenter=segmenter, threshold=threshold, margin=margin,
                         provisional=False)
 
     def reset(self) -> None:
@@ -227,7 +228,7 @@ class Verifier:
             return True, None
         if self.scorer is None:
             self.scorer = Scorer.for_model(self.session)
-        t = self.policy.threshold_for(1.6, snr_db)
+        t = self.policy.threshold_for(1.6, snr_db) - self.policy.margin  # turns: as calibrated
         matrix = self._gallery("wide", self.voiceprints)[1]
         if len(self.voiceprints) < self.MATRIX_MIN_VOICES:
             return self._worth(windows @ matrix.T, t), None
@@ -261,7 +262,8 @@ class Verifier:
         if not scores:
             return False, scores
         d = self.policy.decide(scores, speech_s, snr_db, self._offsets)
-        return d.margin >= -self.SPLIT_NEAR, scores
+        # as calibrated: --margin moves decisions, not where an utterance is cut
+        return d.margin + self.policy.margin >= -self.SPLIT_NEAR, scores
 
     def _worth(self, sims: np.ndarray, t: float) -> bool:
         """Some voice (column) scores near the threshold ``t`` in one window (row) and clearly

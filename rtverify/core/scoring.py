@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DecisionConfig, FeatureConfig, check_threshold
+from ..config import DecisionConfig, FeatureConfig, check_margin, check_threshold
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -87,20 +87,29 @@ class DecisionPolicy:
 
     :param cfg: the model's decision settings.
     :param threshold: if given, replaces the model's threshold at every length and SNR.
+    :param margin: added to every threshold the model calibrated (by length, SNR, room and
+        enrolled speech): positive lets fewer strangers in and asks the enrolled voice again
+        more often, negative the reverse. Not with ``threshold``.
     """
 
-    def __init__(self, cfg: DecisionConfig, threshold: float | None = None) -> None:
+    def __init__(self, cfg: DecisionConfig, threshold: float | None = None,
+                 margin: float | None = None) -> None:
         check_threshold(threshold)
+        margin = check_margin(margin)
+        if threshold is not None and margin:
+            raise ValueError("threshold and margin: a threshold replaces the model's "
+                             "thresholds, a margin moves them; give one")
         self.cfg = cfg
         self.override = threshold
+        self.margin = margin
 
     def threshold_for(self, speech_s: float, snr_db: float | None = None,
                       fall_change_db: float | None = None) -> float:
         """The threshold for ``speech_s`` voiced seconds at an estimated SNR of ``snr_db``
         decibels and a change of ``fall_change_db`` in the steepest fall from the enrolment's
-        (None: unknown)."""
+        (None: unknown), the margin included."""
         return self.override if self.override is not None else \
-            self.cfg.threshold_for(speech_s, snr_db, fall_change_db)
+            self.cfg.threshold_for(speech_s, snr_db, fall_change_db) + self.margin
 
     def falls_for(self, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
         """Each voice's enrolment fall (:attr:`VoiceVector.enrol_fall_db`; only the known ones,

@@ -57,6 +57,8 @@ class StreamSpec:
     channels: int
     sample_format: str
     name: str
+    margin: float = 0.0
+    """Added to the model's thresholds (``?margin=``)."""
 
 
 class StreamState:
@@ -68,7 +70,8 @@ class StreamState:
 
         self.decoder = PcmDecoder(rate_hz=spec.rate_hz, channels=spec.channels,
                                   sample_format=spec.sample_format, name=spec.name)
-        self.verifier = Verifier(session, spec.voices, threshold=spec.threshold, max_pending=1,
+        self.verifier = Verifier(session, spec.voices, threshold=spec.threshold,
+                                 margin=spec.margin, max_pending=1,
                                  status_every_s=0.1 if spec.status else 0.0)
         self.status = spec.status
 

@@ -54,8 +54,8 @@ logger = logging.getLogger(__name__)
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_UNSUPPORTED = 1000, 1001, 1003
 CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_INTERNAL, CLOSE_TRY_LATER = 1008, 1009, 1011, 1013
 
-LISTEN_PARAMS = ("rate", "channels", "format", "name", "threshold", "model", "status",
-                 "access_token")
+LISTEN_PARAMS = ("rate", "channels", "format", "name", "threshold", "margin", "model",
+                 "status", "access_token")
 """Query parameters ``/v1/listen`` knows (``access_token``: for clients that cannot set headers)."""
 
 
@@ -245,6 +245,24 @@ def _threshold_param(query) -> float | None:
                          else str(err)) from None
 
 
+def _margin_param(query) -> float:
+    """``?margin=`` (``--margin``: added to the model's thresholds), 0 when absent; never with
+    ``?threshold=``."""
+    from ..config import check_margin
+
+    text = query.get("margin")
+    if text is None:
+        return 0.0
+    if query.get("threshold") is not None:
+        raise InputError("threshold and margin: a threshold replaces the model's thresholds, "
+                         "a margin moves them; give one")
+    try:
+        return check_margin(float(text))
+    except ValueError as err:
+        raise InputError(f"margin {text!r}: not a number" if "could not convert" in str(err)
+                         else str(err)) from None
+
+
 def _bool_param(query, key: str) -> bool:
     """``key``'s value: true/1/yes or false/0/no (absent: false). A key without a value
     (``?force``) is refused rather than read as false, which its sender hardly meant."""
@@ -418,14 +436,15 @@ class _Stream:
             if unknown:
                 raise InputError(f"unknown query parameter {unknown[0]!r} (known: "
                                  f"{', '.join(LISTEN_PARAMS[:-1])})")
-            for key in ("rate", "channels", "format", "threshold", "model", "status"):
+            for key in ("rate", "channels", "format", "threshold", "margin", "model",
+                        "status"):
                 if len(q.getlist(key)) > 1:
                     raise InputError(f"{key}: given {len(q.getlist(key))} times")
             fmt = q.get("format", "s16")
             self.decoder = PcmDecoder(rate_hz=_int_param(q, "rate", 16000),
                                       channels=_int_param(q, "channels", 1),
                                       sample_format=fmt, name=self.name)
-            threshold = _threshold_param(q)
+            threshold, margin = _threshold_param(q), _margin_param(q)
             self.status = _bool_param(q, "status")
             session = svc.session_for(q.get("model"))
             voices = await svc.run(load_voices, svc.store, session, q.getlist("name"))
@@ -434,7 +453,8 @@ class _Stream:
             return False
         self.sid = next(svc._sids)
         spec = StreamSpec(session.model_id, voices, threshold, self.status,
-                          self.decoder.rate_in_hz, self.decoder.channels, fmt, self.name)
+                          self.decoder.rate_in_hz, self.decoder.channels, fmt, self.name,
+                          margin)
         try:
             await svc.engine.call("open", self.sid, spec)
         except (JobFailed, JobInputError) as err:
@@ -444,7 +464,8 @@ class _Stream:
         from ..events import Ready, event_dict
 
         threshold_text = (f"{threshold:.2f}" if threshold is not None
-                          else session.info.decision.describe())
+                          else session.info.decision.describe()
+                          + (f", {margin:+.3f} (margin)" if margin else ""))
         await self._send(event_dict(Ready(self.name, session.model_id, sorted(voices),
                                           threshold_text, True)))
         return True
@@ -666,22 +687,24 @@ def _enroll_job(service: Service, session, name: str, uploads, force: bool,
 
 
 def verify_file(session, store, name: str, path: str, where: str,
-                threshold: float | None = None) -> dict:
+                threshold: float | None = None, margin: float | None = None) -> dict:
     """``verify --input FILE --json`` for one recording: the same fields, the same errors."""
     from ..apps.verify import verify
     from ..io.sources import FileSource
 
     vp = store.load(name, session.model_id, session.dim)
-    result = verify(session, vp, FileSource(path), where, live=False, threshold=threshold)
+    result = verify(session, vp, FileSource(path), where, live=False, threshold=threshold,
+                    margin=margin)
     return result.to_dict(where, vp.name, session.model_id)
 
 
-def _verify_job(service: Service, session, name: str, uploads, threshold) -> dict:
+def _verify_job(service: Service, session, name: str, uploads, threshold,
+                margin: float = 0.0) -> dict:
     files = _TempFiles(uploads)
     try:
         files.check_lengths(service.settings.max_upload_s)
         return verify_file(session, service.store, name, files.paths[0], files.labels[0],
-                           threshold)
+                           threshold, margin)
     except RtverifyError as err:
         raise files.renamed(err) from None
     finally:
@@ -788,13 +811,14 @@ def build_app(service: Service) -> Starlette:
     async def verify(request: Request):
         name = _name(request)
         threshold = _threshold_param(request.query_params)
+        margin = _margin_param(request.query_params)
         session = service.session_for(request.query_params.get("model"))
         if not await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is not enrolled")
         with service.upload_slot():
             uploads = await _uploads(request, service.settings, 1)
             return JSONResponse(await service.run_upload(_verify_job, service, session, name,
-                                                         uploads, threshold))
+                                                         uploads, threshold, margin))
 
     async def listen(ws: WebSocket):
         try:
@@ -810,7 +834,7 @@ def build_app(service: Service) -> Starlette:
         Route("/v1/voices/{name:path}", guarded(enroll, ("force", "add", "vouch", "model")),
               methods=["POST"]),
         Route("/v1/voices/{name:path}", guarded(delete), methods=["DELETE"]),
-        Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "model")),
+        Route("/v1/verify/{name:path}", guarded(verify, ("threshold", "margin", "model")),
               methods=["POST"]),
         WebSocketRoute("/v1/listen", listen),
     ]
