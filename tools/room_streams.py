@@ -297,19 +297,20 @@ def with_narrowband(wide, narrow):
     return out
 
 
-def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600) -> list:
+def run_stream(session, voiceprints: dict, audio: np.ndarray, chunk: int = 1600,
+               margin: float = 0.0) -> list:
     """Every decision and dropped event of ``listen``'s pipeline on ``audio``."""
     from rtverify.core.pipeline import Verifier
     from rtverify.events import DecisionEvent, SegmentDropped
     from rtverify.io.sources import Chunk
 
-    v = Verifier(session, voiceprints, max_pending=8, provisional=False)
+    v = Verifier(session, voiceprints, max_pending=8, provisional=False, margin=margin)
     src = (Chunk(audio[i:i + chunk], i / SR) for i in range(0, len(audio), chunk))
     return [e for e in v.process(src) if isinstance(e, (DecisionEvent, SegmentDropped))]
 
 
-def run_cli(enrol: np.ndarray, audio: np.ndarray, workdir: Path, model: str | None = None
-            ) -> list:
+def run_cli(enrol: np.ndarray, audio: np.ndarray, workdir: Path, model: str | None = None,
+            margin: float = 0.0) -> list:
     """The same through the CLI, as a user runs it: ``rtverify --store S enroll --name target
     --input enrol.wav --min-speech 2`` (two of the first ten targets' 5 s enrolment clips hold
     under the default 3 s of speech), then ``rtverify --store S listen --name target --input
@@ -329,7 +330,8 @@ def run_cli(enrol: np.ndarray, audio: np.ndarray, workdir: Path, model: str | No
     subprocess.run(cli + ["enroll", "--name", "target", "--input", str(enrol_wav),
                           "--min-speech", "2"] + extra, check=True, capture_output=True)
     out = subprocess.run(cli + ["listen", "--name", "target", "--input", str(stream_wav),
-                                "--json"] + extra, check=True, capture_output=True, text=True)
+                                "--json"] + extra + (["--margin", str(margin)] if margin else []),
+                         check=True, capture_output=True, text=True)
     fields = DecisionEvent.__dataclass_fields__
     return [DecisionEvent(**{k: v for k, v in e.items() if k in fields})
             for e in map(json.loads, out.stdout.splitlines()) if e.get("event") == "decision"]
@@ -414,6 +416,8 @@ def main(argv=None) -> int:
                    "of every stream that went wrong (stderr)")
     p.add_argument("--write", type=Path, help="also write each stream (WAV), the target's "
                    "enrolment audio and the truth (JSON) here")
+    p.add_argument("--margin", type=float, default=0.0, metavar="X",
+                   help="decide as listen --margin X (the model's thresholds raised by X)")
     p.add_argument("--cli", action="store_true", help="run the sounds and turns streams through "
                    "the rtverify CLI (enroll, then listen --json in a subprocess) instead of "
                    "in-process")
@@ -444,14 +448,15 @@ def main(argv=None) -> int:
                 res = []
                 for p_ in t.probes:
                     x = np.concatenate([_bed(SR, rng), p_, _bed(SR, rng)])
-                    wide = run_stream(session, vp, x)
+                    wide = run_stream(session, vp, x, margin=args.margin)
                     nb8 = StreamingResampler(SR, 8000)
                     x8 = np.concatenate([nb8.push(x), nb8.flush()])  # an 8 kHz recording
                     up = StreamingResampler(8000, SR)  # as FileSource reads it, or carried at 16k
                     x8_16 = np.concatenate([up.push(x8), up.flush()])
-                    narrow = run_stream(session, vp, x8_16)  # old voiceprint: wideband only
-                    matched = run_stream(session, vp_band, x8_16)
-                    wide_new = run_stream(session, vp_band, x)
+                    # old voiceprint: wideband only
+                    narrow = run_stream(session, vp, x8_16, margin=args.margin)
+                    matched = run_stream(session, vp_band, x8_16, margin=args.margin)
+                    wide_new = run_stream(session, vp_band, x, margin=args.margin)
                     res.append((wide, narrow, matched, wide_new))
                 for wide, narrow, matched, wide_new in res:
                     for label, evs in (("wide", wide), ("narrow_old_print", narrow),
@@ -475,7 +480,8 @@ def main(argv=None) -> int:
                     x = np.concatenate([_bed(SR, irng), imp, _bed(SR, irng)])
                     for label, vps, audio in (("impostor_wide", vp, x),
                                               ("impostor_narrow", vp_band, narrowband_audio(x))):
-                        ds = [e for e in run_stream(session, vps, audio) if hasattr(e, "accepted")]
+                        ds = [e for e in run_stream(session, vps, audio, margin=args.margin)
+                              if hasattr(e, "accepted")]
                         total.setdefault(f"{label}_accepted", 0)
                         total[f"{label}_accepted"] += any(d.accepted for d in ds)
                         total.setdefault(f"{label}_n", 0)
@@ -495,9 +501,9 @@ def main(argv=None) -> int:
                 import tempfile
 
                 with tempfile.TemporaryDirectory() as tmp:
-                    events = run_cli(t.enrol, st.audio, Path(tmp), args.model)
+                    events = run_cli(t.enrol, st.audio, Path(tmp), args.model, args.margin)
             else:
-                events = run_stream(session, vp, st.audio)
+                events = run_stream(session, vp, st.audio, margin=args.margin)
             r = score_stream(st, events)
             if args.explain and r["wrong"]:
                 explain(f"{kind} stream {i} (speaker {t.name})", st, events)
