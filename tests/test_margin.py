@@ -62,7 +62,7 @@ def test_listen_margin_raises_each_decisions_threshold_and_cuts_the_same_utteran
     proc = rtv("listen", "--input", CONVERSATION, "--json", "--margin", "0.2", store=store)
     high = _decisions(proc)
     ready = json_lines(proc)[0]
-    assert ready["event"] == "ready" and "+0.200 (margin)" in ready["threshold"]
+    assert ready["event"] == "ready" and ready["threshold"].startswith("margin +0.2 on 0.")
     assert [(d["start_s"], d["end_s"]) for d in high] == [(d["start_s"], d["end_s"])
                                                            for d in base]
     assert any(d["accepted"] for d in base) and not any(d["accepted"] for d in high)

@@ -163,7 +163,7 @@ def test_margin_parameter_moves_the_models_thresholds(server, conversation16k):
     base = [e for e in stream(server, x, name="alice") if e["event"] == "decision"]
     events = stream(server, x, name="alice", margin="0.2")
     high = [e for e in events if e["event"] == "decision"]
-    assert "+0.200 (margin)" in events[0]["threshold"]
+    assert events[0]["threshold"].startswith("margin +0.2 on 0.")
     assert any(d["accepted"] for d in base) and not any(d["accepted"] for d in high)
     assert [d["threshold"] for d in high] == pytest.approx([d["threshold"] + 0.2 for d in base],
                                                            abs=2e-4)

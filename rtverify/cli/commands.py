@@ -64,7 +64,7 @@ def _threshold_text(session, override: float | None, margin: float | None = None
     if override is not None:
         return f"{override:.2f}"
     if margin:
-        return f"{session.info.decision.describe()}, {margin:+.3f} (margin)"
+        return f"margin {margin:+g} on {session.info.decision.describe()}"
     return session.info.decision.describe()
 
 

@@ -464,8 +464,8 @@ class _Stream:
         from ..events import Ready, event_dict
 
         threshold_text = (f"{threshold:.2f}" if threshold is not None
-                          else session.info.decision.describe()
-                          + (f", {margin:+.3f} (margin)" if margin else ""))
+                          else (f"margin {margin:+g} on " if margin else "")
+                          + session.info.decision.describe())
         await self._send(event_dict(Ready(self.name, session.model_id, sorted(voices),
                                           threshold_text, True)))
         return True
