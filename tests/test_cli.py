@@ -701,6 +701,13 @@ def test_options_that_do_not_apply_are_refused(tmp_path, capsys, argv, words):
     assert all(w in text for w in words), text
 
 
+@pytest.mark.parametrize("argv", [[], ["-v"]])
+def test_no_command_is_a_one_line_usage_error(tmp_path, capsys, argv):
+    assert cli.main(["--store", str(tmp_path), *argv]) == 2
+    text = capsys.readouterr().err.strip()
+    assert text == "rtverify: error: a command is required (rtverify --help lists them)", text
+
+
 @pytest.mark.parametrize("argv", [["enroll", "--name", "x", "--takes", "0"],
                                   ["enroll", "--name", "x", "--timeout", "nan"],
                                   ["listen", "--input", "-", "--rate", "-5"]])

@@ -372,8 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if args.command in TERM_LIKE_CTRL_C:
         _term_like_ctrl_c()
-    if func is None:
-        parser.print_usage(sys.stderr)
+    if func is None:  # one line, as every usage error (README, "Voices and devices")
         print("rtverify: error: a command is required (rtverify --help lists them)",
               file=sys.stderr)
         return ExitCode.USAGE
