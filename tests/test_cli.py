@@ -708,6 +708,25 @@ def test_no_command_is_a_one_line_usage_error(tmp_path, capsys, argv):
     assert text == "rtverify: error: a command is required (rtverify --help lists them)", text
 
 
+@pytest.mark.parametrize("extra", [[], ["--server", "ws://127.0.0.1:9"]])
+def test_listen_status_without_json_is_a_usage_error_not_ignored(tmp_path, capsys, extra):
+    """--status adds status events to --json; without --json it did nothing, silently."""
+    assert cli.main(["--store", str(tmp_path), "listen", "--input", CONVERSATION, "--status",
+                     *extra]) == 2
+    text = capsys.readouterr().err.strip()
+    assert text.startswith("rtverify: error: --status goes with --json") and "\n" not in text
+
+
+def test_enrolment_feedback_counts_one_take_in_the_singular(capsys):
+    from rtverify.cli.commands import _LineView
+
+    _LineView("stdin", 1, 1.0)
+    _LineView("stdin", 3, 10.0)
+    assert capsys.readouterr().err.splitlines() == [
+        "recording from stdin: 1 take and 1 s of speech needed",
+        "recording from stdin: 3 takes and 10 s of speech needed"]
+
+
 @pytest.mark.parametrize("argv", [["enroll", "--name", "x", "--takes", "0"],
                                   ["enroll", "--name", "x", "--timeout", "nan"],
                                   ["listen", "--input", "-", "--rate", "-5"]])

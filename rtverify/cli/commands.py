@@ -154,7 +154,8 @@ class _LineView:
 
     def __init__(self, source_name: str, need_takes: int, need_speech_s: float,
                  wait_for_audio: bool = False) -> None:
-        self._header: str | None = (f"recording from {source_name}: {need_takes} takes and "
+        takes = "1 take" if need_takes == 1 else f"{need_takes} takes"
+        self._header: str | None = (f"recording from {source_name}: {takes} and "
                                     f"{need_speech_s:g} s of speech needed")
         if not wait_for_audio:
             self._start()
@@ -181,6 +182,8 @@ def cmd_listen(args) -> int:
     from ..hooks import Hooks
 
     hooks = Hooks(args.on_accept, args.on_reject)  # checked before anything is loaded
+    if args.status and not args.json:  # it did nothing: the console shows the level itself
+        raise InputError("--status goes with --json (the console shows the level itself)")
     if args.server:  # the server decides; see rtverify.client
         from ..client import listen_command
 
