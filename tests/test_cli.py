@@ -708,6 +708,35 @@ def test_no_command_is_a_one_line_usage_error(tmp_path, capsys, argv):
     assert text == "rtverify: error: a command is required (rtverify --help lists them)", text
 
 
+@pytest.mark.parametrize("command", [["enroll", "--name", "bob", "--input", "-"],
+                                     ["verify", "--name", "alice", "--input", "-", "--live"]])
+def test_a_stdin_pipe_that_stalls_without_closing_ends_at_the_timeout(store, command):
+    """A recorder on a pipe that stops sending without closing it: enroll --input - and
+    verify --input - --live waited for the pipe's end for ever (the timeout was checked only as
+    audio arrived); now a one-line error at --timeout, exit 2, and nothing is enrolled."""
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    proc = subprocess.Popen([sys.executable, "-m", "rtverify", *command, "--timeout", "2"],
+                            cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"\0" * 32000)  # a second of silence, then nothing
+        proc.stdin.flush()
+        t0 = time.monotonic()
+        code = proc.wait(timeout=30)
+        elapsed = time.monotonic() - t0
+        stderr = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+    assert code == 2, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last == "rtverify: error: stdin: no audio arrived for 2 s (the pipe stalled without " \
+        "closing; --timeout)", stderr
+    assert "Traceback" not in stderr and elapsed < 25
+    assert not (store / "bob.json").exists()
+
+
 @pytest.mark.parametrize("extra", [[], ["--server", "ws://127.0.0.1:9"]])
 def test_listen_status_without_json_is_a_usage_error_not_ignored(tmp_path, capsys, extra):
     """--status adds status events to --json; without --json it did nothing, silently."""

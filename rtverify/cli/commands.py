@@ -40,7 +40,7 @@ def _session(args, threads: int | None = None):
 
 
 def _input_spec(args, path: str | None, *, realtime: bool = False, retries: int | None = None,
-                reconnect: bool = False):
+                reconnect: bool = False, stall_s: float | None = None):
     """The frozen input setting of a command, from its arguments (``--input``, ``--device``
     and the raw-PCM options, which every command that reads audio has)."""
     from ..io.inputs import InputSpec
@@ -57,7 +57,8 @@ def _input_spec(args, path: str | None, *, realtime: bool = False, retries: int 
         raise InputError("--retries: only for the microphone, not with --input")
     return InputSpec(path=path, device=args.device, realtime=realtime,
                      rate_hz=args.rate or SAMPLE_RATE_HZ, channels=args.channels or 1,
-                     sample_format=args.format or "s16", retries=retries, reconnect=reconnect)
+                     sample_format=args.format or "s16", retries=retries, reconnect=reconnect,
+                     stall_s=stall_s)
 
 
 def _threshold_text(session, override: float | None, margin: float | None = None) -> str:
@@ -111,7 +112,8 @@ def cmd_enroll(args) -> int:
         enrol = enroll_files(session, files, settings, min_speech_s=args.min_speech,
                              vouched=args.vouch)
     else:
-        source = _input_spec(args, "-" if files else None).open()
+        # a recorder's pipe that stalls without closing ends at the timeout, as silence does
+        source = _input_spec(args, "-" if files else None, stall_s=settings.timeout_s).open()
         need = (settings.takes, settings.min_speech_s if args.min_speech is None
                 else args.min_speech)
         try:
@@ -284,7 +286,11 @@ def cmd_verify(args) -> int:
 
     from ..apps.verify import verify
 
-    spec = _input_spec(args, args.input)
+    # stdin as a recorder (--live, or a random challenge): a pipe that stalls without closing
+    # ends at the timeout, as silence does; stdin read to its end as a file waits for its end
+    stdin_live = args.live or args.challenge == "random"
+    spec = _input_spec(args, args.input,
+                       stall_s=(args.timeout or VERIFY_TIMEOUT_S) if stdin_live else None)
     if args.live and spec.path != "-":
         raise InputError("--live: only with --input - (a recording is read to its end; the "
                          "microphone is live already)")

@@ -28,6 +28,9 @@ class InputSpec:
     """Microphone: reopen the device when it stops delivering audio (``listen``)."""
     retries: int | None = None
     """With ``reconnect``: attempts per outage before giving up (None: forever)."""
+    stall_s: float | None = None
+    """Stdin: give up with a one-line error when no byte arrives for this long (a recorder on
+    a pipe that stalls without closing; None: wait for the pipe's end)."""
 
     @property
     def live(self) -> bool:
@@ -46,5 +49,6 @@ class InputSpec:
             return MicrophoneSource(self.device)
         if self.path == "-":
             return StdinSource(rate_hz=self.rate_hz, channels=self.channels,
-                               sample_format=self.sample_format, realtime=self.realtime)
+                               sample_format=self.sample_format, realtime=self.realtime,
+                               stall_s=self.stall_s)
         return FileSource(self.path, realtime=self.realtime)

@@ -10,6 +10,7 @@ message that names the input.
 from __future__ import annotations
 
 import collections
+import io
 import logging
 import numbers
 import os
@@ -335,6 +336,20 @@ def _raw_stdin() -> BinaryIO:
         return sys.stdin.buffer
 
 
+def _pollable_fd(stream) -> int | None:
+    """The descriptor of an unbuffered stream that ``select`` can wait on (a pipe, a terminal, a
+    socket), else None: a regular file never stalls, and a buffered reader may hold bytes that
+    its descriptor no longer shows."""
+    if not isinstance(stream, io.FileIO):
+        return None
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (OSError, ValueError):
+        return None
+    return fd if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode) else None
+
+
 class StdinSource(_ResamplingSource):
     """Raw little-endian PCM from a binary stream (standard input by default), or an audio
     container piped in: the first bytes are sniffed (:mod:`rtverify.io.sniff`); a WAV stream's
@@ -347,11 +362,15 @@ class StdinSource(_ResamplingSource):
     :param channels: interleaved channels in the raw stream.
     :param sample_format: ``s16``, ``s32`` or ``f32``, or ``alaw`` / ``ulaw`` (G.711 bytes).
     :param sniff: look for a container first (False: always raw PCM).
+    :param stall_s: give up (:class:`InputError`) when no byte arrives for this many seconds
+        (a recorder whose pipe stalls without closing); None waits for the stream's end. Only
+        for a stream with a descriptor that can be polled (a pipe, a terminal, a socket).
     """
 
     def __init__(self, stream: BinaryIO | None = None, *, rate_hz: int = SAMPLE_RATE_HZ,
                  channels: int = 1, sample_format: str = "s16", block_ms: float = 30.0,
-                 realtime: bool = False, name: str = "stdin", sniff: bool = True) -> None:
+                 realtime: bool = False, name: str = "stdin", sniff: bool = True,
+                 stall_s: float | None = None) -> None:
         if sample_format not in RAW_FORMATS:
             raise InputError(f"{name}: unknown raw sample format {sample_format!r} "
                              f"(use one of {', '.join(RAW_FORMATS)})")
@@ -360,6 +379,8 @@ class StdinSource(_ResamplingSource):
                              f"{MAX_STREAM_CHANNELS})")
         super().__init__(name, _check_rate(rate_hz, name), realtime)
         self._stream = stream if stream is not None else _raw_stdin()
+        self._stall_s = stall_s
+        self._poll_fd = _pollable_fd(self._stream) if stall_s is not None else None
         self._block_ms = block_ms
         self._sniff = sniff
         self.container = "raw"
@@ -381,6 +402,13 @@ class StdinSource(_ResamplingSource):
 
     def _read(self, n: int | None = None) -> bytes:
         n = self._block_bytes if n is None else n
+        if self._poll_fd is not None:
+            import select
+
+            ready, _, _ = select.select([self._poll_fd], [], [], self._stall_s)
+            if not ready:
+                raise InputError(f"{self.name}: no audio arrived for {self._stall_s:g} s (the "
+                                 "pipe stalled without closing; --timeout)")
         read1 = getattr(self._stream, "read1", None)
         return read1(n) if read1 else self._stream.read(n)
 
