@@ -148,7 +148,7 @@ class Listener:
         if threshold is not None:
             try:
                 threshold = check_threshold(float(threshold))
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: an int of 10**400
                 raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
                                  "1") from None
         try:

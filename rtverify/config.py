@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -38,11 +39,20 @@ def check_margin(value: float | None) -> float:
     :class:`~rtverify.core.scoring.DecisionPolicy`."""
     if value is None:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not \
-            (math.isfinite(value) and -MAX_MARGIN <= value <= MAX_MARGIN):
-        raise ValueError(f"margin {value!r}: must be a number between -{MAX_MARGIN:g} and "
+    try:  # any real number (numpy's float32 too); an int too large for a float is out of range
+        number = float(value) if isinstance(value, numbers.Real) and \
+            not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.inf
+    if not (math.isfinite(number) and -MAX_MARGIN <= number <= MAX_MARGIN):
+        try:
+            shown = repr(value)
+        except ValueError:  # an int of more digits than Python prints
+            shown = "of thousands of digits"
+        shown = shown if len(shown) <= 40 else shown[:40] + "..."  # one line, however long
+        raise ValueError(f"margin {shown}: must be a number between -{MAX_MARGIN:g} and "
                          f"{MAX_MARGIN:g} (added to the model's thresholds)")
-    return float(value)
+    return number
 
 
 def _from_dict(cls, data: Mapping[str, Any]):

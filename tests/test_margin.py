@@ -43,6 +43,29 @@ def test_a_margin_out_of_range_or_not_a_number_is_refused(bad):
         DecisionPolicy(CFG, margin=bad)
 
 
+def test_a_margin_of_any_real_number_type_is_checked_by_its_value():
+    """numpy's float32 (a margin computed from an array) was refused as 'not a number', and an
+    int too large for a float (10**400) ended Listener with an OverflowError, not the one
+    line; a huge one's message stays one short line."""
+    import numpy as np
+
+    assert check_margin(np.float32(0.05)) == pytest.approx(0.05)
+    assert check_margin(np.int64(0)) == 0.0 and isinstance(check_margin(np.float32(0.1)), float)
+    for huge in (10 ** 400, -(10 ** 400), 10 ** 5000):
+        with pytest.raises(ValueError, match="margin") as err:
+            check_margin(huge)
+        assert len(str(err.value)) < 150
+
+
+def test_api_listener_refuses_huge_int_margins_and_thresholds_as_its_own_errors(store):
+    from rtverify.api import Listener
+    from rtverify.errors import RtverifyError
+
+    for kwargs in ({"margin": 10 ** 400}, {"threshold": 10 ** 400}):
+        with pytest.raises(RtverifyError):
+            Listener(store=store, **kwargs)
+
+
 def test_a_margin_and_a_threshold_together_are_refused():
     with pytest.raises(ValueError, match="give one"):
         DecisionPolicy(CFG, threshold=0.7, margin=0.01)
