@@ -76,6 +76,31 @@ def test_raw_pcm_stream(speech):
     assert np.allclose(got, speech, atol=1e-6)
 
 
+@pytest.mark.parametrize("stall_s", [0.5, 1e10, 1e300])
+def test_a_pipe_read_with_any_stall_limit_gives_its_audio(speech, stall_s):
+    """stall_s is --timeout: one past the platform's time_t (--timeout 1e10) was handed to
+    select whole, an OverflowError (exit 4) at the first read of a pipe."""
+    pcm = (speech[:16000] * 32767).astype("<i2").tobytes()
+    r, w = os.pipe()
+    os.write(w, pcm)  # 32 kB: within a pipe's buffer
+    os.close(w)
+    with open(r, "rb", buffering=0) as stream:
+        got = read_all(StdinSource(stream, stall_s=stall_s))
+    assert len(got) == 16000
+
+
+def test_a_stalled_pipe_ends_at_stall_s():
+    r, w = os.pipe()
+    try:
+        with open(r, "rb", buffering=0) as stream:
+            t = time.monotonic()
+            with pytest.raises(InputError, match="no audio arrived for 0.3 s"):
+                read_all(StdinSource(stream, stall_s=0.3))
+            assert 0.25 < time.monotonic() - t < 5
+    finally:
+        os.close(w)
+
+
 def test_raw_stream_cut_mid_sample_keeps_the_whole_samples(speech):
     pcm = (speech * 32767).astype("<i2").tobytes()[:-1]
     got = read_all(StdinSource(io.BytesIO(pcm)))

@@ -405,7 +405,14 @@ class StdinSource(_ResamplingSource):
         if self._poll_fd is not None:
             import select
 
-            ready, _, _ = select.select([self._poll_fd], [], [], self._stall_s)
+            # waited a day at a time: select refuses a timeout past the platform's time_t
+            # (--timeout 1e10 was an OverflowError, exit 4)
+            deadline = time.monotonic() + self._stall_s
+            while True:
+                left = max(0.0, deadline - time.monotonic())
+                ready = select.select([self._poll_fd], [], [], min(left, 86400.0))[0]
+                if ready or left <= 86400.0:
+                    break
             if not ready:
                 raise InputError(f"{self.name}: no audio arrived for {self._stall_s:g} s (the "
                                  "pipe stalled without closing; --timeout)")
