@@ -59,7 +59,32 @@ def _answer(text, where: str) -> dict:
     if not isinstance(value, dict):
         raise ServerError(f"{where}: the server's answer is not a JSON object (is this an "
                           f"rtverify server?)")
+    if _odd_text(value):
+        raise ServerError(f"{where}: the server's answer holds text rtverify never sends (a NUL "
+                          f"or a lone surrogate; is this an rtverify server?)")
     return value
+
+
+def _odd_text(value) -> bool:
+    """Whether a parsed answer holds a string with a NUL (no hook's environment takes it: a
+    ValueError) or a lone surrogate (``\\ud800``: valid JSON, but no UTF-8 output takes it),
+    which no rtverify server sends. Walked without recursion (an answer may nest deeply)."""
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(item)
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
+        elif isinstance(item, str):
+            if "\0" in item:
+                return True
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

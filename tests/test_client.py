@@ -299,6 +299,9 @@ _NOT_RTVERIFY = [
     pytest.param(['[1, 2, 3]'], "not a JSON object", id="list"),
     pytest.param(['{"speaker": "alice"}'], "without its name", id="no-name"),
     pytest.param(['{"event": 7}'], "without its name", id="name-not-text"),
+    pytest.param(['{"event": "error", "error": "bad \\ud800"}'], "lone surrogate",
+                 id="lone-surrogate"),  # printing it was a UnicodeEncodeError, exit 4
+    pytest.param(['{"event": "decision", "speaker": "a\\u0000b"}'], "a NUL", id="nul"),
 ]
 
 
@@ -338,6 +341,26 @@ def test_listen_server_names_an_event_it_cannot_print(event):
                 str(DEMO / "conversation.flac"), store=DEMO / "no-store")
         assert r.returncode == 2, r.stderr
         assert r.stderr.count("\n") == 1 and f"'{event['event']}' event is not" in r.stderr
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("odd", ["a\0b", "\ud800"])
+def test_listen_server_hooks_and_json_refuse_text_no_rtverify_server_sends(odd):
+    """A decision whose speaker holds a NUL ended listen --server --on-accept with 'internal
+    error: ValueError: embedded null byte' (the hook's environment), one with a lone surrogate
+    (valid JSON) with a UnicodeEncodeError writing --json; both exit 4, as if rtverify had a bug."""
+    decision = {"event": "decision", "start_s": 0.0, "end_s": 1.0, "speech_s": 1.0,
+                "speaker": odd, "best": odd, "score": 0.9, "accepted": True,
+                "threshold": 0.8, "margin": 0.1, "reason": "accepted"}
+    server = _fake_ws_server([json.dumps({"event": "ready"}), json.dumps(decision)])
+    try:
+        port = server.socket.getsockname()[1]
+        r = cli("listen", "--server", f"ws://127.0.0.1:{port}", "--input",
+                str(DEMO / "conversation.flac"), "--json", "--on-accept", "true",
+                store=DEMO / "no-store")
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.count("\n") == 1 and "is this an rtverify server" in r.stderr
     finally:
         server.shutdown()
 
