@@ -737,6 +737,22 @@ def test_a_stdin_pipe_that_stalls_without_closing_ends_at_the_timeout(store, com
     assert not (store / "bob.json").exists()
 
 
+@pytest.mark.parametrize("command", [["enroll", "--name", "bob", "--input", "-"],
+                                     ["verify", "--name", "alice", "--input", "-"],
+                                     ["listen", "--input", "-", "--json"]])
+def test_input_stdin_with_standard_input_closed_is_one_line(store, command):
+    """Started with descriptor 0 closed (`<&-`, a service manager): Python's sys.stdin is None,
+    and --input - was 'internal error: AttributeError', exit 4."""
+    env = {**os.environ, "RTVERIFY_HOME": str(store)}
+    proc = subprocess.run([sys.executable, "-m", "rtverify", *command], cwd=REPO, env=env,
+                          preexec_fn=lambda: os.close(0), capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == "rtverify: error: stdin: standard input is closed; give it audio " \
+        "(a pipe or `< file`), or --input FILE\n", proc.stderr
+    assert not (store / "bob.json").exists()
+
+
 @pytest.mark.parametrize("extra", [[], ["--server", "ws://127.0.0.1:9"]])
 def test_listen_status_without_json_is_a_usage_error_not_ignored(tmp_path, capsys, extra):
     """--status adds status events to --json; without --json it did nothing, silently."""

@@ -330,6 +330,9 @@ def _raw_stdin() -> BinaryIO:
     stdin is silent, ended by Ctrl-C) holds its lock, and the interpreter then aborts at exit
     ("could not acquire lock for <stdin> at interpreter shutdown"). Falls back to
     ``sys.stdin.buffer`` when standard input has no descriptor (tests that replace it)."""
+    if sys.stdin is None:  # started with descriptor 0 closed (`<&-`): it was an AttributeError
+        raise InputError("stdin: standard input is closed; give it audio (a pipe or "
+                         "`< file`), or --input FILE")
     try:
         return open(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is an OSError
