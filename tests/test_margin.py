@@ -102,6 +102,8 @@ def test_listen_margin_raises_each_decisions_threshold_and_cuts_the_same_utteran
     (["--margin", "nan"], ["--margin"]),
     (["--margin", "x"], ["--margin"]),
     (["--margin", "0.01", "--threshold", "0.7"], ["--margin", "--threshold"]),
+    (["--margin", "0" * 5000 + "1"], ["--margin", "'00000", "...'"]),  # was echoed whole
+    (["--threshold", "x" * 5000], ["--threshold", "'xxxxx", "...'"]),
 ])
 @pytest.mark.parametrize("command", ["listen", "verify"])
 def test_bad_margins_are_one_line_usage_errors(store, command, args, words):

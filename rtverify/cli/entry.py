@@ -115,7 +115,13 @@ def _threshold(text: str) -> float:
     try:
         return check_threshold(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a cosine between -1 and 1") from None
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a cosine between -1 and "
+                                         "1") from None
+
+
+def _shown(text: str) -> str:
+    """A value quoted in an error line, cut short: 5000 digits were echoed whole."""
+    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _margin(text: str) -> float:
@@ -123,8 +129,8 @@ def _margin(text: str) -> float:
     try:
         return check_margin(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a number between -{MAX_MARGIN:g} "
-                                         f"and {MAX_MARGIN:g}") from None
+        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a number between "
+                                         f"-{MAX_MARGIN:g} and {MAX_MARGIN:g}") from None
 
 
 MARGIN_HELP = ("raise (negative: lower) every threshold the model calibrated by X, -0.2 to "
