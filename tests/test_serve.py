@@ -181,6 +181,12 @@ def test_margin_parameter_moves_the_models_thresholds(server, conversation16k):
     with pytest.raises(ServerError) as exc:
         c.verify("alice", DEMO / "enroll_2.flac", margin=0.5)
     assert exc.value.code == 400 and "margin" in str(exc.value)
+    # a margin sent as a form field is refused with the query's options, ?margin= among them
+    body = (b'--x\r\nContent-Disposition: form-data; name="margin"\r\n\r\n0.05\r\n--x--\r\n')
+    status, answer = _post(f"{server.url}/v1/verify/alice", body,
+                           "multipart/form-data; boundary=x")
+    assert status == 400 and "unknown form field 'margin'" in answer["error"] and \
+        "?margin=" in answer["error"], answer
 
 
 # -- HTTP -----------------------------------------------------------------------------------------

@@ -589,7 +589,7 @@ async def _uploads(request: Request, settings: ServeSettings, most: int) -> list
         if unknown:
             raise HttpError(400, f"unknown form field {unknown[0]!r}: the body holds only "
                             "'audio' recordings; options go in the query (?threshold=, "
-                            "?force=true, ?add=true, ?vouch=true, ?model=)")
+                            "?margin=, ?force=true, ?add=true, ?vouch=true, ?model=)")
         for i, item in enumerate(form.getlist("audio"), 1):
             if isinstance(item, str):
                 raise HttpError(400, "field 'audio' must be an uploaded file, not text")
