@@ -140,7 +140,7 @@ class Listener:
                  store: str | os.PathLike | None = None, model: str | os.PathLike | None = None,
                  threshold: float | None = None, margin: float | None = None,
                  rate_hz: int = SAMPLE_RATE_HZ, threads: int | None = None) -> None:
-        from .config import check_margin, check_threshold
+        from .config import check_decision, check_threshold
         from .core.encoder import DEFAULT_MODEL, EncoderSession
         from .core.pipeline import Verifier
         from .store import open_store
@@ -152,12 +152,9 @@ class Listener:
                 raise InputError(f"threshold {threshold!r}: must be a cosine between -1 and "
                                  "1") from None
         try:
-            margin = check_margin(margin)
+            threshold, margin = check_decision(threshold, margin)
         except ValueError as err:
             raise InputError(str(err)) from None
-        if threshold is not None and margin:
-            raise InputError("threshold and margin: a threshold replaces the model's "
-                             "thresholds, a margin moves them; give one")
         for what, value in (("store", store), ("model", model)):
             if value is not None and not isinstance(value, (str, os.PathLike)):
                 raise InputError(f"{what} {value!r}: give a path or a name as text, or None for "

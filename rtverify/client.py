@@ -28,7 +28,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .errors import RtverifyError
+from .errors import RtverifyError, shown
 
 TOKEN_ENV = "RTVERIFY_TOKEN"
 """Environment variable with the bearer token, when none is given."""
@@ -63,6 +63,11 @@ def _answer(text, where: str) -> dict:
         raise ServerError(f"{where}: the server's answer holds text rtverify never sends (a NUL "
                           f"or a lone surrogate; is this an rtverify server?)")
     return value
+
+
+def _one_line(message, default: str) -> str:
+    """A server's error message as one short line, ``default`` when it is not text."""
+    return " ".join(message.split())[:500] if isinstance(message, str) else default
 
 
 def _odd_text(value) -> bool:
@@ -188,11 +193,9 @@ class Client:
                                   f"{err.code}); the client follows none", err.code) from None
             try:
                 message = json.loads(err.read(65536).decode("utf-8"))["error"]
-                if not isinstance(message, str):
-                    raise TypeError
-                message = " ".join(message.split())[:500]
             except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
-                message = f"HTTP {err.code} {err.reason}"
+                message = None
+            message = _one_line(message, f"HTTP {err.code} {err.reason}")
             raise ServerError(message, err.code) from None
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
@@ -391,9 +394,9 @@ class Client:
         if failure:
             raise failure[0]
         if error is not None:
-            message, code = error.get("error"), error.get("code")
-            raise ServerError(" ".join(message.split())[:500] if isinstance(message, str)
-                              else "refused", code if isinstance(code, int) else None)
+            code = error.get("code")
+            raise ServerError(_one_line(error.get("error"), "refused"),
+                              code if isinstance(code, int) else None)
         code = ws.close_code
         if code not in (1000, 1001, None):
             raise ServerError(f"{self.ws_url}: stream closed with code {code} "
@@ -487,7 +490,7 @@ def listen_command(args, hooks=None) -> int:
             try:
                 text = _plain(event)
             except (KeyError, TypeError, ValueError):  # a field missing, or of another type
-                raise ServerError(f"{args.server}: the server's {event['event'][:40]!r} event "
+                raise ServerError(f"{args.server}: the server's {shown(event['event'])} event "
                                   f"is not as rtverify serve sends it (is this an rtverify "
                                   f"server?)") from None
         if text is not None:

@@ -13,6 +13,8 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .errors import shown
+
 SAMPLE_RATE_HZ = 16000
 """The one rate every stage after the source works at (hertz)."""
 VERIFY_TIMEOUT_S = 20.0
@@ -45,14 +47,26 @@ def check_margin(value: float | None) -> float:
     except OverflowError:
         number = math.inf
     if not (math.isfinite(number) and -MAX_MARGIN <= number <= MAX_MARGIN):
-        try:
-            shown = repr(value)
-        except ValueError:  # an int of more digits than Python prints
-            shown = "of thousands of digits"
-        shown = shown if len(shown) <= 40 else shown[:40] + "..."  # one line, however long
-        raise ValueError(f"margin {shown}: must be a number between -{MAX_MARGIN:g} and "
+        raise ValueError(f"margin {shown(value)}: must be a number between -{MAX_MARGIN:g} and "
                          f"{MAX_MARGIN:g} (added to the model's thresholds)")
     return number
+
+
+def check_decision(threshold: float | None, margin: float | None, flag: str = ""
+                   ) -> tuple[float | None, float]:
+    """``(threshold, margin)`` checked by their rules (:func:`check_threshold`,
+    :func:`check_margin`; the margin 0 when None), and not both given: a threshold replaces the
+    model's thresholds, a margin moves them. Else ValueError naming them (``flag``: ``"--"`` on
+    a command line). The one rule of the CLI, the server, the Wyoming gate, the API and
+    :class:`~rtverify.core.scoring.DecisionPolicy`."""
+    try:
+        threshold, moved = check_threshold(threshold), check_margin(margin)
+    except ValueError as err:
+        raise ValueError(f"{flag}{err}") from None
+    if threshold is not None and margin is not None:
+        raise ValueError(f"{flag}threshold and {flag}margin: a threshold replaces the model's "
+                         "thresholds, a margin moves them; give one")
+    return threshold, moved
 
 
 def _from_dict(cls, data: Mapping[str, Any]):

@@ -26,6 +26,17 @@ class ExitCode(IntEnum):
 
 
 
+def shown(value, limit: int = 40) -> str:
+    """``value`` as an error line quotes it, cut to ``limit`` characters: a bad argument of
+    thousands of characters (or an int of more digits than Python prints) stays one short line."""
+    try:
+        text = value if isinstance(value, str) else repr(value)
+    except ValueError:  # an int past sys.get_int_max_str_digits()
+        return "of thousands of digits"
+    text = text if len(text) <= limit else text[:limit] + "..."
+    return repr(text) if isinstance(value, str) else text
+
+
 class RtverifyError(Exception):
     """Base class: ``str(err)`` is a complete one-line message naming the thing and the problem."""
 

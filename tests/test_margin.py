@@ -134,7 +134,8 @@ def test_api_listener_takes_a_margin_and_checks_it(store):
     raised = Listener(store=store, margin=round(plain.decision.margin + 0.01, 3)).verify(
         "alice", ENROLL[1])
     assert plain.accepted and not raised.accepted
-    for bad in ({"margin": 0.3}, {"margin": "0.02"}, {"margin": 0.01, "threshold": 0.7}):
+    for bad in ({"margin": 0.3}, {"margin": "0.02"}, {"margin": 0.01, "threshold": 0.7},
+                {"margin": 0, "threshold": 0.7}):  # as the CLI and the server: not both given
         with pytest.raises(InputError, match="margin"):
             Listener(store=store, **bad)
 

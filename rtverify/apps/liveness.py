@@ -24,7 +24,7 @@ import secrets
 import numpy as np
 
 from ..config import SAMPLE_RATE_HZ
-from ..errors import InputError
+from ..errors import InputError, shown
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 DEFAULT_DIGITS = 5
@@ -47,8 +47,8 @@ def parse_challenge(text: str) -> str:
     """The digits of a challenge given on the command line; InputError if it is not 3-12 digits."""
     digits = "".join(text.split()).replace("-", "")
     if not digits.isdigit() or not digits.isascii() or not 3 <= len(digits) <= 12:
-        shown = text if len(text) <= 40 else text[:40] + "..."  # one line, however long
-        raise InputError(f"--challenge {shown!r}: give 3 to 12 digits, e.g. --challenge 31415")
+        raise InputError(f"--challenge {shown(text)}: give 3 to 12 digits, e.g. --challenge "
+                         "31415")
     return digits
 
 

@@ -61,14 +61,6 @@ def _input_spec(args, path: str | None, *, realtime: bool = False, retries: int 
                      stall_s=stall_s)
 
 
-def _threshold_text(session, override: float | None, margin: float | None = None) -> str:
-    if override is not None:
-        return f"{override:.2f}"
-    if margin:
-        return f"margin {margin:+g} on {session.info.decision.describe()}"
-    return session.info.decision.describe()
-
-
 def _load_voices(args, session, store) -> dict:
     voices, problems = store.load_usable(session.model_id, args.name, session.dim,
                                          session.companion_ids)
@@ -213,7 +205,7 @@ def cmd_listen(args) -> int:
                         status_every_s=0.1 if (args.status or not args.json) else 0.0,
                         workers=workers)
     ready = Ready(source.name, session.model_id, sorted(voices),
-                  _threshold_text(session, args.threshold, args.margin), spec.live)
+                  verifier.policy.describe(), spec.live)
     if args.json:
         from ..ui.jsonl import JsonSink
 
@@ -286,8 +278,9 @@ def cmd_verify(args) -> int:
 
     from ..apps.verify import verify
 
-    # stdin as a recorder (--live, or a random challenge): a pipe that stalls without closing
-    # ends at the timeout, as silence does; stdin read to its end as a file waits for its end
+    # stdin as a recorder (--live, or a random challenge, answered live): decided after a
+    # pause, not at an end that never comes, and a pipe that stalls without closing ends at the
+    # timeout, as silence does; stdin read to its end as a file waits for its end
     stdin_live = args.live or args.challenge == "random"
     spec = _input_spec(args, args.input,
                        stall_s=(args.timeout or VERIFY_TIMEOUT_S) if stdin_live else None)
@@ -311,17 +304,15 @@ def cmd_verify(args) -> int:
     vp = _store(args).load(args.name, session.model_id, session.dim)
     source = spec.open()
     where = {None: source.name, "-": "stdin"}.get(args.input, args.input)
-    if challenge is not None and args.challenge == "random":
+    if args.challenge == "random":
         print(f"Say these digits: {' '.join(challenge)}", file=sys.stderr, flush=True)
     elif spec.path is None:
         print(f"Listening on {source.name}: speak now", file=sys.stderr, flush=True)
     try:
-        # a recorder on stdin: decided after a pause, not at an end that never comes (a
-        # random challenge is answered live, so stdin then is a recorder too)
-        live = spec.live or args.live or (challenge is not None and args.challenge == "random")
-        result = verify(session, vp, source, where, live=live, threshold=args.threshold,
-                        margin=args.margin, timeout_s=args.timeout or VERIFY_TIMEOUT_S,
-                        challenge=challenge, recogniser=recogniser)
+        result = verify(session, vp, source, where, live=spec.live or stdin_live,
+                        threshold=args.threshold, margin=args.margin,
+                        timeout_s=args.timeout or VERIFY_TIMEOUT_S, challenge=challenge,
+                        recogniser=recogniser)
     finally:
         source.close()
     d, rec, said = result.decision, result.recording, result.challenge

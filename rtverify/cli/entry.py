@@ -17,7 +17,7 @@ import traceback
 from .. import __version__
 from ..config import (MAX_MARGIN, SAMPLE_RATE_HZ, VERIFY_TIMEOUT_S, check_margin,
                       check_threshold)
-from ..errors import ExitCode, RtverifyError
+from ..errors import ExitCode, RtverifyError, shown
 from ..io.stderr import write_stderr
 from . import eval as eval_cli
 from . import serve as serve_cli
@@ -115,13 +115,8 @@ def _threshold(text: str) -> float:
     try:
         return check_threshold(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a cosine between -1 and "
+        raise argparse.ArgumentTypeError(f"{shown(text)}: must be a cosine between -1 and "
                                          "1") from None
-
-
-def _shown(text: str) -> str:
-    """A value quoted in an error line, cut short: 5000 digits were echoed whole."""
-    return repr(text if len(text) <= 40 else text[:40] + "...")
 
 
 def _margin(text: str) -> float:
@@ -129,7 +124,7 @@ def _margin(text: str) -> float:
     try:
         return check_margin(float(text))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{_shown(text)}: must be a number between "
+        raise argparse.ArgumentTypeError(f"{shown(text)}: must be a number between "
                                          f"-{MAX_MARGIN:g} and {MAX_MARGIN:g}") from None
 
 

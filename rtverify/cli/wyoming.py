@@ -146,7 +146,7 @@ def _check_not_itself(uri: str, stt_uri: str) -> None:
 def cmd_wyoming(args) -> int:
     import asyncio
 
-    from ..config import check_margin, check_threshold
+    from ..config import check_decision
     from ..core.encoder import EncoderSession
     from ..errors import ExitCode
     from ..core.scoring import DecisionPolicy, Scorer
@@ -160,16 +160,9 @@ def cmd_wyoming(args) -> int:
     _check_uri(args.stt_uri, True, "--stt-uri")
     _check_not_itself(args.uri, args.stt_uri)
     try:
-        check_threshold(args.threshold)
+        check_decision(args.threshold, args.margin, flag="--")
     except ValueError as err:
-        raise InputError(f"--threshold: {err}") from None
-    try:
-        check_margin(args.margin)
-    except ValueError as err:
-        raise InputError(f"--margin: {err}") from None
-    if args.threshold is not None and args.margin is not None:
-        raise InputError("--threshold and --margin: a threshold replaces the model's "
-                         "thresholds, a margin moves them; give one")
+        raise InputError(str(err)) from None
     if args.stt_timeout <= 0 or args.workers < 1:
         raise InputError("--stt-timeout and --workers must be positive")
     try:

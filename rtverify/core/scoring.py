@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..config import DecisionConfig, FeatureConfig, check_margin, check_threshold
+from ..config import DecisionConfig, FeatureConfig, check_decision
 
 
 def cosine_scores(embedding: np.ndarray, voiceprints: Mapping[str, np.ndarray]) -> dict[str, float]:
@@ -94,14 +94,18 @@ class DecisionPolicy:
 
     def __init__(self, cfg: DecisionConfig, threshold: float | None = None,
                  margin: float | None = None) -> None:
-        check_threshold(threshold)
-        margin = check_margin(margin)
-        if threshold is not None and margin:
-            raise ValueError("threshold and margin: a threshold replaces the model's "
-                             "thresholds, a margin moves them; give one")
+        threshold, margin = check_decision(threshold, margin)
         self.cfg = cfg
         self.override = threshold
         self.margin = margin
+
+    def describe(self) -> str:
+        """The thresholds for people (the ready event, the console): ``0.60`` set by hand,
+        ``0.82-0.84 by length, ...``, or ``margin +0.02 on 0.82-0.84 by length, ...`` (the
+        margin first: a narrow console cuts the end)."""
+        if self.override is not None:
+            return f"{self.override:.2f}"
+        return (f"margin {self.margin:+g} on " if self.margin else "") + self.cfg.describe()
 
     def threshold_for(self, speech_s: float, snr_db: float | None = None,
                       fall_change_db: float | None = None) -> float:

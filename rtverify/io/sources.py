@@ -15,6 +15,7 @@ import logging
 import numbers
 import os
 import queue
+import select
 import stat
 import sys
 import threading
@@ -406,8 +407,6 @@ class StdinSource(_ResamplingSource):
     def _read(self, n: int | None = None) -> bytes:
         n = self._block_bytes if n is None else n
         if self._poll_fd is not None:
-            import select
-
             # waited a day at a time: select refuses a timeout past the platform's time_t
             # (--timeout 1e10 was an OverflowError, exit 4)
             deadline = time.monotonic() + self._stall_s

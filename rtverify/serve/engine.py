@@ -57,8 +57,8 @@ class StreamSpec:
     channels: int
     sample_format: str
     name: str
-    margin: float = 0.0
-    """Added to the model's thresholds (``?margin=``)."""
+    margin: float | None = None
+    """Added to the model's thresholds (``?margin=``; None: not given)."""
 
 
 class StreamState:

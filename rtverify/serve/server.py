@@ -44,7 +44,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import __version__
-from ..errors import InputError, ModelError, NotEnoughSpeech, RtverifyError, StoreError
+from ..errors import InputError, ModelError, NotEnoughSpeech, RtverifyError, StoreError, shown
 from .engine import JobFailed, JobInputError, StreamSpec
 from .pcm import PcmDecoder
 from .settings import ServeSettings
@@ -232,35 +232,23 @@ def _int_param(query, key: str, default: int) -> int:
         raise InputError(f"{key} {text!r}: not a whole number") from None
 
 
-def _threshold_param(query) -> float | None:
-    from ..config import check_threshold
+def _decision_params(query) -> tuple[float | None, float | None]:
+    """``?threshold=`` and ``?margin=`` (as ``--threshold`` and ``--margin``; None when absent),
+    by the one rule (:func:`rtverify.config.check_decision`)."""
+    from ..config import check_decision
 
-    text = query.get("threshold")
-    if text is None:
-        return None
+    values = {}
+    for key in ("threshold", "margin"):
+        text = query.get(key)
+        try:
+            values[key] = None if text is None else float(text)
+        except ValueError:
+            raise InputError(f"{key} {shown(text)}: not a number") from None
     try:
-        return check_threshold(float(text))
+        check_decision(values["threshold"], values["margin"])
     except ValueError as err:
-        raise InputError(f"threshold {text!r}: not a number" if "could not convert" in str(err)
-                         else str(err)) from None
-
-
-def _margin_param(query) -> float:
-    """``?margin=`` (``--margin``: added to the model's thresholds), 0 when absent; never with
-    ``?threshold=``."""
-    from ..config import check_margin
-
-    text = query.get("margin")
-    if text is None:
-        return 0.0
-    if query.get("threshold") is not None:
-        raise InputError("threshold and margin: a threshold replaces the model's thresholds, "
-                         "a margin moves them; give one")
-    try:
-        return check_margin(float(text))
-    except ValueError as err:
-        raise InputError(f"margin {text!r}: not a number" if "could not convert" in str(err)
-                         else str(err)) from None
+        raise InputError(str(err)) from None
+    return values["threshold"], values["margin"]
 
 
 def _bool_param(query, key: str) -> bool:
@@ -444,7 +432,7 @@ class _Stream:
             self.decoder = PcmDecoder(rate_hz=_int_param(q, "rate", 16000),
                                       channels=_int_param(q, "channels", 1),
                                       sample_format=fmt, name=self.name)
-            threshold, margin = _threshold_param(q), _margin_param(q)
+            threshold, margin = _decision_params(q)
             self.status = _bool_param(q, "status")
             session = svc.session_for(q.get("model"))
             voices = await svc.run(load_voices, svc.store, session, q.getlist("name"))
@@ -463,9 +451,9 @@ class _Stream:
             return False
         from ..events import Ready, event_dict
 
-        threshold_text = (f"{threshold:.2f}" if threshold is not None
-                          else (f"margin {margin:+g} on " if margin else "")
-                          + session.info.decision.describe())
+        from ..core.scoring import DecisionPolicy
+
+        threshold_text = DecisionPolicy(session.info.decision, threshold, margin).describe()
         await self._send(event_dict(Ready(self.name, session.model_id, sorted(voices),
                                           threshold_text, True)))
         return True
@@ -699,7 +687,7 @@ def verify_file(session, store, name: str, path: str, where: str,
 
 
 def _verify_job(service: Service, session, name: str, uploads, threshold,
-                margin: float = 0.0) -> dict:
+                margin: float | None = None) -> dict:
     files = _TempFiles(uploads)
     try:
         files.check_lengths(service.settings.max_upload_s)
@@ -810,8 +798,7 @@ def build_app(service: Service) -> Starlette:
 
     async def verify(request: Request):
         name = _name(request)
-        threshold = _threshold_param(request.query_params)
-        margin = _margin_param(request.query_params)
+        threshold, margin = _decision_params(request.query_params)
         session = service.session_for(request.query_params.get("model"))
         if not await service.run(service.store.exists, name):
             raise StoreError(f"voice {name!r} is not enrolled")
