@@ -169,11 +169,12 @@ def _stamp(path) -> str:
     """A recording's size and modification time: a file replaced under the same name is read
     again, not taken from the cache (as ``rtverify eval``'s cache does). A missing file is left
     for the reading to name."""
+    from rtverify.evaluation import EmbeddingCache
+
     try:
-        st = os.stat(path)
+        return EmbeddingCache.stamp(Path(path))
     except OSError:
         return "-"
-    return f"{st.st_size}:{st.st_mtime_ns}"
 
 
 @dataclass
