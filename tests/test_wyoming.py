@@ -281,29 +281,14 @@ def test_a_stranger_gets_the_refusal_and_the_audio_never_leaves(gate, stt, conve
     assert len(stt.requests) == n
 
 
-def test_a_gate_with_a_margin_refuses_what_the_default_gate_forwards(tmp_path, stt, alice_print,
-                                                                      session, conversation):
+def test_a_gate_with_a_margin_refuses_what_the_default_gate_forwards(alice_voices, stt,
+                                                                      conversation):
     """``wyoming --margin 0.2``: the enrolled speaker's line, which the default gate forwards
     (test above), gets the refusal and never reaches the STT."""
-    from rtverify.store.voiceprints import Voiceprint, VoiceprintStore
-
-    store = tmp_path / "voices"
-    VoiceprintStore(store).save(Voiceprint("alice", session.model_id, alice_print,
-                                           "2025-01-01T00:00:00Z", 10.0, 2))
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "rtverify", "--store", str(store), "wyoming",
-                             "--uri", f"tcp://127.0.0.1:{port}", "--stt-uri", stt.uri,
-                             "--margin", "0.2", "--refusal-text", "no"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
-    try:
-        assert "serving" in proc.stdout.readline()
+    with _gate_running(alice_voices, stt.port, "--margin", "0.2", "--refusal-text", "no") as gate:
         n = len(stt.requests)
-        text, _, _ = request(f"tcp://127.0.0.1:{port}", pcm16(clip(conversation, 0.9, 5.7)))
+        text, _, _ = request(gate["uri"], pcm16(clip(conversation, 0.9, 5.7)))
         assert text == "no" and len(stt.requests) == n
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_protocol_errors_are_one_line_and_the_connection_survives(gate, stt, conversation):
